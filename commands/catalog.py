@@ -1,0 +1,53 @@
+"""Commands: imperative requests to change a conversation (topic `commands`, keyed by conversation id)."""
+
+from dataclasses import dataclass
+
+from events.values import ContentPart, Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateConversation:
+    conversation_id: str
+    workspace_id: str
+    title: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitTurn:
+    conversation_id: str
+    run_id: str
+    content: tuple[ContentPart, ...]
+    attachments: tuple[str, ...] = ()
+    tool_mode: str = "auto"
+    response_mode: str = "stream"
+    idempotency_key: str | None = None
+    request_fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegenerateTurn:
+    conversation_id: str
+    run_id: str
+    response_mode: str = "stream"
+    idempotency_key: str | None = None
+    request_fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRun:
+    conversation_id: str
+    run_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinishRun:
+    conversation_id: str
+    run_id: str
+    status: str
+    text: str
+    reason: str = ""
+    usage: Usage
+
+
+Command = CreateConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun
+COMMAND_TYPES: tuple[type, ...] = (CreateConversation, SubmitTurn, RegenerateTurn, CancelRun, FinishRun)

@@ -1,0 +1,15 @@
+"""Every event type, for building a codec."""
+
+from events.conversation import CONVERSATION_EVENT_TYPES
+from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
+from events.runs import RUN_EVENT_TYPES, InferenceRequested, RunCancellationRequested
+
+EVENT_TYPES: tuple[type, ...] = (
+    *CONVERSATION_EVENT_TYPES,
+    *RUN_EVENT_TYPES,
+    RunCancellationRequested,
+    InferenceRequested,
+    CommandAccepted,
+    CommandRejected,
+    DeadLetter,
+)

@@ -1,0 +1,159 @@
+"""Avro codec: dataclasses <-> Avro single-object encoding (magic C3 01 + CRC-64-AVRO fingerprint + body).
+
+Every message names its writer schema by fingerprint, so no schema registry service is needed.
+Older writer schemas are kept in `schemas/history/`: their bytes are resolved against the current
+reader schema, which is how a compatible schema change keeps old log entries readable.
+"""
+
+import dataclasses
+import io
+import json
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, load_schema, parse_schema, to_parsing_canonical_form
+
+import schemas
+from events.envelope import Envelope
+from events.values import Actor
+
+MAGIC = b"\xc3\x01"
+
+
+class UndecodableMessage(ValueError):
+    """Bytes that are not a message this codec knows (poison messages go to the dead-letter topic)."""
+
+
+def fingerprint_of(parsed_schema: dict) -> bytes:
+    """The CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, little-endian as the spec says."""
+    hex_digest = fingerprint(to_parsing_canonical_form(parsed_schema), "CRC-64-AVRO")
+    return int(hex_digest, 16).to_bytes(8, "little")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _WriterSchema:
+    name: str
+    schema: dict
+
+
+class AvroCodec:
+    """Encodes envelopes and payloads of the given dataclass types with the schemas of the same name."""
+
+    def __init__(self, *, payload_types: Iterable[type], schema_directory: Path = schemas.DIRECTORY) -> None:
+        self._types: dict[str, type] = {cls.__name__: cls for cls in payload_types}
+        self._reader_schemas: dict[str, dict] = {}
+        self._writers: dict[bytes, _WriterSchema] = {}
+        self._fingerprints: dict[str, bytes] = {}
+        for name in [*self._types, "Envelope"]:
+            schema = load_schema(str(schema_directory / f"{name}.avsc"))
+            self._reader_schemas[name] = schema
+            self._fingerprints[name] = fingerprint_of(schema)
+            self._writers[self._fingerprints[name]] = _WriterSchema(name=name, schema=schema)
+        for history_file in sorted((schema_directory / "history").glob("*.avsc")):
+            # History files are frozen, fully expanded writer schemas: `<Name>.v<N>.avsc`.
+            schema = parse_schema(json.loads(history_file.read_text()))
+            name = history_file.name.split(".")[0]
+            if name in self._reader_schemas:
+                self._writers.setdefault(fingerprint_of(schema), _WriterSchema(name=name, schema=schema))
+
+    # -- payloads --------------------------------------------------------------------------
+
+    def encode_payload(self, payload: object) -> bytes:
+        name = type(payload).__name__
+        if name not in self._types:
+            raise TypeError(f"{name} has no Avro schema registered with this codec")
+        return self._encode(name, _to_avro(payload))
+
+    def decode_payload(self, data: bytes) -> object:
+        name, record = self._decode(data)
+        if name not in self._types:
+            raise UndecodableMessage(f"{name} is not a payload type")
+        return _from_avro(self._types[name], record)
+
+    # -- envelopes -------------------------------------------------------------------------
+
+    def encode(self, envelope: Envelope) -> bytes:
+        return self._encode(
+            "Envelope",
+            {
+                "event_id": envelope.event_id,
+                "type": envelope.type,
+                "key": envelope.key,
+                "occurred_at": envelope.occurred_at,
+                "actor": dataclasses.asdict(envelope.actor),
+                "causation_id": envelope.causation_id,
+                "correlation_id": envelope.correlation_id,
+                "trace_parent": envelope.trace_parent,
+                "payload": self.encode_payload(envelope.payload),
+            },
+        )
+
+    def decode(self, data: bytes) -> Envelope:
+        name, record = self._decode(data)
+        if name != "Envelope":
+            raise UndecodableMessage(f"expected an Envelope, got {name}")
+        return Envelope(
+            event_id=record["event_id"],
+            key=record["key"],
+            occurred_at=record["occurred_at"],
+            actor=Actor(**record["actor"]),
+            payload=self.decode_payload(record["payload"]),
+            causation_id=record["causation_id"],
+            correlation_id=record["correlation_id"],
+            trace_parent=record["trace_parent"],
+        )
+
+    # -- single-object encoding ------------------------------------------------------------
+
+    def _encode(self, name: str, record: dict) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(MAGIC)
+        buffer.write(self._fingerprints[name])
+        fastavro.schemaless_writer(buffer, self._reader_schemas[name], record)
+        return buffer.getvalue()
+
+    def _decode(self, data: bytes) -> tuple[str, dict]:
+        if len(data) < 10 or data[:2] != MAGIC:
+            raise UndecodableMessage("not Avro single-object encoding (bad magic)")
+        writer = self._writers.get(bytes(data[2:10]))
+        if writer is None:
+            raise UndecodableMessage(f"unknown schema fingerprint {bytes(data[2:10]).hex()}")
+        try:
+            record = fastavro.schemaless_reader(
+                io.BytesIO(data[10:]), writer.schema, self._reader_schemas[writer.name]
+            )
+        except Exception as error:  # fastavro raises many types for truncated or corrupt bodies
+            raise UndecodableMessage(f"corrupt {writer.name} body: {error}") from error
+        return writer.name, record
+
+
+def _to_avro(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_avro(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_avro(item) for item in value]
+    return value
+
+
+def _from_avro(annotation: Any, value: Any) -> Any:
+    """Rebuild a typed value from fastavro's dicts and lists, guided by the dataclass annotations."""
+    if value is None:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [arm for arm in typing.get_args(annotation) if arm is not type(None)]
+        return _from_avro(non_none[0], value) if len(non_none) == 1 else value
+    if origin in (tuple, list):
+        item_type = typing.get_args(annotation)[0]
+        items = [_from_avro(item_type, item) for item in value]
+        return tuple(items) if origin is tuple else items
+    if dataclasses.is_dataclass(annotation):
+        hints = typing.get_type_hints(annotation)
+        return annotation(
+            **{f.name: _from_avro(hints[f.name], value[f.name]) for f in dataclasses.fields(annotation) if f.name in value}
+        )
+    return value

@@ -1,0 +1,57 @@
+"""Events of the durable conversation history (topic `conversation-events`, keyed by conversation id)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from events.values import ContentPart, Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationCreated:
+    conversation_id: str
+    workspace_id: str
+    owner_id: str
+    title: str | None = None
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnSubmitted:
+    conversation_id: str
+    turn_seq: int
+    parent_turn_seq: int | None = None
+    content: tuple[ContentPart, ...]
+    attachments: tuple[str, ...] = ()
+    submitted_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequested:
+    conversation_id: str
+    run_id: str
+    turn_seq: int
+    parent_turn_seq: int
+    mode: str
+    tool_mode: str = "auto"
+    idempotency_key: str | None = None
+    request_fingerprint: str
+    created_turn_seq: int
+    requested_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssistantTurnFinished:
+    conversation_id: str
+    run_id: str
+    turn_seq: int
+    parent_turn_seq: int
+    state: str
+    content: tuple[ContentPart, ...]
+    reason: str = ""
+    usage: Usage
+    mode: str
+    requested_at: datetime
+    finished_at: datetime
+
+
+CONVERSATION_EVENT_TYPES = (ConversationCreated, TurnSubmitted, RunRequested, AssistantTurnFinished)

@@ -1,0 +1,318 @@
+"""The embedded event log: a durable single-node log in one SQLite file (WAL, fsync on durable commits).
+
+One writer thread group-commits every append queued while the previous commit was flushing, so
+concurrent appends share one fsync. Reads run on the event loop's own connection (WAL readers never
+block the writer). Subscribers are woken in-process by the commit itself: no sleep polling.
+Every topic has a single partition (0); offsets are global and increase across topics.
+"""
+
+import asyncio
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from time import time_ns
+
+from events.log import ConsumerCommit, LogRecord, OutgoingRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    log_offset INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    timestamp_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_topic ON records (topic, log_offset);
+CREATE INDEX IF NOT EXISTS records_by_key ON records (topic, key, log_offset);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    log_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic)
+);
+"""
+
+
+class DataDirectoryBusy(RuntimeError):
+    """Another process holds this log (the embedded log is single-process)."""
+
+
+@dataclass(kw_only=True)
+class _PendingAppend:
+    records: Sequence[OutgoingRecord]
+    durable: bool
+    commit: ConsumerCommit | None
+    done: asyncio.Future
+
+
+class EmbeddedLog:
+    """The `EventLog` port on SQLite."""
+
+    def __init__(self, *, path: Path) -> None:
+        self._path = path
+        self._pending: queue.SimpleQueue[_PendingAppend | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_offset: dict[str, int] = {}
+        self._waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_file)
+            self._lock_file = None
+            raise DataDirectoryBusy(f"another turnlog process is using {self._path}") from None
+        self._loop = asyncio.get_running_loop()
+        writer = _connect(self._path)
+        writer.executescript(_SCHEMA)
+        self._reader = _connect(self._path)
+        self._writer = threading.Thread(target=self._write_forever, args=(writer,), name="embedded-log-writer", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._pending.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.cancel()
+        self._waiters.clear()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        records: Sequence[OutgoingRecord],
+        *,
+        durable: bool = True,
+        commit: ConsumerCommit | None = None,
+    ) -> list[LogRecord]:
+        if self._writer is None or self._loop is None:
+            raise RuntimeError("the log is not started")
+        done = self._loop.create_future()
+        self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done))
+        return await done
+
+    async def commit(self, commit: ConsumerCommit) -> None:
+        await self.append((), durable=False, commit=commit)
+
+    def _write_forever(self, connection: sqlite3.Connection) -> None:
+        try:
+            while True:
+                first = self._pending.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while True:  # group commit: take everything queued meanwhile
+                    try:
+                        item = self._pending.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._write_batch(connection, batch)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _write_batch(self, connection: sqlite3.Connection, batch: list[_PendingAppend]) -> None:
+        durable = any(item.durable for item in batch)
+        try:
+            connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            connection.execute("BEGIN IMMEDIATE")
+            results: list[list[LogRecord]] = []
+            timestamp_us = time_ns() // 1000
+            timestamp = datetime.fromtimestamp(timestamp_us / 1_000_000, UTC)
+            for item in batch:
+                written = []
+                for record in item.records:
+                    cursor = connection.execute(
+                        "INSERT INTO records (topic, key, value, timestamp_us) VALUES (?, ?, ?, ?)",
+                        (record.topic, record.key, record.value, timestamp_us),
+                    )
+                    written.append(
+                        LogRecord(
+                            topic=record.topic,
+                            partition=0,
+                            offset=cursor.lastrowid,
+                            key=record.key,
+                            value=record.value,
+                            timestamp=timestamp,
+                        )
+                    )
+                if item.commit is not None:
+                    connection.executemany(
+                        "INSERT INTO consumer_offsets (group_id, topic, log_offset) VALUES (?, ?, ?) "
+                        "ON CONFLICT (group_id, topic) DO UPDATE SET log_offset = max(log_offset, excluded.log_offset)",
+                        [(item.commit.group, position.topic, offset) for position, offset in item.commit.offsets.items()],
+                    )
+                results.append(written)
+            connection.execute("COMMIT")
+        except Exception as error:  # the whole group fails together; nothing of it was written
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for item in batch:
+                self._loop.call_soon_threadsafe(_fail, item.done, error)
+            return
+        self._loop.call_soon_threadsafe(self._committed, batch, results)
+
+    def _committed(self, batch: list[_PendingAppend], results: list[list[LogRecord]]) -> None:
+        """Runs on the event loop: resolve the appends, then wake whoever waits for these topics and keys."""
+        woken: set[tuple[str, str | None]] = set()
+        for item, written in zip(batch, results):
+            if not item.done.done():
+                item.done.set_result(written)
+            for record in written:
+                self._last_offset[record.topic] = record.offset
+                woken.add((record.topic, None))
+                woken.add((record.topic, record.key))
+        for waiter_key in woken:
+            for waiter in self._waiters.pop(waiter_key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def consume(
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500
+    ) -> AsyncIterator[list[LogRecord]]:
+        positions = {topic: await self.committed(group=group, topic=topic) for topic in topics}
+        while True:
+            batch: list[LogRecord] = []
+            for topic in topics:
+                batch.extend(self._select_topic(topic, after=positions[topic], limit=max_batch))
+            if not batch:
+                await self._wait_for_any(topics, positions)
+                continue
+            batch.sort(key=lambda record: record.offset)
+            batch = batch[:max_batch]
+            for record in batch:
+                positions[record.topic] = max(positions[record.topic], record.offset)
+            yield batch
+
+    async def read(self, topic: str, *, key: str, after: int = -1, before: int | None = None) -> list[LogRecord]:
+        rows = self._connection().execute(
+            "SELECT log_offset, key, value, timestamp_us FROM records "
+            "WHERE topic = ? AND key = ? AND log_offset > ? AND log_offset < ? ORDER BY log_offset",
+            (topic, key, after, before if before is not None else 2**63 - 1),
+        )
+        return [_record(topic, row) for row in rows]
+
+    async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
+        position = after
+        while True:
+            if key is None:
+                records = self._select_topic(topic, after=position, limit=500)
+            else:
+                records = await self.read(topic, key=key, after=position)
+            for record in records:
+                position = record.offset
+                yield record
+            if not records:
+                await self._wait(topic, key)
+
+    async def end_offset(self, topic: str, *, key: str | None = None) -> int:
+        if topic not in self._last_offset:
+            row = self._connection().execute(
+                "SELECT max(log_offset) FROM records WHERE topic = ?", (topic,)
+            ).fetchone()
+            self._last_offset[topic] = row[0] if row[0] is not None else -1
+        return self._last_offset[topic]
+
+    async def committed(self, *, group: str, topic: str, key: str | None = None) -> int:
+        row = self._connection().execute(
+            "SELECT log_offset FROM consumer_offsets WHERE group_id = ? AND topic = ?", (group, topic)
+        ).fetchone()
+        return row[0] if row else -1
+
+    def _select_topic(self, topic: str, *, after: int, limit: int) -> list[LogRecord]:
+        rows = self._connection().execute(
+            "SELECT log_offset, key, value, timestamp_us FROM records "
+            "WHERE topic = ? AND log_offset > ? ORDER BY log_offset LIMIT ?",
+            (topic, after, limit),
+        )
+        return [_record(topic, row) for row in rows]
+
+    async def _wait(self, topic: str, key: str | None) -> None:
+        """Sleep until the next commit touching `topic` (and `key`).
+
+        Callers read, find nothing, and call this with no await in between, so no commit can
+        slip through the gap: commits are delivered by callbacks on this same event loop.
+        """
+        await self._await_waiter([(topic, key)])
+
+    async def _wait_for_any(self, topics: Sequence[str], positions: dict[str, int]) -> None:
+        for topic in topics:
+            if await self.end_offset(topic) > positions[topic]:
+                return
+        await self._await_waiter([(topic, None) for topic in topics])
+
+    async def _await_waiter(self, waiter_keys: list[tuple[str, str | None]]) -> None:
+        waiter = self._loop.create_future()
+        for waiter_key in waiter_keys:
+            self._waiters[waiter_key].append(waiter)
+        try:
+            await waiter
+        finally:  # a cancelled follower (a closed stream) must not stay registered
+            if not waiter.done():
+                for waiter_key in waiter_keys:
+                    waiters = self._waiters.get(waiter_key)
+                    if waiters and waiter in waiters:
+                        waiters.remove(waiter)
+                        if not waiters:
+                            del self._waiters[waiter_key]
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the log is not started")
+        return self._reader
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
+def _record(topic: str, row: tuple) -> LogRecord:
+    offset, key, value, timestamp_us = row
+    return LogRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        key=key,
+        value=bytes(value),
+        timestamp=datetime.fromtimestamp(timestamp_us / 1_000_000, UTC),
+    )
+
+
+def _fail(future: asyncio.Future, error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,98 @@
+"""The event log port: durable, ordered per key, atomic multi-record appends, consumer groups.
+
+Adapters: `events.embedded` (SQLite, one machine) and the Kafka adapter (a fleet). Both pass
+`tests/events/test_log_contract.py`. The log moves bytes; `events.codec` gives them meaning.
+"""
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutgoingRecord:
+    topic: str
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    timestamp: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerCommit:
+    """Positions a consumer group has finished: the next read starts after each offset."""
+
+    group: str
+    offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
+
+    @classmethod
+    def through(cls, group: str, records: Sequence[LogRecord]) -> "ConsumerCommit":
+        """A commit covering every record given (the highest offset per partition)."""
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            position = TopicPartition(topic=record.topic, partition=record.partition)
+            offsets[position] = max(offsets.get(position, -1), record.offset)
+        return cls(group=group, offsets=offsets)
+
+
+class EventLog(Protocol):
+    """An append-only log of keyed records in topics."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(
+        self,
+        records: Sequence[OutgoingRecord],
+        *,
+        durable: bool = True,
+        commit: ConsumerCommit | None = None,
+    ) -> list[LogRecord]:
+        """Append all records and the consumer commit atomically, or none of them.
+
+        With `durable`, returns only once the records survive a machine crash (fsync / acks=all);
+        without, once they survive a process crash (for provisional data such as token deltas).
+        """
+        ...
+
+    async def commit(self, commit: ConsumerCommit) -> None:
+        """Record a consumer group's progress without appending anything."""
+        ...
+
+    def consume(self, *, group: str, topics: Sequence[str], max_batch: int = 500) -> AsyncIterator[list[LogRecord]]:
+        """Batches of records after the group's committed positions, waiting (without polling) for more."""
+        ...
+
+    async def read(
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None
+    ) -> list[LogRecord]:
+        """Every record of `key` in `topic` with `after < offset < before`, in order."""
+        ...
+
+    def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
+        """Records of `topic` (of one `key`, if given) after `after`, then new ones as they arrive, forever."""
+        ...
+
+    async def end_offset(self, topic: str, *, key: str | None = None) -> int:
+        """The offset of the last record in the partition holding `key` (-1 when empty)."""
+        ...
+
+    async def committed(self, *, group: str, topic: str, key: str | None = None) -> int:
+        """The group's committed offset for the partition holding `key` (-1 when none)."""
+        ...

@@ -1,0 +1,35 @@
+"""Replies of the decider to each command (topic `command-outcomes`, keyed by command id), and dead letters."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandAccepted:
+    command_id: str
+    conversation_id: str
+    run_id: str | None = None
+    turn_seq: int | None = None
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRejected:
+    command_id: str
+    conversation_id: str
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    reason: str
+
+
+CommandOutcome = CommandAccepted | CommandRejected

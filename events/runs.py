@@ -1,0 +1,62 @@
+"""Events of a run's life outside the durable history: its stream, its control and its inference request."""
+
+from dataclasses import dataclass
+
+from events.values import ChatMessage, Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted:
+    run_id: str
+    conversation_id: str
+    turn_seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationStarted:
+    run_id: str
+    worker_id: str
+    pool: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssistantDelta:
+    run_id: str
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHeartbeat:
+    run_id: str
+    worker_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished:
+    run_id: str
+    conversation_id: str
+    turn_seq: int
+    status: str
+    reason: str = ""
+    usage: Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunCancellationRequested:
+    run_id: str
+    conversation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceRequested:
+    run_id: str
+    conversation_id: str
+    turn_seq: int
+    pool: str
+    messages: tuple[ChatMessage, ...]
+    max_output_tokens: int
+
+
+RUN_EVENT_TYPES = (RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished)
+TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})

@@ -1,0 +1,38 @@
+"""Topic names and which topic each message type lives on (names may change; the split should not)."""
+
+from events.conversation import CONVERSATION_EVENT_TYPES
+from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
+from events.runs import RUN_EVENT_TYPES, InferenceRequested, RunCancellationRequested
+
+COMMANDS = "commands"
+CONVERSATION_EVENTS = "conversation-events"
+RUN_EVENTS = "run-events"
+RUN_CONTROL = "run-control"
+COMMAND_OUTCOMES = "command-outcomes"
+DEAD_LETTERS = "dead-letters"
+INFERENCE_REQUESTS_PREFIX = "inference-requests."
+
+
+def inference_topic(pool: str) -> str:
+    """One inference topic per pool, so a slow pool's queue never delays another's."""
+    return INFERENCE_REQUESTS_PREFIX + pool
+
+
+_TOPIC_OF_TYPE: dict[type, str] = {
+    **{event_type: CONVERSATION_EVENTS for event_type in CONVERSATION_EVENT_TYPES},
+    **{event_type: RUN_EVENTS for event_type in RUN_EVENT_TYPES},
+    RunCancellationRequested: RUN_CONTROL,
+    CommandAccepted: COMMAND_OUTCOMES,
+    CommandRejected: COMMAND_OUTCOMES,
+    DeadLetter: DEAD_LETTERS,
+}
+
+
+def topic_of(event: object) -> str:
+    """The topic an event is appended to (commands always go to `COMMANDS`)."""
+    if isinstance(event, InferenceRequested):
+        return inference_topic(event.pool)
+    try:
+        return _TOPIC_OF_TYPE[type(event)]
+    except KeyError:
+        raise TypeError(f"{type(event).__name__} is not an event with a topic") from None

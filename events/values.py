@@ -1,0 +1,36 @@
+"""Value types shared by events and commands (each is an Avro record of the same name)."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentPart:
+    type: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actor:
+    """The tenant scope of a message: every read and write is checked against it."""
+
+    user_id: str
+    org_id: str
+    workspace_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+def text_of(content: tuple[ContentPart, ...]) -> str:
+    """The plain text of a turn's content parts."""
+    return "\n".join(part.text for part in content if part.type == "text")

@@ -1,0 +1,102 @@
+"""Avro single-object encoding of envelopes and payloads, and schema evolution."""
+
+import dataclasses
+import io
+import json
+import typing
+from datetime import UTC, datetime
+
+import fastavro
+import pytest
+from fastavro.schema import load_schema, parse_schema
+
+import schemas
+from commands.catalog import COMMAND_TYPES, SubmitTurn
+from events.codec import MAGIC, AvroCodec, UndecodableMessage, fingerprint_of
+from events.catalog import EVENT_TYPES
+from events.conversation import TurnSubmitted
+from events.envelope import Envelope
+from events.values import Actor, ContentPart, Usage
+from events.runs import RunFinished
+
+ALL_TYPES = (*EVENT_TYPES, *COMMAND_TYPES)
+ACTOR = Actor(user_id="u_1", org_id="org_1", workspace_id="ws_1")
+NOW = datetime(2026, 4, 25, 17, 10, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    return AvroCodec(payload_types=ALL_TYPES)
+
+
+def test_envelope_roundtrip_keeps_every_field(codec: AvroCodec) -> None:
+    cause = Envelope.wrap(
+        SubmitTurn(conversation_id="conv_1", run_id="run_1", content=(ContentPart(type="text", text="hé 🚀"),),
+                   request_fingerprint="f"),
+        key="conv_1", actor=ACTOR, occurred_at=NOW,
+    )
+    effect = Envelope.wrap(
+        RunFinished(run_id="run_1", conversation_id="conv_1", turn_seq=2, status="completed",
+                    usage=Usage(prompt_tokens=3, output_tokens=4)),
+        key="run_1", actor=ACTOR, cause=cause, occurred_at=NOW,
+    )
+    for envelope in (cause, effect):
+        encoded = codec.encode(envelope)
+        assert encoded[:2] == MAGIC
+        assert codec.decode(encoded) == envelope
+    assert codec.decode(codec.encode(effect)).causation_id == cause.event_id
+    assert codec.decode(codec.encode(effect)).correlation_id == cause.event_id
+
+
+def test_single_object_header_names_the_writer_schema(codec: AvroCodec) -> None:
+    payload = codec.encode_payload(TurnSubmitted(conversation_id="c", turn_seq=1, content=(), submitted_at=NOW))
+    assert payload[2:10] == fingerprint_of(load_schema(str(schemas.DIRECTORY / "TurnSubmitted.avsc")))
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00\x01", b"\xc3\x01" + b"\x00" * 8 + b"x", b"\xc3\x01\xff"])
+def test_garbage_is_undecodable_not_a_crash(codec: AvroCodec, garbage: bytes) -> None:
+    with pytest.raises(UndecodableMessage):
+        codec.decode(garbage)
+
+
+def test_truncated_body_is_undecodable(codec: AvroCodec) -> None:
+    encoded = codec.encode(Envelope.wrap(RunFinished(run_id="r", conversation_id="c", turn_seq=1, status="completed"),
+                                         key="r", actor=ACTOR))
+    with pytest.raises(UndecodableMessage):
+        codec.decode(encoded[:-5])
+
+
+def test_bytes_written_with_an_earlier_schema_still_decode(codec: AvroCodec) -> None:
+    """TurnSubmitted v1 had no `attachments`; its bytes on the log must still read today."""
+    v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / "TurnSubmitted.v1.avsc").read_text()))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {
+        "conversation_id": "conv_1", "turn_seq": 7, "parent_turn_seq": 6,
+        "content": [{"type": "text", "text": "old bytes"}], "submitted_at": NOW,
+    })
+    old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
+    assert fingerprint_of(v1) != codec.encode_payload(
+        TurnSubmitted(conversation_id="c", turn_seq=1, content=(), submitted_at=NOW))[2:10]
+    decoded = codec.decode_payload(old_bytes)
+    assert decoded == TurnSubmitted(conversation_id="conv_1", turn_seq=7, parent_turn_seq=6,
+                                    content=(ContentPart(type="text", text="old bytes"),), attachments=(),
+                                    submitted_at=NOW)
+
+
+@pytest.mark.parametrize("message_type", ALL_TYPES, ids=lambda t: t.__name__)
+def test_each_dataclass_matches_its_schema(message_type: type) -> None:
+    schema = load_schema(str(schemas.DIRECTORY / f"{message_type.__name__}.avsc"))
+    schema_fields = {field["name"]: field for field in schema["fields"]}
+    hints = typing.get_type_hints(message_type)
+    assert set(schema_fields) == {f.name for f in dataclasses.fields(message_type)}
+    for field in dataclasses.fields(message_type):
+        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        assert ("default" in schema_fields[field.name]) == has_default, field.name
+        nullable = type(None) in typing.get_args(hints[field.name])
+        assert nullable == (isinstance(schema_fields[field.name]["type"], list)), field.name
+
+
+def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
+    names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
+    shared = {"ContentPart", "Actor", "Usage", "ChatMessage", "Envelope"}
+    assert names == {t.__name__ for t in ALL_TYPES} | shared
