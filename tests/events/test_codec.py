@@ -60,7 +60,7 @@ def test_garbage_is_undecodable_not_a_crash(codec: AvroCodec, garbage: bytes) ->
 
 
 def test_truncated_body_is_undecodable(codec: AvroCodec) -> None:
-    encoded = codec.encode(Envelope.wrap(RunFinished(run_id="r", conversation_id="c", turn_seq=1, status="completed"),
+    encoded = codec.encode(Envelope.wrap(RunFinished(run_id="r", conversation_id="c", turn_seq=1, status="completed", usage=Usage()),
                                          key="r", actor=ACTOR))
     with pytest.raises(UndecodableMessage):
         codec.decode(encoded[:-5])
