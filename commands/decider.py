@@ -11,9 +11,15 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
-from events.conversation import AssistantTurnFinished, ConversationCreated, RunRequested, TurnSubmitted
+from events.conversation import (
+    AssistantTurnFinished,
+    ConversationCreated,
+    RunCancellationRequested,
+    RunRequested,
+    TurnSubmitted,
+)
 from events.envelope import Envelope
-from events.runs import RunCancellationRequested, RunFinished, RunStarted
+from events.runs import RunFinished, RunStarted
 from events.values import Actor, ContentPart
 
 # The same Idempotency-Key on the same conversation returns the same run for this long.
@@ -30,6 +36,7 @@ class RunState:
     mode: str
     requested_at: datetime
     status: str = "in_progress"
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +126,9 @@ def evolve(state: ConversationState, envelope: Envelope) -> ConversationState:
                 runs={**state.runs, event.run_id: run},
                 idempotency=idempotency,
             )
+        case RunCancellationRequested():
+            cancelling = replace(state.runs[event.run_id], cancel_requested=True)
+            return replace(state, runs={**state.runs, event.run_id: cancelling})
         case AssistantTurnFinished():
             finished = replace(state.runs[event.run_id], status=event.state)
             return replace(
@@ -297,8 +307,11 @@ def _cancel(command: CancelRun, actor: Actor, state: ConversationState) -> Decis
         return Decision(outcome=Rejected(code="not_found", detail=f"run {command.run_id} does not exist"))
     if run.status != "in_progress":
         return Decision(outcome=Rejected(code="conflict", detail=f"run {run.run_id} already finished ({run.status})"))
-    requested = RunCancellationRequested(run_id=run.run_id, conversation_id=command.conversation_id)
-    return Decision(events=(requested,), outcome=Accepted(run_id=run.run_id, turn_seq=run.turn_seq))
+    accepted = Accepted(run_id=run.run_id, turn_seq=run.turn_seq)
+    if run.cancel_requested:
+        return Decision(outcome=accepted)  # asking twice is not an error
+    requested = RunCancellationRequested(conversation_id=command.conversation_id, run_id=run.run_id)
+    return Decision(events=(requested,), outcome=accepted)
 
 
 def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Decision:
@@ -308,12 +321,14 @@ def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Deci
         return Decision(outcome=Rejected(code="conflict", detail=f"run {command.run_id} is not in progress"))
     if command.status not in RUN_STATUSES:
         return Decision(outcome=Rejected(code="invalid", detail=f"unknown run status {command.status!r}"))
+    # The owner's cancel wins over a worker that finished anyway (it may not have heard of it).
+    status = "cancelled" if run.cancel_requested and command.status == "completed" else command.status
     finished = AssistantTurnFinished(
         conversation_id=command.conversation_id,
         run_id=run.run_id,
         turn_seq=run.turn_seq,
         parent_turn_seq=run.parent_turn_seq,
-        state=command.status,
+        state=status,
         content=(ContentPart(type="text", text=command.text),),
         reason=command.reason,
         usage=command.usage,
@@ -325,7 +340,7 @@ def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Deci
         run_id=run.run_id,
         conversation_id=command.conversation_id,
         turn_seq=run.turn_seq,
-        status=command.status,
+        status=status,
         reason=command.reason,
         usage=command.usage,
     )

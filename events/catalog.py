@@ -2,12 +2,11 @@
 
 from events.conversation import CONVERSATION_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
-from events.runs import RUN_EVENT_TYPES, InferenceRequested, RunCancellationRequested
+from events.runs import RUN_EVENT_TYPES, InferenceRequested
 
 EVENT_TYPES: tuple[type, ...] = (
     *CONVERSATION_EVENT_TYPES,
     *RUN_EVENT_TYPES,
-    RunCancellationRequested,
     InferenceRequested,
     CommandAccepted,
     CommandRejected,

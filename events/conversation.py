@@ -54,4 +54,18 @@ class AssistantTurnFinished:
     finished_at: datetime
 
 
-CONVERSATION_EVENT_TYPES = (ConversationCreated, TurnSubmitted, RunRequested, AssistantTurnFinished)
+@dataclass(frozen=True, kw_only=True)
+class RunCancellationRequested:
+    """The owner asked to stop a run; workers listen for it, and the run ends as cancelled."""
+
+    conversation_id: str
+    run_id: str
+
+
+CONVERSATION_EVENT_TYPES = (
+    ConversationCreated,
+    TurnSubmitted,
+    RunRequested,
+    RunCancellationRequested,
+    AssistantTurnFinished,
+)

@@ -43,12 +43,6 @@ class RunFinished:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunCancellationRequested:
-    run_id: str
-    conversation_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
 class InferenceRequested:
     run_id: str
     conversation_id: str

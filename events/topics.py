@@ -2,12 +2,11 @@
 
 from events.conversation import CONVERSATION_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
-from events.runs import RUN_EVENT_TYPES, InferenceRequested, RunCancellationRequested
+from events.runs import RUN_EVENT_TYPES, InferenceRequested
 
 COMMANDS = "commands"
 CONVERSATION_EVENTS = "conversation-events"
 RUN_EVENTS = "run-events"
-RUN_CONTROL = "run-control"
 COMMAND_OUTCOMES = "command-outcomes"
 DEAD_LETTERS = "dead-letters"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
@@ -21,7 +20,6 @@ def inference_topic(pool: str) -> str:
 _TOPIC_OF_TYPE: dict[type, str] = {
     **{event_type: CONVERSATION_EVENTS for event_type in CONVERSATION_EVENT_TYPES},
     **{event_type: RUN_EVENTS for event_type in RUN_EVENT_TYPES},
-    RunCancellationRequested: RUN_CONTROL,
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
@@ -36,3 +34,14 @@ def topic_of(event: object) -> str:
         return _TOPIC_OF_TYPE[type(event)]
     except KeyError:
         raise TypeError(f"{type(event).__name__} is not an event with a topic") from None
+
+
+def key_of(event: object) -> str:
+    """The partition key of an event: everything about one conversation (or one run's stream) shares it."""
+    if _TOPIC_OF_TYPE.get(type(event)) == CONVERSATION_EVENTS:
+        return event.conversation_id  # type: ignore[attr-defined]
+    if isinstance(event, (CommandAccepted, CommandRejected)):
+        return event.command_id
+    if isinstance(event, DeadLetter):
+        return event.key
+    return event.run_id  # type: ignore[attr-defined]
