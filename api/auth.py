@@ -1,0 +1,258 @@
+"""Bearer tokens: HS256 JWTs naming a user, an org and the workspaces they may use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from starlette.requests import HTTPConnection
+
+from api.bodies import RESOURCE_ID_PATTERN
+from turnlog.errors import Unauthenticated
+
+__all__ = [
+    "DEFAULT_TOKEN_TTL_S",
+    "ISSUER",
+    "MIN_SECRET_BYTES",
+    "SECRET_ENV_VAR",
+    "SECRET_FILE_NAME",
+    "Principal",
+    "issue_token",
+    "load_or_create_secret",
+    "principal_from_request",
+    "verify_token",
+]
+
+logger = logging.getLogger(__name__)
+
+ISSUER = "turnlog"
+ALGORITHM = "HS256"
+DEFAULT_TOKEN_TTL_S = 24 * 3600
+# RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
+MIN_SECRET_BYTES = 32
+SECRET_ENV_VAR = "TURNLOG_SECRET"
+SECRET_FILE_NAME = "secret.key"
+# Tolerated clock skew between the machine that issued a token and the one checking it.
+CLOCK_SKEW_LEEWAY_S = 30
+# A real token is a few hundred bytes; refusing huge ones keeps decoding cheap.
+MAX_TOKEN_CHARS = 8192
+MAX_WORKSPACES_PER_TOKEN = 1000
+
+_RESOURCE_ID = re.compile(RESOURCE_ID_PATTERN)
+_REQUIRED_CLAIMS = ("sub", "org", "workspaces", "iat", "exp", "iss")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """Who is calling: the user, their org (the tenant) and the workspaces they may use."""
+
+    user_id: str
+    org_id: str
+    workspace_ids: tuple[str, ...]
+
+    def can_use(self, workspace_id: str) -> bool:
+        return workspace_id in self.workspace_ids
+
+
+def _check_secret(secret: bytes) -> None:
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"token secret must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)}")
+
+
+def _invalid_id_reason(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not _RESOURCE_ID.fullmatch(value):
+        return "must be 1-64 characters of letters, digits, '_' or '-'"
+    return None
+
+
+def _checked_ids(*, user_id: str, org_id: str, workspace_ids: Iterable[str]) -> tuple[str, ...]:
+    """Refuse to mint a token the verifier would reject."""
+    for name, value in (("user_id", user_id), ("org_id", org_id)):
+        if reason := _invalid_id_reason(value):
+            raise ValueError(f"{name} {value!r} {reason}")
+    if isinstance(workspace_ids, str):
+        raise ValueError("workspace_ids must be a collection of ids, not a single string")
+    workspaces = tuple(dict.fromkeys(workspace_ids))
+    if len(workspaces) > MAX_WORKSPACES_PER_TOKEN:
+        raise ValueError(f"at most {MAX_WORKSPACES_PER_TOKEN} workspace ids per token")
+    for workspace_id in workspaces:
+        if reason := _invalid_id_reason(workspace_id):
+            raise ValueError(f"workspace id {workspace_id!r} {reason}")
+    return workspaces
+
+
+def issue_token(
+    secret: bytes,
+    *,
+    user_id: str,
+    org_id: str,
+    workspace_ids: Iterable[str],
+    ttl_s: int = DEFAULT_TOKEN_TTL_S,
+    issued_at: int | None = None,
+) -> str:
+    """Sign a token for this principal; `issued_at` (epoch seconds) defaults to now."""
+    _check_secret(secret)
+    if ttl_s <= 0:
+        raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    workspaces = _checked_ids(user_id=user_id, org_id=org_id, workspace_ids=workspace_ids)
+    iat = int(time.time()) if issued_at is None else issued_at
+    claims = {
+        "iss": ISSUER,
+        "sub": user_id,
+        "org": org_id,
+        "workspaces": list(workspaces),
+        "iat": iat,
+        "exp": iat + ttl_s,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def _principal_from_claims(claims: Mapping[str, object]) -> Principal:
+    for claim in ("sub", "org"):
+        if reason := _invalid_id_reason(claims[claim]):
+            raise Unauthenticated(detail=f"token claim '{claim}' {reason}")
+    workspaces = claims["workspaces"]
+    if not isinstance(workspaces, list):
+        raise Unauthenticated(detail="token claim 'workspaces' must be a list of workspace ids")
+    if len(workspaces) > MAX_WORKSPACES_PER_TOKEN:
+        raise Unauthenticated(
+            detail=f"token claim 'workspaces' lists more than {MAX_WORKSPACES_PER_TOKEN} ids"
+        )
+    for workspace_id in workspaces:
+        if reason := _invalid_id_reason(workspace_id):
+            raise Unauthenticated(detail=f"token claim 'workspaces' has an id that {reason}")
+    return Principal(
+        user_id=str(claims["sub"]),
+        org_id=str(claims["org"]),
+        workspace_ids=tuple(dict.fromkeys(workspaces)),  # type: ignore[arg-type]
+    )
+
+
+def verify_token(secret: bytes, token: str) -> Principal:
+    """Check signature, issuer, expiry and claims; raise Unauthenticated saying which failed."""
+    _check_secret(secret)
+    if not token:
+        raise Unauthenticated(detail="bearer token is empty")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated(detail=f"bearer token is longer than {MAX_TOKEN_CHARS} characters")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            # Pinning the algorithm list is what stops "alg": "none" and key-confusion tokens.
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            leeway=CLOCK_SKEW_LEEWAY_S,
+            options={"require": list(_REQUIRED_CLAIMS)},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated(detail="bearer token has expired") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthenticated(detail="bearer token signature is invalid") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthenticated(detail=f"bearer token must be signed with {ALGORITHM}") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise Unauthenticated(detail=f"bearer token lacks the '{error.claim}' claim") from None
+    except jwt.InvalidIssuerError:
+        raise Unauthenticated(detail=f"bearer token was not issued by '{ISSUER}'") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthenticated(detail="bearer token is issued in the future") from None
+    except jwt.DecodeError:
+        raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
+    except jwt.InvalidTokenError as error:
+        raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
+    return _principal_from_claims(claims)
+
+
+def bearer_token_from_header(authorization: str | None) -> str:
+    """Extract the token from an Authorization header value (pure, for tests and websockets)."""
+    if authorization is None:
+        raise Unauthenticated(detail="missing Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    # RFC 9110 section 11.1: the auth scheme is case-insensitive.
+    if scheme.lower() != "bearer":
+        raise Unauthenticated(detail="Authorization header must use the Bearer scheme")
+    token = token.strip()
+    if not token:
+        raise Unauthenticated(detail="Authorization header has no bearer token")
+    return token
+
+
+def principal_from_request(request: HTTPConnection, secret: bytes) -> Principal:
+    """Authenticate a request (or websocket) by its `Authorization: Bearer` header."""
+    return verify_token(secret, bearer_token_from_header(request.headers.get("authorization")))
+
+
+def load_or_create_secret(data_dir: Path, *, environ: Mapping[str, str] | None = None) -> bytes:
+    """Return the token-signing secret.
+
+    Precedence: a non-empty `TURNLOG_SECRET` environment variable wins (its UTF-8 bytes are
+    the key, at least 32 bytes; the file is then neither read nor created). Otherwise
+    `data_dir/secret.key` is used, created on first use with 64 random hex characters and
+    mode 0600. The key is the file's text without surrounding whitespace, so
+    `TURNLOG_SECRET="$(cat D/secret.key)"` and `--data-dir D` sign identical tokens.
+    """
+    environment = os.environ if environ is None else environ
+    from_env = environment.get(SECRET_ENV_VAR, "")
+    if from_env:
+        secret = from_env.encode("utf-8")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"{SECRET_ENV_VAR} must be at least {MIN_SECRET_BYTES} bytes long")
+        return secret
+    path = Path(data_dir) / SECRET_FILE_NAME
+    if not path.exists():
+        _create_secret_file(path)
+    return _read_secret_file(path)
+
+
+def _read_secret_file(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("%s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path} holds {len(secret)} bytes; at least {MIN_SECRET_BYTES} needed")
+    return secret
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write the secret to a private temp file, then hard-link it into place.
+
+    link() fails if the target exists, so when two processes start on the same data dir at
+    once exactly one secret wins and nobody ever reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask could only narrow 0600, but be explicit
+        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp_path, path)
+    except FileExistsError:
+        pass  # another process won the race; its secret is the one to use
+    finally:
+        temp_path.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the new directory entry itself durable, not just the file contents.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
