@@ -1,0 +1,59 @@
+"""State folded per key from one topic of the log, cached, loaded from the log on a miss."""
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from events.codec import AvroCodec
+from events.envelope import Envelope
+from events.log import EventLog
+
+State = TypeVar("State")
+
+
+class KeyedStates(Generic[State]):
+    """`fold(evolve, initial, events of key)`, kept for the most recently used keys."""
+
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        codec: AvroCodec,
+        topic: str,
+        initial: State,
+        evolve: Callable[[State, Envelope], State],
+        capacity: int = 10_000,
+    ) -> None:
+        self._log = log
+        self._codec = codec
+        self._topic = topic
+        self._initial = initial
+        self._evolve = evolve
+        self._capacity = capacity
+        self._states: OrderedDict[str, State] = OrderedDict()
+
+    async def get(self, key: str, *, before: int | None = None) -> State:
+        """The state of `key`; on a miss, folded from the log's records of `key` with offset < `before`."""
+        if key in self._states:
+            self._states.move_to_end(key)
+            return self._states[key]
+        state = self._initial
+        for record in await self._log.read(self._topic, key=key, before=before):
+            state = self._evolve(state, self._codec.decode(record.value))
+        self.put(key, state)
+        return state
+
+    def put(self, key: str, state: State) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self._capacity:
+            self._states.popitem(last=False)
+
+    def apply(self, key: str, envelope: Envelope) -> State:
+        """Fold one more event into a cached key (the caller has just loaded or is holding it)."""
+        state = self._evolve(self._states.get(key, self._initial), envelope)
+        self.put(key, state)
+        return state
+
+    def clear(self) -> None:
+        self._states.clear()
