@@ -1,0 +1,81 @@
+"""The inference engine port: chat messages in, a stream of decoded text pieces and usage out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    request_id: str  # the run id; engines that support abort use it
+    messages: tuple[ChatMessage, ...]
+    max_output_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.max_output_tokens < 1:
+            raise ValueError(f"max_output_tokens must be >= 1, got {self.max_output_tokens}")
+        if not self.messages:
+            raise ValueError("a generation request needs at least one message")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenText:
+    text: str  # one decoded piece of output (one token or a few)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationFinished:
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+
+
+GenerationEvent = TokenText | GenerationFinished
+
+
+class PromptTooLong(ValueError):
+    """The prompt alone does not fit in the engine's context window."""
+
+    def __init__(self, *, prompt_tokens: int, context_tokens: int) -> None:
+        super().__init__(f"prompt has {prompt_tokens} tokens; the context window holds {context_tokens}")
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = context_tokens
+
+
+class InferenceEngine(Protocol):
+    """Turns a chat into a stream of text pieces that ends with exactly one GenerationFinished.
+
+    When the consumer stops early (``aclose()`` on the iterator, or cancelling the task awaiting
+    it) the engine stops generating and frees its concurrency slot.
+    """
+
+    name: str
+    max_concurrency: int  # how many generations the engine runs at once
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]: ...
+
+
+@runtime_checkable
+class AbortableEngine(InferenceEngine, Protocol):
+    """An engine that can end an in-flight generation by request id, from outside its stream.
+
+    The aborted stream still ends with a GenerationFinished whose finish_reason is "cancelled",
+    so the consumer can record partial usage.
+    """
+
+    def abort(self, request_id: str) -> bool: ...

@@ -1,0 +1,93 @@
+"""A deterministic, nearly free engine that answers by echoing the prompt: for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+from inference.engine import (
+    ChatMessage,
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    TokenText,
+)
+
+_WORDS_WHEN_NO_USER_TEXT = ("nothing", "to", "echo")
+
+
+def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
+    return sum(len(message.content.split()) for message in messages)
+
+
+def scripted_answer(messages: tuple[ChatMessage, ...], *, answer_tokens: int) -> tuple[str, ...]:
+    """The full answer for a prompt, one token per element, each with its leading space."""
+    if answer_tokens < 1:
+        return ()
+    # A digest of the whole conversation leads the answer, so two prompts that share their last
+    # user message but differ earlier still get different answers.
+    conversation_text = "\x1e".join(f"{message.role}\x1f{message.content}" for message in messages)
+    digest = hashlib.blake2b(conversation_text.encode(), digest_size=4).hexdigest()
+    last_user_words = next(
+        (message.content.split() for message in reversed(messages) if message.role == "user"), []
+    ) or list(_WORDS_WHEN_NO_USER_TEXT)
+    tokens = [f" [{digest}]"]
+    tokens.extend(f" {last_user_words[i % len(last_user_words)]}" for i in range(answer_tokens - 1))
+    return tuple(tokens)
+
+
+class ScriptedEngine:
+    """Echoes the last user message's words, one per token, with an optional delay per token."""
+
+    name = "scripted"
+
+    def __init__(
+        self, *, token_delay_s: float = 0.0, answer_tokens: int = 20, max_concurrency: int = 1024
+    ) -> None:
+        self.token_delay_s = token_delay_s
+        self.answer_tokens = answer_tokens
+        self.max_concurrency = max_concurrency
+        self._running_request_ids: set[str] = set()
+        self._aborted_request_ids: set[str] = set()
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._aborted_request_ids.clear()
+
+    def abort(self, request_id: str) -> bool:
+        if request_id not in self._running_request_ids:
+            return False
+        self._aborted_request_ids.add(request_id)
+        return True
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        answer = scripted_answer(
+            request.messages, answer_tokens=min(self.answer_tokens, request.max_output_tokens)
+        )
+        prompt_tokens = prompt_word_count(request.messages)
+        self._running_request_ids.add(request.request_id)
+        try:
+            output_tokens = 0
+            for token in answer:
+                # Even with no delay, yield control so a fast stream never starves the loop.
+                await asyncio.sleep(self.token_delay_s)
+                if request.request_id in self._aborted_request_ids:
+                    yield GenerationFinished(
+                        prompt_tokens=prompt_tokens,
+                        output_tokens=output_tokens,
+                        finish_reason="cancelled",
+                    )
+                    return
+                output_tokens += 1
+                yield TokenText(text=token)
+            yield GenerationFinished(
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                finish_reason="length" if request.max_output_tokens < self.answer_tokens else "stop",
+            )
+        finally:
+            self._running_request_ids.discard(request.request_id)
+            self._aborted_request_ids.discard(request.request_id)
