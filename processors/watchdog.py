@@ -1,0 +1,121 @@
+"""The run watchdog: a claimed run whose worker falls silent for a whole lease is ended as failed.
+
+Workers renew a run's lease with every delta or heartbeat. When a lease lapses (the worker crashed,
+hung, or the whole process was killed), the watchdog commits the run with the text streamed so far
+and a reason, so no run stays in progress forever. Its progress is the low-water mark of the runs it
+still watches, so after a restart it re-reads exactly what it needs and every lease starts afresh.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from commands.catalog import FinishRun
+from events.codec import AvroCodec, UndecodableMessage
+from events.envelope import Envelope
+from events.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
+from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeartbeat, RunStarted
+from events.topics import COMMANDS, RUN_EVENTS
+from events.values import Usage
+from processors.runtime import encode
+
+logger = logging.getLogger(__name__)
+WATCHDOG_GROUP = "run-watchdog"
+
+
+@dataclass(kw_only=True)
+class WatchedRun:
+    run_id: str
+    conversation_id: str
+    started: Envelope
+    first_offset: int
+    claimed: bool = False
+    last_seen: float = 0.0
+    text_parts: list[str] = field(default_factory=list)
+    reported: bool = False
+
+
+def lapsed(runs: dict[str, WatchedRun], *, now: float, lease_s: float) -> list[WatchedRun]:
+    """Claimed runs not yet reported whose lease ran out."""
+    return [run for run in runs.values() if run.claimed and not run.reported and now - run.last_seen > lease_s]
+
+
+class RunWatchdog:
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, lease_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = log
+        self._codec = codec
+        self._lease_s = lease_s
+        self._clock = clock
+        self._runs: dict[str, WatchedRun] = {}
+        self._position = -1
+
+    async def run(self) -> None:
+        self._position = await self._log.committed(group=WATCHDOG_GROUP, topic=RUN_EVENTS)
+        sweeper = asyncio.create_task(self._sweep_forever())
+        try:
+            async for record in self._log.follow(RUN_EVENTS, after=self._position):
+                try:
+                    envelope = self._codec.decode(record.value)
+                except UndecodableMessage:
+                    continue
+                self._observe(envelope, record.offset)
+                self._position = record.offset
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+
+    def _observe(self, envelope: Envelope, offset: int) -> None:
+        event = envelope.payload
+        now = self._clock()
+        match event:
+            case RunStarted():
+                self._runs[event.run_id] = WatchedRun(
+                    run_id=event.run_id, conversation_id=event.conversation_id, started=envelope, first_offset=offset
+                )
+                return
+            case RunFinished():
+                self._runs.pop(event.run_id, None)
+                return
+        run = self._runs.get(getattr(event, "run_id", ""))
+        if run is None:
+            return
+        run.last_seen = now
+        if isinstance(event, GenerationStarted):
+            run.claimed = True
+        elif isinstance(event, AssistantDelta):
+            run.text_parts.append(event.text)
+        elif not isinstance(event, RunHeartbeat):
+            return
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._lease_s / 4, 0.05))
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("watchdog sweep failed; will retry")
+
+    async def sweep(self) -> None:
+        """End lapsed runs, then commit the low-water mark of the runs still watched."""
+        outputs: list[OutgoingRecord] = []
+        for run in lapsed(self._runs, now=self._clock(), lease_s=self._lease_s):
+            silent_s = self._lease_s
+            command = FinishRun(
+                conversation_id=run.conversation_id,
+                run_id=run.run_id,
+                status="failed",
+                text="".join(run.text_parts),
+                reason=f"interrupted: its worker stopped responding (no output for {silent_s:.0f}s)",
+                usage=Usage(output_tokens=0),
+            )
+            envelope = Envelope.wrap(command, key=run.conversation_id, actor=run.started.actor, cause=run.started)
+            outputs.append(encode(self._codec, envelope, topic=COMMANDS))
+            run.reported = True
+            logger.warning("run %s lapsed its lease; ending it as failed", run.run_id)
+        low_water = min((run.first_offset - 1 for run in self._runs.values()), default=self._position)
+        commit = ConsumerCommit(group=WATCHDOG_GROUP, offsets={TopicPartition(topic=RUN_EVENTS, partition=0): low_water})
+        await self._log.append(outputs, commit=commit, durable=bool(outputs))
