@@ -8,7 +8,6 @@ the caller sees. Nothing here does I/O or reads a clock: time comes from the com
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 
 from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
 from events.conversation import (
@@ -25,7 +24,6 @@ from events.values import Actor, ContentPart
 # The same Idempotency-Key on the same conversation returns the same run for this long.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})
-_EMPTY: Mapping = MappingProxyType({})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,8 +54,8 @@ class ConversationState:
     latest_turn_seq: int = 0
     latest_user_turn_seq: int | None = None
     active_run_id: str | None = None
-    runs: Mapping[str, RunState] = field(default=_EMPTY)
-    idempotency: Mapping[str, IdempotentResult] = field(default=_EMPTY)
+    runs: Mapping[str, RunState] = field(default_factory=dict)
+    idempotency: Mapping[str, IdempotentResult] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:

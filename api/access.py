@@ -1,0 +1,93 @@
+"""Who may see what: the caller's principal, its read scope, and conversation/run lookups within it."""
+
+from collections import OrderedDict
+
+from starlette.requests import Request
+
+from api.auth import Principal, principal_from_request
+from api.context import ApiContext
+from events.values import Actor
+from projections.read_models import ConversationRow, RunRow, Scope
+from turnlog.errors import Forbidden, InvalidRequest, NotFound
+
+
+def context_of(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+def authenticate(request: Request) -> Principal:
+    return principal_from_request(request, context_of(request).secret)
+
+
+def scope_of(principal: Principal) -> Scope:
+    return Scope(org_id=principal.org_id, owner_id=principal.user_id, workspace_ids=principal.workspace_ids)
+
+
+def actor_of(principal: Principal, workspace_id: str) -> Actor:
+    return Actor(user_id=principal.user_id, org_id=principal.org_id, workspace_id=workspace_id)
+
+
+def require_workspace(principal: Principal, workspace_id: str) -> None:
+    if not principal.can_use(workspace_id):
+        raise Forbidden(detail=f"your token does not grant access to workspace {workspace_id}")
+
+
+class ConversationDirectory:
+    """Conversation headers by id, cached: a conversation never changes its org, owner or workspace."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._capacity = capacity
+        self._headers: OrderedDict[str, ConversationRow] = OrderedDict()
+
+    async def find(self, request: Request, principal: Principal, conversation_id: str) -> ConversationRow:
+        """The conversation if the caller may use it; otherwise NotFound, whoever owns it."""
+        header = self._headers.get(conversation_id)
+        if header is None:
+            context = context_of(request)
+            await context.caught_up(key=conversation_id)
+            header = await context.read_models.conversation(scope_of(principal), conversation_id)
+            if header is None:
+                raise NotFound(detail=f"conversation {conversation_id} does not exist")
+            self._headers[conversation_id] = header
+            while len(self._headers) > self._capacity:
+                self._headers.popitem(last=False)
+        self._headers.move_to_end(conversation_id)
+        visible = (
+            header.org_id == principal.org_id
+            and header.owner_id == principal.user_id
+            and principal.can_use(header.workspace_id)
+        )
+        if not visible:
+            raise NotFound(detail=f"conversation {conversation_id} does not exist")
+        return header
+
+
+async def find_run(request: Request, principal: Principal, run_id: str) -> RunRow:
+    context = context_of(request)
+    await context.caught_up()
+    run = await context.read_models.run(scope_of(principal), run_id)
+    if run is None:
+        raise NotFound(detail=f"run {run_id} does not exist")
+    return run
+
+
+def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(detail=f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise InvalidRequest(detail=f"query parameter {name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def idempotency_key_of(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise InvalidRequest(detail="Idempotency-Key must be 1-255 printable ASCII characters")
+    return key

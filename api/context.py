@@ -1,0 +1,30 @@
+"""What the API needs from the rest of the system, handed in by the composition root (on `app.state`)."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from commands.bus import CommandBus
+from events.codec import AvroCodec
+from events.log import EventLog
+from projections.read_models import ReadModels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_turn_body_bytes: int = 256 * 1024
+    max_small_body_bytes: int = 16 * 1024
+    max_page_size: int = 100
+    default_page_size: int = 20
+    keepalive_s: float = 15.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiContext:
+    bus: CommandBus
+    read_models: ReadModels
+    # Waits until the read models hold every conversation event now on the log (for a key's partition).
+    caught_up: Callable[..., Awaitable[None]]
+    log: EventLog
+    codec: AvroCodec
+    secret: bytes
+    limits: Limits = Limits()

@@ -1,0 +1,129 @@
+"""Conversation and turn endpoints: create, list, read, submit a turn, regenerate, page through turns."""
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.access import (
+    ConversationDirectory,
+    actor_of,
+    authenticate,
+    context_of,
+    idempotency_key_of,
+    int_query,
+    require_workspace,
+    scope_of,
+)
+from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, read_json_body, request_fingerprint
+from api.presenters import conversation_json, iso, turn_json
+from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
+from events.envelope import new_id
+from events.values import ContentPart
+
+
+async def create_conversation(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    body = await read_json_body(request, CreateConversationBody, max_bytes=context.limits.max_small_body_bytes)
+    require_workspace(principal, body.workspace_id)
+    conversation_id = new_id("conv")
+    command = CreateConversation(conversation_id=conversation_id, workspace_id=body.workspace_id, title=body.title)
+    accepted = await context.bus.send(command, actor=actor_of(principal, body.workspace_id))
+    return JSONResponse(
+        {"conversationId": conversation_id, "createdAt": iso(accepted.created_at)},
+        status_code=201,
+        headers={"Location": f"/v1/conversations/{conversation_id}"},
+    )
+
+
+async def list_conversations(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    workspace_id = request.query_params.get("workspaceId") or None
+    if workspace_id is not None:
+        require_workspace(principal, workspace_id)
+    limit = int_query(request, "limit", default=context.limits.default_page_size, minimum=1, maximum=context.limits.max_page_size)
+    before = request.query_params.get("before") or None
+    await context.caught_up()
+    rows = await context.read_models.conversations(scope_of(principal), workspace_id=workspace_id, before=before, limit=limit + 1)
+    page = rows[:limit]
+    return JSONResponse(
+        {
+            "conversations": [conversation_json(row) for row in page],
+            "nextBefore": page[-1].conversation_id if len(rows) > limit else None,
+        }
+    )
+
+
+async def get_conversation(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    directory: ConversationDirectory = request.app.state.conversations
+    header = await directory.find(request, principal, conversation_id)
+    await context.caught_up(key=conversation_id)
+    latest = await context.read_models.latest_turn_seq(scope_of(principal), conversation_id)
+    return JSONResponse(conversation_json(header, latest_turn_seq=latest))
+
+
+async def submit_turn(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    idempotency_key = idempotency_key_of(request)
+    body = await read_json_body(request, SubmitTurnBody, max_bytes=context.limits.max_turn_body_bytes)
+    header = await request.app.state.conversations.find(request, principal, conversation_id)
+    command = SubmitTurn(
+        conversation_id=conversation_id,
+        run_id=new_id("run"),
+        content=tuple(ContentPart(type=part.type, text=part.text) for part in body.input),
+        attachments=tuple(body.attachments),
+        tool_mode=body.tool_mode,
+        response_mode=body.response_mode,
+        idempotency_key=idempotency_key,
+        request_fingerprint="turn:" + request_fingerprint(body),
+    )
+    accepted = await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
+    return _run_accepted(accepted.run_id, accepted.turn_seq)
+
+
+async def regenerate(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    idempotency_key = idempotency_key_of(request)
+    body = await read_json_body(request, RegenerateBody, max_bytes=context.limits.max_small_body_bytes, allow_empty=True)
+    header = await request.app.state.conversations.find(request, principal, conversation_id)
+    command = RegenerateTurn(
+        conversation_id=conversation_id,
+        run_id=new_id("run"),
+        response_mode=body.response_mode or "stream",
+        idempotency_key=idempotency_key,
+        request_fingerprint="regenerate:" + request_fingerprint(body),
+    )
+    accepted = await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
+    return _run_accepted(accepted.run_id, accepted.turn_seq)
+
+
+async def list_turns(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    after_seq = int_query(request, "afterSeq", default=0, minimum=0, maximum=2**31 - 1)
+    limit = int_query(request, "limit", default=context.limits.default_page_size, minimum=1, maximum=context.limits.max_page_size)
+    await request.app.state.conversations.find(request, principal, conversation_id)
+    await context.caught_up(key=conversation_id)
+    rows = await context.read_models.turns(scope_of(principal), conversation_id, after_seq=after_seq, limit=limit + 1)
+    page = rows[:limit]
+    return JSONResponse(
+        {"turns": [turn_json(row) for row in page], "nextAfterSeq": page[-1].turn_seq if len(rows) > limit else None}
+    )
+
+
+def _run_accepted(run_id: str | None, turn_seq: int | None) -> JSONResponse:
+    if run_id is None or turn_seq is None:
+        raise RuntimeError("the decider accepted a run command without naming the run")
+    return JSONResponse(
+        {"runId": run_id, "turnSeq": turn_seq, "streamUrl": f"/v1/runs/{run_id}/stream"},
+        status_code=202,
+        headers={"Location": f"/v1/runs/{run_id}"},
+    )

@@ -1,0 +1,83 @@
+"""Run endpoints: status, cancel, and the SSE stream of a run's events, read straight from the log."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from api.access import actor_of, authenticate, context_of, find_run
+from api.context import ApiContext
+from api.presenters import run_finished_json, run_json
+from api.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
+from commands.catalog import CancelRun
+from events.codec import UndecodableMessage
+from events.runs import AssistantDelta, RunFinished, RunStarted
+from events.topics import RUN_EVENTS
+
+
+async def get_run(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    run = await find_run(request, principal, request.path_params["run_id"])
+    return JSONResponse(run_json(run))
+
+
+async def cancel_run(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    run = await find_run(request, principal, request.path_params["run_id"])
+    command = CancelRun(conversation_id=run.conversation_id, run_id=run.run_id)
+    await context_of(request).bus.send(command, actor=actor_of(principal, run.workspace_id))
+    return JSONResponse({"runId": run.run_id, "status": "cancelling"}, status_code=202)
+
+
+async def stream_run(request: Request) -> StreamingResponse:
+    principal = authenticate(request)
+    # EventSource sends Last-Event-ID on reconnect; `?lastEventId=` serves clients that cannot set headers.
+    last_event_id = parse_last_event_id(
+        request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    )
+    run = await find_run(request, principal, request.path_params["run_id"])
+    events = run_events(context_of(request), run.run_id, after=-1 if last_event_id is None else last_event_id)
+    return StreamingResponse(
+        events,
+        media_type=SSE_MEDIA_TYPE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIterator[bytes]:
+    """SSE bytes for a run's events after offset `after`, ending with its terminal event.
+
+    The run goes on whether or not anyone listens: closing the stream only stops this reader.
+    """
+    follower = context.log.follow(RUN_EVENTS, key=run_id, after=after)
+    next_record: asyncio.Task | None = None
+    try:
+        while True:
+            if next_record is None:
+                next_record = asyncio.ensure_future(anext(follower))
+            done, _ = await asyncio.wait({next_record}, timeout=context.limits.keepalive_s)
+            if not done:
+                yield encode_comment("ping")  # keeps proxies from closing an idle stream
+                continue
+            record, next_record = next_record.result(), None
+            try:
+                event = context.codec.decode(record.value).payload
+            except UndecodableMessage:
+                continue
+            match event:
+                case RunStarted():
+                    data = {"type": "run.started", "runId": run_id, "turnSeq": event.turn_seq}
+                    yield encode_event(event_id=record.offset, event_type="run.started", data=data)
+                case AssistantDelta():
+                    data = {"type": "assistant.delta", "runId": run_id, "text": event.text}
+                    yield encode_event(event_id=record.offset, event_type="assistant.delta", data=data)
+                case RunFinished():
+                    event_type, data = run_finished_json(event)
+                    yield encode_event(event_id=record.offset, event_type=event_type, data=data)
+                    return
+    finally:
+        if next_record is not None:
+            next_record.cancel()
+            await asyncio.gather(next_record, return_exceptions=True)
+        await follower.aclose()
