@@ -67,6 +67,8 @@ class ChdbStore:
     """SqlStore on a chDB data directory; see the module docstring for chDB's rules."""
 
     def __init__(self, path: str) -> None:
+        if "?" in path:
+            raise ValueError(f"a chDB data path cannot contain '?' (it starts options): {path!r}")
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chdb")
         self._closed = False
@@ -86,18 +88,16 @@ class ChdbStore:
         self, sql: str, parameters: Mapping[str, object] | None = None
     ) -> list[dict[str, object]]:
         parameter_texts = _parameter_texts(parameters)
-        output = await self._on_engine_thread(lambda session: _run(session, sql, parameter_texts))
-        return _decode_rows(output)
+        # Decoding runs on the engine thread too, so a large result never stalls the loop.
+        return await self._on_engine_thread(
+            lambda session: _decode_rows(_run(session, sql, parameter_texts))
+        )
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, object]]) -> None:
         if not rows:
             return
         statement = _insert_statement(table, rows)
-        # JSONEachRow data never passes through the SQL parser, so no string can escape it.
-        body = "\n".join(
-            json.dumps(row, ensure_ascii=False, default=_json_value) for row in rows
-        ).encode("utf-8")
-        await self._on_engine_thread(lambda session: _stream_insert(session, statement, body))
+        await self._on_engine_thread(lambda session: _stream_insert(session, statement, rows))
 
     async def close(self) -> None:
         if self._closed:
@@ -127,7 +127,12 @@ def _open_session(path: str) -> Session:
     try:
         return Session(f"{path}?session_timezone=UTC")
     except RuntimeError as error:
-        raise SqlError(f"cannot open chDB at {path!r}: {error}") from error
+        # chDB's own message for a path locked by another process is just "Error initializing
+        # EmbeddedServer" (the reason goes to stderr), so name both rules here.
+        raise SqlError(
+            f"cannot open chDB at {path!r} (a data path belongs to one process, and a process"
+            f" serves one path at a time): {error}"
+        ) from error
 
 
 def _run(session: Session, sql: str, parameter_texts: dict[str, str]) -> bytes:
@@ -137,10 +142,12 @@ def _run(session: Session, sql: str, parameter_texts: dict[str, str]) -> bytes:
         raise SqlError(str(error)) from error
 
 
-def _stream_insert(session: Session, statement: str, body: bytes) -> None:
+def _stream_insert(session: Session, statement: str, rows: Sequence[Mapping[str, object]]) -> None:
+    # JSONEachRow data never passes through the SQL parser, so no string can escape it.
+    body = "\n".join(json.dumps(row, ensure_ascii=False, default=_json_value) for row in rows)
     try:
         with session.send_insert(statement, "JSONEachRow") as inserter:
-            inserter.append(body)
+            inserter.append(body.encode("utf-8"))
             inserter.finish()
     except RuntimeError as error:
         raise SqlError(str(error)) from error

@@ -1,11 +1,12 @@
-"""The SqlStore contract: every adapter in ADAPTERS must pass every test here."""
+"""The SqlStore contract: every adapter in conftest.ADAPTERS must pass every test here."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,43 +14,6 @@ import pytest
 
 from projections.chdb import ChdbStore
 from projections.store import SqlError, SqlStore
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoreAdapter:
-    """How to open one engine's store on a data location; opening it again reopens that data."""
-
-    name: str
-    open: Callable[[Path], Awaitable[SqlStore]]
-
-
-async def open_chdb(data_dir: Path) -> SqlStore:
-    return ChdbStore(str(data_dir))
-
-
-# The clickhouse-connect adapter joins this list; nothing else in this file should change.
-ADAPTERS = [StoreAdapter(name="chdb", open=open_chdb)]
-
-
-@pytest.fixture(params=ADAPTERS, ids=lambda adapter: adapter.name)
-def adapter(request: pytest.FixtureRequest) -> StoreAdapter:
-    return request.param
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "sql"
-
-
-@pytest.fixture
-async def store(adapter: StoreAdapter, data_dir: Path) -> AsyncIterator[SqlStore]:
-    # One store per test: chDB opens in about 15 ms, and a fresh directory isolates each test.
-    store = await adapter.open(data_dir)
-    try:
-        yield store
-    finally:
-        await store.close()
-
 
 MOMENT = datetime(2024, 5, 17, 9, 30, 1, 123456, tzinfo=timezone.utc)
 
@@ -355,14 +319,14 @@ async def test_a_slow_query_does_not_block_the_event_loop(store: SqlStore) -> No
 
 
 async def test_reopening_after_close_keeps_the_data(
-    store: SqlStore, adapter: StoreAdapter, data_dir: Path
+    store: SqlStore, reopen_store: Callable[[], Awaitable[SqlStore]]
 ) -> None:
     await create_notes(store)
     await store.insert("notes", [note("n1", tags=["kept"])])
     await store.close()
     await store.close()  # closing twice is harmless
 
-    reopened = await adapter.open(data_dir)
+    reopened = await reopen_store()
     try:
         assert await reopened.query("SELECT note_id, tags FROM notes") == [
             {"note_id": "n1", "tags": ["kept"]}
@@ -376,3 +340,58 @@ async def test_a_closed_store_refuses_calls(store: SqlStore) -> None:
 
     with pytest.raises(RuntimeError):
         await store.query("SELECT 1")
+
+
+# chDB's own rules, beyond the contract: the composition root and the test fixtures rely on them.
+
+
+async def test_chdb_serves_one_data_path_per_process(tmp_path: Path) -> None:
+    first = ChdbStore(str(tmp_path / "first"))
+    second = ChdbStore(str(tmp_path / "second"))
+    try:
+        await first.query("SELECT 1")
+        with pytest.raises(SqlError, match="one path at a time"):
+            await second.query("SELECT 1")
+    finally:
+        await second.close()
+        await first.close()
+
+    # Once the first path is closed, another one opens.
+    third = ChdbStore(str(tmp_path / "third"))
+    try:
+        assert await third.query("SELECT 1 AS one") == [{"one": 1}]
+    finally:
+        await third.close()
+
+
+async def test_chdb_data_path_belongs_to_one_process(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "held")
+    holder = ChdbStore(data_dir)
+    try:
+        await holder.query("SELECT 1")
+        other_process = subprocess.run(
+            [sys.executable, "-c", _OPEN_IN_ANOTHER_PROCESS, data_dir],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        await holder.close()
+
+    assert other_process.returncode != 0
+    assert "SqlError" in other_process.stderr
+
+
+_OPEN_IN_ANOTHER_PROCESS = """
+import asyncio, sys
+from projections.chdb import ChdbStore
+
+async def open_held_path() -> None:
+    store = ChdbStore(sys.argv[1])
+    try:
+        await store.query("SELECT 1")
+    finally:
+        await store.close()
+
+asyncio.run(open_held_path())
+"""

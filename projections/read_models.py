@@ -1,0 +1,356 @@
+"""The conversation, turn and run read models: ClickHouse DDL, idempotent upserts, scoped reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from projections.store import SqlStore
+
+__all__ = [
+    "ConversationRow",
+    "ReadModels",
+    "RunRow",
+    "Scope",
+    "TurnRole",
+    "TurnRow",
+    "TurnState",
+]
+
+TurnRole = Literal["user", "assistant"]
+TurnState = Literal["completed", "in_progress", "cancelled", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """Who is asking: reads answer only rows of this org, this owner and these workspaces."""
+
+    org_id: str
+    owner_id: str
+    workspace_ids: tuple[str, ...]
+
+
+# Every row carries `version`: the log offset of the event that produced it. Tables are
+# ReplacingMergeTree(version) and reads use FINAL, so the highest offset wins however often
+# and in whatever order events are redelivered or replayed.
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationRow:
+    org_id: str
+    workspace_id: str
+    owner_id: str
+    conversation_id: str
+    title: str = ""
+    created_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnRow:
+    org_id: str
+    workspace_id: str
+    owner_id: str
+    conversation_id: str
+    turn_seq: int
+    role: TurnRole
+    state: TurnState
+    content: list[dict[str, Any]]  # [{"type": "text", "text": ...}, ...]
+    parent_turn_seq: int | None = None
+    run_id: str = ""  # "" for a turn no run produced
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+    created_at: datetime
+    finished_at: datetime | None = None
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRow:
+    org_id: str
+    workspace_id: str
+    owner_id: str
+    run_id: str
+    conversation_id: str
+    turn_seq: int
+    mode: str
+    status: str
+    reason: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    created_at: datetime
+    finished_at: datetime | None = None
+    version: int
+
+
+_Row = ConversationRow | TurnRow | RunRow
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Table:
+    """One read model table: its row type, its columns in that type's field order, its sort key."""
+
+    name: str
+    row_type: type[_Row]
+    columns: tuple[tuple[str, str], ...]
+    order_by: tuple[str, ...]
+    json_columns: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # The SQL columns and the dataclass must never drift apart.
+        field_names = tuple(row_field.name for row_field in fields(self.row_type))
+        if field_names != self.column_names:
+            raise TypeError(f"{self.row_type.__name__} fields {field_names} != {self.column_names}")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    def create_statement(self, table_name: str) -> str:
+        column_lines = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in self.columns)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table_name} (\n    {column_lines}\n)\n"
+            f"ENGINE = ReplacingMergeTree(version)\nORDER BY ({', '.join(self.order_by)})"
+        )
+
+
+_UTC_MICROS = "DateTime64(6, 'UTC')"
+_SCOPE_COLUMNS = (("org_id", "String"), ("workspace_id", "String"), ("owner_id", "String"))
+
+_CONVERSATIONS = _Table(
+    name="conversations",
+    row_type=ConversationRow,
+    columns=(
+        *_SCOPE_COLUMNS,
+        ("conversation_id", "String"),
+        ("title", "String"),
+        ("created_at", _UTC_MICROS),
+        ("version", "UInt64"),
+    ),
+    order_by=("org_id", "conversation_id"),
+)
+_TURNS = _Table(
+    name="turns",
+    row_type=TurnRow,
+    columns=(
+        *_SCOPE_COLUMNS,
+        ("conversation_id", "String"),
+        ("turn_seq", "UInt32"),
+        ("role", "LowCardinality(String)"),
+        ("state", "LowCardinality(String)"),
+        ("content", "String"),
+        ("parent_turn_seq", "Nullable(UInt32)"),
+        ("run_id", "String"),
+        ("citations", "String"),
+        ("reason", "String"),
+        ("created_at", _UTC_MICROS),
+        ("finished_at", f"Nullable({_UTC_MICROS})"),
+        ("version", "UInt64"),
+    ),
+    order_by=("org_id", "conversation_id", "turn_seq"),
+    json_columns=frozenset({"content", "citations"}),
+)
+_RUNS = _Table(
+    name="runs",
+    row_type=RunRow,
+    columns=(
+        *_SCOPE_COLUMNS,
+        ("run_id", "String"),
+        ("conversation_id", "String"),
+        ("turn_seq", "UInt32"),
+        ("mode", "LowCardinality(String)"),
+        ("status", "LowCardinality(String)"),
+        ("reason", "String"),
+        ("prompt_tokens", "UInt32"),
+        ("output_tokens", "UInt32"),
+        ("created_at", _UTC_MICROS),
+        ("finished_at", f"Nullable({_UTC_MICROS})"),
+        ("version", "UInt64"),
+    ),
+    order_by=("org_id", "run_id"),
+)
+_TABLES = (_CONVERSATIONS, _TURNS, _RUNS)
+
+# Every scoped read starts with this filter. org_id leads each sort key, so it also prunes.
+# The scope columns of a row never change, so filtering them is safe together with FINAL.
+_IN_SCOPE = (
+    "org_id = {org_id:String} AND owner_id = {owner_id:String}"
+    " AND has({workspace_ids:Array(String)}, workspace_id)"
+)
+
+_TABLE_SUFFIX = re.compile(r"[A-Za-z0-9_]*")
+
+
+class ReadModels:
+    """The read model tables on a SqlStore; a `table_suffix` names a second set for rebuilds."""
+
+    def __init__(self, store: SqlStore, *, table_suffix: str = "") -> None:
+        if not _TABLE_SUFFIX.fullmatch(table_suffix):
+            raise ValueError(f"table_suffix must be letters, digits and _: {table_suffix!r}")
+        self._store = store
+        self._table_suffix = table_suffix
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(self._name(table) for table in _TABLES)
+
+    async def create_tables(self) -> None:
+        for table in _TABLES:
+            await self._store.execute(table.create_statement(self._name(table)))
+
+    async def drop_tables(self) -> None:
+        for table in _TABLES:
+            await self._store.execute(f"DROP TABLE IF EXISTS {self._name(table)}")
+
+    async def truncate(self) -> None:
+        for table in _TABLES:
+            await self._store.execute(f"TRUNCATE TABLE IF EXISTS {self._name(table)}")
+
+    async def upsert(
+        self,
+        *,
+        conversations: Sequence[ConversationRow] = (),
+        turns: Sequence[TurnRow] = (),
+        runs: Sequence[RunRow] = (),
+    ) -> None:
+        """Write the rows, one INSERT per table that has any; FINAL reads keep the newest version."""
+        for table, rows in ((_CONVERSATIONS, conversations), (_TURNS, turns), (_RUNS, runs)):
+            if rows:
+                await self._store.insert(self._name(table), [_record(table, row) for row in rows])
+
+    async def conversation(self, scope: Scope, conversation_id: str) -> ConversationRow | None:
+        rows = await self._select(
+            _CONVERSATIONS,
+            scope,
+            where=["conversation_id = {conversation_id:String}"],
+            then="LIMIT 1",
+            parameters={"conversation_id": conversation_id},
+        )
+        return ConversationRow(**rows[0]) if rows else None
+
+    async def latest_turn_seq(self, scope: Scope, conversation_id: str) -> int:
+        """The highest turn_seq of the conversation; 0 when it has no turns or is not in scope."""
+        # No FINAL: redelivered duplicates share their turn_seq, so max() is the same without it.
+        rows = await self._store.query(
+            f"SELECT max(turn_seq) AS latest_turn_seq FROM {self._name(_TURNS)}"
+            f" WHERE {_IN_SCOPE} AND conversation_id = {{conversation_id:String}}",
+            {**_scope_parameters(scope), "conversation_id": conversation_id},
+        )
+        latest_turn_seq = rows[0]["latest_turn_seq"]
+        assert isinstance(latest_turn_seq, int)
+        return latest_turn_seq
+
+    async def conversations(
+        self,
+        scope: Scope,
+        *,
+        workspace_id: str | None = None,
+        before: str | None = None,
+        limit: int,
+    ) -> list[ConversationRow]:
+        """Newest first; `before` is the last conversation_id of the previous page."""
+        where: list[str] = []
+        parameters: dict[str, object] = {"limit": limit}
+        if workspace_id is not None:
+            where.append("workspace_id = {workspace_id:String}")
+            parameters["workspace_id"] = workspace_id
+        if before is not None:
+            where.append("conversation_id < {before:String}")
+            parameters["before"] = before
+        rows = await self._select(
+            _CONVERSATIONS,
+            scope,
+            where=where,
+            # Conversation ids are prefixed ULIDs, so id order is creation order.
+            then="ORDER BY conversation_id DESC LIMIT {limit:UInt32}",
+            parameters=parameters,
+        )
+        return [ConversationRow(**row) for row in rows]
+
+    async def turns(
+        self, scope: Scope, conversation_id: str, *, after_seq: int = 0, limit: int
+    ) -> list[TurnRow]:
+        """Turns with turn_seq > after_seq, ascending."""
+        rows = await self._select(
+            _TURNS,
+            scope,
+            where=["conversation_id = {conversation_id:String}", "turn_seq > {after_seq:UInt32}"],
+            then="ORDER BY turn_seq LIMIT {limit:UInt32}",
+            parameters={"conversation_id": conversation_id, "after_seq": after_seq, "limit": limit},
+        )
+        return [TurnRow(**_decoded(_TURNS, row)) for row in rows]
+
+    async def run(self, scope: Scope, run_id: str) -> RunRow | None:
+        rows = await self._select(
+            _RUNS, scope, where=["run_id = {run_id:String}"], then="LIMIT 1", parameters={"run_id": run_id}
+        )
+        return RunRow(**rows[0]) if rows else None
+
+    async def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """Every row of every table as stored (FINAL, sort-key order, without `version`).
+
+        Keyed by the table's base name, so a rebuild's snapshot compares equal to the live one.
+        """
+        snapshot: dict[str, list[dict[str, object]]] = {}
+        for table in _TABLES:
+            columns = ", ".join(name for name in table.column_names if name != "version")
+            snapshot[table.name] = await self._store.query(
+                f"SELECT {columns} FROM {self._name(table)} FINAL ORDER BY {', '.join(table.order_by)}"
+            )
+        return snapshot
+
+    async def exchange_with(self, other: ReadModels) -> None:
+        """Swap every table with `other`'s under the same base name (blue/green rebuild).
+
+        One EXCHANGE statement: each pair swaps atomically; a reader that resolves the
+        three names in the middle of the statement may see one swapped and one not.
+        """
+        if other._table_suffix == self._table_suffix:
+            raise ValueError("cannot exchange a set of tables with itself")
+        pairs = ", ".join(f"{self._name(table)} AND {other._name(table)}" for table in _TABLES)
+        await self._store.execute(f"EXCHANGE TABLES {pairs}")
+
+    def _name(self, table: _Table) -> str:
+        return f"{table.name}{self._table_suffix}"
+
+    async def _select(
+        self,
+        table: _Table,
+        scope: Scope,
+        *,
+        where: Sequence[str],
+        then: str,
+        parameters: Mapping[str, object],
+    ) -> list[dict[str, object]]:
+        # The scope filter leads every read; callers can only narrow it further.
+        conditions = " AND ".join([_IN_SCOPE, *where])
+        return await self._store.query(
+            f"SELECT {', '.join(table.column_names)} FROM {self._name(table)} FINAL"
+            f" WHERE {conditions} {then}",
+            {**_scope_parameters(scope), **parameters},
+        )
+
+
+def _scope_parameters(scope: Scope) -> dict[str, object]:
+    return {
+        "org_id": scope.org_id,
+        "owner_id": scope.owner_id,
+        "workspace_ids": list(scope.workspace_ids),
+    }
+
+
+def _record(table: _Table, row: _Row) -> dict[str, object]:
+    record = {name: getattr(row, name) for name in table.column_names}
+    for name in table.json_columns:
+        record[name] = json.dumps(record[name], ensure_ascii=False, separators=(",", ":"))
+    return record
+
+
+def _decoded(table: _Table, row: dict[str, object]) -> dict[str, Any]:
+    for name in table.json_columns:
+        row[name] = json.loads(cast(str, row[name]))
+    return row
