@@ -1,7 +1,7 @@
 """The Starlette application: routes and error mapping; no business rules live here."""
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +35,7 @@ ROUTES = [
 def create_app(start: Callable[[], AbstractAsyncContextManager[ApiContext]]) -> Starlette:
     """The API; `start` opens the system behind it for the app's lifetime and yields its context."""
 
+    @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with start() as context:
             app.state.context = context
