@@ -1,0 +1,127 @@
+"""The inference worker against the real embedded log and the scripted engine."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from commands.catalog import COMMAND_TYPES, FinishRun
+from events.catalog import EVENT_TYPES
+from events.codec import AvroCodec
+from events.conversation import RunCancellationRequested
+from events.embedded import EmbeddedLog
+from events.envelope import Envelope
+from events.log import OutgoingRecord
+from events.outcomes import DeadLetter
+from events.runs import AssistantDelta, GenerationStarted, InferenceRequested
+from events.topics import COMMANDS, CONVERSATION_EVENTS, DEAD_LETTERS, RUN_EVENTS, inference_topic
+from events.values import Actor, ChatMessage
+from inference.scripted import ScriptedEngine
+from inference.worker import InferenceWorker
+
+ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
+CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    log = EmbeddedLog(path=tmp_path / "log.db")
+    await log.start()
+    yield log
+    await log.close()
+
+
+async def request(log: EmbeddedLog, run_id: str, question: str = "why is the sky blue") -> None:
+    payload = InferenceRequested(run_id=run_id, conversation_id=f"conv_{run_id}", turn_seq=2, pool="interactive",
+                                 messages=(ChatMessage(role="user", content=question),), max_output_tokens=64)
+    envelope = Envelope.wrap(payload, key=run_id, actor=ACTOR)
+    await log.append([OutgoingRecord(topic=inference_topic("interactive"), key=run_id, value=CODEC.encode(envelope))])
+
+
+async def next_payload(log: EmbeddedLog, topic: str, kind: type, *, key: str | None = None, timeout: float = 5.0):
+    follower = log.follow(topic, key=key)
+    try:
+        async with asyncio.timeout(timeout):
+            async for record in follower:
+                payload = CODEC.decode(record.value).payload
+                if isinstance(payload, kind):
+                    return payload
+    finally:
+        await follower.aclose()
+
+
+async def payloads(log: EmbeddedLog, topic: str, key: str) -> list:
+    return [CODEC.decode(record.value).payload for record in await log.read(topic, key=key)]
+
+
+@pytest.fixture
+async def start_worker(log: EmbeddedLog):
+    tasks = []
+
+    async def start(engine: ScriptedEngine) -> InferenceWorker:
+        worker = InferenceWorker(log=log, codec=CODEC, engine=engine, max_tokens_per_delta=4, max_delta_delay_s=0.05)
+        tasks.append(asyncio.create_task(worker.run()))
+        await asyncio.sleep(0.01)
+        return worker
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_request_is_claimed_streamed_and_finished(log: EmbeddedLog, start_worker) -> None:
+    worker = await start_worker(ScriptedEngine(answer_tokens=10))
+    await request(log, "run_1")
+    finish = await next_payload(log, COMMANDS, FinishRun)
+    assert (finish.run_id, finish.status, finish.usage.output_tokens) == ("run_1", "completed", 10)
+    events = await payloads(log, RUN_EVENTS, "run_1")
+    assert isinstance(events[0], GenerationStarted) and events[0].worker_id == worker.worker_id
+    deltas = [event for event in events if isinstance(event, AssistantDelta)]
+    assert len(deltas[0].text.split()) == 1  # the first token goes out alone, at once
+    assert all(len(delta.text.split()) <= 4 for delta in deltas)  # then coalesced
+    assert "".join(delta.text for delta in deltas) == finish.text
+    assert [delta.index for delta in deltas] == list(range(len(deltas)))
+
+
+async def test_cancellation_stops_generation_and_keeps_the_partial_text(log: EmbeddedLog, start_worker) -> None:
+    await start_worker(ScriptedEngine(answer_tokens=500, token_delay_s=0.01))
+    await request(log, "run_c")
+    await next_payload(log, RUN_EVENTS, AssistantDelta, key="run_c")
+    cancel = Envelope.wrap(RunCancellationRequested(conversation_id="conv_run_c", run_id="run_c"), key="conv_run_c", actor=ACTOR)
+    await log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="conv_run_c", value=CODEC.encode(cancel))])
+    finish = await next_payload(log, COMMANDS, FinishRun)
+    assert finish.status == "cancelled"
+    assert finish.text and len(finish.text.split()) < 500
+
+
+async def test_a_poison_request_is_dead_lettered_and_the_worker_goes_on(log: EmbeddedLog, start_worker) -> None:
+    await start_worker(ScriptedEngine(answer_tokens=3))
+    await log.append([OutgoingRecord(topic=inference_topic("interactive"), key="junk", value=b"\x00not avro")])
+    await request(log, "run_after")
+    letter = await next_payload(log, DEAD_LETTERS, DeadLetter)
+    assert letter.key == "junk" and "magic" in letter.reason
+    assert (await next_payload(log, COMMANDS, FinishRun)).run_id == "run_after"
+
+
+async def test_no_more_claims_than_the_engine_can_run(log: EmbeddedLog, start_worker) -> None:
+    await start_worker(ScriptedEngine(answer_tokens=20, token_delay_s=0.01, max_concurrency=1))
+    await request(log, "run_a")
+    await request(log, "run_b")
+    await next_payload(log, RUN_EVENTS, GenerationStarted, key="run_a")
+    await asyncio.sleep(0.05)
+    assert not [e for e in await payloads(log, RUN_EVENTS, "run_b") if isinstance(e, GenerationStarted)]
+    await next_payload(log, RUN_EVENTS, GenerationStarted, key="run_b")  # claimed once run_a is done
+    a_finish = [e for e in await payloads(log, RUN_EVENTS, "run_a")]
+    assert a_finish  # run_a streamed before run_b was claimed
+
+
+async def test_a_claimed_request_is_not_generated_again_after_a_restart(log: EmbeddedLog, start_worker) -> None:
+    await start_worker(ScriptedEngine(answer_tokens=3))
+    await request(log, "run_once")
+    await next_payload(log, COMMANDS, FinishRun)
+    await start_worker(ScriptedEngine(answer_tokens=3))  # a second worker of the same group
+    await asyncio.sleep(0.1)
+    claims = [e for e in await payloads(log, RUN_EVENTS, "run_once") if isinstance(e, GenerationStarted)]
+    assert len(claims) == 1

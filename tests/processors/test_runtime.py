@@ -1,0 +1,91 @@
+"""The processor runtime: reactions and progress land together; poison goes to dead letters."""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from commands.catalog import COMMAND_TYPES
+from events.catalog import EVENT_TYPES
+from events.codec import AvroCodec
+from events.embedded import EmbeddedLog
+from events.envelope import Envelope
+from events.log import OutgoingRecord
+from events.outcomes import DeadLetter
+from events.runs import RunHeartbeat
+from events.topics import DEAD_LETTERS
+from events.values import Actor
+from processors.runtime import Delivery, Processor, encode, run_processor
+
+CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    log = EmbeddedLog(path=tmp_path / "log.db")
+    await log.start()
+    yield log
+    await log.close()
+
+
+def beat(run_id: str) -> OutgoingRecord:
+    return encode(CODEC, Envelope.wrap(RunHeartbeat(run_id=run_id, worker_id="w"), key=run_id, actor=ACTOR), topic="in")
+
+
+def echo_processor(seen: list[str], *, fail_on: str | None = None) -> Processor:
+    async def react(deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        outputs = []
+        for delivery in deliveries:
+            run_id = delivery.envelope.payload.run_id
+            if run_id == fail_on:
+                raise ValueError(f"cannot handle {run_id}")
+            seen.append(run_id)
+            outputs.append(encode(CODEC, delivery.envelope, topic="out"))
+        return outputs
+
+    return Processor(group="echo", topics=("in",), react=react)
+
+
+async def settle(log: EmbeddedLog, group: str, topic: str) -> None:
+    for _ in range(100):
+        if await log.committed(group=group, topic=topic) >= await log.end_offset(topic):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the processor did not catch up")
+
+
+async def test_reactions_are_appended_with_the_commit(log: EmbeddedLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("a"), beat("b")])
+    task = asyncio.create_task(run_processor(echo_processor(seen), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    task.cancel()
+    assert seen == ["a", "b"]
+    assert [CODEC.decode(r.value).payload.run_id for r in await log.read("out", key="a")] == ["a"]
+    # A restarted processor resumes after its commit: nothing is handled twice.
+    again: list[str] = []
+    await log.append([beat("c")])
+    task = asyncio.create_task(run_processor(echo_processor(again), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    task.cancel()
+    assert again == ["c"]
+
+
+async def test_undecodable_and_failing_messages_are_dead_lettered(log: EmbeddedLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("ok1"), OutgoingRecord(topic="in", key="bad", value=b"garbage"), beat("poison"), beat("ok2")])
+    task = asyncio.create_task(run_processor(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    task.cancel()
+    assert seen.count("ok1") >= 1 and seen[-1] == "ok2"
+    letters = {}
+    for key in ("bad", "poison"):
+        [record] = await log.read(DEAD_LETTERS, key=key)
+        letters[key] = CODEC.decode(record.value).payload
+    assert all(isinstance(letter, DeadLetter) for letter in letters.values())
+    assert "magic" in letters["bad"].reason and letters["bad"].value == b"garbage"
+    assert "cannot handle poison" in letters["poison"].reason
+    outputs = {CODEC.decode(r.value).payload.run_id for key in ("ok1", "ok2", "poison") for r in await log.read("out", key=key)}
+    assert outputs == {"ok1", "ok2"}

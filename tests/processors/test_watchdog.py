@@ -1,0 +1,110 @@
+"""The run watchdog ends runs whose worker fell silent, and only those."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from commands.catalog import COMMAND_TYPES, FinishRun
+from events.catalog import EVENT_TYPES
+from events.codec import AvroCodec
+from events.embedded import EmbeddedLog
+from events.envelope import Envelope
+from events.log import OutgoingRecord
+from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeartbeat, RunStarted
+from events.topics import COMMANDS, RUN_EVENTS
+from events.values import Actor, Usage
+from processors.watchdog import RunWatchdog, WatchedRun, lapsed
+
+ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
+CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    log = EmbeddedLog(path=tmp_path / "log.db")
+    await log.start()
+    yield log
+    await log.close()
+
+
+async def emit(log: EmbeddedLog, *events: object) -> None:
+    await log.append([
+        OutgoingRecord(topic=RUN_EVENTS, key=event.run_id, value=CODEC.encode(Envelope.wrap(event, key=event.run_id, actor=ACTOR)))
+        for event in events
+    ])
+
+
+async def finish_commands(log: EmbeddedLog, conversation_id: str) -> list[FinishRun]:
+    return [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key=conversation_id)]
+
+
+def test_only_claimed_silent_unreported_runs_lapse() -> None:
+    started = Envelope.wrap(RunStarted(run_id="r", conversation_id="c", turn_seq=2), key="r", actor=ACTOR)
+    runs = {
+        "queued": WatchedRun(run_id="queued", conversation_id="c", started=started, first_offset=1, last_seen=0),
+        "silent": WatchedRun(run_id="silent", conversation_id="c", started=started, first_offset=2, claimed=True, last_seen=0),
+        "alive": WatchedRun(run_id="alive", conversation_id="c", started=started, first_offset=3, claimed=True, last_seen=9),
+        "told": WatchedRun(run_id="told", conversation_id="c", started=started, first_offset=4, claimed=True, reported=True),
+    }
+    assert [run.run_id for run in lapsed(runs, now=10, lease_s=5)] == ["silent"]
+
+
+async def run_watchdog(log: EmbeddedLog, lease_s: float) -> asyncio.Task:
+    task = asyncio.create_task(RunWatchdog(log=log, codec=CODEC, lease_s=lease_s).run())
+    await asyncio.sleep(0.01)
+    return task
+
+
+async def test_a_silent_run_ends_failed_with_its_partial_text(log: EmbeddedLog) -> None:
+    await emit(log, RunStarted(run_id="r1", conversation_id="c1", turn_seq=2),
+               GenerationStarted(run_id="r1", worker_id="w", pool="p"),
+               AssistantDelta(run_id="r1", index=0, text="Hello"), AssistantDelta(run_id="r1", index=1, text=" wor"))
+    task = await run_watchdog(log, lease_s=0.2)
+    try:
+        for _ in range(50):
+            if await finish_commands(log, "c1"):
+                break
+            await asyncio.sleep(0.05)
+        [finish] = await finish_commands(log, "c1")
+        assert (finish.status, finish.text) == ("failed", "Hello wor")
+        assert finish.reason.startswith("interrupted")
+    finally:
+        task.cancel()
+
+
+async def test_heartbeats_and_finished_runs_are_left_alone(log: EmbeddedLog) -> None:
+    await emit(log, RunStarted(run_id="done", conversation_id="c2", turn_seq=2),
+               GenerationStarted(run_id="done", worker_id="w", pool="p"),
+               RunFinished(run_id="done", conversation_id="c2", turn_seq=2, status="completed", usage=Usage()),
+               RunStarted(run_id="beating", conversation_id="c2", turn_seq=4),
+               GenerationStarted(run_id="beating", worker_id="w", pool="p"))
+    task = await run_watchdog(log, lease_s=0.3)
+    try:
+        for _ in range(8):
+            await emit(log, RunHeartbeat(run_id="beating", worker_id="w"))
+            await asyncio.sleep(0.1)
+        assert await finish_commands(log, "c2") == []
+    finally:
+        task.cancel()
+
+
+async def test_after_a_restart_the_watchdog_still_knows_the_open_runs(log: EmbeddedLog) -> None:
+    await emit(log, RunStarted(run_id="old", conversation_id="c3", turn_seq=2),
+               GenerationStarted(run_id="old", worker_id="w", pool="p"))
+    first = await run_watchdog(log, lease_s=60)
+    await asyncio.sleep(0.1)  # it commits its low-water mark
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await emit(log, *[RunStarted(run_id=f"noise{i}", conversation_id="cx", turn_seq=2) for i in range(3)])
+    second = await run_watchdog(log, lease_s=0.2)
+    try:
+        for _ in range(50):
+            if await finish_commands(log, "c3"):
+                break
+            await asyncio.sleep(0.05)
+        [finish] = await finish_commands(log, "c3")
+        assert finish.run_id == "old"
+    finally:
+        second.cancel()
