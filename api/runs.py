@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from api.access import actor_of, authenticate, context_of, find_run
+from api.auth import Principal
 from api.context import ApiContext
 from api.presenters import run_finished_json, run_json
 from api.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
@@ -14,6 +15,7 @@ from commands.catalog import CancelRun
 from events.codec import UndecodableMessage
 from events.runs import AssistantDelta, RunFinished, RunStarted
 from events.topics import RUN_EVENTS
+from turnlog.errors import NotFound
 
 
 async def get_run(request: Request) -> JSONResponse:
@@ -36,13 +38,32 @@ async def stream_run(request: Request) -> StreamingResponse:
     last_event_id = parse_last_event_id(
         request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     )
-    run = await find_run(request, principal, request.path_params["run_id"])
-    events = run_events(context_of(request), run.run_id, after=-1 if last_event_id is None else last_event_id)
+    run_id = request.path_params["run_id"]
+    context = context_of(request)
+    await authorize_stream(context, principal, run_id)
+    events = run_events(context, run_id, after=-1 if last_event_id is None else last_event_id)
     return StreamingResponse(
         events,
         media_type=SSE_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def authorize_stream(context: ApiContext, principal: Principal, run_id: str) -> None:
+    """The stream is read from the log, so is its owner: the run's first event names its scope.
+
+    This needs no read model, so a client can attach the moment it has the 202.
+    """
+    first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
+    actor = context.codec.decode(first[0].value).actor if first else None
+    visible = (
+        actor is not None
+        and actor.org_id == principal.org_id
+        and actor.user_id == principal.user_id
+        and principal.can_use(actor.workspace_id)
+    )
+    if not visible:
+        raise NotFound(detail=f"run {run_id} does not exist")
 
 
 async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIterator[bytes]:

@@ -216,11 +216,13 @@ class EmbeddedLog:
                 positions[record.topic] = max(positions[record.topic], record.offset)
             yield batch
 
-    async def read(self, topic: str, *, key: str, after: int = -1, before: int | None = None) -> list[LogRecord]:
+    async def read(
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None
+    ) -> list[LogRecord]:
         rows = self._connection().execute(
             "SELECT log_offset, key, value, timestamp_us FROM records "
-            "WHERE topic = ? AND key = ? AND log_offset > ? AND log_offset < ? ORDER BY log_offset",
-            (topic, key, after, before if before is not None else 2**63 - 1),
+            "WHERE topic = ? AND key = ? AND log_offset > ? AND log_offset < ? ORDER BY log_offset LIMIT ?",
+            (topic, key, after, before if before is not None else 2**63 - 1, -1 if limit is None else limit),
         )
         return [_record(topic, row) for row in rows]
 

@@ -80,9 +80,9 @@ class EventLog(Protocol):
         ...
 
     async def read(
-        self, topic: str, *, key: str, after: int = -1, before: int | None = None
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None
     ) -> list[LogRecord]:
-        """Every record of `key` in `topic` with `after < offset < before`, in order."""
+        """The records of `key` in `topic` with `after < offset < before`, in order (the first `limit`)."""
         ...
 
     def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:

@@ -39,6 +39,7 @@ async def test_read_by_key_keeps_per_key_order_and_bounds(log: EventLog) -> None
     middle = await log.read("t", key="a", after=a_records[0].offset, before=a_records[3].offset)
     assert [r.value for r in middle] == [b"a1", b"a2"]
     assert await log.read("t", key="nobody") == []
+    assert [r.value for r in await log.read("t", key="a", limit=2)] == [b"a0", b"a1"]
 
 
 async def test_consume_resumes_after_commit_and_sees_only_its_topics(log: EventLog) -> None:
