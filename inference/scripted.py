@@ -1,4 +1,4 @@
-"""A deterministic, nearly free engine that answers by echoing the prompt: for tests and benchmarks."""
+"""A deterministic, nearly free engine that echoes the prompt: for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -83,10 +83,11 @@ class ScriptedEngine:
                     return
                 output_tokens += 1
                 yield TokenText(text=token)
+            cut_short = request.max_output_tokens < self.answer_tokens
             yield GenerationFinished(
                 prompt_tokens=prompt_tokens,
                 output_tokens=output_tokens,
-                finish_reason="length" if request.max_output_tokens < self.answer_tokens else "stop",
+                finish_reason="length" if cut_short else "stop",
             )
         finally:
             self._running_request_ids.discard(request.request_id)

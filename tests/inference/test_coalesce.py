@@ -1,4 +1,4 @@
-"""Token-delta coalescing: first piece at once, bounded batches, nothing lost, source always closed."""
+"""Token-delta coalescing: first piece at once, bounded batches, nothing lost, source closed."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ async def test_slow_source_is_flushed_by_time_without_waiting_for_the_next_piece
     b_produced_at, c_produced_at = source.produced_at[1], source.produced_at[2]
     b_arrived_at = arrivals[1][1]
     assert b_arrived_at < c_produced_at
-    assert b_arrived_at - b_produced_at < 0.2
+    assert b_arrived_at - b_produced_at < 0.25
 
 
 async def test_time_limit_counts_from_the_batch_first_piece_not_the_latest() -> None:

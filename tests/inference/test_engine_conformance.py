@@ -48,7 +48,9 @@ def engine(request: pytest.FixtureRequest) -> InferenceEngine:
     return engine
 
 
-def chat(*contents: str, request_id: str = "run-1", max_output_tokens: int = 12) -> GenerationRequest:
+def chat(
+    *contents: str, request_id: str = "run-1", max_output_tokens: int = 12
+) -> GenerationRequest:
     roles = ("user", "assistant")
     return GenerationRequest(
         request_id=request_id,
@@ -167,7 +169,9 @@ async def test_abort_by_request_id_ends_the_stream_with_cancelled(engine: Infere
     assert engine.abort("no-such-run") is False
 
     events: list[GenerationEvent] = []
-    stream = engine.generate(chat(STORY, request_id="run-abort", max_output_tokens=LONG_ANSWER_TOKENS))
+    stream = engine.generate(
+        chat(STORY, request_id="run-abort", max_output_tokens=LONG_ANSWER_TOKENS)
+    )
     try:
         async for event in stream:
             events.append(event)

