@@ -6,6 +6,7 @@ reader schema, which is how a compatible schema change keeps old log entries rea
 """
 
 import dataclasses
+import functools
 import io
 import json
 import types
@@ -139,6 +140,12 @@ def _to_avro(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _field_hints(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((field.name, hints[field.name]) for field in dataclasses.fields(cls))
+
+
 def _from_avro(annotation: Any, value: Any) -> Any:
     """Rebuild a typed value from fastavro's dicts and lists, guided by the dataclass annotations."""
     if value is None:
@@ -152,8 +159,7 @@ def _from_avro(annotation: Any, value: Any) -> Any:
         items = [_from_avro(item_type, item) for item in value]
         return tuple(items) if origin is tuple else items
     if dataclasses.is_dataclass(annotation):
-        hints = typing.get_type_hints(annotation)
         return annotation(
-            **{f.name: _from_avro(hints[f.name], value[f.name]) for f in dataclasses.fields(annotation) if f.name in value}
+            **{name: _from_avro(hint, value[name]) for name, hint in _field_hints(annotation) if name in value}
         )
     return value

@@ -200,21 +200,27 @@ class EmbeddedLog:
     # -- reads -------------------------------------------------------------------------------
 
     async def consume(
-        self, *, group: str, topics: Sequence[str], max_batch: int = 500
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0
     ) -> AsyncIterator[list[LogRecord]]:
         positions = {topic: await self.committed(group=group, topic=topic) for topic in topics}
         while True:
-            batch: list[LogRecord] = []
-            for topic in topics:
-                batch.extend(self._select_topic(topic, after=positions[topic], limit=max_batch))
+            batch = self._select_after(topics, positions, max_batch)
             if not batch:
                 await self._wait_for_any(topics, positions)
                 continue
-            batch.sort(key=lambda record: record.offset)
-            batch = batch[:max_batch]
+            if linger_s > 0 and len(batch) < max_batch:
+                await asyncio.sleep(linger_s)
+                batch = self._select_after(topics, positions, max_batch)
             for record in batch:
                 positions[record.topic] = max(positions[record.topic], record.offset)
             yield batch
+
+    def _select_after(self, topics: Sequence[str], positions: dict[str, int], limit: int) -> list[LogRecord]:
+        batch: list[LogRecord] = []
+        for topic in topics:
+            batch.extend(self._select_topic(topic, after=positions[topic], limit=limit))
+        batch.sort(key=lambda record: record.offset)
+        return batch[:limit]
 
     async def read(
         self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None

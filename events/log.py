@@ -75,8 +75,14 @@ class EventLog(Protocol):
         """Record a consumer group's progress without appending anything."""
         ...
 
-    def consume(self, *, group: str, topics: Sequence[str], max_batch: int = 500) -> AsyncIterator[list[LogRecord]]:
-        """Batches of records after the group's committed positions, waiting (without polling) for more."""
+    def consume(
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0
+    ) -> AsyncIterator[list[LogRecord]]:
+        """Batches of records after the group's committed positions, waiting (without polling) for more.
+
+        With `linger_s`, a batch that is not full waits that long for more records first (fewer,
+        larger batches for consumers whose writes have a high fixed cost).
+        """
         ...
 
     async def read(

@@ -41,6 +41,7 @@ class Processor:
     react: React
     durable: bool = True
     max_batch: int = 500
+    linger_s: float = 0.0
     # Called after each committed batch (e.g. to wake read-your-writes waiters).
     on_committed: Callable[[Sequence[LogRecord]], None] | None = None
     # Called when a batch failed and will be re-read: drop in-memory state derived from it.
@@ -79,7 +80,9 @@ async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec
 
 
 async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec) -> None:
-    stream = log.consume(group=processor.group, topics=processor.topics, max_batch=processor.max_batch)
+    stream = log.consume(
+        group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s
+    )
     try:
         async for batch in stream:
             deliveries: list[Delivery] = []

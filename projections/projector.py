@@ -20,8 +20,9 @@ READ_MODELS_GROUP = "read-models"
 
 
 class ReadModelProjector:
-    def __init__(self, *, log: EventLog, codec: AvroCodec, read_models: ReadModels) -> None:
+    def __init__(self, *, log: EventLog, codec: AvroCodec, read_models: ReadModels, linger_s: float = 0.02) -> None:
         self._log = log
+        self._linger_s = linger_s
         self._codec = codec
         self._read_models = read_models
         self._applied = -1
@@ -33,6 +34,8 @@ class ReadModelProjector:
             topics=(CONVERSATION_EVENTS,),
             react=self.react,
             max_batch=2_000,
+            # Every insert writes a new part, a fixed cost of milliseconds: fewer, larger batches.
+            linger_s=self._linger_s,
             durable=False,  # only progress is written; replaying a batch is idempotent
             on_committed=self._committed,
         )

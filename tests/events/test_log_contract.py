@@ -136,3 +136,13 @@ async def test_embedded_log_survives_reopen_and_is_single_process(tmp_path: Path
     await reopened.start()
     assert [r.value for r in await reopened.read("t", key="k")] == [b"kept"]
     await reopened.close()
+
+
+async def test_linger_gathers_records_that_arrive_meanwhile(log: EventLog) -> None:
+    await log.append([record("t", "k", b"1")])
+    stream = log.consume(group="g", topics=["t"], linger_s=0.2)
+    pending = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0.05)
+    await log.append([record("t", "k", b"2")])
+    assert [r.value for r in await asyncio.wait_for(pending, 2)] == [b"1", b"2"]
+    await stream.aclose()
