@@ -194,6 +194,10 @@ class ReadModels:
         self._store = store
         self._table_suffix = table_suffix
 
+    def sibling(self, table_suffix: str) -> "ReadModels":
+        """Another set of these tables in the same store (a rebuild's fresh tables)."""
+        return ReadModels(self._store, table_suffix=table_suffix)
+
     @property
     def table_names(self) -> tuple[str, ...]:
         return tuple(self._name(table) for table in _TABLES)

@@ -99,7 +99,7 @@ async def _replay(arguments: argparse.Namespace) -> int:
     try:
         live = ReadModels(store)
         await live.create_tables()
-        last = await rebuild(log=log, codec=build_codec(), live=live, fresh=ReadModels(store, table_suffix="__rebuild"))
+        last = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
         snapshot = await live.snapshot()
         counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
         print(f"rebuilt read models through log offset {last}: {counts}")
