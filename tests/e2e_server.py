@@ -1,0 +1,333 @@
+"""End-to-end harness: a real `turnlog serve` process on a free port, and HTTP/SSE helpers for it.
+
+Nothing here is faked: each `TurnlogServer` is a separate Python process running uvicorn with the
+scripted engine on its own data directory, and the helpers talk to it over real HTTP and SSE with
+`httpx.AsyncClient`, decoding streams with the product's own client-side `api.sse.iter_sse`.
+
+Fixtures built on this module live in `tests/conftest.py` (tests run with `--import-mode=importlib`,
+so that conftest registers this module as `e2e_server` in `sys.modules` for test modules to import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from api.auth import issue_token, load_or_create_secret
+from api.sse import ServerSentEvent, iter_sse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TERMINAL_STREAM_EVENTS = frozenset({"assistant.completed", "run.cancelled", "run.failed"})
+TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})
+STARTUP_DEADLINE_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    """A fresh resource id (letters, digits, '_' only) so tests never share users, orgs or workspaces."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class ServerFailedToStart(RuntimeError):
+    pass
+
+
+@dataclass(kw_only=True)
+class TurnlogServer:
+    """One `turnlog serve --engine scripted` process; `start()` waits for `GET /healthz`."""
+
+    data_dir: Path
+    token_delay_ms: float = 0.0
+    answer_tokens: int = 20
+    run_lease_s: float | None = None
+    extra_args: Sequence[str] = ()
+    port: int | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.port is not None, "server not started"
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, port: int) -> list[str]:
+        command = [
+            sys.executable, "-m", "turnlog.cli", "serve",
+            "--engine", "scripted",
+            "--data-dir", str(self.data_dir),
+            "--port", str(port),
+            "--token-delay-ms", str(self.token_delay_ms),
+            "--answer-tokens", str(self.answer_tokens),
+            "--log-level", "warning",
+        ]
+        if self.run_lease_s is not None:
+            command += ["--run-lease-s", str(self.run_lease_s)]
+        return command + list(self.extra_args)
+
+    def start(self) -> TurnlogServer:
+        """Start on a fresh free port (a new one every time, e.g. after a crash) and wait until healthy."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        last_error: Exception | None = None
+        for _attempt in range(3):  # a free port can be taken between probing it and binding it
+            port = free_port()
+            self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{port}.log"
+            log_file = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
+            try:
+                self.process = subprocess.Popen(
+                    self.command(port),
+                    cwd=REPO_ROOT,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    start_new_session=True,
+                )
+            finally:
+                log_file.close()
+            self.port = port
+            try:
+                self._wait_healthy()
+                return self
+            except ServerFailedToStart as error:
+                last_error = error
+                self.kill()
+        raise ServerFailedToStart(f"turnlog serve did not start: {last_error}")
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerFailedToStart(f"exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                response = httpx.get(f"{self.base_url}/healthz", timeout=1.0)
+                if response.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise ServerFailedToStart(f"no healthy /healthz within {STARTUP_DEADLINE_S}s:\n{self.output()}")
+
+    def output(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no shutdown code runs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    # --- principals -----------------------------------------------------------------------------
+
+    def token(self, *, user_id: str, org_id: str, workspace_ids: Sequence[str]) -> str:
+        # Same secret file as the server (`turnlog token` does exactly this).
+        secret = load_or_create_secret(self.data_dir)
+        return issue_token(secret, user_id=user_id, org_id=org_id, workspace_ids=list(workspace_ids))
+
+    def new_user(
+        self, *, org_id: str | None = None, workspaces: Sequence[str] | None = None, user_id: str | None = None
+    ) -> User:
+        """A principal with a token; fresh ids for whatever is not given."""
+        org_id = org_id or unique("org")
+        workspaces = list(workspaces) if workspaces else [unique("ws")]
+        user_id = user_id or unique("user")
+        return User(
+            server=self,
+            user_id=user_id,
+            org_id=org_id,
+            workspaces=tuple(workspaces),
+            token=self.token(user_id=user_id, org_id=org_id, workspace_ids=workspaces),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    server: TurnlogServer
+    user_id: str
+    org_id: str
+    workspaces: tuple[str, ...]
+    token: str
+
+    @property
+    def workspace(self) -> str:
+        return self.workspaces[0]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, *, base_url: str | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=base_url or self.server.base_url,
+            headers=self.headers,
+            timeout=httpx.Timeout(15.0),
+        )
+
+
+# --- HTTP helpers ---------------------------------------------------------------------------------
+
+
+def text_input(text: str) -> list[dict[str, str]]:
+    return [{"type": "text", "text": text}]
+
+
+async def create_conversation(client: httpx.AsyncClient, workspace_id: str, title: str | None = "e2e") -> str:
+    body: dict[str, object] = {"workspaceId": workspace_id}
+    if title is not None:
+        body["title"] = title
+    response = await client.post("/v1/conversations", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["conversationId"]
+
+
+async def submit_turn(
+    client: httpx.AsyncClient,
+    conversation_id: str,
+    text: str,
+    *,
+    idempotency_key: str | None = None,
+    response_mode: str | None = None,
+) -> dict:
+    body: dict[str, object] = {"input": text_input(text)}
+    if response_mode is not None:
+        body["responseMode"] = response_mode
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    response = await client.post(f"/v1/conversations/{conversation_id}/turns", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def list_turns(client: httpx.AsyncClient, conversation_id: str, **params: object) -> list[dict]:
+    response = await client.get(f"/v1/conversations/{conversation_id}/turns", params={"limit": 100, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["turns"]
+
+
+async def get_run(client: httpx.AsyncClient, run_id: str) -> dict:
+    response = await client.get(f"/v1/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def wait_for_run(client: httpx.AsyncClient, run_id: str, *, timeout_s: float = 15.0) -> dict:
+    """Poll `GET /v1/runs/{id}` until the run is terminal; fail with its last state otherwise."""
+    deadline = time.monotonic() + timeout_s
+    run = await get_run(client, run_id)
+    while run["status"] not in TERMINAL_RUN_STATUSES:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run['status']} after {timeout_s}s: {run}")
+        await asyncio.sleep(0.05)
+        run = await get_run(client, run_id)
+    return run
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient, run_id: str, *, last_event_id: str | None = None
+) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+    """The decoded SSE events of a run's stream; leaving the block closes the connection."""
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    async with client.stream("GET", f"/v1/runs/{run_id}/stream", headers=headers) as response:
+        assert response.status_code == 200, (await response.aread()).decode(errors="replace")
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers.get("cache-control") == "no-cache"
+        events = iter_sse(response.aiter_lines())
+        try:
+            yield events
+        finally:
+            await events.aclose()
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    run_id: str,
+    *,
+    last_event_id: str | None = None,
+    timeout_s: float = 20.0,
+) -> list[ServerSentEvent]:
+    """Every event until the server closes the stream (a TimeoutError if it does not in time)."""
+    events: list[ServerSentEvent] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with open_stream(client, run_id, last_event_id=last_event_id) as stream:
+                async for event in stream:
+                    events.append(event)
+    except TimeoutError:
+        raise AssertionError(
+            f"the stream of run {run_id} (Last-Event-ID {last_event_id!r}) was still open after {timeout_s}s;"
+            f" events received: {[(event.id, event.event) for event in events]}"
+        ) from None
+    return events
+
+
+def delta_text(events: Sequence[ServerSentEvent]) -> str:
+    return "".join(event.json()["text"] for event in events if event.event == "assistant.delta")
+
+
+def text_of_turn(turn: dict) -> str:
+    return "".join(part["text"] for part in turn["content"] if part.get("type") == "text")
+
+
+def turn_by_seq(turns: Sequence[dict], turn_seq: int) -> dict:
+    matches = [turn for turn in turns if turn["turnSeq"] == turn_seq]
+    assert len(matches) == 1, f"expected exactly one turn {turn_seq}, got {matches} in {turns}"
+    return matches[0]
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    """An RFC 9457 problem+json response with the given status; returns its body."""
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
+    assert response.headers["content-type"].split(";")[0].strip() == "application/problem+json", response.headers
+    problem = response.json()
+    for member in ("type", "title", "status", "detail"):
+        assert member in problem, f"problem lacks {member!r}: {problem}"
+    assert problem["status"] == status
+    assert isinstance(problem["detail"], str) and problem["detail"], problem
+    return problem
+
+
+def looks_like_scripted_answer_prefix(text: str, prompt: str) -> bool:
+    """Whether `text` is a prefix of what the scripted engine answers to `prompt`.
+
+    The scripted engine answers ` [digest]` then the prompt's words, one per token, cycled; the
+    digest depends on the whole transcript, so only its shape is checked here.
+    """
+    words = prompt.split()
+    if not text.startswith(" [") or "]" not in text:
+        return False
+    digest, _, rest = text[2:].partition("]")
+    if len(digest) != 8 or any(c not in "0123456789abcdef" for c in digest):
+        return False
+    expected = "".join(f" {words[i % len(words)]}" for i in range(len(rest.split()) + 1))
+    return expected.startswith(rest)
