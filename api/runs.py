@@ -41,12 +41,29 @@ async def stream_run(request: Request) -> StreamingResponse:
     run_id = request.path_params["run_id"]
     context = context_of(request)
     await authorize_stream(context, principal, run_id)
-    events = run_events(context, run_id, after=-1 if last_event_id is None else last_event_id)
+    after = -1 if last_event_id is None else last_event_id
+    if await _already_ended_before(request, principal, run_id, after):
+        return StreamingResponse(iter(()), media_type=SSE_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
+    events = run_events(context, run_id, after=after)
     return StreamingResponse(
         events,
         media_type=SSE_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _already_ended_before(request: Request, principal: Principal, run_id: str, after: int) -> bool:
+    """A client resuming after the last event of a finished run gets an empty stream that closes.
+
+    (EventSource reconnects whenever a stream closes; without this it would wait forever.)
+    """
+    if after < 0:
+        return False
+    context = context_of(request)
+    if await context.log.read(RUN_EVENTS, key=run_id, after=after, limit=1):
+        return False  # there is more to send, the terminal event included if the run has ended
+    run = await find_run(request, principal, run_id)
+    return run.status != "in_progress"
 
 
 async def authorize_stream(context: ApiContext, principal: Principal, run_id: str) -> None:
