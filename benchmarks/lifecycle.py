@@ -1,0 +1,186 @@
+"""Core lifecycle benchmark: control-plane time to first token and sustained turns/s over real HTTP + SSE.
+
+Starts `turnlog serve --engine scripted --token-delay-ms 0 --answer-tokens 20` on a fresh data dir
+(unless --url is given), then:
+  1. latency: sequential turns; per turn, POST accepted -> first `assistant.delta` at the client
+     (the client opens the stream right after the 202), and POST sent -> first delta;
+  2. throughput: N concurrent conversations, each posting a turn and reading its stream to the end,
+     for a fixed time; turns/s, and server CPU seconds per streamed SSE event.
+Prints a summary and writes JSON (--out).
+
+    python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from api.auth import issue_token, load_or_create_secret
+from api.sse import iter_sse
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def conversation(self) -> str:
+        response = await self.http.post("/v1/conversations", json={"workspaceId": "ws_bench"}, headers=self.headers)
+        response.raise_for_status()
+        return response.json()["conversationId"]
+
+    async def turn(self, conversation_id: str, text: str) -> tuple[float, float, int]:
+        """(accepted->first delta, sent->first delta, events streamed) for one turn read to its end."""
+        sent = time.perf_counter()
+        response = await self.http.post(
+            f"/v1/conversations/{conversation_id}/turns",
+            json={"input": [{"type": "text", "text": text}]},
+            headers=self.headers,
+        )
+        response.raise_for_status()
+        accepted = time.perf_counter()
+        first_delta = None
+        events = 0
+        async with self.http.stream("GET", response.json()["streamUrl"], headers=self.headers) as stream:
+            async for event in iter_sse(stream.aiter_lines()):
+                events += 1
+                if event.event == "assistant.delta" and first_delta is None:
+                    first_delta = time.perf_counter()
+                if event.event in ("assistant.completed", "run.failed", "run.cancelled"):
+                    break
+        assert first_delta is not None, "the run streamed no delta"
+        return first_delta - accepted, first_delta - sent, events
+
+
+async def latency_phase(client: Client, turns: int) -> dict:
+    conversations = [await client.conversation() for _ in range(10)]
+    for conversation_id in conversations:  # warm-up
+        await client.turn(conversation_id, "warm up")
+    from_accepted, from_sent = [], []
+    for index in range(turns):
+        accepted_ms, sent_ms, _ = await client.turn(conversations[index % len(conversations)], f"question {index} about caching")
+        from_accepted.append(accepted_ms * 1000)
+        from_sent.append(sent_ms * 1000)
+
+    def summary(values: list[float]) -> dict:
+        return {
+            "p50_ms": round(statistics.median(values), 2),
+            "p90_ms": round(percentile(values, 0.90), 2),
+            "p99_ms": round(percentile(values, 0.99), 2),
+            "min_ms": round(min(values), 2),
+            "max_ms": round(max(values), 2),
+        }
+
+    return {"turns": turns, "accepted_to_first_delta": summary(from_accepted), "sent_to_first_delta": summary(from_sent)}
+
+
+async def throughput_phase(client: Client, concurrency: int, seconds: float, server_pid: int | None) -> dict:
+    conversations = [await client.conversation() for _ in range(concurrency)]
+    deadline = time.perf_counter() + seconds
+    completed = 0
+    events = 0
+
+    async def converse(conversation_id: str) -> None:
+        nonlocal completed, events
+        index = 0
+        while time.perf_counter() < deadline:
+            _, _, streamed = await client.turn(conversation_id, f"turn {index} of a long chat")
+            completed += 1
+            events += streamed
+            index += 1
+
+    cpu_before = cpu_seconds(server_pid) if server_pid else None
+    started = time.perf_counter()
+    await asyncio.gather(*(converse(conversation_id) for conversation_id in conversations))
+    elapsed = time.perf_counter() - started
+    result = {
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "turns": completed,
+        "turns_per_s": round(completed / elapsed, 1),
+        "sse_events": events,
+    }
+    if server_pid:
+        cpu = cpu_seconds(server_pid) - cpu_before
+        result["server_cpu_s"] = round(cpu, 2)
+        result["server_cpu_us_per_sse_event"] = round(cpu / events * 1e6, 1)
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--url", help="benchmark a running server instead (needs --data-dir for its secret)")
+    parser.add_argument("--data-dir", type=Path)
+    arguments = parser.parse_args()
+
+    server = None
+    data_dir = arguments.data_dir or Path(tempfile.mkdtemp(prefix="turnlog-bench-"))
+    url = arguments.url
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "turnlog.cli", "serve", "--engine", "scripted", "--token-delay-ms", "0",
+             "--answer-tokens", "20", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
+        )
+    token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            client = Client(http, token)
+            latency = await latency_phase(client, arguments.turns)
+            throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, server.pid if server else None)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "engine": "scripted, 0 ms/token, 20-token answers",
+        "latency": latency,
+        "throughput": throughput,
+    }
+    print(json.dumps(result, indent=2))
+    if arguments.out:
+        arguments.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
