@@ -170,7 +170,12 @@ def _create(command: CreateConversation, actor: Actor, now: datetime, state: Con
 
 
 def _owned(state: ConversationState, actor: Actor) -> bool:
-    return state.exists and state.org_id == actor.org_id and state.owner_id == actor.user_id
+    return (
+        state.exists
+        and state.org_id == actor.org_id
+        and state.owner_id == actor.user_id
+        and state.workspace_id == actor.workspace_id
+    )
 
 
 def _not_found(conversation_id: str) -> Decision:

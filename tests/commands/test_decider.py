@@ -32,7 +32,12 @@ T0 = datetime(2026, 4, 25, 12, 0, tzinfo=UTC)
 OWNER = Actor(user_id="user_ana", org_id="org_acme", workspace_id=WORKSPACE_ID)
 COLLEAGUE = Actor(user_id="user_bob", org_id="org_acme", workspace_id=WORKSPACE_ID)
 OTHER_ORG_SAME_USER_ID = Actor(user_id="user_ana", org_id="org_evil", workspace_id=WORKSPACE_ID)
-STRANGERS = pytest.mark.parametrize("stranger", [COLLEAGUE, OTHER_ORG_SAME_USER_ID], ids=["other_user", "other_org"])
+OWNER_IN_ANOTHER_WORKSPACE = Actor(user_id="user_ana", org_id="org_acme", workspace_id="ws_elsewhere")
+STRANGERS = pytest.mark.parametrize(
+    "stranger",
+    [COLLEAGUE, OTHER_ORG_SAME_USER_ID, OWNER_IN_ANOTHER_WORKSPACE],
+    ids=["other_user", "other_org", "other_workspace"],
+)
 USAGE = Usage(prompt_tokens=12, cached_tokens=4, output_tokens=7)
 
 
