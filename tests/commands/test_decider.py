@@ -198,7 +198,7 @@ def test_retried_create_by_the_same_owner_in_the_same_workspace_is_accepted_with
     assert decision == Decision(events=(), outcome=Accepted())
 
 
-@STRANGERS
+@pytest.mark.parametrize("stranger", [COLLEAGUE, OTHER_ORG_SAME_USER_ID], ids=["other_user", "other_org"])
 def test_create_over_someone_elses_conversation_is_a_conflict(stranger: Actor) -> None:
     decision = given(created()).when(
         CreateConversation(conversation_id=CONVERSATION_ID, workspace_id=WORKSPACE_ID), actor=stranger
