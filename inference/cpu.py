@@ -146,10 +146,15 @@ class CpuEngine:
         model_dir: Path | None = None,
         gguf_file: str = SMOLLM2_GGUF_FILE,
         repetition_penalty: float = 1.1,
+        torch_threads: int | None = 1,
     ) -> None:
         self._model_dir = model_dir
         self._gguf_file = gguf_file
         self._repetition_penalty = repetition_penalty
+        # One intra-op thread by default: a 135M model gains nothing from two on an idle 2-core
+        # machine (~25 tokens/s either way), but when another process takes a core, two OpenMP
+        # threads spin-wait on each other and fall to ~3 tokens/s (measured). None keeps torch's.
+        self._torch_threads = torch_threads
         self._model: Any = None
         self._tokenizer: Any = None
         self._context_tokens = 0
@@ -329,6 +334,10 @@ class CpuEngine:
         import torch
         from transformers import StoppingCriteriaList
 
+        if self._torch_threads is not None:
+            # Set in the generation thread: OpenMP keeps a thread count per thread, and torch
+            # also uses this as the default for threads started later in the process.
+            torch.set_num_threads(self._torch_threads)
         tokenizer = self._tokenizer
         detokenizer = IncrementalDetokenizer(
             lambda token_ids: tokenizer.decode(
