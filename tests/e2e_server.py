@@ -51,12 +51,14 @@ class ServerFailedToStart(RuntimeError):
 
 @dataclass(kw_only=True)
 class TurnlogServer:
-    """One `turnlog serve --engine scripted` process; `start()` waits for `GET /healthz`."""
+    """One `turnlog serve` process (scripted engine unless told); `start()` waits for `GET /healthz`."""
 
     data_dir: Path
+    engine: str = "scripted"
     token_delay_ms: float = 0.0
     answer_tokens: int = 20
     run_lease_s: float | None = None
+    startup_deadline_s: float = STARTUP_DEADLINE_S
     extra_args: Sequence[str] = ()
     port: int | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
@@ -70,7 +72,7 @@ class TurnlogServer:
     def command(self, port: int) -> list[str]:
         command = [
             sys.executable, "-m", "turnlog.cli", "serve",
-            "--engine", "scripted",
+            "--engine", self.engine,
             "--data-dir", str(self.data_dir),
             "--port", str(port),
             "--token-delay-ms", str(self.token_delay_ms),
@@ -110,7 +112,7 @@ class TurnlogServer:
         raise ServerFailedToStart(f"turnlog serve did not start: {last_error}")
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        deadline = time.monotonic() + self.startup_deadline_s
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
@@ -122,7 +124,7 @@ class TurnlogServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise ServerFailedToStart(f"no healthy /healthz within {STARTUP_DEADLINE_S}s:\n{self.output()}")
+        raise ServerFailedToStart(f"no healthy /healthz within {self.startup_deadline_s}s:\n{self.output()}")
 
     def output(self) -> str:
         if self.log_path is None or not self.log_path.exists():
