@@ -24,6 +24,7 @@ run: setup
 	$(BIN)/turnlog serve $(ARGS)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -54,3 +54,16 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def embedded_log(tmp_path: Path):
+    """A started embedded log in a fresh directory (the real adapter, not a double)."""
+    from events.embedded import EmbeddedLog
+
+    log = EmbeddedLog(path=tmp_path / "log.db")
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.close()

@@ -1,8 +1,6 @@
 """The inference worker against the real embedded log and the scripted engine."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -25,11 +23,8 @@ CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
-    log = EmbeddedLog(path=tmp_path / "log.db")
-    await log.start()
-    yield log
-    await log.close()
+def log(embedded_log: EmbeddedLog) -> EmbeddedLog:
+    return embedded_log
 
 
 async def request(log: EmbeddedLog, run_id: str, question: str = "why is the sky blue") -> None:

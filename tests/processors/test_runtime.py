@@ -1,8 +1,7 @@
 """The processor runtime: reactions and progress land together; poison goes to dead letters."""
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -23,11 +22,8 @@ ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
-    log = EmbeddedLog(path=tmp_path / "log.db")
-    await log.start()
-    yield log
-    await log.close()
+def log(embedded_log: EmbeddedLog) -> EmbeddedLog:
+    return embedded_log
 
 
 def beat(run_id: str) -> OutgoingRecord:

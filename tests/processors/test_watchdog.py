@@ -1,8 +1,6 @@
 """The run watchdog ends runs whose worker fell silent, and only those."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +20,8 @@ CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
-    log = EmbeddedLog(path=tmp_path / "log.db")
-    await log.start()
-    yield log
-    await log.close()
+def log(embedded_log: EmbeddedLog) -> EmbeddedLog:
+    return embedded_log
 
 
 async def emit(log: EmbeddedLog, *events: object) -> None:
