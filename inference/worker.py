@@ -129,9 +129,12 @@ class InferenceWorker:
                 parts.append(text)
                 await self._log.append([self._event(delta, request_envelope)], durable=False)
         except asyncio.CancelledError:
-            if request.run_id not in self._cancel_requested:
-                raise  # the worker is shutting down: the lease lapses and the watchdog ends the run
-            status, reason = "cancelled", "cancelled by the user"
+            # The owner's cancel, or this worker shutting down: either way the run ends now, with its
+            # partial text (after a crash instead, the watchdog ends it once its lease lapses).
+            if request.run_id in self._cancel_requested:
+                status, reason = "cancelled", "cancelled by the user"
+            else:
+                status, reason = "failed", "interrupted: the inference worker shut down"
         except Exception as error:
             logger.exception("generation of %s failed", request.run_id)
             status, reason = "failed", f"inference failed: {type(error).__name__}: {error}"

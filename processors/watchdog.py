@@ -83,13 +83,13 @@ class RunWatchdog:
         run = self._runs.get(getattr(event, "run_id", ""))
         if run is None:
             return
-        run.last_seen = now
+        if not isinstance(event, (GenerationStarted, AssistantDelta, RunHeartbeat)):
+            return
+        run.last_seen = now  # any sign of life renews the lease
         if isinstance(event, GenerationStarted):
             run.claimed = True
         elif isinstance(event, AssistantDelta):
             run.text_parts.append(event.text)
-        elif not isinstance(event, RunHeartbeat):
-            return
 
     async def _sweep_forever(self) -> None:
         while True:

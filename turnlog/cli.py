@@ -65,7 +65,15 @@ def _serve(arguments: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(lambda: running_system(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=arguments.log_level, access_log=False)
+    # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=arguments.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

@@ -120,3 +120,15 @@ async def test_a_claimed_request_is_not_generated_again_after_a_restart(log: Emb
     await asyncio.sleep(0.1)
     claims = [e for e in await payloads(log, RUN_EVENTS, "run_once") if isinstance(e, GenerationStarted)]
     assert len(claims) == 1
+
+
+async def test_a_worker_shutting_down_ends_its_runs_as_interrupted(log: EmbeddedLog) -> None:
+    worker = InferenceWorker(log=log, codec=CODEC, engine=ScriptedEngine(answer_tokens=500, token_delay_s=0.01))
+    task = asyncio.create_task(worker.run())
+    await request(log, "run_s")
+    await next_payload(log, RUN_EVENTS, AssistantDelta, key="run_s")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    [finish] = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_s")]
+    assert finish.status == "failed" and finish.reason.startswith("interrupted")
+    assert finish.text
