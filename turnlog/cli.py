@@ -3,42 +3,83 @@
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
-from turnlog.settings import Settings
+from turnlog.settings import PROCESSOR_ROLES, Settings
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"TURNLOG_{name}", default)
+
+
+def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
+    """Where the data lives and which adapters hold it (flags win over TURNLOG_* variables)."""
+    parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
+    parser.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
+    parser.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
+    parser.add_argument("--engine", choices=["cpu", "scripted"], default=_env("ENGINE", "cpu"))
+    parser.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
+    parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
+    parser.add_argument("--max-output-tokens", type=int, default=256)
+    parser.add_argument("--run-lease-s", type=float, default=30.0, help="a silent run is ended after this long")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+
+
+def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings:
+    return Settings(
+        data_dir=arguments.data_dir,
+        log_url=arguments.log,
+        store_url=arguments.store,
+        roles=roles,
+        engine=arguments.engine,
+        token_delay_ms=arguments.token_delay_ms,
+        answer_tokens=arguments.answer_tokens,
+        max_output_tokens=arguments.max_output_tokens,
+        run_lease_s=arguments.run_lease_s,
+        heartbeat_s=min(5.0, arguments.run_lease_s / 3),
+        host=getattr(arguments, "host", "127.0.0.1"),
+        port=getattr(arguments, "port", 8000),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="turnlog", description="An event-sourced ChatGPT-style assistant backend.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the API and every processor in one process (embedded defaults)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--data-dir", type=Path, default=Path(".turnlog"))
-    serve.add_argument("--engine", choices=["cpu", "scripted"], default="cpu")
-    serve.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
-    serve.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
-    serve.add_argument("--max-output-tokens", type=int, default=256)
-    serve.add_argument("--run-lease-s", type=float, default=30.0, help="a silent run is ended after this long")
-    serve.add_argument("--log-level", default="info")
+    serve = commands.add_parser("serve", help="run the API and (by default) every processor role in one process")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
+    serve.add_argument(
+        "--role", choices=["all", "api"], default=_env("ROLE", "all"),
+        help="all: API plus every processor (the default); api: the API alone, processors run in `turnlog worker`",
+    )
+    _add_deployment_options(serve)
+
+    worker = commands.add_parser("worker", help="run processor roles without the API")
+    worker.add_argument("--role", action="append", choices=PROCESSOR_ROLES, required=True, help="repeat for several")
+    _add_deployment_options(worker)
 
     token = commands.add_parser("token", help="print a bearer token that a server on the same data dir accepts")
     token.add_argument("--user", required=True)
     token.add_argument("--org", required=True)
     token.add_argument("--workspace", action="append", required=True, help="repeat for several workspaces")
-    token.add_argument("--data-dir", type=Path, default=Path(".turnlog"))
+    token.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
     token.add_argument("--ttl-s", type=int, default=24 * 3600)
 
     replay = commands.add_parser("replay", help="drop and rebuild projections from the log (server stopped)")
-    replay.add_argument("--data-dir", type=Path, default=Path(".turnlog"))
+    replay.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
     replay.add_argument("--projection", choices=["read-models"], default="read-models")
+    replay.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
+    replay.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
 
     arguments = parser.parse_args(argv)
     match arguments.command:
         case "serve":
             return _serve(arguments)
+        case "worker":
+            return _work(arguments)
         case "token":
             return _token(arguments)
         case "replay":
@@ -52,18 +93,8 @@ def _serve(arguments: argparse.Namespace) -> int:
     from api.app import create_app
     from turnlog.system import running_system
 
-    settings = Settings(
-        data_dir=arguments.data_dir,
-        engine=arguments.engine,
-        token_delay_ms=arguments.token_delay_ms,
-        answer_tokens=arguments.answer_tokens,
-        max_output_tokens=arguments.max_output_tokens,
-        run_lease_s=arguments.run_lease_s,
-        heartbeat_s=min(5.0, arguments.run_lease_s / 3),
-        host=arguments.host,
-        port=arguments.port,
-    )
-    logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(arguments, roles=() if arguments.role == "api" else PROCESSOR_ROLES)
+    _configure_logging(arguments.log_level)
     app = create_app(lambda: running_system(settings))
     # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
     uvicorn.run(
@@ -75,6 +106,22 @@ def _serve(arguments: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _work(arguments: argparse.Namespace) -> int:
+    from turnlog.system import run_workers
+
+    settings = _settings(arguments, roles=tuple(dict.fromkeys(arguments.role)))
+    _configure_logging(arguments.log_level)
+    try:
+        asyncio.run(run_workers(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _token(arguments: argparse.Namespace) -> int:
@@ -90,30 +137,20 @@ def _token(arguments: argparse.Namespace) -> int:
 
 
 async def _replay(arguments: argparse.Namespace) -> int:
-    from events.embedded import DataDirectoryBusy, EmbeddedLog
-    from projections.chdb import ChdbStore
+    from events.embedded import DataDirectoryBusy
     from projections.projector import rebuild
-    from projections.read_models import ReadModels
-    from turnlog.system import build_codec
+    from turnlog.system import build_codec, opened_storage
 
-    settings = Settings(data_dir=arguments.data_dir)
-    log = EmbeddedLog(path=settings.log_path)
+    settings = Settings(data_dir=arguments.data_dir, log_url=arguments.log, store_url=arguments.store)
     try:
-        await log.start()
+        async with opened_storage(settings) as (log, live):
+            last = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
+            snapshot = await live.snapshot()
     except DataDirectoryBusy:
         print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
         return 1
-    store = ChdbStore(str(settings.read_models_path))
-    try:
-        live = ReadModels(store)
-        await live.create_tables()
-        last = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
-        snapshot = await live.snapshot()
-        counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
-        print(f"rebuilt read models through log offset {last}: {counts}")
-    finally:
-        await store.close()
-        await log.close()
+    counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
+    print(f"rebuilt read models through log offset {last}: {counts}")
     return 0
 
 

@@ -1,12 +1,23 @@
-"""Configuration of one turnlog process: where its data lives, which engines it runs on."""
+"""Configuration of one turnlog process: where its data lives, which adapters and roles it runs.
+
+Every option can also come from the environment (`TURNLOG_LOG`, `TURNLOG_STORE`, ...), which is how
+`docker-compose.yml` configures its containers; a command-line flag wins over the environment.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+# The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
+PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     data_dir: Path = Path(".turnlog")
+    log_url: str | None = None  # default: sqlite:///<data_dir>/log.db
+    store_url: str | None = None  # default: chdb:///<data_dir>/read-models
+    roles: tuple[str, ...] = PROCESSOR_ROLES
     engine: str = "cpu"  # cpu | scripted
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only
@@ -16,10 +27,27 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
 
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "log.db"
+    def __post_init__(self) -> None:
+        unknown = set(self.roles) - set(PROCESSOR_ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
 
     @property
-    def read_models_path(self) -> Path:
-        return self.data_dir / "read-models"
+    def log(self) -> str:
+        return self.log_url or f"sqlite://{(self.data_dir / 'log.db').resolve()}"
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"chdb://{(self.data_dir / 'read-models').resolve()}"
+
+
+def url_scheme(url: str) -> str:
+    return urlsplit(url).scheme
+
+
+def url_path(url: str) -> Path:
+    """The filesystem path of a `sqlite:///abs/path` or `chdb:///abs/path` URL."""
+    path = urlsplit(url).path
+    if not path:
+        raise ValueError(f"{url!r} names no path")
+    return Path(path)

@@ -1,9 +1,10 @@
-"""The composition root: builds every adapter from settings and runs every role in one process."""
+"""The composition root: builds every adapter from settings and runs the roles a process is given."""
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 from api.auth import load_or_create_secret
 from api.context import ApiContext
@@ -13,21 +14,38 @@ from commands.handler import CommandHandler
 from events.catalog import EVENT_TYPES
 from events.codec import AvroCodec
 from events.embedded import EmbeddedLog
+from events.log import EventLog
 from inference.engine import InferenceEngine
 from inference.worker import InferenceWorker
 from processors.prompting import PromptBuilder, PromptPolicy
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.chdb import ChdbStore
-from projections.projector import ReadModelProjector
+from projections.fence import CommittedOffsetFence
+from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
-from turnlog.settings import Settings
+from projections.store import SqlStore
+from turnlog.settings import Settings, url_path, url_scheme
 
 logger = logging.getLogger(__name__)
 
 
 def build_codec() -> AvroCodec:
     return AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+
+
+def build_log(settings: Settings) -> EventLog:
+    match url_scheme(settings.log):
+        case "sqlite":
+            return EmbeddedLog(path=url_path(settings.log))
+    raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path")
+
+
+def build_store(settings: Settings) -> SqlStore:
+    match url_scheme(settings.store):
+        case "chdb":
+            return ChdbStore(str(url_path(settings.store)))
+    raise ValueError(f"unsupported read-model store URL {settings.store!r}; use chdb:///path")
 
 
 def build_engine(settings: Settings) -> InferenceEngine:
@@ -42,45 +60,93 @@ def build_engine(settings: Settings) -> InferenceEngine:
     raise ValueError(f"unknown engine {settings.engine!r}; choose cpu or scripted")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Roles:
+    """What a process runs, once started; `projector` is set when it projects in-process."""
+
+    tasks: tuple[asyncio.Task, ...]
+    projector: ReadModelProjector | None
+
+
+@asynccontextmanager
+async def running_roles(
+    settings: Settings, *, log: EventLog, codec: AvroCodec, read_models: ReadModels
+) -> AsyncIterator[Roles]:
+    """Start this process's roles on an open log and store; stop them on exit."""
+    async with AsyncExitStack() as stack:
+        tasks: list[asyncio.Task] = []
+        projector = None
+
+        def spawn(coroutine, name: str) -> None:
+            task = asyncio.create_task(coroutine, name=name)
+            task.add_done_callback(_report_crash)
+            tasks.append(task)
+
+        if "decider" in settings.roles:
+            spawn(run_processor(CommandHandler(log=log, codec=codec).processor(), log=log, codec=codec), "decider")
+        if "prompt-builder" in settings.roles:
+            builder = PromptBuilder(log=log, codec=codec, policy=PromptPolicy(max_output_tokens=settings.max_output_tokens))
+            spawn(run_processor(builder.processor(), log=log, codec=codec), "prompt-builder")
+        if "projector" in settings.roles:
+            projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
+            await projector.start()
+            spawn(run_processor(projector.processor(), log=log, codec=codec), "projector")
+        if "inference" in settings.roles:
+            engine = build_engine(settings)
+            await engine.start()
+            stack.push_async_callback(engine.close)
+            worker = InferenceWorker(log=log, codec=codec, engine=engine, heartbeat_s=settings.heartbeat_s)
+            spawn(worker.run(), "inference-worker")
+        if "watchdog" in settings.roles:
+            spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
+        try:
+            yield Roles(tasks=tuple(tasks), projector=projector)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@asynccontextmanager
+async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, ReadModels]]:
+    log = build_log(settings)
+    await log.start()
+    try:
+        store = build_store(settings)
+        try:
+            read_models = ReadModels(store)
+            await read_models.create_tables()
+            yield log, read_models
+        finally:
+            await store.close()
+    finally:
+        await log.close()
+
+
 @asynccontextmanager
 async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
-    """Start the log, read models, engine and every processor; yield what the API needs; stop them all."""
+    """The API's context plus this process's roles (every role, by default)."""
     codec = build_codec()
     secret = load_or_create_secret(settings.data_dir)
-    log = EmbeddedLog(path=settings.log_path)
-    await log.start()
-    store = ChdbStore(str(settings.read_models_path))
-    engine = build_engine(settings)
-    tasks: list[asyncio.Task] = []
-    bus = CommandBus(log=log, codec=codec)
-    try:
-        read_models = ReadModels(store)
-        await read_models.create_tables()
-        projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
-        await projector.start()
-        await engine.start()
-        await bus.start()
-        policy = PromptPolicy(max_output_tokens=settings.max_output_tokens)
-        processors = [
-            CommandHandler(log=log, codec=codec).processor(),
-            PromptBuilder(log=log, codec=codec, policy=policy).processor(),
-            projector.processor(),
-        ]
-        tasks += [asyncio.create_task(run_processor(p, log=log, codec=codec), name=p.group) for p in processors]
-        worker = InferenceWorker(log=log, codec=codec, engine=engine, heartbeat_s=settings.heartbeat_s)
-        watchdog = RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s)
-        tasks += [asyncio.create_task(worker.run(), name="inference-worker"), asyncio.create_task(watchdog.run(), name="watchdog")]
-        for task in tasks:
-            task.add_done_callback(_report_crash)
-        yield ApiContext(bus=bus, read_models=read_models, caught_up=projector.caught_up, log=log, codec=codec, secret=secret)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await bus.close()
-        await engine.close()
-        await store.close()
-        await log.close()
+    async with opened_storage(settings) as (log, read_models):
+        async with running_roles(settings, log=log, codec=codec, read_models=read_models) as roles:
+            bus = CommandBus(log=log, codec=codec)
+            await bus.start()
+            try:
+                fence = roles.projector or CommittedOffsetFence(log=log, group=READ_MODELS_GROUP)
+                yield ApiContext(
+                    bus=bus, read_models=read_models, caught_up=fence.caught_up, log=log, codec=codec, secret=secret
+                )
+            finally:
+                await bus.close()
+
+
+async def run_workers(settings: Settings) -> None:
+    """A process of processor roles only (no API), until cancelled."""
+    codec = build_codec()
+    async with opened_storage(settings) as (log, read_models):
+        async with running_roles(settings, log=log, codec=codec, read_models=read_models) as roles:
+            await asyncio.gather(*roles.tasks)
 
 
 def _report_crash(task: asyncio.Task) -> None:

@@ -1,0 +1,29 @@
+"""The committed-offset fence: API processes without the projector still read their writes."""
+
+import asyncio
+
+import pytest
+
+from events.embedded import EmbeddedLog
+from events.log import ConsumerCommit, OutgoingRecord
+from events.topics import CONVERSATION_EVENTS
+from projections.fence import CommittedOffsetFence
+from turnlog.errors import Unavailable
+
+
+async def test_waits_until_the_group_has_committed_the_end_of_the_partition(embedded_log: EmbeddedLog) -> None:
+    written = await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
+    fence = CommittedOffsetFence(log=embedded_log, group="read-models")
+    waiting = asyncio.create_task(fence.caught_up(key="c"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await embedded_log.commit(ConsumerCommit.through("read-models", written))
+    await asyncio.wait_for(waiting, 2)
+
+
+async def test_an_idle_log_is_caught_up_and_a_stuck_projector_times_out(embedded_log: EmbeddedLog) -> None:
+    fence = CommittedOffsetFence(log=embedded_log, group="read-models")
+    await fence.caught_up()
+    await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
+    with pytest.raises(Unavailable):
+        await fence.caught_up(timeout_s=0.05)
