@@ -1,15 +1,44 @@
-"""SqlStore adapters under test: every test that asks for `store` runs once per adapter."""
+"""SqlStore adapters under test: every test that asks for `store` runs once per adapter.
+
+The clickhouse-connect adapter talks to one chDB engine served over ClickHouse's HTTP interface
+by `tests/clickhouse_http.py` in a process of its own, started once per test session, and only
+when a test asks for that adapter. Each test gets a database of its own on that server.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import hashlib
+import importlib.util
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from projections.chdb import ChdbStore
+from projections.clickhouse import ClickHouseStore
 from projections.store import SqlStore
+
+
+def _load_harness():
+    # With --import-mode=importlib the tests folder is not on sys.path (see tests/conftest.py).
+    name = "clickhouse_http"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "clickhouse_http.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+clickhouse_http = _load_harness()
+
+# The test server's credentials: the adapter must send them (a password with URL-special characters).
+CLICKHOUSE_USER = "turnlog"
+CLICKHOUSE_PASSWORD = "p@ss:w/rd %"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,13 +53,48 @@ async def open_chdb(data_dir: Path) -> SqlStore:
     return ChdbStore(str(data_dir))
 
 
-# The clickhouse-connect adapter joins this list; the tests themselves should not change.
-ADAPTERS = [StoreAdapter(name="chdb", open=open_chdb)]
+def chdb_adapter(request: pytest.FixtureRequest) -> StoreAdapter:
+    return StoreAdapter(name="chdb", open=open_chdb)
 
 
-@pytest.fixture(params=ADAPTERS, ids=lambda adapter: adapter.name)
+def clickhouse_adapter(request: pytest.FixtureRequest) -> StoreAdapter:
+    server: clickhouse_http.ClickHouseHttpServer = request.getfixturevalue("clickhouse_server")
+
+    async def open_clickhouse(data_dir: Path) -> SqlStore:
+        # The data location names a database on the shared server: a fresh one per test, the
+        # same one again when a test reopens its store.
+        database = "test_" + hashlib.sha256(str(data_dir).encode()).hexdigest()[:20]
+        await server.create_database(database)
+        return ClickHouseStore(server.url(database))
+
+    return StoreAdapter(name="clickhouse", open=open_clickhouse)
+
+
+# Each builds its adapter when a test asks for it, so a server starts only if one is needed.
+ADAPTERS: dict[str, Callable[[pytest.FixtureRequest], StoreAdapter]] = {
+    "chdb": chdb_adapter,
+    "clickhouse": clickhouse_adapter,
+}
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse_http.ClickHouseHttpServer]:
+    """One chDB engine behind ClickHouse's HTTP interface, in a separate process, for the session."""
+    server = clickhouse_http.ClickHouseHttpServer(
+        data_dir=tmp_path_factory.mktemp("clickhouse") / "data",
+        user=CLICKHOUSE_USER,
+        password=CLICKHOUSE_PASSWORD,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=list(ADAPTERS))
 def adapter(request: pytest.FixtureRequest) -> StoreAdapter:
-    return request.param
+    return ADAPTERS[request.param](request)
 
 
 @pytest.fixture
