@@ -45,7 +45,13 @@ def build_store(settings: Settings) -> SqlStore:
     match url_scheme(settings.store):
         case "chdb":
             return ChdbStore(str(url_path(settings.store)))
-    raise ValueError(f"unsupported read-model store URL {settings.store!r}; use chdb:///path")
+        case "clickhouse" | "clickhouses":
+            from projections.clickhouse import ClickHouseStore
+
+            return ClickHouseStore(settings.store)
+    raise ValueError(
+        f"unsupported read-model store URL {settings.store!r}; use chdb:///path or clickhouse://user:password@host:8123/db"
+    )
 
 
 def build_engine(settings: Settings) -> InferenceEngine:
