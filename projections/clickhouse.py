@@ -38,20 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
-from zoneinfo import ZoneInfo
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseConnectError
 
+from projections.clickhouse_text import (
+    check_parameter_name,
+    decode_rows,
+    insert_target,
+    json_each_row,
+    parameter_text,
+)
 from projections.store import SqlError
 
 try:
@@ -65,21 +69,9 @@ _Result = TypeVar("_Result")
 
 _DEFAULT_PORTS = {"clickhouse": 8123, "clickhouses": 8443}
 
-# Table, column and parameter names are SQL text (or URL keys), so only plain identifiers pass.
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 # A `{name:Type}` placeholder. clickhouse-connect's own pattern accepts at least these, so
 # whenever this one matches, it binds server-side and never formats the SQL text.
 _PLACEHOLDER = re.compile(r"\{(\w+):([^}]+)\}")
-
-# Backslash escapes of ClickHouse's escaped and quoted text forms.
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
-_QUOTED_ESCAPES = {**_ESCAPES, "'": "\\'"}
-_ESCAPED = str.maketrans(_ESCAPES)
-_QUOTED = str.maketrans(_QUOTED_ESCAPES)
-
-# The text form ClickHouse reads and writes for DateTime64(6) (microseconds, no zone).
-_DATETIME_TEXT = "%Y-%m-%d %H:%M:%S.%f"
 
 _SETTINGS = {"session_timezone": "UTC"}
 
@@ -174,16 +166,15 @@ class ClickHouseStore:
         bound = _bound_parameters(sql, parameters)
         # Decoding runs on the worker thread too, so a large result never stalls the loop.
         return await self._call(
-            lambda client: _decode_rows(client.raw_query(sql, parameters=bound, fmt="JSONCompact"))
+            lambda client: decode_rows(client.raw_query(sql, parameters=bound, fmt="JSONCompact"))
         )
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, object]]) -> None:
         if not rows:
             return
-        quoted_table, columns = _insert_target(table, rows)
+        quoted_table, columns = insert_target(table, rows)
         # JSONEachRow data never passes through the SQL parser, so no string can escape it.
-        body = "\n".join(json.dumps(row, ensure_ascii=False, default=_json_value) for row in rows)
-        encoding, compressed = _compressed(body.encode("utf-8"))
+        encoding, compressed = _compressed(json_each_row(rows))
         await self._call(
             lambda client: client.raw_insert(
                 quoted_table, columns, insert_block=compressed, fmt="JSONEachRow", compression=encoding
@@ -246,19 +237,6 @@ def _compressed(body: bytes) -> tuple[str, bytes]:
     return "gzip", gzip.compress(body, compresslevel=1)
 
 
-def _insert_target(table: str, rows: Sequence[Mapping[str, object]]) -> tuple[str, list[str]]:
-    if not _TABLE_NAME.fullmatch(table):
-        raise ValueError(f"not a plain table name: {table!r}")
-    columns = list(rows[0])
-    for column in columns:
-        if not _IDENTIFIER.fullmatch(column):
-            raise ValueError(f"not a plain column name: {column!r}")
-    for row in rows:
-        if list(row) != columns:
-            raise ValueError(f"every row of a batch must name the columns {columns}, got {list(row)}")
-    return ".".join(f"`{part}`" for part in table.split(".")), columns
-
-
 # --- values into the engine -------------------------------------------------------------
 
 
@@ -279,124 +257,9 @@ def _bound_parameters(
         return None
     texts: dict[str, _ParameterText] = {}
     for name, value in parameters.items():
-        if not _IDENTIFIER.fullmatch(name):
-            raise ValueError(f"not a plain parameter name: {name!r}")
-        texts[name] = _ParameterText(_parameter_text(value))
+        # Each name becomes a `param_<name>` URL key (or form field), so only plain ones pass.
+        check_parameter_name(name)
+        texts[name] = _ParameterText(parameter_text(value))
     # Without a placeholder the server would ignore every value, and clickhouse-connect
     # would format them into the SQL text instead: send none.
     return texts if _PLACEHOLDER.search(sql) else None
-
-
-def _parameter_text(value: object) -> str:
-    """`value` in ClickHouse's escaped text form, the form a `{name:Type}` parameter is read in."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_ESCAPED)
-    if isinstance(value, (list, tuple)):
-        # Array elements are read in the quoted form, which has no raw tab or newline left.
-        return _literal(value)
-    return _scalar_text(value)
-
-
-def _literal(value: object) -> str:
-    """`value` as a ClickHouse literal, the form of an element inside an array."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return "'" + value.translate(_QUOTED) + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_literal(element) for element in value) + "]"
-    if isinstance(value, (datetime, date)):
-        return "'" + _scalar_text(value) + "'"
-    return _scalar_text(value)
-
-
-def _scalar_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, datetime):
-        return _utc_text(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"cannot bind a {type(value).__name__} as a query parameter")
-
-
-def _json_value(value: object) -> object:
-    """json.dumps hook: the JSON form of values JSON has no type for."""
-    if isinstance(value, datetime):
-        return _utc_text(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot insert a {type(value).__name__}")
-
-
-def _utc_text(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: give it a time zone (UTC)")
-    return moment.astimezone(timezone.utc).strftime(_DATETIME_TEXT)
-
-
-# --- rows out of the engine -------------------------------------------------------------
-
-_Decoder = Callable[[Any], object]
-
-
-def _decode_rows(output: bytes) -> list[dict[str, object]]:
-    if not output:
-        return []  # statements without a result set write nothing at all
-    result = json.loads(output)
-    names = [column["name"] for column in result["meta"]]
-    decoders = [
-        (index, decoder)
-        for index, column in enumerate(result["meta"])
-        if (decoder := _decoder_for(column["type"])) is not None
-    ]
-    rows: list[dict[str, object]] = []
-    for values in result["data"]:
-        for index, decoder in decoders:
-            values[index] = decoder(values[index])
-        rows.append(dict(zip(names, values)))
-    return rows
-
-
-def _decoder_for(type_name: str) -> _Decoder | None:
-    """How to turn a JSONCompact value of ClickHouse type `type_name` into Python (None: as is)."""
-    if type_name.startswith("LowCardinality("):
-        return _decoder_for(type_name[len("LowCardinality(") : -1])
-    if type_name.startswith("Nullable("):
-        inner = _decoder_for(type_name[len("Nullable(") : -1])
-        if inner is None:
-            return None
-        return lambda value: None if value is None else inner(value)
-    if type_name.startswith("Array("):
-        element = _decoder_for(type_name[len("Array(") : -1])
-        if element is None:
-            return None
-        return lambda values: [element(value) for value in values]
-    if type_name.startswith("DateTime"):
-        return _datetime_decoder(type_name)
-    if type_name in ("Date", "Date32"):
-        return date.fromisoformat
-    if type_name.startswith(("Int", "UInt")):
-        # A server quotes 64-bit and wider integers (output_format_json_quote_64bit_integers).
-        return lambda value: int(value) if isinstance(value, str) else value
-    if type_name.startswith(("Float", "BFloat")):
-        return lambda value: float(value) if isinstance(value, str) else value
-    return None
-
-
-def _datetime_decoder(type_name: str) -> _Decoder:
-    # A DateTime without a zone is written in the session zone, which _SETTINGS pins to UTC.
-    zone_match = re.search(r"'([^']+)'", type_name)
-    zone = timezone.utc if zone_match is None or zone_match[1] == "UTC" else ZoneInfo(zone_match[1])
-
-    def decode(text: str) -> datetime:
-        # DateTime64(9) has nanoseconds; Python keeps microseconds.
-        return datetime.fromisoformat(text[:26]).replace(tzinfo=zone)
-
-    return decode
