@@ -2,8 +2,9 @@
 
 Workers renew a run's lease with every delta or heartbeat. When a lease lapses (the worker crashed,
 hung, or the whole process was killed), the watchdog commits the run with the text streamed so far
-and a reason, so no run stays in progress forever. Its progress is the low-water mark of the runs it
-still watches, so after a restart it re-reads exactly what it needs and every lease starts afresh.
+and a reason, so no run stays in progress forever. It is a consumer group (several watchdogs share the
+partitions of `run-events`), and its committed progress is, per partition, the low-water mark of the
+runs it still watches: after a restart it re-reads exactly what it needs, and every lease starts afresh.
 """
 
 import asyncio
@@ -30,6 +31,7 @@ class WatchedRun:
     run_id: str
     conversation_id: str
     started: Envelope
+    partition: int
     first_offset: int
     claimed: bool = False
     last_seen: float = 0.0
@@ -51,30 +53,36 @@ class RunWatchdog:
         self._lease_s = lease_s
         self._clock = clock
         self._runs: dict[str, WatchedRun] = {}
-        self._position = -1
+        self._positions: dict[int, int] = {}  # per partition of run-events: the last offset read
 
     async def run(self) -> None:
-        self._position = await self._log.committed(group=WATCHDOG_GROUP, topic=RUN_EVENTS)
         sweeper = asyncio.create_task(self._sweep_forever())
+        stream = self._log.consume(group=WATCHDOG_GROUP, topics=(RUN_EVENTS,))
         try:
-            async for record in self._log.follow(RUN_EVENTS, after=self._position):
-                try:
-                    envelope = self._codec.decode(record.value)
-                except UndecodableMessage:
-                    continue
-                self._observe(envelope, record.offset)
-                self._position = record.offset
+            async for batch in stream:
+                for record in batch:
+                    try:
+                        envelope = self._codec.decode(record.value)
+                    except UndecodableMessage:
+                        continue  # the processors that act on run events dead-letter it
+                    self._observe(envelope, record.partition, record.offset)
+                    self._positions[record.partition] = record.offset
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+            await stream.aclose()
 
-    def _observe(self, envelope: Envelope, offset: int) -> None:
+    def _observe(self, envelope: Envelope, partition: int, offset: int) -> None:
         event = envelope.payload
         now = self._clock()
         match event:
             case RunStarted():
                 self._runs[event.run_id] = WatchedRun(
-                    run_id=event.run_id, conversation_id=event.conversation_id, started=envelope, first_offset=offset
+                    run_id=event.run_id,
+                    conversation_id=event.conversation_id,
+                    started=envelope,
+                    partition=partition,
+                    first_offset=offset,
                 )
                 return
             case RunFinished():
@@ -116,6 +124,10 @@ class RunWatchdog:
             outputs.append(encode(self._codec, envelope, topic=COMMANDS))
             run.reported = True
             logger.warning("run %s lapsed its lease; ending it as failed", run.run_id)
-        low_water = min((run.first_offset - 1 for run in self._runs.values()), default=self._position)
-        commit = ConsumerCommit(group=WATCHDOG_GROUP, offsets={TopicPartition(topic=RUN_EVENTS, partition=0): low_water})
-        await self._log.append(outputs, commit=commit, durable=bool(outputs))
+        low_water = dict(self._positions)
+        for run in self._runs.values():
+            low_water[run.partition] = min(low_water.get(run.partition, run.first_offset), run.first_offset - 1)
+        offsets = {TopicPartition(topic=RUN_EVENTS, partition=partition): offset for partition, offset in low_water.items()}
+        if outputs or offsets:
+            commit = ConsumerCommit(group=WATCHDOG_GROUP, offsets=offsets)
+            await self._log.append(outputs, commit=commit, durable=bool(outputs))

@@ -1,4 +1,9 @@
-"""Read-your-writes fences: wait until the read models hold what the log held when a query arrived."""
+"""The read-your-writes fence: wait until the read models hold what the log held when a query arrived.
+
+It compares, for the partition of the queried key, the projector group's committed offset with the
+partition's end. A process that runs the projector calls `notify()` after each batch, so its own
+queries wake at once; an API-only process polls briefly instead.
+"""
 
 import asyncio
 import time
@@ -8,19 +13,27 @@ from events.topics import CONVERSATION_EVENTS
 from turnlog.errors import Unavailable
 
 
-class CommittedOffsetFence:
-    """For API processes without the projector: compare the projector group's committed offset
-    with the end of the key's partition, polling briefly (the in-process projector notifies instead)."""
-
+class ReadYourWritesFence:
     def __init__(self, *, log: EventLog, group: str, poll_s: float = 0.005) -> None:
         self._log = log
         self._group = group
         self._poll_s = poll_s
+        self._progress = asyncio.Event()
+
+    def notify(self) -> None:
+        """The projector committed a batch: waiters look again."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def caught_up(self, *, key: str | None = None, timeout_s: float = 5.0) -> None:
         target = await self._log.end_offset(CONVERSATION_EVENTS, key=key)
         deadline = time.monotonic() + timeout_s
         while await self._log.committed(group=self._group, topic=CONVERSATION_EVENTS, key=key) < target:
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)
-            await asyncio.sleep(self._poll_s)
+            progress = self._progress
+            try:
+                await asyncio.wait_for(progress.wait(), min(self._poll_s, remaining))
+            except TimeoutError:
+                pass

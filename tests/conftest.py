@@ -1,8 +1,8 @@
-"""Fixtures shared across test folders: real `turnlog serve` processes for end-to-end tests.
+"""Fixtures shared across test folders: real servers (turnlog, a Kafka broker, ClickHouse over HTTP).
 
-The harness lives in `tests/e2e_server.py`. With `--import-mode=importlib` the tests folder is not
-on `sys.path`, so it is loaded here by file path and registered as `e2e_server`; test modules then
-`import e2e_server` (conftest files are always imported before the modules they cover).
+The harnesses live in `tests/*.py` beside this file. With `--import-mode=importlib` the tests folder
+is not on `sys.path`, so each is loaded here by file path and registered under its module name; test
+modules then `import e2e_server` etc. (conftest files are imported before the modules they cover).
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 
-def _load_harness():
-    name = "e2e_server"
+def load_test_module(name: str) -> ModuleType:
+    """`tests/<name>.py`, imported once and registered as `name`."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("e2e_server.py"))
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -27,7 +28,13 @@ def _load_harness():
     return module
 
 
-e2e_server = _load_harness()
+e2e_server = load_test_module("e2e_server")
+kafka_harness = load_test_module("kafka_broker")
+clickhouse_http = load_test_module("clickhouse_http")
+
+# The ClickHouse test server's credentials: adapters must send them (URL-special characters included).
+CLICKHOUSE_USER = "turnlog"
+CLICKHOUSE_PASSWORD = "p@ss:w/rd %"
 
 
 @pytest.fixture(scope="session")
@@ -69,22 +76,6 @@ async def embedded_log(tmp_path: Path):
         await log.close()
 
 
-def _load_kafka_harness():
-    """`tests/kafka_broker.py`, loaded by path and registered as `kafka_broker` (like `e2e_server`)."""
-    name = "kafka_broker"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kafka_broker.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-kafka_harness = _load_kafka_harness()
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_harness.TansuBroker]:
     """One Tansu broker for the session (started only by tests that ask for it); tests keep apart by topic prefix."""
@@ -94,3 +85,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_har
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse_http.ClickHouseHttpServer]:
+    """One chDB engine behind ClickHouse's HTTP interface, in a process of its own, for the session."""
+    server = clickhouse_http.ClickHouseHttpServer(
+        data_dir=tmp_path_factory.mktemp("clickhouse") / "data",
+        user=CLICKHOUSE_USER,
+        password=CLICKHOUSE_PASSWORD,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from processors.prompting import PromptBuilder, PromptPolicy
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.chdb import ChdbStore
-from projections.fence import CommittedOffsetFence
+from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
 from projections.store import SqlStore
@@ -38,7 +39,15 @@ def build_log(settings: Settings) -> EventLog:
     match url_scheme(settings.log):
         case "sqlite":
             return EmbeddedLog(path=url_path(settings.log))
-    raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path")
+        case "kafka":
+            from events.kafka import KafkaLog
+            from events.topology import turnlog_topics
+
+            bootstrap_servers = urlsplit(settings.log).netloc
+            if not bootstrap_servers:
+                raise ValueError(f"{settings.log!r} names no broker; use kafka://host:9092[,host2:9092]")
+            return KafkaLog(bootstrap_servers, topics=turnlog_topics())
+    raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
 
 
 def build_store(settings: Settings) -> SqlStore:
@@ -95,7 +104,6 @@ async def running_roles(
             spawn(run_processor(builder.processor(), log=log, codec=codec), "prompt-builder")
         if "projector" in settings.roles:
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
-            await projector.start()
             spawn(run_processor(projector.processor(), log=log, codec=codec), "projector")
         if "inference" in settings.roles:
             engine = build_engine(settings)
@@ -139,7 +147,7 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
             bus = CommandBus(log=log, codec=codec)
             await bus.start()
             try:
-                fence = roles.projector or CommittedOffsetFence(log=log, group=READ_MODELS_GROUP)
+                fence = roles.projector.fence if roles.projector else ReadYourWritesFence(log=log, group=READ_MODELS_GROUP)
                 yield ApiContext(
                     bus=bus, read_models=read_models, caught_up=fence.caught_up, log=log, codec=codec, secret=secret
                 )

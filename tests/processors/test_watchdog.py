@@ -38,10 +38,10 @@ async def finish_commands(log: EmbeddedLog, conversation_id: str) -> list[Finish
 def test_only_claimed_silent_unreported_runs_lapse() -> None:
     started = Envelope.wrap(RunStarted(run_id="r", conversation_id="c", turn_seq=2), key="r", actor=ACTOR)
     runs = {
-        "queued": WatchedRun(run_id="queued", conversation_id="c", started=started, first_offset=1, last_seen=0),
-        "silent": WatchedRun(run_id="silent", conversation_id="c", started=started, first_offset=2, claimed=True, last_seen=0),
-        "alive": WatchedRun(run_id="alive", conversation_id="c", started=started, first_offset=3, claimed=True, last_seen=9),
-        "told": WatchedRun(run_id="told", conversation_id="c", started=started, first_offset=4, claimed=True, reported=True),
+        "queued": WatchedRun(run_id="queued", conversation_id="c", started=started, partition=0, first_offset=1, last_seen=0),
+        "silent": WatchedRun(run_id="silent", conversation_id="c", started=started, partition=0, first_offset=2, claimed=True, last_seen=0),
+        "alive": WatchedRun(run_id="alive", conversation_id="c", started=started, partition=0, first_offset=3, claimed=True, last_seen=9),
+        "told": WatchedRun(run_id="told", conversation_id="c", started=started, partition=0, first_offset=4, claimed=True, reported=True),
     }
     assert [run.run_id for run in lapsed(runs, now=10, lease_s=5)] == ["silent"]
 

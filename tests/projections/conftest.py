@@ -8,9 +8,8 @@ when a test asks for that adapter. Each test gets a database of its own on that 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,24 +20,7 @@ from projections.clickhouse import ClickHouseStore
 from projections.store import SqlStore
 
 
-def _load_harness():
-    # With --import-mode=importlib the tests folder is not on sys.path (see tests/conftest.py).
-    name = "clickhouse_http"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "clickhouse_http.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-clickhouse_http = _load_harness()
-
-# The test server's credentials: the adapter must send them (a password with URL-special characters).
-CLICKHOUSE_USER = "turnlog"
-CLICKHOUSE_PASSWORD = "p@ss:w/rd %"
+clickhouse_http = sys.modules["clickhouse_http"]  # loaded by tests/conftest.py
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,21 +57,6 @@ ADAPTERS: dict[str, Callable[[pytest.FixtureRequest], StoreAdapter]] = {
     "chdb": chdb_adapter,
     "clickhouse": clickhouse_adapter,
 }
-
-
-@pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clickhouse_http.ClickHouseHttpServer]:
-    """One chDB engine behind ClickHouse's HTTP interface, in a separate process, for the session."""
-    server = clickhouse_http.ClickHouseHttpServer(
-        data_dir=tmp_path_factory.mktemp("clickhouse") / "data",
-        user=CLICKHOUSE_USER,
-        password=CLICKHOUSE_PASSWORD,
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=list(ADAPTERS))

@@ -1,4 +1,4 @@
-"""The committed-offset fence: API processes without the projector still read their writes."""
+"""The read-your-writes fence: a query waits for the projector's committed offset to reach the log's end."""
 
 import asyncio
 
@@ -7,22 +7,23 @@ import pytest
 from events.embedded import EmbeddedLog
 from events.log import ConsumerCommit, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS
-from projections.fence import CommittedOffsetFence
+from projections.fence import ReadYourWritesFence
 from turnlog.errors import Unavailable
 
 
 async def test_waits_until_the_group_has_committed_the_end_of_the_partition(embedded_log: EmbeddedLog) -> None:
     written = await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
-    fence = CommittedOffsetFence(log=embedded_log, group="read-models")
+    fence = ReadYourWritesFence(log=embedded_log, group="read-models")
     waiting = asyncio.create_task(fence.caught_up(key="c"))
     await asyncio.sleep(0.05)
     assert not waiting.done()
     await embedded_log.commit(ConsumerCommit.through("read-models", written))
-    await asyncio.wait_for(waiting, 2)
+    fence.notify()  # what the in-process projector does after each batch
+    await asyncio.wait_for(waiting, 0.5)
 
 
 async def test_an_idle_log_is_caught_up_and_a_stuck_projector_times_out(embedded_log: EmbeddedLog) -> None:
-    fence = CommittedOffsetFence(log=embedded_log, group="read-models")
+    fence = ReadYourWritesFence(log=embedded_log, group="read-models")
     await fence.caught_up()
     await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
     with pytest.raises(Unavailable):
