@@ -6,6 +6,8 @@ from starlette.requests import Request
 
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
+from events.runs import RunStarted
+from events.topics import RUN_EVENTS
 from events.values import Actor
 from projections.read_models import ConversationRow, RunRow, Scope
 from turnlog.errors import Forbidden, InvalidRequest, NotFound
@@ -64,11 +66,31 @@ class ConversationDirectory:
 
 async def find_run(request: Request, principal: Principal, run_id: str) -> RunRow:
     context = context_of(request)
-    await context.caught_up()
+    started = await started_run(context, principal, run_id)
+    await context.caught_up(key=started.conversation_id)  # the conversation's partition, not the whole topic
     run = await context.read_models.run(scope_of(principal), run_id)
     if run is None:
         raise NotFound(detail=f"run {run_id} does not exist")
     return run
+
+
+async def started_run(context: ApiContext, principal: Principal, run_id: str) -> RunStarted:
+    """The run's first event on the log, which names its conversation and its owner's scope.
+
+    It needs no read model, so a client can attach to a stream the moment it has the 202.
+    """
+    first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
+    started = context.codec.decode(first[0].value) if first else None
+    visible = (
+        started is not None
+        and isinstance(started.payload, RunStarted)
+        and started.actor.org_id == principal.org_id
+        and started.actor.user_id == principal.user_id
+        and principal.can_use(started.actor.workspace_id)
+    )
+    if not visible:
+        raise NotFound(detail=f"run {run_id} does not exist")
+    return started.payload
 
 
 def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from api.access import actor_of, authenticate, context_of, find_run
+from api.access import actor_of, authenticate, context_of, find_run, started_run
 from api.auth import Principal
 from api.context import ApiContext
 from api.presenters import run_finished_json, run_json
@@ -15,7 +15,6 @@ from commands.catalog import CancelRun
 from events.codec import UndecodableMessage
 from events.runs import AssistantDelta, RunFinished, RunStarted
 from events.topics import RUN_EVENTS
-from turnlog.errors import NotFound
 
 
 async def get_run(request: Request) -> JSONResponse:
@@ -40,7 +39,7 @@ async def stream_run(request: Request) -> StreamingResponse:
     )
     run_id = request.path_params["run_id"]
     context = context_of(request)
-    await authorize_stream(context, principal, run_id)
+    await started_run(context, principal, run_id)
     after = -1 if last_event_id is None else last_event_id
     if await _already_ended_before(request, principal, run_id, after):
         return StreamingResponse(iter(()), media_type=SSE_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
@@ -64,23 +63,6 @@ async def _already_ended_before(request: Request, principal: Principal, run_id: 
         return False  # there is more to send, the terminal event included if the run has ended
     run = await find_run(request, principal, run_id)
     return run.status != "in_progress"
-
-
-async def authorize_stream(context: ApiContext, principal: Principal, run_id: str) -> None:
-    """The stream is read from the log, so is its owner: the run's first event names its scope.
-
-    This needs no read model, so a client can attach the moment it has the 202.
-    """
-    first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
-    actor = context.codec.decode(first[0].value).actor if first else None
-    visible = (
-        actor is not None
-        and actor.org_id == principal.org_id
-        and actor.user_id == principal.user_id
-        and principal.can_use(actor.workspace_id)
-    )
-    if not visible:
-        raise NotFound(detail=f"run {run_id} does not exist")
 
 
 async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIterator[bytes]:

@@ -1,0 +1,68 @@
+"""A fleet on Kafka: two stateless API instances over one log and one ClickHouse.
+
+Instance A runs every role; instance B is API-only (`serve --role api`). A turn posted to one streams
+from the other, reads are read-your-writes on either, and `Last-Event-ID` resumes anywhere.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+import e2e_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fleet(kafka_broker, clickhouse_server, tmp_path_factory) -> Iterator[tuple[e2e_server.TurnlogServer, ...]]:
+    import asyncio
+
+    asyncio.run(clickhouse_server.create_database("fleet"))
+    data_dir = tmp_path_factory.mktemp("fleet") / "data"  # shared only for the token-signing secret
+    shared = ("--log", f"kafka://{kafka_broker.bootstrap_servers}", "--store", clickhouse_server.url("fleet"))
+    everything = e2e_server.TurnlogServer(data_dir=data_dir, token_delay_ms=20, answer_tokens=40, extra_args=shared)
+    api_only = e2e_server.TurnlogServer(data_dir=data_dir, extra_args=(*shared, "--role", "api"))
+    everything.start()
+    api_only.start()
+    try:
+        yield everything, api_only
+    finally:
+        api_only.stop()
+        everything.stop()
+
+
+async def test_a_turn_posted_to_one_instance_streams_and_reads_from_the_other(fleet) -> None:
+    everything, api_only = fleet
+    user = everything.new_user()
+    async with user.client() as on_a, user.client(base_url=api_only.base_url) as on_b:
+        conversation_id = await e2e_server.create_conversation(on_b, user.workspace)  # decided by A, replied to B
+        accepted = await e2e_server.submit_turn(on_a, conversation_id, "hello from instance A")
+        turns_on_b = await e2e_server.list_turns(on_b, conversation_id)  # read-your-writes on another instance
+        assert [(turn["turnSeq"], turn["role"]) for turn in turns_on_b][:1] == [(1, "user")]
+
+        # Read part of the stream on B, drop it, resume on A with Last-Event-ID.
+        seen = []
+        async with e2e_server.open_stream(on_b, accepted["runId"]) as stream:
+            async for event in stream:
+                seen.append(event)
+                if sum(1 for e in seen if e.event == "assistant.delta") == 2:
+                    break
+        rest = await e2e_server.read_stream(on_a, accepted["runId"], last_event_id=seen[-1].id)
+        everything_once = await e2e_server.read_stream(on_b, accepted["runId"])
+
+    ids = [event.id for event in seen + rest]
+    assert ids == [event.id for event in everything_once]  # every event once, in order
+    assert rest[-1].event == "assistant.completed"
+    assert e2e_server.delta_text(seen + rest) == e2e_server.delta_text(everything_once)
+
+
+async def test_a_turn_posted_to_the_api_only_instance_is_answered(fleet) -> None:
+    everything, api_only = fleet
+    user = api_only.new_user()
+    async with user.client(base_url=api_only.base_url) as on_b:
+        conversation_id = await e2e_server.create_conversation(on_b, user.workspace)
+        accepted = await e2e_server.submit_turn(on_b, conversation_id, "only the api here")
+        run = await e2e_server.wait_for_run(on_b, accepted["runId"], timeout_s=30)
+        turns = await e2e_server.list_turns(on_b, conversation_id)
+    assert run["status"] == "completed"
+    assert [turn["state"] for turn in turns] == ["completed", "completed"]
