@@ -1,0 +1,324 @@
+"""docker-compose.yml is wired by the configuration the code reads (no Docker engine needed).
+
+Each turnlog service's command is run through the real `turnlog` CLI with the service's environment
+(after Compose's `${VAR:-default}` interpolation and the image's own `ENV`), up to the Settings the
+process would start with; the URLs in them are then built or parsed by the adapters' own code and
+matched against the Kafka and ClickHouse services they must reach.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import uvicorn
+import yaml
+
+import api.app
+import turnlog.system
+from api.auth import load_or_create_secret
+from events.kafka import KafkaLog
+from projections.clickhouse import parse_clickhouse_url
+from turnlog import cli
+from turnlog.settings import PROCESSOR_ROLES, Settings, url_path, url_scheme
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_TEXT = (REPO_ROOT / "docker-compose.yml").read_text()
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+
+# What a plain `docker compose up` gets, and a `.env` that overrides the secrets.
+ENVIRONMENTS = {
+    "defaults": {},
+    "overridden": {"CLICKHOUSE_PASSWORD": "s3cret-Pass.42", "TURNLOG_SECRET": "x" * 40, "TURNLOG_ENGINE": "scripted"},
+}
+
+# Compose interpolation: `$$` is a literal `$`; `${NAME}`, `${NAME:-default}`, `${NAME-default}`,
+# `${NAME:?error}`, `${NAME?error}` and `$NAME` read the environment.
+_VARIABLE = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
+
+
+def _interpolate(text: str, environ: dict[str, str]) -> str:
+    def replace(match: re.Match) -> str:
+        escaped, name, operator, argument, bare = match.groups()
+        if escaped:
+            return "$"
+        if bare:
+            return environ.get(bare, "")
+        value = environ.get(name)
+        if operator == ":-":
+            return value or argument
+        if operator == "-":
+            return argument if value is None else value
+        if operator in (":?", "?") and not value:
+            raise AssertionError(f"${{{name}}} must be set: {argument}")
+        return value or ""
+
+    return _VARIABLE.sub(replace, text)
+
+
+def _walk(node: Any, visit) -> Any:
+    if isinstance(node, dict):
+        return {key: _walk(value, visit) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_walk(value, visit) for value in node]
+    if isinstance(node, str):
+        return visit(node)
+    return node
+
+
+def compose(environ: dict[str, str]) -> dict:
+    return _walk(yaml.safe_load(COMPOSE_TEXT), lambda text: _interpolate(text, environ))
+
+
+def variables_read() -> set[str]:
+    names: set[str] = set()
+
+    def collect(text: str) -> str:
+        for escaped, name, _, _, bare in _VARIABLE.findall(text):
+            if not escaped:
+                names.add(name or bare)
+        return text
+
+    _walk(yaml.safe_load(COMPOSE_TEXT), collect)
+    return names
+
+
+SERVICES = compose({})["services"]
+# Services that run the turnlog image (built from this repository).
+TURNLOG_SERVICES = sorted(name for name, service in SERVICES.items() if "build" in service)
+# What `docker compose up` starts: every service without a profile.
+DEFAULT_STACK = {name for name, service in SERVICES.items() if not service.get("profiles")}
+
+
+def image_environment() -> dict[str, str]:
+    """The TURNLOG_* defaults the Dockerfile bakes in with ENV."""
+    return dict(re.findall(r"\b(TURNLOG_\w+)=(\S+)", DOCKERFILE))
+
+
+def run_cli(service: dict, monkeypatch) -> dict[str, Any]:
+    """Run the service's command through `turnlog.cli.main` as its container would, stopping just
+    before anything connects; return the Settings it built (and uvicorn's options for `serve`)."""
+    for name in list(os.environ):
+        if name.startswith("TURNLOG_"):
+            monkeypatch.delenv(name)
+    environment = service.get("environment", {})
+    assert isinstance(environment, dict), "environment is a mapping (the tests read it as one)"
+    for name, value in {**image_environment(), **environment}.items():
+        monkeypatch.setenv(name, str(value))
+    captured: dict[str, Any] = {}
+
+    async def run_workers(settings: Settings) -> None:
+        captured["settings"] = settings
+
+    def running_system(settings: Settings) -> None:
+        captured["settings"] = settings
+
+    monkeypatch.setattr(turnlog.system, "run_workers", run_workers)
+    monkeypatch.setattr(turnlog.system, "running_system", running_system)
+    monkeypatch.setattr(api.app, "create_app", lambda start: start())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: captured.update(uvicorn=options))
+    monkeypatch.setattr(cli, "_configure_logging", lambda level: captured.update(log_level=level))
+    assert cli.main([str(argument) for argument in service["command"]]) == 0
+    assert isinstance(captured.get("settings"), Settings)
+    return captured
+
+
+def roles_of(service: dict) -> list[str]:
+    command = [str(argument) for argument in service["command"]]
+    if command[0] != "worker":
+        return []
+    return [command[index + 1] for index, argument in enumerate(command) if argument == "--role"]
+
+
+# -- the turnlog services ----------------------------------------------------------------------------
+
+
+def test_the_stack_is_the_api_workers_and_their_backing_services() -> None:
+    assert DEFAULT_STACK == {"kafka", "clickhouse", "api", "worker", "inference", "lb"}
+    assert TURNLOG_SERVICES == ["api", "inference", "turnlog", "worker"]
+    assert {SERVICES[name]["image"] for name in TURNLOG_SERVICES} == {"turnlog:local"}
+    assert {str(SERVICES[name]["build"]) for name in TURNLOG_SERVICES} == {"."}
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
+@pytest.mark.parametrize("name", sorted(DEFAULT_STACK & set(TURNLOG_SERVICES)))
+def test_stack_services_reach_kafka_and_clickhouse_as_the_code_parses_them(name, environment, monkeypatch) -> None:
+    services = compose(environment)["services"]
+    settings = run_cli(services[name], monkeypatch)["settings"]
+
+    assert url_scheme(settings.log) == "kafka"
+    log = turnlog.system.build_log(settings)  # constructs only: KafkaLog connects in start()
+    assert isinstance(log, KafkaLog)
+    kafka = services["kafka"]["environment"]
+    for server in urlsplit(settings.log).netloc.split(","):
+        host, _, port = server.partition(":")
+        assert host in services and port, server
+        assert f"//{host}:{port}" in kafka["KAFKA_ADVERTISED_LISTENERS"], "clients must be told the address they used"
+
+    # ClickHouseStore connects from its constructor's thread, so only its URL parser runs here.
+    assert url_scheme(settings.store) == "clickhouse"
+    address = parse_clickhouse_url(settings.store)
+    clickhouse = services["clickhouse"]["environment"]
+    assert (address.host, address.port) == ("clickhouse", 8123)
+    assert address.username == clickhouse["CLICKHOUSE_USER"]
+    assert address.password == clickhouse["CLICKHOUSE_PASSWORD"]
+    assert address.database == clickhouse["CLICKHOUSE_DB"]
+    assert not address.secure
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
+def test_the_api_serves_on_the_port_the_balancer_proxies_and_signs_with_a_valid_secret(
+    environment, monkeypatch, tmp_path
+) -> None:
+    services = compose(environment)["services"]
+    api_service = services["api"]
+    run = run_cli(api_service, monkeypatch)
+    assert run["settings"].roles == ()  # `serve --role api`: no processors in the API process
+    host, port = run["uvicorn"]["host"], run["uvicorn"]["port"]
+    assert host == "0.0.0.0"
+    assert "ports" not in api_service, "a fixed host port would collide as soon as api is scaled"
+    assert str(port) in [str(exposed) for exposed in api_service["expose"]]
+    assert f"server api:{port} resolve;" in compose(environment)["configs"]["lb-nginx"]["content"]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(api_service["healthcheck"]["test"])
+
+    secret = load_or_create_secret(tmp_path, environ={"TURNLOG_SECRET": api_service["environment"]["TURNLOG_SECRET"]})
+    assert secret == environment.get("TURNLOG_SECRET", secret.decode()).encode()
+    assert not (tmp_path / "secret.key").exists(), "the shared secret wins over a per-container file"
+    # Every instance signs and checks with the same key: tokens minted on one pass on all.
+    assert {services[name]["environment"]["TURNLOG_SECRET"] for name in ("api", "worker", "inference")} == {
+        secret.decode()
+    }
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
+def test_the_inference_workers_engine_comes_from_turnlog_engine(environment, monkeypatch) -> None:
+    settings = run_cli(compose(environment)["services"]["inference"], monkeypatch)["settings"]
+    assert settings.roles == ("inference",)
+    assert settings.engine == environment.get("TURNLOG_ENGINE", "cpu")
+
+
+def test_worker_services_cover_every_processor_role_and_run_one_decider() -> None:
+    roles = {name: roles_of(SERVICES[name]) for name in sorted(DEFAULT_STACK & set(TURNLOG_SERVICES))}
+    assert set(roles["api"]) == set()
+    for name, service_roles in roles.items():
+        assert set(service_roles) <= set(PROCESSOR_ROLES), name
+    covered = [role for service_roles in roles.values() for role in service_roles]
+    assert set(covered) == set(PROCESSOR_ROLES)
+    # The decider keeps per-conversation state; one service runs it (and docs/deploy.md: one replica).
+    assert covered.count("decider") == 1
+    # Scaling `inference` must scale inference alone.
+    assert roles["inference"] == ["inference"]
+
+
+def test_the_embedded_server_keeps_everything_in_its_volume(monkeypatch) -> None:
+    service = SERVICES["turnlog"]
+    assert service["profiles"] == ["embedded"]
+    run = run_cli(service, monkeypatch)
+    settings = run["settings"]
+    assert settings.roles == PROCESSOR_ROLES
+    assert (url_scheme(settings.log), url_scheme(settings.store)) == ("sqlite", "chdb")
+    assert url_path(settings.log) == (Path("/data") / "log.db").resolve()
+    assert url_path(settings.store) == (Path("/data") / "read-models").resolve()
+    assert "turnlog-data:/data" in service["volumes"]
+    assert "TURNLOG_SECRET" not in service.get("environment", {}), "its secret lives in the volume"
+    assert run["uvicorn"]["host"] == "0.0.0.0"
+
+
+# -- the backing services ----------------------------------------------------------------------------
+
+
+def test_kafka_is_one_kraft_node_whose_transactions_work_and_whose_limits_fit_the_producer() -> None:
+    kafka = SERVICES["kafka"]
+    environment = kafka["environment"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert set(environment["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert environment["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{environment['KAFKA_NODE_ID']}@kafka:9093"
+    for setting in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert environment[setting] == 1, setting
+    # turnlog provisions its topics with their partition counts; an auto-created one would not match.
+    assert environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    log = turnlog.system.build_log(Settings(log_url="kafka://kafka:9092"))
+    assert environment["KAFKA_MESSAGE_MAX_BYTES"] >= log._producer_config["message.max.bytes"]
+    assert "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
+    assert environment["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+def test_clickhouse_creates_the_database_and_is_healthy_only_once_it_answers() -> None:
+    clickhouse = SERVICES["clickhouse"]
+    assert clickhouse["image"].startswith("clickhouse/clickhouse-server:")
+    assert set(clickhouse["environment"]) >= {"CLICKHOUSE_DB", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD"}
+    assert "/ping" in " ".join(clickhouse["healthcheck"]["test"])
+    assert any(volume.endswith(":/var/lib/clickhouse") for volume in clickhouse["volumes"])
+
+
+def test_every_dependency_waits_for_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        for target, condition in service.get("depends_on", {}).items():
+            assert target in SERVICES, (name, target)
+            assert condition["condition"] == "service_healthy", (name, target)
+            assert "healthcheck" in SERVICES[target], f"{name} waits for {target}, which has no healthcheck"
+    for name in DEFAULT_STACK & set(TURNLOG_SERVICES):
+        assert set(SERVICES[name]["depends_on"]) == {"kafka", "clickhouse"}, name
+
+
+def test_optional_services_sit_behind_their_profiles() -> None:
+    for name in ("elasticsearch", "minio", "minio-init"):
+        assert SERVICES[name]["profiles"] == ["retrieval"], name
+    assert SERVICES["elasticsearch"]["environment"]["discovery.type"] == "single-node"
+    sglang = SERVICES["sglang"]
+    assert sglang["profiles"] == ["gpu"]
+    assert [str(argument) for argument in sglang["command"]][:3] == ["python3", "-m", "sglang.launch_server"]
+    devices = sglang["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+    # Nothing in the code reads these yet: no turnlog service may be pointed at them.
+    for name in TURNLOG_SERVICES:
+        assert not {"TURNLOG_SEARCH", "TURNLOG_BLOBS"} & set(SERVICES[name].get("environment", {})), name
+
+
+def test_published_host_ports_never_collide() -> None:
+    published = [
+        str(mapping).rsplit(":", 1)[0] for service in SERVICES.values() for mapping in service.get("ports", [])
+    ]
+    assert len(published) == len(set(published)), published
+
+
+def test_the_balancer_passes_server_sent_events_through_unbuffered() -> None:
+    nginx = compose({})["configs"]["lb-nginx"]["content"]
+    for directive in ("proxy_http_version 1.1;", 'proxy_set_header Connection "";', "proxy_buffering off;"):
+        assert directive in nginx, directive
+    read_timeout = re.search(r"proxy_read_timeout (\d+)([smh]);", nginx)
+    assert read_timeout and int(read_timeout[1]) * {"s": 1, "m": 60, "h": 3600}[read_timeout[2]] >= 600
+    assert "$host" in nginx and "$$" not in nginx, "nginx variables survive Compose interpolation"
+
+
+# -- the image and the docs --------------------------------------------------------------------------
+
+
+def test_the_image_runs_turnlog_unprivileged_offline_with_the_production_adapters() -> None:
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower() for requirement in dependencies}
+    assert {"confluent-kafka", "clickhouse-connect"} <= names
+    assert re.search(r"pip install .*'\.\[cpu\]'", DOCKERFILE)
+    users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert "HF_HUB_OFFLINE=1" in DOCKERFILE
+    assert re.search(r'^ENTRYPOINT \["turnlog"\]$', DOCKERFILE, re.MULTILINE)
+    assert tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]["turnlog"] == "turnlog.cli:main"
+    # `turnlog worker` shuts down gracefully (runs end at once) on SIGINT, not on SIGTERM.
+    assert re.search(r"^STOPSIGNAL SIGINT$", DOCKERFILE, re.MULTILINE)
+    assert ".env" in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_every_variable_the_compose_file_reads_is_documented() -> None:
+    deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    undocumented = sorted(name for name in variables_read() if f"`{name}`" not in deploy)
+    assert not undocumented, f"docs/deploy.md does not describe {undocumented}"
