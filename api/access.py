@@ -1,5 +1,6 @@
 """Who may see what: the caller's principal, its read scope, and conversation/run lookups within it."""
 
+import asyncio
 from collections import OrderedDict
 
 from starlette.requests import Request
@@ -10,7 +11,7 @@ from events.runs import RunStarted
 from events.topics import RUN_EVENTS
 from events.values import Actor
 from projections.read_models import ConversationRow, RunRow, Scope
-from turnlog.errors import Forbidden, InvalidRequest, NotFound
+from turnlog.errors import Forbidden, InvalidRequest, NotFound, Unavailable
 
 
 def context_of(request: Request) -> ApiContext:
@@ -66,12 +67,16 @@ class ConversationDirectory:
 
 async def find_run(request: Request, principal: Principal, run_id: str) -> RunRow:
     context = context_of(request)
-    started = await started_run(context, principal, run_id)
+    started = await started_run(context, principal, run_id)  # the run exists: the log says so
     await context.caught_up(key=started.conversation_id)  # the conversation's partition, not the whole topic
-    run = await context.read_models.run(scope_of(principal), run_id)
-    if run is None:
-        raise NotFound(detail=f"run {run_id} does not exist")
-    return run
+    # On Kafka a transaction's records can become visible on one partition a moment before another,
+    # so the fence may pass just before the run's row lands; the run exists, so wait for it briefly.
+    for _ in range(100):
+        run = await context.read_models.run(scope_of(principal), run_id)
+        if run is not None:
+            return run
+        await asyncio.sleep(0.02)
+    raise Unavailable(detail=f"run {run_id} is not in the read models yet; retry shortly", retry_after_s=1)
 
 
 async def started_run(context: ApiContext, principal: Principal, run_id: str) -> RunStarted:

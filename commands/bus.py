@@ -6,6 +6,7 @@ the reply tells the caller the run id and turn sequence number it was given.
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 
 from commands.catalog import Command
@@ -13,7 +14,7 @@ from events.codec import AvroCodec, UndecodableMessage
 from events.envelope import Envelope
 from events.log import EventLog, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
-from events.topics import COMMAND_OUTCOMES, COMMANDS
+from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
 from events.values import Actor
 from turnlog.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, TurnlogError, Unavailable
 
@@ -57,7 +58,20 @@ class CommandBus:
             self._waiting.pop(envelope.event_id, None)
         if isinstance(outcome, CommandRejected):
             raise rejection_error(outcome, command)
+        await self._until_readable(outcome)
         return outcome
+
+    async def _until_readable(self, accepted: CommandAccepted) -> None:
+        """Wait until readers of the command's partitions see its events (at once on one machine)."""
+        landed = [(CONVERSATION_EVENTS, accepted.conversation_id, accepted.conversation_offset)]
+        if accepted.run_id is not None:
+            landed.append((RUN_EVENTS, accepted.run_id, accepted.run_offset))
+        deadline = time.monotonic() + self._reply_timeout_s
+        for topic, key, offset in landed:
+            while offset is not None and await self._log.end_offset(topic, key=key) < offset:
+                if time.monotonic() > deadline:
+                    raise Unavailable(detail="the command was accepted but is not readable yet; retry shortly", retry_after_s=1)
+                await asyncio.sleep(0.002)
 
     async def _listen(self, after: int) -> None:
         async for record in self._log.follow(COMMAND_OUTCOMES, after=after):

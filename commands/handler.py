@@ -1,22 +1,36 @@
 """The decider's processor: one writer per conversation key turns commands into events and outcomes."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from commands.decider import ConversationState, Decision, Rejected, decide, evolve
 from events.codec import AvroCodec
 from events.envelope import Envelope
-from events.log import EventLog, OutgoingRecord
+from events.log import EventLog, LogRecord, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
 from events.values import Actor
-from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, key_of, topic_of
+from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, key_of, topic_of
 from processors.keyed_state import KeyedStates
 from processors.runtime import Delivery, Processor, encode
 
 DECIDER_GROUP = "decider"
 
 
+@dataclass(frozen=True, kw_only=True)
+class _PendingReply:
+    command: Envelope
+    decision: Decision
+    records: tuple[OutgoingRecord, ...]
+
+
 class CommandHandler:
-    """Decides each command against its conversation's state and emits the events plus a reply."""
+    """Decides each command against its conversation's state, appends the events, then replies.
+
+    The reply follows the events in a second append and names the offsets they landed at, so the
+    API can wait until readers see them before it answers: read-your-writes on any instance, even
+    where a log makes a transaction visible one partition at a time (Kafka). A reply lost in a crash
+    costs the client a retry with its Idempotency-Key, never a duplicate.
+    """
 
     def __init__(self, *, log: EventLog, codec: AvroCodec) -> None:
         self._codec = codec
@@ -24,9 +38,16 @@ class CommandHandler:
         self._states = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve
         )
+        self._pending: list[_PendingReply] = []
 
     def processor(self) -> Processor:
-        return Processor(group=DECIDER_GROUP, topics=(COMMANDS,), react=self.react, on_reset=self._states.clear)
+        return Processor(
+            group=DECIDER_GROUP, topics=(COMMANDS,), react=self.react, on_reset=self._reset, then=self.replies
+        )
+
+    def _reset(self) -> None:
+        self._states.clear()
+        self._pending.clear()
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
         outputs: list[OutgoingRecord] = []
@@ -34,16 +55,25 @@ class CommandHandler:
             command = delivery.envelope
             state = await self._states.get(command.key)
             decision = decide(command, state)
+            records = []
             for event in decision.events:
                 envelope = Envelope.wrap(event, key=key_of(event), actor=_scope_of(state, command), cause=command)
                 if topic_of(event) == CONVERSATION_EVENTS:
                     state = self._states.apply(command.key, envelope)
-                outputs.append(encode(self._codec, envelope, topic=topic_of(event)))
-            outputs.append(self._reply(command, decision))
+                records.append(encode(self._codec, envelope, topic=topic_of(event)))
+            self._pending.append(_PendingReply(command=command, decision=decision, records=tuple(records)))
+            outputs.extend(records)
         return outputs
 
-    def _reply(self, command: Envelope, decision: Decision) -> OutgoingRecord:
-        outcome = decision.outcome
+    def replies(self, written: Sequence[LogRecord]) -> list[OutgoingRecord]:
+        """One reply per command decided in the committed batch, with where its events landed."""
+        landed = {record.value: record for record in written}
+        replies = [self._reply(pending, [landed[record.value] for record in pending.records]) for pending in self._pending]
+        self._pending.clear()
+        return replies
+
+    def _reply(self, pending: _PendingReply, events: list[LogRecord]) -> OutgoingRecord:
+        command, outcome = pending.command, pending.decision.outcome
         conversation_id = command.payload.conversation_id
         if isinstance(outcome, Rejected):
             reply: object = CommandRejected(
@@ -56,9 +86,15 @@ class CommandHandler:
                 run_id=outcome.run_id,
                 turn_seq=outcome.turn_seq,
                 created_at=command.occurred_at,
+                conversation_offset=_last_offset(events, CONVERSATION_EVENTS),
+                run_offset=_last_offset(events, RUN_EVENTS),
             )
         envelope = Envelope.wrap(reply, key=command.event_id, actor=command.actor, cause=command)
         return encode(self._codec, envelope, topic=COMMAND_OUTCOMES)
+
+
+def _last_offset(records: Sequence[LogRecord], topic: str) -> int | None:
+    return max((record.offset for record in records if record.topic == topic), default=None)
 
 
 def _scope_of(state: ConversationState, command: Envelope) -> Actor:

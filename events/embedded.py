@@ -259,6 +259,12 @@ class EmbeddedLog:
         ).fetchone()
         return row[0] if row else -1
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        return {0: await self.end_offset(topic)}
+
+    async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
+        return {0: await self.committed(group=group, topic=topic)}
+
     def _select_topic(self, topic: str, *, after: int, limit: int) -> list[LogRecord]:
         rows = self._connection().execute(
             "SELECT log_offset, key, value, timestamp_us FROM records "

@@ -166,7 +166,6 @@ class KafkaLog:
         self._members: dict[str, list[_ConsumerThread]] = defaultdict(list)
         self._group_handles: dict[str, Consumer] = {}
         self._clients: set[_ConsumerThread] = set()
-        self._idle_readers: list[_ConsumerThread] = []
         self._reader_slots: asyncio.Semaphore | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -195,7 +194,6 @@ class KafkaLog:
             self._writer = None
         await asyncio.gather(*(client.close() for client in list(self._clients)), return_exceptions=True)
         self._clients.clear()
-        self._idle_readers.clear()
         self._members.clear()
         handles, self._group_handles = list(self._group_handles.values()), {}
         for handle in handles:
@@ -332,32 +330,45 @@ class KafkaLog:
         """The offset of the last committed record in the key's partition (-1 when it has none).
 
         Without a key: the highest such offset over all partitions. That is a per-partition number
-        too, good for `follow(topic, after=...)` (see there) and exact for single-partition topics.
-        Transaction markers occupy offsets as well, so this is found by reading back from the
-        partition's last stable offset (usually one short fetch).
+        too, good for `follow(topic, after=...)` (see there) and exact for single-partition topics;
+        `end_offsets` gives every partition's.
         """
         await self._ensure_topics([topic])
         count = self._partitions[topic]
         partitions = [partition_for(key, count)] if key is not None else range(count)
+        return max((await self._last_record_offsets(topic, partitions)).values(), default=-1)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        await self._ensure_topics([topic])
+        return await self._last_record_offsets(topic, range(self._partitions[topic]))
+
+    async def _last_record_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Transaction markers occupy offsets too, so the last record is found by reading back from
+        each partition's last stable offset (usually one short fetch; none for an empty partition)."""
         ranges = await self._offset_ranges(topic, partitions)
-        best = -1
-        # The last record lies below the stable end: visit partitions by end and stop when none can beat `best`.
-        for partition, (start, end) in sorted(ranges.items(), key=lambda item: -item[1][1]):
-            if end - 1 <= best:
-                break
-            best = max(best, await self._last_record_offset(topic, partition, start=start, end=end))
-        return best
+        return {
+            partition: await self._last_record_offset(topic, partition, start=start, end=end) if end > start else -1
+            for partition, (start, end) in ranges.items()
+        }
 
     async def committed(self, *, group: str, topic: str, key: str | None = None) -> int:
         """The last offset the group finished in the key's partition (-1 when none).
 
-        Without a key: the highest over all partitions (exact for single-partition topics).
+        Without a key: the highest over all partitions (exact for single-partition topics);
+        `committed_offsets` gives every partition's.
         """
-        if self._admin is None:
-            raise RuntimeError("the log is not started")
         await self._ensure_topics([topic])
         count = self._partitions[topic]
         partitions = [partition_for(key, count)] if key is not None else list(range(count))
+        return max((await self._committed_offsets(group, topic, partitions)).values(), default=-1)
+
+    async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
+        await self._ensure_topics([topic])
+        return await self._committed_offsets(group, topic, list(range(self._partitions[topic])))
+
+    async def _committed_offsets(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+        if self._admin is None:
+            raise RuntimeError("the log is not started")
         request = ConsumerGroupTopicPartitions(
             group, [KafkaTopicPartition(self._physical(topic), partition) for partition in partitions]
         )
@@ -367,7 +378,10 @@ class KafkaLog:
         except KafkaException as error:
             raise self._translate(error) from error
         # Kafka stores the next offset to read; a negative one means "none committed".
-        return max((position.offset - 1 for position in result.topic_partitions if position.offset >= 0), default=-1)
+        return {
+            position.partition: position.offset - 1 if position.offset >= 0 else -1
+            for position in result.topic_partitions
+        }
 
     # -- topics ------------------------------------------------------------------------------
 
@@ -463,9 +477,12 @@ class KafkaLog:
         if self._reader_slots is None:
             raise RuntimeError("the log is not started")
         async with self._reader_slots:
-            reader = self._idle_readers.pop() if self._idle_readers else self._open_reader()
+            # A fresh reader per scan: a reused one was seen handing out records it had prefetched
+            # for its previous assignment (a scan that stopped at its `limit`), which made a scan
+            # end early or start at the wrong record.
+            reader = self._open_reader()
             try:
-                messages = await reader.call(
+                return await reader.call(
                     _scan_partition,
                     self._physical(topic),
                     partition,
@@ -475,11 +492,8 @@ class KafkaLog:
                     limit,
                     self._timeout_s,
                 )
-            except BaseException:
-                await self._close_client(reader)  # it may still be mid-scan: never reuse it
-                raise
-            self._idle_readers.append(reader)
-        return messages
+            finally:
+                await self._close_client(reader)
 
     def _open_reader(self) -> "_ConsumerThread":
         config = {
@@ -836,12 +850,20 @@ def _scan_partition(
     try:
         while True:
             for message in _poll_batch(consumer, 500, 0.0):
+                # A reused reader can still hand out what it fetched for an earlier assignment (an
+                # earlier scan that stopped at its `limit`): only this partition's range counts.
+                if message.topic() != topic or message.partition() != partition:
+                    continue
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        return found  # the end at fetch time, which is at or past `stop`
+                        if message.offset() >= stop:
+                            return found  # the end at fetch time, at or past `stop`
+                        continue  # an earlier scan's end of partition, not ours
                     if error.fatal():
                         raise KafkaException(error)
+                    continue
+                if message.offset() < start:
                     continue
                 if message.offset() >= stop:
                     return found

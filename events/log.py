@@ -102,3 +102,11 @@ class EventLog(Protocol):
     async def committed(self, *, group: str, topic: str, key: str | None = None) -> int:
         """The group's committed offset for the partition holding `key` (-1 when none)."""
         ...
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition: the offset of its last record (-1 when empty)."""
+        ...
+
+    async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
+        """Per partition: the group's committed offset (-1 when none)."""
+        ...

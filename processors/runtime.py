@@ -46,6 +46,9 @@ class Processor:
     on_committed: Callable[[Sequence[LogRecord]], None] | None = None
     # Called when a batch failed and will be re-read: drop in-memory state derived from it.
     on_reset: Callable[[], None] | None = None
+    # Records to append once the reaction is committed, built from where it landed (replies that
+    # tell their reader the written offsets). Not atomic with the reaction: losing them is harmless.
+    then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None
 
 
 def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecord:
@@ -94,7 +97,12 @@ async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec) -> 
                     logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
                     outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
             outputs.extend(await _react_isolating_poison(processor, codec, deliveries))
-            await log.append(outputs, durable=processor.durable, commit=ConsumerCommit.through(processor.group, batch))
+            commit = ConsumerCommit.through(processor.group, batch)
+            written = await log.append(outputs, durable=processor.durable, commit=commit)
+            if processor.then is not None:
+                follow_ups = processor.then(written)
+                if follow_ups:
+                    await log.append(follow_ups, durable=False)
             if processor.on_committed is not None:
                 processor.on_committed(batch)
     finally:

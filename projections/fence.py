@@ -26,9 +26,21 @@ class ReadYourWritesFence:
         self._progress = asyncio.Event()
 
     async def caught_up(self, *, key: str | None = None, timeout_s: float = 5.0) -> None:
-        target = await self._log.end_offset(CONVERSATION_EVENTS, key=key)
+        """With a key, its partition; without, every partition of `conversation-events`."""
         deadline = time.monotonic() + timeout_s
-        while await self._log.committed(group=self._group, topic=CONVERSATION_EVENTS, key=key) < target:
+        if key is not None:
+            target = await self._log.end_offset(CONVERSATION_EVENTS, key=key)
+
+            async def behind() -> bool:
+                return await self._log.committed(group=self._group, topic=CONVERSATION_EVENTS, key=key) < target
+        else:
+            targets = await self._log.end_offsets(CONVERSATION_EVENTS)
+
+            async def behind() -> bool:
+                done = await self._log.committed_offsets(group=self._group, topic=CONVERSATION_EVENTS)
+                return any(done.get(partition, -1) < end for partition, end in targets.items())
+
+        while await behind():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)

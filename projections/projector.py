@@ -55,29 +55,27 @@ class ReadModelProjector:
 async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: ReadModels, batch_size: int = 5_000) -> int:
     """Replay every conversation event into `fresh` tables, then swap them in for `live` (blue/green).
 
-    Reads until the highest end offset of the topic: exact on a single-partition log (the embedded
-    one); a Kafka replay must track every partition's end (not built yet: `turnlog replay` refuses it).
-
-    Returns the offset of the last event replayed; the live projector goes on from there.
+    Replays each partition up to the end it had when the rebuild began, commits the projector's
+    progress there (the live projector goes on from it), and returns how many events it replayed.
+    The live projector must be stopped meanwhile (`turnlog replay` runs with the server stopped).
     """
     await fresh.drop_tables()
     await fresh.create_tables()
-    last = -1
+    ends = {partition: end for partition, end in (await log.end_offsets(CONVERSATION_EVENTS)).items() if end >= 0}
+    reached: dict[int, int] = {}
     replayed: list[LogRecord] = []
-    end = await log.end_offset(CONVERSATION_EVENTS)
     consumer = log.consume(group=f"{READ_MODELS_GROUP}.rebuild", topics=(CONVERSATION_EVENTS,), max_batch=batch_size)
     try:
-        while last < end:
-            batch = await anext(consumer)
+        while any(reached.get(partition, -1) < end for partition, end in ends.items()):
             rows = RowBatch()
-            for record in batch:
-                if record.offset > end:
-                    break
+            for record in await anext(consumer):
+                reached[record.partition] = record.offset
+                if record.offset > ends.get(record.partition, -1):
+                    continue  # arrived after the rebuild began: the live projector's
                 try:
                     fold(rows, codec.decode(record.value), offset=record.offset)
                 except UndecodableMessage:
                     pass  # the live projector dead-lettered it too
-                last = record.offset
                 replayed.append(record)
             await fresh.upsert(conversations=rows.conversations, turns=rows.turns, runs=rows.runs)
     finally:
@@ -86,4 +84,4 @@ async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: R
     await fresh.drop_tables()
     if replayed:
         await log.commit(ConsumerCommit.through(READ_MODELS_GROUP, replayed))
-    return last
+    return len(replayed)

@@ -36,6 +36,8 @@ async def test_a_turn_posted_to_one_instance_streams_and_reads_from_the_other(fl
     user = everything.new_user()
     async with user.client() as on_a, user.client(base_url=api_only.base_url) as on_b:
         conversation_id = await e2e_server.create_conversation(on_b, user.workspace)  # decided by A, replied to B
+        listed = (await on_a.get("/v1/conversations")).json()["conversations"]  # a fence over every partition
+        assert [conversation["conversationId"] for conversation in listed] == [conversation_id]
         accepted = await e2e_server.submit_turn(on_a, conversation_id, "hello from instance A")
         turns_on_b = await e2e_server.list_turns(on_b, conversation_id)  # read-your-writes on another instance
         assert [(turn["turnSeq"], turn["role"]) for turn in turns_on_b][:1] == [(1, "user")]
