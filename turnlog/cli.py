@@ -113,11 +113,22 @@ def _work(arguments: argparse.Namespace) -> int:
 
     settings = _settings(arguments, roles=tuple(dict.fromkeys(arguments.role)))
     _configure_logging(arguments.log_level)
-    try:
-        asyncio.run(run_workers(settings))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(_until_signalled(run_workers(settings)))
     return 0
+
+
+async def _until_signalled(work) -> None:
+    """Run `work` until SIGTERM or SIGINT, then cancel it so every role stops cleanly."""
+    import signal
+
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def _configure_logging(level: str) -> None:
@@ -144,13 +155,13 @@ async def _replay(arguments: argparse.Namespace) -> int:
     settings = Settings(data_dir=arguments.data_dir, log_url=arguments.log, store_url=arguments.store)
     try:
         async with opened_storage(settings) as (log, live):
-            last = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
+            replayed = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
             snapshot = await live.snapshot()
     except DataDirectoryBusy:
         print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
         return 1
     counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
-    print(f"rebuilt read models through log offset {last}: {counts}")
+    print(f"rebuilt read models from {replayed} events: {counts}")
     return 0
 
 

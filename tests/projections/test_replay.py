@@ -51,11 +51,11 @@ async def test_replay_rebuilds_what_the_live_projection_built(tmp_path: Path) ->
         # Wipe the live tables, then rebuild them from the log alone.
         await context.read_models.truncate()
         assert all(rows == [] for rows in (await context.read_models.snapshot()).values())
-        last = await rebuild(log=context.log, codec=context.codec, live=context.read_models,
+        replayed = await rebuild(log=context.log, codec=context.codec, live=context.read_models,
                              fresh=context.read_models.sibling("__rebuild"))
         rebuilt = await context.read_models.snapshot()
 
-    assert last > 0
+    assert replayed > 0
     assert rebuilt == live
     assert len(live["conversations"]) == 2
     assert len(live["turns"]) == 2 * 6 + 1 + 2  # 3 exchanges each, a regeneration, a cancelled exchange
