@@ -7,6 +7,7 @@ modules then `import e2e_server` etc. (conftest files are imported before the mo
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -37,12 +38,31 @@ CLICKHOUSE_USER = "turnlog"
 CLICKHOUSE_PASSWORD = "p@ss:w/rd %"
 
 
-@pytest.fixture(scope="session")
-def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server.TurnlogServer]:
-    """Scripted engine, 30 tokens at 10 ms each: a run takes ~0.3 s and streams several deltas."""
-    server = e2e_server.TurnlogServer(
-        data_dir=tmp_path_factory.mktemp("fast") / "data", token_delay_ms=10, answer_tokens=30
+def _running(request: pytest.FixtureRequest, name: str, *, token_delay_ms: float, answer_tokens: int):
+    """A server on the embedded defaults, or (param "kafka") a fleet: 2 API instances + workers on Kafka."""
+    base = request.getfixturevalue("tmp_path_factory").mktemp(name)
+    if request.param == "embedded":
+        return e2e_server.TurnlogServer(data_dir=base / "data", token_delay_ms=token_delay_ms, answer_tokens=answer_tokens)
+    # A broker of its own per fleet: fleets must not share topics or consumer groups.
+    broker = kafka_harness.TansuBroker(log_path=base / "tansu.log")
+    broker.start()
+    request.addfinalizer(broker.stop)
+    clickhouse = request.getfixturevalue("clickhouse_server")
+    asyncio.run(clickhouse.create_database(name))
+    return e2e_server.TurnlogFleet(
+        data_dir=base / "data",
+        # Tansu answers an empty fetch only when fetch.wait.max.ms runs out: keep it short.
+        log_url=f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10",
+        store_url=clickhouse.url(name),
+        token_delay_ms=token_delay_ms,
+        answer_tokens=answer_tokens,
     )
+
+
+@pytest.fixture(scope="session", params=["embedded", "kafka"])
+def fast_server(request: pytest.FixtureRequest) -> Iterator[e2e_server.TurnlogServer]:
+    """Scripted engine, 30 tokens at 10 ms each: a run takes ~0.3 s and streams several deltas."""
+    server = _running(request, f"fast_{request.param}", token_delay_ms=10, answer_tokens=30)
     server.start()
     try:
         yield server
@@ -50,12 +70,10 @@ def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server.TurnlogServer]:
+@pytest.fixture(scope="session", params=["embedded", "kafka"])
+def slow_server(request: pytest.FixtureRequest) -> Iterator[e2e_server.TurnlogServer]:
     """Scripted engine, 200 tokens at 50 ms each (~10 s a run): runs stay active long enough to poke."""
-    server = e2e_server.TurnlogServer(
-        data_dir=tmp_path_factory.mktemp("slow") / "data", token_delay_ms=50, answer_tokens=200
-    )
+    server = _running(request, f"slow_{request.param}", token_delay_ms=50, answer_tokens=200)
     server.start()
     try:
         yield server

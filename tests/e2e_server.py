@@ -173,7 +173,7 @@ class TurnlogServer:
 
 @dataclass(frozen=True, kw_only=True)
 class User:
-    server: TurnlogServer
+    server: TurnlogServer | TurnlogFleet
     user_id: str
     org_id: str
     workspaces: tuple[str, ...]
@@ -188,10 +188,12 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
     def client(self, *, base_url: str | None = None) -> httpx.AsyncClient:
+        transport = None if base_url is not None else getattr(self.server, "transport", lambda: None)()
         return httpx.AsyncClient(
             base_url=base_url or self.server.base_url,
             headers=self.headers,
             timeout=httpx.Timeout(15.0),
+            transport=transport,
         )
 
 
@@ -333,3 +335,112 @@ def looks_like_scripted_answer_prefix(text: str, prompt: str) -> bool:
         return False
     expected = "".join(f" {words[i % len(words)]}" for i in range(len(rest.split()) + 1))
     return expected.startswith(rest)
+
+
+# --- a fleet on Kafka -------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class TurnlogWorker:
+    """One `turnlog worker --role ...` process (no HTTP: it is ready once its groups have joined)."""
+
+    data_dir: Path
+    roles: Sequence[str]
+    args: Sequence[str] = ()
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> TurnlogWorker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.data_dir.parent / f"worker-{'-'.join(self.roles)}.log"
+        command = [sys.executable, "-m", "turnlog.cli", "worker", "--data-dir", str(self.data_dir), "--log-level", "warning"]
+        for role in self.roles:
+            command += ["--role", role]
+        with open(log_path, "wb") as log_file:
+            self.process = subprocess.Popen(
+                [*command, *self.args], cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            )
+        return self
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+class _RoundRobin(httpx.AsyncBaseTransport):
+    """Sends each request to the next API instance: a load balancer with no affinity at all."""
+
+    def __init__(self, base_urls: Sequence[str]) -> None:
+        self._targets = [httpx.URL(url) for url in base_urls]
+        self._next = 0
+        self._transport = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = self._targets[self._next % len(self._targets)]
+        self._next += 1
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+@dataclass(kw_only=True)
+class TurnlogFleet:
+    """Two API-only instances and separate worker processes on one Kafka log and one ClickHouse.
+
+    It offers what tests use of a `TurnlogServer`: `new_user()`, `token()`, `data_dir`, and a
+    `base_url` that alternates between the instances; clients made by `User.client()` alternate on
+    every request, so a turn posted to one instance is streamed and read from the other.
+    """
+
+    data_dir: Path
+    log_url: str
+    store_url: str
+    token_delay_ms: float = 0.0
+    answer_tokens: int = 20
+    apis: list[TurnlogServer] = field(default_factory=list)
+    workers: list[TurnlogWorker] = field(default_factory=list)
+    _next: int = 0
+
+    def start(self) -> TurnlogFleet:
+        shared = ("--log", self.log_url, "--store", self.store_url, "--engine", "scripted")
+        engine = ("--token-delay-ms", str(self.token_delay_ms), "--answer-tokens", str(self.answer_tokens))
+        self.workers = [
+            TurnlogWorker(data_dir=self.data_dir, roles=("decider", "prompt-builder", "projector", "watchdog"), args=shared),
+            TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine)),
+        ]
+        for worker in self.workers:
+            worker.start()
+        # The instances share the data dir only for the token-signing secret; the log and the
+        # read models are Kafka and ClickHouse.
+        self.apis = [
+            TurnlogServer(data_dir=self.data_dir, extra_args=(*shared, "--role", "api")).start() for _ in range(2)
+        ]
+        return self
+
+    def stop(self) -> None:
+        for api in self.apis:
+            api.stop()
+        for worker in self.workers:
+            worker.stop()
+
+    @property
+    def base_url(self) -> str:
+        self._next += 1
+        return self.apis[self._next % len(self.apis)].base_url
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return _RoundRobin([api.base_url for api in self.apis])
+
+    def output(self) -> str:
+        return "\n".join(api.output() for api in self.apis)
+
+    token = TurnlogServer.token
+    new_user = TurnlogServer.new_user

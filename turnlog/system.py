@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -43,10 +43,12 @@ def build_log(settings: Settings) -> EventLog:
             from events.kafka import KafkaLog
             from events.topology import turnlog_topics
 
-            bootstrap_servers = urlsplit(settings.log).netloc
-            if not bootstrap_servers:
+            url = urlsplit(settings.log)
+            if not url.netloc:
                 raise ValueError(f"{settings.log!r} names no broker; use kafka://host:9092[,host2:9092]")
-            return KafkaLog(bootstrap_servers, topics=turnlog_topics())
+            # Query parameters are librdkafka consumer settings, e.g. ?fetch.wait.max.ms=10
+            consumer_config = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
+            return KafkaLog(url.netloc, topics=turnlog_topics(), consumer_config=consumer_config)
     raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
 
 
