@@ -9,6 +9,8 @@ only the `FinishRun` command that ends a run is durable.
 
 import asyncio
 import logging
+import os
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -46,7 +48,8 @@ class InferenceWorker:
         self._engine = engine
         self._pool = pool
         self._group = f"inference-workers.{pool}"
-        self.worker_id = new_id("worker")
+        # Names its host and process, so an operator can tell who claimed a run.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('worker')}"
         self._heartbeat_s = heartbeat_s
         self._max_tokens_per_delta = max_tokens_per_delta
         self._max_delta_delay_s = max_delta_delay_s

@@ -347,11 +347,12 @@ class TurnlogWorker:
     data_dir: Path
     roles: Sequence[str]
     args: Sequence[str] = ()
+    name: str = "worker"
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> TurnlogWorker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.data_dir.parent / f"worker-{'-'.join(self.roles)}.log"
+        log_path = self.data_dir.parent / f"{self.name}-{'-'.join(self.roles)}.log"
         command = [sys.executable, "-m", "turnlog.cli", "worker", "--data-dir", str(self.data_dir), "--log-level", "warning"]
         for role in self.roles:
             command += ["--role", role]
@@ -361,6 +362,12 @@ class TurnlogWorker:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
             )
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -405,16 +412,23 @@ class TurnlogFleet:
     store_url: str
     token_delay_ms: float = 0.0
     answer_tokens: int = 20
+    inference_workers: int = 1
+    run_lease_s: float | None = None
     apis: list[TurnlogServer] = field(default_factory=list)
     workers: list[TurnlogWorker] = field(default_factory=list)
     _next: int = 0
 
     def start(self) -> TurnlogFleet:
         shared = ("--log", self.log_url, "--store", self.store_url, "--engine", "scripted")
+        if self.run_lease_s is not None:
+            shared += ("--run-lease-s", str(self.run_lease_s))
         engine = ("--token-delay-ms", str(self.token_delay_ms), "--answer-tokens", str(self.answer_tokens))
         self.workers = [
             TurnlogWorker(data_dir=self.data_dir, roles=("decider", "prompt-builder", "projector", "watchdog"), args=shared),
-            TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine)),
+            *(
+                TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine), name=f"inference{index}")
+                for index in range(self.inference_workers)
+            ),
         ]
         for worker in self.workers:
             worker.start()

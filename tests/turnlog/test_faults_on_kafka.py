@@ -1,0 +1,123 @@
+"""Faults on a Kafka fleet: a worker or an API instance dies mid-run, a poison message arrives."""
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import e2e_server
+import kafka_broker as kafka_harness
+from events.kafka import KafkaLog
+from events.log import OutgoingRecord
+from events.outcomes import DeadLetter
+from events.runs import GenerationStarted
+from events.topics import COMMANDS, DEAD_LETTERS, RUN_EVENTS
+from events.topology import turnlog_topics
+from turnlog.system import build_codec
+
+pytestmark = pytest.mark.slow
+CODEC = build_codec()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory) -> Iterator[kafka_harness.TansuBroker]:
+    broker = kafka_harness.TansuBroker(log_path=tmp_path_factory.mktemp("faults") / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(broker, clickhouse_server, tmp_path_factory) -> Iterator[e2e_server.TurnlogFleet]:
+    asyncio.run(clickhouse_server.create_database("faults"))
+    fleet = e2e_server.TurnlogFleet(
+        data_dir=tmp_path_factory.mktemp("faults-fleet") / "data",
+        log_url=f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10",
+        store_url=clickhouse_server.url("faults"),
+        token_delay_ms=40,
+        answer_tokens=150,
+        inference_workers=2,
+        run_lease_s=2,
+    ).start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+async def claim_of(broker, run_id: str) -> GenerationStarted:
+    log = KafkaLog(broker.bootstrap_servers, topics=turnlog_topics(), client_id="fault-test")
+    await log.start()
+    try:
+        for record in await log.read(RUN_EVENTS, key=run_id):
+            event = CODEC.decode(record.value).payload
+            if isinstance(event, GenerationStarted):
+                return event
+    finally:
+        await log.close()
+    raise AssertionError(f"run {run_id} was never claimed")
+
+
+async def test_a_killed_inference_worker_leaves_no_run_in_progress(fleet, broker) -> None:
+    user = fleet.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        accepted = await e2e_server.submit_turn(client, conversation_id, "a long answer, please")
+        async with e2e_server.open_stream(client, accepted["runId"]) as stream:
+            async for event in stream:
+                if event.event == "assistant.delta":
+                    break
+        claim = await claim_of(broker, accepted["runId"])
+        pid = int(claim.worker_id.split(":")[1])
+        [victim] = [worker for worker in fleet.workers if worker.process and worker.process.pid == pid]
+        victim.kill()
+
+        run = await e2e_server.wait_for_run(client, accepted["runId"], timeout_s=30)
+        assert run["status"] == "failed" and run["reason"].startswith("interrupted")
+        events = await e2e_server.read_stream(client, accepted["runId"])
+        assert events[-1].event == "run.failed"
+
+        # The surviving worker takes the partitions over: the next turn is answered.
+        second = await e2e_server.submit_turn(client, conversation_id, "and now?")
+        assert (await e2e_server.wait_for_run(client, second["runId"], timeout_s=60))["status"] == "completed"
+
+
+async def test_an_api_instance_killed_mid_stream_is_resumed_on_another(fleet) -> None:
+    user = fleet.new_user()
+    first_api, second_api = fleet.apis
+    async with user.client(base_url=first_api.base_url) as on_first, user.client(base_url=second_api.base_url) as on_second:
+        conversation_id = await e2e_server.create_conversation(on_second, user.workspace)
+        accepted = await e2e_server.submit_turn(on_second, conversation_id, "stream me across a crash")
+        seen = []
+        with pytest.raises(Exception):  # the connection dies with the instance
+            async with e2e_server.open_stream(on_first, accepted["runId"]) as stream:
+                async for event in stream:
+                    seen.append(event)
+                    if sum(event.event == "assistant.delta" for event in seen) == 3:
+                        first_api.kill()
+        rest = await e2e_server.read_stream(on_second, accepted["runId"], last_event_id=seen[-1].id, timeout_s=60)
+        everything = await e2e_server.read_stream(on_second, accepted["runId"])
+    assert [event.id for event in seen + rest] == [event.id for event in everything]
+    assert rest[-1].event == "assistant.completed"
+    first_api.start()  # the fleet's other tests keep their two instances
+
+
+async def test_a_poison_command_is_dead_lettered_and_the_decider_goes_on(fleet, broker) -> None:
+    log = KafkaLog(broker.bootstrap_servers, topics=turnlog_topics(), client_id="poisoner")
+    await log.start()
+    try:
+        poison_key = f"conv_poison_{os.getpid()}"
+        await log.append([OutgoingRecord(topic=COMMANDS, key=poison_key, value=b"\x00 not an envelope")])
+        user = fleet.new_user()
+        async with user.client() as client:  # the decider still decides
+            conversation_id = await e2e_server.create_conversation(client, user.workspace)
+            accepted = await e2e_server.submit_turn(client, conversation_id, "still there?")
+            assert (await e2e_server.wait_for_run(client, accepted["runId"], timeout_s=60))["status"] == "completed"
+        letters = [CODEC.decode(record.value).payload for record in await log.read(DEAD_LETTERS, key=poison_key)]
+    finally:
+        await log.close()
+    assert letters and isinstance(letters[0], DeadLetter)
+    assert letters[0].group == "decider" and letters[0].value == b"\x00 not an envelope" and "magic" in letters[0].reason
