@@ -1,7 +1,9 @@
 """Core lifecycle benchmark: control-plane time to first token and sustained turns/s over real HTTP + SSE.
 
 Starts `turnlog serve --engine scripted --token-delay-ms 0 --answer-tokens 20` on a fresh data dir
-(unless --url is given), then:
+(unless --url is given), or with `--kafka` a fleet on a local Tansu broker and ClickHouse over HTTP
+(chDB behind the test server `tests/clickhouse_http.py`): one API-only instance, one worker with the
+decider, prompt builder, projector and watchdog, and `--inference-workers N` inference workers. Then:
   1. latency: sequential turns; per turn, POST accepted -> first `assistant.delta` at the client
      (the client opens the stream right after the 202), and POST sent -> first delta;
   2. throughput: N concurrent conversations, each posting a turn and reading its stream to the end,
@@ -9,6 +11,7 @@ Starts `turnlog serve --engine scripted --token-delay-ms 0 --answer-tokens 20` o
 Prints a summary and writes JSON (--out).
 
     python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
+    python benchmarks/lifecycle.py --kafka --inference-workers 2 [...]
 """
 
 import argparse
@@ -23,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import importlib.util
+from contextlib import ExitStack
 
 import httpx
 
@@ -41,9 +47,56 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes, all their threads."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def test_support(name: str):
+    """A harness from `tests/` (the Tansu broker, ClickHouse over HTTP), loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def turnlog_process(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "turnlog.cli", *arguments, "--log-level", "warning"])
+
+
+def start_fleet(stack: ExitStack, data_dir: Path, port: int, inference_workers: int) -> list[subprocess.Popen]:
+    """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes."""
+    broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
+    broker.start()
+    stack.callback(broker.stop)
+    clickhouse = test_support("clickhouse_http").ClickHouseHttpServer(data_dir=data_dir / "clickhouse")
+    clickhouse.start()
+    stack.callback(clickhouse.stop)
+    asyncio.run(clickhouse.create_database("bench"))
+    shared = [
+        "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10", "--store", clickhouse.url("bench"),
+        "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens", "20",
+    ]
+    processors = [f"--role={role}" for role in ("decider", "prompt-builder", "projector", "watchdog")]
+    processes = [turnlog_process("serve", "--role", "api", "--port", str(port), *shared)]
+    processes.append(turnlog_process("worker", *processors, *shared))
+    processes += [turnlog_process("worker", "--role=inference", *shared) for _ in range(inference_workers)]
+    return processes
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 class Client:
@@ -101,7 +154,7 @@ async def latency_phase(client: Client, turns: int) -> dict:
     return {"turns": turns, "accepted_to_first_delta": summary(from_accepted), "sent_to_first_delta": summary(from_sent)}
 
 
-async def throughput_phase(client: Client, concurrency: int, seconds: float, server_pid: int | None) -> dict:
+async def throughput_phase(client: Client, concurrency: int, seconds: float, server_pids: list[int]) -> dict:
     conversations = [await client.conversation() for _ in range(concurrency)]
     deadline = time.perf_counter() + seconds
     completed = 0
@@ -116,7 +169,7 @@ async def throughput_phase(client: Client, concurrency: int, seconds: float, ser
             events += streamed
             index += 1
 
-    cpu_before = cpu_seconds(server_pid) if server_pid else None
+    cpu_before = cpu_seconds(server_pids) if server_pids else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(converse(conversation_id) for conversation_id in conversations))
     elapsed = time.perf_counter() - started
@@ -127,14 +180,29 @@ async def throughput_phase(client: Client, concurrency: int, seconds: float, ser
         "turns_per_s": round(completed / elapsed, 1),
         "sse_events": events,
     }
-    if server_pid:
-        cpu = cpu_seconds(server_pid) - cpu_before
+    if server_pids:
+        cpu = cpu_seconds(server_pids) - cpu_before
         result["server_cpu_s"] = round(cpu, 2)
         result["server_cpu_us_per_sse_event"] = round(cpu / events * 1e6, 1)
     return result
 
 
-async def main() -> None:
+async def measure(url: str, token: str, arguments: argparse.Namespace, pids: list[int]) -> tuple[dict, dict]:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+        for _ in range(600):
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        client = Client(http, token)
+        latency = await latency_phase(client, arguments.turns)
+        throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, pids)
+    return latency, throughput
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -142,38 +210,31 @@ async def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--url", help="benchmark a running server instead (needs --data-dir for its secret)")
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--kafka", action="store_true", help="a fleet on Kafka + ClickHouse, not one embedded process")
+    parser.add_argument("--inference-workers", type=int, default=1, help="with --kafka: inference worker processes")
     arguments = parser.parse_args()
 
-    server = None
     data_dir = arguments.data_dir or Path(tempfile.mkdtemp(prefix="turnlog-bench-"))
-    url = arguments.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "turnlog.cli", "serve", "--engine", "scripted", "--token-delay-ms", "0",
-             "--answer-tokens", "20", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
-        )
-    token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            client = Client(http, token)
-            latency = await latency_phase(client, arguments.turns)
-            throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, server.pid if server else None)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+    with ExitStack() as stack:
+        url, processes = arguments.url, []
+        if url is None:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            if arguments.kafka:
+                processes = start_fleet(stack, data_dir, port, arguments.inference_workers)
+            else:
+                processes = [turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens",
+                                             "20", "--port", str(port), "--data-dir", str(data_dir))]
+            stack.callback(stop_all, processes)
+        token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
+        latency, throughput = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
+    deployment = "embedded: one process"
+    if arguments.kafka:
+        deployment = f"Kafka (Tansu) + ClickHouse over HTTP: 1 API, 1 processor worker, {arguments.inference_workers} inference"
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "engine": "scripted, 0 ms/token, 20-token answers",
+        "deployment": deployment,
         "latency": latency,
         "throughput": throughput,
     }
@@ -183,4 +244,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
