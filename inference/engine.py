@@ -6,14 +6,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+from events.values import ChatMessage  # role: system | user | assistant; the prompt's own record
+
 FinishReason = Literal["stop", "length", "cancelled"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChatMessage:
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,7 @@ from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, R
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, inference_topic
 from events.values import Usage
 from inference.coalesce import coalesce
-from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
+from inference.engine import GenerationFinished, GenerationRequest, InferenceEngine, TokenText
 from processors.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class InferenceWorker:
             generation = self._engine.generate(
                 GenerationRequest(
                     request_id=request.run_id,
-                    messages=tuple(ChatMessage(role=m.role, content=m.content) for m in request.messages),
+                    messages=request.messages,
                     max_output_tokens=request.max_output_tokens,
                 )
             )

@@ -21,7 +21,6 @@ from inference.worker import InferenceWorker
 from processors.prompting import PromptBuilder, PromptPolicy
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
-from projections.chdb import ChdbStore
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
@@ -55,6 +54,8 @@ def build_log(settings: Settings) -> EventLog:
 def build_store(settings: Settings) -> SqlStore:
     match url_scheme(settings.store):
         case "chdb":
+            from projections.chdb import ChdbStore  # the embedded engine: loaded only when used
+
             return ChdbStore(str(url_path(settings.store)))
         case "clickhouse" | "clickhouses":
             from projections.clickhouse import ClickHouseStore
