@@ -68,7 +68,7 @@ class CommandBus:
             landed.append((RUN_EVENTS, accepted.run_id, accepted.run_offset))
         deadline = time.monotonic() + self._reply_timeout_s
         for topic, key, offset in landed:
-            while offset is not None and await self._log.end_offset(topic, key=key) < offset:
+            while offset is not None and not await self._log.readable(topic, key=key, offset=offset):
                 if time.monotonic() > deadline:
                     raise Unavailable(detail="the command was accepted but is not readable yet; retry shortly", retry_after_s=1)
                 await asyncio.sleep(0.002)

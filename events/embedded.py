@@ -259,6 +259,9 @@ class EmbeddedLog:
         ).fetchone()
         return row[0] if row else -1
 
+    async def readable(self, topic: str, *, key: str, offset: int) -> bool:
+        return offset <= await self.end_offset(topic)  # a commit is visible to every reader at once
+
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return {0: await self.end_offset(topic)}
 

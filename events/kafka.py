@@ -338,6 +338,13 @@ class KafkaLog:
         partitions = [partition_for(key, count)] if key is not None else range(count)
         return max((await self._last_record_offsets(topic, partitions)).values(), default=-1)
 
+    async def readable(self, topic: str, *, key: str, offset: int) -> bool:
+        """Below the last stable offset, a committed record is readable: one offsets lookup, no scan."""
+        await self._ensure_topics([topic])
+        partition = partition_for(key, self._partitions[topic])
+        _, stable_end = (await self._offset_ranges(topic, [partition]))[partition]
+        return offset < stable_end
+
     async def end_offsets(self, topic: str) -> dict[int, int]:
         await self._ensure_topics([topic])
         return await self._last_record_offsets(topic, range(self._partitions[topic]))

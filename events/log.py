@@ -103,6 +103,10 @@ class EventLog(Protocol):
         """The group's committed offset for the partition holding `key` (-1 when none)."""
         ...
 
+    async def readable(self, topic: str, *, key: str, offset: int) -> bool:
+        """Whether readers of the partition holding `key` see the record at `offset` yet."""
+        ...
+
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition: the offset of its last record (-1 when empty)."""
         ...

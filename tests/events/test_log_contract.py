@@ -362,3 +362,9 @@ async def test_kafka_closing_the_log_ends_its_streams(kafka_broker) -> None:
     await asyncio.wait_for(adapter.close(), 5)
     with pytest.raises(LogClosed):
         await asyncio.wait_for(pending, 5)
+
+
+async def test_appended_records_are_readable_where_they_landed(log: EventLog) -> None:
+    [written] = await log.append([record("t", "k", b"x")])
+    assert await log.readable("t", key="k", offset=written.offset)
+    assert not await log.readable("t", key="k", offset=written.offset + 1000)
