@@ -99,21 +99,30 @@ async def test_generations_take_turns_and_a_queued_one_can_be_aborted(
         )
 
     timeline: list[tuple[str, str]] = []
+    first_is_generating = asyncio.Event()
 
     async def run(generation: GenerationRequest) -> GenerationFinished:
         async for event in cpu_engine.generate(generation):
             if isinstance(event, TokenText):
                 timeline.append((generation.request_id, "piece"))
+                if generation.request_id == "first":
+                    first_is_generating.set()
             else:
                 timeline.append((generation.request_id, "finished"))
                 return event
         raise AssertionError("stream ended without GenerationFinished")
 
     first = asyncio.create_task(run(ask("first", "Write a poem about rain.")))
+    await first_is_generating.wait()  # "first" holds the slot: the next two must queue behind it
     second = asyncio.create_task(run(ask("second", "Write a poem about snow.")))
     queued = asyncio.create_task(run(ask("queued", "Write a poem about wind.")))
-    await asyncio.sleep(0.05)  # all three are now registered; one holds the slot
-    assert cpu_engine.abort("queued") is True
+    aborted = False
+    for _ in range(200):  # as soon as "queued" has registered and waits for the slot
+        aborted = cpu_engine.abort("queued")
+        if aborted:
+            break
+        await asyncio.sleep(0.001)
+    assert aborted and not first.done()  # aborted while "first" still held the slot
 
     first_finished, second_finished, queued_finished = await asyncio.gather(first, second, queued)
 
