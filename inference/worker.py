@@ -141,12 +141,17 @@ class InferenceWorker:
         except Exception as error:
             logger.exception("generation of %s failed", request.run_id)
             status, reason = "failed", f"inference failed: {type(error).__name__}: {error}"
-        finally:
-            heartbeat.cancel()
+        heartbeat.cancel()
+
+        async def conclude() -> None:
             await deltas.aclose()
-        output_tokens = finished[0].output_tokens if finished else len(parts)
-        usage = Usage(prompt_tokens=finished[0].prompt_tokens if finished else 0, output_tokens=output_tokens)
-        await self._log.append([self._finish(request_envelope, "".join(parts), status, reason, usage)])
+            output_tokens = finished[0].output_tokens if finished else len(parts)
+            usage = Usage(prompt_tokens=finished[0].prompt_tokens if finished else 0, output_tokens=output_tokens)
+            await self._log.append([self._finish(request_envelope, "".join(parts), status, reason, usage)])
+
+        # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
+        # end) must not stop the run from being reported; the decider still marks it cancelled.
+        await asyncio.shield(conclude())
 
     async def _beat(self, request_envelope: Envelope[InferenceRequested]) -> None:
         """Renew the run's lease while it lives, even when no text flows (a long prefill, a slow tool)."""
