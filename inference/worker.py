@@ -55,6 +55,7 @@ class InferenceWorker:
         self._max_delta_delay_s = max_delta_delay_s
         self._generations: dict[str, asyncio.Task] = {}
         self._cancel_requested: set[str] = set()
+        self._started: set[str] = set()  # generation tasks that have begun to run
         self._recently_cancelled: deque[str] = deque(maxlen=10_000)
 
     async def run(self) -> None:
@@ -100,9 +101,14 @@ class InferenceWorker:
     def _forget(self, run_id: str) -> None:
         self._generations.pop(run_id, None)
         self._cancel_requested.discard(run_id)
+        self._started.discard(run_id)
 
     async def _generate(self, request_envelope: Envelope[InferenceRequested]) -> None:
         request = request_envelope.payload
+        # From here to the first await below, nothing suspends: a cancel can only reach this task
+        # inside the `try` that turns it into a reported run (one that reached a task not yet
+        # started would be raised before any line of it ran, and the run would never be reported).
+        self._started.add(request.run_id)
         finished: list[GenerationFinished] = []
         parts: list[str] = []
         status, reason = "completed", ""
@@ -127,6 +133,8 @@ class InferenceWorker:
         deltas = coalesce(texts(), max_tokens=self._max_tokens_per_delta, max_delay_s=self._max_delta_delay_s)
         heartbeat = asyncio.create_task(self._beat(request_envelope))
         try:
+            if request.run_id in self._cancel_requested:
+                raise asyncio.CancelledError  # cancelled between its claim and its start
             async for text in deltas:
                 delta = AssistantDelta(run_id=request.run_id, index=len(parts), text=text)
                 parts.append(text)
@@ -172,7 +180,8 @@ class InferenceWorker:
             task = self._generations.get(event.run_id)
             if task is not None:
                 self._cancel_requested.add(event.run_id)
-                task.cancel()
+                if event.run_id in self._started:
+                    task.cancel()  # else it sees the request as it starts
 
     def _event(self, event: object, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)

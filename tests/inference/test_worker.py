@@ -132,3 +132,17 @@ async def test_a_worker_shutting_down_ends_its_runs_as_interrupted(log: Embedded
     [finish] = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_s")]
     assert finish.status == "failed" and finish.reason.startswith("interrupted")
     assert finish.text
+
+
+async def test_a_cancel_between_claim_and_start_still_reports_the_run(log: EmbeddedLog) -> None:
+    worker = InferenceWorker(log=log, codec=CODEC, engine=ScriptedEngine(answer_tokens=50, token_delay_s=0.01))
+    listener = asyncio.create_task(worker._listen_for_cancellations(-1))
+    await asyncio.sleep(0.01)
+    await request(log, "run_early")
+    [record] = await log.read(inference_topic("interactive"), key="run_early")
+    task = await worker._claim(record)  # claimed; its task has not run a single line yet
+    worker._cancel_requested.add("run_early")  # what the listener records for a claimed run
+    await asyncio.wait_for(task, 5)
+    listener.cancel()
+    [finish] = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_early")]
+    assert finish.status == "cancelled" and finish.text == ""
