@@ -13,6 +13,7 @@ from api.access import (
     require_workspace,
     scope_of,
 )
+from api.auth import Principal
 from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, read_json_body, request_fingerprint
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
@@ -71,7 +72,6 @@ async def submit_turn(request: Request) -> JSONResponse:
     conversation_id = request.path_params["conversation_id"]
     idempotency_key = idempotency_key_of(request)
     body = await read_json_body(request, SubmitTurnBody, max_bytes=context.limits.max_turn_body_bytes)
-    header = await request.app.state.conversations.find(request, principal, conversation_id)
     command = SubmitTurn(
         conversation_id=conversation_id,
         run_id=new_id("run"),
@@ -82,8 +82,7 @@ async def submit_turn(request: Request) -> JSONResponse:
         idempotency_key=idempotency_key,
         request_fingerprint="turn:" + request_fingerprint(body),
     )
-    accepted = await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
-    return _run_accepted(accepted.run_id, accepted.turn_seq)
+    return await _start_run(request, principal, command)
 
 
 async def regenerate(request: Request) -> JSONResponse:
@@ -92,7 +91,6 @@ async def regenerate(request: Request) -> JSONResponse:
     conversation_id = request.path_params["conversation_id"]
     idempotency_key = idempotency_key_of(request)
     body = await read_json_body(request, RegenerateBody, max_bytes=context.limits.max_small_body_bytes, allow_empty=True)
-    header = await request.app.state.conversations.find(request, principal, conversation_id)
     command = RegenerateTurn(
         conversation_id=conversation_id,
         run_id=new_id("run"),
@@ -100,8 +98,7 @@ async def regenerate(request: Request) -> JSONResponse:
         idempotency_key=idempotency_key,
         request_fingerprint="regenerate:" + request_fingerprint(body),
     )
-    accepted = await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
-    return _run_accepted(accepted.run_id, accepted.turn_seq)
+    return await _start_run(request, principal, command)
 
 
 async def list_turns(request: Request) -> JSONResponse:
@@ -119,11 +116,14 @@ async def list_turns(request: Request) -> JSONResponse:
     )
 
 
-def _run_accepted(run_id: str | None, turn_seq: int | None) -> JSONResponse:
-    if run_id is None or turn_seq is None:
+async def _start_run(request: Request, principal: Principal, command: SubmitTurn | RegenerateTurn) -> JSONResponse:
+    """Send a command that starts a run, in the conversation's scope; 202 with where to follow it."""
+    header = await request.app.state.conversations.find(request, principal, command.conversation_id)
+    accepted = await context_of(request).bus.send(command, actor=actor_of(principal, header.workspace_id))
+    if accepted.run_id is None or accepted.turn_seq is None:
         raise RuntimeError("the decider accepted a run command without naming the run")
     return JSONResponse(
-        {"runId": run_id, "turnSeq": turn_seq, "streamUrl": f"/v1/runs/{run_id}/stream"},
+        {"runId": accepted.run_id, "turnSeq": accepted.turn_seq, "streamUrl": f"/v1/runs/{accepted.run_id}/stream"},
         status_code=202,
-        headers={"Location": f"/v1/runs/{run_id}"},
+        headers={"Location": f"/v1/runs/{accepted.run_id}"},
     )
