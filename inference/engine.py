@@ -34,6 +34,7 @@ class GenerationFinished:
     prompt_tokens: int
     output_tokens: int
     finish_reason: FinishReason
+    cached_tokens: int = 0  # prompt tokens the engine served from its prefix cache, where it says
 
 
 GenerationEvent = TokenText | GenerationFinished
@@ -48,6 +49,30 @@ class PromptTooLong(ValueError):
         )
         self.prompt_tokens = prompt_tokens
         self.context_tokens = context_tokens
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine could not serve the request now (down, overloaded, timed out, cut off mid-stream).
+
+    Worth retrying later or elsewhere; what a circuit breaker counts. `status_code` is the HTTP
+    status where a server answered one.
+    """
+
+    def __init__(self, *, engine: str, reason: str, status_code: int | None = None) -> None:
+        super().__init__(f"{engine} engine unavailable: {reason}")
+        self.engine = engine
+        self.reason = reason
+        self.status_code = status_code
+
+
+class EngineRejected(ValueError):
+    """The engine refused this request itself (bad parameters, unknown model): a retry fails the same way."""
+
+    def __init__(self, *, engine: str, reason: str, status_code: int | None = None) -> None:
+        super().__init__(f"{engine} engine rejected the request: {reason}")
+        self.engine = engine
+        self.reason = reason
+        self.status_code = status_code
 
 
 class InferenceEngine(Protocol):

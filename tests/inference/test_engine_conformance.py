@@ -41,9 +41,12 @@ async def scripted_engine() -> AsyncIterator[ScriptedEngine]:
         await engine.close()
 
 
-@pytest.fixture(params=["scripted", pytest.param("cpu", marks=pytest.mark.slow)])
+@pytest.fixture(
+    params=["scripted", "sglang", "openai_compatible", pytest.param("cpu", marks=pytest.mark.slow)]
+)
 def engine(request: pytest.FixtureRequest) -> InferenceEngine:
-    # Looked up by name so the CPU model only loads when a cpu-parametrised test runs.
+    # Looked up by name so the CPU model only loads when a cpu-parametrised test runs. "sglang" is
+    # the SGLang adapter over a fake sglang.Engine; "openai_compatible" talks to a real local server.
     engine: InferenceEngine = request.getfixturevalue(f"{request.param}_engine")
     return engine
 
