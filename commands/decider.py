@@ -46,6 +46,12 @@ class IdempotentResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DecidedCommand:
+    outcome: "Accepted"
+    decided_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConversationState:
     conversation_id: str | None = None
     org_id: str = ""
@@ -56,6 +62,8 @@ class ConversationState:
     active_run_id: str | None = None
     runs: Mapping[str, RunState] = field(default_factory=dict)
     idempotency: Mapping[str, IdempotentResult] = field(default_factory=dict)
+    # Commands whose events are in the history (recent ones): a redelivered command is answered, not re-applied.
+    decided: Mapping[str, DecidedCommand] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -86,6 +94,32 @@ class Decision:
 
 def evolve(state: ConversationState, envelope: Envelope) -> ConversationState:
     """Fold one conversation event into the state."""
+    state = _apply(state, envelope)
+    outcome = _outcome_of(envelope.payload, state)
+    if envelope.causation_id is None or outcome is None:
+        return state
+    decided = {
+        command_id: earlier
+        for command_id, earlier in state.decided.items()
+        if envelope.occurred_at - earlier.decided_at < IDEMPOTENCY_WINDOW
+    }
+    decided[envelope.causation_id] = DecidedCommand(outcome=outcome, decided_at=envelope.occurred_at)
+    return replace(state, decided=decided)
+
+
+def _outcome_of(event: object, state: ConversationState) -> "Accepted | None":
+    """What the command that caused `event` was told (its last event decides, as in `decide`)."""
+    match event:
+        case ConversationCreated():
+            return Accepted()
+        case RunRequested():
+            return Accepted(run_id=event.run_id, turn_seq=event.created_turn_seq)
+        case RunCancellationRequested() | AssistantTurnFinished():
+            return Accepted(run_id=event.run_id, turn_seq=state.runs[event.run_id].turn_seq)
+    return None  # TurnSubmitted: the RunRequested that follows it answers its command
+
+
+def _apply(state: ConversationState, envelope: Envelope) -> ConversationState:
     event = envelope.payload
     match event:
         case ConversationCreated():
@@ -139,6 +173,9 @@ def evolve(state: ConversationState, envelope: Envelope) -> ConversationState:
 
 def decide(command: Envelope[Command], state: ConversationState) -> Decision:
     """Validate `command` against `state`; return the events to append and the caller's outcome."""
+    earlier = state.decided.get(command.event_id)
+    if earlier is not None:
+        return Decision(outcome=earlier.outcome)  # delivered again (at-least-once): its events are already there
     match command.payload:
         case CreateConversation() as create:
             return _create(create, command.actor, command.occurred_at, state)

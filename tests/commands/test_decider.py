@@ -621,3 +621,59 @@ def test_evolve_takes_the_tenant_from_the_creating_envelope() -> None:
     assert (state.conversation_id, state.org_id, state.workspace_id, state.owner_id) == (
         CONVERSATION_ID, OWNER.org_id, WORKSPACE_ID, OWNER.user_id
     )
+
+
+# ---------------------------------------------------------------- redelivery (at-least-once runtimes)
+
+
+def decided_and_applied(history: History, command: Command, *, at: datetime = T0) -> tuple[History, Envelope, Decision]:
+    """Decide `command` and fold its events as the handler writes them: caused by the command's envelope."""
+    envelope = Envelope.wrap(command, key=CONVERSATION_ID, actor=OWNER, occurred_at=at)
+    decision = decide(envelope, history.state)
+    state = history.state
+    for event in decision.events:
+        state = evolve(state, Envelope.wrap(event, key=CONVERSATION_ID, actor=OWNER, cause=envelope, occurred_at=at))
+    return History(state), envelope, decision
+
+
+@pytest.mark.parametrize(
+    "before, command",
+    [
+        ((), CreateConversation(conversation_id=CONVERSATION_ID, workspace_id=WORKSPACE_ID)),
+        ((created(),), submit(run_id="run_1")),
+        (FIRST_RUN_ACTIVE, cancel()),
+        (FIRST_RUN_ACTIVE, finish()),
+    ],
+    ids=["create", "submit", "cancel", "finish"],
+)
+def test_a_redelivered_command_is_answered_as_before_without_new_events(before: tuple, command: Command) -> None:
+    history, envelope, first = decided_and_applied(given(*before), command)
+
+    again = decide(envelope, history.state)
+
+    assert first.events and again.events == ()
+    assert again.outcome == first.outcome
+
+
+def test_a_redelivered_submit_after_its_run_finished_does_not_start_another_turn() -> None:
+    history, envelope, first = decided_and_applied(given(created()), submit(run_id="run_1"))
+    history, _, _ = decided_and_applied(history, finish("run_1"))
+
+    again = decide(envelope, history.state)
+
+    assert again == Decision(outcome=first.outcome) and first.outcome == Accepted(run_id="run_1", turn_seq=1)
+
+
+def test_a_new_command_with_the_same_body_is_still_decided_on_its_own() -> None:
+    history, _, _ = decided_and_applied(given(created()), submit(run_id="run_1"))
+    history, _, _ = decided_and_applied(history, finish("run_1"))
+
+    assert kinds(history.when(submit(run_id="run_2"))) == [TurnSubmitted, RunRequested, RunStarted]
+
+
+def test_decided_commands_are_forgotten_after_the_idempotency_window() -> None:
+    history, first_envelope, _ = decided_and_applied(given(created()), submit(run_id="run_1"))
+    later = T0 + IDEMPOTENCY_WINDOW + timedelta(seconds=1)
+    history, _, _ = decided_and_applied(history, finish("run_1"), at=later)
+
+    assert first_envelope.event_id not in history.state.decided
