@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from commands.catalog import FinishRun
@@ -56,7 +56,9 @@ class InferenceWorker:
         self._generations: dict[str, asyncio.Task] = {}
         self._cancel_requested: set[str] = set()
         self._started: set[str] = set()  # generation tasks that have begun to run
-        self._recently_cancelled: deque[str] = deque(maxlen=10_000)
+        self._recently_cancelled = _RecentIds(limit=10_000)
+        # A prompt builder on an at-least-once runtime may request a run twice; it is generated once.
+        self._recently_claimed = _RecentIds(limit=10_000)
 
     async def run(self) -> None:
         """Claim and generate until cancelled."""
@@ -88,6 +90,10 @@ class InferenceWorker:
             await self._log.append([letter], commit=commit)
             return None
         request = request_envelope.payload
+        if request.run_id in self._recently_claimed:
+            await self._log.append([], commit=commit)
+            return None
+        self._recently_claimed.add(request.run_id)
         if request.run_id in self._recently_cancelled:
             await self._log.append([self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())], commit=commit)
             return None
@@ -176,7 +182,7 @@ class InferenceWorker:
                 continue  # the decider's own processor dead-letters it
             if not isinstance(event, RunCancellationRequested):
                 continue
-            self._recently_cancelled.append(event.run_id)
+            self._recently_cancelled.add(event.run_id)
             task = self._generations.get(event.run_id)
             if task is not None:
                 self._cancel_requested.add(event.run_id)
@@ -192,3 +198,20 @@ class InferenceWorker:
             conversation_id=request.conversation_id, run_id=request.run_id, status=status, text=text, reason=reason, usage=usage
         )
         return encode(self._codec, Envelope.wrap(command, key=request.conversation_id, actor=cause.actor, cause=cause), topic=COMMANDS)
+
+
+class _RecentIds:
+    """The last `limit` ids seen, for constant-time membership."""
+
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        self._ids.move_to_end(item)
+        if len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids

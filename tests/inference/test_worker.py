@@ -122,6 +122,19 @@ async def test_a_claimed_request_is_not_generated_again_after_a_restart(log: Emb
     assert len(claims) == 1
 
 
+async def test_a_run_requested_twice_is_generated_once(log: EmbeddedLog, start_worker) -> None:
+    """An at-least-once prompt builder may repeat a request; the worker claims the run only once."""
+    await start_worker(ScriptedEngine(answer_tokens=3))
+    await request(log, "run_twice")
+    await request(log, "run_twice")
+    await request(log, "run_next")
+    await next_payload(log, COMMANDS, FinishRun, key="conv_run_twice")
+    await next_payload(log, COMMANDS, FinishRun, key="conv_run_next")  # claimed after the repeat was seen
+    claims = [e for e in await payloads(log, RUN_EVENTS, "run_twice") if isinstance(e, GenerationStarted)]
+    assert len(claims) == 1
+    assert [f.run_id for f in await payloads(log, COMMANDS, "conv_run_twice")] == ["run_twice"]
+
+
 async def test_a_worker_shutting_down_ends_its_runs_as_interrupted(log: EmbeddedLog) -> None:
     worker = InferenceWorker(log=log, codec=CODEC, engine=ScriptedEngine(answer_tokens=500, token_delay_s=0.01))
     task = asyncio.create_task(worker.run())
