@@ -126,7 +126,7 @@ class KafkaLog:
         """`transactional_id` defaults to one unique to this instance. A stable one (say, a pod's name)
         lets a restarted process fence its crashed predecessor and abort its open transaction at once,
         instead of its partitions' readers waiting `transaction.timeout.ms` for it to expire.
-        `topic_prefix` is prepended to every topic name on the broker (tests and shared clusters).
+        `topic_prefix` is prepended to every topic and consumer group name on the broker (tests and shared clusters).
         """
         self._bootstrap = bootstrap_servers
         self._specs = topics
@@ -247,7 +247,7 @@ class KafkaLog:
         few seconds) and each starts after the group's committed offset. Closing the stream leaves the group.
         """
         await self._ensure_topics(topics)
-        config = {**self._consumer_config, "group.id": group}
+        config = {**self._consumer_config, "group.id": self._physical(group)}
         client = self._open_client(config, name=f"consume-{group}")
         self._members[group].append(client)
         # After a rebalance a partition restarts from the committed offset; what this stream already
@@ -376,6 +376,7 @@ class KafkaLog:
     async def _committed_offsets(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
         if self._admin is None:
             raise RuntimeError("the log is not started")
+        group = self._physical(group)
         request = ConsumerGroupTopicPartitions(
             group, [KafkaTopicPartition(self._physical(topic), partition) for partition in partitions]
         )
@@ -391,6 +392,27 @@ class KafkaLog:
         }
 
     # -- topics ------------------------------------------------------------------------------
+
+    # -- for clients that consume the same topics by themselves (the faust runtime) ----------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self._bootstrap
+
+    def consumer_timing_ms(self, setting: str) -> int:
+        """A consumer timing this log runs with (`session.timeout.ms`, `fetch.wait.max.ms`, ...)."""
+        return int(self._consumer_config[setting])
+
+    def physical_topic(self, topic: str) -> str:
+        """The topic's name on the broker (with this log's prefix)."""
+        return self._physical(topic)
+
+    def logical_topic(self, physical: str) -> str:
+        return self._logical(physical)
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        """Provision `topics` from their specs if this process has not yet."""
+        await self._ensure_topics(topics)
 
     def _physical(self, topic: str) -> str:
         return self._prefix + topic
@@ -535,7 +557,7 @@ class KafkaLog:
         """A consumer that never joins `group`: it commits for it and names it in transactions."""
         handle = self._group_handles.get(group)
         if handle is None:
-            handle = Consumer({**self._consumer_config, "group.id": group})
+            handle = Consumer({**self._consumer_config, "group.id": self._physical(group)})
             self._group_handles[group] = handle
         return handle
 

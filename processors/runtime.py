@@ -88,25 +88,39 @@ async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec) -> 
     )
     try:
         async for batch in stream:
-            deliveries: list[Delivery] = []
-            outputs: list[OutgoingRecord] = []
-            for record in batch:
-                try:
-                    deliveries.append(Delivery(record=record, envelope=codec.decode(record.value)))
-                except UndecodableMessage as error:
-                    logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
-                    outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
-            outputs.extend(await _react_isolating_poison(processor, codec, deliveries))
-            commit = ConsumerCommit.through(processor.group, batch)
-            written = await log.append(outputs, durable=processor.durable, commit=commit)
-            if processor.then is not None:
-                follow_ups = processor.then(written)
-                if follow_ups:
-                    await log.append(follow_ups, durable=False)
+            await process_batch(processor, batch, log=log, codec=codec, commit=ConsumerCommit.through(processor.group, batch))
             if processor.on_committed is not None:
                 processor.on_committed(batch)
     finally:
         await stream.aclose()
+
+
+async def process_batch(
+    processor: Processor,
+    batch: Sequence[LogRecord],
+    *,
+    log: EventLog,
+    codec: AvroCodec,
+    commit: ConsumerCommit | None,
+) -> None:
+    """Decode, react, and append the reactions (atomically with `commit` where the runtime commits through the log).
+
+    Undecodable records become dead letters; `then`'s follow-ups are appended once the reactions are.
+    """
+    deliveries: list[Delivery] = []
+    outputs: list[OutgoingRecord] = []
+    for record in batch:
+        try:
+            deliveries.append(Delivery(record=record, envelope=codec.decode(record.value)))
+        except UndecodableMessage as error:
+            logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
+            outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
+    outputs.extend(await _react_isolating_poison(processor, codec, deliveries))
+    written = await log.append(outputs, durable=processor.durable, commit=commit)
+    if processor.then is not None:
+        follow_ups = processor.then(written)
+        if follow_ups:
+            await log.append(follow_ups, durable=False)
 
 
 async def _react_isolating_poison(

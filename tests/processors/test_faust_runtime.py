@@ -1,0 +1,121 @@
+"""The faust runtime on a real Kafka-protocol broker: reactions before commits, poison to dead letters, resume."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from events.kafka import KafkaLog
+from events.log import OutgoingRecord
+from events.outcomes import DeadLetter
+from events.topics import DEAD_LETTERS
+from processors.faust_runtime import run_processor_on_faust
+from processors.runtime import Delivery, Processor, encode
+from tests.events.test_log_contract import kafka_log
+from tests.processors.test_runtime import CODEC, beat, echo_processor
+
+pytestmark = pytest.mark.slow  # each test joins a consumer group on the broker (a few seconds)
+
+
+@pytest.fixture
+async def log(kafka_broker) -> AsyncIterator[KafkaLog]:
+    adapter = kafka_log(kafka_broker.bootstrap_servers)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
+
+
+async def settle(log: KafkaLog, group: str, topic: str, timeout_s: float = 30.0) -> None:
+    """Wait until `group` has committed through the end of every partition of `topic`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        ends = await log.end_offsets(topic)
+        done = await log.committed_offsets(group=group, topic=topic)
+        if all(done.get(partition, -1) >= end for partition, end in ends.items()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{group} did not commit through the end of {topic}")
+
+
+async def outputs(log: KafkaLog, keys: Sequence[str]) -> list[str]:
+    return [CODEC.decode(r.value).payload.run_id for key in keys for r in await log.read("out", key=key)]
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(log: KafkaLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("a"), beat("b")])
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    await stop(task)
+    assert sorted(seen) == ["a", "b"]
+    assert sorted(await outputs(log, ["a", "b"])) == ["a", "b"]
+    again: list[str] = []
+    await log.append([beat("c")])
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(again), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    await stop(task)
+    assert again == ["c"]
+
+
+async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("ok1"), OutgoingRecord(topic="in", key="bad", value=b"garbage"), beat("poison"), beat("ok2")])
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC))
+    await settle(log, "echo", "in")
+    await stop(task)
+    assert {"ok1", "ok2"} <= set(seen) and "poison" not in seen
+    letters = {}
+    for key in ("bad", "poison"):
+        [record] = await log.read(DEAD_LETTERS, key=key)
+        letters[key] = CODEC.decode(record.value).payload
+    assert all(isinstance(letter, DeadLetter) for letter in letters.values())
+    assert letters["bad"].value == b"garbage" and "magic" in letters["bad"].reason
+    assert "cannot handle poison" in letters["poison"].reason
+    assert sorted(set(await outputs(log, ["ok1", "ok2", "poison"]))) == ["ok1", "ok2"]
+
+
+async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog) -> None:
+    """A reaction that cannot be written yet keeps its batch uncommitted; once it can, the batch commits."""
+    writable = asyncio.Event()
+    resets: list[str] = []
+
+    async def react(deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        if not writable.is_set():
+            raise ConnectionError("the store is down")  # a whole batch failing (retried), not one poison message
+        return [encode(CODEC, delivery.envelope, topic="out") for delivery in deliveries]
+
+    processor = Processor(group="flaky", topics=("in",), react=react, on_reset=lambda: resets.append("reset"))
+    await log.append([beat("x")])
+    task = asyncio.create_task(run_processor_on_faust(processor, log=log, codec=CODEC, retry_delay_s=0.05))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while "reset" not in resets and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert resets, "the failing reaction was never attempted"
+        # A batch of one that fails is retried whole (poison isolation only splits larger batches).
+        assert await log.read(DEAD_LETTERS, key="x") == []
+        assert all(offset < 0 for offset in (await log.committed_offsets(group="flaky", topic="in")).values())
+        writable.set()
+        await settle(log, "flaky", "in")
+    finally:
+        await stop(task)
+    assert await outputs(log, ["x"]) == ["x"]
+
+
+def test_each_processor_is_its_own_faust_app_and_consumer_group() -> None:
+    from processors.faust_runtime import processor_app
+
+    log = KafkaLog("127.0.0.1:9", topics=None, topic_prefix=f"p{uuid.uuid4().hex[:6]}.")  # never started
+    app = processor_app(echo_processor([]), log=log)
+    assert app.conf.id == log.physical_topic("echo")
+    assert app.conf.processing_guarantee.value == "at_least_once"
