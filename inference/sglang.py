@@ -5,9 +5,11 @@ started with `incremental_streaming_output`, when it is the new piece), with `me
 `prompt_tokens`, `completion_tokens`, `cached_tokens` and, on the last chunk only, a `finish_reason`
 dict (`{"type": "stop" | "length" | "abort", ...}`). `TextDeltas` turns that into the port's pieces.
 
-Cancellation: SGLang forgets a request whose stream is closed but does not stop generating it, so
-this adapter always sends `tokenizer_manager.abort_request(rid)` before it lets go of a stream; an
-abort by run id (`abort()`) does the same and the stream then ends with `{"type": "abort"}`.
+Cancellation: SGLang forgets a request whose stream is closed (or whose reader is cancelled) but does
+not stop generating it, and `tokenizer_manager.abort_request(rid)` is a no-op for a rid it forgot.
+So a task of the adapter's own reads SGLang's stream, and when the consumer leaves, the abort goes
+out first, while SGLang still holds the rid; its scheduler stops the request at its next step. An
+abort by run id (`abort()`) sends the same, and the stream then ends with `{"type": "abort"}`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from inference.engine import (
 logger = logging.getLogger(__name__)
 
 _REPLACEMENT_CHARACTER = "\ufffd"
+# How long a left stream waits for SGLang to confirm its abort (one decode step, normally).
+_ABORT_DRAIN_S = 1.0
 # SGLang's own wording when a prompt does not fit (tokenizer_manager._validate_one_request).
 _INPUT_TOO_LONG = re.compile(r"input \((\d+) tokens\) is longer than the model's context length \((\d+) tokens\)")
 
@@ -205,30 +209,32 @@ class SglangEngine:
     ) -> AsyncIterator[GenerationEvent]:
         prompt_tokens = len(input_ids)
         deltas = TextDeltas(incremental=bool(self._incremental_text))
-        outputs = None
+        outputs: asyncio.Queue[Mapping[str, Any] | _StreamEnded] = asyncio.Queue()
+        # SGLang's stream is read by a task of its own: a cancel aimed at our consumer must not reach
+        # it first, as SGLang then forgets the rid and the abort that follows would find nothing.
+        pump = asyncio.create_task(
+            _pump(engine, outputs, input_ids=input_ids, rid=request_id,
+                  sampling_params={**self._sampling_params, "max_new_tokens": max_new_tokens}),
+            name=f"sglang-stream-{request_id}",
+        )
         finished = False
         try:
-            try:
-                outputs = await engine.async_generate(
-                    input_ids=input_ids,
-                    sampling_params={**self._sampling_params, "max_new_tokens": max_new_tokens},
-                    stream=True,
-                    rid=request_id,
-                )
-                last = None
-                async for output in outputs:
-                    last = _Chunk.parse(output)
-                    if abort_requested.is_set() and last.finish_reason is None:
-                        # An abort sent before SGLang registered the rid was dropped: send it again.
-                        _send_abort(engine, request_id)
-                    text = deltas.take(last.text, final=last.finish_reason is not None)
-                    if text:
-                        yield TokenText(text=text)
-                    if last.finish_reason is not None:
-                        break
-            except ValueError as error:
-                # SGLang reports a request it will not run (too long, duplicate rid) as a ValueError.
-                raise _rejection(str(error), engine_name=self.name) from error
+            last = None
+            while True:
+                output = await outputs.get()
+                if isinstance(output, _StreamEnded):
+                    if output.error is not None:
+                        raise output.error
+                    break
+                last = _Chunk.parse(output)
+                if abort_requested.is_set() and last.finish_reason is None:
+                    # An abort sent before SGLang registered the rid was dropped: send it again.
+                    _send_abort(engine, request_id)
+                text = deltas.take(last.text, final=last.finish_reason is not None)
+                if text:
+                    yield TokenText(text=text)
+                if last.finish_reason is not None:
+                    break
             if last is None or last.finish_reason is None:
                 raise EngineUnavailable(engine=self.name, reason="the stream ended without a finish reason")
             finished = True
@@ -241,12 +247,16 @@ class SglangEngine:
                 finish_reason=self._finish_reason(last.finish_reason, abort_requested),
             )
         finally:
-            if not finished:
-                # Closing SGLang's stream only drops the request's state; the scheduler would go on
-                # generating it to max_new_tokens. The abort stops it at its next step.
-                _send_abort(engine, request_id)
-            if outputs is not None:
-                await outputs.aclose()
+            try:
+                if not finished and not pump.done():
+                    # Closing SGLang's stream alone drops the request's state but leaves the
+                    # scheduler generating it to max_new_tokens; the abort stops it at its next
+                    # step, and its last chunk comes back within a step or two.
+                    _send_abort(engine, request_id)
+                    await asyncio.wait({pump}, timeout=_ABORT_DRAIN_S)
+            finally:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
 
     def _finish_reason(self, finish_reason: Mapping[str, Any], abort_requested: asyncio.Event) -> FinishReason:
         match finish_reason.get("type"):
@@ -262,6 +272,39 @@ class SglangEngine:
                 raise EngineUnavailable(engine=self.name, reason=message, status_code=int(status_code))
             case _:
                 return "stop"
+
+
+@dataclass(frozen=True)
+class _StreamEnded:
+    error: BaseException | None = None
+
+
+async def _pump(
+    engine: Any,
+    outputs: asyncio.Queue[Mapping[str, Any] | _StreamEnded],
+    *,
+    input_ids: list[int],
+    rid: str,
+    sampling_params: dict[str, Any],
+) -> None:
+    """Reads one SGLang stream into `outputs`, ending with _StreamEnded unless cancelled."""
+    stream = None
+    try:
+        stream = await engine.async_generate(input_ids=input_ids, sampling_params=sampling_params, stream=True, rid=rid)
+        async for output in stream:
+            outputs.put_nowait(output)
+    except asyncio.CancelledError:
+        raise
+    except ValueError as error:
+        # SGLang reports a request it will not run (too long, duplicate rid) as a ValueError.
+        outputs.put_nowait(_StreamEnded(error=_rejection(str(error), engine_name=SglangEngine.name)))
+    except BaseException as error:  # noqa: BLE001 - handed to the generation, raised there
+        outputs.put_nowait(_StreamEnded(error=error))
+    else:
+        outputs.put_nowait(_StreamEnded())
+    finally:
+        if stream is not None:
+            await stream.aclose()
 
 
 def _rejection(message: str, *, engine_name: str, status_code: int | None = None) -> ValueError:

@@ -28,6 +28,7 @@ import logging
 import re
 import uuid
 from collections import deque
+from http import HTTPStatus
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -203,17 +204,23 @@ class FakeScheduler:
                 self.waiting.append(payload)
             elif kind == "abort":
                 self._abort(payload)
+            elif kind == "abort_all":
+                self._abort("", abort_all=True)
 
-    def _abort(self, rid: str) -> None:
+    def _abort(self, rid: str, *, abort_all: bool = False) -> None:
         for req in list(self.waiting):
-            if req.rid == rid:
+            if abort_all or req.rid == rid:
                 self.waiting.remove(req)
-                self._manager.handle_abort_req(rid)  # the AbortReq sent back to the tokenizer manager
-                return
+                self._manager.handle_abort_req(req.rid)  # the AbortReq sent back to the tokenizer manager
+        for req in self.running:
+            if abort_all or req.rid == rid:
+                req.to_finish = {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
+
+    def fail(self, rid: str, *, message: str, status_code: HTTPStatus) -> None:
+        """Finish a running request with an error abort, as the scheduler does (KV pool full, bad input)."""
         for req in self.running:
             if req.rid == rid:
-                req.to_finish = {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
-                return
+                req.to_finish = {"type": "abort", "message": message, "status_code": status_code, "err_type": None}
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self._max_running_requests:
@@ -282,16 +289,18 @@ class FakeTokenizerManager:
 
     def __init__(
         self, *, context_len: int, incremental_streaming_output: bool, answer: str, answer_tokens: int,
-        step_s: float, max_running_requests: int, model_path: str,
+        step_s: float, max_running_requests: int, model_path: str, expose_context_len: bool,
     ) -> None:
         self.tokenizer = FakeTokenizer()
-        self.context_len = context_len
+        self._context_len = context_len
         self.num_reserved_tokens = 0
         self.incremental_streaming_output = incremental_streaming_output
         self.server_args = FakeServerArgs(
             model_path=model_path, incremental_streaming_output=incremental_streaming_output, context_length=context_len
         )
         self.rid_to_state: dict[str, _ReqState] = {}
+        if expose_context_len:
+            self.context_len = context_len
         self.scheduler = FakeScheduler(
             manager=self,
             answer_ids=self.tokenizer.answer_token_ids(answer),
@@ -329,15 +338,15 @@ class FakeTokenizerManager:
         if unknown:
             raise TypeError(f"SamplingParams.__init__() got an unexpected keyword argument {sorted(unknown)[0]!r}")
         input_token_num = len(input_ids) + self.num_reserved_tokens
-        if input_token_num >= self.context_len:
+        if input_token_num >= self._context_len:
             raise ValueError(
                 f"The input ({input_token_num} tokens) is longer than the model's context length "
-                f"({self.context_len} tokens)."
+                f"({self._context_len} tokens)."
             )
         max_new_tokens = int(sampling_params.get("max_new_tokens", 128))
-        if max_new_tokens + input_token_num > self.context_len:
+        if max_new_tokens + input_token_num > self._context_len:
             raise ValueError(
-                f"Requested token count exceeds the model's maximum context length of {self.context_len} tokens. "
+                f"Requested token count exceeds the model's maximum context length of {self._context_len} tokens. "
                 f"You requested a total of {max_new_tokens + input_token_num} tokens: {input_token_num} tokens from "
                 f"the input messages and {max_new_tokens} tokens for the completion. Please reduce the number of "
                 "tokens in the input messages or the completion to fit within the limit."
@@ -419,7 +428,7 @@ class FakeTokenizerManager:
         if not abort_all and rid not in self.rid_to_state:
             return
         self.abort_requests.append(rid)
-        self.scheduler.send(("abort", rid))
+        self.scheduler.send(("abort_all", "") if abort_all else ("abort", rid))
 
 
 class FakeSglangEngine:
@@ -428,6 +437,7 @@ class FakeSglangEngine:
     def __init__(
         self, *, model_path: str = "fake/model", context_len: int = 4096, incremental_streaming_output: bool = False,
         answer: str = DEFAULT_ANSWER, answer_tokens: int = 400, step_s: float = 0.002, max_running_requests: int = 64,
+        expose_context_len: bool = True,
     ) -> None:
         self.tokenizer_manager = FakeTokenizerManager(
             context_len=context_len,
@@ -437,6 +447,7 @@ class FakeSglangEngine:
             step_s=step_s,
             max_running_requests=max_running_requests,
             model_path=model_path,
+            expose_context_len=expose_context_len,
         )
         self.server_args = self.tokenizer_manager.server_args
         self.received: list[dict[str, Any]] = []  # the arguments of every async_generate call
