@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -29,15 +30,16 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
 
-__all__ = ["EmbeddedSearchIndex", "RANK_WINDOW", "fts_match_expression", "scope_token"]
+__all__ = ["ENGLISH_STOP_WORDS", "EmbeddedSearchIndex", "RANK_WINDOW", "fts_match_expression", "scope_token"]
 
 # Each list (BM25, vectors) contributes its best max(limit, RANK_WINDOW) chunks to the fusion.
 RANK_WINDOW = 50
@@ -46,12 +48,19 @@ MAX_LIMIT = 1000
 MAX_QUERY_WORDS = 64
 
 _GENERATION_FILE = re.compile(r"^chunks-(\d{6,})\.sqlite3$")
-_CHUNK_COLUMNS = ("chunk_id", "file_id", "org_id", "workspace_id", "owner_id", "acl", "title", "location", "ordinal", "text")
+_ACCESS_COLUMNS = ("chunk_id", "file_id", "org_id", "workspace_id", "owner_id", "acl", "ordinal")
+_TEXT_COLUMNS = ("title", "location", "text")
+_CHUNK_COLUMNS = (*_ACCESS_COLUMNS, *_TEXT_COLUMNS)
 
+# Three tables per chunk, joined by row_id: `chunks` stays narrow (ids and access columns) so the
+# scope filter, run on every BM25 candidate, reads few pages; `chunk_texts` is the FTS5 index's
+# content; `chunk_vectors` holds the embeddings. A chunk's rows are never updated in place: an
+# upsert that changes a chunk deletes it and inserts it under a new row id, so the vector cache can
+# catch up by reading only rows above the highest id it holds (and the ids that are gone).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
-    -- AUTOINCREMENT: a row id is never reused, so a stale cached id cannot name another chunk.
+    -- AUTOINCREMENT: row ids only grow and are never reused.
     row_id INTEGER PRIMARY KEY AUTOINCREMENT,
     chunk_id TEXT NOT NULL UNIQUE,
     file_id TEXT NOT NULL,
@@ -59,32 +68,33 @@ CREATE TABLE IF NOT EXISTS chunks (
     workspace_id TEXT NOT NULL,
     owner_id TEXT NOT NULL,
     acl TEXT NOT NULL CHECK (acl IN ('workspace', 'owner')),
-    title TEXT NOT NULL,
-    location TEXT NOT NULL,
-    ordinal INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    scope_token TEXT NOT NULL,
-    vector BLOB NOT NULL
+    ordinal INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (org_id, workspace_id, file_id);
+CREATE TABLE IF NOT EXISTS chunk_texts (
+    row_id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    location TEXT NOT NULL,
+    text TEXT NOT NULL,
+    scope_token TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunk_vectors (row_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     title, location, text, scope_token,
-    content='chunks', content_rowid='row_id',
+    content='chunk_texts', content_rowid='row_id',
     tokenize='porter unicode61 remove_diacritics 2'
 );
-CREATE TRIGGER IF NOT EXISTS chunks_inserted AFTER INSERT ON chunks BEGIN
+CREATE TRIGGER IF NOT EXISTS chunk_texts_inserted AFTER INSERT ON chunk_texts BEGIN
     INSERT INTO chunks_fts (rowid, title, location, text, scope_token)
     VALUES (new.row_id, new.title, new.location, new.text, new.scope_token);
+END;
+CREATE TRIGGER IF NOT EXISTS chunk_texts_deleted AFTER DELETE ON chunk_texts BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, title, location, text, scope_token)
+    VALUES ('delete', old.row_id, old.title, old.location, old.text, old.scope_token);
 END;
 CREATE TRIGGER IF NOT EXISTS chunks_deleted AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts (chunks_fts, rowid, title, location, text, scope_token)
-    VALUES ('delete', old.row_id, old.title, old.location, old.text, old.scope_token);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_updated AFTER UPDATE ON chunks BEGIN
-    INSERT INTO chunks_fts (chunks_fts, rowid, title, location, text, scope_token)
-    VALUES ('delete', old.row_id, old.title, old.location, old.text, old.scope_token);
-    INSERT INTO chunks_fts (rowid, title, location, text, scope_token)
-    VALUES (new.row_id, new.title, new.location, new.text, new.scope_token);
+    DELETE FROM chunk_texts WHERE row_id = old.row_id;
+    DELETE FROM chunk_vectors WHERE row_id = old.row_id;
 END;
 -- Bumped in every transaction that changes a workspace's chunks: cached vectors check it.
 CREATE TABLE IF NOT EXISTS workspace_versions (
@@ -99,8 +109,8 @@ CREATE TABLE IF NOT EXISTS workspace_versions (
 # of a file, so it counts half; the scope token only prunes and must not score.
 _BM25 = "bm25(chunks_fts, 0.5, 1.0, 1.0, 0.0)"
 
-# The scope filter, on the chunks table aliased `c`. Parameters: org, workspace, user, file ids
-# (a JSON array, or NULL for the whole workspace).
+# The scope filter, on `chunks` aliased `c`. Parameters: org, workspace, user, file ids (a JSON
+# array, or NULL for the whole workspace).
 _IN_SCOPE = """
     c.org_id = :org_id AND c.workspace_id = :workspace_id
     AND (c.acl = 'workspace' OR c.owner_id = :user_id)
@@ -117,17 +127,18 @@ LIMIT :window
 
 # The final read applies the scope again: the hits cannot leave it even if a ranking step erred.
 _FETCH_QUERY = f"""
-SELECT c.row_id, {", ".join(f"c.{column}" for column in _CHUNK_COLUMNS)}
-FROM chunks AS c
+SELECT c.row_id, {", ".join(f"c.{column}" for column in _ACCESS_COLUMNS)}, {", ".join(f"t.{column}" for column in _TEXT_COLUMNS)}
+FROM chunks AS c JOIN chunk_texts AS t ON t.row_id = c.row_id
 WHERE c.row_id IN (SELECT value FROM json_each(:row_ids)) AND {_IN_SCOPE}
 """
 
-_UPSERT = f"""
-INSERT INTO chunks ({", ".join(_CHUNK_COLUMNS)}, scope_token, vector)
-VALUES ({", ".join(f":{column}" for column in _CHUNK_COLUMNS)}, :scope_token, :vector)
-ON CONFLICT (chunk_id) DO UPDATE SET
-    {", ".join(f"{column} = excluded.{column}" for column in (*_CHUNK_COLUMNS[1:], "scope_token", "vector"))}
+_STORED_CHUNK = f"""
+SELECT c.row_id, {", ".join(f"c.{column}" for column in _ACCESS_COLUMNS)}, {", ".join(f"t.{column}" for column in _TEXT_COLUMNS)}, v.vector
+FROM chunks AS c JOIN chunk_texts AS t ON t.row_id = c.row_id JOIN chunk_vectors AS v ON v.row_id = c.row_id
+WHERE c.chunk_id = ?
 """
+
+_INSERT_CHUNK = f"INSERT INTO chunks ({', '.join(_ACCESS_COLUMNS)}) VALUES ({', '.join('?' for _ in _ACCESS_COLUMNS)})"
 
 _BUMP_VERSION = """
 INSERT INTO workspace_versions (org_id, workspace_id, version) VALUES (?, ?, 1)
@@ -135,6 +146,13 @@ ON CONFLICT (org_id, workspace_id) DO UPDATE SET version = version + 1
 """
 
 _WORD = re.compile(r"[^\W_]+")
+# Elasticsearch's `_english_` stop words (Lucene's EnglishAnalyzer set), dropped from queries only:
+# they match nearly every chunk, cost most of the BM25 time and add almost nothing to the ranking.
+# A query made only of them is searched as it is.
+ENGLISH_STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these they"
+    " this to was will with".split()
+)
 
 
 def scope_token(org_id: str, workspace_id: str) -> str:
@@ -151,10 +169,11 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
     """An FTS5 MATCH expression for plain user text: any of its words, within the scope token.
 
     User text is never FTS5 syntax: each word (letters and digits only) becomes a quoted string,
-    so `NEAR`, `AND`, `*`, `-`, `^`, `:`, quotes and parentheses are words or nothing. None when
-    the text has no words.
+    so `NEAR`, `AND`, `*`, `-`, `^`, `:`, quotes and parentheses are words or nothing. Stop words
+    are left out unless nothing else is left. None when the text has no words.
     """
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_QUERY_WORDS]
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))
+    words = ([word for word in words if word not in ENGLISH_STOP_WORDS] or words)[:MAX_QUERY_WORDS]
     if not words:
         return None
     any_word = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
@@ -163,55 +182,120 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class _WorkspaceVectors:
-    """One workspace's vectors as a matrix, with the columns the scope filter needs, as of `version`."""
+    """One workspace's vectors as a matrix, with the columns the scope filter needs, as of `version`.
+
+    Rows [0, size) of the buffers are this version's; a later version may append rows past
+    `size` into the same buffers (never touching these), so catching up after a write copies
+    nothing. Deleted rows stay in place, masked out by `live`, until they are a quarter of all.
+    """
 
     version: int
-    row_ids: np.ndarray  # int64 (n,)
-    matrix: np.ndarray  # float32 (n, d), rows L2-normalised
-    shared: np.ndarray  # bool (n,): acl == "workspace"
-    owner_codes: np.ndarray  # int32 (n,), codes of owner_ids
+    size: int
+    row_ids: np.ndarray  # int64 (capacity,), ascending in [0, size)
+    matrix: np.ndarray  # float32 (capacity, d), rows L2-normalised
+    shared: np.ndarray  # bool (capacity,): acl == "workspace"
+    owner_codes: np.ndarray  # int32 (capacity,), codes of owner_ids
+    file_codes: np.ndarray  # int32 (capacity,), codes of file_ids
+    live: np.ndarray  # bool (size,): False once the chunk is deleted
     owner_code_by_id: dict[str, int]
-    file_codes: np.ndarray  # int32 (n,), codes of file_ids
     file_code_by_id: dict[str, int]
 
     @classmethod
-    def load(cls, connection: sqlite3.Connection, *, org_id: str, workspace_id: str, version: int, dimensions: int) -> _WorkspaceVectors:
-        rows = connection.execute(
-            "SELECT row_id, owner_id, acl, file_id, vector FROM chunks WHERE org_id = ? AND workspace_id = ? ORDER BY row_id",
-            (org_id, workspace_id),
-        ).fetchall()
-        owner_code_by_id: dict[str, int] = {}
-        file_code_by_id: dict[str, int] = {}
-        owner_codes = np.fromiter((owner_code_by_id.setdefault(row[1], len(owner_code_by_id)) for row in rows), np.int32, len(rows))
-        file_codes = np.fromiter((file_code_by_id.setdefault(row[3], len(file_code_by_id)) for row in rows), np.int32, len(rows))
-        matrix = np.frombuffer(b"".join(row[4] for row in rows), dtype=np.float32).reshape(len(rows), dimensions)
+    def empty(cls, dimensions: int) -> _WorkspaceVectors:
+        return cls._allocate(version=0, capacity=0, dimensions=dimensions, owner_code_by_id={}, file_code_by_id={})
+
+    @classmethod
+    def _allocate(
+        cls, *, version: int, capacity: int, dimensions: int, owner_code_by_id: dict[str, int], file_code_by_id: dict[str, int]
+    ) -> _WorkspaceVectors:
         return cls(
             version=version,
-            row_ids=np.fromiter((row[0] for row in rows), np.int64, len(rows)),
-            matrix=matrix,
-            shared=np.fromiter((row[2] == "workspace" for row in rows), bool, len(rows)),
-            owner_codes=owner_codes,
+            size=0,
+            row_ids=np.empty(capacity, np.int64),
+            matrix=np.empty((capacity, dimensions), np.float32),
+            shared=np.empty(capacity, bool),
+            owner_codes=np.empty(capacity, np.int32),
+            file_codes=np.empty(capacity, np.int32),
+            live=np.empty(0, bool),
             owner_code_by_id=owner_code_by_id,
-            file_codes=file_codes,
             file_code_by_id=file_code_by_id,
         )
 
+    def catch_up(self, connection: sqlite3.Connection, *, org_id: str, workspace_id: str, version: int) -> _WorkspaceVectors:
+        """This workspace as of `version` (the connection's snapshot): rows added since, rows gone since."""
+        highest = int(self.row_ids[self.size - 1]) if self.size else 0
+        live = self.live
+        (remaining,) = connection.execute(
+            "SELECT count(*) FROM chunks WHERE org_id = ? AND workspace_id = ? AND row_id <= ?", (org_id, workspace_id, highest)
+        ).fetchone()
+        if remaining != int(np.count_nonzero(live)):
+            remaining_ids = np.fromiter(
+                itertools.chain.from_iterable(connection.execute(
+                    "SELECT row_id FROM chunks WHERE org_id = ? AND workspace_id = ? AND row_id <= ?", (org_id, workspace_id, highest)
+                )),
+                np.int64,
+            )
+            live = live & np.isin(self.row_ids[: self.size], remaining_ids, assume_unique=True)
+        added = connection.execute(
+            "SELECT c.row_id, c.owner_id, c.acl, c.file_id, v.vector FROM chunks AS c JOIN chunk_vectors AS v ON v.row_id = c.row_id"
+            " WHERE c.org_id = ? AND c.workspace_id = ? AND c.row_id > ? ORDER BY c.row_id",
+            (org_id, workspace_id, highest),
+        ).fetchall()
+        base = self
+        live_count = int(np.count_nonzero(live))
+        if self.size + len(added) > len(self.row_ids) or live_count < 0.75 * self.size:
+            base = self._compacted(live, live_count, extra=len(added))
+            live = np.ones(base.size, bool)
+        owner_code_by_id = dict(base.owner_code_by_id)
+        file_code_by_id = dict(base.file_code_by_id)
+        start, end = base.size, base.size + len(added)
+        if added:
+            base.row_ids[start:end] = [row[0] for row in added]
+            base.matrix[start:end] = np.frombuffer(b"".join(row[4] for row in added), np.float32).reshape(len(added), -1)
+            base.shared[start:end] = [row[2] == "workspace" for row in added]
+            base.owner_codes[start:end] = [owner_code_by_id.setdefault(row[1], len(owner_code_by_id)) for row in added]
+            base.file_codes[start:end] = [file_code_by_id.setdefault(row[3], len(file_code_by_id)) for row in added]
+        return replace(
+            base,
+            version=version,
+            size=end,
+            live=np.concatenate([live, np.ones(len(added), bool)]),
+            owner_code_by_id=owner_code_by_id,
+            file_code_by_id=file_code_by_id,
+        )
+
+    def _compacted(self, live: np.ndarray, live_count: int, *, extra: int) -> _WorkspaceVectors:
+        """The live rows in new buffers with room for `extra` more (and a quarter to spare)."""
+        needed = live_count + extra
+        compact = self._allocate(
+            version=self.version,
+            capacity=needed + needed // 4 + 256,
+            dimensions=self.matrix.shape[1],
+            owner_code_by_id=self.owner_code_by_id,
+            file_code_by_id=self.file_code_by_id,
+        )
+        kept = np.flatnonzero(live)
+        for name in ("row_ids", "matrix", "shared", "owner_codes", "file_codes"):
+            np.take(getattr(self, name), kept, axis=0, out=getattr(compact, name)[:live_count])
+        return replace(compact, size=live_count)
+
     def rank(self, scope: SearchScope, query: np.ndarray, *, window: int) -> list[int]:
         """Row ids of the `window` visible chunks most similar to `query`, best first."""
-        visible = self.shared | (self.owner_codes == self.owner_code_by_id.get(scope.user_id, -1))
+        size = self.size
+        visible = self.live & (self.shared[:size] | (self.owner_codes[:size] == self.owner_code_by_id.get(scope.user_id, -1)))
         if scope.file_ids is not None:
             wanted = [self.file_code_by_id[file_id] for file_id in scope.file_ids if file_id in self.file_code_by_id]
-            visible &= np.isin(self.file_codes, wanted)
+            visible &= np.isin(self.file_codes[:size], wanted)
         candidates = np.flatnonzero(visible)
         if candidates.size == 0:
             return []
         # Only candidates are ranked. For a small share, multiply just their rows; for most of
         # the matrix, one pass over all of it is cheaper than copying the rows out first (the
         # scores of the others are computed and dropped unread).
-        if candidates.size * 4 < len(self.row_ids):
+        if candidates.size * 4 < size:
             scores = self.matrix[candidates] @ query
         else:
-            scores = (self.matrix @ query)[candidates]
+            scores = (self.matrix[:size] @ query)[candidates]
         top = min(window, candidates.size)
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
@@ -282,21 +366,27 @@ class _Generation:
     def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
         rows = [self._row(chunk) for chunk in chunks]
         with self.writing() as connection:
-            touched = {(row["org_id"], row["workspace_id"]) for row in rows}
-            for row in rows:  # a chunk that moves also changes the workspace it leaves
-                previous = connection.execute(
-                    "SELECT org_id, workspace_id FROM chunks WHERE chunk_id = ?", (row["chunk_id"],)
-                ).fetchone()
-                if previous is not None:
-                    touched.add(previous)
-            connection.executemany(_UPSERT, rows)
+            touched: set[tuple[str, str]] = set()
+            for row in rows:
+                stored = connection.execute(_STORED_CHUNK, (row["chunk_id"],)).fetchone()
+                if stored is not None:
+                    if stored[1:] == tuple(row[column] for column in (*_CHUNK_COLUMNS, "vector")):
+                        continue  # a redelivery: nothing changes, caches stay valid
+                    connection.execute("DELETE FROM chunks WHERE row_id = ?", (stored[0],))
+                    touched.add((stored[3], stored[4]))  # a chunk that moves changes the workspace it leaves
+                row_id = connection.execute(_INSERT_CHUNK, tuple(row[column] for column in _ACCESS_COLUMNS)).lastrowid
+                connection.execute(
+                    "INSERT INTO chunk_texts (row_id, title, location, text, scope_token) VALUES (?, ?, ?, ?, ?)",
+                    (row_id, row["title"], row["location"], row["text"], scope_token(row["org_id"], row["workspace_id"])),
+                )
+                connection.execute("INSERT INTO chunk_vectors (row_id, vector) VALUES (?, ?)", (row_id, row["vector"]))
+                touched.add((row["org_id"], row["workspace_id"]))
             connection.executemany(_BUMP_VERSION, sorted(touched))
 
-    def _row(self, chunk: IndexedChunk) -> dict[str, object]:
+    def _row(self, chunk: IndexedChunk) -> dict[str, Any]:
         if chunk.acl not in ("workspace", "owner"):
             raise ValueError(f"chunk {chunk.chunk_id}: unknown acl {chunk.acl!r}")
-        row: dict[str, object] = {column: getattr(chunk, column) for column in _CHUNK_COLUMNS}
-        row["scope_token"] = scope_token(chunk.org_id, chunk.workspace_id)
+        row: dict[str, Any] = {column: getattr(chunk, column) for column in _CHUNK_COLUMNS}
         row["vector"] = _unit_vector(chunk.vector, self.dimensions, what=f"chunk {chunk.chunk_id}").tobytes()
         return row
 
@@ -376,17 +466,18 @@ class _Generation:
             if cached is not None and cached.version == version:
                 self._vectors.move_to_end(key)
                 return cached
-            loaded = _WorkspaceVectors.load(
-                connection, org_id=org_id, workspace_id=workspace_id, version=version, dimensions=self.dimensions
-            )
-            if cached is None or cached.version < version:  # a reader on an older snapshot keeps the newer entry
+            # Row ids only grow, so a cache from an older version catches up incrementally; one
+            # from a newer version (this reader's snapshot is older) cannot go back: read afresh.
+            start = cached if cached is not None and cached.version < version else _WorkspaceVectors.empty(self.dimensions)
+            loaded = start.catch_up(connection, org_id=org_id, workspace_id=workspace_id, version=version)
+            if cached is None or cached.version < version:
                 self._vectors[key] = loaded
                 self._vectors.move_to_end(key)
                 self._evict()
             return loaded
 
     def _evict(self) -> None:
-        held = sum(len(entry.row_ids) for entry in self._vectors.values())
+        held = sum(len(entry.row_ids) for entry in self._vectors.values())  # capacity: what memory holds
         while held > self._max_cached_vectors and len(self._vectors) > 1:
             _, evicted = self._vectors.popitem(last=False)
             held -= len(evicted.row_ids)

@@ -1,0 +1,227 @@
+"""Search speed of the embedded index (SQLite FTS5 + exact cosine, RRF) at 10k and 100k chunks.
+
+The corpus is real English prose: sentences from the licence texts in /usr/share/common-licenses
+and from the docstrings of Python's standard library, drawn at random (fixed seed) into chunks of
+4-9 sentences under made-up file titles. All chunks sit in the one workspace the queries search
+(the worst case: every chunk is a candidate), and 10% of them are owner-only chunks of other
+users, so the ACL filter has work to do.
+
+Vectors: the first `--real-vectors` chunks (default 10,000) and every query are embedded with
+all-MiniLM-L6-v2. Chunks beyond that get random unit vectors: embedding 100k chunks on a 2-core
+CPU takes over 10 minutes, and exact cosine costs the same whatever the values. The 100k corpus
+starts with the 10k one, so its real part is the same.
+
+Queries: 4-8 consecutive words of a corpus sentence. For each size: build time, the first query
+(it reads the workspace's vectors into memory), then latency over `--queries` queries per mode
+(hybrid, bm25, vector, and hybrid scoped to three files), one at a time. Prints JSON and writes it
+to benchmarks/results/search_speed-<date>.json (or --out).
+
+    .venv/bin/python benchmarks/search_speed.py [--sizes 10000 100000] [--queries 300] [--out path]
+"""
+
+import argparse
+import ast
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import sqlite3
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from projections.search.embedded import EmbeddedSearchIndex
+from projections.search.embedding import MiniLMEmbedder
+from projections.search.index import IndexedChunk, SearchScope
+
+ORG, WORKSPACE, USER = "org_bench", "ws_bench", "user_bench"
+CHUNKS_PER_FILE = 40
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def corpus_sentences() -> list[str]:
+    """Distinct English sentences of 6-60 words from the licence texts and the stdlib's docstrings."""
+    texts = [path.read_text(errors="replace") for path in sorted(Path("/usr/share/common-licenses").glob("*")) if path.is_file()]
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(errors="replace"))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                docstring = ast.get_docstring(node)
+                if docstring:
+                    texts.append(docstring)
+    sentences = []
+    for text in texts:
+        for sentence in _SENTENCE_END.split(" ".join(text.split())):
+            if 6 <= len(sentence.split()) <= 60:
+                sentences.append(sentence)
+    return list(dict.fromkeys(sentences))
+
+
+def chunk_texts(sentences: list[str], count: int, seed: int) -> list[str]:
+    generator = random.Random(seed)
+    return [" ".join(generator.choices(sentences, k=generator.randint(4, 9))) for _ in range(count)]
+
+
+def random_unit_vectors(count: int, dimensions: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dimensions), dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def chunks_for(texts: list[str], vectors: np.ndarray, seed: int) -> list[IndexedChunk]:
+    generator = random.Random(seed)
+    chunks = []
+    for position, (text, vector) in enumerate(zip(texts, vectors)):
+        file_number = position // CHUNKS_PER_FILE
+        owner_only = generator.random() < 0.10
+        chunks.append(
+            IndexedChunk(
+                chunk_id=f"chunk-{position:07d}",
+                file_id=f"file-{file_number:05d}",
+                org_id=ORG,
+                workspace_id=WORKSPACE,
+                owner_id=f"user-{generator.randrange(50)}" if owner_only else USER,
+                acl="owner" if owner_only else "workspace",
+                title=f"Document {file_number}",
+                location=f"page {position % CHUNKS_PER_FILE // 4 + 1}",
+                ordinal=position % CHUNKS_PER_FILE,
+                text=text,
+                vector=vector,
+            )
+        )
+    return chunks
+
+
+def query_texts(sentences: list[str], count: int, seed: int) -> list[str]:
+    generator = random.Random(seed)
+    queries = []
+    for sentence in generator.sample(sentences, count):
+        words = sentence.split()
+        length = generator.randint(4, 8)
+        start = generator.randrange(max(1, len(words) - length))
+        queries.append(" ".join(words[start : start + length]))
+    return queries
+
+
+def summary(latencies_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_ms)
+
+    def percentile(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))], 2)
+
+    return {
+        "p50_ms": percentile(0.50),
+        "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+async def measure_size(
+    size: int, texts: list[str], vectors: np.ndarray, queries: list[str], query_vectors: np.ndarray, data_dir: Path
+) -> dict:
+    chunks = chunks_for(texts[:size], vectors[:size], seed=7)
+    index = EmbeddedSearchIndex(directory=data_dir / f"index-{size}")
+    await index.start()
+    try:
+        started = time.perf_counter()
+        for batch in range(0, size, 1000):
+            await index.upsert(chunks[batch : batch + 1000])
+        build_s = time.perf_counter() - started
+        scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER)
+        started = time.perf_counter()
+        await index.search(scope, text=queries[0], vector=query_vectors[0], limit=10)
+        first_query_ms = (time.perf_counter() - started) * 1000
+
+        file_count = (size + CHUNKS_PER_FILE - 1) // CHUNKS_PER_FILE
+        generator = random.Random(11)
+        modes: dict[str, dict] = {}
+        for label, mode, scoped in (("hybrid", "hybrid", False), ("bm25", "bm25", False), ("vector", "vector", False),
+                                    ("hybrid_3_files", "hybrid", True)):
+            latencies = []
+            hits_returned = []
+            for query, query_vector in zip(queries, query_vectors):
+                query_scope = scope
+                if scoped:
+                    files = tuple(f"file-{number:05d}" for number in generator.sample(range(file_count), 3))
+                    query_scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER, file_ids=files)
+                started = time.perf_counter()
+                hits = await index.search(query_scope, text=query, vector=query_vector, limit=10, mode=mode)
+                latencies.append((time.perf_counter() - started) * 1000)
+                hits_returned.append(len(hits))
+            modes[label] = {**summary(latencies), "mean_hits": round(statistics.fmean(hits_returned), 2)}
+        database = data_dir / f"index-{size}" / index.generation
+        return {
+            "chunks": size,
+            "build_s": round(build_s, 2),
+            "build_chunks_per_s": round(size / build_s),
+            "database_mib": round(database.stat().st_size / 2**20, 1),
+            "first_query_ms (loads the workspace's vectors)": round(first_query_ms, 1),
+            "queries_per_mode": len(queries),
+            "latency": modes,
+        }
+    finally:
+        await index.close()
+
+
+async def run(arguments: argparse.Namespace) -> dict:
+    sentences = corpus_sentences()
+    largest = max(arguments.sizes)
+    texts = chunk_texts(sentences, largest, seed=3)
+    queries = query_texts(sentences, arguments.queries, seed=5)
+    real = min(arguments.real_vectors, largest)
+
+    embedder = MiniLMEmbedder(batch_size=64)
+    started = time.perf_counter()
+    await embedder.start()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    real_vectors = await embedder.embed(texts[:real])
+    embed_s = time.perf_counter() - started
+    query_vectors = await embedder.embed(queries)
+    await embedder.close()
+    vectors = np.concatenate([real_vectors, random_unit_vectors(largest - real, real_vectors.shape[1], seed=9)])
+
+    with tempfile.TemporaryDirectory(prefix="turnlog-search-bench-") as data_dir:
+        sizes = [await measure_size(size, texts, vectors, queries, query_vectors, Path(data_dir)) for size in sorted(arguments.sizes)]
+    return {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, numpy {np.__version__}",
+        "corpus": f"{len(sentences)} distinct sentences (common-licenses + stdlib docstrings), 4-9 per chunk, "
+        f"{CHUNKS_PER_FILE} chunks per file, all in one workspace, 10% owner-only chunks of other users",
+        "vectors": f"the first {real} chunks and all queries embedded with all-MiniLM-L6-v2 ({embed_s:.0f} s for {real} chunks, "
+        f"{real / embed_s:.0f} chunks/s; model load {load_s:.1f} s); the other chunks have random unit vectors "
+        "(embedding 100k chunks on this CPU takes over 10 minutes; exact cosine costs the same whatever the values)",
+        "queries": "4-8 consecutive words of a corpus sentence; limit 10; one query at a time",
+        "sizes": sizes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--real-vectors", type=int, default=10_000, help="chunks embedded with the real model")
+    parser.add_argument("--out", type=Path)
+    arguments = parser.parse_args()
+    result = asyncio.run(run(arguments))
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = arguments.out or Path(__file__).with_name("results") / f"search_speed-{result['date']}.json"
+    out.write_text(text + "\n")
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
