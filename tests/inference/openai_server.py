@@ -50,6 +50,7 @@ class Behaviour:
     end_body_after_tokens: int | None = None  # end the body cleanly after this many tokens, with no [DONE]
     drop_connection_after_tokens: int | None = None  # fail the response mid-body: the connection drops
     api_key: str | None = None
+    send_usage: bool = True  # False: ignore stream_options, as some servers do
 
 
 @dataclass
@@ -200,8 +201,8 @@ class _CompletionStream:
         self.cached_tokens = cached_tokens
         self.cut_short = cut_short
         stream_options = record.body.get("stream_options") or {}
-        self.include_usage = bool(stream_options.get("include_usage"))
-        self.continuous_usage = bool(stream_options.get("continuous_usage_stats"))
+        self.include_usage = behaviour.send_usage and bool(stream_options.get("include_usage"))
+        self.continuous_usage = behaviour.send_usage and bool(stream_options.get("continuous_usage_stats"))
         self.created = int(time.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
