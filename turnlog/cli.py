@@ -19,7 +19,11 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
     parser.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
     parser.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
-    parser.add_argument("--engine", choices=["cpu", "scripted"], default=_env("ENGINE", "cpu"))
+    parser.add_argument("--engine", choices=["cpu", "scripted", "sglang", "openai-compatible"], default=_env("ENGINE", "cpu"))
+    parser.add_argument("--engine-url", default=_env("ENGINE_URL"), help="openai-compatible engine: the server's API root")
+    parser.add_argument(
+        "--engine-model", default=_env("ENGINE_MODEL"), help="sglang: model path; openai-compatible: served model name"
+    )
     parser.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
     parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
     parser.add_argument("--max-output-tokens", type=int, default=256)
@@ -34,6 +38,9 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         store_url=arguments.store,
         roles=roles,
         engine=arguments.engine,
+        engine_url=arguments.engine_url,
+        engine_model=arguments.engine_model,
+        engine_api_key=_env("ENGINE_API_KEY"),  # environment only: a flag would show in `ps`
         token_delay_ms=arguments.token_delay_ms,
         answer_tokens=arguments.answer_tokens,
         max_output_tokens=arguments.max_output_tokens,

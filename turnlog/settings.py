@@ -18,7 +18,10 @@ class Settings:
     log_url: str | None = None  # default: sqlite:///<data_dir>/log.db
     store_url: str | None = None  # default: chdb:///<data_dir>/read-models
     roles: tuple[str, ...] = PROCESSOR_ROLES
-    engine: str = "cpu"  # cpu | scripted
+    engine: str = "cpu"  # cpu | scripted | sglang | openai-compatible
+    engine_url: str | None = None  # openai-compatible: the server's API root, e.g. http://sglang:30000/v1
+    engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
+    engine_api_key: str | None = None  # openai-compatible, optional: sent as a bearer token
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only
     max_output_tokens: int = 256

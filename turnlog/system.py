@@ -75,7 +75,21 @@ def build_engine(settings: Settings) -> InferenceEngine:
         from inference.cpu import CpuEngine  # imports torch: only when asked for
 
         return CpuEngine()
-    raise ValueError(f"unknown engine {settings.engine!r}; choose cpu or scripted")
+    if settings.engine == "sglang":
+        from inference.sglang import SglangEngine  # imports sglang only when started
+
+        if not settings.engine_model:
+            raise ValueError("the sglang engine needs --engine-model (a model path, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
+        return SglangEngine(model_path=settings.engine_model)
+    if settings.engine == "openai-compatible":
+        from inference.openai_compatible import OpenAICompatibleEngine
+
+        if not settings.engine_url or not settings.engine_model:
+            raise ValueError("the openai-compatible engine needs --engine-url and --engine-model")
+        return OpenAICompatibleEngine(
+            base_url=settings.engine_url, model=settings.engine_model, api_key=settings.engine_api_key
+        )
+    raise ValueError(f"unknown engine {settings.engine!r}; choose cpu, scripted, sglang or openai-compatible")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,1 @@
+"""Document ingestion: detecting, extracting and chunking uploaded documents (the pure parts and their ports)."""
