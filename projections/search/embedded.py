@@ -161,7 +161,7 @@ def scope_token(org_id: str, workspace_id: str) -> str:
     Hex between a letter and a digit: the unicode61 tokenizer keeps it whole, and no Porter rule
     (all suffix rules on letters) rewrites a token that ends in a digit.
     """
-    digest = hashlib.blake2b(f"{org_id}\x00{workspace_id}".encode(), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(json.dumps([org_id, workspace_id]).encode(), digest_size=16).hexdigest()
     return f"w{digest}0"
 
 

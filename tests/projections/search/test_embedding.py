@@ -1,0 +1,60 @@
+"""The MiniLM embedder: real all-MiniLM-L6-v2 on the CPU, loaded once for the session."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from projections.search.embedding import MINILM_DIMENSIONS, MiniLMEmbedder, load_minilm_tokenizer
+
+
+async def test_vectors_are_float32_unit_rows_in_input_order(embedder: MiniLMEmbedder) -> None:
+    texts = ["The invoice is due in thirty days.", "Cats sleep most of the day.", "Reset your password in settings."]
+    vectors = await embedder.embed(texts)
+    assert embedder.dimensions == MINILM_DIMENSIONS == 384
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = await embedder.embed([texts[1]])
+    np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)
+
+
+async def test_texts_that_mean_the_same_are_closer_than_unrelated_ones(embedder: MiniLMEmbedder) -> None:
+    holiday, vacation, firmware = await embedder.embed(
+        ["How many days of holiday do staff get each year?", "Employees accrue 25 vacation days per calendar year.",
+         "Flash the router firmware over the serial console."]
+    )
+    assert holiday @ vacation > 0.5 > holiday @ firmware
+
+
+async def test_no_texts_no_vectors(embedder: MiniLMEmbedder) -> None:
+    assert (await embedder.embed([])).shape == (0, 384)
+
+
+async def test_the_event_loop_keeps_running_while_a_batch_is_embedded(embedder: MiniLMEmbedder) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await embedder.embed(["a longer paragraph about search indexes and their tenants " * 20] * 32)
+    finally:
+        ticker.cancel()
+    assert ticks >= 3
+
+
+def test_the_tokenizer_is_the_model_s_own(embedder: MiniLMEmbedder) -> None:
+    tokenizer = load_minilm_tokenizer()
+    text = "Tokenisation counts word pieces: unbelievably, 42 of them."
+    assert tokenizer(text)["input_ids"] == embedder.tokenizer(text)["input_ids"]
+    assert tokenizer.tokenize("Tokenisation counts word pieces") == ["token", "##isation", "counts", "word", "pieces"]
+    assert embedder.max_tokens == 256
+
+
+async def test_an_embedder_that_is_not_started_refuses() -> None:
+    with pytest.raises(RuntimeError):
+        await MiniLMEmbedder().embed(["text"])
