@@ -55,23 +55,26 @@ class TextDeltas:
     def __init__(self, *, incremental: bool = False) -> None:
         self._incremental = incremental
         self._seen = ""  # the engine's whole text so far
-        self._emitted = ""  # the part of it already handed out
+        self._basis = ""  # the text as of the last take: what the handed-out offset counts in
+        self._handed_out = 0  # characters of it handed out
+        self._text = ""
         self.revisions = 0
 
     @property
     def text(self) -> str:
-        return self._emitted
+        """Everything handed out so far."""
+        return self._text
 
     def take(self, text: str | None, *, final: bool = False) -> str:
         if text is not None:
             self._seen = self._seen + text if self._incremental else text
         visible = self._seen if final else self._seen.rstrip(_REPLACEMENT_CHARACTER)
-        if visible.startswith(self._emitted):
-            delta = visible[len(self._emitted) :]
-        else:
+        if not visible.startswith(self._basis[: self._handed_out]):
             self.revisions += 1
-            delta = visible[len(self._emitted) :]
-        self._emitted += delta
+        delta = visible[self._handed_out :]
+        self._handed_out += len(delta)
+        self._basis = visible
+        self._text += delta
         return delta
 
 

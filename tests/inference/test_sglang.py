@@ -96,7 +96,8 @@ def test_revised_text_is_never_handed_out_twice() -> None:
     other = TextDeltas()
     assert other.take("abX") == "abX"
     assert other.take("abcd") == "d"  # taken from the same offset, as SGLang's own server does
-    assert other.revisions == 1
+    assert other.take("abcde") == "e"  # one revision, counted once
+    assert (other.revisions, other.text) == (1, "abXde")
 
 
 def test_incremental_streams_pass_their_pieces_through() -> None:
