@@ -15,6 +15,7 @@ import asyncio
 import fnmatch
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ class RecordingElasticsearch:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.indices: dict[str, _Index] = {}
+        # (method, path) -> what another client does just before this request is answered (once):
+        # replays races between processes deterministically.
+        self.interpose: dict[tuple[str, str], Callable[[], None]] = {}
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task | None = None
         self._socket: socket.socket | None = None
@@ -78,6 +82,10 @@ class RecordingElasticsearch:
     def calls(self, method: str | None = None, path_suffix: str = "") -> list[RecordedRequest]:
         return [r for r in self.requests if (method is None or r.method == method) and r.path.endswith(path_suffix)]
 
+    def create_index(self, name: str, *, aliases: tuple[str, ...] = ()) -> None:
+        """An index made by someone else (another process, an operator)."""
+        self.indices[name] = _Index(body={}, aliases=set(aliases))
+
     def aliased(self, alias: str) -> list[str]:
         return [name for name, index in self.indices.items() if alias in index.aliases]
 
@@ -94,6 +102,8 @@ class RecordingElasticsearch:
         path = "/" + request.path_params["path"]
         self.requests.append(RecordedRequest(method=request.method, path=path, params=dict(request.query_params), body=body))
         parts = [part for part in path.split("/") if part]
+        if (meddle := self.interpose.pop((request.method, path), None)) is not None:
+            meddle()
         status, answer = self._answer(request.method, parts, dict(request.query_params), body)
         if request.method == "HEAD":
             return Response(status_code=status, headers=_HEADERS)
@@ -112,6 +122,8 @@ class RecordingElasticsearch:
                     for name, index in self.indices.items()
                     if fnmatch.fnmatchcase(name, pattern)
                 }
+            case ("PUT" | "POST", ["_bulk"]):
+                return self._bulk(body, require_alias=params.get("require_alias") == "true")
             case ("PUT", [name]):
                 if name in self.indices:
                     return 400, _error("resource_already_exists_exception", f"index [{name}] already exists", 400)
@@ -128,8 +140,6 @@ class RecordingElasticsearch:
                 return 200, {"acknowledged": True}
             case ("POST" | "GET", [name, "_refresh"]):
                 return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
-            case ("PUT" | "POST", ["_bulk"]):
-                return self._bulk(body, require_alias=params.get("require_alias") == "true")
             case ("POST" | "GET", [target, "_count"]):
                 documents = self._documents(target)
                 if documents is None:
