@@ -38,7 +38,7 @@ DEFAULT_OVERLAP_TOKENS = 40
 # Where a piece may be cut, most preferred first; each pattern ends where the next piece starts.
 _STRUCTURE = (
     re.compile(r"\n[ \t\f\v]*\n\s*"),  # a blank line: paragraphs
-    re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+"),  # sentence ends
+    re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|(?<=[。！？])[」』”’）]*\s*"),  # sentence ends (CJK ones need no space)
     re.compile(r"\n\s*"),  # line breaks
     re.compile(r"\s+"),  # words
 )

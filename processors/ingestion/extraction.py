@@ -65,7 +65,14 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # Acrobat accepts the header anywhere in the first 1024 bytes (junk before it is common).
 _PDF_HEADER_WINDOW = 1024
 _TITLE_MAX_CHARS = 200
-_UNICODE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# UTF-32's little-endian mark begins with UTF-16's, so it is tried first.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 # -- results and errors --------------------------------------------------------------------------
@@ -136,8 +143,10 @@ def detect_media_type(filename: str | None, declared_content_type: str | None, h
             declared_content_type=declared_content_type,
         )
 
-    if b"%PDF-" in head_bytes[:_PDF_HEADER_WINDOW]:
+    if head_bytes.startswith(b"%PDF-"):
         return MediaType.PDF
+    if b"%PDF-" in head_bytes[:_PDF_HEADER_WINDOW] and _EXTENSIONS.get(extension, MediaType.PDF) in _BINARY_FORMATS:
+        return MediaType.PDF  # junk before the header; but a note.md that merely mentions "%PDF-" stays Markdown
     if head_bytes.startswith(_ZIP_MAGIC):
         if says_docx or _zip_holds_word_document(head_bytes):
             return MediaType.DOCX
@@ -234,7 +243,7 @@ def _extract_pdf(data: bytes) -> ExtractedDocument:
         return ExtractionFailed(media_type=MediaType.PDF, reason=reason)
 
     if not data.strip():
-        raise failed("the PDF is empty (0 bytes of content)")
+        raise failed("the PDF is empty")
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         try:
@@ -367,8 +376,8 @@ _CELL_SEPARATORS = re.compile(r"(?: ?\| ?)+")
 
 
 def _extract_html(data: bytes) -> ExtractedDocument:
-    _reject_binary(data, MediaType.HTML)
-    soup = _soup(data)
+    _text_or_refuse(data, MediaType.HTML)
+    soup = _soup(data)  # the bytes, not our decoding: bs4 honours the page's own <meta charset>
     page_title = _title(soup.title.get_text()) if soup.title is not None else None
     sections = _SectionBuilder()
     _add_html(soup, sections)
@@ -443,9 +452,7 @@ def _add_html(soup, sections: _SectionBuilder) -> None:
 def _extract_markdown(data: bytes) -> ExtractedDocument:
     from markdown_it import MarkdownIt
 
-    _reject_binary(data, MediaType.MARKDOWN)
-    text = _decode_text(data, final=True) or ""
-    front_matter_title, text = _split_front_matter(text)
+    front_matter_title, text = _split_front_matter(_text_or_refuse(data, MediaType.MARKDOWN))
     parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     sections = _SectionBuilder()
     tokens = parser.parse(text)
@@ -511,8 +518,7 @@ def _split_front_matter(text: str) -> tuple[str | None, str]:
 
 
 def _extract_text(data: bytes) -> ExtractedDocument:
-    _reject_binary(data, MediaType.TEXT)
-    text = _decode_text(data, final=True) or ""
+    text = _text_or_refuse(data, MediaType.TEXT)
     sections = _SectionBuilder()
     for paragraph in re.split(r"\n[ \t\f\v]*\n", _clean_text(text)):
         sections.paragraph(paragraph)
@@ -601,15 +607,8 @@ def _decode_text(data: bytes, *, final: bool) -> str | None:
 
     With `final=False` the bytes are a head of the file, which may end inside a UTF-8 sequence.
     """
-    for bom in _UNICODE_BOMS:
-        if data.startswith(bom):
-            encoding = {
-                codecs.BOM_UTF32_LE: "utf-32",
-                codecs.BOM_UTF32_BE: "utf-32",
-                codecs.BOM_UTF8: "utf-8-sig",
-                codecs.BOM_UTF16_LE: "utf-16",
-                codecs.BOM_UTF16_BE: "utf-16",
-            }[bom]
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
             try:
                 return codecs.getincrementaldecoder(encoding)().decode(data, final=final)
             except UnicodeDecodeError:
@@ -629,10 +628,12 @@ def _looks_binary(text: str) -> bool:
     return controls > max(2, len(text) // 100)
 
 
-def _reject_binary(data: bytes, media_type: MediaType) -> None:
+def _text_or_refuse(data: bytes, media_type: MediaType) -> str:
+    """The decoded text of a text format's file; `ExtractionFailed` if the bytes are not text at all."""
     text = _decode_text(data, final=True)
     if text is None or _looks_binary(text):
         raise ExtractionFailed(
             media_type=media_type,
             reason=f"the file is not a {_label(media_type)}: it holds binary data, not text",
         )
+    return text

@@ -114,6 +114,12 @@ def test_a_long_paragraph_is_cut_at_sentence_ends() -> None:
     assert all(chunk.text.endswith(".") for chunk in chunks)
 
 
+def test_cjk_sentences_end_without_a_space(wordpiece) -> None:
+    sentence = "\u6211\u4eec\u7684\u4ea7\u54c1\u5728\u4e9a\u6d32\u5e02\u573a\u9500\u552e\u826f\u597d\u3002"  # 14 + 1 tokens
+    chunks = chunks_of(sentence * 6, wordpiece, max_tokens=40, overlap_tokens=0)
+    assert [chunk.text for chunk in chunks] == [sentence * 2] * 3
+
+
 def test_a_long_sentence_is_cut_between_words() -> None:
     text = words(100)
     chunks = chunks_of(text, WordTokenizer(), max_tokens=30, overlap_tokens=0)

@@ -26,6 +26,7 @@ def test_a_pdf_is_known_by_its_bytes_whatever_its_name_or_declared_type(report_p
     assert detect_media_type("report.txt", "text/plain", report_pdf[:4096]) is MediaType.PDF
     # Acrobat reads a header preceded by junk (some generators write a few bytes first).
     assert detect_media_type("report.pdf", None, b"\r\n\x00junk%PDF-1.4\n") is MediaType.PDF
+    assert detect_media_type("pdf-notes.md", None, b"# Notes\n\nEvery PDF starts with %PDF-1.7") is MediaType.MARKDOWN
 
 
 def test_a_docx_is_a_zip_holding_word_document_xml(report_docx: bytes) -> None:

@@ -71,7 +71,7 @@ def test_a_pdf_with_garbage_after_its_header_is_refused_as_damaged() -> None:
 
 
 def test_an_empty_pdf_is_refused() -> None:
-    assert failure(b"", MediaType.PDF).reason == "the PDF is empty (0 bytes of content)"
+    assert failure(b"", MediaType.PDF).reason == "the PDF is empty"
 
 
 def test_a_scanned_pdf_without_a_text_layer_is_refused_pointing_at_ocr(scanned_pdf: bytes) -> None:
