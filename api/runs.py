@@ -62,7 +62,21 @@ async def _already_ended_before(request: Request, principal: Principal, run_id: 
     if await context.log.read(RUN_EVENTS, key=run_id, after=after, limit=1):
         return False  # there is more to send, the terminal event included if the run has ended
     run = await find_run(request, principal, run_id)
-    return run.status != "in_progress"
+    if run.status == "in_progress":
+        return False
+    # The read models say it ended, but on Kafka this reader may not see the run's last records yet
+    # (a transaction becomes visible partition by partition): close only once it sees the end.
+    return any(
+        record.offset <= after and _is_terminal(context, record.value)
+        for record in await context.log.read(RUN_EVENTS, key=run_id)
+    )
+
+
+def _is_terminal(context: ApiContext, value: bytes) -> bool:
+    try:
+        return isinstance(context.codec.decode(value).payload, RunFinished)
+    except UndecodableMessage:
+        return False
 
 
 async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIterator[bytes]:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from turnlog.settings import PROCESSOR_ROLES, Settings
+from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -28,6 +28,10 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
     parser.add_argument("--max-output-tokens", type=int, default=256)
     parser.add_argument("--run-lease-s", type=float, default=30.0, help="a silent run is ended after this long")
+    parser.add_argument(
+        "--processor-runtime", choices=PROCESSOR_RUNTIMES, default=_env("PROCESSOR_RUNTIME", "auto"),
+        help="auto: faust-streaming agents on a Kafka log, the log's own consumers on the embedded one",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
 
 
@@ -37,6 +41,7 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         log_url=arguments.log,
         store_url=arguments.store,
         roles=roles,
+        processor_runtime=arguments.processor_runtime,
         engine=arguments.engine,
         engine_url=arguments.engine_url,
         engine_model=arguments.engine_model,

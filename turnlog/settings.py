@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
 PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog")
+# auto: faust-streaming agents on Kafka, the log's own consumer groups on the embedded log.
+PROCESSOR_RUNTIMES = ("auto", "faust", "native")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,6 +20,7 @@ class Settings:
     log_url: str | None = None  # default: sqlite:///<data_dir>/log.db
     store_url: str | None = None  # default: chdb:///<data_dir>/read-models
     roles: tuple[str, ...] = PROCESSOR_ROLES
+    processor_runtime: str = "auto"
     engine: str = "cpu"  # cpu | scripted | sglang | openai-compatible
     engine_url: str | None = None  # openai-compatible: the server's API root, e.g. http://sglang:30000/v1
     engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
@@ -34,6 +37,17 @@ class Settings:
         unknown = set(self.roles) - set(PROCESSOR_ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
+        if self.processor_runtime not in PROCESSOR_RUNTIMES:
+            raise ValueError(f"unknown processor runtime {self.processor_runtime!r}; choose {', '.join(PROCESSOR_RUNTIMES)}")
+        if self.processor_runtime == "faust" and url_scheme(self.log) != "kafka":
+            raise ValueError("the faust processor runtime needs a Kafka log (--log kafka://host:9092)")
+
+    @property
+    def runs_on_faust(self) -> bool:
+        """Whether the decider, prompt builder and projector run as faust agents."""
+        if self.processor_runtime == "auto":
+            return url_scheme(self.log) == "kafka"
+        return self.processor_runtime == "faust"
 
     @property
     def log(self) -> str:

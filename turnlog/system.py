@@ -109,19 +109,26 @@ async def running_roles(
         tasks: list[asyncio.Task] = []
         projector = None
 
+        def run(processor) -> object:
+            if settings.runs_on_faust:
+                from processors.faust_runtime import run_processor_on_faust  # imports faust: only when used
+
+                return run_processor_on_faust(processor, log=log, codec=codec)
+            return run_processor(processor, log=log, codec=codec)
+
         def spawn(coroutine, name: str) -> None:
             task = asyncio.create_task(coroutine, name=name)
             task.add_done_callback(_report_crash)
             tasks.append(task)
 
         if "decider" in settings.roles:
-            spawn(run_processor(CommandHandler(log=log, codec=codec).processor(), log=log, codec=codec), "decider")
+            spawn(run(CommandHandler(log=log, codec=codec).processor()), "decider")
         if "prompt-builder" in settings.roles:
             builder = PromptBuilder(log=log, codec=codec, policy=PromptPolicy(max_output_tokens=settings.max_output_tokens))
-            spawn(run_processor(builder.processor(), log=log, codec=codec), "prompt-builder")
+            spawn(run(builder.processor()), "prompt-builder")
         if "projector" in settings.roles:
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
-            spawn(run_processor(projector.processor(), log=log, codec=codec), "projector")
+            spawn(run(projector.processor()), "projector")
         if "inference" in settings.roles:
             engine = build_engine(settings)
             await engine.start()

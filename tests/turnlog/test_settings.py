@@ -23,6 +23,16 @@ def test_unknown_roles_and_schemes_are_refused_with_the_choices() -> None:
         build_store(Settings(store_url="abacus://desk"))
 
 
+def test_processors_run_on_faust_on_kafka_and_natively_on_the_embedded_log(tmp_path) -> None:
+    assert not Settings(data_dir=tmp_path).runs_on_faust
+    assert Settings(log_url="kafka://broker:9092").runs_on_faust
+    assert not Settings(log_url="kafka://broker:9092", processor_runtime="native").runs_on_faust
+    with pytest.raises(ValueError, match="needs a Kafka log"):
+        Settings(data_dir=tmp_path, processor_runtime="faust")
+    with pytest.raises(ValueError, match="choose auto, faust, native"):
+        Settings(processor_runtime="celery")
+
+
 def test_token_reads_its_data_dir_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("TURNLOG_DATA_DIR", str(tmp_path))
     assert main(["token", "--user", "u_1", "--org", "org_1", "--workspace", "ws_1"]) == 0
