@@ -212,19 +212,15 @@ class SglangEngine:
     ) -> AsyncIterator[GenerationEvent]:
         prompt_tokens = len(input_ids)
         deltas = TextDeltas(incremental=bool(self._incremental_text))
-        outputs: asyncio.Queue[Mapping[str, Any] | _StreamEnded] = asyncio.Queue()
-        # SGLang's stream is read by a task of its own: a cancel aimed at our consumer must not reach
-        # it first, as SGLang then forgets the rid and the abort that follows would find nothing.
-        pump = asyncio.create_task(
-            _pump(engine, outputs, input_ids=input_ids, rid=request_id,
-                  sampling_params={**self._sampling_params, "max_new_tokens": max_new_tokens}),
-            name=f"sglang-stream-{request_id}",
+        reader = _StreamReader(
+            engine, rid=request_id, input_ids=input_ids,
+            sampling_params={**self._sampling_params, "max_new_tokens": max_new_tokens},
         )
         finished = False
         try:
             last = None
             while True:
-                output = await outputs.get()
+                output = await reader.outputs.get()
                 if isinstance(output, _StreamEnded):
                     if output.error is not None:
                         raise output.error
@@ -250,16 +246,7 @@ class SglangEngine:
                 finish_reason=self._finish_reason(last.finish_reason, abort_requested),
             )
         finally:
-            try:
-                if not finished and not pump.done():
-                    # Closing SGLang's stream alone drops the request's state but leaves the
-                    # scheduler generating it to max_new_tokens; the abort stops it at its next
-                    # step, and its last chunk comes back within a step or two.
-                    _send_abort(engine, request_id)
-                    await asyncio.wait({pump}, timeout=_ABORT_DRAIN_S)
-            finally:
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
+            await reader.stop(abort=not finished)
 
     def _finish_reason(self, finish_reason: Mapping[str, Any], abort_requested: asyncio.Event) -> FinishReason:
         match finish_reason.get("type"):
@@ -282,32 +269,56 @@ class _StreamEnded:
     error: BaseException | None = None
 
 
-async def _pump(
-    engine: Any,
-    outputs: asyncio.Queue[Mapping[str, Any] | _StreamEnded],
-    *,
-    input_ids: list[int],
-    rid: str,
-    sampling_params: dict[str, Any],
-) -> None:
-    """Reads one SGLang stream into `outputs`, ending with _StreamEnded unless cancelled."""
-    stream = None
-    try:
-        stream = await engine.async_generate(input_ids=input_ids, sampling_params=sampling_params, stream=True, rid=rid)
-        async for output in stream:
-            outputs.put_nowait(output)
-    except asyncio.CancelledError:
-        raise
-    except ValueError as error:
-        # SGLang reports a request it will not run (too long, duplicate rid) as a ValueError.
-        outputs.put_nowait(_StreamEnded(error=_rejection(str(error), engine_name=SglangEngine.name)))
-    except BaseException as error:  # noqa: BLE001 - handed to the generation, raised there
-        outputs.put_nowait(_StreamEnded(error=error))
-    else:
-        outputs.put_nowait(_StreamEnded())
-    finally:
-        if stream is not None:
-            await stream.aclose()
+class _StreamReader:
+    """Reads one SGLang stream into `outputs` in a task of its own, ending with _StreamEnded.
+
+    Its own task, so that a cancel aimed at the consumer never reaches SGLang's stream first: SGLang
+    would forget the rid, and the abort that follows would find nothing to stop.
+    """
+
+    def __init__(self, engine: Any, *, rid: str, input_ids: list[int], sampling_params: dict[str, Any]) -> None:
+        self.outputs: asyncio.Queue[Mapping[str, Any] | _StreamEnded] = asyncio.Queue()
+        self._engine = engine
+        self._rid = rid
+        self._reached_sglang = False
+        self._task = asyncio.create_task(self._read(input_ids, sampling_params), name=f"sglang-stream-{rid}")
+
+    async def _read(self, input_ids: list[int], sampling_params: dict[str, Any]) -> None:
+        stream = None
+        try:
+            stream = await self._engine.async_generate(
+                input_ids=input_ids, sampling_params=sampling_params, stream=True, rid=self._rid
+            )
+            # SGLang registers the rid in the first step of its stream, before anything suspends it.
+            self._reached_sglang = True
+            async for output in stream:
+                self.outputs.put_nowait(output)
+        except asyncio.CancelledError:
+            raise
+        except ValueError as error:
+            # SGLang reports a request it will not run (too long, duplicate rid) as a ValueError.
+            self.outputs.put_nowait(_StreamEnded(error=_rejection(str(error), engine_name=SglangEngine.name)))
+        except BaseException as error:  # noqa: BLE001 - handed to the generation, raised there
+            self.outputs.put_nowait(_StreamEnded(error=error))
+        else:
+            self.outputs.put_nowait(_StreamEnded())
+        finally:
+            if stream is not None:
+                await stream.aclose()
+
+    async def stop(self, *, abort: bool) -> None:
+        """Let go of the stream; with `abort`, first stop the request on SGLang's scheduler."""
+        try:
+            if abort and self._reached_sglang and not self._task.done():
+                # Closing SGLang's stream alone drops the request's state but leaves the scheduler
+                # generating it to max_new_tokens. The abort stops it at its next step, and its
+                # last chunk comes back within a step or two.
+                _send_abort(self._engine, self._rid)
+                await asyncio.wait({self._task}, timeout=_ABORT_DRAIN_S)
+        finally:
+            # A reader that never reached SGLang is cancelled before it does.
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def _rejection(message: str, *, engine_name: str, status_code: int | None = None) -> ValueError:

@@ -418,3 +418,16 @@ async def test_start_builds_sglang_engine_from_the_model_path_and_arguments(monk
 
     assert built == [{"model_path": "Qwen/Qwen2.5-0.5B-Instruct", "mem_fraction_static": 0.5}]
     assert finished.output_tokens > 0
+
+
+async def test_a_reader_let_go_of_before_it_reaches_sglang_never_sends_the_request(fake_sglang_engine) -> None:
+    # The consumer can leave between the reader's creation and its first step (a cancel right then).
+    from inference.sglang import _StreamReader
+
+    reader = _StreamReader(fake_sglang_engine, rid="run-never", input_ids=[5, 6, 7], sampling_params={})
+    await reader.stop(abort=True)
+    await asyncio.sleep(0.02)
+
+    assert fake_sglang_engine.received == []
+    assert fake_sglang_engine.tokenizer_manager.abort_requests == []
+    assert "run-never" not in fake_sglang_engine.scheduler.generated_tokens
