@@ -313,6 +313,7 @@ class _Generation:
         self._write_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._vectors: OrderedDict[tuple[str, str], _WorkspaceVectors] = OrderedDict()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._retired = False
 
     def open(self) -> None:
@@ -466,14 +467,22 @@ class _Generation:
             if cached is not None and cached.version == version:
                 self._vectors.move_to_end(key)
                 return cached
+            # One reader reads a workspace at a time; readers of other workspaces do not wait.
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._cache_lock:
+                cached = self._vectors.get(key)
+            if cached is not None and cached.version == version:
+                return cached
             # Row ids only grow, so a cache from an older version catches up incrementally; one
             # from a newer version (this reader's snapshot is older) cannot go back: read afresh.
             start = cached if cached is not None and cached.version < version else _WorkspaceVectors.empty(self.dimensions)
             loaded = start.catch_up(connection, org_id=org_id, workspace_id=workspace_id, version=version)
-            if cached is None or cached.version < version:
-                self._vectors[key] = loaded
-                self._vectors.move_to_end(key)
-                self._evict()
+            with self._cache_lock:
+                if cached is None or cached.version < version:
+                    self._vectors[key] = loaded
+                    self._vectors.move_to_end(key)
+                    self._evict()
             return loaded
 
     def _evict(self) -> None:
