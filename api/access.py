@@ -84,7 +84,8 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
 
     It needs no read model, so a client can attach to a stream the moment it has the 202. A run
     the log does not show is looked for again for a moment before it is called missing: on the
-    Kafka test broker a record was seen to reach one process's readers ~0.2 s after another's.
+    Kafka test broker a record was seen to reach one process's readers ~0.2 s after another's, and
+    more under load.
     """
     for attempt in range(_RUN_LOOKUP_ATTEMPTS):
         first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
@@ -104,7 +105,7 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
     return started.payload
 
 
-_RUN_LOOKUP_ATTEMPTS = 8  # waits 0.02 * (0 + 1 + ... + 7) = 0.56 s in all before a 404
+_RUN_LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before a 404
 
 
 def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:

@@ -121,3 +121,56 @@ async def test_a_poison_command_is_dead_lettered_and_the_decider_goes_on(fleet, 
         await log.close()
     assert letters and isinstance(letters[0], DeadLetter)
     assert letters[0].group == "decider" and letters[0].value == b"\x00 not an envelope" and "magic" in letters[0].reason
+
+
+async def test_a_killed_processor_worker_restarts_with_its_decider_state_rebuilt_from_the_log(fleet) -> None:
+    """The decider's state is folded again from `conversation-events`: turn numbering, the active run
+    and idempotency keys survive a SIGKILL of the faust worker that held them."""
+    [processors] = [worker for worker in fleet.workers if "decider" in worker.roles]
+    user = fleet.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        first = await e2e_server.submit_turn(client, conversation_id, "before the crash", idempotency_key="key-1")
+        assert (await e2e_server.wait_for_run(client, first["runId"], timeout_s=60))["status"] == "completed"
+
+        processors.kill()
+        processors.start()
+
+        # Until the new worker has joined its groups (and the dead one's session ran out) the API
+        # answers 503 "retry with the same Idempotency-Key": a client does just that.
+        replayed = await submit_retrying(client, conversation_id, "before the crash", idempotency_key="key-1")
+        assert (replayed["runId"], replayed["turnSeq"]) == (first["runId"], first["turnSeq"])
+        second = await submit_retrying(client, conversation_id, "after the crash", idempotency_key="key-2")
+        assert second["turnSeq"] == 3
+        assert (await finished_run_retrying(client, second["runId"]))["status"] == "completed"
+        turns = await e2e_server.list_turns(client, conversation_id)
+    assert [turn["turnSeq"] for turn in turns] == [1, 2, 3, 4]
+
+
+async def submit_retrying(client, conversation_id: str, text: str, *, idempotency_key: str, timeout_s: float = 60) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        response = await client.post(
+            f"/v1/conversations/{conversation_id}/turns",
+            json={"input": e2e_server.text_input(text)},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+        if response.status_code != 503 or asyncio.get_running_loop().time() > deadline:
+            assert response.status_code == 202, response.text
+            return response.json()
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+
+async def finished_run_retrying(client, run_id: str, *, timeout_s: float = 60) -> dict:
+    """Polls the run like a client that honours 503 + Retry-After while the projector rejoins its group."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        response = await client.get(f"/v1/runs/{run_id}")
+        if response.status_code == 503:
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            continue
+        assert response.status_code == 200, response.text
+        if response.json()["status"] in e2e_server.TERMINAL_RUN_STATUSES:
+            return response.json()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish in {timeout_s}s")
