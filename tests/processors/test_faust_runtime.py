@@ -119,3 +119,22 @@ def test_each_processor_is_its_own_faust_app_and_consumer_group() -> None:
     app = processor_app(echo_processor([]), log=log)
     assert app.conf.id == log.physical_topic("echo")
     assert app.conf.processing_guarantee.value == "at_least_once"
+
+
+async def test_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(log: KafkaLog) -> None:
+    seen: list[str] = []
+    first = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+    await log.append([beat(f"a{i}") for i in range(6)])
+    await settle(log, "echo", "in")
+    second = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+    await log.append([beat(f"b{i}") for i in range(6)])
+    await settle(log, "echo", "in")
+    await stop(first)  # leaves the group: its partitions move to the second member
+    await log.append([beat(f"c{i}") for i in range(6)])
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        await stop(second)
+    keys = [f"{batch}{i}" for batch in "abc" for i in range(6)]
+    assert set(seen) == set(keys)
+    assert sorted(set(await outputs(log, keys))) == sorted(keys)

@@ -307,7 +307,8 @@ def test_the_image_runs_turnlog_unprivileged_offline_with_the_production_adapter
     dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower() for requirement in dependencies}
     assert {"confluent-kafka", "clickhouse-connect"} <= names
-    assert re.search(r"pip install .*'\.\[cpu\]'", DOCKERFILE)
+    assert re.search(r"pip install .*'\.\[cpu,faust\]'", DOCKERFILE)
+    assert re.search(r"pip install .*--no-deps .*faust-streaming==", DOCKERFILE)  # the processor runtime
     users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert "HF_HUB_OFFLINE=1" in DOCKERFILE
