@@ -8,7 +8,7 @@ users, so the ACL filter has work to do.
 
 Vectors: the first `--real-vectors` chunks (default 1,000) and every query are embedded with
 all-MiniLM-L6-v2. Chunks beyond that get random unit vectors: these chunks run to the model's
-256-token window, which a 2-core CPU embeds at about 15 a second (100k would take two hours),
+256-token window, which a 2-core CPU embeds at 15-30 a second (100k would take one to two hours),
 and exact cosine costs the same whatever the values. The 100k corpus starts with the 10k one.
 
 Queries: 4-8 consecutive words of a corpus sentence. For each size: build time, the first query
