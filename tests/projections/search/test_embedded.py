@@ -80,7 +80,9 @@ def fts_table() -> sqlite3.Connection:
 def test_any_text_gives_an_expression_fts5_accepts(fts_table: sqlite3.Connection, text: str) -> None:
     expression = fts_match_expression(text, scope="w0")
     if expression is not None:
-        fts_table.execute("SELECT count(*) FROM t WHERE t MATCH ?", (expression,)).fetchone()
+        assert expression.startswith('scope_token : "w0" AND {title location text} : (')
+        (count,) = fts_table.execute("SELECT count(*) FROM t WHERE t MATCH ?", (expression,)).fetchone()
+        assert count in (0, 1)
 
 
 def test_scope_tokens_are_one_fts_token_per_workspace(fts_table: sqlite3.Connection) -> None:

@@ -321,6 +321,7 @@ def crowded_index(tmp_path_factory: pytest.TempPathFactory, text_vectors) -> Ite
     loop.run_until_complete(search_index.upsert(chunks))
     yield loop, search_index, chunks
     loop.run_until_complete(search_index.close())
+    loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
 
 
