@@ -10,9 +10,9 @@ Each generation holds the chunks (text, metadata, the vector as a float32 BLOB) 
 over their title, location and text. The scope filter (org, workspace, ACL, files) runs inside
 both ranked queries: in the FTS query's WHERE clause (and, for org and workspace, inside the MATCH
 expression itself), and as the mask that picks the vector candidates before they are ranked.
-Vectors are read once per workspace into a matrix cached in memory and re-read when the
-workspace's version (bumped in every write transaction) moves, so several processes may share
-the directory. All SQLite and numpy work runs in worker threads.
+Vectors are read once per workspace into a matrix cached in memory; when the workspace's version
+(bumped in every write transaction) moves, the cache reads only what changed, so several processes
+may share the directory. All SQLite and numpy work runs in worker threads.
 """
 
 from __future__ import annotations
