@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from events.values import ContentPart, Usage
+from events.values import Citation, ContentPart, Source, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +47,8 @@ class FinishRun:
     text: str
     reason: str = ""
     usage: Usage
+    sources: tuple[Source, ...] = ()
+    citations: tuple[Citation, ...] = ()
 
 
 Command = CreateConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun

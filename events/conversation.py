@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.values import ContentPart, Usage
+from events.values import Citation, ContentPart, Source, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +52,8 @@ class AssistantTurnFinished:
     mode: str
     requested_at: datetime
     finished_at: datetime
+    sources: tuple[Source, ...] = ()
+    citations: tuple[Citation, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from events.values import ChatMessage, Usage
+from events.values import ChatMessage, Source, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +43,27 @@ class RunFinished:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolCalled:
+    """A tool call began inside the run (the client sees `tool.call`)."""
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    arguments: str  # JSON
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolReturned:
+    """A tool call ended (the client sees `tool.result`)."""
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    status: str  # completed | failed
+    summary: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class InferenceRequested:
     run_id: str
     conversation_id: str
@@ -50,7 +71,8 @@ class InferenceRequested:
     pool: str
     messages: tuple[ChatMessage, ...]
     max_output_tokens: int
+    sources: tuple[Source, ...] = ()
 
 
-RUN_EVENT_TYPES = (RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished)
+RUN_EVENT_TYPES = (RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished, ToolCalled, ToolReturned)
 TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})

@@ -31,6 +31,30 @@ class ChatMessage:
     content: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """A retrieved passage given to the model as `[marker]`."""
+
+    marker: int
+    file_id: str
+    chunk_id: str
+    title: str
+    location: str  # "page 3", a heading, or ""
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Citation:
+    """A source the answer cites by its marker, with a quote of the passage."""
+
+    marker: int
+    file_id: str
+    chunk_id: str
+    title: str
+    location: str
+    quote: str
+
+
 def text_of(content: tuple[ContentPart, ...]) -> str:
     """The plain text of a turn's content parts."""
     return "\n".join(part.text for part in content if part.type == "text")

@@ -98,5 +98,36 @@ def test_each_dataclass_matches_its_schema(message_type: type) -> None:
 
 def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
     names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
-    shared = {"ContentPart", "Actor", "Usage", "ChatMessage", "Envelope"}
+    shared = {"ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "Envelope"}
     assert names == {t.__name__ for t in ALL_TYPES} | shared
+
+
+def _v1_samples():
+    from commands.catalog import FinishRun
+    from events.conversation import AssistantTurnFinished
+    from events.runs import InferenceRequested
+    from events.values import ChatMessage
+
+    usage = Usage(prompt_tokens=3, output_tokens=4)
+    return [
+        InferenceRequested(run_id="r", conversation_id="c", turn_seq=2, pool="interactive",
+                           messages=(ChatMessage(role="user", content="hi"),), max_output_tokens=8),
+        FinishRun(conversation_id="c", run_id="r", status="completed", text="an answer", usage=usage),
+        AssistantTurnFinished(conversation_id="c", run_id="r", turn_seq=2, parent_turn_seq=1, state="completed",
+                              content=(ContentPart(type="text", text="an answer"),), usage=usage, mode="interactive",
+                              requested_at=NOW, finished_at=NOW),
+    ]
+
+
+@pytest.mark.parametrize("sample", _v1_samples(), ids=lambda sample: type(sample).__name__)
+def test_bytes_written_before_sources_and_citations_still_decode(codec: AvroCodec, sample: object) -> None:
+    """Their v1 schemas had no `sources`/`citations`: old bytes read back with both empty."""
+    name = type(sample).__name__
+    v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v1.avsc").read_text()))
+    current = load_schema(str(schemas.DIRECTORY / f"{name}.avsc"))
+    record = fastavro.schemaless_reader(io.BytesIO(codec.encode_payload(sample)[10:]), current)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {key: value for key, value in record.items() if key not in ("sources", "citations")})
+    old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
+    assert fingerprint_of(v1) != fingerprint_of(current)
+    assert codec.decode_payload(old_bytes) == sample
