@@ -279,8 +279,8 @@ class _WorkspaceVectors:
             np.take(getattr(self, name), kept, axis=0, out=getattr(compact, name)[:live_count])
         return replace(compact, size=live_count)
 
-    def rank(self, scope: SearchScope, query: np.ndarray, *, window: int) -> list[int]:
-        """Row ids of the `window` visible chunks most similar to `query`, best first."""
+    def rank(self, scope: SearchScope, query: np.ndarray, *, window: int) -> list[tuple[int, float]]:
+        """(row id, cosine similarity) of the `window` visible chunks most similar to `query`, best first."""
         size = self.size
         visible = self.live & (self.shared[:size] | (self.owner_codes[:size] == self.owner_code_by_id.get(scope.user_id, -1)))
         if scope.file_ids is not None:
@@ -299,7 +299,7 @@ class _WorkspaceVectors:
         top = min(window, candidates.size)
         best = np.argpartition(-scores, top - 1)[:top]
         best = best[np.argsort(-scores[best], kind="stable")]
-        return self.row_ids[candidates[best]].tolist()
+        return list(zip(self.row_ids[candidates[best]].tolist(), scores[best].tolist()))
 
 
 class _Generation:
@@ -421,6 +421,7 @@ class _Generation:
         with self.connection() as connection:
             connection.execute("BEGIN")  # one snapshot for both lists and the final read
             rankings: list[list[int]] = []
+            similarities: dict[int, float] = {}
             if mode in ("hybrid", "bm25"):
                 match = fts_match_expression(text, scope=scope_token(scope.org_id, scope.workspace_id))
                 bm25_ids = [] if match is None else [
@@ -430,7 +431,9 @@ class _Generation:
             if mode in ("hybrid", "vector"):
                 assert vector is not None
                 vectors = self._workspace_vectors(connection, scope.org_id, scope.workspace_id)
-                rankings.append(vectors.rank(scope, vector, window=window) if vectors is not None else [])
+                ranked = vectors.rank(scope, vector, window=window) if vectors is not None else []
+                similarities = dict(ranked)
+                rankings.append([row_id for row_id, _ in ranked])
             fused = reciprocal_rank_fusion(rankings, rank_constant=DEFAULT_RANK_CONSTANT)[:limit]
             rows = {
                 row[0]: row[1:]
@@ -449,6 +452,7 @@ class _Generation:
                     score=item.score,
                     bm25_rank=ranks.get("bm25"),
                     vector_rank=ranks.get("vector"),
+                    similarity=similarities.get(item.key),
                 )
             )
         return hits

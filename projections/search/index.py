@@ -67,6 +67,8 @@ class SearchHit(ChunkRecord):
     score: float
     bm25_rank: int | None = None
     vector_rank: int | None = None
+    # Cosine similarity to the query vector, where the engine reports it (for relevance cut-offs).
+    similarity: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

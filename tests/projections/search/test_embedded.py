@@ -181,3 +181,13 @@ async def test_an_index_refuses_vectors_of_another_size(embedded_index: Embedded
         await embedded_index.search(SCOPE, text="x", vector=np.zeros(384, np.float32))
     with pytest.raises(ValueError):
         await embedded_index.search(SCOPE, text="x", vector=None, mode="hybrid")
+
+
+async def test_hits_carry_their_cosine_similarity_to_the_query(embedded_index: EmbeddedSearchIndex) -> None:
+    await embedded_index.upsert([chunk("near", "alpha", seed=1), chunk("far", "beta", seed=2)])
+    scope = SearchScope(org_id="org", workspace_id="ws", user_id="u")
+    hits = {hit.chunk_id: hit for hit in await embedded_index.search(scope, text="gamma", vector=unit(1), mode="vector")}
+    assert hits["near"].similarity == pytest.approx(1.0, abs=1e-5)
+    assert hits["far"].similarity == pytest.approx(float(unit(1) @ unit(2)), abs=1e-5)
+    [lexical] = await embedded_index.search(scope, text="alpha", vector=None, mode="bm25")
+    assert lexical.similarity is None  # only the vector list measures it
