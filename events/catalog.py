@@ -1,6 +1,7 @@
 """Every event type, for building a codec."""
 
 from events.conversation import CONVERSATION_EVENT_TYPES
+from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested
 
@@ -8,6 +9,7 @@ EVENT_TYPES: tuple[type, ...] = (
     *CONVERSATION_EVENT_TYPES,
     *RUN_EVENT_TYPES,
     InferenceRequested,
+    *DOCUMENT_EVENT_TYPES,
     CommandAccepted,
     CommandRejected,
     DeadLetter,

@@ -1,6 +1,7 @@
 """Topic names and which topic each message type lives on (names may change; the split should not)."""
 
 from events.conversation import CONVERSATION_EVENT_TYPES
+from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested
 
@@ -9,6 +10,7 @@ CONVERSATION_EVENTS = "conversation-events"
 RUN_EVENTS = "run-events"
 COMMAND_OUTCOMES = "command-outcomes"
 DEAD_LETTERS = "dead-letters"
+DOCUMENTS = "documents"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
 
 
@@ -20,6 +22,7 @@ def inference_topic(pool: str) -> str:
 _TOPIC_OF_TYPE: dict[type, str] = {
     **{event_type: CONVERSATION_EVENTS for event_type in CONVERSATION_EVENT_TYPES},
     **{event_type: RUN_EVENTS for event_type in RUN_EVENT_TYPES},
+    **{event_type: DOCUMENTS for event_type in DOCUMENT_EVENT_TYPES},
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
@@ -37,9 +40,11 @@ def topic_of(event: object) -> str:
 
 
 def key_of(event: object) -> str:
-    """The partition key of an event: everything about one conversation (or one run's stream) shares it."""
+    """The partition key of an event: everything about one conversation (one run's stream, one file) shares it."""
     if _TOPIC_OF_TYPE.get(type(event)) == CONVERSATION_EVENTS:
         return event.conversation_id  # type: ignore[attr-defined]
+    if _TOPIC_OF_TYPE.get(type(event)) == DOCUMENTS:
+        return event.file_id  # type: ignore[attr-defined]
     if isinstance(event, (CommandAccepted, CommandRejected)):
         return event.command_id
     if isinstance(event, DeadLetter):

@@ -16,6 +16,7 @@ from events.topics import (
     COMMANDS,
     CONVERSATION_EVENTS,
     DEAD_LETTERS,
+    DOCUMENTS,
     INFERENCE_REQUESTS_PREFIX,
     RUN_EVENTS,
 )
@@ -73,7 +74,7 @@ class TopicSpecs:
 def turnlog_topics(
     *, partitions: int = 12, replication_factor: int = -1, min_insync_replicas: int | None = None
 ) -> TopicSpecs:
-    """turnlog's topics: the conversation history kept forever, streams and replies kept briefly."""
+    """turnlog's topics: the conversation history and the files kept forever, streams and replies kept briefly."""
 
     def spec(retention: timedelta | None, *, count: int = partitions) -> TopicSpec:
         return TopicSpec(
@@ -88,6 +89,9 @@ def turnlog_topics(
             COMMANDS: spec(timedelta(days=7)),
             # The durable history: every conversation rebuilds from it, so nothing is ever deleted.
             CONVERSATION_EVENTS: spec(None),
+            # Files and their ingestion: the only record of which files exist (the search index is
+            # rebuilt from it), so it is kept forever too.
+            DOCUMENTS: spec(None),
             # Token deltas and tool status: high volume, replayable only while a run is fresh.
             RUN_EVENTS: spec(timedelta(days=7)),
             # Replies to commands; a client waits seconds for one, an hour is generous.
