@@ -13,7 +13,7 @@ from api.presenters import run_finished_json, run_json
 from api.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
 from commands.catalog import CancelRun
 from events.codec import UndecodableMessage
-from events.runs import AssistantDelta, RunFinished, RunStarted
+from events.runs import AssistantDelta, RunFinished, RunStarted, ToolCalled, ToolReturned
 from events.topics import RUN_EVENTS
 
 
@@ -106,6 +106,14 @@ async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIt
                 case AssistantDelta():
                     data = {"type": "assistant.delta", "runId": run_id, "text": event.text}
                     yield encode_event(event_id=record.offset, event_type="assistant.delta", data=data)
+                case ToolCalled():
+                    data = {"type": "tool.call", "runId": run_id, "toolName": event.tool_name, "callId": event.call_id}
+                    yield encode_event(event_id=record.offset, event_type="tool.call", data=data)
+                case ToolReturned():
+                    data = {"type": "tool.result", "runId": run_id, "callId": event.call_id, "status": event.status}
+                    if event.summary:
+                        data["summary"] = event.summary
+                    yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
                 case RunFinished():
                     event_type, data = run_finished_json(event)
                     yield encode_event(event_id=record.offset, event_type=event_type, data=data)

@@ -375,6 +375,8 @@ def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Deci
         mode=run.mode,
         requested_at=run.requested_at,
         finished_at=now,
+        sources=command.sources,
+        citations=command.citations,
     )
     stream_end = RunFinished(
         run_id=run.run_id,

@@ -24,6 +24,7 @@ from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, inference_t
 from events.values import Usage
 from inference.coalesce import coalesce
 from inference.engine import GenerationFinished, GenerationRequest, InferenceEngine, TokenText
+from processors.grounding import citations_in
 from processors.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,11 @@ class InferenceWorker:
         async def conclude() -> None:
             await deltas.aclose()
             output_tokens = finished[0].output_tokens if finished else len(parts)
-            usage = Usage(prompt_tokens=finished[0].prompt_tokens if finished else 0, output_tokens=output_tokens)
+            usage = Usage(
+                prompt_tokens=finished[0].prompt_tokens if finished else 0,
+                cached_tokens=finished[0].cached_tokens if finished else 0,
+                output_tokens=output_tokens,
+            )
             await self._log.append([self._finish(request_envelope, "".join(parts), status, reason, usage)])
 
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
@@ -195,7 +200,8 @@ class InferenceWorker:
     def _finish(self, cause: Envelope[InferenceRequested], text: str, status: str, reason: str, usage: Usage) -> OutgoingRecord:
         request = cause.payload
         command = FinishRun(
-            conversation_id=request.conversation_id, run_id=request.run_id, status=status, text=text, reason=reason, usage=usage
+            conversation_id=request.conversation_id, run_id=request.run_id, status=status, text=text, reason=reason,
+            usage=usage, sources=request.sources, citations=citations_in(text, request.sources),
         )
         return encode(self._codec, Envelope.wrap(command, key=request.conversation_id, actor=cause.actor, cause=cause), topic=COMMANDS)
 

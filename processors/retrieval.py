@@ -1,0 +1,28 @@
+"""Retrieval for a run: the `file_search` tool a prompt builder calls before it assembles the prompt."""
+
+import numpy as np
+
+from projections.search.embedding import Embedder
+from projections.search.index import SearchHit, SearchIndex, SearchScope
+from processors.grounding import relevant
+
+
+class DocumentRetriever:
+    """Searches one scope (org, workspace, user, optionally some files) for passages about a question."""
+
+    def __init__(self, *, index: SearchIndex, embedder: Embedder, candidates: int = 8) -> None:
+        self._index = index
+        self._embedder = embedder
+        self._candidates = candidates
+
+    async def has_documents(self, *, org_id: str, workspace_id: str) -> bool:
+        return await self._index.count(org_id=org_id, workspace_id=workspace_id) > 0
+
+    async def search(self, scope: SearchScope, question: str) -> list[SearchHit]:
+        """The relevant passages, best first (the scope is applied inside the index's queries)."""
+        vector: np.ndarray = (await self._embedder.embed([question]))[0]
+        return relevant(await self._index.search(scope, text=question, vector=vector, limit=self._candidates))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the embedding model's tokenizer (the generating model's comes with the router)."""
+        return len(self._embedder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
