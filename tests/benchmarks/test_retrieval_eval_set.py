@@ -1,0 +1,129 @@
+"""The retrieval eval set stays honest: well formed, big enough, and every answer quote really is in the collection.
+
+No model is loaded: the collection is CPython's own `pydoc_data.topics`, selected and rendered by
+benchmarks/retrieval_quality.py (loaded by path: benchmarks/ is not a package).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_SET = ROOT / "benchmarks" / "data" / "retrieval_eval.json"
+
+
+def _load_benchmark():
+    if "retrieval_quality" in sys.modules:
+        return sys.modules["retrieval_quality"]
+    spec = importlib.util.spec_from_file_location("retrieval_quality", ROOT / "benchmarks" / "retrieval_quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["retrieval_quality"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+retrieval_quality = _load_benchmark()
+
+
+@pytest.fixture(scope="module")
+def eval_set() -> dict:
+    return json.loads(EVAL_SET.read_text())
+
+
+@pytest.fixture(scope="module")
+def topics(eval_set: dict) -> dict[str, str]:
+    wanted = eval_set["collection"]["python"]
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if running != wanted:
+        pytest.skip(f"the quotes are from Python {wanted}'s pydoc_data topics; this is Python {running}")
+    return retrieval_quality.reference_topics()
+
+
+def test_the_file_has_its_header_and_at_least_fifty_well_formed_questions(eval_set: dict) -> None:
+    assert {"collection", "relevance", "styles", "questions"} <= eval_set.keys()
+    questions = eval_set["questions"]
+    assert len(questions) >= 50
+    for question in questions:
+        assert question.keys() == {"id", "style", "question", "relevant"}, question
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", question["id"]), question["id"]
+        assert question["style"] in eval_set["styles"], question["id"]
+        assert question["question"].strip() and question["question"] == question["question"].strip(), question["id"]
+        assert question["relevant"], question["id"]
+        for passage in question["relevant"]:
+            assert passage.keys() == {"doc", "quote"}, question["id"]
+            # Long enough to name one passage, short enough to fit inside one chunk.
+            assert 4 <= len(retrieval_quality.normalized_words(passage["quote"]).split()) <= 45, question["id"]
+
+
+def test_ids_and_questions_are_unique(eval_set: dict) -> None:
+    ids = [question["id"] for question in eval_set["questions"]]
+    texts = [question["question"].lower() for question in eval_set["questions"]]
+    assert len(set(ids)) == len(ids)
+    assert len(set(texts)) == len(texts)
+
+
+def test_both_styles_of_question_are_there(eval_set: dict) -> None:
+    styles = [question["style"] for question in eval_set["questions"]]
+    assert styles.count("paraphrase") >= 25 and styles.count("keyword") >= 15
+
+
+def test_every_quote_is_verbatim_in_its_topic_once(eval_set: dict, topics: dict[str, str]) -> None:
+    for question in eval_set["questions"]:
+        for passage in question["relevant"]:
+            assert passage["doc"] in topics, f"{question['id']}: {passage['doc']} is not a kept topic"
+            text = " ".join(topics[passage["doc"]].split())
+            assert text.count(passage["quote"]) == 1, f"{question['id']}: quote not found once in {passage['doc']}"
+
+
+def test_a_passage_found_in_other_topics_is_listed_for_them_too(eval_set: dict, topics: dict[str, str]) -> None:
+    # Otherwise a chunk of another topic could hold the quote without the eval set saying so.
+    normalized = {topic: retrieval_quality.normalized_words(text) for topic, text in topics.items()}
+    for question in eval_set["questions"]:
+        listed = {passage["doc"] for passage in question["relevant"]}
+        for passage in question["relevant"]:
+            quote = retrieval_quality.normalized_words(passage["quote"])
+            holding = {topic for topic, text in normalized.items() if quote in text}
+            assert holding <= listed, f"{question['id']}: the quote is also in {sorted(holding - listed)}"
+
+
+def test_the_collection_is_the_57_topics_the_figures_were_measured_on(topics: dict[str, str]) -> None:
+    assert len(topics) == 57
+    assert {"compound", "specialnames", "string-methods", "typesseq"} <= topics.keys()
+    assert not {"if", "customization", "attribute-access"} & topics.keys()  # sections of kept chapters
+
+
+def test_every_quote_survives_rendering_and_extraction_in_every_text_format(eval_set: dict, topics: dict[str, str]) -> None:
+    from processors.ingestion.extraction import detect_media_type, extract
+
+    needed = {passage["doc"] for question in eval_set["questions"] for passage in question["relevant"]}
+    for fmt in ("html", "markdown", "text"):
+        extracted = {}
+        for topic in needed:
+            name, data = retrieval_quality.render(topic, retrieval_quality.topic_blocks(topics[topic]), fmt)
+            document = extract(data, detect_media_type(name, None, data[:4096]))
+            extracted[topic] = retrieval_quality.normalized_words("\n".join(section.text for section in document.sections))
+        for question in eval_set["questions"]:
+            for passage in question["relevant"]:
+                quote = retrieval_quality.normalized_words(passage["quote"])
+                assert quote in extracted[passage["doc"]], f"{fmt}: {question['id']}"
+
+
+def test_metrics_count_each_passage_once_at_its_first_rank() -> None:
+    metrics = retrieval_quality.question_metrics
+    assert metrics([1]) == {"ndcg": 1.0, "recall": 1.0, "mrr": 1.0}
+    assert metrics([None]) == {"ndcg": 0.0, "recall": 0.0, "mrr": 0.0}
+    assert metrics([11]) == {"ndcg": 0.0, "recall": 0.0, "mrr": 0.0}
+    assert metrics([3]) == pytest.approx({"ndcg": 0.5, "recall": 1.0, "mrr": 1 / 3})
+    two = metrics([2, None])
+    assert two["recall"] == 0.5 and two["mrr"] == 0.5
+    assert two["ndcg"] == pytest.approx((1 / 1.584962500721156) / (1 + 1 / 1.584962500721156))
+    question = retrieval_quality.Question(id="q", style="keyword", question="?", passages=("a b", "c d"))
+    # Overlapping chunks repeat a passage: only its first rank counts.
+    assert retrieval_quality.passage_ranks(question, ["x A, b", "a b c", "C\nd."]) == [1, 3]
