@@ -1,9 +1,14 @@
-"""A deterministic, nearly free engine that echoes the prompt: for tests and benchmarks."""
+"""A deterministic, nearly free engine that echoes the prompt: for tests and benchmarks.
+
+Given retrieved passages it answers like an obedient model: the first passage's first sentence,
+cited with its marker; told that nothing relevant was found, it says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 
 from inference.engine import (
@@ -15,16 +20,37 @@ from inference.engine import (
 )
 
 _WORDS_WHEN_NO_USER_TEXT = ("nothing", "to", "echo")
+_PASSAGE = re.compile(r"^\[(\d+)\] (.*)\n(.+?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
     return sum(len(message.content.split()) for message in messages)
 
 
+def grounded_answer(messages: tuple[ChatMessage, ...]) -> str | None:
+    """What a model that follows the grounding instructions would say: cite passage [1], or admit there is none."""
+    from processors.grounding import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
+
+    for message in messages:
+        if message.role != "system":
+            continue
+        if message.content.startswith(NOTHING_FOUND_INSTRUCTIONS):
+            return "The documents do not cover this question, so I cannot answer it from them."
+        if message.content.startswith(GROUNDED_INSTRUCTIONS):
+            passage = _PASSAGE.search(message.content)
+            if passage is not None:
+                first_sentence = re.split(r"(?<=[.!?])\s+", passage.group(3).strip(), maxsplit=1)[0]
+                return f"According to {passage.group(2).strip()}: {first_sentence} [{passage.group(1)}]"
+    return None
+
+
 def scripted_answer(messages: tuple[ChatMessage, ...], *, answer_tokens: int) -> tuple[str, ...]:
     """The full answer for a prompt, one token per element, each with its leading space."""
     if answer_tokens < 1:
         return ()
+    grounded = grounded_answer(messages)
+    if grounded is not None:
+        return tuple(f" {word}" for word in grounded.split()[:answer_tokens])
     # A digest of the whole conversation leads the answer, so two prompts that share their last
     # user message but differ earlier still get different answers.
     conversation_text = "\x1e".join(f"{message.role}\x1f{message.content}" for message in messages)

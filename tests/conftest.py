@@ -118,3 +118,14 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clic
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """all-MiniLM-L6-v2, loaded once per session (about 7 s); shared by every test that embeds."""
+    from projections.search.embedding import MiniLMEmbedder  # imports torch: only when a test embeds
+
+    model = MiniLMEmbedder(batch_size=32)
+    asyncio.run(model.start())
+    yield model
+    asyncio.run(model.close())

@@ -7,17 +7,15 @@ does not rank (no Elasticsearch server installs here).
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from projections.search.elasticsearch import ElasticsearchIndex
 from projections.search.embedded import EmbeddedSearchIndex
-from projections.search.embedding import MiniLMEmbedder
 
 
 def _load_beside(name: str):
@@ -32,15 +30,6 @@ def _load_beside(name: str):
 
 
 recording_elasticsearch = _load_beside("recording_elasticsearch")
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Iterator[MiniLMEmbedder]:
-    """all-MiniLM-L6-v2, loaded once (about 7 s); shared by every test that embeds."""
-    model = MiniLMEmbedder(batch_size=32)
-    asyncio.run(model.start())
-    yield model
-    asyncio.run(model.close())
 
 
 @pytest.fixture
