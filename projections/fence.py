@@ -1,8 +1,9 @@
 """The read-your-writes fence: wait until the read models hold what the log held when a query arrived.
 
-It compares, for the partition of the queried key, the projector group's committed offset with the
-partition's end. A process that runs the projector calls `notify()` after each batch, so its own
-queries wake at once; an API-only process polls briefly instead.
+It compares, for the partition of the queried key (in `conversation-events` unless another topic is
+named, such as `documents`), the projector group's committed offset with the partition's end. A
+process that runs the projector calls `notify()` after each batch, so its own queries wake at once;
+an API-only process polls briefly instead.
 """
 
 import asyncio
@@ -25,19 +26,19 @@ class ReadYourWritesFence:
         self._progress.set()
         self._progress = asyncio.Event()
 
-    async def caught_up(self, *, key: str | None = None, timeout_s: float = 5.0) -> None:
-        """With a key, its partition; without, every partition of `conversation-events`."""
+    async def caught_up(self, *, key: str | None = None, topic: str = CONVERSATION_EVENTS, timeout_s: float = 5.0) -> None:
+        """With a key, its partition of `topic`; without, every partition of it."""
         deadline = time.monotonic() + timeout_s
         if key is not None:
-            target = await self._log.end_offset(CONVERSATION_EVENTS, key=key)
+            target = await self._log.end_offset(topic, key=key)
 
             async def behind() -> bool:
-                return await self._log.committed(group=self._group, topic=CONVERSATION_EVENTS, key=key) < target
+                return await self._log.committed(group=self._group, topic=topic, key=key) < target
         else:
-            targets = await self._log.end_offsets(CONVERSATION_EVENTS)
+            targets = await self._log.end_offsets(topic)
 
             async def behind() -> bool:
-                done = await self._log.committed_offsets(group=self._group, topic=CONVERSATION_EVENTS)
+                done = await self._log.committed_offsets(group=self._group, topic=topic)
                 return any(done.get(partition, -1) < end for partition, end in targets.items())
 
         while await behind():

@@ -1,12 +1,20 @@
-"""Pure folds from conversation events to read-model rows; `version` is the event's log offset."""
+"""Pure folds from conversation and document events to read-model rows; `version` is the event's log offset."""
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from events.conversation import AssistantTurnFinished, ConversationCreated, RunRequested, TurnSubmitted
+from events.documents import (
+    DOCUMENT_EVENT_TYPES,
+    FileDeleted,
+    FileIndexed,
+    FileIngestionFailed,
+    FileIngestionProgressed,
+    FileUploaded,
+)
 from events.envelope import Envelope
 from events.values import Usage
-from projections.read_models import ConversationRow, RunRow, TurnRow
+from projections.read_models import ConversationRow, FileRow, FileStateRow, RunRow, TurnRow
 
 
 @dataclass(kw_only=True)
@@ -16,14 +24,19 @@ class RowBatch:
     conversations: list[ConversationRow] = field(default_factory=list)
     turns: list[TurnRow] = field(default_factory=list)
     runs: list[RunRow] = field(default_factory=list)
+    files: list[FileRow] = field(default_factory=list)
+    file_states: list[FileStateRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.conversations or self.turns or self.runs)
+        return bool(self.conversations or self.turns or self.runs or self.files or self.file_states)
 
 
 def fold(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
     """Add the rows `envelope` produces to `batch` (each event carries every column of its rows)."""
     event = envelope.payload
+    if isinstance(event, DOCUMENT_EVENT_TYPES):
+        _fold_file(batch, envelope, offset=offset)
+        return
     scope = {
         "org_id": envelope.actor.org_id,
         "workspace_id": envelope.actor.workspace_id,
@@ -138,3 +151,57 @@ def _add_assistant_turn(
             version=version,
         )
     )
+
+
+def _fold_file(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
+    """A file's header (from its upload) and its state (from every event of it)."""
+    event = envelope.payload
+    org_id = envelope.actor.org_id  # the uploader's org; later events of the file keep it
+    match event:
+        case FileUploaded():
+            batch.files.append(
+                FileRow(
+                    org_id=org_id,
+                    workspace_id=event.workspace_id,
+                    owner_id=event.owner_id,
+                    file_id=event.file_id,
+                    acl=event.acl,
+                    filename=event.filename,
+                    media_type=event.media_type,
+                    size=event.size,
+                    digest=event.digest,
+                    created_at=event.uploaded_at,
+                    version=offset,
+                )
+            )
+            state = FileStateRow(org_id=org_id, file_id=event.file_id, state="pending", version=offset)
+        case FileIngestionProgressed():
+            state = FileStateRow(
+                org_id=org_id,
+                file_id=event.file_id,
+                state=event.state,
+                pages=event.pages,
+                chunks_total=event.chunks_total,
+                chunks_indexed=event.chunks_indexed,
+                version=offset,
+            )
+        case FileIndexed():
+            state = FileStateRow(
+                org_id=org_id,
+                file_id=event.file_id,
+                state="indexed",
+                pages=event.pages,
+                chunks_total=event.chunks,
+                chunks_indexed=event.chunks,
+                title=event.title,
+                version=offset,
+            )
+        case FileIngestionFailed():
+            state = FileStateRow(
+                org_id=org_id, file_id=event.file_id, state="failed", failure_reason=event.reason, version=offset
+            )
+        case FileDeleted():
+            state = FileStateRow(org_id=org_id, file_id=event.file_id, state="deleted", version=offset)
+        case _:
+            return
+    batch.file_states.append(state)

@@ -1,4 +1,4 @@
-"""The read-model projector: folds `conversation-events` into ClickHouse tables, batch by batch.
+"""The read-model projector: folds `conversation-events` and `documents` into ClickHouse tables, batch by batch.
 
 Rows are upserted by log offset (ReplacingMergeTree), so redelivery after a crash is harmless. After
 each batch it wakes the read-your-writes fence, so queries in the same process see their writes at once.
@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from events.codec import AvroCodec, UndecodableMessage
 from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
-from events.topics import CONVERSATION_EVENTS
+from events.topics import CONVERSATION_EVENTS, DOCUMENTS
 from processors.runtime import Delivery, Processor
 from projections.fence import ReadYourWritesFence
 from projections.folds import RowBatch, fold
 from projections.read_models import ReadModels
 
 READ_MODELS_GROUP = "read-models"
+PROJECTED_TOPICS = (CONVERSATION_EVENTS, DOCUMENTS)
 
 
 class ReadModelProjector:
@@ -35,7 +36,7 @@ class ReadModelProjector:
     def processor(self) -> Processor:
         return Processor(
             group=READ_MODELS_GROUP,
-            topics=(CONVERSATION_EVENTS,),
+            topics=PROJECTED_TOPICS,
             react=self.react,
             max_batch=2_000,
             # Every insert writes a new part, a fixed cost of milliseconds: fewer, larger batches.
@@ -48,36 +49,43 @@ class ReadModelProjector:
         rows = RowBatch()
         for delivery in deliveries:
             fold(rows, delivery.envelope, offset=delivery.record.offset)
-        await self._read_models.upsert(conversations=rows.conversations, turns=rows.turns, runs=rows.runs)
+        await _upsert(self._read_models, rows)
         return []
 
 
 async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: ReadModels, batch_size: int = 5_000) -> int:
-    """Replay every conversation event into `fresh` tables, then swap them in for `live` (blue/green).
+    """Replay every projected event into `fresh` tables, then swap them in for `live` (blue/green).
 
-    Replays each partition up to the end it had when the rebuild began, commits the projector's
-    progress there (the live projector goes on from it), and returns how many events it replayed.
-    The live projector must be stopped meanwhile (`turnlog replay` runs with the server stopped).
+    Replays each partition of each projected topic up to the end it had when the rebuild began,
+    commits the projector's progress there (the live projector goes on from it), and returns how
+    many events it replayed. The live projector must be stopped meanwhile (`turnlog replay` runs
+    with the server stopped).
     """
     await fresh.drop_tables()
     await fresh.create_tables()
-    ends = {partition: end for partition, end in (await log.end_offsets(CONVERSATION_EVENTS)).items() if end >= 0}
-    reached: dict[int, int] = {}
+    ends = {
+        (topic, partition): end
+        for topic in PROJECTED_TOPICS
+        for partition, end in (await log.end_offsets(topic)).items()
+        if end >= 0
+    }
+    reached: dict[tuple[str, int], int] = {}
     replayed: list[LogRecord] = []
-    consumer = log.consume(group=f"{READ_MODELS_GROUP}.rebuild", topics=(CONVERSATION_EVENTS,), max_batch=batch_size)
+    consumer = log.consume(group=f"{READ_MODELS_GROUP}.rebuild", topics=PROJECTED_TOPICS, max_batch=batch_size)
     try:
-        while any(reached.get(partition, -1) < end for partition, end in ends.items()):
+        while any(reached.get(position, -1) < end for position, end in ends.items()):
             rows = RowBatch()
             for record in await anext(consumer):
-                reached[record.partition] = record.offset
-                if record.offset > ends.get(record.partition, -1):
+                position = (record.topic, record.partition)
+                reached[position] = record.offset
+                if record.offset > ends.get(position, -1):
                     continue  # arrived after the rebuild began: the live projector's
                 try:
                     fold(rows, codec.decode(record.value), offset=record.offset)
                 except UndecodableMessage:
                     pass  # the live projector dead-lettered it too
                 replayed.append(record)
-            await fresh.upsert(conversations=rows.conversations, turns=rows.turns, runs=rows.runs)
+            await _upsert(fresh, rows)
     finally:
         await consumer.aclose()
     await live.exchange_with(fresh)
@@ -85,3 +93,9 @@ async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: R
     if replayed:
         await log.commit(ConsumerCommit.through(READ_MODELS_GROUP, replayed))
     return len(replayed)
+
+
+async def _upsert(read_models: ReadModels, rows: RowBatch) -> None:
+    await read_models.upsert(
+        conversations=rows.conversations, turns=rows.turns, runs=rows.runs, files=rows.files, file_states=rows.file_states
+    )

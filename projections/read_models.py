@@ -13,6 +13,9 @@ from projections.store import SqlStore
 
 __all__ = [
     "ConversationRow",
+    "FileRow",
+    "FileStateRow",
+    "FileView",
     "ReadModels",
     "RunRow",
     "Scope",
@@ -87,7 +90,61 @@ class RunRow:
     version: int
 
 
-_Row = ConversationRow | TurnRow | RunRow
+@dataclass(frozen=True, kw_only=True)
+class FileRow:
+    """An uploaded file's header: who may see it and what it is (from `FileUploaded`; never changes)."""
+
+    org_id: str
+    workspace_id: str
+    owner_id: str
+    file_id: str
+    acl: str  # workspace | owner
+    filename: str
+    media_type: str
+    size: int
+    digest: str
+    created_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileStateRow:
+    """Where a file's ingestion stands; every document event replaces it (`deleted` hides the file)."""
+
+    org_id: str
+    file_id: str
+    state: str  # pending | extracting | indexing | indexed | failed | deleted
+    pages: int = 0
+    chunks_total: int = 0
+    chunks_indexed: int = 0
+    title: str = ""
+    failure_reason: str = ""
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileView:
+    """A visible file: its header and its ingestion state, as the API shows it."""
+
+    org_id: str
+    workspace_id: str
+    owner_id: str
+    file_id: str
+    acl: str
+    filename: str
+    media_type: str
+    size: int
+    digest: str
+    created_at: datetime
+    state: str
+    pages: int
+    chunks_total: int
+    chunks_indexed: int
+    title: str
+    failure_reason: str
+
+
+_Row = ConversationRow | TurnRow | RunRow | FileRow | FileStateRow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,7 +230,49 @@ _RUNS = _Table(
     ),
     order_by=("org_id", "run_id"),
 )
-_TABLES = (_CONVERSATIONS, _TURNS, _RUNS)
+_FILES = _Table(
+    name="files",
+    row_type=FileRow,
+    columns=(
+        *_SCOPE_COLUMNS,
+        ("file_id", "String"),
+        ("acl", "LowCardinality(String)"),
+        ("filename", "String"),
+        ("media_type", "LowCardinality(String)"),
+        ("size", "UInt64"),
+        ("digest", "String"),
+        ("created_at", _UTC_MICROS),
+        ("version", "UInt64"),
+    ),
+    order_by=("org_id", "file_id"),
+)
+# Apart from `files`: state events name only the file, and each event must carry every column of
+# the rows it writes. A file's events share its key, so their offsets order them.
+_FILE_STATES = _Table(
+    name="file_states",
+    row_type=FileStateRow,
+    columns=(
+        ("org_id", "String"),
+        ("file_id", "String"),
+        ("state", "LowCardinality(String)"),
+        ("pages", "UInt32"),
+        ("chunks_total", "UInt32"),
+        ("chunks_indexed", "UInt32"),
+        ("title", "String"),
+        ("failure_reason", "String"),
+        ("version", "UInt64"),
+    ),
+    order_by=("org_id", "file_id"),
+)
+_TABLES = (_CONVERSATIONS, _TURNS, _RUNS, _FILES, _FILE_STATES)
+
+# Files are shared within a workspace unless their ACL says owner: a different rule from
+# conversations, which are always their owner's alone.
+_FILE_IN_SCOPE = (
+    "f.org_id = {org_id:String} AND has({workspace_ids:Array(String)}, f.workspace_id)"
+    " AND (f.acl = 'workspace' OR f.owner_id = {owner_id:String})"
+)
+_FILE_STATE_COLUMNS = ("state", "pages", "chunks_total", "chunks_indexed", "title", "failure_reason")
 
 # Every scoped read starts with this filter. org_id leads each sort key, so it also prunes.
 # The scope columns of a row never change, so filtering them is safe together with FINAL.
@@ -220,9 +319,12 @@ class ReadModels:
         conversations: Sequence[ConversationRow] = (),
         turns: Sequence[TurnRow] = (),
         runs: Sequence[RunRow] = (),
+        files: Sequence[FileRow] = (),
+        file_states: Sequence[FileStateRow] = (),
     ) -> None:
         """Write the rows, one INSERT per table that has any; FINAL reads keep the newest version."""
-        for table, rows in ((_CONVERSATIONS, conversations), (_TURNS, turns), (_RUNS, runs)):
+        tables = ((_CONVERSATIONS, conversations), (_TURNS, turns), (_RUNS, runs), (_FILES, files), (_FILE_STATES, file_states))
+        for table, rows in tables:
             if rows:
                 await self._store.insert(self._name(table), [_record(table, row) for row in rows])
 
@@ -293,6 +395,51 @@ class ReadModels:
             _RUNS, scope, where=["run_id = {run_id:String}"], then="LIMIT 1", parameters={"run_id": run_id}
         )
         return RunRow(**rows[0]) if rows else None
+
+    async def file(self, scope: Scope, file_id: str) -> FileView | None:
+        """A file the scope may see (its workspace, and its owner unless shared), not deleted."""
+        views = await self._select_files(scope, where=["f.file_id = {file_id:String}"], then="LIMIT 1", parameters={"file_id": file_id})
+        return views[0] if views else None
+
+    async def files(
+        self, scope: Scope, *, workspace_id: str | None = None, before: str | None = None, limit: int
+    ) -> list[FileView]:
+        """Visible files, newest first; `before` is the last file_id of the previous page."""
+        where: list[str] = []
+        parameters: dict[str, object] = {"limit": limit}
+        if workspace_id is not None:
+            where.append("f.workspace_id = {workspace_id:String}")
+            parameters["workspace_id"] = workspace_id
+        if before is not None:
+            where.append("f.file_id < {before:String}")
+            parameters["before"] = before
+        # File ids are prefixed ULIDs, so id order is upload order.
+        return await self._select_files(scope, where=where, then="ORDER BY f.file_id DESC LIMIT {limit:UInt32}", parameters=parameters)
+
+    async def files_by_id(self, scope: Scope, file_ids: Sequence[str]) -> dict[str, FileView]:
+        """Those of `file_ids` the scope may see, by id (the rest are missing, deleted or someone else's)."""
+        if not file_ids:
+            return {}
+        views = await self._select_files(
+            scope, where=["has({file_ids:Array(String)}, f.file_id)"], then="", parameters={"file_ids": list(file_ids)}
+        )
+        return {view.file_id: view for view in views}
+
+    async def _select_files(
+        self, scope: Scope, *, where: Sequence[str], then: str, parameters: Mapping[str, object]
+    ) -> list[FileView]:
+        header = ", ".join(f"f.{name}" for name in _FILES.column_names if name != "version")
+        state = ", ".join(f"s.{name}" for name in _FILE_STATE_COLUMNS)
+        conditions = " AND ".join([_FILE_IN_SCOPE, "s.state != 'deleted'", *where])
+        rows = await self._store.query(
+            f"SELECT {header}, {state} FROM {self._name(_FILES)} AS f FINAL"
+            f" INNER JOIN (SELECT org_id, file_id, {', '.join(_FILE_STATE_COLUMNS)}"
+            f" FROM {self._name(_FILE_STATES)} FINAL WHERE org_id = {{org_id:String}}) AS s"
+            f" ON s.org_id = f.org_id AND s.file_id = f.file_id"
+            f" WHERE {conditions} {then}",
+            {**_scope_parameters(scope), **parameters},
+        )
+        return [FileView(**{name.removeprefix("f.").removeprefix("s."): value for name, value in row.items()}) for row in rows]
 
     async def snapshot(self) -> dict[str, list[dict[str, object]]]:
         """Every row of every table as stored (FINAL, sort-key order, without `version`).

@@ -6,7 +6,7 @@ import pytest
 
 from events.embedded import EmbeddedLog
 from events.log import ConsumerCommit, OutgoingRecord
-from events.topics import CONVERSATION_EVENTS
+from events.topics import CONVERSATION_EVENTS, DOCUMENTS
 from projections.fence import ReadYourWritesFence
 from turnlog.errors import Unavailable
 
@@ -27,4 +27,17 @@ async def test_an_idle_log_is_caught_up_and_a_stuck_projector_times_out(embedded
     await fence.caught_up()
     await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
     with pytest.raises(Unavailable):
+        await fence.caught_up(timeout_s=0.05)
+
+
+async def test_a_fence_on_another_topic_waits_for_that_topic_alone(embedded_log: EmbeddedLog) -> None:
+    documents = await embedded_log.append([OutgoingRecord(topic=DOCUMENTS, key="file_1", value=b"x")])
+    await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
+    fence = ReadYourWritesFence(log=embedded_log, group="read-models")
+    with pytest.raises(Unavailable):
+        await fence.caught_up(key="file_1", topic=DOCUMENTS, timeout_s=0.05)
+    await embedded_log.commit(ConsumerCommit.through("read-models", documents))
+    await fence.caught_up(key="file_1", topic=DOCUMENTS, timeout_s=0.5)
+    await fence.caught_up(topic=DOCUMENTS, timeout_s=0.5)
+    with pytest.raises(Unavailable):  # the conversation events are still behind, and the default topic
         await fence.caught_up(timeout_s=0.05)

@@ -230,7 +230,7 @@ async def test_snapshot_lists_every_row_without_version(read_models: ReadModels)
 
     snapshot = await read_models.snapshot()
 
-    assert list(snapshot) == ["conversations", "turns", "runs"]
+    assert list(snapshot) == ["conversations", "turns", "runs", "files", "file_states"]
     assert [row["turn_seq"] for row in snapshot["turns"]] == [1, 2]
     assert snapshot["turns"][0]["state"] == "failed"
     assert all("version" not in row for rows in snapshot.values() for row in rows)
@@ -272,7 +272,7 @@ async def test_truncate_and_drop(store: SqlStore, read_models: ReadModels) -> No
     await read_models.upsert(conversations=[conversation_row()], turns=[turn_row(1)], runs=[run_row()])
 
     await read_models.truncate()
-    assert await read_models.snapshot() == {"conversations": [], "turns": [], "runs": []}
+    assert await read_models.snapshot() == {"conversations": [], "turns": [], "runs": [], "files": [], "file_states": []}
 
     await read_models.drop_tables()
     for table_name in read_models.table_names:
