@@ -36,6 +36,8 @@ def turn_json(row: TurnRow) -> dict:
         "citations": row.citations,
         "createdAt": iso(row.created_at),
     }
+    if row.sources:
+        shape["sources"] = row.sources
     if row.reason:
         shape["reason"] = row.reason
     return shape

@@ -97,6 +97,16 @@ def fold(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
                 created_at=event.requested_at,
                 finished_at=event.finished_at,
                 version=offset,
+                citations=[
+                    {"marker": c.marker, "sourceId": c.file_id, "chunkId": c.chunk_id, "title": c.title,
+                     "location": c.location, "quote": c.quote}
+                    for c in event.citations
+                ],
+                sources=[
+                    {"marker": s.marker, "sourceId": s.file_id, "chunkId": s.chunk_id, "title": s.title,
+                     "location": s.location}
+                    for s in event.sources
+                ],
             )
 
 
@@ -116,6 +126,8 @@ def _add_assistant_turn(
     reason: str = "",
     usage: Usage | None = None,
     finished_at: datetime | None = None,
+    citations: list[dict] | None = None,
+    sources: list[dict] | None = None,
 ) -> None:
     """The assistant turn a run produces and the run itself share their state: one row each."""
     usage = usage or Usage()
@@ -129,6 +141,8 @@ def _add_assistant_turn(
             content=content or [],
             parent_turn_seq=parent_turn_seq,
             run_id=run_id,
+            citations=citations or [],
+            sources=sources or [],
             reason=reason,
             created_at=created_at,
             finished_at=finished_at,

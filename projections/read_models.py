@@ -65,7 +65,8 @@ class TurnRow:
     content: list[dict[str, Any]]  # [{"type": "text", "text": ...}, ...]
     parent_turn_seq: int | None = None
     run_id: str = ""  # "" for a turn no run produced
-    citations: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # what the answer cites
+    sources: list[dict[str, Any]] = field(default_factory=list)  # every passage it was given
     reason: str = ""
     created_at: datetime
     finished_at: datetime | None = None
@@ -174,6 +175,16 @@ class _Table:
             f"ENGINE = ReplacingMergeTree(version)\nORDER BY ({', '.join(self.order_by)})"
         )
 
+    def add_column_statements(self, table_name: str) -> list[str]:
+        """Columns added since a table was first created, for tables made by an older turnlog (idempotent)."""
+        statements = []
+        for (previous, _), (name, sql_type) in zip(self.columns, self.columns[1:]):
+            default = " DEFAULT '[]'" if name in self.json_columns else ""
+            statements.append(
+                f"ALTER TABLE {table_name} ADD COLUMN IF NOT EXISTS {name} {sql_type}{default} AFTER {previous}"
+            )
+        return statements
+
 
 _UTC_MICROS = "DateTime64(6, 'UTC')"
 _SCOPE_COLUMNS = (("org_id", "String"), ("workspace_id", "String"), ("owner_id", "String"))
@@ -203,13 +214,14 @@ _TURNS = _Table(
         ("parent_turn_seq", "Nullable(UInt32)"),
         ("run_id", "String"),
         ("citations", "String"),
+        ("sources", "String"),
         ("reason", "String"),
         ("created_at", _UTC_MICROS),
         ("finished_at", f"Nullable({_UTC_MICROS})"),
         ("version", "UInt64"),
     ),
     order_by=("org_id", "conversation_id", "turn_seq"),
-    json_columns=frozenset({"content", "citations"}),
+    json_columns=frozenset({"content", "citations", "sources"}),
 )
 _RUNS = _Table(
     name="runs",
@@ -304,6 +316,8 @@ class ReadModels:
     async def create_tables(self) -> None:
         for table in _TABLES:
             await self._store.execute(table.create_statement(self._name(table)))
+            for statement in table.add_column_statements(self._name(table)):
+                await self._store.execute(statement)
 
     async def drop_tables(self) -> None:
         for table in _TABLES:

@@ -88,7 +88,8 @@ async def test_rows_roundtrip(read_models: ReadModels) -> None:
     assistant_turn = turn_row(
         2,
         run_id=RUN_ID,
-        citations=[{"document_id": "doc_1", "chunk": 3, "quote": "the moon's pull"}],
+        citations=[{"sourceId": "file_1", "chunkId": "file_1:3", "quote": "the moon's pull"}],
+        sources=[{"marker": 1, "sourceId": "file_1", "chunkId": "file_1:3", "title": "Tides"}],
         reason="",
     )
     run = run_row(status="completed", prompt_tokens=812, output_tokens=64, finished_at=STARTED)
@@ -342,3 +343,28 @@ def _upserts_in_log_order() -> list[dict[str, Any]]:
         },
         {"conversations": [conversation_row(title="Tides", version=8)]},
     ]
+
+
+async def test_tables_made_by_an_older_turnlog_gain_the_new_columns(store: SqlStore) -> None:
+    """A turns table without `sources` (before grounded answers) is brought up to date on start."""
+    old = ReadModels(store, table_suffix="_old")
+    await old.drop_tables()
+    await store.execute(
+        "CREATE TABLE turns_old (org_id String, workspace_id String, owner_id String, conversation_id String,"
+        " turn_seq UInt32, role LowCardinality(String), state LowCardinality(String), content String,"
+        " parent_turn_seq Nullable(UInt32), run_id String, citations String, reason String,"
+        " created_at DateTime64(6, 'UTC'), finished_at Nullable(DateTime64(6, 'UTC')), version UInt64)"
+        " ENGINE = ReplacingMergeTree(version) ORDER BY (org_id, conversation_id, turn_seq)"
+    )
+    await store.execute(
+        "INSERT INTO turns_old VALUES ('org_tides', 'ws_main', 'user_ana', 'conv_old', 1, 'user', 'completed',"
+        " '[]', NULL, '', '[]', '', '2026-04-25 12:00:00', NULL, 1)"
+    )
+    try:
+        await old.create_tables()
+        await old.create_tables()  # idempotent
+        [row] = await old.turns(Scope(org_id="org_tides", owner_id="user_ana", workspace_ids=("ws_main",)), "conv_old", limit=5)
+        assert row.sources == [] and row.citations == []
+        await old.upsert(turns=[turn_row(2, conversation_id="conv_old", sources=[{"marker": 1}])])
+    finally:
+        await old.drop_tables()
