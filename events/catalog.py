@@ -3,12 +3,13 @@
 from events.conversation import CONVERSATION_EVENT_TYPES
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
-from events.runs import RUN_EVENT_TYPES, InferenceRequested
+from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
 
 EVENT_TYPES: tuple[type, ...] = (
     *CONVERSATION_EVENT_TYPES,
     *RUN_EVENT_TYPES,
     InferenceRequested,
+    UsageRecorded,
     *DOCUMENT_EVENT_TYPES,
     CommandAccepted,
     CommandRejected,

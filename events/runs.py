@@ -1,6 +1,7 @@
 """Events of a run's life outside the durable history: its stream, its control and its inference request."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from events.values import ChatMessage, Source, Usage
 
@@ -40,6 +41,21 @@ class RunFinished:
     status: str
     reason: str = ""
     usage: Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageRecorded:
+    """What one run consumed, for the usage ledger (topic `usage`; the envelope's actor is who pays)."""
+
+    run_id: str
+    conversation_id: str
+    pool: str
+    engine: str
+    status: str
+    prompt_tokens: int
+    cached_tokens: int = 0
+    output_tokens: int
+    recorded_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,7 @@
 from events.conversation import CONVERSATION_EVENT_TYPES
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
-from events.runs import RUN_EVENT_TYPES, InferenceRequested
+from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
 
 COMMANDS = "commands"
 CONVERSATION_EVENTS = "conversation-events"
@@ -11,6 +11,7 @@ RUN_EVENTS = "run-events"
 COMMAND_OUTCOMES = "command-outcomes"
 DEAD_LETTERS = "dead-letters"
 DOCUMENTS = "documents"
+USAGE = "usage"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
 
 
@@ -26,6 +27,7 @@ _TOPIC_OF_TYPE: dict[type, str] = {
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
+    UsageRecorded: USAGE,
 }
 
 

@@ -19,6 +19,7 @@ from events.topics import (
     DOCUMENTS,
     INFERENCE_REQUESTS_PREFIX,
     RUN_EVENTS,
+    USAGE,
 )
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -97,6 +98,8 @@ def turnlog_topics(
             # Replies to commands; a client waits seconds for one, an hour is generous.
             COMMAND_OUTCOMES: spec(timedelta(hours=1)),
             DEAD_LETTERS: spec(timedelta(days=30), count=1),
+            # What each run consumed: the billing record, kept forever (the ledger rebuilds from it).
+            USAGE: spec(None),
         },
         # A request older than a day has no one waiting for its answer.
         prefixed={INFERENCE_REQUESTS_PREFIX: spec(timedelta(days=1))},

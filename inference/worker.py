@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from commands.catalog import FinishRun
 from events.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
-from events.envelope import Envelope, new_id
+from events.envelope import Envelope, new_id, utc_now
 from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
-from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat
-from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, inference_topic
+from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE, inference_topic
 from events.values import Usage
 from inference.coalesce import coalesce
 from inference.engine import GenerationFinished, GenerationRequest, InferenceEngine, TokenText
@@ -166,7 +166,16 @@ class InferenceWorker:
                 cached_tokens=finished[0].cached_tokens if finished else 0,
                 output_tokens=output_tokens,
             )
-            await self._log.append([self._finish(request_envelope, "".join(parts), status, reason, usage)])
+            recorded = UsageRecorded(
+                run_id=request.run_id, conversation_id=request.conversation_id, pool=self._pool, engine=self._engine.name,
+                status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens, recorded_at=utc_now(),
+            )
+            # One append: the run's end and what it cost land together (the ledger never misses a finished run).
+            await self._log.append([
+                self._finish(request_envelope, "".join(parts), status, reason, usage),
+                encode(self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor), topic=USAGE),
+            ])
 
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
