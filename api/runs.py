@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from api.access import actor_of, authenticate, context_of, find_run, started_run
+from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run
 from api.auth import Principal
 from api.context import ApiContext
 from api.presenters import run_finished_json, run_json
@@ -18,9 +18,38 @@ from events.topics import RUN_EVENTS
 
 
 async def get_run(request: Request) -> JSONResponse:
+    """The run's status; while it runs, its progress from the log; once completed, its answer.
+
+    This is how a background run (`responseMode: "background"`) is followed without a stream.
+    """
     principal = authenticate(request)
     run = await find_run(request, principal, request.path_params["run_id"])
-    return JSONResponse(run_json(run))
+    shape = run_json(run)
+    context = context_of(request)
+    if run.status == "in_progress":
+        shape["progress"] = await _progress(context, run.run_id)
+    else:
+        turns = await context.read_models.turns(scope_of(principal), run.conversation_id, after_seq=run.turn_seq - 1, limit=1)
+        turn = turns[0] if turns else None
+        if turn is not None and turn.turn_seq == run.turn_seq:
+            shape["result"] = {"turnSeq": turn.turn_seq, "content": turn.content, "citations": turn.citations}
+    return JSONResponse(shape)
+
+
+async def _progress(context: ApiContext, run_id: str) -> dict:
+    """What the run has streamed so far, counted from its events on the log."""
+    deltas = characters = tool_calls = 0
+    for record in await context.log.read(RUN_EVENTS, key=run_id):
+        try:
+            event = context.codec.decode(record.value).payload
+        except UndecodableMessage:
+            continue
+        if isinstance(event, AssistantDelta):
+            deltas += 1
+            characters += len(event.text)
+        elif isinstance(event, ToolCalled):
+            tool_calls += 1
+    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}
 
 
 async def cancel_run(request: Request) -> JSONResponse:

@@ -458,6 +458,31 @@ async def test_background_run_completes_and_its_stream_replays_later(fast_server
         answer = turn_by_seq(await list_turns(client, conversation_id), 2)
         assert answer["state"] == "completed"
         assert delta_text(events) == text_of_turn(answer)
+        # The result is on the run itself: no stream needed.
+        assert run["result"]["turnSeq"] == 2 and run["result"]["content"] == answer["content"]
+
+
+async def test_a_background_run_reports_progress_and_a_cancel_stops_its_generation(slow_server):
+    user = slow_server.new_user()
+    async with user.client() as client:
+        conversation_id = await create_conversation(client, user.workspace)
+        accepted = await submit_turn(client, conversation_id, "a long background job", response_mode="background")
+        progress = []
+        async with asyncio.timeout(20):
+            while len(progress) < 2 or progress[-1]["characters"] == progress[0]["characters"]:
+                run = await get_run(client, accepted["runId"])
+                assert run["status"] == "in_progress" and "result" not in run
+                progress.append(run["progress"])
+                await asyncio.sleep(0.2)
+        assert progress[-1]["deltas"] >= 1 and progress[-1]["toolCalls"] == 0
+
+        cancelled = await client.post(f"/v1/runs/{accepted['runId']}/cancel")
+        assert cancelled.status_code == 202, cancelled.text
+        run = await wait_for_run(client, accepted["runId"])
+        assert run["status"] == "cancelled"
+        # The engine stopped: the run's output ends well short of the 200 tokens it was asked for.
+        assert 0 < run["usage"]["outputTokens"] < 200
+        assert "progress" not in run
 
 
 # --- single writer, content fidelity, cancel before the first token ---------------------------------------
