@@ -1,6 +1,6 @@
 """Every event type, for building a codec."""
 
-from events.conversation import CONVERSATION_EVENT_TYPES
+from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
@@ -10,6 +10,7 @@ EVENT_TYPES: tuple[type, ...] = (
     *RUN_EVENT_TYPES,
     InferenceRequested,
     UsageRecorded,
+    ConversationSummarized,
     *DOCUMENT_EVENT_TYPES,
     CommandAccepted,
     CommandRejected,

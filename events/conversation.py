@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.values import Citation, ContentPart, Source, Usage
+from events.values import Citation, ContentPart, Source, SummaryFact, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,3 +71,19 @@ CONVERSATION_EVENT_TYPES = (
     RunCancellationRequested,
     AssistantTurnFinished,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationSummarized:
+    """A rolling summary of a conversation's older turns (topic `conversation-summaries`).
+
+    Derived state, not history: the summarizer rebuilds it from `conversation-events`, and a
+    prompt may lag it. `through_turn_seq` is the newest turn it covers.
+    """
+
+    conversation_id: str
+    version: int
+    through_turn_seq: int
+    facts: tuple[SummaryFact, ...]
+    summarized_at: datetime
+

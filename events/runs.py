@@ -59,6 +59,31 @@ class UsageRecorded:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PromptAssembled:
+    """A run's prompt manifest: which turns, summary and passages went in, and their token counts.
+
+    With the log, it is enough to rebuild the prompt exactly and to explain any answer.
+    """
+
+    run_id: str
+    conversation_id: str
+    pool: str
+    tokenizer: str
+    budget_tokens: int
+    prompt_tokens: int
+    system_tokens: int
+    summary_version: int | None = None
+    summary_through_turn_seq: int | None = None
+    summary_tokens: int = 0
+    turn_seqs: tuple[int, ...]
+    history_tokens: int
+    chunk_ids: tuple[str, ...]
+    source_tokens: int = 0
+    question_tokens: int
+    tenant_salt: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToolCalled:
     """A tool call began inside the run (the client sees `tool.call`)."""
 
@@ -90,5 +115,7 @@ class InferenceRequested:
     sources: tuple[Source, ...] = ()
 
 
-RUN_EVENT_TYPES = (RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished, ToolCalled, ToolReturned)
+RUN_EVENT_TYPES = (
+    RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished, ToolCalled, ToolReturned, PromptAssembled,
+)
 TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})

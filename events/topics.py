@@ -1,6 +1,6 @@
 """Topic names and which topic each message type lives on (names may change; the split should not)."""
 
-from events.conversation import CONVERSATION_EVENT_TYPES
+from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
@@ -12,12 +12,18 @@ COMMAND_OUTCOMES = "command-outcomes"
 DEAD_LETTERS = "dead-letters"
 DOCUMENTS = "documents"
 USAGE = "usage"
+SUMMARIES = "conversation-summaries"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
 
 
 def inference_topic(pool: str) -> str:
     """One inference topic per pool, so a slow pool's queue never delays another's."""
     return INFERENCE_REQUESTS_PREFIX + pool
+
+
+def inference_topic_for(pool: str, size_class: str) -> str:
+    """One inference topic per pool and prompt-size class, so a long prompt never queues ahead of a short one."""
+    return f"{inference_topic(pool)}.{size_class}"
 
 
 _TOPIC_OF_TYPE: dict[type, str] = {
@@ -28,6 +34,7 @@ _TOPIC_OF_TYPE: dict[type, str] = {
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
     UsageRecorded: USAGE,
+    ConversationSummarized: SUMMARIES,
 }
 
 
@@ -43,7 +50,7 @@ def topic_of(event: object) -> str:
 
 def key_of(event: object) -> str:
     """The partition key of an event: everything about one conversation (one run's stream, one file) shares it."""
-    if _TOPIC_OF_TYPE.get(type(event)) == CONVERSATION_EVENTS:
+    if _TOPIC_OF_TYPE.get(type(event)) in (CONVERSATION_EVENTS, SUMMARIES):
         return event.conversation_id  # type: ignore[attr-defined]
     if _TOPIC_OF_TYPE.get(type(event)) == DOCUMENTS:
         return event.file_id  # type: ignore[attr-defined]

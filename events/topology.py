@@ -7,7 +7,7 @@ identity: growing it later moves keys to other partitions and breaks per-key ord
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
@@ -19,6 +19,7 @@ from events.topics import (
     DOCUMENTS,
     INFERENCE_REQUESTS_PREFIX,
     RUN_EVENTS,
+    SUMMARIES,
     USAGE,
 )
 
@@ -100,6 +101,8 @@ def turnlog_topics(
             DEAD_LETTERS: spec(timedelta(days=30), count=1),
             # What each run consumed: the billing record, kept forever (the ledger rebuilds from it).
             USAGE: spec(None),
+            # Rolling summaries: derived, and only the newest per conversation matters.
+            SUMMARIES: replace(spec(None), cleanup_policy="compact"),
         },
         # A request older than a day has no one waiting for its answer.
         prefixed={INFERENCE_REQUESTS_PREFIX: spec(timedelta(days=1))},

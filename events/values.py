@@ -55,6 +55,14 @@ class Citation:
     quote: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SummaryFact:
+    """One line of a rolling summary: a statement and the turn it came from."""
+
+    turn_seq: int
+    text: str
+
+
 def text_of(content: tuple[ContentPart, ...]) -> str:
     """The plain text of a turn's content parts."""
     return "\n".join(part.text for part in content if part.type == "text")
