@@ -23,6 +23,12 @@ them (the index fixes k=60 and a 50-chunk window per list); the k=60 / depth-50 
 the index's own hybrid, and the run checks that it does. Paired bootstrap intervals say whether
 hybrid's lead over each single list is more than the luck of the question sample.
 
+Two what-ifs for the index's owner, measured here because the index cannot be told to do them:
+the BM25 query without question words ("how", "does", "my": the index drops only Lucene's
+English stop words, which are chosen for documents, not questions), and fusion that weighs the
+BM25 list below the vector list. They were tried on these same questions, with no held-out set:
+read them as directions, not as figures the index would reach.
+
     .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
         [--overlap-tokens 40] [--out path]
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
+import io
 import json
 import math
 import platform
@@ -62,6 +69,11 @@ RANK_CONSTANTS = (1, 5, 10, 20, 30, 60, 100)
 LIST_DEPTHS = (10, 20, 50)
 FETCH_DEPTH = 50
 BOOTSTRAP_SAMPLES = 10_000
+BM25_WEIGHTS = (1.0, 0.7, 0.5, 0.3)
+# Words of a question that say it is a question, not what it is about (the what-if BM25 query drops them).
+QUESTION_WORDS = frozenset(
+    "what whats why how when where which who whom does do did can could should would i me my you your we our s".split()
+)
 
 Format = Literal["html", "markdown", "text", "pdf"]
 # What MiniLM embeds for a chunk: its text alone, or its text under the document's title and the
@@ -269,6 +281,12 @@ def render_pdf(blocks: Sequence[Block]) -> bytes:
     return bytes(pdf.output())
 
 
+def pdf_page_count(data: bytes) -> int:
+    from pypdf import PdfReader
+
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceFile:
     topic: str
@@ -408,6 +426,21 @@ def load_eval_set(path: Path = EVAL_SET) -> tuple[dict, list[Question]]:
     return data, questions
 
 
+def without_question_words(text: str) -> str:
+    """The question's words less interrogatives, auxiliaries and pronouns (the whole text if nothing is left)."""
+    words = [word for word in re.findall(r"[^\W_]+", text) if word.lower() not in QUESTION_WORDS]
+    return " ".join(words) or text
+
+
+def weighted_rrf(rankings: Sequence[Sequence[str]], weights: Sequence[float], *, rank_constant: int) -> list[str]:
+    """Keys by sum(weight / (rank_constant + rank)) over the lists holding them, best first (ties: first seen)."""
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + weight / (rank_constant + rank)
+    return sorted(scores, key=lambda key: -scores[key])
+
+
 def passage_ranks(question: Question, ranked_texts: Sequence[str]) -> list[int | None]:
     """For each passage of the question, the 1-based rank of the first text containing it (None: not in the list)."""
     normalized = [normalized_words(text) for text in ranked_texts]
@@ -479,18 +512,23 @@ async def evaluate(
             ingest_seconds = time.perf_counter() - started
             query_vectors = await embedder.embed([question.question for question in questions])
             runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
-            deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
+            deep: dict[str, list[list[str]]] = {"bm25": [], "vector": [], "bm25_without_question_words": []}
             for question, vector in zip(questions, query_vectors):
                 for mode in MODES:
                     hits = await index.search(scope, text=question.question, vector=vector, limit=CUTOFF, mode=mode)
                     runs[mode].append([hit.chunk_id for hit in hits])
-                for mode in deep:
+                for mode in ("bm25", "vector"):
                     hits = await index.search(scope, text=question.question, vector=vector, limit=FETCH_DEPTH, mode=mode)
                     deep[mode].append([hit.chunk_id for hit in hits])
+                hits = await index.search(
+                    scope, text=without_question_words(question.question), vector=None, limit=FETCH_DEPTH, mode="bm25"
+                )
+                deep["bm25_without_question_words"].append([hit.chunk_id for hit in hits])
         finally:
             await index.close()
             await embedder.close()
 
+    pdf_pages = ingested.pages if fmt == "pdf" else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics))
     texts = ingested.chunk_texts
     normalized_chunks = [normalized_words(text) for text in texts.values()]
     unreachable = [
@@ -535,6 +573,22 @@ async def evaluate(
         for rank_constant in RANK_CONSTANTS
         for depth in LIST_DEPTHS
     ]
+    def rounded(metrics: dict[str, float]) -> dict[str, float]:
+        return {name: round(value, 4) for name, value in metrics.items()}
+
+    what_if = {
+        "question_words": sorted(QUESTION_WORDS),
+        "bm25_without_question_words": rounded(mean_metrics(score(deep["bm25_without_question_words"]))),
+        "weighted_fusion": [
+            {"bm25_weight": weight, "bm25_query": query, "rank_constant": DEFAULT_RANK_CONSTANT, "list_depth": RANK_WINDOW}
+            | rounded(mean_metrics(score([
+                weighted_rrf([bm25[:RANK_WINDOW], vector[:RANK_WINDOW]], [weight, 1.0], rank_constant=DEFAULT_RANK_CONSTANT)
+                for bm25, vector in zip(deep[lists], deep["vector"])
+            ])))
+            for query, lists in (("as asked", "bm25"), ("without question words", "bm25_without_question_words"))
+            for weight in BM25_WEIGHTS
+        ],
+    }
     return {
         "benchmark": "retrieval_quality",
         "date": date.today().isoformat(),
@@ -548,6 +602,7 @@ async def evaluate(
         "ingested": {
             "documents": ingested.documents,
             "pdf_pages": ingested.pages,
+            "pdf_pages_of_the_same_text": pdf_pages,
             "characters": ingested.characters,
             "chunks": ingested.chunks,
             "tokens": ingested.tokens,
@@ -567,6 +622,7 @@ async def evaluate(
         },
         "fusion_grid": fusion_grid,
         "fusion_grid_reproduces_index_hybrid": index_default_reproduced,
+        "what_if": what_if,
         "per_question": [
             {"id": question.id, "style": question.style}
             | {mode: {name: round(value, 4) for name, value in per_mode[mode][position].items()} for mode in MODES}
@@ -588,7 +644,7 @@ def table(result: dict) -> str:
         f"collection: {result['collection']['name']} ({result['format']}, chunks of {result['chunking']['max_tokens']}/"
         f"{result['chunking']['overlap_tokens']} tokens, embedded context: {result['embed_context']}): {result['ingested']['documents']} documents, "
         f"{result['ingested']['chunks']} chunks, {result['ingested']['characters']:,} characters"
-        + (f", {result['ingested']['pdf_pages']} PDF pages" if result["ingested"]["pdf_pages"] else ""),
+        + f" ({result['ingested']['pdf_pages_of_the_same_text']} pages as PDF)",
         f"questions: {result['questions']} ({result['passages']} passages, {len(result['unreachable_passages'])} in no chunk)",
         "",
         f"{'mode':<8} {'nDCG@10':>8} {'recall@10':>10} {'MRR@10':>8}",
@@ -606,6 +662,10 @@ def table(result: dict) -> str:
     best = max(result["fusion_grid"], key=lambda row: row["ndcg"])
     lines.append(f"best fusion variant: k={best['rank_constant']} depth={best['list_depth']} nDCG@10 {best['ndcg']:.3f} "
                  f"(index default reproduced: {result['fusion_grid_reproduces_index_hybrid']})")
+    what_if = result["what_if"]
+    lines.append(f"what-if, BM25 without question words: nDCG@10 {what_if['bm25_without_question_words']['ndcg']:.3f}")
+    for row in what_if["weighted_fusion"]:
+        lines.append(f"what-if, RRF with BM25 weight {row['bm25_weight']} (BM25 query {row['bm25_query']}): nDCG@10 {row['ndcg']:.3f}")
     return "\n".join(lines)
 
 
