@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api import conversations, runs
+from api import conversations, files, runs
 from api.access import ConversationDirectory
 from api.context import ApiContext
 from api.problems import exception_handlers
@@ -29,6 +29,10 @@ ROUTES = [
     Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
     Route("/v1/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
     Route("/v1/runs/{run_id}/stream", runs.stream_run, methods=["GET"]),
+    Route("/v1/files", files.upload_file, methods=["POST"]),
+    Route("/v1/files", files.list_files, methods=["GET"]),
+    Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+    Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
 ]
 
 

@@ -4,6 +4,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from commands.bus import CommandBus
+from events.blobs import BlobStore
 from events.codec import AvroCodec
 from events.log import EventLog
 from projections.read_models import ReadModels
@@ -13,6 +14,7 @@ from projections.read_models import ReadModels
 class Limits:
     max_turn_body_bytes: int = 256 * 1024
     max_small_body_bytes: int = 16 * 1024
+    max_upload_bytes: int = 25 * 1024 * 1024  # one uploaded file (`--max-upload-mb`)
     max_page_size: int = 100
     default_page_size: int = 20
     keepalive_s: float = 15.0
@@ -22,9 +24,11 @@ class Limits:
 class ApiContext:
     bus: CommandBus
     read_models: ReadModels
-    # Waits until the read models hold every conversation event now on the log (for a key's partition).
+    # Waits until the read models hold every conversation event now on the log (for a key's partition;
+    # `topic=DOCUMENTS` for files).
     caught_up: Callable[..., Awaitable[None]]
     log: EventLog
     codec: AvroCodec
     secret: bytes
+    blobs: BlobStore  # where uploads' bytes go; events carry only their digest
     limits: Limits = Limits()

@@ -15,6 +15,7 @@ from api.access import (
 )
 from api.auth import Principal
 from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, read_json_body, request_fingerprint
+from api.files import check_attachments
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
 from events.envelope import new_id
@@ -82,6 +83,9 @@ async def submit_turn(request: Request) -> JSONResponse:
         idempotency_key=idempotency_key,
         request_fingerprint="turn:" + request_fingerprint(body),
     )
+    if body.attachments:
+        header = await request.app.state.conversations.find(request, principal, conversation_id)
+        await check_attachments(context, principal, workspace_id=header.workspace_id, file_ids=body.attachments)
     return await _start_run(request, principal, command)
 
 

@@ -22,6 +22,7 @@ from turnlog.errors import (
     TurnlogError,
     Unauthenticated,
     Unavailable,
+    UnprocessableContent,
     UnsupportedMediaType,
 )
 
@@ -67,6 +68,7 @@ PROBLEM_KINDS: Mapping[type[TurnlogError], ProblemKind] = {
     Conflict: _kind(409, "conflict", "Conflict"),
     # 422 as in the IETF Idempotency-Key draft: 409 is kept for "same key, still in flight".
     IdempotencyKeyReused: _kind(422, "idempotency-key-reused", "Idempotency key reused"),
+    UnprocessableContent: _kind(422, "unprocessable-content", "Unprocessable content"),
     PayloadTooLarge: _kind(413, "payload-too-large", "Payload too large"),
     UnsupportedMediaType: _kind(415, "unsupported-media-type", "Unsupported media type"),
     Unavailable: _kind(503, "unavailable", "Service unavailable"),

@@ -38,11 +38,17 @@ CLICKHOUSE_USER = "turnlog"
 CLICKHOUSE_PASSWORD = "p@ss:w/rd %"
 
 
+# The shared servers' upload limit: small, so a test can pass it without sending tens of MiB.
+E2E_MAX_UPLOAD_MB = 1.0
+
+
 def _running(request: pytest.FixtureRequest, name: str, *, token_delay_ms: float, answer_tokens: int):
     """A server on the embedded defaults, or (param "kafka") a fleet: 2 API instances + workers on Kafka."""
     base = request.getfixturevalue("tmp_path_factory").mktemp(name)
     if request.param == "embedded":
-        return e2e_server.TurnlogServer(data_dir=base / "data", token_delay_ms=token_delay_ms, answer_tokens=answer_tokens)
+        return e2e_server.TurnlogServer(
+            data_dir=base / "data", token_delay_ms=token_delay_ms, answer_tokens=answer_tokens, max_upload_mb=E2E_MAX_UPLOAD_MB
+        )
     # A broker of its own per fleet: fleets must not share topics or consumer groups.
     broker = kafka_harness.TansuBroker(log_path=base / "tansu.log")
     broker.start()
@@ -56,6 +62,7 @@ def _running(request: pytest.FixtureRequest, name: str, *, token_delay_ms: float
         store_url=clickhouse.url(name),
         token_delay_ms=token_delay_ms,
         answer_tokens=answer_tokens,
+        max_upload_mb=E2E_MAX_UPLOAD_MB,
     )
 
 

@@ -58,6 +58,7 @@ class TurnlogServer:
     token_delay_ms: float = 0.0
     answer_tokens: int = 20
     run_lease_s: float | None = None
+    max_upload_mb: float | None = None
     startup_deadline_s: float = STARTUP_DEADLINE_S
     extra_args: Sequence[str] = ()
     port: int | None = None
@@ -81,6 +82,8 @@ class TurnlogServer:
         ]
         if self.run_lease_s is not None:
             command += ["--run-lease-s", str(self.run_lease_s)]
+        if self.max_upload_mb is not None:
+            command += ["--max-upload-mb", str(self.max_upload_mb)]
         return command + list(self.extra_args)
 
     def start(self) -> TurnlogServer:
@@ -414,6 +417,7 @@ class TurnlogFleet:
     answer_tokens: int = 20
     inference_workers: int = 1
     run_lease_s: float | None = None
+    max_upload_mb: float | None = None
     apis: list[TurnlogServer] = field(default_factory=list)
     workers: list[TurnlogWorker] = field(default_factory=list)
     _next: int = 0
@@ -429,13 +433,16 @@ class TurnlogFleet:
                 TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine), name=f"inference{index}")
                 for index in range(self.inference_workers)
             ),
+            # Blobs and the search index default to the shared data dir, which the ingester reads too.
+            TurnlogWorker(data_dir=self.data_dir, roles=("ingester",), args=shared, name="ingester"),
         ]
         for worker in self.workers:
             worker.start()
         # The instances share the data dir only for the token-signing secret; the log and the
         # read models are Kafka and ClickHouse.
         self.apis = [
-            TurnlogServer(data_dir=self.data_dir, extra_args=(*shared, "--role", "api")).start() for _ in range(2)
+            TurnlogServer(data_dir=self.data_dir, max_upload_mb=self.max_upload_mb, extra_args=(*shared, "--role", "api")).start()
+            for _ in range(2)
         ]
         return self
 

@@ -19,6 +19,11 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
     parser.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
     parser.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
+    _add_document_options(parser)
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=float(_env("MAX_UPLOAD_MB", "25")),
+        help="the largest file an upload may be, in MiB (default 25)",
+    )
     parser.add_argument("--engine", choices=["cpu", "scripted", "sglang", "openai-compatible"], default=_env("ENGINE", "cpu"))
     parser.add_argument("--engine-url", default=_env("ENGINE_URL"), help="openai-compatible engine: the server's API root")
     parser.add_argument(
@@ -35,11 +40,25 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
 
 
+def _add_document_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--blobs", default=_env("BLOBS"),
+        help="where uploaded files' bytes live: file:///path or s3://bucket/prefix?endpoint=http://host:9000 (default file:///<data-dir>/blobs)",
+    )
+    parser.add_argument(
+        "--search", default=_env("SEARCH"),
+        help="the search index: embedded:///path or elasticsearch://host:9200 (default embedded:///<data-dir>/search)",
+    )
+
+
 def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings:
     return Settings(
         data_dir=arguments.data_dir,
         log_url=arguments.log,
         store_url=arguments.store,
+        blobs_url=arguments.blobs,
+        search_url=arguments.search,
+        max_upload_mb=arguments.max_upload_mb,
         roles=roles,
         processor_runtime=arguments.processor_runtime,
         engine=arguments.engine,
@@ -82,9 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
     replay = commands.add_parser("replay", help="drop and rebuild projections from the log (server stopped)")
     replay.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
-    replay.add_argument("--projection", choices=["read-models"], default="read-models")
+    replay.add_argument(
+        "--projection", choices=["read-models", "search"], default="read-models",
+        help="read-models: the ClickHouse tables (server stopped); search: re-chunk and re-embed every file into a fresh index",
+    )
     replay.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
     replay.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
+    _add_document_options(replay)
 
     arguments = parser.parse_args(argv)
     match arguments.command:
@@ -164,7 +187,19 @@ async def _replay(arguments: argparse.Namespace) -> int:
     from projections.projector import rebuild
     from turnlog.system import build_codec, opened_storage
 
-    settings = Settings(data_dir=arguments.data_dir, log_url=arguments.log, store_url=arguments.store)
+    settings = Settings(
+        data_dir=arguments.data_dir,
+        log_url=arguments.log,
+        store_url=arguments.store,
+        blobs_url=arguments.blobs,
+        search_url=arguments.search,
+    )
+    if arguments.projection == "search":
+        try:
+            return await _replay_search(settings)
+        except DataDirectoryBusy:
+            print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
+            return 1
     try:
         async with opened_storage(settings) as (log, live):
             replayed = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
@@ -174,6 +209,24 @@ async def _replay(arguments: argparse.Namespace) -> int:
         return 1
     counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
     print(f"rebuilt read models from {replayed} events: {counts}")
+    return 0
+
+
+async def _replay_search(settings: Settings) -> int:
+    from processors.ingestion.reindex import rebuild_search_index
+    from turnlog.system import build_codec, build_log, opened_blobs, opened_search
+
+    log = build_log(settings)
+    await log.start()
+    try:
+        async with opened_blobs(settings) as blobs, opened_search(settings) as search:
+            report = await rebuild_search_index(
+                log=log, codec=build_codec(), blobs=blobs, index=search.index, embedder=search.embedder,
+                tokenizer=search.tokenizer, progress=lambda line: print(line, flush=True),
+            )
+    finally:
+        await log.close()
+    print(f"rebuilt the search index: {report.summary()}")
     return 0
 
 

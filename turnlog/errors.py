@@ -17,6 +17,7 @@ __all__ = [
     "TurnlogError",
     "Unauthenticated",
     "Unavailable",
+    "UnprocessableContent",
     "UnsupportedMediaType",
 ]
 
@@ -93,6 +94,10 @@ class InvalidRequest(TurnlogError):
     ) -> None:
         super().__init__(detail=detail, extra=extra)
         self.errors: tuple[FieldError, ...] = tuple(errors)
+
+
+class UnprocessableContent(InvalidRequest):
+    """Well-formed, but it names something that cannot be used (an attachment the caller cannot see)."""
 
 
 class PayloadTooLarge(TurnlogError):

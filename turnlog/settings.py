@@ -9,7 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
-PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog")
+PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester")
+# Roles that search documents (and so open the search index and, on first use, the embedding model).
+SEARCH_ROLES = ("ingester",)
 # auto: faust-streaming agents on Kafka, the log's own consumer groups on the embedded log.
 PROCESSOR_RUNTIMES = ("auto", "faust", "native")
 
@@ -19,6 +21,9 @@ class Settings:
     data_dir: Path = Path(".turnlog")
     log_url: str | None = None  # default: sqlite:///<data_dir>/log.db
     store_url: str | None = None  # default: chdb:///<data_dir>/read-models
+    blobs_url: str | None = None  # default: file:///<data_dir>/blobs
+    search_url: str | None = None  # default: embedded:///<data_dir>/search
+    max_upload_mb: float = 25.0
     roles: tuple[str, ...] = PROCESSOR_ROLES
     processor_runtime: str = "auto"
     engine: str = "cpu"  # cpu | scripted | sglang | openai-compatible
@@ -39,6 +44,8 @@ class Settings:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
         if self.processor_runtime not in PROCESSOR_RUNTIMES:
             raise ValueError(f"unknown processor runtime {self.processor_runtime!r}; choose {', '.join(PROCESSOR_RUNTIMES)}")
+        if not self.max_upload_mb > 0:
+            raise ValueError(f"the upload limit must be a positive number of MiB, got {self.max_upload_mb}")
         if self.processor_runtime == "faust" and url_scheme(self.log) != "kafka":
             raise ValueError("the faust processor runtime needs a Kafka log (--log kafka://host:9092)")
 
@@ -57,13 +64,30 @@ class Settings:
     def store(self) -> str:
         return self.store_url or f"chdb://{(self.data_dir / 'read-models').resolve()}"
 
+    @property
+    def blobs(self) -> str:
+        return self.blobs_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def search(self) -> str:
+        return self.search_url or f"embedded://{(self.data_dir / 'search').resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def searches(self) -> bool:
+        """Whether this process runs a role that needs the search index and the embedder."""
+        return bool(set(self.roles) & set(SEARCH_ROLES))
+
 
 def url_scheme(url: str) -> str:
     return urlsplit(url).scheme
 
 
 def url_path(url: str) -> Path:
-    """The filesystem path of a `sqlite:///abs/path` or `chdb:///abs/path` URL."""
+    """The filesystem path of a `sqlite:///abs/path`, `chdb:///abs/path` or `embedded:///abs/path` URL."""
     path = urlsplit(url).path
     if not path:
         raise ValueError(f"{url!r} names no path")

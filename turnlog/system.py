@@ -8,22 +8,26 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from api.auth import load_or_create_secret
-from api.context import ApiContext
+from api.context import ApiContext, Limits
 from commands.bus import CommandBus
 from commands.catalog import COMMAND_TYPES
 from commands.handler import CommandHandler
+from events.blobs import BlobStore, build_blob_store
 from events.catalog import EVENT_TYPES
 from events.codec import AvroCodec
 from events.embedded import EmbeddedLog
 from events.log import EventLog
 from inference.engine import InferenceEngine
 from inference.worker import InferenceWorker
+from processors.ingestion.chunking import Tokenizer
 from processors.prompting import PromptBuilder, PromptPolicy
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.search.embedding import Embedder
+from projections.search.index import SearchIndex
 from projections.store import SqlStore
 from turnlog.settings import Settings, url_path, url_scheme
 
@@ -66,6 +70,78 @@ def build_store(settings: Settings) -> SqlStore:
     )
 
 
+def build_search_index(settings: Settings) -> SearchIndex:
+    """`embedded:///path` (SQLite FTS5 + exact vectors), or Elasticsearch: `elasticsearch://host:9200` / `http(s)://...`.
+
+    Elasticsearch URLs take `?shards=&replicas=&fusion=rrf_retriever|client&alias=` (`fusion=client`
+    fuses in turnlog, for clusters without the licence the `rrf` retriever needs).
+    """
+    url = urlsplit(settings.search)
+    match url.scheme:
+        case "embedded":
+            from projections.search.embedded import EmbeddedSearchIndex
+
+            return EmbeddedSearchIndex(directory=url_path(settings.search))
+        case "elasticsearch" | "http" | "https":
+            from projections.search.elasticsearch import ElasticsearchIndex
+
+            if not url.netloc:
+                raise ValueError(f"{settings.search!r} names no host; use elasticsearch://host:9200")
+            options = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
+            unknown = set(options) - {"shards", "replicas", "fusion", "alias"}
+            if unknown:
+                raise ValueError(f"unknown search URL option(s) {sorted(unknown)}; options are alias, fusion, replicas, shards")
+            scheme = "http" if url.scheme == "elasticsearch" else url.scheme
+            extra = {name: int(options[name]) for name in ("shards", "replicas") if name in options}
+            if "alias" in options:
+                extra["alias"] = options["alias"]
+            return ElasticsearchIndex(
+                hosts=f"{scheme}://{url.netloc}{url.path.rstrip('/')}", fusion=options.get("fusion", "rrf_retriever"), **extra
+            )
+    raise ValueError(
+        f"unsupported search URL {settings.search!r}; use embedded:///path or elasticsearch://host:9200 (http(s)://host:9200)"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search:
+    """The search plane of a process: the index, and the embedding model and tokenizer (both loaded on first use).
+
+    Hand `index` and `embedder` to whatever searches (the prompt builder's retrieval): chunks and
+    queries must be embedded by the same model.
+    """
+
+    index: SearchIndex
+    embedder: Embedder
+    tokenizer: Tokenizer
+
+
+@asynccontextmanager
+async def opened_search(settings: Settings) -> AsyncIterator[Search]:
+    from processors.ingestion.chunking import load_embedding_tokenizer
+    from turnlog.on_demand import OnDemandEmbedder, OnDemandTokenizer
+
+    index = build_search_index(settings)
+    await index.start()
+    embedder = OnDemandEmbedder()
+    await embedder.start()
+    try:
+        yield Search(index=index, embedder=embedder, tokenizer=OnDemandTokenizer(load_embedding_tokenizer))
+    finally:
+        await embedder.close()
+        await index.close()
+
+
+@asynccontextmanager
+async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
+    blobs = build_blob_store(settings.blobs)
+    await blobs.start()
+    try:
+        yield blobs
+    finally:
+        await blobs.close()
+
+
 def build_engine(settings: Settings) -> InferenceEngine:
     if settings.engine == "scripted":
         from inference.scripted import ScriptedEngine
@@ -94,18 +170,25 @@ def build_engine(settings: Settings) -> InferenceEngine:
 
 @dataclass(frozen=True, kw_only=True)
 class Roles:
-    """What a process runs, once started; `projector` is set when it projects in-process."""
+    """What a process runs, once started; `projector` is set when it projects in-process, `search` when a role searches."""
 
     tasks: tuple[asyncio.Task, ...]
     projector: ReadModelProjector | None
+    search: Search | None = None
 
 
 @asynccontextmanager
 async def running_roles(
-    settings: Settings, *, log: EventLog, codec: AvroCodec, read_models: ReadModels
+    settings: Settings,
+    *,
+    log: EventLog,
+    codec: AvroCodec,
+    read_models: ReadModels,
+    blobs: BlobStore | None = None,
 ) -> AsyncIterator[Roles]:
-    """Start this process's roles on an open log and store; stop them on exit."""
+    """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit."""
     async with AsyncExitStack() as stack:
+        search = await stack.enter_async_context(opened_search(settings)) if settings.searches else None
         tasks: list[asyncio.Task] = []
         projector = None
 
@@ -137,8 +220,18 @@ async def running_roles(
             spawn(worker.run(), "inference-worker")
         if "watchdog" in settings.roles:
             spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
+        if "ingester" in settings.roles:
+            from processors.ingestion.ingester import Ingester
+
+            assert search is not None
+            if blobs is None:
+                blobs = await stack.enter_async_context(opened_blobs(settings))
+            ingester = Ingester(
+                log=log, codec=codec, blobs=blobs, index=search.index, embedder=search.embedder, tokenizer=search.tokenizer
+            )
+            spawn(run(ingester.processor()), "ingester")
         try:
-            yield Roles(tasks=tuple(tasks), projector=projector)
+            yield Roles(tasks=tuple(tasks), projector=projector, search=search)
         finally:
             for task in tasks:
                 task.cancel()
@@ -166,14 +259,21 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
     """The API's context plus this process's roles (every role, by default)."""
     codec = build_codec()
     secret = load_or_create_secret(settings.data_dir)
-    async with opened_storage(settings) as (log, read_models):
-        async with running_roles(settings, log=log, codec=codec, read_models=read_models) as roles:
+    async with opened_storage(settings) as (log, read_models), opened_blobs(settings) as blobs:
+        async with running_roles(settings, log=log, codec=codec, read_models=read_models, blobs=blobs) as roles:
             bus = CommandBus(log=log, codec=codec)
             await bus.start()
             try:
                 fence = roles.projector.fence if roles.projector else ReadYourWritesFence(log=log, group=READ_MODELS_GROUP)
                 yield ApiContext(
-                    bus=bus, read_models=read_models, caught_up=fence.caught_up, log=log, codec=codec, secret=secret
+                    bus=bus,
+                    read_models=read_models,
+                    caught_up=fence.caught_up,
+                    log=log,
+                    codec=codec,
+                    secret=secret,
+                    blobs=blobs,
+                    limits=Limits(max_upload_bytes=settings.max_upload_bytes),
                 )
             finally:
                 await bus.close()

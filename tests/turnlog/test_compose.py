@@ -23,7 +23,9 @@ import api.app
 import turnlog.system
 from api.auth import load_or_create_secret
 from events.kafka import KafkaLog
+from events.s3_blobs import S3BlobStore, parse_s3_url
 from projections.clickhouse import parse_clickhouse_url
+from projections.search.elasticsearch import ElasticsearchIndex
 from turnlog import cli
 from turnlog.settings import PROCESSOR_ROLES, Settings, url_path, url_scheme
 
@@ -139,8 +141,10 @@ def roles_of(service: dict) -> list[str]:
 
 
 def test_the_stack_is_the_api_workers_and_their_backing_services() -> None:
-    assert DEFAULT_STACK == {"kafka", "clickhouse", "api", "worker", "inference", "lb"}
-    assert TURNLOG_SERVICES == ["api", "inference", "turnlog", "worker"]
+    assert DEFAULT_STACK == {
+        "kafka", "clickhouse", "elasticsearch", "minio", "minio-init", "api", "worker", "ingester", "inference", "lb",
+    }
+    assert TURNLOG_SERVICES == ["api", "inference", "ingester", "turnlog", "worker"]
     assert {SERVICES[name]["image"] for name in TURNLOG_SERVICES} == {"turnlog:local"}
     assert {str(SERVICES[name]["build"]) for name in TURNLOG_SERVICES} == {"."}
 
@@ -169,6 +173,24 @@ def test_stack_services_reach_kafka_and_clickhouse_as_the_code_parses_them(name,
     assert address.password == clickhouse["CLICKHOUSE_PASSWORD"]
     assert address.database == clickhouse["CLICKHOUSE_DB"]
     assert not address.secure
+
+    # Uploaded files: the bucket minio-init creates, on the MinIO service, with MinIO's own credentials.
+    blobs = turnlog.system.build_blob_store(settings.blobs)  # constructs only: S3 is reached in start()
+    assert isinstance(blobs, S3BlobStore)
+    location = parse_s3_url(settings.blobs)
+    minio_init = services["minio-init"]["environment"]
+    assert location.bucket == minio_init["TURNLOG_BUCKET"]
+    assert urlsplit(location.endpoint_url).netloc == "minio:9000" and "minio" in services
+    assert "server /data" in " ".join(services["minio"]["command"]) and "http://minio:9000" in " ".join(services["minio-init"]["command"])
+    environment_of_service = services[name]["environment"]
+    assert environment_of_service["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert environment_of_service["AWS_SECRET_ACCESS_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+
+    # The search index: the Elasticsearch service, fused client-side (no licence for the rrf retriever).
+    index = turnlog.system.build_search_index(settings)  # constructs only: the client connects in start()
+    assert isinstance(index, ElasticsearchIndex)
+    assert (index._hosts, index._fusion, index._replicas) == ("http://elasticsearch:9200", "client", 0)
+    assert services["elasticsearch"]["environment"]["discovery.type"] == "single-node"
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
@@ -211,8 +233,9 @@ def test_worker_services_cover_every_processor_role_and_run_one_decider() -> Non
     assert set(covered) == set(PROCESSOR_ROLES)
     # The decider keeps per-conversation state; one service runs it (and docs/deploy.md: one replica).
     assert covered.count("decider") == 1
-    # Scaling `inference` must scale inference alone.
+    # Scaling `inference` (or `ingester`) must scale that role alone.
     assert roles["inference"] == ["inference"]
+    assert roles["ingester"] == ["ingester"]
 
 
 def test_the_embedded_server_keeps_everything_in_its_volume(monkeypatch) -> None:
@@ -224,6 +247,8 @@ def test_the_embedded_server_keeps_everything_in_its_volume(monkeypatch) -> None
     assert (url_scheme(settings.log), url_scheme(settings.store)) == ("sqlite", "chdb")
     assert url_path(settings.log) == (Path("/data") / "log.db").resolve()
     assert url_path(settings.store) == (Path("/data") / "read-models").resolve()
+    assert url_path(settings.search) == (Path("/data") / "search").resolve()
+    assert urlsplit(settings.blobs).path == str((Path("/data") / "blobs").resolve())
     assert "turnlog-data:/data" in service["volumes"]
     assert "TURNLOG_SECRET" not in service.get("environment", {}), "its secret lives in the volume"
     assert run["uvicorn"]["host"] == "0.0.0.0"
@@ -260,28 +285,26 @@ def test_clickhouse_creates_the_database_and_is_healthy_only_once_it_answers() -
     assert any(volume.endswith(":/var/lib/clickhouse") for volume in clickhouse["volumes"])
 
 
-def test_every_dependency_waits_for_a_healthcheck() -> None:
+def test_every_dependency_waits_for_a_healthcheck_or_a_finished_setup_job() -> None:
     for name, service in SERVICES.items():
         for target, condition in service.get("depends_on", {}).items():
             assert target in SERVICES, (name, target)
+            if condition["condition"] == "service_completed_successfully":
+                # A one-shot job (creating the bucket): it must not restart, or it would never "complete".
+                assert SERVICES[target]["restart"] == "no", (name, target)
+                continue
             assert condition["condition"] == "service_healthy", (name, target)
             assert "healthcheck" in SERVICES[target], f"{name} waits for {target}, which has no healthcheck"
     for name in DEFAULT_STACK & set(TURNLOG_SERVICES):
-        assert set(SERVICES[name]["depends_on"]) == {"kafka", "clickhouse"}, name
+        assert set(SERVICES[name]["depends_on"]) == {"kafka", "clickhouse", "elasticsearch", "minio-init"}, name
 
 
 def test_optional_services_sit_behind_their_profiles() -> None:
-    for name in ("elasticsearch", "minio", "minio-init"):
-        assert SERVICES[name]["profiles"] == ["retrieval"], name
-    assert SERVICES["elasticsearch"]["environment"]["discovery.type"] == "single-node"
     sglang = SERVICES["sglang"]
     assert sglang["profiles"] == ["gpu"]
     assert [str(argument) for argument in sglang["command"]][:3] == ["python3", "-m", "sglang.launch_server"]
     devices = sglang["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
-    # Nothing in the code reads these yet: no turnlog service may be pointed at them.
-    for name in TURNLOG_SERVICES:
-        assert not {"TURNLOG_SEARCH", "TURNLOG_BLOBS"} & set(SERVICES[name].get("environment", {})), name
 
 
 def test_published_host_ports_never_collide() -> None:
@@ -298,6 +321,20 @@ def test_the_balancer_passes_server_sent_events_through_unbuffered() -> None:
     read_timeout = re.search(r"proxy_read_timeout (\d+)([smh]);", nginx)
     assert read_timeout and int(read_timeout[1]) * {"s": 1, "m": 60, "h": 3600}[read_timeout[2]] >= 600
     assert "$host" in nginx and "$$" not in nginx, "nginx variables survive Compose interpolation"
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
+def test_the_balancer_streams_uploads_up_to_turnlogs_own_limit(environment, monkeypatch) -> None:
+    """nginx refuses bodies over 1 MiB by default: turnlog's 413 (with its limit) must be the one a client sees."""
+    services = compose(environment)["services"]
+    nginx = compose(environment)["configs"]["lb-nginx"]["content"]
+    limit = re.search(r"client_max_body_size (\d+)([kmg]?);", nginx)
+    assert limit, "nginx's default 1 MiB cap would refuse uploads before turnlog sees them"
+    settings = run_cli(services["api"], monkeypatch)["settings"]
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[limit[2]]
+    assert int(limit[1]) == 0 or int(limit[1]) * scale > settings.max_upload_bytes
+    assert settings.max_upload_mb == 25
+    assert "proxy_request_buffering off;" in nginx
 
 
 # -- the image and the docs --------------------------------------------------------------------------
