@@ -1,7 +1,8 @@
 """A deterministic, nearly free engine that echoes the prompt: for tests and benchmarks.
 
 Given retrieved passages it answers like an obedient model: the first passage's first sentence,
-cited with its marker; told that nothing relevant was found, it says so.
+cited with its marker; told that nothing relevant was found, it says so. Asked a question that a
+fact of the rolling summary answers, it answers with that fact.
 """
 
 from __future__ import annotations
@@ -44,11 +45,30 @@ def grounded_answer(messages: tuple[ChatMessage, ...]) -> str | None:
     return None
 
 
+def remembered_answer(messages: tuple[ChatMessage, ...]) -> str | None:
+    """A question answered from the rolling summary, as a model that reads its context would."""
+    from processors.summaries import SUMMARY_HEADER
+
+    question = next((message.content for message in reversed(messages) if message.role == "user"), "")
+    if not question.rstrip().endswith("?"):
+        return None
+    wanted = {word.lower() for word in re.findall(r"\w{3,}", question)}
+    facts = [
+        line.split(") ", 1)[-1]
+        for message in messages
+        if message.role == "system" and message.content.startswith(SUMMARY_HEADER)
+        for line in message.content.splitlines()[1:]
+    ]
+    scored = [(len(wanted & {word.lower() for word in re.findall(r"\w{3,}", fact)}), fact) for fact in facts]
+    best = max(scored, default=(0, ""))
+    return f"From earlier in our conversation: {best[1]}" if best[0] >= 2 else None
+
+
 def scripted_answer(messages: tuple[ChatMessage, ...], *, answer_tokens: int) -> tuple[str, ...]:
     """The full answer for a prompt, one token per element, each with its leading space."""
     if answer_tokens < 1:
         return ()
-    grounded = grounded_answer(messages)
+    grounded = grounded_answer(messages) or remembered_answer(messages)
     if grounded is not None:
         return tuple(f" {word}" for word in grounded.split()[:answer_tokens])
     # A digest of the whole conversation leads the answer, so two prompts that share their last

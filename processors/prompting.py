@@ -2,12 +2,14 @@
 
 The transcript is state folded from `conversation-events`; the prompt is the stable system prefix
 first (so engines can reuse its cache), then the turns on the branch being answered, newest last,
-within a character budget (token-exact budgets and rolling summaries come with the router). When the
+within the pool's token budget counted by the engine's own tokenizer, after the rolling summary of
+what came before. Every prompt is recorded as a `PromptAssembled` manifest on the run's events. When the
 user attached files, or the tool mode is `auto` and the workspace holds documents, the run searches
 them first (`file_search`, shown on the run's stream) and the passages found go in, numbered, just
 before the question.
 """
 
+import hashlib
 import json
 import logging
 
@@ -16,14 +18,16 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from events.codec import AvroCodec
-from events.conversation import AssistantTurnFinished, RunRequested, TurnSubmitted
+from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
 from events.envelope import Envelope
 from events.log import EventLog, OutgoingRecord
-from events.runs import InferenceRequested, ToolCalled, ToolReturned
-from events.topics import CONVERSATION_EVENTS, RUN_EVENTS, topic_of
+from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
+from events.topics import CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES, topic_of
 from events.values import Actor, ChatMessage, Source, text_of
 from processors.grounding import grounding_message, numbered_sources
+from inference.tokenizers import PromptTokenizer, WordTokenizer
 from processors.keyed_state import KeyedStates
+from processors.summaries import summary_text
 from processors.retrieval import DocumentRetriever
 from processors.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
@@ -51,9 +55,16 @@ class Transcript:
 class PromptPolicy:
     pool: str = "interactive"
     max_output_tokens: int = 512
-    max_history_chars: int = 6_000
+    context_tokens: int = 8_192  # the pool's context window
     max_source_tokens: int = 1_500
     system_prompt: str = SYSTEM_PROMPT
+    # Salt every tenant's content behind its own prefix, so no engine cache entry is shared across tenants.
+    salt_tenant_prefix: bool = True
+
+    @property
+    def budget_tokens(self) -> int:
+        """What the prompt may take: the context window less the room kept for the answer."""
+        return self.context_tokens - self.max_output_tokens
 
 
 def evolve_transcript(transcript: Transcript, envelope: Envelope) -> Transcript:
@@ -79,47 +90,134 @@ class Grounding:
     sources: tuple[Source, ...] = ()
 
 
-def build_prompt(
-    transcript: Transcript, run: RunRequested, policy: PromptPolicy, *, grounding: Grounding | None = None
-) -> InferenceRequested:
-    """The inference request answering `run.parent_turn_seq`: the branch it belongs to, newest turns kept."""
-    branch: list[TranscriptTurn] = []
-    seq: int | None = run.parent_turn_seq
-    budget = policy.max_history_chars
+def branch_of(transcript: Transcript, turn_seq: int | None) -> list[tuple[int, TranscriptTurn]]:
+    """The turns from the first one to `turn_seq` along its chain of parents, oldest first."""
+    branch: list[tuple[int, TranscriptTurn]] = []
+    seq = turn_seq
     while seq is not None and seq in transcript.turns:
-        turn = transcript.turns[seq]
-        seq = turn.parent_turn_seq
-        if not turn.text.strip():
-            continue
-        if branch and len(turn.text) > budget:
-            break  # the newest turns matter most; older ones wait for summaries
-        branch.append(turn)
-        budget -= len(turn.text)
-    messages = [ChatMessage(role="system", content=policy.system_prompt)]
-    messages.extend(ChatMessage(role=turn.role, content=turn.text) for turn in reversed(branch))
-    if grounding is not None:
-        # Retrieved context sits just before the question: the prefix before it stays cacheable.
-        messages.insert(len(messages) - 1, ChatMessage(role="system", content=grounding_message(grounding.sources)))
-    return InferenceRequested(
+        branch.append((seq, transcript.turns[seq]))
+        seq = transcript.turns[seq].parent_turn_seq
+    branch.reverse()
+    return branch
+
+
+def tenant_salt(org_id: str) -> str:
+    """A stable, opaque per-tenant token: placed after the public prefix, it keeps cache entries apart."""
+    return hashlib.blake2b(org_id.encode(), digest_size=8, person=b"turnlog-salt").hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssembledPrompt:
+    request: InferenceRequested
+    manifest: PromptAssembled
+
+
+def build_prompt(
+    transcript: Transcript,
+    run: RunRequested,
+    policy: PromptPolicy,
+    *,
+    tokenizer: PromptTokenizer,
+    grounding: Grounding | None = None,
+    summary: ConversationSummarized | None = None,
+    salt: str = "",
+) -> AssembledPrompt:
+    """The prompt answering `run.parent_turn_seq`, within the pool's token budget, and its manifest.
+
+    Order: the public system prefix (shared by every tenant, so engines reuse its cache), the
+    tenant's salt, the rolling summary, the newest turns of the branch that fit, the retrieved
+    passages, and the question. Turns the summary covers are left out; older turns that do not fit
+    wait for the next summary.
+    """
+    branch = [(seq, turn) for seq, turn in branch_of(transcript, run.parent_turn_seq) if turn.text.strip()]
+    question = branch.pop() if branch and branch[-1][1].role == "user" else None
+    if summary is not None:
+        branch = [(seq, turn) for seq, turn in branch if seq > summary.through_turn_seq]
+    prefix = [ChatMessage(role="system", content=policy.system_prompt)]
+    if salt:
+        prefix.append(ChatMessage(role="system", content=f"Conversation scope: {salt}."))
+    summary_message = (
+        [ChatMessage(role="system", content=summary_text(summary.facts))] if summary is not None and summary.facts else []
+    )
+    grounding_messages = (
+        [ChatMessage(role="system", content=grounding_message(grounding.sources))] if grounding is not None else []
+    )
+    question_messages = [ChatMessage(role="user", content=question[1].text)] if question is not None else []
+
+    def assemble(kept: list[tuple[int, TranscriptTurn]]) -> list[ChatMessage]:
+        history = [ChatMessage(role=turn.role, content=turn.text) for _, turn in kept]
+        return [*prefix, *summary_message, *history, *grounding_messages, *question_messages]
+
+    # Newest turns first while their estimated cost fits, then one exact count of the whole prompt.
+    overhead = _message_overhead(tokenizer)
+    remaining = policy.budget_tokens - tokenizer.count_messages(assemble([]))
+    kept: list[tuple[int, TranscriptTurn]] = []
+    for seq, turn in reversed(branch):
+        cost = tokenizer.count(turn.text) + overhead
+        if cost > remaining:
+            break
+        kept.insert(0, (seq, turn))
+        remaining -= cost
+    messages = assemble(kept)
+    prompt_tokens = tokenizer.count_messages(messages)
+    while prompt_tokens > policy.budget_tokens and kept:
+        kept.pop(0)
+        messages = assemble(kept)
+        prompt_tokens = tokenizer.count_messages(messages)
+    sources = grounding.sources if grounding is not None else ()
+    request = InferenceRequested(
         run_id=run.run_id,
         conversation_id=run.conversation_id,
         turn_seq=run.turn_seq,
         pool=policy.pool,
         messages=tuple(messages),
         max_output_tokens=policy.max_output_tokens,
-        sources=grounding.sources if grounding is not None else (),
+        sources=sources,
     )
+    manifest = PromptAssembled(
+        run_id=run.run_id,
+        conversation_id=run.conversation_id,
+        pool=policy.pool,
+        tokenizer=tokenizer.name,
+        budget_tokens=policy.budget_tokens,
+        prompt_tokens=prompt_tokens,
+        system_tokens=tokenizer.count_messages(prefix),
+        summary_version=summary.version if summary is not None else None,
+        summary_through_turn_seq=summary.through_turn_seq if summary is not None else None,
+        summary_tokens=sum(tokenizer.count(message.content) for message in summary_message),
+        turn_seqs=tuple(seq for seq, _ in kept) + ((question[0],) if question is not None else ()),
+        history_tokens=sum(tokenizer.count(turn.text) for _, turn in kept),
+        chunk_ids=tuple(source.chunk_id for source in sources),
+        source_tokens=sum(tokenizer.count(message.content) for message in grounding_messages),
+        question_tokens=tokenizer.count(question[1].text) if question is not None else 0,
+        tenant_salt=salt,
+    )
+    return AssembledPrompt(request=request, manifest=manifest)
+
+
+def _message_overhead(tokenizer: PromptTokenizer) -> int:
+    """Tokens a chat template adds around one message (role markers, separators)."""
+    one = tokenizer.count_messages([ChatMessage(role="user", content="hello")])
+    two = tokenizer.count_messages([ChatMessage(role="user", content="hello")] * 2)
+    return max(0, two - one - tokenizer.count("hello"))
 
 
 class PromptBuilder:
     """Reacts to `RunRequested` with an `InferenceRequested` on the pool's topic."""
 
     def __init__(
-        self, *, log: EventLog, codec: AvroCodec, policy: PromptPolicy, retriever: DocumentRetriever | None = None
+        self,
+        *,
+        log: EventLog,
+        codec: AvroCodec,
+        policy: PromptPolicy,
+        tokenizer: PromptTokenizer | None = None,
+        retriever: DocumentRetriever | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
         self._policy = policy
+        self._tokenizer = tokenizer or WordTokenizer()
         self._retriever = retriever
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
@@ -138,10 +236,20 @@ class PromptBuilder:
             transcript = await self._transcripts.get(envelope.key, before=delivery.record.offset)
             if isinstance(envelope.payload, RunRequested):
                 grounding, tool_events = await self._ground(transcript, envelope)
-                request = build_prompt(transcript, envelope.payload, self._policy, grounding=grounding)
-                out = Envelope.wrap(request, key=request.run_id, actor=envelope.actor, cause=envelope)
+                prompt = build_prompt(
+                    transcript,
+                    envelope.payload,
+                    self._policy,
+                    tokenizer=self._tokenizer,
+                    grounding=grounding,
+                    summary=await self._latest_summary(envelope.key),
+                    salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
+                )
                 outputs.extend(tool_events)
-                outputs.append(encode(self._codec, out, topic=topic_of(request)))
+                # The manifest first: whoever sees the request can already explain it.
+                outputs.append(self._run_event(prompt.manifest, envelope))
+                out = Envelope.wrap(prompt.request, key=prompt.request.run_id, actor=envelope.actor, cause=envelope)
+                outputs.append(encode(self._codec, out, topic=topic_of(prompt.request)))
             self._transcripts.apply(envelope.key, envelope)
         return outputs
 
@@ -181,7 +289,12 @@ class PromptBuilder:
             return None, [self._run_event(returned, envelope)]
         return Grounding(sources=sources), [self._run_event(returned, envelope)]
 
-    def _run_event(self, event: ToolCalled | ToolReturned, cause: Envelope) -> OutgoingRecord:
+    async def _latest_summary(self, conversation_id: str) -> ConversationSummarized | None:
+        """The newest rolling summary, read at prompt time (it may lag the history: that is allowed)."""
+        records = await self._log.read(SUMMARIES, key=conversation_id)
+        return self._codec.decode(records[-1].value).payload if records else None
+
+    def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
 
 

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 from events.conversation import AssistantTurnFinished, RunRequested, TurnSubmitted
 from events.envelope import Envelope
 from events.values import Actor, ContentPart, Usage
-from processors.prompting import PromptPolicy, Transcript, build_prompt, evolve_transcript
+from inference.tokenizers import WordTokenizer
+from processors.prompting import PromptPolicy, Transcript, evolve_transcript
+from processors.prompting import build_prompt as assemble
 
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,6 +27,11 @@ def answer(seq: int, text: str, parent: int, state: str = "completed") -> Envelo
 def run(seq: int, parent: int) -> RunRequested:
     return RunRequested(conversation_id="c", run_id=f"run_{seq}", turn_seq=seq, parent_turn_seq=parent, mode="interactive",
                         request_fingerprint="f", created_turn_seq=parent, requested_at=NOW)
+
+
+def build_prompt(transcript, run, policy, **options):
+    """The request alone, counted in words (the scripted engine's tokens), with no tenant salt."""
+    return assemble(transcript, run, policy, tokenizer=WordTokenizer(), **options).request
 
 
 def transcript_of(*events: Envelope) -> Transcript:
@@ -64,11 +71,13 @@ def test_failed_answers_are_skipped_but_keep_the_chain() -> None:
 
 
 def test_history_budget_keeps_the_newest_turns() -> None:
-    events = [user(1, "x" * 100, None)]
+    events = [user(1, "x " * 100, None)]
     for seq in range(2, 12, 2):
-        events += [answer(seq, "a" * 100, seq - 1), user(seq + 1, f"turn {seq + 1}", seq)]
-    request = build_prompt(transcript_of(*events), run(12, 11), PromptPolicy(system_prompt="S", max_history_chars=250))
-    texts = [content for _, content in roles_and_texts(request)]
+        events += [answer(seq, "a " * 30, seq - 1), user(seq + 1, f"turn {seq + 1}", seq)]
+    policy = PromptPolicy(system_prompt="S", context_tokens=150, max_output_tokens=50)  # 100 tokens of prompt
+    prompt = assemble(transcript_of(*events), run(12, 11), policy, tokenizer=WordTokenizer())
+    texts = [content for _, content in roles_and_texts(prompt.request)]
     assert texts[0] == "S" and texts[-1] == "turn 11"
-    assert sum(len(text) for text in texts[1:]) <= 250
-    assert "x" * 100 not in texts  # the oldest turn fell out of the budget
+    assert prompt.manifest.prompt_tokens == sum(len(text.split()) for text in texts) <= 100
+    assert "x " * 100 not in texts  # the oldest turn fell out of the budget
+    assert prompt.manifest.turn_seqs[-1] == 11 and 1 not in prompt.manifest.turn_seqs

@@ -13,7 +13,7 @@ from events.conversation import RunRequested, TurnSubmitted
 from events.embedded import EmbeddedLog
 from events.envelope import Envelope
 from events.log import OutgoingRecord
-from events.runs import InferenceRequested, ToolCalled, ToolReturned
+from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.topics import CONVERSATION_EVENTS, RUN_EVENTS
 from events.values import Actor, ContentPart
 from processors.grounding import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
@@ -72,7 +72,8 @@ async def ask(
     await log.append(outputs)
     [request] = [CODEC.decode(o.value).payload for o in outputs if isinstance(CODEC.decode(o.value).payload, InferenceRequested)]
     run_events = [CODEC.decode(r.value).payload for r in await log.read(RUN_EVENTS, key=f"run_{conversation_id}")]
-    return request, run_events
+    assert isinstance(run_events[-1], PromptAssembled)  # every prompt leaves its manifest
+    return request, [event for event in run_events if isinstance(event, (ToolCalled, ToolReturned))]
 
 
 @pytest.fixture
@@ -89,8 +90,8 @@ async def test_attached_files_are_searched_and_their_passages_numbered_before_th
     assert [s.chunk_id for s in request.sources][:1] == ["file_tides:0"]
     assert {s.file_id for s in request.sources} <= {"file_tides", "file_budget"}
     roles = [m.role for m in request.messages]
-    assert roles == ["system", "system", "user"]  # stable prefix, passages, then the question
-    assert request.messages[1].content.startswith(GROUNDED_INSTRUCTIONS) and "[1] Tides, page 1\n" + TIDES in request.messages[1].content
+    assert roles == ["system", "system", "system", "user"]  # public prefix, tenant salt, passages, the question
+    assert request.messages[2].content.startswith(GROUNDED_INSTRUCTIONS) and "[1] Tides, page 1\n" + TIDES in request.messages[2].content
 
 
 async def test_a_workspace_search_never_reaches_another_org_workspace_or_someone_elses_private_file(embedded_log, builder) -> None:
@@ -111,7 +112,7 @@ async def test_attached_files_that_do_not_hold_the_answer_make_the_model_say_so(
 
 async def test_no_search_when_the_tool_mode_is_none_or_the_workspace_has_no_documents(embedded_log, builder, index) -> None:
     request, run_events = await ask(embedded_log, builder, "tides?", tool_mode="none")
-    assert run_events == [] and request.sources == () and len(request.messages) == 2
+    assert run_events == [] and request.sources == () and len(request.messages) == 3
     await index.delete_file(org_id="acme", workspace_id="research", file_id="file_tides")
     await index.delete_file(org_id="acme", workspace_id="research", file_id="file_budget")
     await index.delete_file(org_id="acme", workspace_id="research", file_id="file_bob")

@@ -1,0 +1,113 @@
+"""The summarizer: when a conversation's unsummarized history outgrows its budget, roll it into the summary.
+
+It follows `conversation-events` and, after each answer, looks at the turns of that answer's branch
+that no summary covers yet. Past `trigger_tokens` it folds all but the newest `keep_recent_turns`
+into the rolling summary and appends `ConversationSummarized` (a new version) to the compacted
+`conversation-summaries` topic, where the prompt builder reads it. Summaries are derived: lag is
+allowed, and replaying the history rebuilds them.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from events.codec import AvroCodec
+from events.conversation import AssistantTurnFinished, ConversationSummarized
+from events.envelope import Envelope, utc_now
+from events.log import EventLog, OutgoingRecord
+from events.topics import CONVERSATION_EVENTS, SUMMARIES
+from inference.tokenizers import PromptTokenizer
+from processors.keyed_state import KeyedStates
+from processors.prompting import Transcript, branch_of, evolve_transcript
+from processors.runtime import Delivery, Processor, encode
+from processors.summaries import FoldedTurn, roll_summary
+
+SUMMARIZER_GROUP = "summarizer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryPolicy:
+    trigger_tokens: int = 1_500  # unsummarized history beyond this is rolled into the summary
+    keep_recent_turns: int = 6  # the newest turns stay verbatim in prompts
+    max_tokens: int = 400  # the summary's own budget
+
+
+def next_summary(
+    transcript: Transcript,
+    answered_turn_seq: int,
+    latest: ConversationSummarized | None,
+    policy: SummaryPolicy,
+    *,
+    count_tokens,
+    conversation_id: str,
+) -> ConversationSummarized | None:
+    """The summary to publish after `answered_turn_seq`, or None while the history still fits."""
+    through = latest.through_turn_seq if latest is not None else 0
+    pending = [(seq, turn) for seq, turn in branch_of(transcript, answered_turn_seq) if seq > through]
+    if sum(count_tokens(turn.text) for _, turn in pending) <= policy.trigger_tokens:
+        return None
+    folded = pending[: max(0, len(pending) - policy.keep_recent_turns)]
+    if not folded:
+        return None
+    facts = roll_summary(
+        latest.facts if latest is not None else (),
+        [FoldedTurn(turn_seq=seq, role=turn.role, text=turn.text) for seq, turn in folded],
+        max_tokens=policy.max_tokens,
+        count_tokens=count_tokens,
+    )
+    return ConversationSummarized(
+        conversation_id=conversation_id,
+        version=(latest.version if latest is not None else 0) + 1,
+        through_turn_seq=folded[-1][0],
+        facts=facts,
+        summarized_at=utc_now(),
+    )
+
+
+class Summarizer:
+    """Keeps every conversation's rolling summary within reach of its prompts."""
+
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, tokenizer: PromptTokenizer, policy: SummaryPolicy | None = None
+    ) -> None:
+        self._codec = codec
+        self._tokenizer = tokenizer
+        self._policy = policy or SummaryPolicy()
+        self._transcripts = KeyedStates(
+            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
+        )
+        # The summarizer is the only writer of summaries: its cache follows its own appends.
+        self._summaries: KeyedStates[ConversationSummarized | None] = KeyedStates(
+            log=log, codec=codec, topic=SUMMARIES, initial=None, evolve=lambda _, envelope: envelope.payload
+        )
+
+    def processor(self) -> Processor:
+        return Processor(
+            group=SUMMARIZER_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._reset, durable=False
+        )
+
+    def _reset(self) -> None:
+        self._transcripts.clear()
+        self._summaries.clear()
+
+    async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        outputs: list[OutgoingRecord] = []
+        for delivery in deliveries:
+            envelope = delivery.envelope
+            await self._transcripts.get(envelope.key, before=delivery.record.offset)
+            transcript = self._transcripts.apply(envelope.key, envelope)
+            event = envelope.payload
+            if not isinstance(event, AssistantTurnFinished) or event.state == "failed":
+                continue
+            summary = next_summary(
+                transcript,
+                event.turn_seq,
+                await self._summaries.get(envelope.key),
+                self._policy,
+                count_tokens=self._tokenizer.count,
+                conversation_id=event.conversation_id,
+            )
+            if summary is not None:
+                published = Envelope.wrap(summary, key=event.conversation_id, actor=envelope.actor, cause=envelope)
+                self._summaries.apply(envelope.key, published)
+                outputs.append(encode(self._codec, published, topic=SUMMARIES))
+        return outputs
