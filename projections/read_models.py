@@ -305,6 +305,11 @@ class ReadModels:
         self._store = store
         self._table_suffix = table_suffix
 
+    @property
+    def store(self) -> SqlStore:
+        """The store these tables live in (other projections, like the usage ledger, share it)."""
+        return self._store
+
     def sibling(self, table_suffix: str) -> "ReadModels":
         """Another set of these tables in the same store (a rebuild's fresh tables)."""
         return ReadModels(self._store, table_suffix=table_suffix)

@@ -32,6 +32,10 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
     parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
     parser.add_argument("--max-output-tokens", type=int, default=256)
+    parser.add_argument(
+        "--context-tokens", type=int, default=int(_env("CONTEXT_TOKENS", "8192")),
+        help="the engine's context window: prompts (history, summary, passages) are budgeted against it",
+    )
     parser.add_argument("--run-lease-s", type=float, default=30.0, help="a silent run is ended after this long")
     parser.add_argument(
         "--processor-runtime", choices=PROCESSOR_RUNTIMES, default=_env("PROCESSOR_RUNTIME", "auto"),
@@ -68,6 +72,7 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         token_delay_ms=arguments.token_delay_ms,
         answer_tokens=arguments.answer_tokens,
         max_output_tokens=arguments.max_output_tokens,
+        context_tokens=arguments.context_tokens,
         run_lease_s=arguments.run_lease_s,
         heartbeat_s=min(5.0, arguments.run_lease_s / 3),
         host=getattr(arguments, "host", "127.0.0.1"),

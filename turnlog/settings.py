@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
 PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester")
 # Roles that search documents (and so open the search index and, on first use, the embedding model).
-SEARCH_ROLES = ("ingester",)
+SEARCH_ROLES = ("ingester", "prompt-builder")
 # auto: faust-streaming agents on Kafka, the log's own consumer groups on the embedded log.
 PROCESSOR_RUNTIMES = ("auto", "faust", "native")
 
@@ -33,6 +33,7 @@ class Settings:
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only
     max_output_tokens: int = 256
+    context_tokens: int = 8_192  # the engine's context window: prompts are budgeted against it
     run_lease_s: float = 30.0
     heartbeat_s: float = 5.0
     host: str = "127.0.0.1"

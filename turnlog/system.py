@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,12 +21,16 @@ from events.log import EventLog
 from inference.engine import InferenceEngine
 from inference.worker import InferenceWorker
 from processors.ingestion.chunking import Tokenizer
+from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
 from processors.prompting import PromptBuilder, PromptPolicy
+from processors.retrieval import DocumentRetriever
+from processors.summarizer import Summarizer
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
 from projections.store import SqlStore
@@ -142,6 +147,21 @@ async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
         await blobs.close()
 
 
+def build_prompt_tokenizer(settings: Settings) -> PromptTokenizer:
+    """The engine's own tokenizer, so prompts are budgeted as the engine will count them."""
+    if settings.engine == "scripted":
+        return WordTokenizer()
+    if settings.engine == "cpu":
+        return HuggingFaceTokenizer.smollm2()
+    if settings.engine_model and Path(settings.engine_model).is_dir():
+        return HuggingFaceTokenizer.from_directory(settings.engine_model)
+    logger.warning(
+        "no local tokenizer for model %r: prompts are budgeted by words, a rough count; pass a model directory",
+        settings.engine_model,
+    )
+    return WordTokenizer()
+
+
 def build_engine(settings: Settings) -> InferenceEngine:
     if settings.engine == "scripted":
         from inference.scripted import ScriptedEngine
@@ -207,11 +227,22 @@ async def running_roles(
         if "decider" in settings.roles:
             spawn(run(CommandHandler(log=log, codec=codec).processor()), "decider")
         if "prompt-builder" in settings.roles:
-            builder = PromptBuilder(log=log, codec=codec, policy=PromptPolicy(max_output_tokens=settings.max_output_tokens))
+            # The prompt builder and the summarizer share the prompt's budget and tokenizer: one role.
+            tokenizer = await asyncio.to_thread(build_prompt_tokenizer, settings)
+            assert search is not None
+            builder = PromptBuilder(
+                log=log,
+                codec=codec,
+                policy=PromptPolicy(max_output_tokens=settings.max_output_tokens, context_tokens=settings.context_tokens),
+                tokenizer=tokenizer,
+                retriever=DocumentRetriever(index=search.index, embedder=search.embedder),
+            )
             spawn(run(builder.processor()), "prompt-builder")
+            spawn(run(Summarizer(log=log, codec=codec, tokenizer=tokenizer).processor()), "summarizer")
         if "projector" in settings.roles:
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
+            spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
         if "inference" in settings.roles:
             engine = build_engine(settings)
             await engine.start()
@@ -247,6 +278,7 @@ async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, Re
         try:
             read_models = ReadModels(store)
             await read_models.create_tables()
+            await UsageLedger(store).create_tables()
             yield log, read_models
         finally:
             await store.close()
