@@ -38,3 +38,57 @@ def test_token_reads_its_data_dir_from_the_environment(tmp_path, monkeypatch, ca
     assert main(["token", "--user", "u_1", "--org", "org_1", "--workspace", "ws_1"]) == 0
     assert capsys.readouterr().out.count(".") == 2  # a JWT
     assert (tmp_path / "secret.key").exists()
+
+
+def test_uploads_and_the_search_index_live_under_the_data_dir_by_default(tmp_path) -> None:
+    from events.blobs import DirectoryBlobStore, build_blob_store
+    from projections.search.embedded import EmbeddedSearchIndex
+    from turnlog.system import build_search_index
+
+    settings = Settings(data_dir=tmp_path)
+    assert settings.blobs == f"file://{(tmp_path / 'blobs').resolve()}"
+    assert isinstance(build_blob_store(settings.blobs), DirectoryBlobStore)
+    assert url_scheme(settings.search) == "embedded" and url_path(settings.search) == (tmp_path / "search").resolve()
+    assert isinstance(build_search_index(settings), EmbeddedSearchIndex)
+    assert settings.max_upload_bytes == 25 * 1024 * 1024
+    assert "ingester" in settings.roles and settings.searches
+    assert not Settings(roles=("decider", "projector")).searches
+
+
+def test_elasticsearch_urls_name_the_cluster_and_its_options() -> None:
+    from projections.search.elasticsearch import ElasticsearchIndex
+    from turnlog.system import build_search_index
+
+    index = build_search_index(Settings(search_url="elasticsearch://search:9200?replicas=0&fusion=client&shards=3"))
+    assert isinstance(index, ElasticsearchIndex)
+    assert (index._hosts, index._replicas, index._shards, index._fusion) == ("http://search:9200", 0, 3, "client")
+    assert build_search_index(Settings(search_url="https://es.example:9243/"))._hosts == "https://es.example:9243"
+    with pytest.raises(ValueError, match="unsupported search URL"):
+        build_search_index(Settings(search_url="lucene:///tmp/x"))
+    with pytest.raises(ValueError, match="unknown search URL option"):
+        build_search_index(Settings(search_url="elasticsearch://search:9200?replica=0"))
+    with pytest.raises(ValueError, match="positive number of MiB"):
+        Settings(max_upload_mb=0)
+
+
+def test_document_options_come_from_the_environment_and_flags_win(tmp_path, monkeypatch) -> None:
+    from turnlog import cli
+
+    captured = {}
+
+    async def run_workers(settings: Settings) -> None:
+        captured["settings"] = settings
+
+    monkeypatch.setattr("turnlog.system.run_workers", run_workers)
+    monkeypatch.setattr(cli, "_configure_logging", lambda level: None)
+    monkeypatch.setenv("TURNLOG_BLOBS", "s3://bucket/uploads?endpoint=http://minio:9000")
+    monkeypatch.setenv("TURNLOG_SEARCH", "elasticsearch://search:9200")
+    monkeypatch.setenv("TURNLOG_MAX_UPLOAD_MB", "5")
+    assert main(["worker", "--role", "ingester", "--data-dir", str(tmp_path)]) == 0
+    settings = captured["settings"]
+    assert (settings.blobs, settings.search, settings.max_upload_bytes) == (
+        "s3://bucket/uploads?endpoint=http://minio:9000", "elasticsearch://search:9200", 5 * 1024 * 1024,
+    )
+    assert settings.roles == ("ingester",)
+    assert main(["worker", "--role", "ingester", "--data-dir", str(tmp_path), "--search", "embedded:///srv/index", "--max-upload-mb", "0.5"]) == 0
+    assert (captured["settings"].search, captured["settings"].max_upload_bytes) == ("embedded:///srv/index", 512 * 1024)
