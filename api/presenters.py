@@ -34,10 +34,9 @@ def turn_json(row: TurnRow) -> dict:
         "parentTurnSeq": row.parent_turn_seq,
         "runId": row.run_id or None,
         "citations": row.citations,
+        "sources": row.sources,
         "createdAt": iso(row.created_at),
     }
-    if row.sources:
-        shape["sources"] = row.sources
     if row.reason:
         shape["reason"] = row.reason
     return shape

@@ -21,7 +21,7 @@ from inference.engine import (
 )
 
 _WORDS_WHEN_NO_USER_TEXT = ("nothing", "to", "echo")
-_PASSAGE = re.compile(r"^\[(\d+)\] (.*)\n(.+?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
+_PASSAGE = re.compile(r"^\[(\d+)\] ([^\n]*)\n(.+?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
