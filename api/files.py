@@ -155,9 +155,39 @@ async def find_file(context: ApiContext, principal: Principal, file_id: str) -> 
         raise NotFound(detail=f"file {file_id} does not exist")
     await context.caught_up(key=file_id, topic=DOCUMENTS)
     view = await context.read_models.file(scope_of(principal), file_id)
-    if view is None:
+    if view is not None:
+        return view
+    # On Kafka another instance's readers can lag a write by a moment, and the fence with them: if
+    # the log shows the file (and the caller may see it), its row is on its way; wait for it briefly.
+    if not await _on_the_log_for(context, principal, file_id):
         raise NotFound(detail=f"file {file_id} does not exist")
-    return view
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        view = await context.read_models.file(scope_of(principal), file_id)
+        if view is not None:
+            return view
+    raise Unavailable(detail=f"file {file_id} is not in the read models yet; retry shortly", retry_after_s=1)
+
+
+async def _on_the_log_for(context: ApiContext, principal: Principal, file_id: str) -> bool:
+    """Whether the log holds the file, not deleted, visible to `principal` (looked for again for ~1.3 s)."""
+    for attempt in range(12):
+        records = await context.log.read(DOCUMENTS, key=file_id)
+        if records:
+            break
+        await asyncio.sleep(0.02 * attempt)
+    else:
+        return False
+    envelopes = [context.codec.decode(record.value) for record in records]
+    uploaded = next((e for e in envelopes if isinstance(e.payload, FileUploaded)), None)
+    if uploaded is None or any(isinstance(e.payload, FileDeleted) for e in envelopes):
+        return False
+    file = uploaded.payload
+    return (
+        uploaded.actor.org_id == principal.org_id
+        and principal.can_use(file.workspace_id)
+        and (file.acl == "workspace" or file.owner_id == principal.user_id)
+    )
 
 
 async def check_attachments(context: ApiContext, principal: Principal, *, workspace_id: str, file_ids: Sequence[str]) -> None:
