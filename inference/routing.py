@@ -184,7 +184,8 @@ class CircuitBreaker:
     """One pool's breaker: closed -> open -> half-open -> closed (or open again).
 
     Closed: every call goes through; `consecutive_failures` failures in a row, or a failure rate of
-    at least `failure_rate` over `window_s` once the window holds `min_calls` outcomes, open it.
+    at least `failure_rate` over `window_s` once the window holds `min_calls` outcomes, open it
+    (both checked as a failure comes in).
     Open: nothing goes through for `cool_down_s`, then it is half-open. Half-open: `allows` says yes
     to `half_open_probes` calls, no to the rest; a success closes it, a failure opens it again, and
     probes with no outcome within `probe_timeout_s` of the first count as a failure. Outcomes that
