@@ -701,3 +701,27 @@ def test_property_a_waiting_tenant_with_no_slot_is_served_within_one_round(capac
             assert admission.try_admit(tenant, waiting=TENANTS)
             running.append(tenant)
         admission.release(running.pop(pick % len(running)))
+
+
+# --- the walk-through at the end of docs/routing.md, on pools.example.toml ---------------------------
+
+
+def test_the_docs_walk_through_holds_on_the_example_pools_file():
+    from pathlib import Path
+
+    from inference.pools import parse_pools
+
+    pools = parse_pools((Path(__file__).resolve().parents[2] / "pools.example.toml").read_text())
+    health = PoolHealth.for_pools(pools)
+
+    assert route(request(), pools, health, 0.0).topic == "inference-requests.small.short"
+    assert route(request(prompt_tokens=20_000), pools, health, 0.0).topic == "inference-requests.small.long"
+    assert route(request(prompt_tokens=60_000, tenant_tier="pro"), pools, health, 0.0).pool == "batch"
+    assert route(request(prompt_tokens=60_000, tenant_tier="pro", needs_tools=True), pools, health, 0.0).pool == "large"
+    for _ in range(pools.breaker.consecutive_failures):
+        health.record_failure("small", 1.0)
+    fallback = route(request(tenant_tier="pro"), pools, health, 2.0)
+    assert (fallback.pool, fallback.fallback_from) == ("large", "small")
+    with pytest.raises(NoPoolAvailable) as raised:
+        route(request(tenant_tier="free"), pools, health, 2.0)
+    assert raised.value.retry_after_s == 29
