@@ -155,8 +155,9 @@ def route(request: RouteRequest, pools: PoolsConfig, health: PoolHealth, now: fl
                 fallback_from=preferred.name if pool is not preferred else None,
                 reason=_explain(pool, work, long_reason, size, skipped),
             )
-        reasons[pool.name] = f"its breaker is {health.state(pool.name, now)}"
-        skipped.append(f"{pool.name} (breaker {health.state(pool.name, now)})")
+        state = health.state(pool.name, now)
+        reasons[pool.name] = f"its breaker is {state}"
+        skipped.append(f"{pool.name} (breaker {state})")
     retry_after_s = None
     if acceptable:
         soonest = min(health.retry_at(pool.name, now) for pool in acceptable)
@@ -171,7 +172,8 @@ def _explain(pool: PoolConfig, work: LatencyTier, long_reason: str | None, size:
         parts.append(f"no {work} pool can take it")
     if skipped:
         parts.append(f"skipped {', '.join(skipped)}")
-    parts.append(f"{pool.name}: the cheapest acceptable pool ({pool.cost_per_1k_tokens:g} per 1k tokens)")
+    left = " left" if skipped else ""
+    parts.append(f"{pool.name}: the cheapest acceptable pool{left} ({pool.cost_per_1k_tokens:g} per 1k tokens)")
     return "; ".join(parts)
 
 

@@ -178,7 +178,7 @@ def test_given_the_preferred_pool_tripped_when_routed_then_it_falls_back_and_rec
     decision = route(request(), pools, health, now=1.0)
 
     assert (decision.pool, decision.fallback_from) == ("dear", "cheap")
-    assert "skipped cheap (breaker open)" in decision.reason
+    assert decision.reason.endswith("skipped cheap (breaker open); dear: the cheapest acceptable pool left (0.06 per 1k tokens)")
 
 
 def test_given_a_tripped_batch_pool_when_long_work_is_routed_then_it_falls_back_to_an_interactive_pool():
