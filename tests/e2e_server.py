@@ -239,8 +239,13 @@ async def list_turns(client: httpx.AsyncClient, conversation_id: str, **params: 
     return response.json()["turns"]
 
 
-async def get_run(client: httpx.AsyncClient, run_id: str) -> dict:
+async def get_run(client: httpx.AsyncClient, run_id: str, *, patience_s: float = 10.0) -> dict:
+    """The run, as a client that honours `503` + `Retry-After` (a projection catching up) would get it."""
+    deadline = time.monotonic() + patience_s
     response = await client.get(f"/v1/runs/{run_id}")
+    while response.status_code == 503 and time.monotonic() < deadline:
+        await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+        response = await client.get(f"/v1/runs/{run_id}")
     assert response.status_code == 200, response.text
     return response.json()
 
