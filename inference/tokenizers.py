@@ -6,6 +6,7 @@ window as the engine measures it (chat template included), not as a character es
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -40,9 +41,11 @@ class WordTokenizer:
 class HuggingFaceTokenizer:
     """A Hugging Face tokenizer and its chat template (the CPU model's, or any local model directory's)."""
 
-    def __init__(self, tokenizer: Any, *, name: str) -> None:
+    def __init__(self, tokenizer: Any, *, name: str, cached_texts: int = 50_000) -> None:
         self._tokenizer = tokenizer
         self.name = name
+        # A conversation's turns are counted for every prompt that holds them: count each text once.
+        self.count = functools.lru_cache(maxsize=cached_texts)(self._count)
 
     @classmethod
     def smollm2(cls) -> HuggingFaceTokenizer:
@@ -66,7 +69,7 @@ class HuggingFaceTokenizer:
 
         return cls(AutoTokenizer.from_pretrained(path, local_files_only=True), name=os.path.basename(path.rstrip("/")))
 
-    def count(self, text: str) -> int:
+    def _count(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def count_messages(self, messages: Sequence[ChatMessage]) -> int:
