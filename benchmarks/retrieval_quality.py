@@ -308,7 +308,7 @@ def collection_files(fmt: Format, topics: dict[str, str] | None = None) -> list[
 
 @dataclass(kw_only=True)
 class StageSeconds:
-    """Wall-clock time spent in each stage of ingestion."""
+    """Time spent in each stage of ingestion (wall-clock, or this process's CPU time over all its threads)."""
 
     extraction: float = 0.0
     chunking: float = 0.0
@@ -329,7 +329,8 @@ class Ingested:
     chunks: int = 0
     tokens: int = 0
     chunk_texts: dict[str, str] = field(default_factory=dict)  # chunk_id -> text
-    stages: StageSeconds = field(default_factory=StageSeconds)
+    stages: StageSeconds = field(default_factory=StageSeconds)  # wall-clock
+    stages_cpu: StageSeconds = field(default_factory=StageSeconds)  # process CPU time
 
 
 async def ingest(
@@ -342,22 +343,34 @@ async def ingest(
     overlap_tokens: int,
     embed_context: EmbedContext = "none",
 ) -> Ingested:
-    """Each file detected, extracted, chunked, embedded and upserted, one file at a time, timing each stage."""
+    """Each file detected, extracted, chunked, embedded and upserted, one file at a time, timing each stage.
+
+    The index records are made as the product's ingester makes them (`processors/ingestion/ingester.py`):
+    the document's title, the chunk's page or else its heading as its location, the chunk's text
+    embedded alone (unless `embed_context` says otherwise). The ingester embeds in batches of 64
+    chunks across a file; here each file is one `embed` call (the embedder batches by 32).
+    """
     from processors.ingestion.chunking import chunk_document
     from processors.ingestion.extraction import detect_media_type, extract
+    from processors.ingestion.ingester import chunk_location
     from projections.search.index import IndexedChunk
 
     result = Ingested()
-    stages = result.stages
+
+    def clocks() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    marks: list[tuple[float, float]] = []
     for source in files:
-        started = time.perf_counter()
+        marks.clear()
+        marks.append(clocks())
         media_type = detect_media_type(source.name, None, source.data[:4096])
         document = extract(source.data, media_type)
-        extracted = time.perf_counter()
+        marks.append(clocks())
         drafts = chunk_document(document, tokenizer=tokenizer, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
-        chunked = time.perf_counter()
+        marks.append(clocks())
         vectors = await embedder.embed([_embedded_text(document.title, draft, embed_context) for draft in drafts])
-        embedded = time.perf_counter()
+        marks.append(clocks())
         chunks = [
             IndexedChunk(
                 chunk_id=f"{source.topic}:{draft.ordinal}",
@@ -366,8 +379,8 @@ async def ingest(
                 workspace_id=WORKSPACE,
                 owner_id=USER,
                 acl="workspace",
-                title=document.title,
-                location=_location(draft.page, draft.heading),
+                title=document.title.strip() or source.name,
+                location=chunk_location(draft),
                 ordinal=draft.ordinal,
                 text=draft.text,
                 vector=vector,
@@ -375,11 +388,12 @@ async def ingest(
             for draft, vector in zip(drafts, vectors)
         ]
         await index.upsert(chunks)
-        indexed = time.perf_counter()
-        stages.extraction += extracted - started
-        stages.chunking += chunked - extracted
-        stages.embedding += embedded - chunked
-        stages.indexing += indexed - embedded
+        marks.append(clocks())
+        for clock, stages in ((0, result.stages), (1, result.stages_cpu)):
+            stages.extraction += marks[1][clock] - marks[0][clock]
+            stages.chunking += marks[2][clock] - marks[1][clock]
+            stages.embedding += marks[3][clock] - marks[2][clock]
+            stages.indexing += marks[4][clock] - marks[3][clock]
         result.documents += 1
         result.pages += document.pages
         result.characters += sum(len(section.text) for section in document.sections)
@@ -394,10 +408,6 @@ def _embedded_text(title: str, draft, embed_context: EmbedContext) -> str:
         return draft.text
     context = title if not draft.heading or title.startswith(draft.heading) else f"{title} > {draft.heading}"
     return f"{context}\n\n{draft.text}"
-
-
-def _location(page: int | None, heading: str | None) -> str:
-    return ", ".join(part for part in (f"page {page}" if page else "", heading or "") if part)
 
 
 # -- the evaluation set and the metrics ----------------------------------------------------------
