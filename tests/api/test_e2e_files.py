@@ -52,6 +52,17 @@ def handbook_docx() -> bytes:
 NOTES_MD = b"# Tide notes\n\nSpring tides follow the full moon by about two days.\n"
 
 
+async def patiently(client: httpx.AsyncClient, method: str, url: str, *, patience_s: float = 15.0, **options) -> httpx.Response:
+    """A request as a client that honours `503` + `Retry-After` would make it: on a busy two-core box the
+    read models can lag the log for seconds (a process loading the embedding model stalls a moment)."""
+    deadline = time.monotonic() + patience_s
+    response = await client.request(method, url, **options)
+    while response.status_code == 503 and time.monotonic() < deadline:
+        await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+        response = await client.request(method, url, **options)
+    return response
+
+
 async def upload(client: httpx.AsyncClient, workspace_id: str | None, filename: str, data: bytes, *,
                  content_type: str | None = None, acl: str | None = None) -> httpx.Response:
     fields = {}
@@ -74,7 +85,7 @@ async def wait_for_ingestion(client: httpx.AsyncClient, file_id: str) -> tuple[d
     deadline = time.monotonic() + INGESTION_TIMEOUT_S
     seen: list[str] = []
     while True:
-        response = await client.get(f"/v1/files/{file_id}")
+        response = await patiently(client, "GET", f"/v1/files/{file_id}")
         assert response.status_code == 200, response.text
         file = response.json()
         if not seen or seen[-1] != file["ingestionState"]:
@@ -90,7 +101,7 @@ async def wait_for_ingestion(client: httpx.AsyncClient, file_id: str) -> tuple[d
 async def listed(client: httpx.AsyncClient, workspace_id: str | None = None, **params) -> list[dict]:
     if workspace_id is not None:
         params["workspaceId"] = workspace_id
-    response = await client.get("/v1/files", params=params)
+    response = await patiently(client, "GET", "/v1/files", params=params)
     assert response.status_code == 200, response.text
     return response.json()["files"]
 
@@ -135,7 +146,7 @@ async def test_a_pdf_markdown_and_word_file_are_ingested_with_progress_and_liste
         files = await listed(client, user.workspace)
         assert [file["fileId"] for file in files] == [word["fileId"], markdown["fileId"], pdf["fileId"]]
         assert {file["ingestionState"] for file in files} == {"indexed"}
-        first_page = (await client.get("/v1/files", params={"workspaceId": user.workspace, "limit": 2})).json()
+        first_page = (await patiently(client, "GET", "/v1/files", params={"workspaceId": user.workspace, "limit": 2})).json()
         assert [file["fileId"] for file in first_page["files"]] == [word["fileId"], markdown["fileId"]]
         rest = await listed(client, user.workspace, limit=2, before=first_page["nextBefore"])
         assert [file["fileId"] for file in rest] == [pdf["fileId"]]
@@ -163,10 +174,10 @@ async def test_a_deleted_file_leaves_the_list_and_the_index_and_answers_404(fast
         where = {"org_id": user.org_id, "workspace_id": user.workspace}
         assert await chunk_count(fast_server, **where, file_id=doomed["fileId"]) > 0
 
-        response = await client.delete(f"/v1/files/{doomed['fileId']}")
+        response = await patiently(client, "DELETE", f"/v1/files/{doomed['fileId']}")
         assert response.status_code == 204, response.text
-        assert_problem(await client.get(f"/v1/files/{doomed['fileId']}"), 404)
-        assert_problem(await client.delete(f"/v1/files/{doomed['fileId']}"), 404)
+        assert_problem(await patiently(client, "GET", f"/v1/files/{doomed['fileId']}"), 404)
+        assert_problem(await patiently(client, "DELETE", f"/v1/files/{doomed['fileId']}"), 404)
         assert [file["fileId"] for file in await listed(client, user.workspace)] == [kept["fileId"]]
         deadline = time.monotonic() + 30
         while await chunk_count(fast_server, **where, file_id=doomed["fileId"]) > 0:
@@ -250,20 +261,21 @@ async def test_files_are_seen_only_in_their_workspace_and_owner_only_files_only_
 
         assert {file["fileId"] for file in await listed(as_alice, alice.workspace)} == {shared["fileId"], private["fileId"]}
         assert [file["fileId"] for file in await listed(as_bob, alice.workspace)] == [shared["fileId"]]
-        assert (await as_bob.get(f"/v1/files/{shared['fileId']}")).status_code == 200
+        assert (await patiently(as_bob, "GET", f"/v1/files/{shared['fileId']}")).status_code == 200
         assert await listed(as_carol) == [] and await listed(as_eve) == [] and await listed(as_eve, alice.workspace) == []
-        assert_problem(await as_carol.get("/v1/files", params={"workspaceId": alice.workspace}), 403)
+        assert_problem(await patiently(as_carol, "GET", "/v1/files", params={"workspaceId": alice.workspace}), 403)
 
         # A file you may not see answers exactly like one that does not exist.
-        missing = assert_problem(await as_alice.get("/v1/files/file_01JZZZZZZZZZZZZZZZZZZZZZZZ"), 404)
+        missing = assert_problem(await patiently(as_alice, "GET", "/v1/files/file_01JZZZZZZZZZZZZZZZZZZZZZZZ"), 404)
         for client, file in ((as_bob, private), (as_carol, shared), (as_carol, private), (as_eve, shared), (as_eve, private)):
             for method in ("GET", "DELETE"):
-                problem = assert_problem(await client.request(method, f"/v1/files/{file['fileId']}"), 404)
+                problem = assert_problem(await patiently(client, method, f"/v1/files/{file['fileId']}"), 404)
                 assert problem["detail"] == f"file {file['fileId']} does not exist"
                 assert set(problem) == set(missing)
         # Bob sees the shared file but did not upload it: he cannot delete it.
-        assert "only the user who uploaded" in assert_problem(await as_bob.delete(f"/v1/files/{shared['fileId']}"), 403)["detail"]
-        assert (await as_alice.get(f"/v1/files/{private['fileId']}")).status_code == 200
+        refused = await patiently(as_bob, "DELETE", f"/v1/files/{shared['fileId']}")
+        assert "only the user who uploaded" in assert_problem(refused, 403)["detail"]
+        assert (await patiently(as_alice, "GET", f"/v1/files/{private['fileId']}")).status_code == 200
 
 
 async def test_a_turn_may_attach_only_files_its_author_sees_in_the_conversations_workspace(fast_server):
@@ -279,15 +291,17 @@ async def test_a_turn_may_attach_only_files_its_author_sees_in_the_conversations
         def turn(*file_ids: str) -> dict:
             return {"input": text_input("What do the tide notes say?"), "attachments": list(file_ids)}
 
-        refused = await as_alice.post(f"/v1/conversations/{conversation_id}/turns", json=turn(shared["fileId"], elsewhere["fileId"]))
+        refused = await patiently(as_alice, "POST", f"/v1/conversations/{conversation_id}/turns", json=turn(shared["fileId"], elsewhere["fileId"]))
         problem = assert_problem(refused, 422)
         assert problem["errors"] == [
             {"field": "attachments[1]", "message": f"no file {elsewhere['fileId']} in workspace {alice.workspaces[0]}"}
         ]
-        refused = await as_bob.post(f"/v1/conversations/{bobs_conversation}/turns", json=turn(private["fileId"]))
+        refused = await patiently(as_bob, "POST", f"/v1/conversations/{bobs_conversation}/turns", json=turn(private["fileId"]))
         assert assert_problem(refused, 422)["errors"][0]["field"] == "attachments[0]"
 
-        accepted = await as_alice.post(f"/v1/conversations/{conversation_id}/turns", json=turn(shared["fileId"], private["fileId"]))
+        accepted = await patiently(as_alice, "POST", f"/v1/conversations/{conversation_id}/turns", json=turn(shared["fileId"], private["fileId"]),
+                                  headers={"Idempotency-Key": unique("turn")})  # a retried 503 is the same turn
         assert accepted.status_code == 202, accepted.text
-        accepted = await as_bob.post(f"/v1/conversations/{bobs_conversation}/turns", json=turn(shared["fileId"]))
+        accepted = await patiently(as_bob, "POST", f"/v1/conversations/{bobs_conversation}/turns", json=turn(shared["fileId"]),
+                                  headers={"Idempotency-Key": unique("turn")})
         assert accepted.status_code == 202, accepted.text
