@@ -35,7 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from elasticsearch import AsyncElasticsearch, BadRequestError
 
-from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion, single_list_score
+from projections.search.fusion import DEFAULT_BM25_WEIGHT, DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion, single_list_score
+from projections.search.queries import keyword_words
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
 
 __all__ = [
@@ -119,9 +120,10 @@ def bm25_query(scope: SearchScope, text: str) -> dict[str, Any]:
     `multi_match` analyses the text as plain words: no query syntax reaches the parser (unlike
     `query_string`), so quotes, `*`, `-`, `AND`, `NEAR` or parentheses are only text.
     """
+    query = " ".join(keyword_words(text))  # the english analyzer drops its stop words; question words go here
     return {
         "bool": {
-            "must": [{"multi_match": {"query": text, "fields": _TEXT_FIELDS, "type": "best_fields", "operator": "or"}}],
+            "must": [{"multi_match": {"query": query, "fields": _TEXT_FIELDS, "type": "best_fields", "operator": "or"}}],
             "filter": scope_filter(scope),
         }
     }
@@ -199,8 +201,10 @@ class ElasticsearchIndex:
         shards: int = 1,
         replicas: int = 1,
         fusion: Fusion = "rrf_retriever",
+        bm25_weight: float = DEFAULT_BM25_WEIGHT,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`bm25_weight` applies to `fusion="client"`; the `rrf` retriever weighs both lists equally."""
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", alias):
             raise ValueError(f"not a usable Elasticsearch alias: {alias!r}")
         if fusion not in ("rrf_retriever", "client"):
@@ -211,6 +215,7 @@ class ElasticsearchIndex:
         self._shards = shards
         self._replicas = replicas
         self._fusion = fusion
+        self._bm25_weight = bm25_weight
         self._client_options = dict(client_options or {})
         self._client: AsyncElasticsearch | None = None
         self._owns_client = True
@@ -327,7 +332,7 @@ class ElasticsearchIndex:
             if "error" in answer:
                 raise RuntimeError(f"Elasticsearch search failed: {answer['error']}")
             lists.append({raw["_id"]: raw for raw in answer["hits"]["hits"]})
-        fused = reciprocal_rank_fusion([list(found) for found in lists])[:limit]
+        fused = reciprocal_rank_fusion([list(found) for found in lists], weights=(self._bm25_weight, 1.0))[:limit]
         return [
             _hit(lists[0].get(item.key) or lists[1][item.key], score=item.score, bm25_rank=item.ranks[0], vector_rank=item.ranks[1])
             for item in fused

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
+from projections.search.fusion import DEFAULT_BM25_WEIGHT, DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
+from projections.search.queries import QUESTION_WORDS, keyword_words
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
 
 __all__ = ["ENGLISH_STOP_WORDS", "EmbeddedSearchIndex", "RANK_WINDOW", "fts_match_expression", "scope_token"]
@@ -145,7 +146,6 @@ INSERT INTO workspace_versions (org_id, workspace_id, version) VALUES (?, ?, 1)
 ON CONFLICT (org_id, workspace_id) DO UPDATE SET version = version + 1
 """
 
-_WORD = re.compile(r"[^\W_]+")
 # Elasticsearch's `_english_` stop words (Lucene's EnglishAnalyzer set), dropped from queries only:
 # they match nearly every chunk, cost most of the BM25 time and add almost nothing to the ranking.
 # A query made only of them is searched as it is.
@@ -153,6 +153,7 @@ ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these they"
     " this to was will with".split()
 )
+QUERY_STOP_WORDS = ENGLISH_STOP_WORDS | QUESTION_WORDS
 
 
 def scope_token(org_id: str, workspace_id: str) -> str:
@@ -172,8 +173,7 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
     so `NEAR`, `AND`, `*`, `-`, `^`, `:`, quotes and parentheses are words or nothing. Stop words
     are left out unless nothing else is left. None when the text has no words.
     """
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))
-    words = ([word for word in words if word not in ENGLISH_STOP_WORDS] or words)[:MAX_QUERY_WORDS]
+    words = keyword_words(text, stop_words=QUERY_STOP_WORDS)[:MAX_QUERY_WORDS]
     if not words:
         return None
     any_word = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
@@ -410,7 +410,9 @@ class _Generation:
             ).fetchone()
         return count
 
-    def search(self, scope: SearchScope, *, text: str, vector: np.ndarray | None, limit: int, mode: SearchMode) -> list[SearchHit]:
+    def search(
+        self, scope: SearchScope, *, text: str, vector: np.ndarray | None, limit: int, mode: SearchMode, bm25_weight: float
+    ) -> list[SearchHit]:
         window = max(limit, RANK_WINDOW)
         parameters = {
             "org_id": scope.org_id,
@@ -434,7 +436,8 @@ class _Generation:
                 ranked = vectors.rank(scope, vector, window=window) if vectors is not None else []
                 similarities = dict(ranked)
                 rankings.append([row_id for row_id, _ in ranked])
-            fused = reciprocal_rank_fusion(rankings, rank_constant=DEFAULT_RANK_CONSTANT)[:limit]
+            weights = (bm25_weight, 1.0) if mode == "hybrid" else None
+            fused = reciprocal_rank_fusion(rankings, rank_constant=DEFAULT_RANK_CONSTANT, weights=weights)[:limit]
             rows = {
                 row[0]: row[1:]
                 for row in connection.execute(_FETCH_QUERY, {**parameters, "row_ids": json.dumps([item.key for item in fused])})
@@ -510,8 +513,16 @@ def _unit_vector(vector: np.ndarray, dimensions: int, *, what: str) -> np.ndarra
 class EmbeddedSearchIndex:
     """The `SearchIndex` port on SQLite FTS5 and numpy, in one directory (see the module docstring)."""
 
-    def __init__(self, *, directory: Path, dimensions: int = 384, max_cached_vectors: int = 500_000) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        dimensions: int = 384,
+        max_cached_vectors: int = 500_000,
+        bm25_weight: float = DEFAULT_BM25_WEIGHT,
+    ) -> None:
         self._directory = directory
+        self._bm25_weight = bm25_weight
         self._dimensions = dimensions
         self._max_cached_vectors = max_cached_vectors
         self._pinned: str | None = None  # a generation being rebuilt: its own file, whatever CURRENT says
@@ -589,7 +600,9 @@ class EmbeddedSearchIndex:
                 raise ValueError(f"a {mode} search needs the query's vector")
             query_vector = _unit_vector(vector, self._dimensions, what="the query")
         return await asyncio.to_thread(
-            lambda: self._current().search(scope, text=text, vector=query_vector, limit=limit, mode=mode)
+            lambda: self._current().search(
+                scope, text=text, vector=query_vector, limit=limit, mode=mode, bm25_weight=self._bm25_weight
+            )
         )
 
     # -- blue/green --------------------------------------------------------------------------

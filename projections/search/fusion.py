@@ -6,9 +6,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["DEFAULT_RANK_CONSTANT", "FusedItem", "reciprocal_rank_fusion", "single_list_score"]
+__all__ = ["DEFAULT_BM25_WEIGHT", "DEFAULT_RANK_CONSTANT", "FusedItem", "reciprocal_rank_fusion", "single_list_score"]
 
 DEFAULT_RANK_CONSTANT = 60  # Cormack et al. (2009), and Elasticsearch's default
+# How much the BM25 list counts against the vector list (1.0) in hybrid fusion. Chosen on the
+# development half of the retrieval evaluation set and checked on the held-out half
+# (docs/retrieval-quality.md): on questions asked as users ask, the vector list is the better one.
+DEFAULT_BM25_WEIGHT = 0.3
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -23,16 +27,23 @@ class FusedItem(Generic[Key]):
 
 
 def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[Key]], *, rank_constant: int = DEFAULT_RANK_CONSTANT
+    rankings: Sequence[Sequence[Key]],
+    *,
+    rank_constant: int = DEFAULT_RANK_CONSTANT,
+    weights: Sequence[float] | None = None,
 ) -> list[FusedItem[Key]]:
-    """Every item of the inputs, scored sum(1 / (rank_constant + rank)) over the lists holding it, best first.
+    """Every item of the inputs, scored sum(weight / (rank_constant + rank)) over the lists holding it, best first.
 
-    A key repeated within one list counts at its best rank only. Ties keep the order in which
-    the items first appear when the lists are read rank by rank (rank 1 of each list, then rank
-    2, ...), so the result is deterministic and favours earlier lists.
+    `weights` (one per list, default 1.0 each) let a list that is known to be stronger count
+    more (weighted RRF). A key repeated within one list counts at its best rank only. Ties keep
+    the order in which the items first appear when the lists are read rank by rank (rank 1 of
+    each list, then rank 2, ...), so the result is deterministic and favours earlier lists.
     """
     if rank_constant < 1:
         raise ValueError(f"rank_constant must be at least 1, got {rank_constant}")
+    weights = tuple(weights) if weights is not None else (1.0,) * len(rankings)
+    if len(weights) != len(rankings) or any(weight < 0 for weight in weights):
+        raise ValueError(f"need one non-negative weight per list, got {weights} for {len(rankings)} lists")
     ranks: dict[Key, list[int | None]] = {}
     for position in range(max((len(ranking) for ranking in rankings), default=0)):
         for list_index, ranking in enumerate(rankings):
@@ -44,7 +55,9 @@ def reciprocal_rank_fusion(
     fused = [
         FusedItem(
             key=key,
-            score=sum(1.0 / (rank_constant + rank) for rank in item_ranks if rank is not None),
+            score=sum(
+                weight / (rank_constant + rank) for weight, rank in zip(weights, item_ranks) if rank is not None
+            ),
             ranks=tuple(item_ranks),
         )
         for key, item_ranks in ranks.items()

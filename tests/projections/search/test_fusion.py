@@ -49,3 +49,11 @@ def test_every_item_appears_once_scored_by_its_ranks_best_first(rankings: list[l
         for ranking, rank in zip(rankings, item.ranks):
             assert rank == (ranking.index(item.key) + 1 if item.key in ranking else None)
         assert item.score == pytest.approx(sum(1 / (60 + rank) for rank in item.ranks if rank is not None))
+
+
+def test_weights_scale_each_lists_contribution() -> None:
+    fused = reciprocal_rank_fusion([["a", "b"], ["b", "a"]], rank_constant=1, weights=(0.25, 1.0))
+    assert [item.key for item in fused] == ["b", "a"]  # the second list counts more
+    assert fused[0].score == pytest.approx(0.25 / 3 + 1 / 2) and fused[1].score == pytest.approx(0.25 / 2 + 1 / 3)
+    with pytest.raises(ValueError, match="one non-negative weight per list"):
+        reciprocal_rank_fusion([["a"], ["a"]], weights=(1.0,))

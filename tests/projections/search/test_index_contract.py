@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from projections.search.fusion import DEFAULT_BM25_WEIGHT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -226,7 +228,11 @@ async def test_hybrid_fuses_the_keyword_list_and_the_meaning_list(handbook: Embe
     assert by_id["acme/handbook/vacation"].vector_rank == 1 and by_id["acme/handbook/vacation"].bm25_rank is None
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
     for hit in hits:
-        assert hit.score == pytest.approx(sum(1 / (60 + rank) for rank in (hit.bm25_rank, hit.vector_rank) if rank))
+        # Weighted RRF: the BM25 list counts DEFAULT_BM25_WEIGHT, the vector list 1.
+        weights = (DEFAULT_BM25_WEIGHT, 1.0)
+        assert hit.score == pytest.approx(
+            sum(weight / (60 + rank) for weight, rank in zip(weights, (hit.bm25_rank, hit.vector_rank)) if rank)
+        )
 
 
 async def test_limit_caps_the_hits(handbook: EmbeddedSearchIndex, text_vectors) -> None:
