@@ -175,10 +175,12 @@ class _Table:
             f"ENGINE = ReplacingMergeTree(version)\nORDER BY ({', '.join(self.order_by)})"
         )
 
-    def add_column_statements(self, table_name: str) -> list[str]:
-        """Columns added since a table was first created, for tables made by an older turnlog (idempotent)."""
+    def add_column_statements(self, table_name: str, existing: set[str]) -> list[str]:
+        """The columns an older turnlog's table (with `existing` columns) lacks, added in place."""
         statements = []
         for (previous, _), (name, sql_type) in zip(self.columns, self.columns[1:]):
+            if name in existing:
+                continue
             default = " DEFAULT '[]'" if name in self.json_columns else ""
             statements.append(
                 f"ALTER TABLE {table_name} ADD COLUMN IF NOT EXISTS {name} {sql_type}{default} AFTER {previous}"
@@ -321,7 +323,17 @@ class ReadModels:
     async def create_tables(self) -> None:
         for table in _TABLES:
             await self._store.execute(table.create_statement(self._name(table)))
-            for statement in table.add_column_statements(self._name(table)):
+        # One look at the catalogue, then an ALTER only where a table made by an older turnlog lacks a column.
+        names = [self._name(table) for table in _TABLES]
+        rows = await self._store.query(
+            "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND table IN {tables:Array(String)}",
+            {"tables": names},
+        )
+        existing: dict[str, set[str]] = {name: set() for name in names}
+        for row in rows:
+            existing[str(row["table"])].add(str(row["name"]))
+        for table, name in zip(_TABLES, names):
+            for statement in table.add_column_statements(name, existing[name]):
                 await self._store.execute(statement)
 
     async def drop_tables(self) -> None:
