@@ -81,8 +81,10 @@ class Summarizer:
         )
 
     def processor(self) -> Processor:
+        # Summaries may lag: batching a tenth of a second of history keeps its commits off the hot path.
         return Processor(
-            group=SUMMARIZER_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._reset, durable=False
+            group=SUMMARIZER_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._reset,
+            durable=False, max_batch=2_000, linger_s=0.1,
         )
 
     def _reset(self) -> None:
