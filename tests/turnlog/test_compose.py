@@ -144,9 +144,18 @@ def test_the_stack_is_the_api_workers_and_their_backing_services() -> None:
     assert DEFAULT_STACK == {
         "kafka", "clickhouse", "elasticsearch", "minio", "minio-init", "api", "worker", "ingester", "inference", "lb",
     }
-    assert TURNLOG_SERVICES == ["api", "inference", "ingester", "turnlog", "worker"]
+    assert TURNLOG_SERVICES == ["api", "inference", "inference-gpu", "ingester", "turnlog", "worker"]
     assert {SERVICES[name]["image"] for name in TURNLOG_SERVICES} == {"turnlog:local"}
     assert {str(SERVICES[name]["build"]) for name in TURNLOG_SERVICES} == {"."}
+
+
+def test_gpu_inference_workers_stream_from_the_sglang_server_over_its_openai_api(monkeypatch) -> None:
+    service = SERVICES["inference-gpu"]
+    assert service["profiles"] == ["gpu"] and "sglang" in service["depends_on"]
+    settings = run_cli(service, monkeypatch)["settings"]
+    assert (settings.engine, settings.engine_url, settings.roles) == ("openai-compatible", "http://sglang:30000/v1", ("inference",))
+    assert settings.engine_model == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert "30000" in [str(port) for port in SERVICES["sglang"]["expose"]]
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
