@@ -20,9 +20,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from events.codec import AvroCodec
 from events.kafka import KafkaLog
 from events.log import LogRecord
-from processors.runtime import Processor, process_batch
+from processors.runtime import Attempts, Processor, process_batch
 
 logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 15.0
 
 
 class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -92,12 +94,13 @@ async def run_processor_on_faust(processor: Processor, *, log: KafkaLog, codec: 
             processor.on_reset()
 
     app.on_partitions_revoked.connect(on_revoked)
+    attempts = Attempts()
 
     async def agent(stream: faust.Stream) -> None:
         # Linger at least a little: faust hands events over one by one.
         async for events in stream.noack_take(processor.max_batch, within=max(processor.linger_s, 0.002)):
             batch = [_record(event.message, log) for event in events]
-            await _process_until_durable(processor, batch, log=log, codec=codec, retry_delay_s=retry_delay_s)
+            await _process_until_durable(processor, batch, log=log, codec=codec, attempts=attempts, retry_delay_s=retry_delay_s)
             for event in events:
                 await stream.ack(event)
             await app.consumer.commit()
@@ -109,17 +112,22 @@ async def run_processor_on_faust(processor: Processor, *, log: KafkaLog, codec: 
     try:
         await asyncio.Event().wait()  # the agent runs until this task is cancelled
     finally:
-        await app.stop()
+        # Bounded: at interpreter or loop shutdown faust's own tasks may already be cancelled.
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await app.stop()
+        except TimeoutError:
+            logger.warning("faust app %s did not stop within %.0f s", app.conf.id, STOP_TIMEOUT_S)
 
 
 async def _process_until_durable(
-    processor: Processor, batch: Sequence[LogRecord], *, log: KafkaLog, codec: AvroCodec, retry_delay_s: float
+    processor: Processor, batch: Sequence[LogRecord], *, log: KafkaLog, codec: AvroCodec, attempts: Attempts, retry_delay_s: float
 ) -> None:
     # The batch stays unacknowledged (so uncommitted) until its reactions are written: retry here
     # rather than let faust move past it.
     while True:
         try:
-            await process_batch(processor, batch, log=log, codec=codec, commit=None)
+            await process_batch(processor, batch, log=log, codec=codec, commit=None, attempts=attempts)
             return
         except asyncio.CancelledError:
             raise

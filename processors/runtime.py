@@ -68,11 +68,34 @@ def dead_letter(codec: AvroCodec, *, group: str, record: LogRecord, reason: str)
     return encode(codec, Envelope.wrap(letter, key=record.key, actor=SYSTEM_ACTOR), topic=DEAD_LETTERS)
 
 
+# A message that fails alone this many times is dead-lettered: a failure that may be transient (a store
+# that is down) is retried a few times, but one message never stalls its partition for good.
+MAX_ATTEMPTS = 3
+
+
+class Attempts:
+    """Failed attempts per record, kept across a runtime's retries of the same batch."""
+
+    def __init__(self) -> None:
+        self._failures: dict[tuple[str, int, int], int] = {}
+
+    def failed(self, record: LogRecord) -> int:
+        """Count one more failure of `record`; how many it has had."""
+        position = (record.topic, record.partition, record.offset)
+        self._failures[position] = self._failures.get(position, 0) + 1
+        return self._failures[position]
+
+    def done(self, records: Sequence[LogRecord]) -> None:
+        for record in records:
+            self._failures.pop((record.topic, record.partition, record.offset), None)
+
+
 async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec, retry_delay_s: float = 0.5) -> None:
     """Run `processor` until cancelled; after an unexpected failure, start again from the committed position."""
+    attempts = Attempts()
     while True:
         try:
-            await _consume(processor, log=log, codec=codec)
+            await _consume(processor, log=log, codec=codec, attempts=attempts)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -82,13 +105,14 @@ async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec
             await asyncio.sleep(retry_delay_s)
 
 
-async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec) -> None:
+async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec, attempts: Attempts) -> None:
     stream = log.consume(
         group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s
     )
     try:
         async for batch in stream:
-            await process_batch(processor, batch, log=log, codec=codec, commit=ConsumerCommit.through(processor.group, batch))
+            commit = ConsumerCommit.through(processor.group, batch)
+            await process_batch(processor, batch, log=log, codec=codec, commit=commit, attempts=attempts)
             if processor.on_committed is not None:
                 processor.on_committed(batch)
     finally:
@@ -102,6 +126,7 @@ async def process_batch(
     log: EventLog,
     codec: AvroCodec,
     commit: ConsumerCommit | None,
+    attempts: Attempts,
 ) -> None:
     """Decode, react, and append the reactions (atomically with `commit` where the runtime commits through the log).
 
@@ -115,8 +140,9 @@ async def process_batch(
         except UndecodableMessage as error:
             logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
             outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
-    outputs.extend(await _react_isolating_poison(processor, codec, deliveries))
+    outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
     written = await log.append(outputs, durable=processor.durable, commit=commit)
+    attempts.done(batch)
     if processor.then is not None:
         follow_ups = processor.then(written)
         if follow_ups:
@@ -124,15 +150,22 @@ async def process_batch(
 
 
 async def _react_isolating_poison(
-    processor: Processor, codec: AvroCodec, deliveries: Sequence[Delivery]
+    processor: Processor, codec: AvroCodec, deliveries: Sequence[Delivery], attempts: Attempts
 ) -> list[OutgoingRecord]:
     if not deliveries:
         return []
     try:
         return list(await processor.react(deliveries))
-    except Exception:
+    except Exception as error:
         if len(deliveries) == 1:
-            raise
+            [delivery] = deliveries
+            if attempts.failed(delivery.record) < MAX_ATTEMPTS:
+                raise  # maybe transient: the runtime retries the batch
+            logger.exception("dead-lettering %s@%d after %d attempts", delivery.record.topic, delivery.record.offset, MAX_ATTEMPTS)
+            if processor.on_reset is not None:
+                processor.on_reset()
+            reason = f"{processor.group} could not handle it ({MAX_ATTEMPTS} attempts): {type(error).__name__}: {error}"
+            return [dead_letter(codec, group=processor.group, record=delivery.record, reason=reason)]
     # The batch failed: find the culprit one message at a time, with fresh state.
     logger.exception("processor %s: batch failed; retrying one message at a time", processor.group)
     if processor.on_reset is not None:

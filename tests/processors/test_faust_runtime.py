@@ -11,7 +11,7 @@ from events.log import OutgoingRecord
 from events.outcomes import DeadLetter
 from events.topics import DEAD_LETTERS
 from processors.faust_runtime import run_processor_on_faust
-from processors.runtime import Delivery, Processor, encode
+from processors.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
 from tests.events.test_log_contract import kafka_log
 from tests.processors.test_runtime import CODEC, beat, echo_processor
 
@@ -28,7 +28,7 @@ async def log(kafka_broker) -> AsyncIterator[KafkaLog]:
         await adapter.close()
 
 
-async def settle(log: KafkaLog, group: str, topic: str, timeout_s: float = 30.0) -> None:
+async def settle(log: KafkaLog, group: str, topic: str, timeout_s: float = 60.0) -> None:
     """Wait until `group` has committed through the end of every partition of `topic`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -54,15 +54,19 @@ async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(l
     seen: list[str] = []
     await log.append([beat("a"), beat("b")])
     task = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
-    await settle(log, "echo", "in")
-    await stop(task)
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        await stop(task)
     assert sorted(seen) == ["a", "b"]
     assert sorted(await outputs(log, ["a", "b"])) == ["a", "b"]
     again: list[str] = []
     await log.append([beat("c")])
     task = asyncio.create_task(run_processor_on_faust(echo_processor(again), log=log, codec=CODEC))
-    await settle(log, "echo", "in")
-    await stop(task)
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        await stop(task)
     assert again == ["c"]
 
 
@@ -70,8 +74,10 @@ async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog) 
     seen: list[str] = []
     await log.append([beat("ok1"), OutgoingRecord(topic="in", key="bad", value=b"garbage"), beat("poison"), beat("ok2")])
     task = asyncio.create_task(run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC))
-    await settle(log, "echo", "in")
-    await stop(task)
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        await stop(task)
     assert {"ok1", "ok2"} <= set(seen) and "poison" not in seen
     letters = {}
     for key in ("bad", "poison"):
@@ -85,31 +91,39 @@ async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog) 
 
 async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog) -> None:
     """A reaction that cannot be written yet keeps its batch uncommitted; once it can, the batch commits."""
-    writable = asyncio.Event()
-    resets: list[str] = []
+    failures: list[str] = []
 
     async def react(deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
-        if not writable.is_set():
-            raise ConnectionError("the store is down")  # a whole batch failing (retried), not one poison message
+        if len(failures) < MAX_ATTEMPTS - 1:
+            failures.append("the store is down")
+            committed = await log.committed_offsets(group="flaky", topic="in")
+            assert all(offset < 0 for offset in committed.values())  # nothing committed while failing
+            raise ConnectionError("the store is down")
         return [encode(CODEC, delivery.envelope, topic="out") for delivery in deliveries]
 
-    processor = Processor(group="flaky", topics=("in",), react=react, on_reset=lambda: resets.append("reset"))
     await log.append([beat("x")])
-    task = asyncio.create_task(run_processor_on_faust(processor, log=log, codec=CODEC, retry_delay_s=0.05))
+    task = asyncio.create_task(run_processor_on_faust(Processor(group="flaky", topics=("in",), react=react), log=log, codec=CODEC, retry_delay_s=0.05))
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while "reset" not in resets and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        assert resets, "the failing reaction was never attempted"
-        # A batch of one that fails is retried whole (poison isolation only splits larger batches).
-        assert await log.read(DEAD_LETTERS, key="x") == []
-        assert all(offset < 0 for offset in (await log.committed_offsets(group="flaky", topic="in")).values())
-        writable.set()
         await settle(log, "flaky", "in")
     finally:
         await stop(task)
+    assert len(failures) == MAX_ATTEMPTS - 1
+    assert await log.read(DEAD_LETTERS, key="x") == []  # retried, not given up on
     assert await outputs(log, ["x"]) == ["x"]
+
+
+async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_attempts(log: KafkaLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("poison")])
+    task = asyncio.create_task(
+        run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC, retry_delay_s=0.05)
+    )
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        await stop(task)
+    [record] = await log.read(DEAD_LETTERS, key="poison")
+    assert f"({MAX_ATTEMPTS} attempts)" in CODEC.decode(record.value).payload.reason
 
 
 def test_each_processor_is_its_own_faust_app_and_consumer_group() -> None:
@@ -124,17 +138,20 @@ def test_each_processor_is_its_own_faust_app_and_consumer_group() -> None:
 async def test_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(log: KafkaLog) -> None:
     seen: list[str] = []
     first = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
-    await log.append([beat(f"a{i}") for i in range(6)])
-    await settle(log, "echo", "in")
-    second = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
-    await log.append([beat(f"b{i}") for i in range(6)])
-    await settle(log, "echo", "in")
-    await stop(first)  # leaves the group: its partitions move to the second member
-    await log.append([beat(f"c{i}") for i in range(6)])
+    second = None
     try:
+        await log.append([beat(f"a{i}") for i in range(6)])
+        await settle(log, "echo", "in")
+        second = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+        await log.append([beat(f"b{i}") for i in range(6)])
+        await settle(log, "echo", "in")
+        await stop(first)  # leaves the group: its partitions move to the second member
+        await log.append([beat(f"c{i}") for i in range(6)])
         await settle(log, "echo", "in")
     finally:
-        await stop(second)
+        await stop(first)
+        if second is not None:
+            await stop(second)
     keys = [f"{batch}{i}" for batch in "abc" for i in range(6)]
     assert set(seen) == set(keys)
     assert sorted(set(await outputs(log, keys))) == sorted(keys)

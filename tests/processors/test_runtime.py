@@ -15,7 +15,7 @@ from events.outcomes import DeadLetter
 from events.runs import RunHeartbeat
 from events.topics import DEAD_LETTERS
 from events.values import Actor
-from processors.runtime import Delivery, Processor, encode, run_processor
+from processors.runtime import MAX_ATTEMPTS, Delivery, Processor, encode, run_processor
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
@@ -85,3 +85,15 @@ async def test_undecodable_and_failing_messages_are_dead_lettered(log: EmbeddedL
     assert "cannot handle poison" in letters["poison"].reason
     outputs = {CODEC.decode(r.value).payload.run_id for key in ("ok1", "ok2", "poison") for r in await log.read("out", key=key)}
     assert outputs == {"ok1", "ok2"}
+
+
+async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_attempts(log: EmbeddedLog) -> None:
+    seen: list[str] = []
+    await log.append([beat("poison")])
+    task = asyncio.create_task(run_processor(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC, retry_delay_s=0.01))
+    try:
+        await settle(log, "echo", "in")
+    finally:
+        task.cancel()
+    [record] = await log.read(DEAD_LETTERS, key="poison")
+    assert f"({MAX_ATTEMPTS} attempts)" in CODEC.decode(record.value).payload.reason
