@@ -28,6 +28,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -302,6 +303,23 @@ class _WorkspaceVectors:
         return list(zip(self.row_ids[candidates[best]].tolist(), scores[best].tolist()))
 
 
+def _set_wal(connection: sqlite3.Connection, *, attempts: int = 100) -> None:
+    """WAL mode, waiting out another process that opens the same new file at the same moment.
+
+    Switching the journal mode takes an exclusive lock without going through the busy handler,
+    so two processes starting together (an ingester and a prompt builder) can see "database is
+    locked" at once instead of after `timeout`.
+    """
+    for attempt in range(attempts):
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class _Generation:
     """One generation's SQLite file: a pool of connections and the workspace vector cache."""
 
@@ -340,7 +358,7 @@ class _Generation:
             connection = self._idle.get_nowait()
         except queue.Empty:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            connection.execute("PRAGMA journal_mode = WAL")
+            _set_wal(connection)
             # FULL: callers commit their log position once a write returns; a write a power cut
             # took back would stay missing until the next rebuild.
             connection.execute("PRAGMA synchronous = FULL")

@@ -191,3 +191,25 @@ async def test_hits_carry_their_cosine_similarity_to_the_query(embedded_index: E
     assert hits["far"].similarity == pytest.approx(float(unit(1) @ unit(2)), abs=1e-5)
     [lexical] = await embedded_index.search(scope, text="alpha", vector=None, mode="bm25")
     assert lexical.similarity is None  # only the vector list measures it
+
+
+def test_processes_opening_a_new_index_together_all_start(tmp_path: Path) -> None:
+    """An ingester and a prompt builder starting at once on a fresh directory (both switch it to WAL)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys; from pathlib import Path; from projections.search.embedded import EmbeddedSearchIndex\n"
+        "async def main():\n"
+        "    index = EmbeddedSearchIndex(directory=Path(sys.argv[1])); await index.start(); await index.close()\n"
+        "asyncio.run(main())\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    for round_number in range(3):
+        directory = tmp_path / f"search-{round_number}"
+        processes = [
+            subprocess.Popen([sys.executable, "-c", script, str(directory)], cwd=repo, stderr=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        results = [(process.wait(timeout=60), process.stderr.read().decode()) for process in processes]
+        assert all(code == 0 for code, _ in results), [error for _, error in results]
