@@ -433,7 +433,10 @@ class TurnlogFleet:
             shared += ("--run-lease-s", str(self.run_lease_s))
         engine = ("--token-delay-ms", str(self.token_delay_ms), "--answer-tokens", str(self.answer_tokens))
         self.workers = [
-            TurnlogWorker(data_dir=self.data_dir, roles=("decider", "prompt-builder", "projector", "watchdog"), args=shared),
+            TurnlogWorker(data_dir=self.data_dir, roles=("decider", "projector", "watchdog"), args=shared),
+            # The prompt builder loads the embedding model on the first turn that searches documents:
+            # in a process of its own, that load never slows the decider or the projector.
+            TurnlogWorker(data_dir=self.data_dir, roles=("prompt-builder",), args=shared, name="prompt-builder"),
             *(
                 TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine), name=f"inference{index}")
                 for index in range(self.inference_workers)

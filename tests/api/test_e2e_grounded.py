@@ -29,10 +29,18 @@ async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: s
     assert response.status_code == 201, response.text
     file_id = response.json()["fileId"]
     deadline = time.monotonic() + 90
-    while (state := (await client.get(f"/v1/files/{file_id}")).json()["ingestionState"]) != "indexed":
-        assert state != "failed" and time.monotonic() < deadline, state
+    while True:
+        response = await client.get(f"/v1/files/{file_id}")
+        assert time.monotonic() < deadline, response.text
+        if response.status_code == 503:  # a projection catching up (Retry-After): a client waits and asks again
+            await asyncio.sleep(0.5)
+            continue
+        assert response.status_code == 200, response.text
+        state = response.json()["ingestionState"]
+        if state == "indexed":
+            return file_id
+        assert state != "failed", response.json()
         await asyncio.sleep(0.05)
-    return file_id
 
 
 async def ask(client: httpx.AsyncClient, conversation_id: str, question: str, **body) -> tuple[list, dict]:
