@@ -142,9 +142,10 @@ def roles_of(service: dict) -> list[str]:
 
 def test_the_stack_is_the_api_workers_and_their_backing_services() -> None:
     assert DEFAULT_STACK == {
-        "kafka", "clickhouse", "elasticsearch", "minio", "minio-init", "api", "worker", "ingester", "inference", "lb",
+        "kafka", "clickhouse", "elasticsearch", "minio", "minio-init", "api", "worker", "prompt-builder", "ingester",
+        "inference", "lb",
     }
-    assert TURNLOG_SERVICES == ["api", "inference", "inference-gpu", "ingester", "turnlog", "worker"]
+    assert TURNLOG_SERVICES == ["api", "inference", "inference-gpu", "ingester", "prompt-builder", "turnlog", "worker"]
     assert {SERVICES[name]["image"] for name in TURNLOG_SERVICES} == {"turnlog:local"}
     assert {str(SERVICES[name]["build"]) for name in TURNLOG_SERVICES} == {"."}
 
