@@ -7,6 +7,7 @@ from starlette.requests import Request
 
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
+from events.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
 from events.values import Actor
@@ -82,16 +83,9 @@ async def find_run(request: Request, principal: Principal, run_id: str) -> RunRo
 async def started_run(context: ApiContext, principal: Principal, run_id: str) -> RunStarted:
     """The run's first event on the log, which names its conversation and its owner's scope.
 
-    It needs no read model, so a client can attach to a stream the moment it has the 202. A run
-    the log does not show is looked for again for a moment before it is called missing: on the
-    Kafka test broker a record was seen to reach one process's readers ~0.2 s after another's, and
-    more under load.
+    It needs no read model, so a client can attach to a stream the moment it has the 202.
     """
-    for attempt in range(_RUN_LOOKUP_ATTEMPTS):
-        first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
-        if first:
-            break
-        await asyncio.sleep(0.02 * attempt)
+    first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
     started = context.codec.decode(first[0].value) if first else None
     visible = (
         started is not None
@@ -105,7 +99,21 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
     return started.payload
 
 
-_RUN_LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before a 404
+_LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before a 404
+
+
+async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: int | None = None) -> list[LogRecord]:
+    """The key's records; when none show, looked for again for a moment before they are called missing.
+
+    On the Kafka test broker a record was seen to reach one process's readers ~0.2 s after
+    another's, and more under load: a resource another instance just created must not be a 404.
+    """
+    for attempt in range(_LOOKUP_ATTEMPTS):
+        records = await context.log.read(topic, key=key, limit=limit)
+        if records:
+            return records
+        await asyncio.sleep(0.02 * attempt)
+    return []
 
 
 def int_query(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.access import actor_of, authenticate, context_of, int_query, require_workspace, scope_of
+from api.access import actor_of, authenticate, context_of, int_query, read_patiently, require_workspace, scope_of
 from api.auth import Principal
 from api.bodies import RESOURCE_ID_PATTERN, RESOURCE_ID_RULE
 from api.context import ApiContext
@@ -171,12 +171,8 @@ async def find_file(context: ApiContext, principal: Principal, file_id: str) -> 
 
 async def _on_the_log_for(context: ApiContext, principal: Principal, file_id: str) -> bool:
     """Whether the log holds the file, not deleted, visible to `principal` (looked for again for ~1.3 s)."""
-    for attempt in range(12):
-        records = await context.log.read(DOCUMENTS, key=file_id)
-        if records:
-            break
-        await asyncio.sleep(0.02 * attempt)
-    else:
+    records = await read_patiently(context, DOCUMENTS, key=file_id)
+    if not records:
         return False
     envelopes = [context.codec.decode(record.value) for record in records]
     uploaded = next((e for e in envelopes if isinstance(e.payload, FileUploaded)), None)
