@@ -17,11 +17,15 @@ from types import ModuleType
 import pytest
 
 
-def load_test_module(name: str) -> ModuleType:
-    """`tests/<name>.py`, imported once and registered as `name`."""
+def load_test_module(name: str, *, beside: Path = Path(__file__)) -> ModuleType:
+    """`<name>.py` in the folder of `beside` (default `tests/`), imported once and registered as `name`.
+
+    Tests run with --import-mode=importlib, so helper modules are not on sys.path; conftests of
+    sub-folders load theirs with this too.
+    """
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, beside.with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -3,34 +3,21 @@ and the OpenAI-compatible test server, and the adapters over them."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import pytest_asyncio
+
+from tests.conftest import load_test_module
 
 from inference.cpu import CpuEngine
 from inference.openai_compatible import OpenAICompatibleEngine
 from inference.sglang import SglangEngine
 
 
-def _load_sibling(name: str) -> ModuleType:
-    """`tests/inference/<name>.py`, registered as `name` (tests run with --import-mode=importlib)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_sglang = _load_sibling("fake_sglang")
-openai_server = _load_sibling("openai_server")
+fake_sglang = load_test_module("fake_sglang", beside=Path(__file__))
+openai_server = load_test_module("openai_server", beside=Path(__file__))
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -7,29 +7,18 @@ does not rank (no Elasticsearch server installs here).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_test_module
+
 from projections.search.elasticsearch import ElasticsearchIndex
 from projections.search.embedded import EmbeddedSearchIndex
 
 
-def _load_beside(name: str):
-    """`<name>.py` from this folder (tests are not on sys.path under --import-mode=importlib)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-recording_elasticsearch = _load_beside("recording_elasticsearch")
+recording_elasticsearch = load_test_module("recording_elasticsearch", beside=Path(__file__))
 
 
 @pytest.fixture
