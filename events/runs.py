@@ -56,6 +56,7 @@ class UsageRecorded:
     cached_tokens: int = 0
     output_tokens: int
     recorded_at: datetime
+    engine_unavailable: bool = False  # the engine was unreachable or broke off: counts against the pool's breaker
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +82,9 @@ class PromptAssembled:
     source_tokens: int = 0
     question_tokens: int
     tenant_salt: str = ""
+    size_class: str = ""  # short | long: the queue the run waited in
+    fallback_from: str | None = None  # the preferred pool, when its breaker was open
+    route_reason: str = ""  # why the router chose `pool`
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,7 +58,7 @@ class PoolConfig:
     context_tokens: int | None  # prompt + output must fit; None: only the engine knows (it refuses what does not fit)
     latency_tier: LatencyTier = "interactive"
     cost_per_1k_tokens: float = 0.0
-    capacity: int  # generations in flight at most, across the pool's workers
+    capacity: int  # generations in flight at most in each worker process of the pool (one worker per engine endpoint)
     long_capacity: int | None = None  # of those, long prompts at most (split pools); default capacity // 4, at least 1
     split_by_size: bool = True  # one topic per size class; False: the pool's single topic of old
     supports_tools: bool = True
@@ -171,12 +171,31 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TenantTiers:
+    """Which tier each org pays for (pools serve some tiers only); orgs not named get `default_tier`."""
+
+    default_tier: TenantTier = "free"
+    orgs: Mapping[str, TenantTier] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default_tier not in TENANT_TIERS:
+            raise PoolsFileError(source="tenants", field="default_tier", problem=f"unknown tier {self.default_tier!r}; tiers are {', '.join(TENANT_TIERS)}")
+        for org_id, tier in self.orgs.items():
+            if tier not in TENANT_TIERS:
+                raise PoolsFileError(source="tenants", field=f"orgs.{org_id}", problem=f"unknown tier {tier!r}; tiers are {', '.join(TENANT_TIERS)}")
+
+    def tier_of(self, org_id: str) -> TenantTier:
+        return self.orgs.get(org_id, self.default_tier)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PoolsConfig:
     """The pools a deployment routes over (file order breaks ties in price), with its thresholds."""
 
     pools: tuple[PoolConfig, ...]
     policy: RoutingPolicy = field(default_factory=RoutingPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    tenants: TenantTiers = field(default_factory=TenantTiers)
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -251,9 +270,11 @@ def parse_pools(text: str | bytes, *, source: str = "pools.toml") -> PoolsConfig
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PoolsFileError(source=source, field="", problem=f"not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"pools", "routing", "breaker"})
+    unknown = sorted(set(document) - {"pools", "routing", "breaker", "tenants"})
     if unknown:
-        raise PoolsFileError(source=source, field=unknown[0], problem="unknown section; sections are [[pools]], [routing], [breaker]")
+        raise PoolsFileError(
+            source=source, field=unknown[0], problem="unknown section; sections are [[pools]], [routing], [breaker], [tenants]"
+        )
     entries = document.get("pools")
     if not isinstance(entries, list) or not entries:
         raise PoolsFileError(source=source, field="pools", problem="declare at least one pool as a [[pools]] table")
@@ -269,7 +290,22 @@ def parse_pools(text: str | bytes, *, source: str = "pools.toml") -> PoolsConfig
         pools.append(_build(PoolConfig, values, source=source, where=where))
     routing = _build(RoutingPolicy, _read_table(_section(document, "routing", source), _ROUTING_KEYS, source=source, where="routing"), source=source, where="routing")
     breaker = _build(BreakerPolicy, _read_table(_section(document, "breaker", source), _BREAKER_KEYS, source=source, where="breaker"), source=source, where="breaker")
-    return _build(PoolsConfig, {"pools": tuple(pools), "policy": routing, "breaker": breaker}, source=source, where="")
+    tenants = _tenants(_section(document, "tenants", source), source=source)
+    return _build(PoolsConfig, {"pools": tuple(pools), "policy": routing, "breaker": breaker, "tenants": tenants}, source=source, where="")
+
+
+def _tenants(table: Mapping[str, object], *, source: str) -> TenantTiers:
+    """`[tenants]`: `default_tier = "free"` and `orgs = { org_acme = "enterprise" }`."""
+    unknown = sorted(set(table) - {"default_tier", "orgs"})
+    if unknown:
+        raise PoolsFileError(source=source, field=f"tenants.{unknown[0]}", problem="unknown key; keys are default_tier, orgs")
+    default_tier = table.get("default_tier", "free")
+    if not isinstance(default_tier, str):
+        raise PoolsFileError(source=source, field="tenants.default_tier", problem=f"must be a tier name, got {default_tier!r}")
+    orgs = table.get("orgs", {})
+    if not isinstance(orgs, dict) or not all(isinstance(tier, str) for tier in orgs.values()):
+        raise PoolsFileError(source=source, field="tenants.orgs", problem='a table of org id = tier name, e.g. { org_acme = "pro" }')
+    return _build(TenantTiers, {"default_tier": default_tier, "orgs": dict(orgs)}, source=source, where="tenants")
 
 
 def _section(document: Mapping[str, object], name: str, source: str) -> Mapping[str, object]:

@@ -1,10 +1,19 @@
-"""The inference worker: claims inference requests of one pool and streams each run's output to the log.
+"""The inference worker: claims one pool's inference requests, fairly between tenants, and streams each run's output to the log.
 
-A claim (`GenerationStarted`) and the consumer commit that covers the request land together, so a
-request is generated at most once; a worker that dies mid-run is noticed by the watchdog through its
-lapsed lease, and the run ends as failed with its partial text. Output is coalesced into
-`AssistantDelta` events (first token at once) appended without fsync: deltas are provisional, and
-only the `FinishRun` command that ends a run is durable.
+A pool's requests queue on one topic per prompt-size class (or one topic for the pool), and the
+worker serves each as a lane of its own: its own consumer group, its own `Admission` (the slots of
+that size class, shared between tenants), its own read-ahead of waiting requests. So long prompts
+never hold the slots short ones need, and a tenant with many requests waiting cannot take every
+slot while another tenant waits: when a slot frees, the tenant holding the fewest goes next.
+
+A claim (`GenerationStarted`) and the consumer commit land together; the commit stops before the
+oldest request still waiting (`inference/read_ahead.py`), and a request that an earlier reader may
+have claimed is looked up in the log before it is generated, so a request is generated at most
+once. A worker that dies mid-run is noticed by the watchdog through its lapsed lease, and the run
+ends as failed with its partial text. Output is coalesced into `AssistantDelta` events (first token
+at once) appended without fsync: deltas are provisional, and only the `FinishRun` command that ends
+a run is durable. Every run's end carries its usage, and whether the engine was unavailable (the
+prompt builder's breakers count those).
 """
 
 import asyncio
@@ -13,6 +22,7 @@ import os
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from commands.catalog import FinishRun
 from events.codec import AvroCodec, UndecodableMessage
@@ -20,18 +30,40 @@ from events.conversation import RunCancellationRequested
 from events.envelope import Envelope, new_id, utc_now
 from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
-from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE, inference_topic
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import Usage
 from inference.coalesce import coalesce
-from inference.engine import GenerationFinished, GenerationRequest, InferenceEngine, TokenText
+from inference.engine import EngineUnavailable, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
+from inference.pools import PoolConfig, SizeClass, default_pools
+from inference.read_ahead import ReadAhead, Waiting
+from inference.routing import Admission
 from processors.grounding import citations_in
 from processors.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
 
+WORKER_GROUP_PREFIX = "inference-workers."
+
+
+def worker_group(pool: PoolConfig, size: SizeClass) -> str:
+    """The consumer group of one pool's lane: `inference-workers.<pool>[.<size>]`."""
+    return f"{WORKER_GROUP_PREFIX}{pool.name}.{size}" if pool.split_by_size else f"{WORKER_GROUP_PREFIX}{pool.name}"
+
+
+@dataclass(kw_only=True)
+class _Lane:
+    """One topic of the pool: its consumer group, its slots, its waiting requests."""
+
+    topic: str
+    group: str
+    admission: Admission
+    read_ahead: ReadAhead[Envelope[InferenceRequested]]
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # a request came in or a slot freed
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # the read-ahead has room again
+
 
 class InferenceWorker:
-    """Runs up to `engine.max_concurrency` generations at once and claims no more than that."""
+    """Serves one pool: at most `pool.capacity_for(size)` generations in flight per size class, claimed no faster."""
 
     def __init__(
         self,
@@ -39,7 +71,8 @@ class InferenceWorker:
         log: EventLog,
         codec: AvroCodec,
         engine: InferenceEngine,
-        pool: str = "interactive",
+        pool: PoolConfig | None = None,
+        read_ahead: int | None = None,
         heartbeat_s: float = 5.0,
         max_tokens_per_delta: int = 8,
         max_delta_delay_s: float = 0.03,
@@ -47,8 +80,9 @@ class InferenceWorker:
         self._log = log
         self._codec = codec
         self._engine = engine
-        self._pool = pool
-        self._group = f"inference-workers.{pool}"
+        # Without a pools file: the one interactive pool, as many slots as the engine runs at once.
+        self._pool = pool or default_pools(capacity=engine.max_concurrency).pools[0]
+        self._read_ahead = read_ahead
         # Names its host and process, so an operator can tell who claimed a run.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('worker')}"
         self._heartbeat_s = heartbeat_s
@@ -61,49 +95,138 @@ class InferenceWorker:
         # A prompt builder on an at-least-once runtime may request a run twice; it is generated once.
         self._recently_claimed = _RecentIds(limit=10_000)
 
+    @property
+    def pool(self) -> PoolConfig:
+        return self._pool
+
+    def _lanes(self) -> list[_Lane]:
+        sizes: tuple[SizeClass, ...] = ("short", "long") if self._pool.split_by_size else ("short",)
+        lanes = []
+        for size in sizes:
+            admission = Admission.for_pool(self._pool, size)
+            # Enough waiting requests to choose fairly between tenants, never an unbounded buffer.
+            limit = self._read_ahead or max(16, 4 * admission.capacity)
+            lanes.append(
+                _Lane(
+                    topic=self._pool.topic(size), group=worker_group(self._pool, size), admission=admission,
+                    read_ahead=ReadAhead(limit=limit),
+                )
+            )
+        return lanes
+
     async def run(self) -> None:
         """Claim and generate until cancelled."""
         listener = asyncio.create_task(self._listen_for_cancellations(await self._log.end_offset(CONVERSATION_EVENTS)))
-        slots = asyncio.Semaphore(self._engine.max_concurrency)
-        stream = self._log.consume(group=self._group, topics=(inference_topic(self._pool),), max_batch=64)
         try:
-            async for batch in stream:
-                for record in batch:
-                    await slots.acquire()  # back-pressure: an idle slot before a claim
-                    task = await self._claim(record)
-                    if task is None:
-                        slots.release()
-                    else:
-                        task.add_done_callback(lambda _, release=slots.release: release())
+            await asyncio.gather(*(self._serve(lane) for lane in self._lanes()))
         finally:
             listener.cancel()
             for task in list(self._generations.values()):
                 task.cancel()
             await asyncio.gather(listener, *self._generations.values(), return_exceptions=True)
+
+    async def _serve(self, lane: _Lane) -> None:
+        stream = self._log.consume(group=lane.group, topics=(lane.topic,), max_batch=64)
+        reader = asyncio.create_task(self._read(lane, stream), name=f"read-{lane.topic}")
+        reader.add_done_callback(lambda _: lane.changed.set())
+        try:
+            while True:
+                await self._claim_what_fits(lane)
+                if reader.done():
+                    reader.result()  # a read that failed stops the worker (the stream ending is a bug too)
+                    raise RuntimeError(f"the consumer of {lane.topic} stopped")
+                await lane.changed.wait()
+                lane.changed.clear()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             await stream.aclose()
 
-    async def _claim(self, record: LogRecord) -> asyncio.Task | None:
-        commit = ConsumerCommit.through(self._group, [record])
+    async def _read(self, lane: _Lane, stream: AsyncIterator[list[LogRecord]]) -> None:
+        """Take requests into the read-ahead while it has room (back-pressure: past that, nothing is fetched)."""
+        async for batch in stream:
+            for record in batch:
+                while lane.read_ahead.full:
+                    lane.room.clear()
+                    await lane.room.wait()
+                try:
+                    envelope: Envelope[InferenceRequested] | None = self._codec.decode(record.value)
+                    tenant_id = envelope.actor.org_id
+                except UndecodableMessage:
+                    envelope, tenant_id = None, ""
+                lane.read_ahead.add(record, tenant_id=tenant_id, payload=envelope)
+                lane.changed.set()
+
+    async def _claim_what_fits(self, lane: _Lane) -> None:
+        """Claim waiting requests while slots are free: the tenant holding the fewest slots first."""
+        read_ahead = lane.read_ahead
+        while True:
+            junk = read_ahead.undecodable()
+            if junk is not None:
+                read_ahead.resolve(junk)
+                letter = dead_letter(self._codec, group=lane.group, record=junk.record, reason=self._undecodable_reason(junk))
+                await self._log.append([letter], commit=self._commit(lane))
+                continue
+            waiting_tenants = read_ahead.waiting_tenants()
+            tenant_id = lane.admission.next_tenant(waiting_tenants)
+            if tenant_id is None:
+                return
+            waiting = read_ahead.oldest_of(tenant_id)
+            assert waiting is not None and lane.admission.try_admit(tenant_id, waiting=waiting_tenants)
+            read_ahead.resolve(waiting)
+            lane.room.set()
+            task = await self._claim(lane, waiting)
+            if task is None:
+                lane.admission.release(tenant_id)
+            else:
+                task.add_done_callback(lambda _, tenant_id=tenant_id: self._release(lane, tenant_id))
+
+    def _release(self, lane: _Lane, tenant_id: str) -> None:
+        lane.admission.release(tenant_id)
+        lane.changed.set()
+
+    def _undecodable_reason(self, junk: Waiting) -> str:
         try:
-            request_envelope: Envelope[InferenceRequested] = self._codec.decode(record.value)
+            self._codec.decode(junk.record.value)
         except UndecodableMessage as error:
-            letter = dead_letter(self._codec, group=self._group, record=record, reason=str(error))
-            await self._log.append([letter], commit=commit)
-            return None
+            return str(error)
+        return "undecodable"
+
+    def _commit(self, lane: _Lane) -> ConsumerCommit | None:
+        offsets = lane.read_ahead.commit_offsets()
+        return ConsumerCommit(group=lane.group, offsets=offsets) if offsets else None
+
+    async def _claim(self, lane: _Lane, waiting: Waiting[Envelope[InferenceRequested]]) -> asyncio.Task | None:
+        request_envelope = waiting.payload
+        assert request_envelope is not None
         request = request_envelope.payload
-        if request.run_id in self._recently_claimed:
-            await self._log.append([], commit=commit)
+        commit = self._commit(lane)
+        if request.run_id in self._recently_claimed or (waiting.check and await self._claimed_before(request.run_id)):
+            self._recently_claimed.add(request.run_id)
+            if commit is not None:
+                await self._log.append([], commit=commit)
             return None
         self._recently_claimed.add(request.run_id)
         if request.run_id in self._recently_cancelled:
-            await self._log.append([self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())], commit=commit)
+            finish = self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())
+            await self._log.append([finish], commit=commit)
             return None
-        claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool)
+        claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name)
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
         task = asyncio.create_task(self._generate(request_envelope), name=f"generate-{request.run_id}")
         self._generations[request.run_id] = task
         task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id))
         return task
+
+    async def _claimed_before(self, run_id: str) -> bool:
+        """Whether the run's events already hold a claim (by a reader of this topic before this one)."""
+        for record in await self._log.read(RUN_EVENTS, key=run_id):
+            try:
+                if isinstance(self._codec.decode(record.value).payload, GenerationStarted):
+                    return True
+            except UndecodableMessage:
+                continue
+        return False
 
     def _forget(self, run_id: str) -> None:
         self._generations.pop(run_id, None)
@@ -119,6 +242,7 @@ class InferenceWorker:
         finished: list[GenerationFinished] = []
         parts: list[str] = []
         status, reason = "completed", ""
+        engine_unavailable = False
 
         async def texts() -> AsyncIterator[str]:
             generation = self._engine.generate(
@@ -156,6 +280,7 @@ class InferenceWorker:
         except Exception as error:
             logger.exception("generation of %s failed", request.run_id)
             status, reason = "failed", f"inference failed: {type(error).__name__}: {error}"
+            engine_unavailable = isinstance(error, EngineUnavailable)
         heartbeat.cancel()
 
         async def conclude() -> None:
@@ -167,9 +292,9 @@ class InferenceWorker:
                 output_tokens=output_tokens,
             )
             recorded = UsageRecorded(
-                run_id=request.run_id, conversation_id=request.conversation_id, pool=self._pool, engine=self._engine.name,
-                status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
-                output_tokens=usage.output_tokens, recorded_at=utc_now(),
+                run_id=request.run_id, conversation_id=request.conversation_id, pool=self._pool.name,
+                engine=self._engine.name, status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens, recorded_at=utc_now(), engine_unavailable=engine_unavailable,
             )
             # One append: the run's end and what it cost land together (the ledger never misses a finished run).
             await self._log.append([

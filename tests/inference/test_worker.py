@@ -12,9 +12,11 @@ from events.embedded import EmbeddedLog
 from events.envelope import Envelope
 from events.log import OutgoingRecord
 from events.outcomes import DeadLetter
-from events.runs import AssistantDelta, GenerationStarted, InferenceRequested
-from events.topics import COMMANDS, CONVERSATION_EVENTS, DEAD_LETTERS, RUN_EVENTS, inference_topic
+from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, UsageRecorded
+from events.topics import COMMANDS, CONVERSATION_EVENTS, DEAD_LETTERS, RUN_EVENTS, USAGE, inference_topic
 from events.values import Actor, ChatMessage
+from inference.openai_compatible import OpenAICompatibleEngine
+from inference.pools import PoolConfig
 from inference.scripted import ScriptedEngine
 from inference.worker import InferenceWorker
 
@@ -153,9 +155,116 @@ async def test_a_cancel_between_claim_and_start_still_reports_the_run(log: Embed
     await asyncio.sleep(0.01)
     await request(log, "run_early")
     [record] = await log.read(inference_topic("interactive"), key="run_early")
-    task = await worker._claim(record)  # claimed; its task has not run a single line yet
+    [lane] = worker._lanes()
+    waiting = lane.read_ahead.add(record, tenant_id=ACTOR.org_id, payload=CODEC.decode(record.value))
+    lane.read_ahead.resolve(waiting)
+    task = await worker._claim(lane, waiting)  # claimed; its task has not run a single line yet
     worker._cancel_requested.add("run_early")  # what the listener records for a claimed run
     await asyncio.wait_for(task, 5)
     listener.cancel()
     [finish] = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_early")]
     assert finish.status == "cancelled" and finish.text == ""
+
+
+# --- pools: fairness, size classes, repeated claims, breaker outcomes -----------------------------
+
+
+async def request_for(log: EmbeddedLog, run_id: str, *, org_id: str, topic: str) -> None:
+    payload = InferenceRequested(run_id=run_id, conversation_id=f"conv_{run_id}", turn_seq=2, pool="p",
+                                 messages=(ChatMessage(role="user", content="hello"),), max_output_tokens=64)
+    actor = Actor(user_id=f"user_{org_id}", org_id=org_id, workspace_id="w")
+    envelope = Envelope.wrap(payload, key=run_id, actor=actor)
+    await log.append([OutgoingRecord(topic=topic, key=run_id, value=CODEC.encode(envelope))])
+
+
+async def claims_in_order(log: EmbeddedLog, count: int, *, timeout: float = 10.0) -> list[str]:
+    claimed: list[str] = []
+    follower = log.follow(RUN_EVENTS)
+    try:
+        async with asyncio.timeout(timeout):
+            async for record in follower:
+                payload = CODEC.decode(record.value).payload
+                if isinstance(payload, GenerationStarted):
+                    claimed.append(payload.run_id)
+                    if len(claimed) == count:
+                        return claimed
+    finally:
+        await follower.aclose()
+
+
+def pool(**overrides) -> PoolConfig:
+    values = dict(name="p", engine="scripted", context_tokens=None, capacity=2, split_by_size=False, tenant_share=0.5)
+    return PoolConfig(**{**values, **overrides})
+
+
+async def test_a_tenant_with_many_requests_waiting_does_not_hold_the_slots_another_tenant_needs(log: EmbeddedLog) -> None:
+    config = pool(capacity=2)  # one slot per tenant while another waits
+    engine = ScriptedEngine(answer_tokens=10, token_delay_s=0.05)
+    await engine.start()
+    worker = InferenceWorker(log=log, codec=CODEC, engine=engine, pool=config)
+    for index in range(6):
+        await request_for(log, f"run_hog{index}", org_id="org_hog", topic=config.topic("short"))
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await claims_in_order(log, 2) == ["run_hog0", "run_hog1"]  # alone, it may borrow the whole pool
+        await request_for(log, "run_quiet", org_id="org_quiet", topic=config.topic("short"))
+        order = await claims_in_order(log, 4)
+        # The next slot to free goes to the tenant holding none, ahead of the four requests queued before it.
+        assert order.index("run_quiet") == 2, order
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_long_prompts_take_only_their_share_and_a_short_one_passes_them(log: EmbeddedLog) -> None:
+    config = pool(capacity=4, long_capacity=1, split_by_size=True, tenant_share=1.0)
+    assert config.topics() == ("inference-requests.p.short", "inference-requests.p.long")
+    engine = ScriptedEngine(answer_tokens=10, token_delay_s=0.05)
+    await engine.start()
+    worker = InferenceWorker(log=log, codec=CODEC, engine=engine, pool=config)
+    for index in range(3):
+        await request_for(log, f"run_long{index}", org_id="org", topic=config.topic("long"))
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await claims_in_order(log, 1) == ["run_long0"]
+        await request_for(log, "run_short", org_id="org", topic=config.topic("short"))
+        order = await claims_in_order(log, 3)
+        assert order[:2] == ["run_long0", "run_short"], order  # the long ones wait for the long slot
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_request_an_earlier_reader_claimed_is_not_generated_again(log: EmbeddedLog) -> None:
+    # A worker claimed run_done out of order and died before its commit passed it: the request comes again.
+    earlier = Envelope.wrap(GenerationStarted(run_id="run_done", worker_id="dead-worker", pool="interactive"), key="run_done", actor=ACTOR)
+    await log.append([OutgoingRecord(topic=RUN_EVENTS, key="run_done", value=CODEC.encode(earlier))])
+    await request(log, "run_done")
+    await request(log, "run_new")
+    engine = ScriptedEngine(answer_tokens=3)
+    await engine.start()
+    task = asyncio.create_task(InferenceWorker(log=log, codec=CODEC, engine=engine).run())
+    try:
+        await next_payload(log, COMMANDS, FinishRun, key="conv_run_new")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    claims = [p for p in await payloads(log, RUN_EVENTS, "run_done") if isinstance(p, GenerationStarted)]
+    assert [claim.worker_id for claim in claims] == ["dead-worker"]
+    assert await log.read(COMMANDS, key="conv_run_done") == []
+    end = await log.end_offset(inference_topic("interactive"))
+    assert await log.committed(group="inference-workers.interactive", topic=inference_topic("interactive")) == end
+
+
+async def test_an_unreachable_engine_is_recorded_for_the_pool_s_breaker(log: EmbeddedLog, unused_tcp_port: int) -> None:
+    engine = OpenAICompatibleEngine(base_url=f"http://127.0.0.1:{unused_tcp_port}/v1", model="m")
+    await engine.start()
+    task = asyncio.create_task(InferenceWorker(log=log, codec=CODEC, engine=engine).run())
+    try:
+        await request(log, "run_down")
+        usage = await next_payload(log, USAGE, UsageRecorded, key="run_down")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.close()
+    assert usage.status == "failed" and usage.engine_unavailable
