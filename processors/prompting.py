@@ -3,17 +3,22 @@
 The transcript is state folded from `conversation-events`; the prompt is the stable system prefix
 first (so engines can reuse its cache), then the turns on the branch being answered, newest last,
 within the pool's token budget counted by the engine's own tokenizer, after the rolling summary of
-what came before. Every prompt is recorded as a `PromptAssembled` manifest on the run's events. When the
-user attached files, or the tool mode is `auto` and the workspace holds documents, the run searches
-them first (`file_search`, shown on the run's stream) and the passages found go in, numbered, just
-before the question.
+what came before. When the user attached files, or the tool mode is `auto` and the workspace holds
+documents, the run searches them first (`file_search`, shown on the run's stream) and the passages
+found go in, numbered, just before the question.
+
+Once the prompt is counted, the router (`inference/routing.py`) picks the run's pool and size class,
+and the request goes to that pool's topic for its size. Every prompt is recorded as a
+`PromptAssembled` manifest on the run's events, with the route and why. A run no pool can take
+ends as failed, with each pool's reason.
 """
 
 import hashlib
 import json
 import logging
+import time
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -21,10 +26,13 @@ from events.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
 from events.envelope import Envelope
 from events.log import EventLog, OutgoingRecord
+from commands.catalog import FinishRun
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
-from events.topics import CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES, topic_of
-from events.values import Actor, ChatMessage, Source, text_of
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
+from events.values import Actor, ChatMessage, Source, Usage, text_of
 from processors.grounding import grounding_message, numbered_sources
+from inference.pools import PoolsConfig, default_pools
+from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
 from processors.keyed_state import KeyedStates
 from processors.summaries import summary_text
@@ -202,8 +210,19 @@ def _message_overhead(tokenizer: PromptTokenizer) -> int:
     return max(0, two - one - tokenizer.count("hello"))
 
 
+def routed(prompt: AssembledPrompt, decision: RouteDecision) -> AssembledPrompt:
+    """The prompt bound for the pool the router chose, its manifest saying where and why."""
+    return AssembledPrompt(
+        request=replace(prompt.request, pool=decision.pool),
+        manifest=replace(
+            prompt.manifest, pool=decision.pool, size_class=decision.size_class, fallback_from=decision.fallback_from,
+            route_reason=decision.reason,
+        ),
+    )
+
+
 class PromptBuilder:
-    """Reacts to `RunRequested` with an `InferenceRequested` on the pool's topic."""
+    """Reacts to `RunRequested` with an `InferenceRequested` on the topic of the pool and size class the router picks."""
 
     def __init__(
         self,
@@ -213,12 +232,19 @@ class PromptBuilder:
         policy: PromptPolicy,
         tokenizer: PromptTokenizer | None = None,
         retriever: DocumentRetriever | None = None,
+        pools: PoolsConfig | None = None,
+        health: PoolHealth | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
         self._codec = codec
         self._policy = policy
         self._tokenizer = tokenizer or WordTokenizer()
         self._retriever = retriever
+        self._pools = pools or default_pools()
+        # The breakers, fed by the workers' outcomes (`processors/pool_health.py`); each builder keeps its own view.
+        self.health = health or PoolHealth.for_pools(self._pools)
+        self._clock = clock
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
         )
@@ -246,12 +272,35 @@ class PromptBuilder:
                     salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
                 )
                 outputs.extend(tool_events)
-                # The manifest first: whoever sees the request can already explain it.
-                outputs.append(self._run_event(prompt.manifest, envelope))
-                out = Envelope.wrap(prompt.request, key=prompt.request.run_id, actor=envelope.actor, cause=envelope)
-                outputs.append(encode(self._codec, out, topic=topic_of(prompt.request)))
+                outputs.extend(self._route(prompt, envelope))
             self._transcripts.apply(envelope.key, envelope)
         return outputs
+
+    def _route(self, prompt: AssembledPrompt, envelope: Envelope[RunRequested]) -> list[OutgoingRecord]:
+        """The manifest and the request on its pool's topic; or, when no pool can take the run, its failure."""
+        owner = envelope.actor
+        request = RouteRequest(
+            prompt_tokens=prompt.manifest.prompt_tokens,
+            max_output_tokens=prompt.request.max_output_tokens,
+            tenant_tier=self._pools.tenants.tier_of(owner.org_id),
+            tenant_id=owner.org_id,
+            background=envelope.payload.mode == "background",
+        )
+        try:
+            decision = route(request, self._pools, self.health, self._clock())
+        except NoPoolAvailable as error:
+            logger.warning("run %s: %s", prompt.request.run_id, error.detail)
+            failed = FinishRun(
+                conversation_id=prompt.request.conversation_id, run_id=prompt.request.run_id, status="failed", text="",
+                reason=error.detail, usage=Usage(), sources=(), citations=(),
+            )
+            finish = Envelope.wrap(failed, key=failed.conversation_id, actor=owner, cause=envelope)
+            unrouted = replace(prompt.manifest, pool="", route_reason=error.detail)
+            return [self._run_event(unrouted, envelope), encode(self._codec, finish, topic=COMMANDS)]
+        prompt = routed(prompt, decision)
+        request_envelope = Envelope.wrap(prompt.request, key=prompt.request.run_id, actor=owner, cause=envelope)
+        # The manifest first: whoever sees the request can already explain it.
+        return [self._run_event(prompt.manifest, envelope), encode(self._codec, request_envelope, topic=decision.topic)]
 
     async def _ground(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> tuple[Grounding | None, list[OutgoingRecord]]:
         """Search the documents the run may use, if any; the grounding and the tool's stream events."""

@@ -29,6 +29,15 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine-model", default=_env("ENGINE_MODEL"), help="sglang: model path; openai-compatible: served model name"
     )
+    parser.add_argument(
+        "--pools", type=Path, default=_env("POOLS"),
+        help="a pools file (TOML, see pools.example.toml): the inference pools runs are routed over;"
+        " without one, one pool on the --engine given",
+    )
+    parser.add_argument(
+        "--inference-pools", default=_env("INFERENCE_POOLS", ""),
+        help="the inference role serves these pools of the pools file (comma-separated; default: all)",
+    )
     parser.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
     parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
     parser.add_argument("--max-output-tokens", type=int, default=256)
@@ -69,6 +78,8 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         engine_url=arguments.engine_url,
         engine_model=arguments.engine_model,
         engine_api_key=_env("ENGINE_API_KEY"),  # environment only: a flag would show in `ps`
+        pools_file=arguments.pools,
+        inference_pools=tuple(name.strip() for name in arguments.inference_pools.split(",") if name.strip()),
         token_delay_ms=arguments.token_delay_ms,
         answer_tokens=arguments.answer_tokens,
         max_output_tokens=arguments.max_output_tokens,

@@ -30,6 +30,8 @@ class Settings:
     engine_url: str | None = None  # openai-compatible: the server's API root, e.g. http://sglang:30000/v1
     engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
     engine_api_key: str | None = None  # openai-compatible, optional: sent as a bearer token
+    pools_file: Path | None = None  # the inference pools (TOML); None: one pool, "interactive", on `engine`
+    inference_pools: tuple[str, ...] = ()  # the pools this process's inference role serves; empty: all
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only
     max_output_tokens: int = 256

@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+import os
+import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from api.auth import load_or_create_secret
 from api.context import ApiContext, Limits
@@ -19,11 +21,13 @@ from events.codec import AvroCodec
 from events.embedded import EmbeddedLog
 from events.log import EventLog
 from inference.engine import InferenceEngine
+from inference.pools import PoolConfig, PoolsConfig, default_pools, parse_pools
 from inference.worker import InferenceWorker
 from processors.ingestion.chunking import Tokenizer
 from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
 from processors.prompting import PromptBuilder, PromptPolicy
 from processors.retrieval import DocumentRetriever
+from processors.pool_health import follow_pool_outcomes
 from processors.summarizer import Summarizer
 from processors.runtime import run_processor
 from processors.watchdog import RunWatchdog
@@ -147,45 +151,70 @@ async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
         await blobs.close()
 
 
-def build_prompt_tokenizer(settings: Settings) -> PromptTokenizer:
-    """The engine's own tokenizer, so prompts are budgeted as the engine will count them."""
-    if settings.engine == "scripted":
+def load_pools(settings: Settings) -> PoolsConfig:
+    """The pools runs are routed over: the pools file's, or one pool, "interactive", on the `--engine` given."""
+    if settings.pools_file is not None:
+        try:
+            text = settings.pools_file.read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read the pools file {str(settings.pools_file)!r}: {error.strerror}") from None
+        pools = parse_pools(text, source=str(settings.pools_file))
+    else:
+        pools = default_pools(
+            engine=settings.engine, engine_url=settings.engine_url, engine_model=settings.engine_model,
+            context_tokens=settings.context_tokens,
+        )
+    unknown = [name for name in settings.inference_pools if name not in {pool.name for pool in pools.pools}]
+    if unknown:
+        raise ValueError(f"--inference-pools names no pool {unknown}; pools are {', '.join(pool.name for pool in pools.pools)}")
+    return pools
+
+
+def build_prompt_tokenizer(pool: PoolConfig) -> PromptTokenizer:
+    """The pool's engine's own tokenizer, so prompts are budgeted as the engine will count them."""
+    if pool.engine == "scripted":
         return WordTokenizer()
-    if settings.engine == "cpu":
+    if pool.engine == "cpu":
         return HuggingFaceTokenizer.smollm2()
-    if settings.engine_model and Path(settings.engine_model).is_dir():
-        return HuggingFaceTokenizer.from_directory(settings.engine_model)
+    if pool.engine_model and Path(pool.engine_model).is_dir():
+        return HuggingFaceTokenizer.from_directory(pool.engine_model)
     logger.warning(
         "no local tokenizer for model %r: prompts are budgeted by words, a rough count; pass a model directory",
-        settings.engine_model,
+        pool.engine_model,
     )
     return WordTokenizer()
 
 
-def build_engine(settings: Settings) -> InferenceEngine:
-    if settings.engine == "scripted":
+def build_engine(settings: Settings, pool: PoolConfig | None = None) -> InferenceEngine:
+    """The engine of `pool` (a pools file's), or of the `--engine` settings when there is no pools file."""
+    kind = pool.engine if pool else settings.engine
+    model = pool.engine_model if pool else settings.engine_model
+    url = pool.engine_url if pool else settings.engine_url
+    if pool is None:
+        api_key = settings.engine_api_key
+    else:  # a pool's key comes from the variable it names, never from another pool's settings
+        api_key = os.environ.get(pool.engine_api_key_env) if pool.engine_api_key_env else None
+    if kind == "scripted":
         from inference.scripted import ScriptedEngine
 
         return ScriptedEngine(token_delay_s=settings.token_delay_ms / 1000, answer_tokens=settings.answer_tokens)
-    if settings.engine == "cpu":
+    if kind == "cpu":
         from inference.cpu import CpuEngine  # imports torch: only when asked for
 
         return CpuEngine()
-    if settings.engine == "sglang":
+    if kind == "sglang":
         from inference.sglang import SglangEngine  # imports sglang only when started
 
-        if not settings.engine_model:
+        if not model:
             raise ValueError("the sglang engine needs --engine-model (a model path, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
-        return SglangEngine(model_path=settings.engine_model)
-    if settings.engine == "openai-compatible":
+        return SglangEngine(model_path=model)
+    if kind == "openai-compatible":
         from inference.openai_compatible import OpenAICompatibleEngine
 
-        if not settings.engine_url or not settings.engine_model:
+        if not url or not model:
             raise ValueError("the openai-compatible engine needs --engine-url and --engine-model")
-        return OpenAICompatibleEngine(
-            base_url=settings.engine_url, model=settings.engine_model, api_key=settings.engine_api_key
-        )
-    raise ValueError(f"unknown engine {settings.engine!r}; choose cpu, scripted, sglang or openai-compatible")
+        return OpenAICompatibleEngine(base_url=url, model=model, api_key=api_key)
+    raise ValueError(f"unknown engine {kind!r}; choose cpu, scripted, sglang or openai-compatible")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,7 +257,8 @@ async def running_roles(
             spawn(run(CommandHandler(log=log, codec=codec).processor()), "decider")
         if "prompt-builder" in settings.roles:
             # The prompt builder and the summarizer share the prompt's budget and tokenizer: one role.
-            tokenizer = await asyncio.to_thread(build_prompt_tokenizer, settings)
+            pools = load_pools(settings)
+            tokenizer = await asyncio.to_thread(build_prompt_tokenizer, pools.pools[0])
             assert search is not None
             builder = PromptBuilder(
                 log=log,
@@ -236,19 +266,21 @@ async def running_roles(
                 policy=PromptPolicy(max_output_tokens=settings.max_output_tokens, context_tokens=settings.context_tokens),
                 tokenizer=tokenizer,
                 retriever=DocumentRetriever(index=search.index, embedder=search.embedder),
+                pools=pools,
             )
             spawn(run(builder.processor()), "prompt-builder")
+            spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
             spawn(run(Summarizer(log=log, codec=codec, tokenizer=tokenizer).processor()), "summarizer")
         if "projector" in settings.roles:
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
             spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
         if "inference" in settings.roles:
-            engine = build_engine(settings)
-            await engine.start()
-            stack.push_async_callback(engine.close)
-            worker = InferenceWorker(log=log, codec=codec, engine=engine, heartbeat_s=settings.heartbeat_s)
-            spawn(worker.run(), "inference-worker")
+            for pool, engine in _pool_engines(settings):
+                await engine.start()
+                stack.push_async_callback(engine.close)
+                worker = InferenceWorker(log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s)
+                spawn(worker.run(), f"inference-worker-{pool.name}")
         if "watchdog" in settings.roles:
             spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
         if "ingester" in settings.roles:
@@ -267,6 +299,17 @@ async def running_roles(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _pool_engines(settings: Settings) -> list[tuple[PoolConfig, InferenceEngine]]:
+    """The pools this process serves, each with its engine."""
+    if settings.pools_file is None:
+        # One pool on the --engine given, with as many slots as that engine runs at once.
+        engine = build_engine(settings)
+        [pool] = load_pools(settings).pools
+        return [(replace(pool, capacity=engine.max_concurrency), engine)]
+    served = [pool for pool in load_pools(settings).pools if not settings.inference_pools or pool.name in settings.inference_pools]
+    return [(pool, build_engine(settings, pool)) for pool in served]
 
 
 @asynccontextmanager
