@@ -13,7 +13,7 @@ from api.presenters import run_finished_json, run_json
 from api.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
 from commands.catalog import CancelRun
 from events.codec import UndecodableMessage
-from events.runs import AssistantDelta, RunFinished, RunStarted, ToolCalled, ToolReturned
+from events.runs import AssistantDelta, PromptAssembled, RunFinished, RunStarted, ToolCalled, ToolReturned
 from events.topics import RUN_EVENTS
 
 
@@ -26,8 +26,11 @@ async def get_run(request: Request) -> JSONResponse:
     run = await find_run(request, principal, request.path_params["run_id"])
     shape = run_json(run)
     context = context_of(request)
+    progress, route = await _from_events(context, run.run_id)
+    if route is not None:
+        shape["route"] = route
     if run.status == "in_progress":
-        shape["progress"] = await _progress(context, run.run_id)
+        shape["progress"] = progress
     else:
         turns = await context.read_models.turns(scope_of(principal), run.conversation_id, after_seq=run.turn_seq - 1, limit=1)
         turn = turns[0] if turns else None
@@ -36,9 +39,10 @@ async def get_run(request: Request) -> JSONResponse:
     return JSONResponse(shape)
 
 
-async def _progress(context: ApiContext, run_id: str) -> dict:
-    """What the run has streamed so far, counted from its events on the log."""
+async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None]:
+    """From the run's events on the log: what it has streamed so far, and where the router sent it."""
     deltas = characters = tool_calls = 0
+    route = None
     for record in await context.log.read(RUN_EVENTS, key=run_id):
         try:
             event = context.codec.decode(record.value).payload
@@ -49,7 +53,12 @@ async def _progress(context: ApiContext, run_id: str) -> dict:
             characters += len(event.text)
         elif isinstance(event, ToolCalled):
             tool_calls += 1
-    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}
+        elif isinstance(event, PromptAssembled):
+            route = {
+                "pool": event.pool or None, "sizeClass": event.size_class or None, "fallbackFrom": event.fallback_from,
+                "reason": event.route_reason, "promptTokens": event.prompt_tokens,
+            }
+    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route
 
 
 async def cancel_run(request: Request) -> JSONResponse:
