@@ -131,3 +131,30 @@ def test_bytes_written_before_sources_and_citations_still_decode(codec: AvroCode
     old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
     assert fingerprint_of(v1) != fingerprint_of(current)
     assert codec.decode_payload(old_bytes) == sample
+
+
+def _before_the_route_samples():
+    from events.runs import PromptAssembled, UsageRecorded
+
+    return [
+        UsageRecorded(run_id="r", conversation_id="c", pool="interactive", engine="cpu", status="completed",
+                      prompt_tokens=3, cached_tokens=1, output_tokens=4, recorded_at=NOW),
+        PromptAssembled(run_id="r", conversation_id="c", pool="interactive", tokenizer="words", budget_tokens=100,
+                        prompt_tokens=12, system_tokens=5, turn_seqs=(1,), history_tokens=0, chunk_ids=(),
+                        question_tokens=2, tenant_salt="abc"),
+    ]
+
+
+@pytest.mark.parametrize("sample", _before_the_route_samples(), ids=lambda sample: type(sample).__name__)
+def test_usage_and_manifests_written_before_routing_still_decode(codec: AvroCodec, sample: object) -> None:
+    """v1 had no `engine_unavailable` (usage) nor the route (manifests): old bytes read back with the defaults."""
+    name = type(sample).__name__
+    v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v1.avsc").read_text()))
+    current = load_schema(str(schemas.DIRECTORY / f"{name}.avsc"))
+    record = fastavro.schemaless_reader(io.BytesIO(codec.encode_payload(sample)[10:]), current)
+    new_fields = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1, {key: value for key, value in record.items() if key not in new_fields})
+    old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
+    assert fingerprint_of(v1) != fingerprint_of(current)
+    assert codec.decode_payload(old_bytes) == sample

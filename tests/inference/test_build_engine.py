@@ -17,7 +17,7 @@ from inference.openai_compatible import OpenAICompatibleEngine
 from inference.sglang import SglangEngine
 from turnlog import cli
 from turnlog.settings import Settings
-from turnlog.system import build_engine
+from turnlog.system import build_engine, load_pools
 
 
 def worker_settings(monkeypatch, *arguments: str, environment: dict[str, str] | None = None) -> Settings:
@@ -37,7 +37,10 @@ def worker_settings(monkeypatch, *arguments: str, environment: dict[str, str] | 
 
 @pytest.fixture(autouse=True)
 def no_turnlog_environment(monkeypatch) -> None:
-    for name in ("TURNLOG_ENGINE", "TURNLOG_ENGINE_URL", "TURNLOG_ENGINE_MODEL", "TURNLOG_ENGINE_API_KEY"):
+    for name in (
+        "TURNLOG_ENGINE", "TURNLOG_ENGINE_URL", "TURNLOG_ENGINE_MODEL", "TURNLOG_ENGINE_API_KEY", "TURNLOG_POOLS",
+        "TURNLOG_INFERENCE_POOLS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -78,6 +81,59 @@ def test_build_engine_needs_a_url_and_a_model_for_an_openai_compatible_server() 
         build_engine(Settings(engine="openai-compatible", engine_url="http://sglang:30000"))
     with pytest.raises(ValueError, match="choose cpu, scripted, sglang or openai-compatible"):
         build_engine(Settings(engine="carrier-pigeon"))
+
+
+TWO_POOLS = """
+[[pools]]
+name = "small"
+engine = "openai-compatible"
+engine_url = "http://sglang-small:30000/v1"
+engine_model = "qwen-small"
+engine_api_key_env = "SMALL_KEY"
+context_tokens = 32768
+capacity = 8
+
+[[pools]]
+name = "large"
+engine = "openai-compatible"
+engine_url = "http://sglang-large:30000/v1"
+engine_model = "qwen-large"
+context_tokens = 131072
+capacity = 8
+"""
+
+
+def test_the_pools_flags_and_variables_reach_the_settings(monkeypatch, tmp_path) -> None:
+    flags = worker_settings(monkeypatch, "--pools", str(tmp_path / "pools.toml"), "--inference-pools", "small, large")
+    environment = worker_settings(monkeypatch, environment={"TURNLOG_POOLS": "/etc/turnlog/pools.toml", "TURNLOG_INFERENCE_POOLS": "large"})
+
+    assert (flags.pools_file, flags.inference_pools) == (tmp_path / "pools.toml", ("small", "large"))
+    assert (str(environment.pools_file), environment.inference_pools) == ("/etc/turnlog/pools.toml", ("large",))
+
+
+def test_without_a_pools_file_there_is_one_interactive_pool_on_the_engine_given() -> None:
+    [pool] = load_pools(Settings(engine="scripted", context_tokens=4096)).pools
+    assert (pool.name, pool.engine, pool.context_tokens, pool.split_by_size) == ("interactive", "scripted", 4096, False)
+    assert pool.topics() == ("inference-requests.interactive",)
+
+
+def test_a_pools_file_that_is_missing_or_names_unknown_pools_is_refused_before_anything_starts(tmp_path) -> None:
+    with pytest.raises(ValueError, match="cannot read the pools file .*missing.toml"):
+        load_pools(Settings(pools_file=tmp_path / "missing.toml"))
+    (tmp_path / "pools.toml").write_text(TWO_POOLS)
+    with pytest.raises(ValueError, match=r"--inference-pools names no pool \['medium'\]; pools are small, large"):
+        load_pools(Settings(pools_file=tmp_path / "pools.toml", inference_pools=("medium",)))
+
+
+def test_a_pool_s_engine_gets_the_key_its_pool_names_and_no_other(monkeypatch, tmp_path) -> None:
+    (tmp_path / "pools.toml").write_text(TWO_POOLS)
+    monkeypatch.setenv("SMALL_KEY", "sk-small")
+    settings = Settings(pools_file=tmp_path / "pools.toml", engine_api_key="sk-default")
+    small, large = load_pools(settings).pools
+    small_engine, large_engine = build_engine(settings, small), build_engine(settings, large)
+
+    assert (small_engine.base_url, small_engine.model) == ("http://sglang-small:30000/v1", "qwen-small")
+    assert small_engine._api_key == "sk-small" and large_engine._api_key is None
 
 
 async def test_build_engine_makes_an_openai_compatible_engine_that_talks_to_the_server(chat_server) -> None:

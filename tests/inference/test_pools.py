@@ -122,6 +122,10 @@ POOL_HEAD = '[[pools]]\nname = "small"\nengine = "scripted"\ncontext_tokens = 81
         (MINIMAL_POOL + "[pool_defaults]\ncapacity = 3\n", "pool_defaults", "unknown section"),
         ("[routing]\nshort_prompt_max_tokens = 10\n", "pools", "at least one pool"),
         ("pools = [1, 2]\n", "pools[0]", "[[pools]] table"),
+        (MINIMAL_POOL + '[tenants]\ndefault_tier = "gold"\n', "tenants.default_tier", "unknown tier"),
+        (MINIMAL_POOL + '[tenants]\norgs = { org_a = "gold" }\n', "tenants.orgs.org_a", "unknown tier"),
+        (MINIMAL_POOL + '[tenants]\norgs = ["org_a"]\n', "tenants.orgs", "org id = tier name"),
+        (MINIMAL_POOL + '[tenants]\ntier = "pro"\n', "tenants.tier", "unknown key"),
     ],
 )
 def test_a_bad_pools_file_names_the_field_at_fault(text, field, words):
@@ -219,3 +223,10 @@ def test_fits_counts_prompt_and_answer_against_the_window():
     small = pool(context_tokens=1000)
 
     assert small.fits(1000) and not small.fits(1001)
+
+
+def test_tenant_tiers_come_from_the_pools_file_and_unnamed_orgs_get_the_default():
+    config = parse_pools(MINIMAL_POOL + '[tenants]\ndefault_tier = "pro"\norgs = { org_acme = "enterprise" }\n')
+    assert config.tenants.tier_of("org_acme") == "enterprise"
+    assert config.tenants.tier_of("org_other") == "pro"
+    assert parse_pools(MINIMAL_POOL).tenants.tier_of("org_any") == "free"
