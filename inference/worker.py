@@ -104,8 +104,9 @@ class InferenceWorker:
         lanes = []
         for size in sizes:
             admission = Admission.for_pool(self._pool, size)
-            # Enough waiting requests to choose fairly between tenants, never an unbounded buffer.
-            limit = self._read_ahead or max(16, 4 * admission.capacity)
+            # Enough waiting requests to choose fairly between tenants, never an unbounded buffer (and,
+            # after a restart, at most this many records to look up for an earlier claim).
+            limit = self._read_ahead or min(256, max(16, 4 * admission.capacity))
             lanes.append(
                 _Lane(
                     topic=self._pool.topic(size), group=worker_group(self._pool, size), admission=admission,
