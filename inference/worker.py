@@ -214,6 +214,8 @@ class InferenceWorker:
             return None
         claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name)
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
+        if request.run_id in self._recently_cancelled:
+            self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
         task = asyncio.create_task(self._generate(request_envelope), name=f"generate-{request.run_id}")
         self._generations[request.run_id] = task
         task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id))
