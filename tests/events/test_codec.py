@@ -119,20 +119,6 @@ def _v1_samples():
     ]
 
 
-@pytest.mark.parametrize("sample", _v1_samples(), ids=lambda sample: type(sample).__name__)
-def test_bytes_written_before_sources_and_citations_still_decode(codec: AvroCodec, sample: object) -> None:
-    """Their v1 schemas had no `sources`/`citations`: old bytes read back with both empty."""
-    name = type(sample).__name__
-    v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v1.avsc").read_text()))
-    current = load_schema(str(schemas.DIRECTORY / f"{name}.avsc"))
-    record = fastavro.schemaless_reader(io.BytesIO(codec.encode_payload(sample)[10:]), current)
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, v1, {key: value for key, value in record.items() if key not in ("sources", "citations")})
-    old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
-    assert fingerprint_of(v1) != fingerprint_of(current)
-    assert codec.decode_payload(old_bytes) == sample
-
-
 def _before_the_route_samples():
     from events.runs import PromptAssembled, UsageRecorded
 
@@ -145,14 +131,21 @@ def _before_the_route_samples():
     ]
 
 
-@pytest.mark.parametrize("sample", _before_the_route_samples(), ids=lambda sample: type(sample).__name__)
-def test_usage_and_manifests_written_before_routing_still_decode(codec: AvroCodec, sample: object) -> None:
-    """v1 had no `engine_unavailable` (usage) nor the route (manifests): old bytes read back with the defaults."""
+def _old_writer_samples():
+    before_sources = {"sources", "citations"}
+    before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
+    return [(sample, before_sources) for sample in _v1_samples()] + [
+        (sample, before_the_route) for sample in _before_the_route_samples()
+    ]
+
+
+@pytest.mark.parametrize(("sample", "new_fields"), _old_writer_samples(), ids=lambda value: type(value).__name__)
+def test_bytes_written_with_a_v1_schema_still_decode(codec: AvroCodec, sample: object, new_fields: set[str]) -> None:
+    """Fields added since v1 (sources and citations; the route and engine_unavailable) read back as their defaults."""
     name = type(sample).__name__
     v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v1.avsc").read_text()))
     current = load_schema(str(schemas.DIRECTORY / f"{name}.avsc"))
     record = fastavro.schemaless_reader(io.BytesIO(codec.encode_payload(sample)[10:]), current)
-    new_fields = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
     body = io.BytesIO()
     fastavro.schemaless_writer(body, v1, {key: value for key, value in record.items() if key not in new_fields})
     old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()

@@ -1,6 +1,7 @@
 """The inference worker against the real embedded log and the scripted engine."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -197,42 +198,41 @@ def pool(**overrides) -> PoolConfig:
     return PoolConfig(**{**values, **overrides})
 
 
-async def test_a_tenant_with_many_requests_waiting_does_not_hold_the_slots_another_tenant_needs(log: EmbeddedLog) -> None:
-    config = pool(capacity=2)  # one slot per tenant while another waits
+@contextlib.asynccontextmanager
+async def serving(log: EmbeddedLog, config: PoolConfig):
+    """A worker of `config` on a scripted engine whose answers take half a second, while the block runs."""
     engine = ScriptedEngine(answer_tokens=10, token_delay_s=0.05)
     await engine.start()
-    worker = InferenceWorker(log=log, codec=CODEC, engine=engine, pool=config)
-    for index in range(6):
-        await request_for(log, f"run_hog{index}", org_id="org_hog", topic=config.topic("short"))
-    task = asyncio.create_task(worker.run())
+    task = asyncio.create_task(InferenceWorker(log=log, codec=CODEC, engine=engine, pool=config).run())
     try:
-        assert await claims_in_order(log, 2) == ["run_hog0", "run_hog1"]  # alone, it may borrow the whole pool
-        await request_for(log, "run_quiet", org_id="org_quiet", topic=config.topic("short"))
-        order = await claims_in_order(log, 4)
-        # The next slot to free goes to the tenant holding none, ahead of the four requests queued before it.
-        assert order.index("run_quiet") == 2, order
+        yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_tenant_with_many_requests_waiting_does_not_hold_the_slots_another_tenant_needs(log: EmbeddedLog) -> None:
+    config = pool(capacity=2)  # one slot per tenant while another waits
+    for index in range(6):
+        await request_for(log, f"run_hog{index}", org_id="org_hog", topic=config.topic("short"))
+    async with serving(log, config):
+        assert await claims_in_order(log, 2) == ["run_hog0", "run_hog1"]  # alone, it may borrow the whole pool
+        await request_for(log, "run_quiet", org_id="org_quiet", topic=config.topic("short"))
+        order = await claims_in_order(log, 4)
+    # The next slot to free goes to the tenant holding none, ahead of the four requests queued before it.
+    assert order.index("run_quiet") == 2, order
 
 
 async def test_long_prompts_take_only_their_share_and_a_short_one_passes_them(log: EmbeddedLog) -> None:
     config = pool(capacity=4, long_capacity=1, split_by_size=True, tenant_share=1.0)
     assert config.topics() == ("inference-requests.p.short", "inference-requests.p.long")
-    engine = ScriptedEngine(answer_tokens=10, token_delay_s=0.05)
-    await engine.start()
-    worker = InferenceWorker(log=log, codec=CODEC, engine=engine, pool=config)
     for index in range(3):
         await request_for(log, f"run_long{index}", org_id="org", topic=config.topic("long"))
-    task = asyncio.create_task(worker.run())
-    try:
+    async with serving(log, config):
         assert await claims_in_order(log, 1) == ["run_long0"]
         await request_for(log, "run_short", org_id="org", topic=config.topic("short"))
         order = await claims_in_order(log, 3)
-        assert order[:2] == ["run_long0", "run_short"], order  # the long ones wait for the long slot
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    assert order[:2] == ["run_long0", "run_short"], order  # the long ones wait for the long slot
 
 
 async def test_a_request_an_earlier_reader_claimed_is_not_generated_again(log: EmbeddedLog) -> None:
