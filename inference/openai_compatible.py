@@ -264,11 +264,13 @@ class OpenAICompatibleEngine:
         self._streams[request.request_id] = stream
         reader = asyncio.create_task(self._read(client, request, stream), name=f"openai-stream-{request.request_id}")
         pieces, finish_reason, usage = 0, None, None
+        read_to_the_end = False
         try:
             while True:
                 item = await stream.items.get()
                 if stream.aborted:
                     break
+                read_to_the_end = isinstance(item, (_Failed, StreamEnded))
                 if isinstance(item, _Failed):
                     raise item.error
                 if isinstance(item, StreamEnded):
@@ -292,8 +294,13 @@ class OpenAICompatibleEngine:
         finally:
             if self._streams.get(request.request_id) is stream:
                 del self._streams[request.request_id]
-            # Cancelling the reader closes the response, hence the connection: the server sees the
-            # client leave and stops generating.
+            if read_to_the_end:
+                # The reader is closing the response: let it finish. Cancelled in the middle of that,
+                # httpcore leaves the connection checked out of the pool for good, and once
+                # `max_concurrency` are lost every request times out waiting for one.
+                await asyncio.wait({reader}, timeout=self._timeout.pool)
+            # Otherwise the consumer left early: cancelling the reader closes the response, hence the
+            # connection, so the server sees the client leave and stops generating.
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 

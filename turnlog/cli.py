@@ -30,6 +30,10 @@ def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
         "--engine-model", default=_env("ENGINE_MODEL"), help="sglang: model path; openai-compatible: served model name"
     )
     parser.add_argument(
+        "--engine-concurrency", type=int, default=_env("ENGINE_CONCURRENCY"),
+        help="sglang, openai-compatible: generations at once (default 64 / 16); a pools file sets each pool's capacity instead",
+    )
+    parser.add_argument(
         "--pools", type=Path, default=_env("POOLS"),
         help="a pools file (TOML, see pools.example.toml): the inference pools runs are routed over;"
         " without one, one pool on the --engine given",
@@ -78,6 +82,7 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         engine_url=arguments.engine_url,
         engine_model=arguments.engine_model,
         engine_api_key=_env("ENGINE_API_KEY"),  # environment only: a flag would show in `ps`
+        engine_concurrency=arguments.engine_concurrency,
         pools_file=arguments.pools,
         inference_pools=tuple(name.strip() for name in arguments.inference_pools.split(",") if name.strip()),
         token_delay_ms=arguments.token_delay_ms,

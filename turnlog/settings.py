@@ -30,6 +30,7 @@ class Settings:
     engine_url: str | None = None  # openai-compatible: the server's API root, e.g. http://sglang:30000/v1
     engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
     engine_api_key: str | None = None  # openai-compatible, optional: sent as a bearer token
+    engine_concurrency: int | None = None  # sglang, openai-compatible: generations at once (default: the engine's, 64 / 16)
     pools_file: Path | None = None  # the inference pools (TOML); None: one pool, "interactive", on `engine`
     inference_pools: tuple[str, ...] = ()  # the pools this process's inference role serves; empty: all
     token_delay_ms: float = 0.0  # scripted engine only
@@ -47,6 +48,8 @@ class Settings:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
         if self.processor_runtime not in PROCESSOR_RUNTIMES:
             raise ValueError(f"unknown processor runtime {self.processor_runtime!r}; choose {', '.join(PROCESSOR_RUNTIMES)}")
+        if self.engine_concurrency is not None and self.engine_concurrency < 1:
+            raise ValueError(f"--engine-concurrency must be >= 1, got {self.engine_concurrency}")
         if not self.max_upload_mb > 0:
             raise ValueError(f"the upload limit must be a positive number of MiB, got {self.max_upload_mb}")
         if self.processor_runtime == "faust" and url_scheme(self.log) != "kafka":

@@ -194,6 +194,10 @@ def build_engine(settings: Settings, pool: PoolConfig | None = None) -> Inferenc
         api_key = settings.engine_api_key
     else:  # a pool's key comes from the variable it names, never from another pool's settings
         api_key = os.environ.get(pool.engine_api_key_env) if pool.engine_api_key_env else None
+    # As many generations (connections) at once as the pool admits, so no admitted run waits for one.
+    concurrency = {"max_concurrency": pool.capacity} if pool else (
+        {"max_concurrency": settings.engine_concurrency} if settings.engine_concurrency else {}
+    )
     if kind == "scripted":
         from inference.scripted import ScriptedEngine
 
@@ -207,13 +211,13 @@ def build_engine(settings: Settings, pool: PoolConfig | None = None) -> Inferenc
 
         if not model:
             raise ValueError("the sglang engine needs --engine-model (a model path, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
-        return SglangEngine(model_path=model)
+        return SglangEngine(model_path=model, **concurrency)
     if kind == "openai-compatible":
         from inference.openai_compatible import OpenAICompatibleEngine
 
         if not url or not model:
             raise ValueError("the openai-compatible engine needs --engine-url and --engine-model")
-        return OpenAICompatibleEngine(base_url=url, model=model, api_key=api_key)
+        return OpenAICompatibleEngine(base_url=url, model=model, api_key=api_key, **concurrency)
     raise ValueError(f"unknown engine {kind!r}; choose cpu, scripted, sglang or openai-compatible")
 
 

@@ -39,7 +39,7 @@ def worker_settings(monkeypatch, *arguments: str, environment: dict[str, str] | 
 def no_turnlog_environment(monkeypatch) -> None:
     for name in (
         "TURNLOG_ENGINE", "TURNLOG_ENGINE_URL", "TURNLOG_ENGINE_MODEL", "TURNLOG_ENGINE_API_KEY", "TURNLOG_POOLS",
-        "TURNLOG_INFERENCE_POOLS",
+        "TURNLOG_INFERENCE_POOLS", "TURNLOG_ENGINE_CONCURRENCY",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -134,6 +134,18 @@ def test_a_pool_s_engine_gets_the_key_its_pool_names_and_no_other(monkeypatch, t
 
     assert (small_engine.base_url, small_engine.model) == ("http://sglang-small:30000/v1", "qwen-small")
     assert small_engine._api_key == "sk-small" and large_engine._api_key is None
+    assert small_engine.max_concurrency == small.capacity  # a connection for every run the pool admits
+
+
+def test_engine_concurrency_comes_from_its_flag_without_a_pools_file(monkeypatch) -> None:
+    settings = worker_settings(
+        monkeypatch, "--engine", "openai-compatible", "--engine-url", "http://sglang:30000", "--engine-model", "qwen",
+        "--engine-concurrency", "64",
+    )
+    assert build_engine(settings).max_concurrency == 64
+    assert build_engine(Settings(engine="sglang", engine_model="m")).max_concurrency == 64  # the engine's default
+    with pytest.raises(ValueError, match="--engine-concurrency must be >= 1"):
+        Settings(engine_concurrency=0)
 
 
 async def test_build_engine_makes_an_openai_compatible_engine_that_talks_to_the_server(chat_server) -> None:

@@ -97,6 +97,18 @@ async def test_a_complete_answer_stops_and_counts_its_end_of_turn_token(chat_ser
     assert chat_server.wait_for(request_id).body["temperature"] == 0.0
 
 
+async def test_finished_generations_give_their_connections_back(chat_server) -> None:
+    """Many more answers, one after another, than the engine has connections: none waits for a lost one."""
+    chat_server.behaviour.answer_tokens = 3
+    engine = await started(chat_server, max_concurrency=2, connect_timeout_s=2.0)
+    try:
+        for index in range(12):
+            pieces, finished = await run(engine, chat("Say hi.", request_id=unique(f"run-pool-{index}"), max_output_tokens=8))
+            assert len(pieces) == 3 and finished.finish_reason == "stop"
+    finally:
+        await engine.close()
+
+
 async def test_usage_counts_the_prefix_cache_hits_of_a_follow_up_turn(chat_server) -> None:
     question = f"{unique('topic')} Name a colour."
     engine = await started(chat_server)
