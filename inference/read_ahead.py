@@ -34,6 +34,7 @@ class Waiting(Generic[Payload]):
     tenant_id: str
     payload: Payload | None
     check: bool  # it may have been claimed by an earlier reader: look in the log before generating it
+    problem: str = ""  # why `payload` is None
 
 
 class ReadAhead(Generic[Payload]):
@@ -56,8 +57,9 @@ class ReadAhead(Generic[Payload]):
     def full(self) -> bool:
         return len(self) >= self.limit
 
-    def add(self, record: LogRecord, *, tenant_id: str, payload: Payload | None) -> Waiting[Payload]:
-        """Take in a record read from the topic (records of one partition arrive in offset order)."""
+    def add(self, record: LogRecord, *, tenant_id: str, payload: Payload | None, problem: str = "") -> Waiting[Payload]:
+        """Take in a record read from the topic (records of one partition arrive in offset order); an
+        undecodable one comes with no payload and the `problem` it has."""
         position = TopicPartition(topic=record.topic, partition=record.partition)
         last = self._last_seen.get(position)
         if last is None or record.offset <= last or record.offset > last + _MAX_STEP:
@@ -66,7 +68,7 @@ class ReadAhead(Generic[Payload]):
         check = self._checks_left.get(position, 0) > 0
         if check:
             self._checks_left[position] -= 1
-        waiting = Waiting(record=record, tenant_id=tenant_id, payload=payload, check=check)
+        waiting = Waiting(record=record, tenant_id=tenant_id, payload=payload, check=check, problem=problem)
         if record.offset > self._committed.get(position, -1):
             self._past_commit[position][record.offset] = waiting
         return waiting

@@ -34,7 +34,7 @@ from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import Usage
 from inference.coalesce import coalesce
 from inference.engine import EngineUnavailable, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
-from inference.pools import PoolConfig, SizeClass, default_pools
+from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
 from inference.read_ahead import ReadAhead, Waiting
 from inference.routing import Admission
 from processors.grounding import citations_in
@@ -95,12 +95,8 @@ class InferenceWorker:
         # A prompt builder on an at-least-once runtime may request a run twice; it is generated once.
         self._recently_claimed = _RecentIds(limit=10_000)
 
-    @property
-    def pool(self) -> PoolConfig:
-        return self._pool
-
     def _lanes(self) -> list[_Lane]:
-        sizes: tuple[SizeClass, ...] = ("short", "long") if self._pool.split_by_size else ("short",)
+        sizes: tuple[SizeClass, ...] = SIZE_CLASSES if self._pool.split_by_size else ("short",)
         lanes = []
         for size in sizes:
             admission = Admission.for_pool(self._pool, size)
@@ -151,11 +147,11 @@ class InferenceWorker:
                     lane.room.clear()
                     await lane.room.wait()
                 try:
-                    envelope: Envelope[InferenceRequested] | None = self._codec.decode(record.value)
-                    tenant_id = envelope.actor.org_id
-                except UndecodableMessage:
-                    envelope, tenant_id = None, ""
-                lane.read_ahead.add(record, tenant_id=tenant_id, payload=envelope)
+                    envelope = self._codec.decode(record.value)
+                except UndecodableMessage as error:
+                    lane.read_ahead.add(record, tenant_id="", payload=None, problem=str(error))
+                else:
+                    lane.read_ahead.add(record, tenant_id=envelope.actor.org_id, payload=envelope)
                 lane.changed.set()
 
     async def _claim_what_fits(self, lane: _Lane) -> None:
@@ -165,7 +161,7 @@ class InferenceWorker:
             junk = read_ahead.undecodable()
             if junk is not None:
                 read_ahead.resolve(junk)
-                letter = dead_letter(self._codec, group=lane.group, record=junk.record, reason=self._undecodable_reason(junk))
+                letter = dead_letter(self._codec, group=lane.group, record=junk.record, reason=junk.problem)
                 await self._log.append([letter], commit=self._commit(lane))
                 continue
             waiting_tenants = read_ahead.waiting_tenants()
@@ -185,13 +181,6 @@ class InferenceWorker:
     def _release(self, lane: _Lane, tenant_id: str) -> None:
         lane.admission.release(tenant_id)
         lane.changed.set()
-
-    def _undecodable_reason(self, junk: Waiting) -> str:
-        try:
-            self._codec.decode(junk.record.value)
-        except UndecodableMessage as error:
-            return str(error)
-        return "undecodable"
 
     def _commit(self, lane: _Lane) -> ConsumerCommit | None:
         offsets = lane.read_ahead.commit_offsets()
