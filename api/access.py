@@ -7,12 +7,12 @@ from starlette.requests import Request
 
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
-from events.log import LogRecord
+from kernel.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
-from events.values import Actor
+from kernel.envelope import Actor
 from projections.read_models import ConversationRow, RunRow, Scope
-from turnlog.errors import Forbidden, InvalidRequest, NotFound, Unavailable
+from kernel.errors import Forbidden, InvalidRequest, NotFound, Unavailable
 
 
 def context_of(request: Request) -> ApiContext:

@@ -16,7 +16,7 @@ import jwt
 from starlette.requests import HTTPConnection
 
 from api.bodies import RESOURCE_ID_PATTERN
-from turnlog.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 
 __all__ = [
     "DEFAULT_TOKEN_TTL_S",

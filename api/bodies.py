@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from turnlog.errors import FieldError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from kernel.errors import FieldError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "MAX_ATTACHMENTS",

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from commands.bus import CommandBus
 from events.blobs import BlobStore
-from events.codec import AvroCodec
-from events.log import EventLog
+from kernel.codec import AvroCodec
+from kernel.log import EventLog
 from projections.read_models import ReadModels
 
 

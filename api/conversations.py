@@ -18,7 +18,7 @@ from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, r
 from api.files import check_attachments
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
-from events.envelope import new_id
+from kernel.envelope import new_id
 from events.values import ContentPart
 
 

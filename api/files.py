@@ -25,12 +25,20 @@ from api.context import ApiContext
 from api.multipart import boundary_of, read_multipart_form, size_text
 from api.presenters import iso
 from events.documents import FILE_ACLS, FileDeleted, FileUploaded
-from events.envelope import Envelope, new_id, utc_now
+from kernel.envelope import Envelope, new_id, utc_now
 from events.topics import DOCUMENTS
 from processors.ingestion.extraction import detect_media_type
-from processors.runtime import encode
+from kernel.runtime import encode
 from projections.read_models import FileView
-from turnlog.errors import FieldError, Forbidden, InvalidRequest, NotFound, PayloadTooLarge, Unavailable, UnprocessableContent
+from kernel.errors import (
+    FieldError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnprocessableContent,
+)
 
 FILE_FIELD = "file"
 TEXT_FIELDS = ("workspaceId", "acl")

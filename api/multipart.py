@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from turnlog.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from kernel.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "MalformedMultipart",

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from turnlog.errors import (
+from kernel.errors import (
     Conflict,
     Forbidden,
     IdempotencyKeyReused,

@@ -10,9 +10,9 @@ from api.access import actor_of, authenticate, context_of, find_run, scope_of, s
 from api.auth import Principal
 from api.context import ApiContext
 from api.presenters import run_finished_json, run_json
-from api.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
+from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
 from commands.catalog import CancelRun
-from events.codec import UndecodableMessage
+from kernel.codec import UndecodableMessage
 from events.runs import AssistantDelta, PromptAssembled, RunFinished, RunStarted, ToolCalled, ToolReturned
 from events.topics import RUN_EVENTS
 

@@ -33,7 +33,7 @@ from contextlib import ExitStack
 import httpx
 
 from api.auth import issue_token, load_or_create_secret
-from api.sse import iter_sse
+from kernel.sse import iter_sse
 
 
 def free_port() -> int:

@@ -18,8 +18,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
-from events.envelope import Envelope
-from events.values import Actor, ContentPart, SummaryFact, Usage
+from kernel.envelope import Envelope
+from kernel.envelope import Actor
+from events.values import ContentPart, SummaryFact, Usage
 from inference.tokenizers import HuggingFaceTokenizer, WordTokenizer
 from processors.prompting import PromptPolicy, Transcript, build_prompt, evolve_transcript, tenant_salt
 

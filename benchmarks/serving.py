@@ -60,7 +60,7 @@ from inference.openai_compatible import ChunkDelta, StreamEnded, completion_chun
 from lifecycle import Client, cpu_seconds, free_port, percentile, stop_all
 from processors.prompting import SYSTEM_PROMPT
 from turnlog.settings import Settings
-from turnlog.system import build_codec, build_log
+from turnlog.adapters import build_codec, build_log
 
 MODEL = "fake-sglang"
 SHORT_QUESTIONS = (

@@ -10,13 +10,13 @@ import time
 from dataclasses import replace
 
 from commands.catalog import Command
-from events.codec import AvroCodec, UndecodableMessage
-from events.envelope import Envelope
-from events.log import EventLog, OutgoingRecord
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.envelope import Envelope
+from kernel.log import EventLog, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
 from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
-from events.values import Actor
-from turnlog.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, TurnlogError, Unavailable
+from kernel.envelope import Actor
+from kernel.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, TurnlogError, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from events.conversation import (
     RunRequested,
     TurnSubmitted,
 )
-from events.envelope import Envelope
+from kernel.envelope import Envelope
 from events.runs import RunFinished, RunStarted
-from events.values import Actor, ContentPart
+from kernel.envelope import Actor
+from events.values import ContentPart
 
 # The same Idempotency-Key on the same conversation returns the same run for this long.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

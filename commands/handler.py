@@ -4,14 +4,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from commands.decider import ConversationState, Decision, Rejected, decide, evolve
-from events.codec import AvroCodec
-from events.envelope import Envelope
-from events.log import EventLog, LogRecord, OutgoingRecord
+from kernel.codec import AvroCodec
+from kernel.envelope import Envelope
+from kernel.log import EventLog, LogRecord, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
-from events.values import Actor
+from kernel.envelope import Actor
 from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, key_of, topic_of
-from processors.keyed_state import KeyedStates
-from processors.runtime import Delivery, Processor, encode
+from kernel.keyed_state import KeyedStates
+from kernel.runtime import Delivery, Processor, encode
 
 DECIDER_GROUP = "decider"
 

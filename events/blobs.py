@@ -2,7 +2,7 @@
 
 Events never carry upload bytes, only a `BlobRef`. Adapters: `DirectoryBlobStore` below (a directory on
 one machine) and `events.s3_blobs.S3BlobStore` (S3, MinIO); both pass `tests/events/test_blob_contract.py`.
-`build_blob_store` picks one by URL scheme. Both verify the digest on every read, so a blob that rotted at
+`turnlog.adapters.build_blob_store` picks one by URL scheme. Both verify the digest on every read, so a blob that rotted at
 rest is reported as `BlobCorrupted` instead of being handed on as if it were the upload.
 """
 
@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
-from turnlog.errors import NotFound, TurnlogError, Unavailable
+from kernel.errors import NotFound, TurnlogError, Unavailable
 
 __all__ = [
     "BlobCorrupted",
@@ -29,7 +28,6 @@ __all__ = [
     "BlobStoreUnavailable",
     "DirectoryBlobStore",
     "blob_key",
-    "build_blob_store",
     "check_digest",
     "digest_of",
     "verified",
@@ -128,25 +126,6 @@ def verified(digest: str, data: bytes) -> bytes:
     if actual != digest:
         raise BlobCorrupted(digest=digest, actual_digest=actual, size=len(data))
     return data
-
-
-def build_blob_store(url: str) -> BlobStore:
-    """The adapter a URL names: `file:///abs/path` or a plain directory path (embedded), or `s3://bucket/prefix?...`."""
-    parts = urlsplit(url)
-    match parts.scheme:
-        case "":
-            if not url:
-                raise ValueError("the blob store URL is empty; use file:///path, a directory, or s3://bucket/prefix")
-            return DirectoryBlobStore(root=Path(url))
-        case "file":
-            if parts.netloc not in ("", "localhost") or not parts.path or parts.query or parts.fragment:
-                raise ValueError(f"a file blob store URL is file:///absolute/path, got {url!r}")
-            return DirectoryBlobStore(root=Path(unquote(parts.path)))
-        case "s3":
-            from events.s3_blobs import S3BlobStore, parse_s3_url  # boto3 loads only where S3 is the store
-
-            return S3BlobStore(location=parse_s3_url(url))
-    raise ValueError(f"unsupported blob store URL {url!r}; use file:///path, a directory, or s3://bucket/prefix")
 
 
 class DirectoryBlobStore:

@@ -2,7 +2,8 @@
 
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
-from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
+from events.outcomes import CommandAccepted, CommandRejected
+from kernel.dead_letters import DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
 
 EVENT_TYPES: tuple[type, ...] = (

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from time import time_ns
 
-from events.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -43,9 +43,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from events.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
 from events.topology import TopicSpecs, partition_for
-from turnlog.errors import Unavailable
+from kernel.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger(f"{__name__}.librdkafka")

@@ -1,4 +1,4 @@
-"""Replies of the decider to each command (topic `command-outcomes`, keyed by command id), and dead letters."""
+"""Replies of the decider to each command (topic `command-outcomes`, keyed by command id)."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,17 +24,6 @@ class CommandRejected:
     conversation_id: str
     code: str
     detail: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeadLetter:
-    group: str
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    value: bytes
-    reason: str
 
 
 CommandOutcome = CommandAccepted | CommandRejected

@@ -2,14 +2,14 @@
 
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
-from events.outcomes import CommandAccepted, CommandRejected, DeadLetter
+from events.outcomes import CommandAccepted, CommandRejected
+from kernel.dead_letters import DEAD_LETTERS, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
 
 COMMANDS = "commands"
 CONVERSATION_EVENTS = "conversation-events"
 RUN_EVENTS = "run-events"
 COMMAND_OUTCOMES = "command-outcomes"
-DEAD_LETTERS = "dead-letters"
 DOCUMENTS = "documents"
 USAGE = "usage"
 SUMMARIES = "conversation-summaries"

@@ -15,13 +15,13 @@ from events.topics import (
     COMMAND_OUTCOMES,
     COMMANDS,
     CONVERSATION_EVENTS,
-    DEAD_LETTERS,
     DOCUMENTS,
     INFERENCE_REQUESTS_PREFIX,
     RUN_EVENTS,
     SUMMARIES,
     USAGE,
 )
+from kernel.dead_letters import DEAD_LETTERS
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
 

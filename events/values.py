@@ -10,15 +10,6 @@ class ContentPart:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Actor:
-    """The tenant scope of a message: every read and write is checked against it."""
-
-    user_id: str
-    org_id: str
-    workspace_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
 class Usage:
     prompt_tokens: int = 0
     cached_tokens: int = 0

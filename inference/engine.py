@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from events.values import ChatMessage  # role: system | user | assistant; the prompt's own record
+from events.values import ChatMessage
 
 FinishReason = Literal["stop", "length", "cancelled"]
 

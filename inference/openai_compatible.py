@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from api.sse import iter_sse
+from kernel.sse import iter_sse
 from inference.engine import (
     ChatMessage,
     EngineRejected,

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from events.log import LogRecord, TopicPartition
+from kernel.log import LogRecord, TopicPartition
 
 Payload = TypeVar("Payload")
 

@@ -35,7 +35,7 @@ from inference.pools import (
     SizeClass,
     TenantTier,
 )
-from turnlog.errors import Unavailable
+from kernel.errors import Unavailable
 
 BreakerState = Literal["closed", "open", "half-open"]
 

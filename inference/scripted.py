@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 
+from inference.instructions import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS, SUMMARY_HEADER
 from inference.engine import (
     ChatMessage,
     GenerationEvent,
@@ -30,8 +31,6 @@ def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
 
 def grounded_answer(messages: tuple[ChatMessage, ...]) -> str | None:
     """What a model that follows the grounding instructions would say: cite passage [1], or admit there is none."""
-    from processors.grounding import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
-
     for message in messages:
         if message.role != "system":
             continue
@@ -47,8 +46,6 @@ def grounded_answer(messages: tuple[ChatMessage, ...]) -> str | None:
 
 def remembered_answer(messages: tuple[ChatMessage, ...]) -> str | None:
     """A question answered from the rolling summary, as a model that reads its context would."""
-    from processors.summaries import SUMMARY_HEADER
-
     question = next((message.content for message in reversed(messages) if message.role == "user"), "")
     if not question.rstrip().endswith("?"):
         return None

@@ -25,10 +25,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from commands.catalog import FinishRun
-from events.codec import AvroCodec, UndecodableMessage
+from kernel.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
-from events.envelope import Envelope, new_id, utc_now
-from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
+from kernel.envelope import Envelope, new_id, utc_now
+from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import Usage
@@ -37,8 +37,8 @@ from inference.engine import EngineUnavailable, GenerationFinished, GenerationRe
 from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
 from inference.read_ahead import ReadAhead, Waiting
 from inference.routing import Admission
-from processors.grounding import citations_in
-from processors.runtime import dead_letter, encode
+from inference.citations import citations_in
+from kernel.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.kafka import KafkaLog
-from events.log import LogRecord
-from processors.runtime import Attempts, Processor, process_batch
+from kernel.log import LogRecord
+from kernel.runtime import Attempts, Processor, process_batch
 
 logger = logging.getLogger(__name__)
 

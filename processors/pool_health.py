@@ -11,8 +11,8 @@ rebuild from the whole log.
 import logging
 from collections.abc import Callable
 
-from events.codec import AvroCodec, UndecodableMessage
-from events.log import EventLog
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.log import EventLog
 from events.runs import UsageRecorded
 from events.topics import USAGE
 from inference.routing import PoolHealth

@@ -22,22 +22,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
-from events.envelope import Envelope
-from events.log import EventLog, OutgoingRecord
+from kernel.envelope import Envelope
+from kernel.log import EventLog, OutgoingRecord
 from commands.catalog import FinishRun
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
-from events.values import Actor, ChatMessage, Source, Usage, text_of
+from kernel.envelope import Actor
+from events.values import ChatMessage, Source, Usage, text_of
 from processors.grounding import grounding_message, numbered_sources
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
-from processors.keyed_state import KeyedStates
+from kernel.keyed_state import KeyedStates
 from processors.summaries import summary_text
 from processors.retrieval import DocumentRetriever
-from processors.runtime import Delivery, Processor, encode
+from kernel.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
 
 logger = logging.getLogger(__name__)

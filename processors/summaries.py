@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from events.values import SummaryFact
+from inference.instructions import SUMMARY_HEADER
 
-SUMMARY_HEADER = "Facts from earlier in this conversation:"
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _FIRST_PERSON = re.compile(

@@ -10,15 +10,15 @@ allowed, and replaying the history rebuilds them.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized
-from events.envelope import Envelope, utc_now
-from events.log import EventLog, OutgoingRecord
+from kernel.envelope import Envelope, utc_now
+from kernel.log import EventLog, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, SUMMARIES
 from inference.tokenizers import PromptTokenizer
-from processors.keyed_state import KeyedStates
+from kernel.keyed_state import KeyedStates
 from processors.prompting import Transcript, branch_of, evolve_transcript
-from processors.runtime import Delivery, Processor, encode
+from kernel.runtime import Delivery, Processor, encode
 from processors.summaries import FoldedTurn, roll_summary
 
 SUMMARIZER_GROUP = "summarizer"

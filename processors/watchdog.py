@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from commands.catalog import FinishRun
-from events.codec import AvroCodec, UndecodableMessage
-from events.envelope import Envelope
-from events.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.envelope import Envelope
+from kernel.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
 from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeartbeat, RunStarted
 from events.topics import COMMANDS, RUN_EVENTS
 from events.values import Usage
-from processors.runtime import encode
+from kernel.runtime import encode
 
 logger = logging.getLogger(__name__)
 WATCHDOG_GROUP = "run-watchdog"

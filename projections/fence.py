@@ -9,9 +9,9 @@ an API-only process polls briefly instead.
 import asyncio
 import time
 
-from events.log import EventLog
+from kernel.log import EventLog
 from events.topics import CONVERSATION_EVENTS
-from turnlog.errors import Unavailable
+from kernel.errors import Unavailable
 
 
 class ReadYourWritesFence:

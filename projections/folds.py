@@ -12,7 +12,7 @@ from events.documents import (
     FileIngestionProgressed,
     FileUploaded,
 )
-from events.envelope import Envelope
+from kernel.envelope import Envelope
 from events.values import Usage
 from projections.read_models import ConversationRow, FileRow, FileStateRow, RunRow, TurnRow
 

@@ -6,10 +6,10 @@ each batch it wakes the read-your-writes fence, so queries in the same process s
 
 from collections.abc import Sequence
 
-from events.codec import AvroCodec, UndecodableMessage
-from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, DOCUMENTS
-from processors.runtime import Delivery, Processor
+from kernel.runtime import Delivery, Processor
 from projections.fence import ReadYourWritesFence
 from projections.folds import RowBatch, fold
 from projections.read_models import ReadModels

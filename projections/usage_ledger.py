@@ -11,7 +11,7 @@ from datetime import datetime
 
 from events.runs import UsageRecorded
 from events.topics import USAGE
-from processors.runtime import Delivery, Processor
+from kernel.runtime import Delivery, Processor
 from projections.store import SqlStore
 
 USAGE_LEDGER_GROUP = "usage-ledger"

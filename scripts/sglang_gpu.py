@@ -37,7 +37,7 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY_ROOT))  # run from a checkout, installed or not
 
 from api.auth import issue_token, load_or_create_secret  # noqa: E402
-from api.sse import iter_sse  # noqa: E402
+from kernel.sse import iter_sse
 
 QUESTIONS = (
     "Explain in a few paragraphs how bread dough rises, and why kneading matters.",

@@ -2,7 +2,7 @@
 
 Nothing here is faked: each `TurnlogServer` is a separate Python process running uvicorn with the
 scripted engine on its own data directory, and the helpers talk to it over real HTTP and SSE with
-`httpx.AsyncClient`, decoding streams with the product's own client-side `api.sse.iter_sse`.
+`httpx.AsyncClient`, decoding streams with the product's own client-side `kernel.sse.iter_sse`.
 
 Fixtures built on this module live in `tests/conftest.py` (tests run with `--import-mode=importlib`,
 so that conftest registers this module as `e2e_server` in `sys.modules` for test modules to import).
@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from api.auth import issue_token, load_or_create_secret
-from api.sse import ServerSentEvent, iter_sse
+from kernel.sse import ServerSentEvent, iter_sse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TERMINAL_STREAM_EVENTS = frozenset({"assistant.completed", "run.cancelled", "run.failed"})

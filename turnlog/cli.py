@@ -206,7 +206,8 @@ def _token(arguments: argparse.Namespace) -> int:
 async def _replay(arguments: argparse.Namespace) -> int:
     from events.embedded import DataDirectoryBusy
     from projections.projector import rebuild
-    from turnlog.system import build_codec, opened_storage
+    from turnlog.adapters import build_codec
+    from turnlog.system import opened_storage
 
     settings = Settings(
         data_dir=arguments.data_dir,
@@ -235,7 +236,8 @@ async def _replay(arguments: argparse.Namespace) -> int:
 
 async def _replay_search(settings: Settings) -> int:
     from processors.ingestion.reindex import rebuild_search_index
-    from turnlog.system import build_codec, build_log, opened_blobs, opened_search
+    from turnlog.adapters import build_codec, build_log
+    from turnlog.system import opened_blobs, opened_search
 
     log = build_log(settings)
     await log.start()

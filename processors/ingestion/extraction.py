@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-import turnlog.errors
-from turnlog.errors import InvalidRequest
+import kernel.errors
+from kernel.errors import InvalidRequest
 
 __all__ = [
     "ExtractedDocument",
@@ -100,7 +100,7 @@ class ExtractedDocument:
     pages: int = 0
 
 
-class UnsupportedMediaType(turnlog.errors.UnsupportedMediaType):
+class UnsupportedMediaType(kernel.errors.UnsupportedMediaType):
     """The upload is not a kind of document turnlog reads (415); `extra["supported"]` lists those it does."""
 
     def __init__(self, *, detail: str, filename: str | None, declared_content_type: str | None) -> None:

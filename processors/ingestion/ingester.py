@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from events.blobs import BlobCorrupted, BlobNotFound, BlobStore
-from events.codec import AvroCodec, UndecodableMessage
+from kernel.codec import AvroCodec, UndecodableMessage
 from events.documents import FileDeleted, FileIndexed, FileIngestionFailed, FileIngestionProgressed, FileUploaded
-from events.envelope import Envelope
-from events.log import EventLog, OutgoingRecord
+from kernel.envelope import Envelope
+from kernel.log import EventLog, OutgoingRecord
 from events.topics import DOCUMENTS
 from processors.ingestion.chunking import ChunkDraft, Tokenizer, chunk_document
 from processors.ingestion.extraction import ExtractedDocument, ExtractionFailed, MediaType, extract
-from processors.runtime import Delivery, Processor, encode
+from kernel.runtime import Delivery, Processor, encode
 from projections.search.embedding import Embedder
 from projections.search.index import IndexedChunk, SearchIndex
 

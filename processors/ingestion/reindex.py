@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from events.blobs import BlobCorrupted, BlobNotFound, BlobStore
-from events.codec import AvroCodec, UndecodableMessage
+from kernel.codec import AvroCodec, UndecodableMessage
 from events.documents import FileDeleted, FileUploaded
-from events.envelope import Envelope
-from events.log import EventLog, LogRecord
+from kernel.envelope import Envelope
+from kernel.log import EventLog, LogRecord
 from events.topics import DOCUMENTS
 from processors.ingestion.chunking import Tokenizer
 from processors.ingestion.ingester import Unreadable, indexed_chunks, read_document

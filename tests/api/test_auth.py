@@ -20,7 +20,7 @@ from api.auth import (
     principal_from_request,
     verify_token,
 )
-from turnlog.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 
 SECRET = b"s" * 32
 OTHER_SECRET = b"o" * 32

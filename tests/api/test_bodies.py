@@ -23,7 +23,7 @@ from api.bodies import (
     validate_body,
 )
 from api.problems import PROBLEM_MEDIA_TYPE, exception_handlers
-from turnlog.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from kernel.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BYTES = 4096
 JSON = {"Content-Type": "application/json"}

@@ -19,7 +19,7 @@ from api.multipart import (
     read_multipart_form,
     size_text,
 )
-from turnlog.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from kernel.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 def encoded(*, files: dict, data: dict | None = None) -> tuple[str, bytes]:

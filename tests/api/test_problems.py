@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from api.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_kind_for, problem_response
-from turnlog.errors import (
+from kernel.errors import (
     Conflict,
     FieldError,
     Forbidden,

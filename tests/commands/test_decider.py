@@ -22,9 +22,10 @@ from events.conversation import (
     RunRequested,
     TurnSubmitted,
 )
-from events.envelope import Envelope
+from kernel.envelope import Envelope
 from events.runs import RunFinished, RunStarted
-from events.values import Actor, ContentPart, Usage
+from kernel.envelope import Actor
+from events.values import ContentPart, Usage
 
 CONVERSATION_ID = "conv_1"
 WORKSPACE_ID = "ws_main"

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
 from commands.decider import IDEMPOTENCY_WINDOW, Accepted, ConversationState, Decision, Rejected, decide, evolve
 from events.conversation import AssistantTurnFinished, RunCancellationRequested, RunRequested, TurnSubmitted
-from events.envelope import Envelope
+from kernel.envelope import Envelope
 from events.runs import RunFinished, RunStarted
 from events.topics import CONVERSATION_EVENTS, topic_of
-from events.values import Actor, ContentPart, Usage
+from kernel.envelope import Actor
+from events.values import ContentPart, Usage
 
 CONVERSATION_ID = "conv_prop"
 WORKSPACE_ID = "ws_main"

@@ -29,10 +29,10 @@ from events.blobs import (
     BlobStoreUnavailable,
     DirectoryBlobStore,
     blob_key,
-    build_blob_store,
 )
+from turnlog.adapters import build_blob_store
 from events.s3_blobs import S3BlobStore, S3Location, parse_s3_url
-from turnlog.errors import NotFound, Unavailable
+from kernel.errors import NotFound, Unavailable
 
 REGION = "us-east-1"
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.documents import (
     DOCUMENT_EVENT_TYPES,
     FileDeleted,
@@ -14,10 +14,10 @@ from events.documents import (
     FileIngestionProgressed,
     FileUploaded,
 )
-from events.envelope import Envelope
+from kernel.envelope import Envelope
 from events.topics import DOCUMENTS, key_of, topic_of
 from events.topology import turnlog_topics
-from events.values import Actor
+from kernel.envelope import Actor
 
 NOW = datetime(2026, 4, 25, 17, 10, tzinfo=UTC)
 EVENTS = (

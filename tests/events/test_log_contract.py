@@ -1,4 +1,4 @@
-"""The event log contract: every adapter of `events.log.EventLog` passes these."""
+"""The event log contract: every adapter of `kernel.log.EventLog` passes these."""
 
 import asyncio
 import uuid
@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from events.embedded import DataDirectoryBusy, EmbeddedLog
 from events.kafka import KafkaLog, LogClosed, LogUnavailable, _TransactionalWriter
-from events.log import ConsumerCommit, EventLog, OutgoingRecord
+from kernel.log import ConsumerCommit, EventLog, OutgoingRecord
 from events.topology import TopicSpec, TopicSpecs, murmur2, partition_for, turnlog_topics
 
 # Several partitions, so the contract holds per key and not only on one partition.

@@ -17,7 +17,8 @@ from inference.openai_compatible import OpenAICompatibleEngine
 from inference.sglang import SglangEngine
 from turnlog import cli
 from turnlog.settings import Settings
-from turnlog.system import build_engine, load_pools
+from turnlog.adapters import build_engine
+from turnlog.system import load_pools
 
 
 def worker_settings(monkeypatch, *arguments: str, environment: dict[str, str] | None = None) -> Settings:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.log import LogRecord, TopicPartition
+from kernel.log import LogRecord, TopicPartition
 from inference.read_ahead import ReadAhead
 
 TOPIC = "inference-requests.interactive"

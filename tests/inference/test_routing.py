@@ -24,7 +24,7 @@ from inference.routing import (
     route,
     size_class,
 )
-from turnlog.errors import Unavailable
+from kernel.errors import Unavailable
 
 BREAKER = BreakerPolicy(
     consecutive_failures=3, failure_rate=0.5, min_calls=6, window_s=10.0, cool_down_s=30.0,

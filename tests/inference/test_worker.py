@@ -7,15 +7,17 @@ import pytest
 
 from commands.catalog import COMMAND_TYPES, FinishRun
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import RunCancellationRequested
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope
-from events.log import OutgoingRecord
-from events.outcomes import DeadLetter
+from kernel.envelope import Envelope
+from kernel.log import OutgoingRecord
+from kernel.dead_letters import DeadLetter
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, UsageRecorded
-from events.topics import COMMANDS, CONVERSATION_EVENTS, DEAD_LETTERS, RUN_EVENTS, USAGE, inference_topic
-from events.values import Actor, ChatMessage
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE, inference_topic
+from kernel.dead_letters import DEAD_LETTERS
+from kernel.envelope import Actor
+from events.values import ChatMessage
 from inference.openai_compatible import OpenAICompatibleEngine
 from inference.pools import PoolConfig
 from inference.scripted import ScriptedEngine

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from events.kafka import KafkaLog
-from events.log import OutgoingRecord
-from events.outcomes import DeadLetter
-from events.topics import DEAD_LETTERS
+from kernel.log import OutgoingRecord
+from kernel.dead_letters import DeadLetter
+from kernel.dead_letters import DEAD_LETTERS
 from processors.faust_runtime import run_processor_on_faust
-from processors.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
+from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
 from tests.events.test_log_contract import kafka_log
 from tests.processors.test_runtime import CODEC, beat, echo_processor
 

@@ -7,18 +7,19 @@ from datetime import UTC, datetime
 from commands.catalog import FinishRun
 from events.catalog import EVENT_TYPES
 from commands.catalog import COMMAND_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import RunRequested, TurnSubmitted
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope
-from events.log import OutgoingRecord
+from kernel.envelope import Envelope
+from kernel.log import OutgoingRecord
 from events.runs import InferenceRequested, PromptAssembled, UsageRecorded
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
-from events.values import Actor, ContentPart
+from kernel.envelope import Actor
+from events.values import ContentPart
 from inference.pools import parse_pools
 from processors.pool_health import follow_pool_outcomes
 from processors.prompting import PromptBuilder, PromptPolicy
-from processors.runtime import Delivery
+from kernel.runtime import Delivery
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

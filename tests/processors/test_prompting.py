@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 
 from events.conversation import AssistantTurnFinished, RunRequested, TurnSubmitted
-from events.envelope import Envelope
-from events.values import Actor, ContentPart, Usage
+from kernel.envelope import Envelope
+from kernel.envelope import Actor
+from events.values import ContentPart, Usage
 from inference.tokenizers import WordTokenizer
 from processors.prompting import PromptPolicy, Transcript, evolve_transcript
 from processors.prompting import build_prompt as assemble

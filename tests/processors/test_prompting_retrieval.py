@@ -8,18 +8,19 @@ import pytest
 
 from commands.catalog import COMMAND_TYPES
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import RunRequested, TurnSubmitted
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope
-from events.log import OutgoingRecord
+from kernel.envelope import Envelope
+from kernel.log import OutgoingRecord
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.topics import CONVERSATION_EVENTS, RUN_EVENTS
-from events.values import Actor, ContentPart
-from processors.grounding import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
+from kernel.envelope import Actor
+from events.values import ContentPart
+from inference.instructions import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
 from processors.prompting import PromptBuilder, PromptPolicy
 from processors.retrieval import DocumentRetriever
-from processors.runtime import Delivery
+from kernel.runtime import Delivery
 from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.index import IndexedChunk
 

@@ -8,17 +8,18 @@ from commands.bus import CommandBus
 from commands.catalog import COMMAND_TYPES, CreateConversation, SubmitTurn
 from commands.handler import CommandHandler
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized
 from events.embedded import EmbeddedLog
 from events.runs import InferenceRequested, PromptAssembled
 from events.topics import CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
-from events.values import Actor, ContentPart, SummaryFact, text_of
+from kernel.envelope import Actor
+from events.values import ContentPart, SummaryFact, text_of
 from inference.scripted import ScriptedEngine
 from inference.tokenizers import WordTokenizer
 from inference.worker import InferenceWorker
 from processors.prompting import PromptBuilder, PromptPolicy
-from processors.runtime import run_processor
+from kernel.runtime import run_processor
 from processors.summaries import FoldedTurn, fact_score, roll_summary, summary_text
 from processors.summarizer import Summarizer, SummaryPolicy
 

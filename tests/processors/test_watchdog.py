@@ -6,13 +6,14 @@ import pytest
 
 from commands.catalog import COMMAND_TYPES, FinishRun
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope
-from events.log import OutgoingRecord
+from kernel.envelope import Envelope
+from kernel.log import OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeartbeat, RunStarted
 from events.topics import COMMANDS, RUN_EVENTS
-from events.values import Actor, Usage
+from kernel.envelope import Actor
+from events.values import Usage
 from processors.watchdog import RunWatchdog, WatchedRun, lapsed
 
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")

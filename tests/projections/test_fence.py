@@ -5,10 +5,10 @@ import asyncio
 import pytest
 
 from events.embedded import EmbeddedLog
-from events.log import ConsumerCommit, OutgoingRecord
+from kernel.log import ConsumerCommit, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, DOCUMENTS
 from projections.fence import ReadYourWritesFence
-from turnlog.errors import Unavailable
+from kernel.errors import Unavailable
 
 
 async def test_waits_until_the_group_has_committed_the_end_of_the_partition(embedded_log: EmbeddedLog) -> None:

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.catalog import EVENT_TYPES
 from events.documents import FileDeleted, FileIndexed, FileIngestionFailed, FileIngestionProgressed, FileUploaded
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope, new_id
-from events.log import OutgoingRecord
+from kernel.envelope import Envelope, new_id
+from kernel.log import OutgoingRecord
 from events.topics import DOCUMENTS
-from events.values import Actor
+from kernel.envelope import Actor
 from projections.folds import RowBatch, fold
 from projections.projector import rebuild
 from projections.read_models import ReadModels, Scope

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from commands.catalog import CancelRun, CreateConversation, RegenerateTurn, SubmitTurn
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
-from events.values import Actor, ContentPart
+from kernel.envelope import Actor
+from events.values import ContentPart
 from projections.projector import rebuild
 from turnlog.settings import Settings
 from turnlog.system import running_system

@@ -4,13 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 from commands.catalog import COMMAND_TYPES
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
-from events.envelope import Envelope
-from events.log import LogRecord
+from kernel.codec import AvroCodec
+from kernel.envelope import Envelope
+from kernel.log import LogRecord
 from events.runs import UsageRecorded
 from events.topics import USAGE
-from events.values import Actor
-from processors.runtime import Delivery
+from kernel.envelope import Actor
+from kernel.runtime import Delivery
 from projections.usage_ledger import UsageLedger, UsageTotals
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))

@@ -20,6 +20,7 @@ import uvicorn
 import yaml
 
 import api.app
+import turnlog.adapters
 import turnlog.system
 from api.auth import load_or_create_secret
 from events.kafka import KafkaLog
@@ -166,7 +167,7 @@ def test_stack_services_reach_kafka_and_clickhouse_as_the_code_parses_them(name,
     settings = run_cli(services[name], monkeypatch)["settings"]
 
     assert url_scheme(settings.log) == "kafka"
-    log = turnlog.system.build_log(settings)  # constructs only: KafkaLog connects in start()
+    log = turnlog.adapters.build_log(settings)  # constructs only: KafkaLog connects in start()
     assert isinstance(log, KafkaLog)
     kafka = services["kafka"]["environment"]
     for server in urlsplit(settings.log).netloc.split(","):
@@ -185,7 +186,7 @@ def test_stack_services_reach_kafka_and_clickhouse_as_the_code_parses_them(name,
     assert not address.secure
 
     # Uploaded files: the bucket minio-init creates, on the MinIO service, with MinIO's own credentials.
-    blobs = turnlog.system.build_blob_store(settings.blobs)  # constructs only: S3 is reached in start()
+    blobs = turnlog.adapters.build_blob_store(settings.blobs)  # constructs only: S3 is reached in start()
     assert isinstance(blobs, S3BlobStore)
     location = parse_s3_url(settings.blobs)
     minio_init = services["minio-init"]["environment"]
@@ -197,7 +198,7 @@ def test_stack_services_reach_kafka_and_clickhouse_as_the_code_parses_them(name,
     assert environment_of_service["AWS_SECRET_ACCESS_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
 
     # The search index: the Elasticsearch service, fused client-side (no licence for the rrf retriever).
-    index = turnlog.system.build_search_index(settings)  # constructs only: the client connects in start()
+    index = turnlog.adapters.build_search_index(settings)  # constructs only: the client connects in start()
     assert isinstance(index, ElasticsearchIndex)
     assert (index._hosts, index._fusion, index._replicas) == ("http://elasticsearch:9200", "client", 0)
     assert services["elasticsearch"]["environment"]["discovery.type"] == "single-node"
@@ -281,7 +282,7 @@ def test_kafka_is_one_kraft_node_whose_transactions_work_and_whose_limits_fit_th
         assert environment[setting] == 1, setting
     # turnlog provisions its topics with their partition counts; an auto-created one would not match.
     assert environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    log = turnlog.system.build_log(Settings(log_url="kafka://kafka:9092"))
+    log = turnlog.adapters.build_log(Settings(log_url="kafka://kafka:9092"))
     assert environment["KAFKA_MESSAGE_MAX_BYTES"] >= log._producer_config["message.max.bytes"]
     assert "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
     assert environment["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"

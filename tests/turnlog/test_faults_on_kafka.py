@@ -9,12 +9,13 @@ import pytest
 import e2e_server
 import kafka_broker as kafka_harness
 from events.kafka import KafkaLog
-from events.log import OutgoingRecord
-from events.outcomes import DeadLetter
+from kernel.log import OutgoingRecord
+from kernel.dead_letters import DeadLetter
 from events.runs import GenerationStarted
-from events.topics import COMMANDS, DEAD_LETTERS, RUN_EVENTS
+from events.topics import COMMANDS, RUN_EVENTS
+from kernel.dead_letters import DEAD_LETTERS
 from events.topology import turnlog_topics
-from turnlog.system import build_codec
+from turnlog.adapters import build_codec
 
 pytestmark = pytest.mark.slow
 CODEC = build_codec()

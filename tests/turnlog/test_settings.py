@@ -4,7 +4,7 @@ import pytest
 
 from turnlog.cli import main
 from turnlog.settings import PROCESSOR_ROLES, Settings, url_path, url_scheme
-from turnlog.system import build_log, build_store
+from turnlog.adapters import build_log, build_store
 
 
 def test_embedded_defaults_live_under_the_data_dir(tmp_path) -> None:
@@ -41,9 +41,10 @@ def test_token_reads_its_data_dir_from_the_environment(tmp_path, monkeypatch, ca
 
 
 def test_uploads_and_the_search_index_live_under_the_data_dir_by_default(tmp_path) -> None:
-    from events.blobs import DirectoryBlobStore, build_blob_store
+    from events.blobs import DirectoryBlobStore
+    from turnlog.adapters import build_blob_store
     from projections.search.embedded import EmbeddedSearchIndex
-    from turnlog.system import build_search_index
+    from turnlog.adapters import build_search_index
 
     settings = Settings(data_dir=tmp_path)
     assert settings.blobs == f"file://{(tmp_path / 'blobs').resolve()}"
@@ -57,7 +58,7 @@ def test_uploads_and_the_search_index_live_under_the_data_dir_by_default(tmp_pat
 
 def test_elasticsearch_urls_name_the_cluster_and_its_options() -> None:
     from projections.search.elasticsearch import ElasticsearchIndex
-    from turnlog.system import build_search_index
+    from turnlog.adapters import build_search_index
 
     index = build_search_index(Settings(search_url="elasticsearch://search:9200?replicas=0&fusion=client&shards=3"))
     assert isinstance(index, ElasticsearchIndex)

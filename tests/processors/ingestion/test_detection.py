@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from processors.ingestion.extraction import MediaType, UnsupportedMediaType, detect_media_type
-from turnlog.errors import UnsupportedMediaType as UnsupportedRequestMediaType
+from kernel.errors import UnsupportedMediaType as UnsupportedRequestMediaType
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 OLE_HEADER = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)

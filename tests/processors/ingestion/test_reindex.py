@@ -15,17 +15,17 @@ import pytest
 import e2e_server
 from events.blobs import DirectoryBlobStore
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.documents import FileDeleted, FileUploaded
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope, new_id
-from events.log import LogRecord
+from kernel.envelope import Envelope, new_id
+from kernel.log import LogRecord
 from events.topics import DOCUMENTS
-from events.values import Actor
+from kernel.envelope import Actor
 from processors.ingestion.extraction import MediaType
 from processors.ingestion.ingester import Ingester
 from processors.ingestion.reindex import rebuild_search_index
-from processors.runtime import Delivery, encode
+from kernel.runtime import Delivery, encode
 from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.index import SearchScope
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from api.sse import (
+from kernel.sse import (
     SSE_MEDIA_TYPE,
     SSEDecoder,
     ServerSentEvent,
@@ -21,7 +21,7 @@ from api.sse import (
     iter_sse,
     parse_last_event_id,
 )
-from turnlog.errors import InvalidRequest
+from kernel.errors import InvalidRequest
 
 
 async def lines_of(*lines: str) -> AsyncIterator[str]:

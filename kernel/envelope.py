@@ -6,7 +6,15 @@ from typing import Generic, TypeVar
 
 from ulid import ULID
 
-from events.values import Actor
+
+@dataclass(frozen=True, kw_only=True)
+class Actor:
+    """The tenant scope of a message: every read and write is checked against it."""
+
+    user_id: str
+    org_id: str
+    workspace_id: str
+
 
 Payload = TypeVar("Payload")
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from turnlog.errors import FieldError, InvalidRequest
+from kernel.errors import FieldError, InvalidRequest
 
 __all__ = [
     "SSE_MEDIA_TYPE",

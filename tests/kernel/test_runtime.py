@@ -7,15 +7,15 @@ import pytest
 
 from commands.catalog import COMMAND_TYPES
 from events.catalog import EVENT_TYPES
-from events.codec import AvroCodec
+from kernel.codec import AvroCodec
 from events.embedded import EmbeddedLog
-from events.envelope import Envelope
-from events.log import OutgoingRecord
-from events.outcomes import DeadLetter
+from kernel.envelope import Envelope
+from kernel.log import OutgoingRecord
+from kernel.dead_letters import DeadLetter
 from events.runs import RunHeartbeat
-from events.topics import DEAD_LETTERS
-from events.values import Actor
-from processors.runtime import MAX_ATTEMPTS, Delivery, Processor, encode, run_processor
+from kernel.dead_letters import DEAD_LETTERS
+from kernel.envelope import Actor
+from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode, run_processor
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")

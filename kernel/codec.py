@@ -19,8 +19,8 @@ import fastavro
 from fastavro.schema import fingerprint, load_schema, parse_schema, to_parsing_canonical_form
 
 import schemas
-from events.envelope import Envelope
-from events.values import Actor
+from kernel.envelope import Envelope
+from kernel.envelope import Actor
 
 MAGIC = b"\xc3\x01"
 

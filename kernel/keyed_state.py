@@ -4,9 +4,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from events.codec import AvroCodec
-from events.envelope import Envelope
-from events.log import EventLog
+from kernel.codec import AvroCodec
+from kernel.envelope import Envelope
+from kernel.log import EventLog
 
 State = TypeVar("State")
 

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from events.codec import AvroCodec, UndecodableMessage
-from events.envelope import Envelope
-from events.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
-from events.outcomes import DeadLetter
-from events.topics import DEAD_LETTERS
-from events.values import Actor
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.envelope import Envelope
+from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
+from kernel.dead_letters import DeadLetter
+from kernel.dead_letters import DEAD_LETTERS
+from kernel.envelope import Actor
 
 logger = logging.getLogger(__name__)
 

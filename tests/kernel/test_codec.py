@@ -12,11 +12,12 @@ from fastavro.schema import load_schema, parse_schema
 
 import schemas
 from commands.catalog import COMMAND_TYPES, SubmitTurn
-from events.codec import MAGIC, AvroCodec, UndecodableMessage, fingerprint_of
+from kernel.codec import MAGIC, AvroCodec, UndecodableMessage, fingerprint_of
 from events.catalog import EVENT_TYPES
 from events.conversation import TurnSubmitted
-from events.envelope import Envelope
-from events.values import Actor, ContentPart, Usage
+from kernel.envelope import Envelope
+from kernel.envelope import Actor
+from events.values import ContentPart, Usage
 from events.runs import RunFinished
 
 ALL_TYPES = (*EVENT_TYPES, *COMMAND_TYPES)

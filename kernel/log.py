@@ -1,7 +1,7 @@
 """The event log port: durable, ordered per key, atomic multi-record appends, consumer groups.
 
 Adapters: `events.embedded` (SQLite, one machine) and the Kafka adapter (a fleet). Both pass
-`tests/events/test_log_contract.py`. The log moves bytes; `events.codec` gives them meaning.
+`tests/events/test_log_contract.py`. The log moves bytes; `kernel.codec` gives them meaning.
 """
 
 from collections.abc import AsyncIterator, Mapping, Sequence

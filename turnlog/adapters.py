@@ -1,0 +1,164 @@
+"""Adapter factories: each port's adapter is chosen by a URL (or an engine name) in the settings.
+
+Built at start-up, never at import time; an adapter's third-party client is imported only when its
+URL asks for it, so a deployment installs only the extras it uses.
+"""
+
+import logging
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from commands.catalog import COMMAND_TYPES
+from events.blobs import BlobStore, DirectoryBlobStore
+from events.catalog import EVENT_TYPES
+from events.embedded import EmbeddedLog
+from inference.engine import InferenceEngine
+from inference.pools import PoolConfig
+from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
+from kernel.codec import AvroCodec
+from kernel.log import EventLog
+from projections.search.index import SearchIndex
+from projections.store import SqlStore
+from turnlog.settings import Settings, url_path, url_scheme
+
+logger = logging.getLogger(__name__)
+
+
+def build_codec() -> AvroCodec:
+    return AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+
+
+def build_log(settings: Settings) -> EventLog:
+    match url_scheme(settings.log):
+        case "sqlite":
+            return EmbeddedLog(path=url_path(settings.log))
+        case "kafka":
+            from events.kafka import KafkaLog
+            from events.topology import turnlog_topics
+
+            url = urlsplit(settings.log)
+            if not url.netloc:
+                raise ValueError(f"{settings.log!r} names no broker; use kafka://host:9092[,host2:9092]")
+            # Query parameters are librdkafka consumer settings, e.g. ?fetch.wait.max.ms=10
+            consumer_config = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
+            return KafkaLog(url.netloc, topics=turnlog_topics(), consumer_config=consumer_config)
+    raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
+
+
+def build_store(settings: Settings) -> SqlStore:
+    match url_scheme(settings.store):
+        case "chdb":
+            from projections.chdb import ChdbStore  # the embedded engine: loaded only when used
+
+            return ChdbStore(str(url_path(settings.store)))
+        case "clickhouse" | "clickhouses":
+            from projections.clickhouse import ClickHouseStore
+
+            return ClickHouseStore(settings.store)
+    raise ValueError(
+        f"unsupported read-model store URL {settings.store!r}; use chdb:///path or clickhouse://user:password@host:8123/db"
+    )
+
+
+def build_search_index(settings: Settings) -> SearchIndex:
+    """`embedded:///path` (SQLite FTS5 + exact vectors), or Elasticsearch: `elasticsearch://host:9200` / `http(s)://...`.
+
+    Elasticsearch URLs take `?shards=&replicas=&fusion=rrf_retriever|client&alias=` (`fusion=client`
+    fuses in turnlog, for clusters without the licence the `rrf` retriever needs).
+    """
+    url = urlsplit(settings.search)
+    match url.scheme:
+        case "embedded":
+            from projections.search.embedded import EmbeddedSearchIndex
+
+            return EmbeddedSearchIndex(directory=url_path(settings.search))
+        case "elasticsearch" | "http" | "https":
+            from projections.search.elasticsearch import ElasticsearchIndex
+
+            if not url.netloc:
+                raise ValueError(f"{settings.search!r} names no host; use elasticsearch://host:9200")
+            options = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
+            unknown = set(options) - {"shards", "replicas", "fusion", "alias"}
+            if unknown:
+                raise ValueError(f"unknown search URL option(s) {sorted(unknown)}; options are alias, fusion, replicas, shards")
+            scheme = "http" if url.scheme == "elasticsearch" else url.scheme
+            extra = {name: int(options[name]) for name in ("shards", "replicas") if name in options}
+            if "alias" in options:
+                extra["alias"] = options["alias"]
+            return ElasticsearchIndex(
+                hosts=f"{scheme}://{url.netloc}{url.path.rstrip('/')}", fusion=options.get("fusion", "rrf_retriever"), **extra
+            )
+    raise ValueError(
+        f"unsupported search URL {settings.search!r}; use embedded:///path or elasticsearch://host:9200 (http(s)://host:9200)"
+    )
+
+
+def build_blob_store(url: str) -> BlobStore:
+    """The adapter a URL names: `file:///abs/path` or a plain directory path (embedded), or `s3://bucket/prefix?...`."""
+    parts = urlsplit(url)
+    match parts.scheme:
+        case "":
+            if not url:
+                raise ValueError("the blob store URL is empty; use file:///path, a directory, or s3://bucket/prefix")
+            return DirectoryBlobStore(root=Path(url))
+        case "file":
+            if parts.netloc not in ("", "localhost") or not parts.path or parts.query or parts.fragment:
+                raise ValueError(f"a file blob store URL is file:///absolute/path, got {url!r}")
+            return DirectoryBlobStore(root=Path(unquote(parts.path)))
+        case "s3":
+            from events.s3_blobs import S3BlobStore, parse_s3_url  # boto3 loads only where S3 is the store
+
+            return S3BlobStore(location=parse_s3_url(url))
+    raise ValueError(f"unsupported blob store URL {url!r}; use file:///path, a directory, or s3://bucket/prefix")
+
+
+def build_prompt_tokenizer(pool: PoolConfig) -> PromptTokenizer:
+    """The pool's engine's own tokenizer, so prompts are budgeted as the engine will count them."""
+    if pool.engine == "scripted":
+        return WordTokenizer()
+    if pool.engine == "cpu":
+        return HuggingFaceTokenizer.smollm2()
+    if pool.engine_model and Path(pool.engine_model).is_dir():
+        return HuggingFaceTokenizer.from_directory(pool.engine_model)
+    logger.warning(
+        "no local tokenizer for model %r: prompts are budgeted by words, a rough count; pass a model directory",
+        pool.engine_model,
+    )
+    return WordTokenizer()
+
+
+def build_engine(settings: Settings, pool: PoolConfig | None = None) -> InferenceEngine:
+    """The engine of `pool` (a pools file's), or of the `--engine` settings when there is no pools file."""
+    kind = pool.engine if pool else settings.engine
+    model = pool.engine_model if pool else settings.engine_model
+    url = pool.engine_url if pool else settings.engine_url
+    if pool is None:
+        api_key = settings.engine_api_key
+    else:  # a pool's key comes from the variable it names, never from another pool's settings
+        api_key = os.environ.get(pool.engine_api_key_env) if pool.engine_api_key_env else None
+    # As many generations (connections) at once as the pool admits, so no admitted run waits for one.
+    concurrency = {"max_concurrency": pool.capacity} if pool else (
+        {"max_concurrency": settings.engine_concurrency} if settings.engine_concurrency else {}
+    )
+    if kind == "scripted":
+        from inference.scripted import ScriptedEngine
+
+        return ScriptedEngine(token_delay_s=settings.token_delay_ms / 1000, answer_tokens=settings.answer_tokens)
+    if kind == "cpu":
+        from inference.cpu import CpuEngine  # imports torch: only when asked for
+
+        return CpuEngine()
+    if kind == "sglang":
+        from inference.sglang import SglangEngine  # imports sglang only when started
+
+        if not model:
+            raise ValueError("the sglang engine needs --engine-model (a model path, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
+        return SglangEngine(model_path=model, **concurrency)
+    if kind == "openai-compatible":
+        from inference.openai_compatible import OpenAICompatibleEngine
+
+        if not url or not model:
+            raise ValueError("the openai-compatible engine needs --engine-url and --engine-model")
+        return OpenAICompatibleEngine(base_url=url, model=model, api_key=api_key, **concurrency)
+    raise ValueError(f"unknown engine {kind!r}; choose cpu, scripted, sglang or openai-compatible")
