@@ -11,13 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.search.embedded import (
-    ENGLISH_STOP_WORDS,
-    MAX_QUERY_WORDS,
-    EmbeddedSearchIndex,
-    fts_match_expression,
-    scope_token,
-)
+from projections.search.embedded import EmbeddedSearchIndex
+from projections.search.embedded_fts import ENGLISH_STOP_WORDS, MAX_QUERY_WORDS, fts_match_expression, scope_token
 from projections.search.index import IndexedChunk, SearchScope
 
 SCOPE = SearchScope(org_id="org", workspace_id="ws", user_id="alice")

@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projections.search.elasticsearch import ElasticsearchIndex
-from projections.search.embedded import EmbeddedSearchIndex, scope_token
+from projections.search.embedded import EmbeddedSearchIndex
+from projections.search.embedded_fts import scope_token
 from projections.search.embedding import MiniLMEmbedder
 from projections.search.index import IndexedChunk, SearchHit, SearchIndex, SearchScope
 
