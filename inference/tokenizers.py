@@ -53,7 +53,7 @@ class HuggingFaceTokenizer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
 
-        from inference.cpu import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir
+        from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir
 
         tokenizer = AutoTokenizer.from_pretrained(
             str(bundled_smollm2_dir()), gguf_file=SMOLLM2_GGUF_FILE, local_files_only=True

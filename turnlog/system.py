@@ -109,7 +109,7 @@ async def running_roles(
     *,
     log: EventLog,
     codec: AvroCodec,
-    read_models: ReadModels,
+    read_models: ReadModels | None,
     blobs: BlobStore | None = None,
 ) -> AsyncIterator[Roles]:
     """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit."""
@@ -149,6 +149,7 @@ async def running_roles(
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
             spawn(run(Summarizer(log=log, codec=codec, tokenizer=tokenizer).processor()), "summarizer")
         if "projector" in settings.roles:
+            assert read_models is not None, "the projector role writes read models: open them"
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
             spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
@@ -190,20 +191,31 @@ def _pool_engines(settings: Settings) -> list[tuple[PoolConfig, InferenceEngine]
 
 
 @asynccontextmanager
-async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, ReadModels]]:
+async def opened_log(settings: Settings) -> AsyncIterator[EventLog]:
     log = build_log(settings)
     await log.start()
     try:
-        store = build_store(settings)
-        try:
-            read_models = ReadModels(store)
-            await read_models.create_tables()
-            await UsageLedger(store).create_tables()
-            yield log, read_models
-        finally:
-            await store.close()
+        yield log
     finally:
         await log.close()
+
+
+@asynccontextmanager
+async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
+    store = build_store(settings)
+    try:
+        read_models = ReadModels(store)
+        await read_models.create_tables()
+        await UsageLedger(store).create_tables()
+        yield read_models
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, ReadModels]]:
+    async with opened_log(settings) as log, opened_read_models(settings) as read_models:
+        yield log, read_models
 
 
 @asynccontextmanager
@@ -234,9 +246,12 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
 async def run_workers(settings: Settings) -> None:
     """A process of processor roles only (no API), until cancelled."""
     codec = build_codec()
-    async with opened_storage(settings) as (log, read_models):
-        async with running_roles(settings, log=log, codec=codec, read_models=read_models) as roles:
-            await asyncio.gather(*roles.tasks)
+    async with AsyncExitStack() as stack:
+        log = await stack.enter_async_context(opened_log(settings))
+        # Only the projector writes read models: other workers never open the store (nor need its extra).
+        read_models = await stack.enter_async_context(opened_read_models(settings)) if "projector" in settings.roles else None
+        roles = await stack.enter_async_context(running_roles(settings, log=log, codec=codec, read_models=read_models))
+        await asyncio.gather(*roles.tasks)
 
 
 def _report_crash(task: asyncio.Task) -> None:

@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.cpu import (
-    SMOLLM2_GGUF_FILE,
-    CpuEngine,
-    IncrementalDetokenizer,
-    bundled_smollm2_dir,
-)
+from inference.smollm2 import SMOLLM2_GGUF_FILE, bundled_smollm2_dir
+from inference.cpu import CpuEngine, IncrementalDetokenizer
 from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]

