@@ -27,7 +27,7 @@ from api.presenters import iso
 from events.documents import FILE_ACLS, FileDeleted, FileUploaded
 from kernel.envelope import Envelope, new_id, utc_now
 from events.topics import DOCUMENTS
-from processors.ingestion.extraction import detect_media_type
+from processors.ingestion.extraction.detection import detect_media_type
 from kernel.runtime import encode
 from projections.read_models import FileView
 from kernel.errors import (

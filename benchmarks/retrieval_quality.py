@@ -348,7 +348,8 @@ async def ingest(
     chunks across a file; here each file is one `embed` call (the embedder batches by 32).
     """
     from processors.ingestion.chunking import chunk_document
-    from processors.ingestion.extraction import detect_media_type, extract
+    from processors.ingestion.extraction.detection import detect_media_type
+    from processors.ingestion.extraction.dispatch import extract
     from processors.ingestion.ingester import chunk_location
     from projections.search.index import IndexedChunk
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
 
-from processors.ingestion.extraction import ExtractedDocument
+from processors.ingestion.extraction.document import ExtractedDocument
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",

@@ -28,7 +28,8 @@ from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from events.topics import DOCUMENTS
 from processors.ingestion.chunking import ChunkDraft, Tokenizer, chunk_document
-from processors.ingestion.extraction import ExtractedDocument, ExtractionFailed, MediaType, extract
+from processors.ingestion.extraction.dispatch import extract
+from processors.ingestion.extraction.document import ExtractedDocument, ExtractionFailed, MediaType
 from kernel.runtime import Delivery, Processor, encode
 from projections.search.embedding import Embedder
 from projections.search.index import IndexedChunk, SearchIndex

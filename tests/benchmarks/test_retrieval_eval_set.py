@@ -104,7 +104,8 @@ def test_the_collection_is_the_57_topics_the_figures_were_measured_on(topics: di
 
 
 def test_every_quote_survives_rendering_and_extraction_in_every_text_format(eval_set: dict, topics: dict[str, str]) -> None:
-    from processors.ingestion.extraction import detect_media_type, extract
+    from processors.ingestion.extraction.detection import detect_media_type
+    from processors.ingestion.extraction.dispatch import extract
 
     needed = {passage["doc"] for question in eval_set["questions"] for passage in question["relevant"]}
     for fmt in ("html", "markdown", "text"):

@@ -14,7 +14,8 @@ from processors.ingestion.chunking import (
     Tokenizer,
     chunk_document,
 )
-from processors.ingestion.extraction import ExtractedDocument, MediaType, Section, extract
+from processors.ingestion.extraction.dispatch import extract
+from processors.ingestion.extraction.document import ExtractedDocument, MediaType, Section
 
 
 class WordTokenizer:

@@ -5,7 +5,8 @@ import zipfile
 
 import pytest
 
-from processors.ingestion.extraction import MediaType, UnsupportedMediaType, detect_media_type
+from processors.ingestion.extraction.detection import UnsupportedMediaType, detect_media_type
+from processors.ingestion.extraction.document import MediaType
 from kernel.errors import UnsupportedMediaType as UnsupportedRequestMediaType
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

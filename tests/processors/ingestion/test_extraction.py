@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.ingestion.extraction import ExtractedDocument, ExtractionFailed, MediaType, Section, extract
+from processors.ingestion.extraction.dispatch import extract
+from processors.ingestion.extraction.document import ExtractedDocument, ExtractionFailed, MediaType, Section
 from kernel.errors import InvalidRequest
 
 OLE_HEADER = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

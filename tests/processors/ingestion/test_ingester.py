@@ -20,7 +20,7 @@ from kernel.envelope import Envelope, new_id
 from kernel.log import LogRecord
 from events.topics import DOCUMENTS
 from kernel.envelope import Actor
-from processors.ingestion.extraction import MediaType
+from processors.ingestion.extraction.document import MediaType
 from processors.ingestion.ingester import INGESTER_GROUP, Ingester, chunk_id
 from kernel.runtime import Delivery, encode, run_processor
 from projections.search.embedded import EmbeddedSearchIndex

@@ -22,7 +22,7 @@ from kernel.envelope import Envelope, new_id
 from kernel.log import LogRecord
 from events.topics import DOCUMENTS
 from kernel.envelope import Actor
-from processors.ingestion.extraction import MediaType
+from processors.ingestion.extraction.document import MediaType
 from processors.ingestion.ingester import Ingester
 from processors.ingestion.reindex import rebuild_search_index
 from kernel.runtime import Delivery, encode

@@ -1,0 +1,1 @@
+"""Document extraction, pure over bytes: which kind of file an upload is, and its text as titled sections."""

@@ -1,0 +1,94 @@
+"""HTML: a page's visible text in reading order, h1-h6 as headings, table rows as lines of cells."""
+
+from __future__ import annotations
+
+import re
+
+from processors.ingestion.extraction.decoding import text_or_refuse
+from processors.ingestion.extraction.document import ExtractedDocument, MediaType
+from processors.ingestion.extraction.sections import SectionBuilder, clean_title, first_line
+
+__all__ = ["add_html_text", "extract_html", "parse_html"]
+
+_HTML_DROPPED = ("script", "style", "nav", "noscript", "template", "title")
+_HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_BLOCKS = frozenset(
+    "address article aside blockquote body caption dd details dialog div dl dt fieldset figcaption figure footer "
+    "form header hgroup hr html li main menu ol p search section summary table ul".split()
+)
+_HTML_CELLS = frozenset({"td", "th"})
+_CELL_SEPARATORS = re.compile(r"(?: ?\| ?)+")
+
+
+def extract_html(data: bytes) -> ExtractedDocument:
+    text_or_refuse(data, MediaType.HTML)
+    soup = parse_html(data)  # the bytes, not our decoding: bs4 honours the page's own <meta charset>
+    page_title = clean_title(soup.title.get_text()) if soup.title is not None else None
+    sections = SectionBuilder()
+    add_html_text(soup, sections)
+    built = sections.build()
+    title = page_title or sections.first_heading or first_line(built)
+    return ExtractedDocument(title=title, sections=built)
+
+
+def parse_html(markup: bytes | str):
+    import warnings
+
+    from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+
+    with warnings.catch_warnings():
+        # A short page without tags "looks like a file name" to bs4; it is a page all the same.
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        return BeautifulSoup(markup, "html.parser")
+
+
+def add_html_text(soup, sections: SectionBuilder) -> None:
+    """The text of parsed HTML, in reading order: h1-h6 start sections, blocks are paragraphs, rows are lines."""
+    from bs4 import NavigableString, Tag
+    from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
+
+    for dropped in soup.find_all(list(_HTML_DROPPED)):
+        dropped.decompose()
+    line: list[str] = []
+    paragraph_break = object()
+
+    def end_paragraph() -> None:
+        lines = (" ".join(text.split()) for text in "".join(line).split("\n"))
+        # Cells of a row were joined by " | ": drop the separators that empty cells and row edges leave.
+        sections.paragraph("\n".join(_CELL_SEPARATORS.sub(" | ", text).strip(" |") for text in lines))
+        line.clear()
+
+    # Iterative walk (an explicit stack): hostile HTML may nest deeper than Python's recursion limit.
+    stack: list[object] = [soup]
+    while stack:
+        item = stack.pop()
+        if item is paragraph_break:
+            end_paragraph()
+        elif isinstance(item, NavigableString):
+            if not isinstance(item, (Comment, Declaration, Doctype, ProcessingInstruction)):
+                line.append(re.sub(r"\s+", " ", str(item)))
+        elif isinstance(item, str):
+            line.append(item)
+        elif isinstance(item, Tag):
+            name = item.name
+            if name in _HTML_HEADINGS:
+                end_paragraph()
+                sections.heading(item.get_text())
+            elif name == "pre":
+                end_paragraph()
+                sections.paragraph(item.get_text())
+            elif name == "br":
+                line.append("\n")
+            elif name in _HTML_BLOCKS:
+                end_paragraph()
+                stack.append(paragraph_break)
+                stack.extend(reversed(item.contents))
+            elif name == "tr":
+                stack.append("\n")
+                stack.extend(reversed(item.contents))
+            elif name in _HTML_CELLS:
+                stack.append(" | ")
+                stack.extend(reversed(item.contents))
+            else:
+                stack.extend(reversed(item.contents))
+    end_paragraph()

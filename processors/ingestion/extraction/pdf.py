@@ -1,0 +1,92 @@
+"""PDF: each page's text, under the outline's bookmarks as headings; a password or images alone are refused."""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+
+from processors.ingestion.extraction.document import (
+    ExtractedDocument,
+    ExtractionFailed,
+    MediaType,
+    Section,
+    describe_error,
+)
+from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
+
+__all__ = ["extract_pdf"]
+
+
+def extract_pdf(data: bytes) -> ExtractedDocument:
+    from pypdf import PasswordType, PdfReader
+    from pypdf.errors import DependencyError
+
+    def failed(reason: str) -> ExtractionFailed:
+        return ExtractionFailed(media_type=MediaType.PDF, reason=reason)
+
+    if not data.strip():
+        raise failed("the PDF is empty")
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        try:
+            # Many PDFs are encrypted only to restrict printing or copying: they open with an empty password.
+            opened = reader.decrypt("")
+        except DependencyError as error:
+            raise failed(f"the PDF is encrypted with a method turnlog cannot read ({describe_error(error)})") from error
+        if opened == PasswordType.NOT_DECRYPTED:
+            raise failed("the PDF is encrypted: it needs a password to open; upload a copy without a password")
+    page_count = len(reader.pages)
+    if page_count == 0:
+        raise failed("the PDF has no pages")
+    headings = _pdf_outline_headings(reader)
+    sections: list[Section] = []
+    carried: str | None = None
+    for number, page in enumerate(reader.pages, start=1):
+        on_page = headings.get(number, [])
+        heading = on_page[0] if on_page else carried
+        if on_page:
+            carried = on_page[-1]
+        # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
+        text = clean_text(unicodedata.normalize("NFKC", page.extract_text() or ""))
+        if text:
+            sections.append(Section(text=text, page=number, heading=heading))
+    if not sections:
+        pages = "page" if page_count == 1 else f"{page_count} pages"
+        raise failed(
+            f"no text found in the PDF's {pages}: it holds only images, and a scanned PDF needs OCR, which turnlog does not do"
+        )
+    title = clean_title(_pdf_metadata_title(reader)) or first_line(sections)
+    return ExtractedDocument(title=title, sections=tuple(sections), pages=page_count)
+
+
+def _pdf_metadata_title(reader) -> str | None:
+    try:
+        metadata = reader.metadata
+        title = metadata.title if metadata is not None else None
+    except Exception:  # a damaged info dictionary costs the title, not the document
+        return None
+    return title if isinstance(title, str) else None
+
+
+def _pdf_outline_headings(reader) -> dict[int, list[str]]:
+    """Page number -> titles of the bookmarks that point at it, in outline order (best effort: {} if damaged)."""
+    from pypdf.generic import Destination
+
+    headings: dict[int, list[str]] = {}
+    try:
+        pending: list = [list(reader.outline)]
+        while pending:  # iterative: a hostile outline may nest deeper than Python's recursion limit
+            items = pending.pop()
+            for position, item in enumerate(items):
+                if isinstance(item, list):
+                    pending.append(items[position + 1 :])
+                    pending.append(item)
+                    break
+                if isinstance(item, Destination):
+                    page_index = reader.get_destination_page_number(item)
+                    title = clean_title(item.title)
+                    if page_index is not None and page_index >= 0 and title:
+                        headings.setdefault(page_index + 1, []).append(title)
+    except Exception:
+        return {}
+    return headings
