@@ -18,7 +18,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from kernel.codec import AvroCodec
-from events.kafka import KafkaLog
+from events.kafka.log import KafkaLog
 from kernel.log import LogRecord
 from kernel.runtime import Attempts, Processor, process_batch
 

@@ -14,7 +14,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from events.embedded import DataDirectoryBusy, EmbeddedLog
-from events.kafka import KafkaLog, LogClosed, LogUnavailable, _TransactionalWriter
+from events.kafka.errors import LogClosed, LogUnavailable
+from events.kafka.log import KafkaLog
+from events.kafka.writer import _TransactionalWriter
 from kernel.log import ConsumerCommit, EventLog, OutgoingRecord
 from events.topology import TopicSpec, TopicSpecs, murmur2, partition_for, turnlog_topics
 

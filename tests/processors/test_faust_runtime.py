@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from events.kafka import KafkaLog
+from events.kafka.log import KafkaLog
 from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
 from processors.faust_runtime import run_processor_on_faust
 from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
 from tests.events.test_log_contract import kafka_log
-from tests.processors.test_runtime import CODEC, beat, echo_processor
+from tests.kernel.test_runtime import CODEC, beat, echo_processor
 
 pytestmark = pytest.mark.slow  # each test joins a consumer group on the broker (a few seconds)
 

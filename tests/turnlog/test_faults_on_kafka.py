@@ -8,7 +8,7 @@ import pytest
 
 import e2e_server
 import kafka_broker as kafka_harness
-from events.kafka import KafkaLog
+from events.kafka.log import KafkaLog
 from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from events.runs import GenerationStarted

@@ -1,0 +1,140 @@
+"""The Kafka log's admin client: topics provisioned from their specs, their partition counts, offset lookups."""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicPartition as KafkaTopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from events.topology import TopicSpecs
+
+logger = logging.getLogger(__name__)
+
+
+class _Admin:
+    """What a `KafkaLog` asks of the cluster rather than of a topic's records: topics and offsets."""
+
+    def __init__(
+        self,
+        *,
+        specs: TopicSpecs,
+        physical: Callable[[str], str],
+        translate: Callable[[KafkaException], Exception],
+        timeout_s: float,
+    ) -> None:
+        self._specs = specs
+        self._physical = physical
+        self._translate = translate
+        self._timeout_s = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: AdminClient | None = None
+        self._partitions: dict[str, int] = {}
+        self._provisioning: dict[str, asyncio.Future] = {}
+
+    def open(self, config: dict[str, Any], *, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._client = AdminClient(config)
+
+    async def reach(self) -> None:
+        """One metadata request: raises `KafkaException` when the cluster cannot be reached."""
+        await asyncio.to_thread(self._client.list_topics, timeout=self._timeout_s)
+
+    def close(self) -> None:
+        self._client = None
+
+    def partition_count(self, topic: str) -> int:
+        """How many partitions `topic` has (it must have been ensured)."""
+        return self._partitions[topic]
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        """Create the topics this process has not seen yet, from their specs; learn their partition counts."""
+        missing = [topic for topic in dict.fromkeys(topics) if topic not in self._partitions]
+        if not missing:
+            return
+        waiting = [self._provisioning[topic] for topic in missing if topic in self._provisioning]
+        mine = [topic for topic in missing if topic not in self._provisioning]
+        if mine:
+            future = self._loop.create_future()
+            for topic in mine:
+                self._provisioning[topic] = future
+            try:
+                await self._provision(mine)
+                future.set_result(None)
+            except BaseException as error:
+                future.set_exception(error)
+                future.exception()  # retrieved: the waiters (if any) raise it themselves
+                raise
+            finally:
+                for topic in mine:
+                    self._provisioning.pop(topic, None)
+        for future in waiting:
+            await future
+
+    async def _provision(self, topics: list[str]) -> None:
+        if self._client is None:
+            raise RuntimeError("the log is not started")
+        specs = {topic: self._specs.spec_for(topic) for topic in topics}
+        new_topics = [
+            NewTopic(
+                self._physical(topic),
+                num_partitions=spec.partitions,
+                replication_factor=spec.replication_factor,
+                config=spec.topic_config(),
+            )
+            for topic, spec in specs.items()
+        ]
+        futures = self._client.create_topics(new_topics, operation_timeout=self._timeout_s, request_timeout=self._timeout_s)
+        for physical, future in futures.items():
+            try:
+                await asyncio.wrap_future(future)
+                logger.info("created topic %s", physical)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise self._translate(error) from error
+        for topic, spec in specs.items():
+            metadata = await asyncio.to_thread(self._client.list_topics, self._physical(topic), timeout=self._timeout_s)
+            count = len(metadata.topics[self._physical(topic)].partitions)
+            if count != spec.partitions:
+                logger.warning("topic %s has %d partitions, its spec says %d; keeping %d", topic, count, spec.partitions, count)
+            self._partitions[topic] = count
+
+    async def offset_ranges(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """Per partition: (log start offset, last stable offset). Only records below the latter are readable."""
+        if self._client is None:
+            raise RuntimeError("the log is not started")
+        positions = [KafkaTopicPartition(self._physical(topic), partition) for partition in partitions]
+        options = {"isolation_level": IsolationLevel.READ_COMMITTED, "request_timeout": self._timeout_s}
+        earliest = self._client.list_offsets({position: OffsetSpec.earliest() for position in positions}, **options)
+        latest = self._client.list_offsets({position: OffsetSpec.latest() for position in positions}, **options)
+        try:
+            starts = {tp.partition: (await asyncio.wrap_future(f)).offset for tp, f in earliest.items()}
+            ends = {tp.partition: (await asyncio.wrap_future(f)).offset for tp, f in latest.items()}
+        except KafkaException as error:
+            raise self._translate(error) from error
+        return {partition: (starts[partition], ends[partition]) for partition in ends}
+
+    async def committed_offsets(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+        if self._client is None:
+            raise RuntimeError("the log is not started")
+        group = self._physical(group)
+        request = ConsumerGroupTopicPartitions(
+            group, [KafkaTopicPartition(self._physical(topic), partition) for partition in partitions]
+        )
+        futures = self._client.list_consumer_group_offsets([request], require_stable=True, request_timeout=self._timeout_s)
+        try:
+            result = await asyncio.wrap_future(futures[group])
+        except KafkaException as error:
+            raise self._translate(error) from error
+        # Kafka stores the next offset to read; a negative one means "none committed".
+        return {
+            position.partition: position.offset - 1 if position.offset >= 0 else -1
+            for position in result.topic_partitions
+        }
