@@ -34,7 +34,7 @@ def build_log(settings: Settings) -> EventLog:
         case "sqlite":
             return EmbeddedLog(path=url_path(settings.log))
         case "kafka":
-            from events.kafka import KafkaLog
+            from events.kafka.log import KafkaLog
             from events.topology import turnlog_topics
 
             url = urlsplit(settings.log)

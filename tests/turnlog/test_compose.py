@@ -23,7 +23,7 @@ import api.app
 import turnlog.adapters
 import turnlog.system
 from api.auth import load_or_create_secret
-from events.kafka import KafkaLog
+from events.kafka.log import KafkaLog
 from events.s3_blobs import S3BlobStore, parse_s3_url
 from projections.clickhouse import parse_clickhouse_url
 from projections.search.elasticsearch import ElasticsearchIndex
