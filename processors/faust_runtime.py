@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -57,8 +58,14 @@ class _TurnlogApp(faust.App):
         return self.transport_class(self.conf.broker_consumer, self)
 
 
-def processor_app(processor: Processor, *, log: KafkaLog) -> faust.App:
-    """A faust app for one processor: its id is the processor's consumer group (with the log's prefix)."""
+def processor_app(processor: Processor, *, log: KafkaLog, data_dir: Path) -> faust.App:
+    """A faust app for one processor: its id is the processor's consumer group (with the log's prefix).
+
+    faust keeps a data directory per app (for tables turnlog does not use); it goes under `data_dir`,
+    never the working directory, which in the image is the read-only application.
+    """
+    faust_dir = data_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = _TurnlogApp(
         log.physical_topic(processor.group),
         broker=f"kafka://{log.bootstrap_servers}",
@@ -77,15 +84,18 @@ def processor_app(processor: Processor, *, log: KafkaLog) -> faust.App:
         # never has two members deciding it at once.
         stream_wait_empty=True,
         loghandlers=[],
+        datadir=str(faust_dir / "{conf.name}-data"),
     )
     app.transport_class = _transport_for(log.consumer_timing_ms("fetch.wait.max.ms"))
     return app
 
 
-async def run_processor_on_faust(processor: Processor, *, log: KafkaLog, codec: AvroCodec, retry_delay_s: float = 0.5) -> None:
-    """Run `processor` as a faust agent until cancelled."""
+async def run_processor_on_faust(
+    processor: Processor, *, log: KafkaLog, codec: AvroCodec, data_dir: Path, retry_delay_s: float = 0.5
+) -> None:
+    """Run `processor` as a faust agent until cancelled; faust's own files go under `data_dir`."""
     await log.ensure_topics(processor.topics)
-    app = processor_app(processor, log=log)
+    app = processor_app(processor, log=log, data_dir=data_dir)
     topic = app.topic(*(log.physical_topic(name) for name in processor.topics), key_serializer="raw", value_serializer="raw")
 
     async def on_revoked(*_: object, **__: object) -> None:

@@ -14,7 +14,7 @@ from events.blobs import BlobStore, DirectoryBlobStore
 from events.catalog import EVENT_TYPES
 from events.embedded import EmbeddedLog
 from inference.engine import InferenceEngine
-from inference.pools import PoolConfig
+from inference.pools import PoolConfig, PoolsConfig, default_pools, parse_pools
 from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
 from kernel.codec import AvroCodec
 from kernel.log import EventLog
@@ -162,3 +162,22 @@ def build_engine(settings: Settings, pool: PoolConfig | None = None) -> Inferenc
             raise ValueError("the openai-compatible engine needs --engine-url and --engine-model")
         return OpenAICompatibleEngine(base_url=url, model=model, api_key=api_key, **concurrency)
     raise ValueError(f"unknown engine {kind!r}; choose cpu, scripted, sglang or openai-compatible")
+
+
+def load_pools(settings: Settings) -> PoolsConfig:
+    """The pools runs are routed over: the pools file's, or one pool, "interactive", on the `--engine` given."""
+    if settings.pools_file is not None:
+        try:
+            text = settings.pools_file.read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read the pools file {str(settings.pools_file)!r}: {error.strerror}") from None
+        pools = parse_pools(text, source=str(settings.pools_file))
+    else:
+        pools = default_pools(
+            engine=settings.engine, engine_url=settings.engine_url, engine_model=settings.engine_model,
+            context_tokens=settings.context_tokens,
+        )
+    unknown = [name for name in settings.inference_pools if name not in {pool.name for pool in pools.pools}]
+    if unknown:
+        raise ValueError(f"--inference-pools names no pool {unknown}; pools are {', '.join(pool.name for pool in pools.pools)}")
+    return pools

@@ -1,74 +1,180 @@
-"""The `turnlog` command: serve, token, replay."""
+"""The `turnlog` command: serve, worker, token, replay; each option also reads its `TURNLOG_*` variable."""
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from turnlog.extras import Requirement, missing_extras, required_extras
+from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
 
+ENGINES = ("cpu", "scripted", "sglang", "openai-compatible")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+PROJECTIONS = ("read-models", "search")
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"TURNLOG_{name}", default)
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("turnlog")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run without being installed
+        return "unknown"
 
 
-def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
-    """Where the data lives and which adapters hold it (flags win over TURNLOG_* variables)."""
-    parser.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
-    parser.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
-    parser.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
+def _add_deployment_options(parser: CommandParser) -> None:
+    """Where the data lives, which adapters hold it and how runs are generated."""
+    parser.add_option(
+        "--data-dir", type=Path, default=Path(".turnlog"), metavar="DIR",
+        help="where the embedded log, read models, files and secret live",
+    )
+    parser.add_option("--log", metavar="URL", help="event log URL", shown_default="sqlite:///<data-dir>/log.db")
+    parser.add_option(
+        "--store", metavar="URL", help="read-model store URL", shown_default="chdb:///<data-dir>/read-models"
+    )
     _add_document_options(parser)
-    parser.add_argument(
-        "--max-upload-mb", type=float, default=float(_env("MAX_UPLOAD_MB", "25")),
-        help="the largest file an upload may be, in MiB (default 25)",
+    parser.add_option(
+        "--max-upload-mb", type=number_option(above=0), default=25.0, metavar="MIB",
+        help="the largest file an upload may be, in MiB",
     )
-    parser.add_argument("--engine", choices=["cpu", "scripted", "sglang", "openai-compatible"], default=_env("ENGINE", "cpu"))
-    parser.add_argument("--engine-url", default=_env("ENGINE_URL"), help="openai-compatible engine: the server's API root")
-    parser.add_argument(
-        "--engine-model", default=_env("ENGINE_MODEL"), help="sglang: model path; openai-compatible: served model name"
+    parser.add_option("--engine", choices=ENGINES, default="cpu", help="what generates answers")
+    parser.add_option("--engine-url", metavar="URL", help="openai-compatible engine: the server's API root")
+    parser.add_option(
+        "--engine-model", metavar="MODEL", help="sglang: model path; openai-compatible: served model name"
     )
-    parser.add_argument(
-        "--engine-concurrency", type=int, default=_env("ENGINE_CONCURRENCY"),
-        help="sglang, openai-compatible: generations at once (default 64 / 16); a pools file sets each pool's capacity instead",
+    parser.add_option(
+        "--engine-concurrency", type=integer_option(at_least=1), metavar="N", shown_default="the engine's, 64 / 16",
+        help="sglang, openai-compatible: generations at once; a pools file sets each pool's capacity instead",
     )
-    parser.add_argument(
-        "--pools", type=Path, default=_env("POOLS"),
+    parser.add_option(
+        "--pools", type=Path, metavar="FILE",
         help="a pools file (TOML, see pools.example.toml): the inference pools runs are routed over;"
         " without one, one pool on the --engine given",
     )
-    parser.add_argument(
-        "--inference-pools", default=_env("INFERENCE_POOLS", ""),
-        help="the inference role serves these pools of the pools file (comma-separated; default: all)",
+    parser.add_option(
+        "--inference-pools", default="", shown_default="all", metavar="NAMES",
+        help="the inference role serves these pools of the pools file, comma-separated",
     )
-    parser.add_argument("--token-delay-ms", type=float, default=0.0, help="scripted engine: delay per token")
-    parser.add_argument("--answer-tokens", type=int, default=20, help="scripted engine: tokens per answer")
-    parser.add_argument("--max-output-tokens", type=int, default=256)
-    parser.add_argument(
-        "--context-tokens", type=int, default=int(_env("CONTEXT_TOKENS", "8192")),
+    parser.add_option(
+        "--token-delay-ms", type=number_option(at_least=0), default=0.0, metavar="MS", help="scripted engine: delay per token"
+    )
+    parser.add_option(
+        "--answer-tokens", type=integer_option(at_least=1), default=20, metavar="N", help="scripted engine: tokens per answer"
+    )
+    parser.add_option(
+        "--max-output-tokens", type=integer_option(at_least=1), default=256, metavar="N",
+        help="the most tokens one answer may have",
+    )
+    parser.add_option(
+        "--context-tokens", type=integer_option(at_least=1), default=8192, metavar="N",
         help="the engine's context window: prompts (history, summary, passages) are budgeted against it",
     )
-    parser.add_argument("--run-lease-s", type=float, default=30.0, help="a silent run is ended after this long")
-    parser.add_argument(
-        "--processor-runtime", choices=PROCESSOR_RUNTIMES, default=_env("PROCESSOR_RUNTIME", "auto"),
+    parser.add_option(
+        "--run-lease-s", type=number_option(above=0), default=30.0, metavar="SECONDS",
+        help="a silent run is ended after this long",
+    )
+    parser.add_option(
+        "--processor-runtime", choices=PROCESSOR_RUNTIMES, default="auto",
         help="auto: faust-streaming agents on a Kafka log, the log's own consumers on the embedded one",
     )
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    parser.add_option("--log-level", choices=LOG_LEVELS, default="info", help="turnlog's and uvicorn's log level")
 
 
-def _add_document_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--blobs", default=_env("BLOBS"),
-        help="where uploaded files' bytes live: file:///path or s3://bucket/prefix?endpoint=http://host:9000 (default file:///<data-dir>/blobs)",
+def _add_document_options(parser: CommandParser) -> None:
+    parser.add_option(
+        "--blobs", metavar="URL", shown_default="file:///<data-dir>/blobs",
+        help="where uploaded files' bytes live: file:///path or s3://bucket/prefix?endpoint=http://host:9000",
     )
-    parser.add_argument(
-        "--search", default=_env("SEARCH"),
-        help="the search index: embedded:///path or elasticsearch://host:9200 (default embedded:///<data-dir>/search)",
+    parser.add_option(
+        "--search", metavar="URL", shown_default="embedded:///<data-dir>/search",
+        help="the search index: embedded:///path or elasticsearch://host:9200",
     )
 
 
-def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings:
+def build_parser() -> argparse.ArgumentParser:
+    """The `turnlog` parser; its commands read their `TURNLOG_*` variables when they parse."""
+    parser = CommandParser(
+        prog="turnlog", description="An event-sourced ChatGPT-style assistant backend.",
+        epilog="Every option of a command can also be set by its TURNLOG_* variable (--run-lease-s is"
+        " TURNLOG_RUN_LEASE_S); a flag wins over the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"turnlog {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve", help="run the API and (by default) every processor role in one process",
+        epilog="From the environment only, never printed: TURNLOG_SECRET (the token-signing key; default"
+        " <data-dir>/secret.key) and TURNLOG_ENGINE_API_KEY (the openai-compatible engine's bearer token).",
+    )
+    serve.add_option("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_option(
+        "--port", type=integer_option(at_least=0, at_most=65535), default=8000, metavar="PORT", help="the port to listen on"
+    )
+    serve.add_option(
+        "--role", choices=["all", "api"], default="all",
+        help="all: API plus every processor; api: the API alone, processors run in `turnlog worker`",
+    )
+    _add_deployment_options(serve)
+
+    worker = commands.add_parser(
+        "worker", help="run processor roles without the API",
+        epilog="From the environment only, never printed: TURNLOG_ENGINE_API_KEY (the openai-compatible"
+        " engine's bearer token).",
+    )
+    worker.add_option("--role", choices=PROCESSOR_ROLES, repeated=True, required=True, help="repeat for several")
+    _add_deployment_options(worker)
+
+    token = commands.add_parser(
+        "token", help="print a bearer token that a server on the same data dir accepts",
+        epilog="From the environment only, never printed: TURNLOG_SECRET (the token-signing key; default"
+        " <data-dir>/secret.key).",
+    )
+    token.add_option("--user", required=True, metavar="USER_ID", help="the user the token names")
+    token.add_option("--org", required=True, metavar="ORG_ID", help="the organisation the token names")
+    token.add_option(
+        "--workspace", repeated=True, required=True, metavar="WORKSPACE_ID",
+        help="a workspace the token opens; repeat for several",
+    )
+    token.add_option(
+        "--data-dir", type=Path, default=Path(".turnlog"), metavar="DIR", help="its secret.key signs the token"
+    )
+    token.add_option(
+        "--ttl-s", type=integer_option(at_least=1), default=24 * 3600, metavar="SECONDS", help="how long the token is valid"
+    )
+
+    replay = commands.add_parser("replay", help="drop and rebuild projections from the log (server stopped)")
+    replay.add_option(
+        "--data-dir", type=Path, default=Path(".turnlog"), metavar="DIR", help="the stopped server's data directory"
+    )
+    replay.add_option(
+        "--projection", choices=PROJECTIONS, default="read-models",
+        help="read-models: the ClickHouse tables (server stopped);"
+        " search: re-chunk and re-embed every file into a fresh index",
+    )
+    replay.add_option("--log", metavar="URL", help="event log URL", shown_default="sqlite:///<data-dir>/log.db")
+    replay.add_option(
+        "--store", metavar="URL", help="read-model store URL", shown_default="chdb:///<data-dir>/read-models"
+    )
+    _add_document_options(replay)
+    return parser
+
+
+def _settings(arguments: argparse.Namespace) -> Settings:
+    if arguments.command == "replay":
+        return Settings(
+            data_dir=arguments.data_dir,
+            log_url=arguments.log,
+            store_url=arguments.store,
+            blobs_url=arguments.blobs,
+            search_url=arguments.search,
+        )
+    if arguments.command == "serve":
+        roles = () if arguments.role == "api" else PROCESSOR_ROLES
+    else:
+        roles = tuple(dict.fromkeys(arguments.role))
     return Settings(
         data_dir=arguments.data_dir,
         log_url=arguments.log,
@@ -81,7 +187,8 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
         engine=arguments.engine,
         engine_url=arguments.engine_url,
         engine_model=arguments.engine_model,
-        engine_api_key=_env("ENGINE_API_KEY"),  # environment only: a flag would show in `ps`
+        # From the environment only: a flag would show in `ps`.
+        engine_api_key=os.environ.get("TURNLOG_ENGINE_API_KEY") or None,
         engine_concurrency=arguments.engine_concurrency,
         pools_file=arguments.pools,
         inference_pools=tuple(name.strip() for name in arguments.inference_pools.split(",") if name.strip()),
@@ -96,60 +203,42 @@ def _settings(arguments: argparse.Namespace, roles: tuple[str, ...]) -> Settings
     )
 
 
+def _requirements(arguments: argparse.Namespace, settings: Settings) -> list[Requirement]:
+    if arguments.command == "replay":  # a rebuild does the projector's work, or the ingester's
+        role = "projector" if arguments.projection == "read-models" else "ingester"
+        return required_extras(replace(settings, roles=(role,)), api=False)
+    return required_extras(settings, api=arguments.command == "serve")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="turnlog", description="An event-sourced ChatGPT-style assistant backend.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the API and (by default) every processor role in one process")
-    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000")))
-    serve.add_argument(
-        "--role", choices=["all", "api"], default=_env("ROLE", "all"),
-        help="all: API plus every processor (the default); api: the API alone, processors run in `turnlog worker`",
-    )
-    _add_deployment_options(serve)
-
-    worker = commands.add_parser("worker", help="run processor roles without the API")
-    worker.add_argument("--role", action="append", choices=PROCESSOR_ROLES, required=True, help="repeat for several")
-    _add_deployment_options(worker)
-
-    token = commands.add_parser("token", help="print a bearer token that a server on the same data dir accepts")
-    token.add_argument("--user", required=True)
-    token.add_argument("--org", required=True)
-    token.add_argument("--workspace", action="append", required=True, help="repeat for several workspaces")
-    token.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
-    token.add_argument("--ttl-s", type=int, default=24 * 3600)
-
-    replay = commands.add_parser("replay", help="drop and rebuild projections from the log (server stopped)")
-    replay.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", ".turnlog")))
-    replay.add_argument(
-        "--projection", choices=["read-models", "search"], default="read-models",
-        help="read-models: the ClickHouse tables (server stopped); search: re-chunk and re-embed every file into a fresh index",
-    )
-    replay.add_argument("--log", default=_env("LOG"), help="event log URL (default sqlite:///<data-dir>/log.db)")
-    replay.add_argument("--store", default=_env("STORE"), help="read-model store URL (default chdb:///<data-dir>/read-models)")
-    _add_document_options(replay)
-
+    parser = build_parser()
     arguments = parser.parse_args(argv)
+    if arguments.command == "token":
+        return _token(arguments)
+    try:
+        settings = _settings(arguments)
+        # Before anything starts: an engine named in the settings whose extra is not installed.
+        missing = missing_extras(_requirements(arguments, settings))
+    except ValueError as error:  # options that are fine alone but not together, e.g. the faust runtime on SQLite
+        parser.exit(2, f"turnlog {arguments.command}: error: {error}\n")
+    if missing:
+        parser.exit(2, "".join(f"turnlog {arguments.command}: error: {problem}\n" for problem in missing))
     match arguments.command:
         case "serve":
-            return _serve(arguments)
+            return _serve(arguments, settings)
         case "worker":
-            return _work(arguments)
-        case "token":
-            return _token(arguments)
+            return _work(arguments, settings)
         case "replay":
-            return asyncio.run(_replay(arguments))
+            return asyncio.run(_replay(settings, projection=arguments.projection))
     return 2
 
 
-def _serve(arguments: argparse.Namespace) -> int:
+def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
     from turnlog.system import running_system
 
-    settings = _settings(arguments, roles=() if arguments.role == "api" else PROCESSOR_ROLES)
     _configure_logging(arguments.log_level)
     app = create_app(lambda: running_system(settings))
     # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
@@ -164,10 +253,9 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _work(arguments: argparse.Namespace) -> int:
+def _work(arguments: argparse.Namespace, settings: Settings) -> int:
     from turnlog.system import run_workers
 
-    settings = _settings(arguments, roles=tuple(dict.fromkeys(arguments.role)))
     _configure_logging(arguments.log_level)
     asyncio.run(_until_signalled(run_workers(settings)))
     return 0
@@ -194,29 +282,27 @@ def _configure_logging(level: str) -> None:
 def _token(arguments: argparse.Namespace) -> int:
     from api.auth import issue_token, load_or_create_secret
 
-    secret = load_or_create_secret(arguments.data_dir)
+    try:
+        secret = load_or_create_secret(arguments.data_dir)
+    except ValueError as error:  # a TURNLOG_SECRET or secret.key too short to sign with; neither is printed
+        print(f"turnlog token: error: {error}", file=sys.stderr)
+        return 2
     print(
         issue_token(
-            secret, user_id=arguments.user, org_id=arguments.org, workspace_ids=arguments.workspace, ttl_s=arguments.ttl_s
+            secret, user_id=arguments.user, org_id=arguments.org, workspace_ids=arguments.workspace,
+            ttl_s=arguments.ttl_s,
         )
     )
     return 0
 
 
-async def _replay(arguments: argparse.Namespace) -> int:
+async def _replay(settings: Settings, *, projection: str) -> int:
     from events.embedded import DataDirectoryBusy
     from projections.projector import rebuild
     from turnlog.adapters import build_codec
     from turnlog.system import opened_storage
 
-    settings = Settings(
-        data_dir=arguments.data_dir,
-        log_url=arguments.log,
-        store_url=arguments.store,
-        blobs_url=arguments.blobs,
-        search_url=arguments.search,
-    )
-    if arguments.projection == "search":
+    if projection == "search":
         try:
             return await _replay_search(settings)
         except DataDirectoryBusy:

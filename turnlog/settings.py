@@ -1,7 +1,8 @@
 """Configuration of one turnlog process: where its data lives, which adapters and roles it runs.
 
-Every option can also come from the environment (`TURNLOG_LOG`, `TURNLOG_STORE`, ...), which is how
-`docker-compose.yml` configures its containers; a command-line flag wins over the environment.
+Every option can also come from the environment (`--log` is `TURNLOG_LOG`, `--run-lease-s` is
+`TURNLOG_RUN_LEASE_S`, ...), which is how `docker-compose.yml` configures its containers; a command-line
+flag wins over the environment, and `turnlog <command> --help` names each option's variable.
 """
 
 from dataclasses import dataclass
@@ -45,15 +46,16 @@ class Settings:
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(PROCESSOR_ROLES)
         if unknown:
-            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
+            raise ValueError(f"--role: unknown role(s) {sorted(unknown)}; roles are {', '.join(PROCESSOR_ROLES)}")
         if self.processor_runtime not in PROCESSOR_RUNTIMES:
-            raise ValueError(f"unknown processor runtime {self.processor_runtime!r}; choose {', '.join(PROCESSOR_RUNTIMES)}")
+            choices = ", ".join(PROCESSOR_RUNTIMES)
+            raise ValueError(f"--processor-runtime: unknown runtime {self.processor_runtime!r}; choose {choices}")
         if self.engine_concurrency is not None and self.engine_concurrency < 1:
             raise ValueError(f"--engine-concurrency must be >= 1, got {self.engine_concurrency}")
         if not self.max_upload_mb > 0:
-            raise ValueError(f"the upload limit must be a positive number of MiB, got {self.max_upload_mb}")
+            raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {self.max_upload_mb}")
         if self.processor_runtime == "faust" and url_scheme(self.log) != "kafka":
-            raise ValueError("the faust processor runtime needs a Kafka log (--log kafka://host:9092)")
+            raise ValueError("--processor-runtime faust needs a Kafka log (--log kafka://host:9092)")
 
     @property
     def runs_on_faust(self) -> bool:

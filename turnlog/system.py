@@ -15,7 +15,7 @@ from events.blobs import BlobStore
 from kernel.codec import AvroCodec
 from kernel.log import EventLog
 from inference.engine import InferenceEngine
-from inference.pools import PoolConfig, PoolsConfig, default_pools, parse_pools
+from inference.pools import PoolConfig
 from inference.worker import InferenceWorker
 from processors.ingestion.chunking import Tokenizer
 from processors.prompting import PromptBuilder, PromptPolicy
@@ -30,7 +30,7 @@ from projections.read_models import ReadModels
 from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
-from turnlog.adapters import build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from turnlog.adapters import load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
 from turnlog.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -75,25 +75,6 @@ async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
         await blobs.close()
 
 
-def load_pools(settings: Settings) -> PoolsConfig:
-    """The pools runs are routed over: the pools file's, or one pool, "interactive", on the `--engine` given."""
-    if settings.pools_file is not None:
-        try:
-            text = settings.pools_file.read_bytes()
-        except OSError as error:
-            raise ValueError(f"cannot read the pools file {str(settings.pools_file)!r}: {error.strerror}") from None
-        pools = parse_pools(text, source=str(settings.pools_file))
-    else:
-        pools = default_pools(
-            engine=settings.engine, engine_url=settings.engine_url, engine_model=settings.engine_model,
-            context_tokens=settings.context_tokens,
-        )
-    unknown = [name for name in settings.inference_pools if name not in {pool.name for pool in pools.pools}]
-    if unknown:
-        raise ValueError(f"--inference-pools names no pool {unknown}; pools are {', '.join(pool.name for pool in pools.pools)}")
-    return pools
-
-
 @dataclass(frozen=True, kw_only=True)
 class Roles:
     """What a process runs, once started; `projector` is set when it projects in-process, `search` when a role searches."""
@@ -122,7 +103,7 @@ async def running_roles(
             if settings.runs_on_faust:
                 from processors.faust_runtime import run_processor_on_faust  # imports faust: only when used
 
-                return run_processor_on_faust(processor, log=log, codec=codec)
+                return run_processor_on_faust(processor, log=log, codec=codec, data_dir=settings.data_dir)
             return run_processor(processor, log=log, codec=codec)
 
         def spawn(coroutine, name: str) -> None:

@@ -5,35 +5,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import e2e_server
 import pytest
 from openai_server import prompt_tokens_of
 
-import turnlog.system
 from inference.engine import ChatMessage, GenerationFinished, GenerationRequest
 from inference.openai_compatible import OpenAICompatibleEngine
 from inference.sglang import SglangEngine
 from turnlog import cli
 from turnlog.settings import Settings
 from turnlog.adapters import build_engine
-from turnlog.system import load_pools
+from turnlog.adapters import load_pools
 
 
 def worker_settings(monkeypatch, *arguments: str, environment: dict[str, str] | None = None) -> Settings:
-    """The Settings `turnlog worker --role inference ...` builds, stopping before anything connects."""
+    """The Settings `turnlog worker --role inference ...` builds from its flags and TURNLOG_* variables."""
     for name, value in (environment or {}).items():
         monkeypatch.setenv(name, value)
-    captured: dict[str, Any] = {}
+    return cli._settings(cli.build_parser().parse_args(["worker", "--role", "inference", *arguments]))
 
-    async def run_workers(settings: Settings) -> None:
-        captured["settings"] = settings
 
-    monkeypatch.setattr(turnlog.system, "run_workers", run_workers)
-    monkeypatch.setattr(cli, "_configure_logging", lambda level: None)
-    assert cli.main(["worker", "--role", "inference", *arguments]) == 0
-    return captured["settings"]
+def test_a_worker_whose_engine_is_not_installed_stops_at_start_naming_it(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["worker", "--role", "inference", "--engine", "sglang", "--engine-model", "Qwen/Qwen2.5-0.5B-Instruct"])
+    assert stopped.value.code == 2
+    assert "the in-process SGLang engine (--engine sglang) needs the `sglang` extra" in capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)

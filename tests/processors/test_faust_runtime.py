@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -50,10 +51,10 @@ async def stop(task: asyncio.Task) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(log: KafkaLog) -> None:
+async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(log: KafkaLog, tmp_path: Path) -> None:
     seen: list[str] = []
     await log.append([beat("a"), beat("b")])
-    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC, data_dir=tmp_path))
     try:
         await settle(log, "echo", "in")
     finally:
@@ -62,7 +63,7 @@ async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(l
     assert sorted(await outputs(log, ["a", "b"])) == ["a", "b"]
     again: list[str] = []
     await log.append([beat("c")])
-    task = asyncio.create_task(run_processor_on_faust(echo_processor(again), log=log, codec=CODEC))
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(again), log=log, codec=CODEC, data_dir=tmp_path))
     try:
         await settle(log, "echo", "in")
     finally:
@@ -70,10 +71,10 @@ async def test_reactions_land_before_the_commit_and_a_restart_resumes_after_it(l
     assert again == ["c"]
 
 
-async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog) -> None:
+async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog, tmp_path: Path) -> None:
     seen: list[str] = []
     await log.append([beat("ok1"), OutgoingRecord(topic="in", key="bad", value=b"garbage"), beat("poison"), beat("ok2")])
-    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC))
+    task = asyncio.create_task(run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC, data_dir=tmp_path))
     try:
         await settle(log, "echo", "in")
     finally:
@@ -89,7 +90,7 @@ async def test_poison_goes_to_dead_letters_and_the_agent_goes_on(log: KafkaLog) 
     assert sorted(set(await outputs(log, ["ok1", "ok2", "poison"]))) == ["ok1", "ok2"]
 
 
-async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog) -> None:
+async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog, tmp_path: Path) -> None:
     """A reaction that cannot be written yet keeps its batch uncommitted; once it can, the batch commits."""
     failures: list[str] = []
 
@@ -102,7 +103,7 @@ async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog)
         return [encode(CODEC, delivery.envelope, topic="out") for delivery in deliveries]
 
     await log.append([beat("x")])
-    task = asyncio.create_task(run_processor_on_faust(Processor(group="flaky", topics=("in",), react=react), log=log, codec=CODEC, retry_delay_s=0.05))
+    task = asyncio.create_task(run_processor_on_faust(Processor(group="flaky", topics=("in",), react=react), log=log, codec=CODEC, data_dir=tmp_path, retry_delay_s=0.05))
     try:
         await settle(log, "flaky", "in")
     finally:
@@ -112,11 +113,11 @@ async def test_nothing_is_committed_until_the_reaction_is_written(log: KafkaLog)
     assert await outputs(log, ["x"]) == ["x"]
 
 
-async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_attempts(log: KafkaLog) -> None:
+async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_attempts(log: KafkaLog, tmp_path: Path) -> None:
     seen: list[str] = []
     await log.append([beat("poison")])
     task = asyncio.create_task(
-        run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC, retry_delay_s=0.05)
+        run_processor_on_faust(echo_processor(seen, fail_on="poison"), log=log, codec=CODEC, data_dir=tmp_path, retry_delay_s=0.05)
     )
     try:
         await settle(log, "echo", "in")
@@ -126,23 +127,26 @@ async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_atte
     assert f"({MAX_ATTEMPTS} attempts)" in CODEC.decode(record.value).payload.reason
 
 
-def test_each_processor_is_its_own_faust_app_and_consumer_group() -> None:
+def test_each_processor_is_its_own_faust_app_and_consumer_group(tmp_path: Path) -> None:
     from processors.faust_runtime import processor_app
 
     log = KafkaLog("127.0.0.1:9", topics=None, topic_prefix=f"p{uuid.uuid4().hex[:6]}.")  # never started
-    app = processor_app(echo_processor([]), log=log)
+    app = processor_app(echo_processor([]), log=log, data_dir=tmp_path / "data")
     assert app.conf.id == log.physical_topic("echo")
     assert app.conf.processing_guarantee.value == "at_least_once"
+    # faust's files go under the data directory, never the working directory (read-only in the image).
+    assert app.conf.datadir == tmp_path / "data" / "faust" / f"{app.conf.id}-data"
+    assert app.conf.datadir.parent.is_dir()
 
 
-async def test_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(log: KafkaLog) -> None:
+async def test_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(log: KafkaLog, tmp_path: Path) -> None:
     seen: list[str] = []
-    first = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+    first = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC, data_dir=tmp_path))
     second = None
     try:
         await log.append([beat(f"a{i}") for i in range(6)])
         await settle(log, "echo", "in")
-        second = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC))
+        second = asyncio.create_task(run_processor_on_faust(echo_processor(seen), log=log, codec=CODEC, data_dir=tmp_path))
         await log.append([beat(f"b{i}") for i in range(6)])
         await settle(log, "echo", "in")
         await stop(first)  # leaves the group: its partitions move to the second member

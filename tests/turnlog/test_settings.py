@@ -93,3 +93,19 @@ def test_document_options_come_from_the_environment_and_flags_win(tmp_path, monk
     assert settings.roles == ("ingester",)
     assert main(["worker", "--role", "ingester", "--data-dir", str(tmp_path), "--search", "embedded:///srv/index", "--max-upload-mb", "0.5"]) == 0
     assert (captured["settings"].search, captured["settings"].max_upload_bytes) == ("embedded:///srv/index", 512 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"roles": ("juggler",)}, "--role: unknown role(s) ['juggler']; roles are decider"),
+        ({"processor_runtime": "celery"}, "--processor-runtime: unknown runtime 'celery'; choose auto, faust, native"),
+        ({"engine_concurrency": 0}, "--engine-concurrency must be >= 1, got 0"),
+        ({"max_upload_mb": -1}, "--max-upload-mb must be a positive number of MiB, got -1"),
+        ({"processor_runtime": "faust"}, "--processor-runtime faust needs a Kafka log (--log kafka://host:9092)"),
+    ],
+)
+def test_refused_settings_name_the_option_that_sets_them(options, message) -> None:
+    with pytest.raises(ValueError) as refused:
+        Settings(**options)
+    assert str(refused.value).startswith(message)
