@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.values import ChatMessage, Source, Usage
+from events.values import ChatMessage, Source, ToolSpec, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +117,8 @@ class InferenceRequested:
     messages: tuple[ChatMessage, ...]
     max_output_tokens: int
     sources: tuple[Source, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()  # what the model may call in this step; none: it answers
+    step: int = 1  # the run's model step: one more after each round of tool calls
 
 
 RUN_EVENT_TYPES = (

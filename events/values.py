@@ -17,9 +17,31 @@ class Usage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolCallProposal:
+    """A tool call a model step proposed; `arguments` is JSON text as the model wrote it, never trusted."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec:
+    """A tool offered to the model; `parameters` is the JSON Schema of its arguments, as JSON text."""
+
+    name: str
+    description: str
+    parameters: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChatMessage:
+    """One message of a prompt: `system`, `user`, `assistant` (with the calls it proposed) or `tool` (a call's result)."""
+
     role: str
     content: str
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCallProposal, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -99,7 +99,10 @@ def test_each_dataclass_matches_its_schema(message_type: type) -> None:
 
 def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
     names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
-    shared = {"ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "SummaryFact", "Envelope"}
+    shared = {
+        "ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "SummaryFact", "ToolCallProposal", "ToolSpec",
+        "Envelope",
+    }
     assert names == {t.__name__ for t in ALL_TYPES} | shared
 
 
@@ -132,23 +135,58 @@ def _before_the_route_samples():
     ]
 
 
-def _old_writer_samples():
-    before_sources = {"sources", "citations"}
-    before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
-    return [(sample, before_sources) for sample in _v1_samples()] + [
-        (sample, before_the_route) for sample in _before_the_route_samples()
+def _before_tools_samples():
+    from events.runs import InferenceRequested
+    from events.values import ChatMessage, Source
+
+    source = Source(marker=1, file_id="f", chunk_id="f:0", title="T", location="", text="passage")
+    return [
+        InferenceRequested(run_id="r", conversation_id="c", turn_seq=2, pool="interactive",
+                           messages=(ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")),
+                           max_output_tokens=8, sources=(source,)),
     ]
 
 
-@pytest.mark.parametrize(("sample", "new_fields"), _old_writer_samples(), ids=lambda value: type(value).__name__)
-def test_bytes_written_with_a_v1_schema_still_decode(codec: AvroCodec, sample: object, new_fields: set[str]) -> None:
-    """Fields added since v1 (sources and citations; the route and engine_unavailable) read back as their defaults."""
+def _old_writer_samples():
+    before_sources = {"sources", "citations"}
+    before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
+    before_tools = {"tools", "step"}  # and, inside each message, tool_call_id and tool_calls
+    return [(sample, before_sources | before_tools, 1) for sample in _v1_samples()] + [
+        (sample, before_the_route, 1) for sample in _before_the_route_samples()
+    ] + [(sample, before_tools, 2) for sample in _before_tools_samples()]
+
+
+@pytest.mark.parametrize(
+    ("sample", "new_fields", "version"), _old_writer_samples(), ids=lambda value: getattr(type(value), "__name__", "")
+)
+def test_bytes_written_with_an_old_schema_still_decode(
+    codec: AvroCodec, sample: object, new_fields: set[str], version: int
+) -> None:
+    """Fields added since (sources and citations; the route and engine_unavailable; tools, the step and the
+    messages' tool calls) read back as their defaults."""
     name = type(sample).__name__
-    v1 = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v1.avsc").read_text()))
+    old = parse_schema(json.loads((schemas.HISTORY_DIRECTORY / f"{name}.v{version}.avsc").read_text()))
     current = load_schema(str(schemas.DIRECTORY / f"{name}.avsc"))
     record = fastavro.schemaless_reader(io.BytesIO(codec.encode_payload(sample)[10:]), current)
     body = io.BytesIO()
-    fastavro.schemaless_writer(body, v1, {key: value for key, value in record.items() if key not in new_fields})
-    old_bytes = MAGIC + fingerprint_of(v1) + body.getvalue()
-    assert fingerprint_of(v1) != fingerprint_of(current)
+    fastavro.schemaless_writer(body, old, {key: value for key, value in record.items() if key not in new_fields})
+    old_bytes = MAGIC + fingerprint_of(old) + body.getvalue()
+    assert fingerprint_of(old) != fingerprint_of(current)
     assert codec.decode_payload(old_bytes) == sample
+
+
+def test_a_prompt_with_tools_and_tool_messages_roundtrips(codec: AvroCodec) -> None:
+    from events.runs import InferenceRequested
+    from events.values import ChatMessage, ToolCallProposal, ToolSpec
+
+    call = ToolCallProposal(call_id="call_1", name="weather", arguments='{"city": "Oslo"}')
+    request = InferenceRequested(
+        run_id="r", conversation_id="c", turn_seq=2, pool="interactive", max_output_tokens=64, step=2,
+        tools=(ToolSpec(name="weather", description="Today's weather", parameters='{"type": "object"}'),),
+        messages=(
+            ChatMessage(role="user", content="Weather in Oslo?"),
+            ChatMessage(role="assistant", content="", tool_calls=(call,)),
+            ChatMessage(role="tool", content='{"sky": "clear"}', tool_call_id="call_1"),
+        ),
+    )
+    assert codec.decode_payload(codec.encode_payload(request)) == request
