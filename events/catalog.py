@@ -5,10 +5,12 @@ from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.dead_letters import DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
+from events.tools import TOOL_EVENT_TYPES
 
 EVENT_TYPES: tuple[type, ...] = (
     *CONVERSATION_EVENT_TYPES,
     *RUN_EVENT_TYPES,
+    *TOOL_EVENT_TYPES,
     InferenceRequested,
     UsageRecorded,
     ConversationSummarized,

@@ -5,6 +5,7 @@ from events.documents import DOCUMENT_EVENT_TYPES
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.dead_letters import DEAD_LETTERS, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
+from events.tools import TOOL_EVENT_TYPES
 
 COMMANDS = "commands"
 CONVERSATION_EVENTS = "conversation-events"
@@ -28,7 +29,7 @@ def inference_topic_for(pool: str, size_class: str) -> str:
 
 _TOPIC_OF_TYPE: dict[type, str] = {
     **{event_type: CONVERSATION_EVENTS for event_type in CONVERSATION_EVENT_TYPES},
-    **{event_type: RUN_EVENTS for event_type in RUN_EVENT_TYPES},
+    **{event_type: RUN_EVENTS for event_type in (*RUN_EVENT_TYPES, *TOOL_EVENT_TYPES)},
     **{event_type: DOCUMENTS for event_type in DOCUMENT_EVENT_TYPES},
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
