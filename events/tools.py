@@ -37,6 +37,7 @@ class ToolCallsProposed:
     text: str  # what the model said before its calls
     calls: tuple[ToolCallProposal, ...]
     proposed_at: datetime
+    topic: str  # the inference topic the step came from: the next step queues there too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +107,7 @@ class ToolCallFinished:
     result_truncated: bool = False
     result_blob: str | None = None  # the SHA-256 digest of the whole result, when it was cut
     finished_at: datetime
+    runner_id: str = ""  # the runner that executed it; empty when the loop ended it without running it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +122,14 @@ class ToolStepCompleted:
     completed_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ToolLoopTicked:
+    """Time passed for a run waiting on tools: the loop ends what expired (in log order, so a replay agrees)."""
+
+    run_id: str
+    now: datetime
+
+
 TOOL_EVENT_TYPES = (
     ToolCallsProposed,
     ToolCallRequested,
@@ -128,4 +138,5 @@ TOOL_EVENT_TYPES = (
     ToolCallStarted,
     ToolCallFinished,
     ToolStepCompleted,
+    ToolLoopTicked,
 )

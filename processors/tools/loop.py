@@ -5,7 +5,7 @@ arguments are a JSON object its schema accepts, the run has calls left, the same
 before) and each call is requested, held for its owner's approval, or finished at once with the
 reason the model will read. Runners report starts and finishes; once every call of a step has
 finished, the step completes and the prompt builder assembles the next model step, without tools
-when a budget has run out (`final`). Time comes from the events (and from `Tick`s, for approvals
+when a budget has run out (`final`). Time comes from the events (and from `ToolLoopTicked`s, for approvals
 that expire, runners that vanish and the run's wall clock), never from a clock of this process, so
 a replay decides the same.
 """
@@ -25,6 +25,7 @@ from events.tools import (
     ToolCallRequested,
     ToolCallsProposed,
     ToolCallStarted,
+    ToolLoopTicked,
     ToolStepCompleted,
 )
 
@@ -53,14 +54,6 @@ class LoopBudget:
     max_steps: int = 10
     wall_clock_s: float = 600.0
     approval_timeout_s: float = 300.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Tick:
-    """Time has passed: expire approvals, take back calls whose runner vanished, enforce the wall clock."""
-
-    run_id: str
-    now: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +103,7 @@ class LoopState:
         return [c for c in self.calls.values() if not c.finished and (step is None or c.step == step)]
 
 
-LoopInput = ToolCallsProposed | ToolApprovalDecided | ToolCallStarted | ToolCallFinished | RunCancelled | Tick
+LoopInput = ToolCallsProposed | ToolApprovalDecided | ToolCallStarted | ToolCallFinished | RunCancelled | ToolLoopTicked
 LoopEvent = ToolCallRequested | ToolApprovalRequested | ToolApprovalDecided | ToolCallFinished | ToolStepCompleted
 
 
@@ -131,7 +124,7 @@ def decide(state: LoopState, event: LoopInput, *, rules: Mapping[str, ToolRules]
             return _step_completions(evolve(state, event), budget, at=event.finished_at)
         case RunCancelled():
             return [_finish(call, "cancelled", "the run was cancelled", at=event.at) for call in state.open_calls()]
-        case Tick():
+        case ToolLoopTicked():
             return _tick(state, event, budget)
     raise TypeError(f"the tool loop does not handle {type(event).__name__}")
 
@@ -273,7 +266,7 @@ def _approval(state: LoopState, event: ToolApprovalDecided, rules: Mapping[str, 
     return [_request(call, rule, attempt=1, at=event.decided_at)]
 
 
-def _tick(state: LoopState, tick: Tick, budget: LoopBudget) -> list[LoopEvent]:
+def _tick(state: LoopState, tick: ToolLoopTicked, budget: LoopBudget) -> list[LoopEvent]:
     now = tick.now
     decided: list[LoopEvent] = []
     past_deadline = state.started_at is not None and now >= _deadline(state, budget)

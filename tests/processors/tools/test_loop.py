@@ -13,10 +13,11 @@ from events.tools import (
     ToolCallRequested,
     ToolCallsProposed,
     ToolCallStarted,
+    ToolLoopTicked,
     ToolStepCompleted,
 )
 from events.values import ToolCallProposal
-from processors.tools.loop import RUNNER_GRACE, LoopBudget, LoopState, RunCancelled, Tick, ToolRules, decide, fold
+from processors.tools.loop import RUNNER_GRACE, LoopBudget, LoopState, RunCancelled, ToolRules, decide, fold
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
@@ -34,7 +35,7 @@ def at(seconds: float) -> datetime:
 
 def proposed(*calls: tuple[str, str, str], step: int = 1, seconds: float = 0) -> ToolCallsProposed:
     return ToolCallsProposed(
-        run_id="run_1", conversation_id="conv_1", step=step, text="", proposed_at=at(seconds),
+        run_id="run_1", conversation_id="conv_1", step=step, text="", proposed_at=at(seconds), topic="inference-requests.interactive",
         calls=tuple(ToolCallProposal(call_id=call_id, name=name, arguments=arguments) for call_id, name, arguments in calls),
     )
 
@@ -151,8 +152,8 @@ def test_a_declined_or_unanswered_approval_is_a_decline_the_model_sees() -> None
     [declined, completed] = run(history, decline)
     assert (declined.status, declined.result) == ("declined", "declined by the user: wrong person")
     assert isinstance(completed, ToolStepCompleted)
-    assert run(history, Tick(run_id="run_1", now=at(59))) == []
-    [decided, expired, completed] = run(history, Tick(run_id="run_1", now=at(60)))
+    assert run(history, ToolLoopTicked(run_id="run_1", now=at(59))) == []
+    [decided, expired, completed] = run(history, ToolLoopTicked(run_id="run_1", now=at(60)))
     assert isinstance(decided, ToolApprovalDecided) and decided.decided_by == "timeout" and not decided.approved
     assert (expired.status, expired.result) == ("declined", "no answer to the approval within 60 s")
 
@@ -162,8 +163,8 @@ def test_a_vanished_runner_is_replaced_with_the_same_key_when_the_tool_is_idempo
     history += run([], history[0])
     history.append(ToolCallStarted(run_id="run_1", call_id="call_1", attempt=1, runner_id="r1", started_at=at(1)))
     lapse = at(1) + timedelta(seconds=10) + RUNNER_GRACE
-    assert run(history, Tick(run_id="run_1", now=lapse - timedelta(seconds=1))) == []
-    [again] = run(history, Tick(run_id="run_1", now=lapse))
+    assert run(history, ToolLoopTicked(run_id="run_1", now=lapse - timedelta(seconds=1))) == []
+    [again] = run(history, ToolLoopTicked(run_id="run_1", now=lapse))
     assert isinstance(again, ToolCallRequested) and again.attempt == 2 and again.idempotency_key == "run_1:call_1"
 
 
@@ -171,7 +172,7 @@ def test_a_vanished_runner_of_a_non_idempotent_call_is_an_unknown_outcome_never_
     history = [proposed(("call_1", "charge_card", '{"cents": 500}'))]
     history += run([], history[0])
     history.append(ToolCallStarted(run_id="run_1", call_id="call_1", attempt=1, runner_id="r1", started_at=at(1)))
-    [unknown, completed] = run(history, Tick(run_id="run_1", now=at(100)))
+    [unknown, completed] = run(history, ToolLoopTicked(run_id="run_1", now=at(100)))
     assert unknown.status == "unknown_outcome" and "not retried" in unknown.result
     assert isinstance(completed, ToolStepCompleted)
 
@@ -180,7 +181,7 @@ def test_the_wall_clock_ends_calls_still_open_and_the_next_step_answers() -> Non
     history = [proposed(oslo())]
     history += run([], history[0])
     history.append(ToolCallStarted(run_id="run_1", call_id="call_1", attempt=1, runner_id="r1", started_at=at(1)))
-    [ended, completed] = run(history, Tick(run_id="run_1", now=at(120)))
+    [ended, completed] = run(history, ToolLoopTicked(run_id="run_1", now=at(120)))
     assert (ended.status, ended.result) == ("budget_exhausted", "this run's 120 s for tools ran out")
     assert completed.final and "120 s" in completed.reason
 
@@ -247,7 +248,7 @@ def scenarios(draw) -> list[object]:
             events.append(RunCancelled(run_id="run_1", at=at(seconds)))
             break
     # Then time runs out for whatever is still open: every call must end.
-    events.append(Tick(run_id="run_1", now=at(seconds + 1_000)))
+    events.append(ToolLoopTicked(run_id="run_1", now=at(seconds + 1_000)))
     return events
 
 
