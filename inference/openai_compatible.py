@@ -6,6 +6,15 @@ chunk whose delta is the assistant role, then content deltas, a chunk with the `
 last a usage chunk whose `choices` is empty. `continuous_usage_stats` (SGLang and vLLM) puts usage on
 every chunk too, so a run cut short still reports what it spent.
 
+Tools go out in OpenAI's shape (`tools: [{"type": "function", "function": {...}}]` with
+`tool_choice: "auto"`, only when the request offers any), and so do the calls and results in the
+history: an assistant message's `tool_calls` and `tool` messages with their `tool_call_id`. Proposed
+calls stream back as `delta.tool_calls` fragments the way SGLang and vLLM send them: keyed by `index`,
+the first fragment of a call carries its `id` and `function.name`, later ones pieces of
+`function.arguments`, and several calls may interleave. `ToolCallAssembly` puts them back together;
+the step finishes with "tool_calls" whenever whole calls came (SGLang and vLLM say so; a server that
+says "stop" instead is not believed), and a step cut short ("length") proposes nothing.
+
 Cancellation is the client hanging up: closing the response closes its connection, and these
 servers stop generating a request whose client disconnected. `abort(request_id)` does that from
 outside the stream, at once, even while the server is still silent in prefill.
@@ -38,6 +47,9 @@ from inference.engine import (
     GenerationRequest,
     PromptTooLong,
     TokenText,
+    ToolCallProposal,
+    ToolSpec,
+    derived_call_id,
 )
 
 ENGINE_NAME = "openai-compatible"
@@ -74,23 +86,143 @@ class Usage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolCallFragment:
+    """One entry of a chunk's `delta.tool_calls`: a piece of one proposed call.
+
+    SGLang sends `id` and `function.name` as null after a call's first fragment, vLLM leaves them
+    out; either way they are None here, and `arguments` is "" where a fragment carries none.
+    """
+
+    index: int | None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @classmethod
+    def parse(cls, entry: Mapping[str, Any]) -> ToolCallFragment:
+        function = entry.get("function") or {}
+        index, arguments = entry.get("index"), function.get("arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments)  # a server that sends the object, not its JSON text
+        return cls(
+            index=index if isinstance(index, int) else None,
+            call_id=entry.get("id") or None,
+            name=function.get("name") or None,
+            arguments=arguments or "",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChunkDelta:
-    """What one `chat.completion.chunk` says: new text, a finish reason, usage (each optional)."""
+    """What one `chat.completion.chunk` says: new text, tool call fragments, a finish reason, usage (each optional)."""
 
     text: str = ""
+    tool_calls: tuple[ToolCallFragment, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
 
     @classmethod
     def parse(cls, chunk: Mapping[str, Any]) -> ChunkDelta:
-        text, finish_reason = "", None
+        text, tool_calls, finish_reason = "", (), None
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is never asked for
-            text = (choice.get("delta") or {}).get("content") or ""
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+            tool_calls = tuple(
+                ToolCallFragment.parse(entry) for entry in delta.get("tool_calls") or () if isinstance(entry, dict)
+            )
             finish_reason = choice.get("finish_reason")
         usage = chunk.get("usage")
-        return cls(text=text, finish_reason=finish_reason, usage=Usage.parse(usage) if usage else None)
+        return cls(
+            text=text, tool_calls=tool_calls, finish_reason=finish_reason, usage=Usage.parse(usage) if usage else None
+        )
+
+
+@dataclass(eq=False)
+class _PartialCall:
+    call_id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ToolCallAssembly:
+    """Puts streamed tool call fragments back together into whole calls, in `index` order.
+
+    A fragment without an `index` (servers that leave it out) belongs to the call its `id` names, to
+    a new call when that `id` is new, or else to the latest call.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _PartialCall] = {}
+        self._latest: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragment: ToolCallFragment) -> None:
+        index = fragment.index if fragment.index is not None else self._index_without_one(fragment.call_id)
+        call = self._calls.setdefault(index, _PartialCall())
+        self._latest = index
+        if fragment.call_id and call.call_id is None:
+            call.call_id = fragment.call_id
+        # A name comes whole in a call's first fragment; one sent again is not doubled.
+        if fragment.name and fragment.name != call.name:
+            call.name += fragment.name
+        if fragment.arguments:
+            call.arguments.append(fragment.arguments)
+
+    def _index_without_one(self, call_id: str | None) -> int:
+        if call_id is not None:
+            known = next((index for index, call in self._calls.items() if call.call_id == call_id), None)
+            if known is not None:
+                return known
+            return max(self._calls, default=-1) + 1
+        return self._latest if self._latest is not None else 0
+
+    def proposals(self, request: GenerationRequest) -> tuple[ToolCallProposal, ...]:
+        """The whole calls; one that came without an id gets one derived from the request and its index."""
+        return tuple(
+            ToolCallProposal(
+                call_id=call.call_id or derived_call_id(request, index),
+                name=call.name,
+                # A call to a tool without parameters may stream no arguments at all: that is `{}`.
+                arguments="".join(call.arguments) or "{}",
+            )
+            for index, call in sorted(self._calls.items())
+        )
+
+
+def tools_payload(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """The tools in OpenAI's shape, each schema parsed; a schema that is not JSON is EngineRejected."""
+    payload = []
+    for tool in tools:
+        function: dict[str, Any] = {"name": tool.name, "description": tool.description}
+        if tool.parameters.strip():
+            try:
+                function["parameters"] = json.loads(tool.parameters)
+            except ValueError:
+                raise EngineRejected(
+                    engine=ENGINE_NAME, reason=f"tool {tool.name!r} has parameters that are not JSON"
+                ) from None
+        payload.append({"type": "function", "function": function})
+    return payload
+
+
+def message_payload(message: ChatMessage) -> dict[str, Any]:
+    """One chat message in OpenAI's shape: plain, an assistant's proposed calls, or a tool's result."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
+    if message.tool_calls:
+        return {
+            "role": message.role,
+            "content": message.content or None,  # what OpenAI itself sends beside calls with no text
+            "tool_calls": [
+                {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
 
 
 @dataclass(frozen=True)
@@ -172,12 +304,14 @@ def _first_number(patterns: tuple[re.Pattern[str], ...], message: str, field_val
     return None
 
 
-def _finish_reason(reason: str) -> FinishReason:
+def _finish_reason(reason: str, *, proposed_calls: bool) -> FinishReason:
     if reason == "length":
-        return "length"
+        return "length"  # calls begun in a step cut short are not proposed: their arguments may be cut too
     if reason == "abort":
         return "cancelled"  # SGLang's graceful abort: someone else ended the request on the server
-    return "stop"  # stop, tool_calls, content_filter, eos
+    # stop, tool_calls, content_filter, eos: whole calls streamed make it a tool step, whatever the
+    # server calls it (some say "stop"), and "tool_calls" with none streamed is an answer.
+    return "tool_calls" if proposed_calls else "stop"
 
 
 @dataclass(frozen=True)
@@ -260,10 +394,14 @@ class OpenAICompatibleEngine:
             raise RuntimeError("OpenAICompatibleEngine.generate() called before start()")
         if request.request_id in self._streams:
             raise EngineRejected(engine=self.name, reason=f"request {request.request_id!r} is already generating")
+        tools = tools_payload(request.tools)  # before anything is sent: a bad schema fails the same way every time
         stream = _Stream()
         self._streams[request.request_id] = stream
-        reader = asyncio.create_task(self._read(client, request, stream), name=f"openai-stream-{request.request_id}")
+        reader = asyncio.create_task(
+            self._read(client, request, tools, stream), name=f"openai-stream-{request.request_id}"
+        )
         pieces, finish_reason, usage = 0, None, None
+        calls = ToolCallAssembly()
         read_to_the_end = False
         try:
             while True:
@@ -281,15 +419,20 @@ class OpenAICompatibleEngine:
                     continue
                 usage = item.usage or usage
                 finish_reason = item.finish_reason or finish_reason
-                if item.text:
+                for fragment in item.tool_calls:
+                    calls.add(fragment)
+                if item.text or item.tool_calls:
                     pieces += 1
+                if item.text:
                     yield TokenText(text=item.text)
-            # Without usage from the server, each content chunk counts as one token (one decode step).
+            reason = "cancelled" if stream.aborted else _finish_reason(finish_reason, proposed_calls=bool(calls))
+            # Without usage from the server, each content or tool call chunk counts as one token (one decode step).
             yield GenerationFinished(
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 output_tokens=usage.completion_tokens if usage else pieces,
                 cached_tokens=usage.cached_tokens if usage else 0,
-                finish_reason="cancelled" if stream.aborted else _finish_reason(finish_reason),
+                finish_reason=reason,
+                tool_calls=calls.proposals(request) if reason == "tool_calls" else (),
             )
         finally:
             if self._streams.get(request.request_id) is stream:
@@ -304,26 +447,35 @@ class OpenAICompatibleEngine:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    def _body(self, messages: tuple[ChatMessage, ...], max_tokens: int) -> dict[str, Any]:
+    def _body(
+        self, messages: tuple[ChatMessage, ...], max_tokens: int, tools: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         stream_options: dict[str, Any] = {"include_usage": True}
         if self._continuous_usage_stats:
             stream_options["continuous_usage_stats"] = True
-        return {
+        body = {
             **self._sampling,
             "model": self.model,
-            "messages": [{"role": message.role, "content": message.content} for message in messages],
+            "messages": [message_payload(message) for message in messages],
             "max_tokens": max_tokens,
             "stream": True,
             "stream_options": stream_options,
         }
+        if tools:
+            # Only with tools: vLLM refuses a tool_choice without them, and an empty tools list too.
+            body["tools"] = tools
+            body["tool_choice"] = "auto"
+        return body
 
-    async def _read(self, client: httpx.AsyncClient, request: GenerationRequest, stream: _Stream) -> None:
+    async def _read(
+        self, client: httpx.AsyncClient, request: GenerationRequest, tools: list[dict[str, Any]], stream: _Stream
+    ) -> None:
         """Streams the completion into `stream.items`; every way out but cancellation leaves a last item."""
         max_tokens = request.max_output_tokens
         try:
             for attempt in range(2):
                 try:
-                    await self._post(client, request, max_tokens, stream)
+                    await self._post(client, request, max_tokens, tools, stream)
                     return
                 except _RoomForFewerTokens as room:
                     # Only the answer overflows: ask once more for what fits, as the other engines do.
@@ -339,11 +491,18 @@ class OpenAICompatibleEngine:
         except BaseException as error:  # noqa: BLE001 - handed to the generation, raised there
             stream.items.put_nowait(_Failed(error))
 
-    async def _post(self, client: httpx.AsyncClient, request: GenerationRequest, max_tokens: int, stream: _Stream) -> None:
+    async def _post(
+        self,
+        client: httpx.AsyncClient,
+        request: GenerationRequest,
+        max_tokens: int,
+        tools: list[dict[str, Any]],
+        stream: _Stream,
+    ) -> None:
         async with client.stream(
             "POST",
             "/chat/completions",
-            json=self._body(request.messages, max_tokens),
+            json=self._body(request.messages, max_tokens, tools),
             headers={"X-Request-Id": request.request_id},
         ) as response:
             if response.status_code != 200:

@@ -3,6 +3,16 @@
 Given retrieved passages it answers like an obedient model: the first passage's first sentence,
 cited with its marker; told that nothing relevant was found, it says so. Asked a question that a
 fact of the rolling summary answers, it answers with that fact.
+
+Tool calls have a trigger. When the request offers at least one tool, each
+`call:<tool_name>(<arguments>)` in the latest user message becomes one proposed call, in order,
+with call ids `call_1`, `call_2`, ... and the step finishes with "tool_calls" and no text, e.g.
+`call:weather({"city": "Oslo"}) call:clock({})`. The arguments run to the first `)` followed by
+whitespace, punctuation or the end, and are passed on as written: invalid JSON on purpose, or the
+name of a tool not on offer, lets a test drive the caller's handling of either. Once the messages
+after the latest user message hold `tool` results, it proposes nothing more and reports each
+result instead (`weather returned {"sky": "clear"}.`, the name looked up by call id), so a tool
+loop ends. Without tools on offer the trigger is ordinary text and gets echoed.
 """
 
 from __future__ import annotations
@@ -19,14 +29,54 @@ from inference.engine import (
     GenerationFinished,
     GenerationRequest,
     TokenText,
+    ToolCallProposal,
+    ToolSpec,
 )
 
 _WORDS_WHEN_NO_USER_TEXT = ("nothing", "to", "echo")
 _PASSAGE = re.compile(r"^\[(\d+)\] ([^\n]*)\n(.+?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
+# Lazy up to a `)` that ends a word, so `)` inside the arguments (or broken JSON) does not end them.
+_CALL_TRIGGER = re.compile(r"call:([A-Za-z0-9_.-]+)\((.*?)\)(?=\s|[.,;:!?]|\Z)", re.DOTALL)
 
 
 def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
+    # Content only, as tokenizers.WordTokenizer counts for the prompt builder.
     return sum(len(message.content.split()) for message in messages)
+
+
+def _call_word_count(call: ToolCallProposal) -> int:
+    return len(f"{call.name}({call.arguments})".split())
+
+
+def _since_latest_user_message(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+    latest = max((index for index, message in enumerate(messages) if message.role == "user"), default=-1)
+    return messages[latest + 1 :]
+
+
+def proposed_calls(messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...]) -> tuple[ToolCallProposal, ...]:
+    """The calls the latest user message's `call:name(arguments)` triggers propose, while no result is in."""
+    if not tools:
+        return ()
+    if any(message.role == "tool" for message in _since_latest_user_message(messages)):
+        return ()  # the results of this turn's calls are in: answer, so a tool loop ends
+    question = next((message.content for message in reversed(messages) if message.role == "user"), "")
+    return tuple(
+        ToolCallProposal(call_id=f"call_{number}", name=match[1], arguments=match[2])
+        for number, match in enumerate(_CALL_TRIGGER.finditer(question), start=1)
+    )
+
+
+def tool_results_answer(messages: tuple[ChatMessage, ...]) -> str | None:
+    """What a model says once its calls came back: each result, under the name of the tool that gave it."""
+    since_question = _since_latest_user_message(messages)
+    results = [message for message in since_question if message.role == "tool"]
+    if not results:
+        return None
+    names = {call.call_id: call.name for message in since_question for call in message.tool_calls}
+    return " ".join(
+        f"{names.get(result.tool_call_id or '', result.tool_call_id or 'a tool')} returned {result.content}."
+        for result in results
+    )
 
 
 def grounded_answer(messages: tuple[ChatMessage, ...]) -> str | None:
@@ -65,7 +115,7 @@ def scripted_answer(messages: tuple[ChatMessage, ...], *, answer_tokens: int) ->
     """The full answer for a prompt, one token per element, each with its leading space."""
     if answer_tokens < 1:
         return ()
-    grounded = grounded_answer(messages) or remembered_answer(messages)
+    grounded = tool_results_answer(messages) or grounded_answer(messages) or remembered_answer(messages)
     if grounded is not None:
         return tuple(f" {word}" for word in grounded.split()[:answer_tokens])
     # A digest of the whole conversation leads the answer, so two prompts that share their last
@@ -81,7 +131,8 @@ def scripted_answer(messages: tuple[ChatMessage, ...], *, answer_tokens: int) ->
 
 
 class ScriptedEngine:
-    """Echoes the last user message's words, one per token, with an optional delay per token."""
+    """Echoes the last user message's words, one per token, with an optional delay per token; proposes
+    the calls its trigger asks for when tools are on offer."""
 
     name = "scripted"
 
@@ -107,12 +158,15 @@ class ScriptedEngine:
         return True
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        answer = scripted_answer(
-            request.messages, answer_tokens=min(self.answer_tokens, request.max_output_tokens)
-        )
+        limit = min(self.answer_tokens, request.max_output_tokens)
+        answer = scripted_answer(request.messages, answer_tokens=limit)
+        calls = proposed_calls(request.messages, request.tools)
         prompt_tokens = prompt_word_count(request.messages)
         self._running_request_ids.add(request.request_id)
         try:
+            if calls:
+                yield await self._proposal(request, calls, prompt_tokens=prompt_tokens)
+                return
             output_tokens = 0
             for token in answer:
                 # Even with no delay, yield control so a fast stream never starves the loop.
@@ -126,12 +180,29 @@ class ScriptedEngine:
                     return
                 output_tokens += 1
                 yield TokenText(text=token)
-            cut_short = request.max_output_tokens < self.answer_tokens
+            # Cut short when the engine's whole answer is longer than the room it was given.
+            whole_answer = scripted_answer(request.messages, answer_tokens=self.answer_tokens)
             yield GenerationFinished(
                 prompt_tokens=prompt_tokens,
                 output_tokens=output_tokens,
-                finish_reason="length" if cut_short else "stop",
+                finish_reason="length" if len(whole_answer) > len(answer) else "stop",
             )
         finally:
             self._running_request_ids.discard(request.request_id)
             self._aborted_request_ids.discard(request.request_id)
+
+    async def _proposal(
+        self, request: GenerationRequest, calls: tuple[ToolCallProposal, ...], *, prompt_tokens: int
+    ) -> GenerationFinished:
+        await asyncio.sleep(self.token_delay_s)  # one decode step's pause, where an abort can land
+        if request.request_id in self._aborted_request_ids:
+            return GenerationFinished(prompt_tokens=prompt_tokens, output_tokens=0, finish_reason="cancelled")
+        call_tokens = sum(_call_word_count(call) for call in calls)
+        if call_tokens > request.max_output_tokens:
+            # Out of room in the middle of its calls: a step cut short proposes nothing.
+            return GenerationFinished(
+                prompt_tokens=prompt_tokens, output_tokens=request.max_output_tokens, finish_reason="length"
+            )
+        return GenerationFinished(
+            prompt_tokens=prompt_tokens, output_tokens=call_tokens, finish_reason="tool_calls", tool_calls=calls
+        )

@@ -22,7 +22,7 @@ import os
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from commands.catalog import FinishRun
 from kernel.codec import AvroCodec, UndecodableMessage
@@ -30,6 +30,7 @@ from events.conversation import RunCancellationRequested
 from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
+from events.tools import ToolCallsProposed
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import Usage
 from inference.coalesce import coalesce
@@ -205,7 +206,7 @@ class InferenceWorker:
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
         if request.run_id in self._recently_cancelled:
             self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
-        task = asyncio.create_task(self._generate(request_envelope), name=f"generate-{request.run_id}")
+        task = asyncio.create_task(self._generate(request_envelope, lane.topic), name=f"generate-{request.run_id}")
         self._generations[request.run_id] = task
         task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id))
         return task
@@ -225,7 +226,7 @@ class InferenceWorker:
         self._cancel_requested.discard(run_id)
         self._started.discard(run_id)
 
-    async def _generate(self, request_envelope: Envelope[InferenceRequested]) -> None:
+    async def _generate(self, request_envelope: Envelope[InferenceRequested], topic: str) -> None:
         request = request_envelope.payload
         # From here to the first await below, nothing suspends: a cancel can only reach this task
         # inside the `try` that turns it into a reported run (one that reached a task not yet
@@ -242,6 +243,7 @@ class InferenceWorker:
                     request_id=request.run_id,
                     messages=request.messages,
                     max_output_tokens=request.max_output_tokens,
+                    tools=request.tools,
                 )
             )
             try:
@@ -288,9 +290,19 @@ class InferenceWorker:
                 engine=self._engine.name, status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
                 output_tokens=usage.output_tokens, recorded_at=utc_now(), engine_unavailable=engine_unavailable,
             )
-            # One append: the run's end and what it cost land together (the ledger never misses a finished run).
+            proposed = finished[0].tool_calls if finished and status == "completed" else ()
+            if proposed:
+                # The step asks for tools: the run goes on in the tool loop, and this slot is free for another.
+                step_end = self._event(ToolCallsProposed(
+                    run_id=request.run_id, conversation_id=request.conversation_id, step=request.step,
+                    text="".join(parts), calls=proposed, proposed_at=utc_now(), topic=topic,
+                ), request_envelope)
+                recorded = replace(recorded, status="tool_calls")
+            else:
+                step_end = self._finish(request_envelope, "".join(parts), status, reason, usage)
+            # One append: the step's end and what it cost land together (the ledger never misses a step).
             await self._log.append([
-                self._finish(request_envelope, "".join(parts), status, reason, usage),
+                step_end,
                 encode(self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor), topic=USAGE),
             ])
 

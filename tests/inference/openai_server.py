@@ -7,6 +7,15 @@ each when `stream_options.continuous_usage_stats`), a chunk with an empty delta 
 Errors answer as SGLang's do: `{"error": {"message", "type", "param", "code"}}`, with its wording for
 prompts that do not fit.
 
+Its "model" is the scripted engine's: given `tools`, the `call:name(arguments)` triggers of the latest
+user message come back as streamed tool calls, the way SGLang's server streams them
+(serving_chat._process_tool_call_stream): per call a first fragment with `index`, `id`, `type` and
+`function.name` (arguments ""), then `function.arguments` in fragments whose `id` and `name` are
+null, one fragment per chunk (and per token); then a finish chunk saying "tool_calls". With
+`stream_style="vllm"` later fragments leave `id` and `name` out and the finish reason rides on the
+last fragment, as vLLM's server sends them. `behaviour` can also interleave the calls, stream text
+before them, leave out their ids, or have the finish chunk say something else.
+
 It notices a client that hangs up and stops generating for it (each request's `RequestRecord` says
 how it ended and how many tokens it sent), and `behaviour` makes it slow or failing on demand.
 """
@@ -29,8 +38,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from events.values import ChatMessage
-from inference.scripted import scripted_answer
+from events.values import ChatMessage, ToolCallProposal, ToolSpec
+from inference.scripted import proposed_calls, scripted_answer
 
 EOS_TOKEN_ID = 151645  # Qwen2.5's <|im_end|>, what SGLang reports as matched_stop
 TEMPLATE_TOKENS_PER_MESSAGE = 4  # <|im_start|>, role, newline, <|im_end|>
@@ -51,6 +60,12 @@ class Behaviour:
     drop_connection_after_tokens: int | None = None  # fail the response mid-body: the connection drops
     api_key: str | None = None
     send_usage: bool = True  # False: ignore stream_options, as some servers do
+    stream_style: str = "sglang"  # or "vllm": later tool call fragments without id/name, finish on the last chunk
+    argument_fragment_chars: int = 4  # how many characters of a call's arguments each fragment carries
+    interleave_tool_calls: bool = False  # the calls' fragments in turn, not one call after another
+    text_before_tool_calls: str = ""  # content streamed (a word per chunk) before the calls
+    tool_call_ids: bool = True  # False: fragments carry no id, as some servers send them
+    tool_calls_finish_reason: str = "tool_calls"  # what the finish says after streamed calls ("stop": some servers)
 
 
 @dataclass
@@ -73,12 +88,63 @@ def _error(status: int, message: str, error_type: str = "BadRequestError") -> JS
     return JSONResponse({"error": {"message": message, "type": error_type, "param": None, "code": status}}, status_code=status)
 
 
-def prompt_tokens_of(messages: list[dict[str, str]]) -> list[str]:
+def prompt_tokens_of(messages: list[dict[str, Any]]) -> list[str]:
     """The prompt as this server's "tokenizer" sees it: a ChatML-like template over whitespace words."""
     tokens: list[str] = []
     for message in messages:
-        tokens += ["<|im_start|>", message["role"], "\n", *message["content"].split(), "<|im_end|>"]
+        calls = [f"{call['function']['name']}({call['function']['arguments']})" for call in message.get("tool_calls") or ()]
+        words = " ".join([message.get("content") or "", *calls]).split()
+        tokens += ["<|im_start|>", message["role"], "\n", *words, "<|im_end|>"]
     return tokens + ["<|im_start|>", "assistant", "\n"]
+
+
+def chat_message_of(message: dict[str, Any]) -> ChatMessage:
+    """A request's message as the scripted "model" reads it, calls and results included."""
+    return ChatMessage(
+        role=message["role"],
+        content=message.get("content") or "",
+        tool_call_id=message.get("tool_call_id"),
+        tool_calls=tuple(
+            ToolCallProposal(call_id=call["id"], name=call["function"]["name"], arguments=call["function"]["arguments"])
+            for call in message.get("tool_calls") or ()
+        ),
+    )
+
+
+def tool_spec_of(tool: dict[str, Any]) -> ToolSpec:
+    function = tool["function"]
+    return ToolSpec(
+        name=function["name"], description=function.get("description") or "",
+        parameters=json.dumps(function.get("parameters") or {}),
+    )
+
+
+def tool_call_deltas(calls: tuple[ToolCallProposal, ...], behaviour: Behaviour) -> list[dict[str, Any]]:
+    """The `delta`s of the chunks that stream the calls, one fragment each."""
+    per_call = []
+    for index, call in enumerate(calls):
+        first: dict[str, Any] = {"index": index, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        if behaviour.tool_call_ids:
+            first["id"] = call.call_id
+        elif behaviour.stream_style == "sglang":
+            first["id"] = None
+        step = max(1, behaviour.argument_fragment_chars)
+        pieces = [call.arguments[start : start + step] for start in range(0, len(call.arguments), step)]
+        if behaviour.stream_style == "vllm":
+            first["function"] = {"name": call.name}  # vLLM: exclude_none, no arguments yet
+            later = [{"index": index, "function": {"arguments": piece}} for piece in pieces]
+        else:
+            later = [
+                {"id": None, "index": index, "type": "function", "function": {"name": None, "arguments": piece}}
+                for piece in pieces
+            ]
+        per_call.append([first, *later])
+    if behaviour.interleave_tool_calls:
+        longest = max(len(fragments) for fragments in per_call)
+        ordered = [fragments[turn] for turn in range(longest) for fragments in per_call if turn < len(fragments)]
+    else:
+        ordered = [fragment for fragments in per_call for fragment in fragments]
+    return [{"tool_calls": [fragment]} for fragment in ordered]
 
 
 class OpenAICompatibleServer:
@@ -174,11 +240,25 @@ class OpenAICompatibleServer:
             )
         cached = max((_common_prefix(prompt, earlier) for earlier in self._prefix_cache), default=0)
         self._prefix_cache.append(prompt)
-        messages = tuple(ChatMessage(role=m["role"], content=m["content"]) for m in body["messages"])
-        answer = scripted_answer(messages, answer_tokens=min(behaviour.answer_tokens, max_tokens))
+        messages = tuple(chat_message_of(message) for message in body["messages"])
+        calls = proposed_calls(messages, tuple(tool_spec_of(tool) for tool in body.get("tools") or ()))
+        if calls:
+            words = behaviour.text_before_tool_calls.split()
+            deltas = [{"content": f" {word}" if index else word} for index, word in enumerate(words)]
+            deltas += tool_call_deltas(calls, behaviour)
+            cut_short = len(deltas) > max_tokens
+            deltas = deltas[:max_tokens]
+        else:
+            whole_answer = scripted_answer(messages, answer_tokens=behaviour.answer_tokens)
+            deltas = [{"content": token} for token in whole_answer[:max_tokens]]
+            cut_short = len(whole_answer) > max_tokens
+        if cut_short:
+            finish_reason = "length"
+        else:
+            finish_reason = behaviour.tool_calls_finish_reason if calls else "stop"
         return _CompletionStream(
-            record=record, behaviour=behaviour, model=self.model, answer=answer,
-            prompt_tokens=len(prompt), cached_tokens=cached, cut_short=behaviour.answer_tokens > max_tokens,
+            record=record, behaviour=behaviour, model=self.model, deltas=deltas,
+            prompt_tokens=len(prompt), cached_tokens=cached, finish_reason=finish_reason,
         )
 
 
@@ -190,16 +270,16 @@ class _CompletionStream:
     """The SSE response: generation and a watch for the client's disconnect, whichever ends first."""
 
     def __init__(
-        self, *, record: RequestRecord, behaviour: Behaviour, model: str, answer: tuple[str, ...],
-        prompt_tokens: int, cached_tokens: int, cut_short: bool,
+        self, *, record: RequestRecord, behaviour: Behaviour, model: str, deltas: list[dict[str, Any]],
+        prompt_tokens: int, cached_tokens: int, finish_reason: str,
     ) -> None:
         self.record = record
         self.behaviour = behaviour
         self.model = model
-        self.answer = answer
+        self.deltas = deltas  # one per chunk (and per token): content, or one tool call fragment
         self.prompt_tokens = prompt_tokens
         self.cached_tokens = cached_tokens
-        self.cut_short = cut_short
+        self.finish_reason = finish_reason
         stream_options = record.body.get("stream_options") or {}
         self.include_usage = behaviour.send_usage and bool(stream_options.get("include_usage"))
         self.continuous_usage = behaviour.send_usage and bool(stream_options.get("continuous_usage_stats"))
@@ -257,7 +337,10 @@ class _CompletionStream:
             "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
         })
         await body(self._chunk(delta={"role": "assistant", "content": ""}))
-        for index, token in enumerate(self.answer):
+        cut_short = self.finish_reason == "length"
+        matched_stop = None if cut_short else EOS_TOKEN_ID
+        finish_on_last_delta = behaviour.stream_style == "vllm" and bool(self.deltas)
+        for index, delta in enumerate(self.deltas):
             if index:
                 await asyncio.sleep(behaviour.token_delay_s)
             if index == behaviour.error_chunk_after_tokens:
@@ -276,13 +359,14 @@ class _CompletionStream:
                 raise _DropConnection
             record.tokens_sent += 1
             usage = self._usage(record.tokens_sent) if self.continuous_usage else None
-            await body(self._chunk(delta={"content": token}, usage=usage))
-        completion_tokens = record.tokens_sent if self.cut_short else record.tokens_sent + 1  # + the EOS token
-        await body(self._chunk(
-            delta={},
-            finish_reason="length" if self.cut_short else "stop",
-            matched_stop=None if self.cut_short else EOS_TOKEN_ID,
-        ))
+            if finish_on_last_delta and index == len(self.deltas) - 1:
+                # vLLM sends the finish reason with the last delta rather than in a chunk of its own.
+                await body(self._chunk(delta=delta, usage=usage, finish_reason=self.finish_reason))
+            else:
+                await body(self._chunk(delta=delta, usage=usage))
+        completion_tokens = record.tokens_sent if cut_short else record.tokens_sent + 1  # + the EOS token
+        if not finish_on_last_delta:
+            await body(self._chunk(delta={}, finish_reason=self.finish_reason, matched_stop=matched_stop))
         if self.include_usage:
             usage_chunk = {"id": record.request_id, "object": "chat.completion.chunk", "created": self.created,
                            "model": self.model, "choices": [], "usage": self._usage(completion_tokens)}

@@ -11,7 +11,15 @@ import pytest
 
 from inference.smollm2 import SMOLLM2_GGUF_FILE, bundled_smollm2_dir
 from inference.cpu import CpuEngine, IncrementalDetokenizer
-from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText
+from inference.engine import (
+    ChatMessage,
+    GenerationFinished,
+    GenerationRequest,
+    TokenText,
+    ToolCallProposal,
+    ToolSpec,
+)
+from inference.smollm2_tools import TOOL_CALL_OPEN
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,3 +142,64 @@ async def test_generations_take_turns_and_a_queued_one_can_be_aborted(
         prompt_tokens=queued_finished.prompt_tokens, output_tokens=0, finish_reason="cancelled"
     )
     assert queued_finished.prompt_tokens > 0
+
+
+WEATHER = ToolSpec(
+    name="get_weather",
+    description="Get the current weather in a city.",
+    parameters='{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}',
+)
+
+
+async def answer_of(engine: CpuEngine, request: GenerationRequest) -> tuple[str, GenerationFinished]:
+    pieces: list[str] = []
+    async for event in engine.generate(request):
+        if isinstance(event, TokenText):
+            pieces.append(event.text)
+        else:
+            return "".join(pieces), event
+    raise AssertionError("stream ended without GenerationFinished")
+
+
+@pytest.mark.slow
+async def test_offered_tools_go_into_the_prompt_and_its_blocks_never_show_as_text() -> None:
+    engine = CpuEngine(offer_tools=True)
+    await engine.start()
+    question = (ChatMessage(role="user", content="What is the weather in Oslo?"),)
+    try:
+        text, with_tools = await answer_of(engine, GenerationRequest(
+            request_id="run-tools", messages=question, max_output_tokens=48, tools=(WEATHER,),
+        ))
+        _, without = await answer_of(engine, GenerationRequest(
+            request_id="run-plain", messages=question, max_output_tokens=4,
+        ))
+    finally:
+        await engine.close()
+
+    assert with_tools.prompt_tokens > without.prompt_tokens + 200  # the tools prompt and the schema
+    assert with_tools.finish_reason in ("stop", "length", "tool_calls")
+    if with_tools.finish_reason == "tool_calls":
+        assert TOOL_CALL_OPEN not in text and all(call.name for call in with_tools.tool_calls)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_step_after_a_call_sees_the_call_and_its_result(cpu_engine: CpuEngine) -> None:
+    question = ChatMessage(role="user", content="What is the weather in Oslo?")
+    round_of_calls = (
+        ChatMessage(role="assistant", content="", tool_calls=(
+            ToolCallProposal(call_id="call_1", name="get_weather", arguments='{"city": "Oslo"}'),
+        )),
+        ChatMessage(role="tool", content='{"sky": "clear", "temperature_c": 14}', tool_call_id="call_1"),
+    )
+
+    text, after = await answer_of(cpu_engine, GenerationRequest(
+        request_id="run-after-calls", messages=(question, *round_of_calls), max_output_tokens=32, tools=(WEATHER,),
+    ))
+    _, before = await answer_of(cpu_engine, GenerationRequest(
+        request_id="run-before-calls", messages=(question,), max_output_tokens=4,
+    ))
+
+    # The call and its result are in the prompt (about 30 tokens); the tools are not offered by default.
+    assert 20 < after.prompt_tokens - before.prompt_tokens < 100
+    assert after.finish_reason in ("stop", "length") and text.strip()

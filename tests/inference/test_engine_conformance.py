@@ -18,6 +18,7 @@ from inference.engine import (
     GenerationRequest,
     InferenceEngine,
     TokenText,
+    ToolSpec,
 )
 from inference.scripted import ScriptedEngine
 
@@ -51,8 +52,25 @@ def engine(request: pytest.FixtureRequest) -> InferenceEngine:
     return engine
 
 
+@pytest.fixture(params=["sglang", pytest.param("cpu", marks=pytest.mark.slow)])
+def engine_without_tools(request: pytest.FixtureRequest) -> InferenceEngine:
+    # The engines that do not offer tools to their model (docs/inference.md, "Tool calls"): the CPU
+    # engine unless built with offer_tools=True.
+    engine: InferenceEngine = request.getfixturevalue(f"{request.param}_engine")
+    return engine
+
+
+WEATHER = ToolSpec(
+    name="weather",
+    description="The current weather in a city.",
+    parameters='{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}',
+)
+# A question a model with tools would call for, with the scripted engine's trigger in it.
+WEATHER_QUESTION = 'What is the weather in Oslo right now? call:weather({"city": "Oslo"})'
+
+
 def chat(
-    *contents: str, request_id: str = "run-1", max_output_tokens: int = 12
+    *contents: str, request_id: str = "run-1", max_output_tokens: int = 12, tools: tuple[ToolSpec, ...] = ()
 ) -> GenerationRequest:
     roles = ("user", "assistant")
     return GenerationRequest(
@@ -61,6 +79,7 @@ def chat(
             ChatMessage(role=roles[i % 2], content=content) for i, content in enumerate(contents)
         ),
         max_output_tokens=max_output_tokens,
+        tools=tools,
     )
 
 
@@ -93,6 +112,36 @@ async def test_yields_text_pieces_then_exactly_one_finished_event(engine: Infere
     assert pieces, "an answer has at least one piece of text"
     assert all(piece.text for piece in pieces), "no empty pieces"
     assert finished.finish_reason in ("stop", "length")
+
+
+async def test_a_request_with_tools_ends_in_text_or_in_proposed_calls(engine: InferenceEngine) -> None:
+    pieces, finished = split(
+        await collect(engine.generate(chat(WEATHER_QUESTION, max_output_tokens=64, tools=(WEATHER,))))
+    )
+
+    assert finished.prompt_tokens > 0 and finished.output_tokens > 0
+    if finished.finish_reason == "tool_calls":
+        call_ids = [call.call_id for call in finished.tool_calls]
+        assert all(call_ids) and len(set(call_ids)) == len(call_ids), "ids tell the step's calls apart"
+        assert all(call.name for call in finished.tool_calls)
+    else:
+        assert finished.finish_reason in ("stop", "length")
+        assert pieces and finished.tool_calls == ()
+
+
+async def test_an_engine_without_tool_support_ignores_the_tools_and_answers(
+    engine_without_tools: InferenceEngine,
+) -> None:
+    with_tools = await collect(engine_without_tools.generate(chat(WEATHER_QUESTION, tools=(WEATHER,))))
+    without = await collect(engine_without_tools.generate(chat(WEATHER_QUESTION, request_id="run-2")))
+
+    pieces, finished = split(with_tools)
+    pieces_without, finished_without = split(without)
+    assert pieces and all(piece.text for piece in pieces)
+    assert finished.finish_reason in ("stop", "length") and finished.tool_calls == ()
+    # The tools change nothing (the second run may hit a prefix cache; its answer is the same).
+    assert pieces == pieces_without
+    assert (finished.prompt_tokens, finished.output_tokens) == (finished_without.prompt_tokens, finished_without.output_tokens)
 
 
 async def test_usage_counts_are_positive_and_consistent(engine: InferenceEngine) -> None:

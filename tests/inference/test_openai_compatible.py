@@ -18,11 +18,15 @@ from inference.engine import (
     GenerationRequest,
     PromptTooLong,
     TokenText,
+    ToolCallProposal,
+    ToolSpec,
 )
 from inference.openai_compatible import (
     ChunkDelta,
     OpenAICompatibleEngine,
     StreamEnded,
+    ToolCallAssembly,
+    ToolCallFragment,
     Usage,
     completion_chunks,
     error_from_body,
@@ -133,6 +137,198 @@ async def test_without_usage_from_the_server_each_chunk_counts_as_a_token(chat_s
 
     assert chat_server.wait_for(request_id).body["stream_options"] == {"include_usage": True}
     assert (finished.output_tokens, finished.prompt_tokens) == (len(pieces), 0)
+
+
+# --- tool calls --------------------------------------------------------------------------------
+
+WEATHER = ToolSpec(
+    name="weather",
+    description="The weather in a city.",
+    parameters='{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}',
+)
+CLOCK = ToolSpec(name="clock", description="The time in a city.", parameters='{"type": "object", "properties": {}}')
+OSLO = '{"city": "Oslo", "when": "tomorrow morning"}'
+BERGEN = '{"city": "Bergen", "units": "metric"}'
+
+
+def offered(question: str, *, request_id: str, tools: tuple[ToolSpec, ...] = (WEATHER, CLOCK),
+            max_output_tokens: int = 64) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id, messages=(ChatMessage(role="user", content=question),),
+        max_output_tokens=max_output_tokens, tools=tools,
+    )
+
+
+async def test_a_request_offers_its_tools_and_sends_calls_and_results_in_openai_shape(chat_server) -> None:
+    engine = await started(chat_server)
+    request_id = unique("run-tools-shape")
+    messages = (
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Weather in Oslo?"),
+        ChatMessage(role="assistant", content="", tool_calls=(
+            ToolCallProposal(call_id="call_a", name="weather", arguments='{"city": "Oslo"}'),
+        )),
+        ChatMessage(role="tool", content='{"sky": "clear"}', tool_call_id="call_a"),
+    )
+    try:
+        pieces, finished = await run(engine, GenerationRequest(
+            request_id=request_id, messages=messages, max_output_tokens=32, tools=(WEATHER,),
+        ))
+    finally:
+        await engine.close()
+
+    body = chat_server.wait_for(request_id).body
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "weather", "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }}]
+    assert body["tool_choice"] == "auto"
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_a", "content": '{"sky": "clear"}'},
+    ]
+    # The scripted "model" behind the server reports the result it was given.
+    assert "".join(pieces).strip() == 'weather returned {"sky": "clear"}.'
+    assert (finished.finish_reason, finished.tool_calls) == ("stop", ())
+
+
+async def test_a_request_without_tools_sends_no_tools_and_no_tool_choice(chat_server) -> None:
+    engine = await started(chat_server)
+    request_id = unique("run-no-tools")
+    try:
+        await run(engine, chat("call:weather({}) Name a colour.", request_id=request_id))
+    finally:
+        await engine.close()
+
+    body = chat_server.wait_for(request_id).body
+    assert "tools" not in body and "tool_choice" not in body
+    assert body["messages"] == [{"role": "user", "content": "call:weather({}) Name a colour."}]
+
+
+@pytest.mark.parametrize("style", ["sglang", "vllm"])
+async def test_fragmented_arguments_of_a_call_are_assembled(chat_server, style: str) -> None:
+    chat_server.behaviour.stream_style = style
+    chat_server.behaviour.argument_fragment_chars = 3
+    engine = await started(chat_server)
+    request_id = unique(f"run-fragments-{style}")
+    try:
+        pieces, finished = await run(engine, offered(f"call:weather({OSLO})", request_id=request_id))
+    finally:
+        await engine.close()
+
+    record = chat_server.wait_for(request_id)
+    assert record.tokens_sent == 1 + -(-len(OSLO) // 3)  # the name, then the arguments three characters a chunk
+    assert pieces == []
+    assert finished.finish_reason == "tool_calls"
+    assert finished.tool_calls == (ToolCallProposal(call_id="call_1", name="weather", arguments=OSLO),)
+    assert finished.output_tokens == record.tokens_sent + 1  # from the usage chunk at the end: + the end of turn
+    assert finished.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+async def test_two_calls_in_one_step_come_apart_in_index_order(chat_server, interleaved: bool) -> None:
+    chat_server.behaviour.interleave_tool_calls = interleaved
+    chat_server.behaviour.argument_fragment_chars = 5
+    engine = await started(chat_server)
+    try:
+        _, finished = await run(engine, offered(
+            f"call:weather({OSLO}) and call:weather({BERGEN}).", request_id=unique("run-two-calls"),
+        ))
+    finally:
+        await engine.close()
+
+    assert finished.finish_reason == "tool_calls"
+    assert finished.tool_calls == (
+        ToolCallProposal(call_id="call_1", name="weather", arguments=OSLO),
+        ToolCallProposal(call_id="call_2", name="weather", arguments=BERGEN),
+    )
+
+
+async def test_text_before_the_calls_still_streams(chat_server) -> None:
+    chat_server.behaviour.text_before_tool_calls = "Let me look that up."
+    engine = await started(chat_server)
+    try:
+        pieces, finished = await run(engine, offered("call:clock({})", request_id=unique("run-text-first")))
+    finally:
+        await engine.close()
+
+    assert "".join(pieces) == "Let me look that up."
+    assert finished.tool_calls == (ToolCallProposal(call_id="call_1", name="clock", arguments="{}"),)
+
+
+async def test_calls_streamed_under_a_stop_still_finish_as_tool_calls(chat_server) -> None:
+    chat_server.behaviour.tool_calls_finish_reason = "stop"
+    engine = await started(chat_server)
+    try:
+        _, finished = await run(engine, offered(f"call:weather({OSLO})", request_id=unique("run-says-stop")))
+    finally:
+        await engine.close()
+
+    assert finished.finish_reason == "tool_calls" and len(finished.tool_calls) == 1
+
+
+async def test_calls_without_ids_get_ids_that_are_stable_per_step_and_new_in_the_next(chat_server) -> None:
+    chat_server.behaviour.tool_call_ids = False
+    engine = await started(chat_server)
+    question = ChatMessage(role="user", content="call:clock({}) call:weather({})")
+    later = (question,) * 3  # a later step of the same run holds more messages
+    try:
+        _, first = await run(engine, offered(question.content, request_id="run-no-ids"))
+        _, again = await run(engine, offered(question.content, request_id="run-no-ids"))
+        _, next_step = await run(engine, GenerationRequest(
+            request_id="run-no-ids", messages=later, max_output_tokens=64, tools=(WEATHER, CLOCK),
+        ))
+    finally:
+        await engine.close()
+
+    first_ids = [call.call_id for call in first.tool_calls]
+    assert [call.name for call in first.tool_calls] == ["clock", "weather"]
+    assert len(set(first_ids)) == 2 and all(call_id.startswith("call_") for call_id in first_ids)
+    assert [call.call_id for call in again.tool_calls] == first_ids
+    assert not {call.call_id for call in next_step.tool_calls} & set(first_ids)
+
+
+async def test_a_step_cut_short_in_the_middle_of_a_call_proposes_nothing(chat_server) -> None:
+    chat_server.behaviour.argument_fragment_chars = 2
+    engine = await started(chat_server)
+    try:
+        pieces, finished = await run(engine, offered(
+            f"call:weather({OSLO})", request_id=unique("run-cut-call"), max_output_tokens=5,
+        ))
+    finally:
+        await engine.close()
+
+    assert pieces == []
+    assert (finished.finish_reason, finished.tool_calls, finished.output_tokens) == ("length", (), 5)
+
+
+async def test_without_tools_on_offer_the_trigger_is_just_text(chat_server) -> None:
+    engine = await started(chat_server)
+    try:
+        pieces, finished = await run(engine, offered(
+            "call:weather({})", request_id=unique("run-trigger-no-tools"), tools=(), max_output_tokens=4,
+        ))
+    finally:
+        await engine.close()
+
+    assert pieces and finished.tool_calls == () and finished.finish_reason == "length"
+
+
+async def test_a_tool_whose_schema_is_not_json_is_rejected_before_anything_is_sent(chat_server) -> None:
+    broken = ToolSpec(name="broken", description="", parameters="{not json")
+    engine = await started(chat_server)
+    request_id = unique("run-bad-schema")
+    try:
+        with pytest.raises(EngineRejected, match="broken"):
+            await run(engine, offered("hi", request_id=request_id, tools=(broken,)))
+    finally:
+        await engine.close()
+
+    assert request_id not in chat_server.records
 
 
 # --- cancellation: the client hangs up, the server stops ---------------------------------------
@@ -380,6 +576,58 @@ async def test_chunks_are_read_from_sse_lines_to_done() -> None:
         ChunkDelta(usage=Usage(prompt_tokens=9, completion_tokens=1, cached_tokens=4)),
         StreamEnded(done=True),
     ]
+
+
+async def test_tool_call_fragments_are_read_from_chunks() -> None:
+    chunks = [
+        chunk
+        async for chunk in completion_chunks(lines(
+            'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"id": "call_x", "index": 0, "type": "function",'
+            ' "function": {"name": "weather", "arguments": ""}}]}, "finish_reason": null}]}',
+            "",
+            'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"id": null, "index": 0, "type": "function",'
+            ' "function": {"name": null, "arguments": "{\\"ci"}}]}, "finish_reason": null}]}',
+            "",
+            'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},'
+            ' "finish_reason": "tool_calls"}]}',
+            "",
+            "data: [DONE]",
+            "",
+        ))
+    ]
+
+    assert chunks == [
+        ChunkDelta(tool_calls=(ToolCallFragment(index=0, call_id="call_x", name="weather"),)),
+        ChunkDelta(tool_calls=(ToolCallFragment(index=0, arguments='{"ci'),)),
+        ChunkDelta(tool_calls=(ToolCallFragment(index=1, arguments="{}"),), finish_reason="tool_calls"),
+        StreamEnded(done=True),
+    ]
+
+
+def test_fragments_without_an_index_follow_their_id_or_the_latest_call() -> None:
+    assembly = ToolCallAssembly()
+    for fragment in (
+        ToolCallFragment(index=None, call_id="a", name="weather"),
+        ToolCallFragment(index=None, arguments='{"city": '),
+        ToolCallFragment(index=None, call_id="b", name="clock", arguments="{}"),
+        ToolCallFragment(index=None, call_id="a", arguments='"Oslo"}'),
+        ToolCallFragment(index=None, name="weather"),  # to the latest call, "a": its name again, not doubled
+    ):
+        assembly.add(fragment)
+
+    request = GenerationRequest(request_id="run-x", messages=(ChatMessage(role="user", content="hi"),), max_output_tokens=8)
+    assert assembly.proposals(request) == (
+        ToolCallProposal(call_id="a", name="weather", arguments='{"city": "Oslo"}'),
+        ToolCallProposal(call_id="b", name="clock", arguments="{}"),
+    )
+
+
+def test_a_call_whose_arguments_never_came_has_empty_object_arguments() -> None:
+    assembly = ToolCallAssembly()
+    assembly.add(ToolCallFragment(index=0, call_id="c", name="clock"))
+
+    request = GenerationRequest(request_id="run-x", messages=(ChatMessage(role="user", content="hi"),), max_output_tokens=8)
+    assert assembly.proposals(request) == (ToolCallProposal(call_id="c", name="clock", arguments="{}"),)
 
 
 async def test_a_body_that_ends_without_done_says_so() -> None:

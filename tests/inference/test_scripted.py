@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText
-from inference.scripted import ScriptedEngine, scripted_answer
+from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText, ToolCallProposal, ToolSpec
+from inference.scripted import ScriptedEngine, proposed_calls, scripted_answer, tool_results_answer
 
 
 def request(*messages: ChatMessage, max_output_tokens: int = 100) -> GenerationRequest:
@@ -115,3 +115,115 @@ async def test_many_concurrent_generations_are_independent() -> None:
     assert engine.max_concurrency >= 200
     assert len({text for text, _ in answers}) == 200
     assert all(finished.output_tokens == 8 for _, finished in answers)
+
+
+# --- tool calls: the `call:name(arguments)` trigger ---------------------------------------------
+
+WEATHER = ToolSpec(name="weather", description="The weather in a city.", parameters='{"type": "object"}')
+
+
+def offering(*messages: ChatMessage, tools: tuple[ToolSpec, ...] = (WEATHER,), max_output_tokens: int = 100) -> GenerationRequest:
+    return GenerationRequest(request_id="run-1", messages=messages, max_output_tokens=max_output_tokens, tools=tools)
+
+
+async def test_the_trigger_proposes_each_call_in_order_without_text() -> None:
+    engine = ScriptedEngine()
+
+    text, finished = await answer_of(engine, offering(
+        user('Pack for call:weather({"city": "Oslo"}) then call:weather({"city": "Bergen (west)"}).'),
+    ))
+
+    assert text == ""
+    assert finished.finish_reason == "tool_calls"
+    assert finished.tool_calls == (
+        ToolCallProposal(call_id="call_1", name="weather", arguments='{"city": "Oslo"}'),
+        ToolCallProposal(call_id="call_2", name="weather", arguments='{"city": "Bergen (west)"}'),
+    )
+    assert finished.prompt_tokens == 8
+    assert finished.output_tokens == 5  # the words of `weather({"city": "Oslo"})` and of the second call
+
+
+async def test_invalid_arguments_and_tools_not_on_offer_are_proposed_as_written() -> None:
+    _, finished = await answer_of(ScriptedEngine(), offering(user('call:teleport({"to": ) and call:weather(Oslo please)')))
+
+    assert [(call.name, call.arguments) for call in finished.tool_calls] == [
+        ("teleport", '{"to": '),
+        ("weather", "Oslo please"),
+    ]
+
+
+async def test_without_tools_on_offer_the_trigger_is_echoed() -> None:
+    text, finished = await answer_of(ScriptedEngine(answer_tokens=4), request(user("call:weather({})")))
+
+    assert "call:weather({})" in text
+    assert (finished.finish_reason, finished.tool_calls) == ("stop", ())
+
+
+async def test_tools_on_offer_without_a_trigger_get_an_ordinary_answer() -> None:
+    plain = await answer_of(ScriptedEngine(answer_tokens=4), request(user("hello there")))
+    offered = await answer_of(ScriptedEngine(answer_tokens=4), offering(user("hello there")))
+
+    assert offered == plain
+
+
+async def test_once_results_are_in_it_reports_them_instead_of_calling_again() -> None:
+    question = user('call:weather({"city": "Oslo"}) call:clock({})')
+    calls = (
+        ToolCallProposal(call_id="call_1", name="weather", arguments='{"city": "Oslo"}'),
+        ToolCallProposal(call_id="call_2", name="clock", arguments="{}"),
+    )
+
+    text, finished = await answer_of(ScriptedEngine(), offering(
+        question,
+        ChatMessage(role="assistant", content="", tool_calls=calls),
+        ChatMessage(role="tool", content='{"sky": "clear"}', tool_call_id="call_1"),
+        ChatMessage(role="tool", content="unknown tool: clock", tool_call_id="call_2"),
+    ))
+
+    assert text.strip() == 'weather returned {"sky": "clear"}. clock returned unknown tool: clock.'
+    assert (finished.finish_reason, finished.tool_calls) == ("stop", ())
+    assert tool_results_answer((question,)) is None
+
+
+async def test_results_of_an_earlier_turn_do_not_stop_a_new_turn_from_calling() -> None:
+    earlier = (
+        user("call:weather({})"),
+        ChatMessage(role="assistant", content="", tool_calls=(ToolCallProposal(call_id="call_1", name="weather", arguments="{}"),)),
+        ChatMessage(role="tool", content="sunny", tool_call_id="call_1"),
+        ChatMessage(role="assistant", content="weather returned sunny."),
+    )
+
+    calls = proposed_calls((*earlier, user("call:weather({}) again")), (WEATHER,))
+
+    assert [call.call_id for call in calls] == ["call_1"]
+
+
+async def test_calls_that_do_not_fit_the_output_room_are_cut_short_and_proposed_nothing() -> None:
+    _, finished = await answer_of(ScriptedEngine(), offering(user('call:weather({"city": "Oslo"})'), max_output_tokens=1))
+
+    assert (finished.finish_reason, finished.tool_calls, finished.output_tokens) == ("length", (), 1)
+
+
+async def test_an_aborted_proposal_is_cancelled_without_calls() -> None:
+    engine = ScriptedEngine(token_delay_s=0.05)
+    stream = engine.generate(offering(user("call:weather({})")))
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.01)
+
+    assert engine.abort("run-1") is True
+    finished = await pending
+    await stream.aclose()
+
+    assert finished == GenerationFinished(prompt_tokens=1, output_tokens=0, finish_reason="cancelled")
+
+
+async def test_a_short_answer_that_fits_stops_rather_than_reporting_length() -> None:
+    # The whole report is four words: room for ten is not a cut, even below the engine's answer length.
+    text, finished = await answer_of(ScriptedEngine(answer_tokens=20), offering(
+        user("call:weather({})"),
+        ChatMessage(role="assistant", content="", tool_calls=(ToolCallProposal(call_id="call_1", name="weather", arguments="{}"),)),
+        ChatMessage(role="tool", content="it is sunny", tool_call_id="call_1"),
+        max_output_tokens=10,
+    ))
+
+    assert finished.finish_reason == "stop" and finished.output_tokens == 5
