@@ -29,6 +29,7 @@ ROUTES = [
     Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
     Route("/v1/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
     Route("/v1/runs/{run_id}/stream", runs.stream_run, methods=["GET"]),
+    Route("/v1/runs/{run_id}/tool-calls/{call_id}/approval", runs.decide_tool_approval, methods=["POST"]),
     Route("/v1/files", files.upload_file, methods=["POST"]),
     Route("/v1/files", files.list_files, methods=["GET"]),
     Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),

@@ -105,6 +105,13 @@ class RegenerateBody(RequestBody):
     response_mode: ResponseMode | None = None
 
 
+class ToolApprovalBody(RequestBody):
+    """`POST /v1/runs/{runId}/tool-calls/{callId}/approval`."""
+
+    approve: bool
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE_CHARS)] = ""
+
+
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -9,11 +9,23 @@ from starlette.responses import JSONResponse, StreamingResponse
 from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run
 from api.auth import Principal
 from api.context import ApiContext
-from api.presenters import run_finished_json, run_json
+from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
 from commands.catalog import CancelRun
+from api.bodies import ToolApprovalBody, read_json_body
+from kernel.envelope import Envelope, utc_now
+from kernel.errors import Conflict, NotFound
+from kernel.runtime import encode
 from kernel.codec import UndecodableMessage
 from events.runs import AssistantDelta, PromptAssembled, RunFinished, RunStarted, ToolCalled, ToolReturned
+from events.tools import (
+    TOOL_CALL_STATUSES,
+    ToolApprovalDecided,
+    ToolApprovalRequested,
+    ToolCallFinished,
+    ToolCallRequested,
+    ToolCallsProposed,
+)
 from events.topics import RUN_EVENTS
 
 
@@ -26,9 +38,11 @@ async def get_run(request: Request) -> JSONResponse:
     run = await find_run(request, principal, request.path_params["run_id"])
     shape = run_json(run)
     context = context_of(request)
-    progress, route = await _from_events(context, run.run_id)
+    progress, route, tool_calls = await _from_events(context, run.run_id)
     if route is not None:
         shape["route"] = route
+    if tool_calls:
+        shape["toolCalls"] = tool_calls
     if run.status == "in_progress":
         shape["progress"] = progress
     else:
@@ -39,10 +53,11 @@ async def get_run(request: Request) -> JSONResponse:
     return JSONResponse(shape)
 
 
-async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None]:
-    """From the run's events on the log: what it has streamed so far, and where the router sent it."""
+async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None, list[dict]]:
+    """From the run's events on the log: what it has streamed so far, where the router sent it, and its tool calls."""
     deltas = characters = tool_calls = 0
     route = None
+    calls: dict[str, dict] = {}
     for record in await context.log.read(RUN_EVENTS, key=run_id):
         try:
             event = context.codec.decode(record.value).payload
@@ -53,12 +68,40 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
             characters += len(event.text)
         elif isinstance(event, ToolCalled):
             tool_calls += 1
+        elif isinstance(event, ToolCallsProposed):
+            tool_calls += len(event.calls)
+            for call in event.calls:
+                calls[call.call_id] = {
+                    "callId": call.call_id, "toolName": call.name, "step": event.step, "status": "proposed",
+                    "attempts": 0, "durationMs": None,
+                }
+        elif isinstance(event, (ToolCallRequested, ToolApprovalRequested, ToolCallFinished)) and event.call_id in calls:
+            calls[event.call_id].update(_call_progress(event, calls[event.call_id]))
         elif isinstance(event, PromptAssembled):
             route = {
                 "pool": event.pool or None, "sizeClass": event.size_class or None, "fallbackFrom": event.fallback_from,
                 "reason": event.route_reason, "promptTokens": event.prompt_tokens,
             }
-    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route
+    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, list(calls.values())
+
+
+def _call_progress(event: object, call: dict) -> dict:
+    match event:
+        case ToolApprovalRequested():
+            return {"status": "awaiting_approval"}
+        case ToolCallRequested():
+            return {"status": "running", "attempts": max(call["attempts"], event.attempt)}
+        case ToolCallFinished() if call["status"] not in _FINISHED:
+            return {"status": event.status, "attempts": max(call["attempts"], event.attempt), "durationMs": event.duration_ms}
+    return {}
+
+
+_FINISHED = frozenset(TOOL_CALL_STATUSES)
+
+
+def _summary(arguments: str, limit: int = 200) -> str:
+    """The arguments as the model wrote them, shortened for a status line."""
+    return arguments if len(arguments) <= limit else arguments[: limit - 1] + "…"
 
 
 async def cancel_run(request: Request) -> JSONResponse:
@@ -67,6 +110,47 @@ async def cancel_run(request: Request) -> JSONResponse:
     command = CancelRun(conversation_id=run.conversation_id, run_id=run.run_id)
     await context_of(request).bus.send(command, actor=actor_of(principal, run.workspace_id))
     return JSONResponse({"runId": run.run_id, "status": "cancelling"}, status_code=202)
+
+
+async def decide_tool_approval(request: Request) -> JSONResponse:
+    """The run's owner approves or declines a call that waits for it; the tool loop acts on the answer in log order."""
+    principal = authenticate(request)
+    context = context_of(request)
+    body = await read_json_body(request, ToolApprovalBody, max_bytes=context.limits.max_small_body_bytes)
+    run = await find_run(request, principal, request.path_params["run_id"])
+    call_id = request.path_params["call_id"]
+    waiting = await _awaiting_approval(context, run.run_id, call_id)
+    if waiting is None:
+        raise NotFound(detail=f"run {run.run_id} has no tool call {call_id}")
+    if not waiting:
+        raise Conflict(
+            detail=f"tool call {call_id} is not waiting for approval (answered, expired or never asked)",
+            extra={"callId": call_id},
+        )
+    decided = ToolApprovalDecided(
+        run_id=run.run_id, call_id=call_id, approved=body.approve, reason=body.reason, decided_by=principal.user_id,
+        decided_at=utc_now(),
+    )
+    envelope = Envelope.wrap(decided, key=run.run_id, actor=actor_of(principal, run.workspace_id))
+    await context.log.append([encode(context.codec, envelope, topic=RUN_EVENTS)])
+    return JSONResponse({"runId": run.run_id, "callId": call_id, "approved": body.approve}, status_code=202)
+
+
+async def _awaiting_approval(context: ApiContext, run_id: str, call_id: str) -> bool | None:
+    """Whether the call waits for its owner's answer now; None when the run never proposed it."""
+    asked = known = False
+    for record in await context.log.read(RUN_EVENTS, key=run_id):
+        try:
+            event = context.codec.decode(record.value).payload
+        except UndecodableMessage:
+            continue
+        if isinstance(event, ToolCallsProposed) and any(call.call_id == call_id for call in event.calls):
+            known = True
+        elif isinstance(event, ToolApprovalRequested) and event.call_id == call_id:
+            asked = True
+        elif isinstance(event, (ToolApprovalDecided, ToolCallFinished)) and event.call_id == call_id:
+            asked = False
+    return asked if known else None
 
 
 async def stream_run(request: Request) -> StreamingResponse:
@@ -151,6 +235,25 @@ async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIt
                     data = {"type": "tool.result", "runId": run_id, "callId": event.call_id, "status": event.status}
                     if event.summary:
                         data["summary"] = event.summary
+                    yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
+                case ToolCallsProposed():
+                    for call in event.calls:
+                        data = {
+                            "type": "tool.call", "runId": run_id, "toolName": call.name, "callId": call.call_id,
+                            "arguments": _summary(call.arguments),
+                        }
+                        yield encode_event(event_id=record.offset, event_type="tool.call", data=data)
+                case ToolApprovalRequested():
+                    data = {
+                        "type": "tool.approval_required", "runId": run_id, "callId": event.call_id,
+                        "toolName": event.tool_name, "arguments": event.arguments, "expiresAt": iso(event.expires_at),
+                    }
+                    yield encode_event(event_id=record.offset, event_type="tool.approval_required", data=data)
+                case ToolCallFinished():
+                    data = {
+                        "type": "tool.result", "runId": run_id, "callId": event.call_id, "toolName": event.tool_name,
+                        "status": event.status, "durationMs": event.duration_ms,
+                    }
                     yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
                 case RunFinished():
                     event_type, data = run_finished_json(event)

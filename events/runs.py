@@ -18,6 +18,7 @@ class GenerationStarted:
     run_id: str
     worker_id: str
     pool: str
+    step: int = 1  # a run with tool calls is claimed once per model step
 
 
 @dataclass(frozen=True, kw_only=True)

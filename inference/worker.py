@@ -192,17 +192,18 @@ class InferenceWorker:
         assert request_envelope is not None
         request = request_envelope.payload
         commit = self._commit(lane)
-        if request.run_id in self._recently_claimed or (waiting.check and await self._claimed_before(request.run_id)):
-            self._recently_claimed.add(request.run_id)
+        claim_key = f"{request.run_id}:{request.step}"
+        if claim_key in self._recently_claimed or (waiting.check and await self._claimed_before(request.run_id, request.step)):
+            self._recently_claimed.add(claim_key)
             if commit is not None:
                 await self._log.append([], commit=commit)
             return None
-        self._recently_claimed.add(request.run_id)
+        self._recently_claimed.add(claim_key)
         if request.run_id in self._recently_cancelled:
             finish = self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())
             await self._log.append([finish], commit=commit)
             return None
-        claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name)
+        claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step)
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
         if request.run_id in self._recently_cancelled:
             self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
@@ -211,11 +212,12 @@ class InferenceWorker:
         task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id))
         return task
 
-    async def _claimed_before(self, run_id: str) -> bool:
-        """Whether the run's events already hold a claim (by a reader of this topic before this one)."""
+    async def _claimed_before(self, run_id: str, step: int) -> bool:
+        """Whether the run's events already hold a claim of this step (by a reader of this topic before this one)."""
         for record in await self._log.read(RUN_EVENTS, key=run_id):
             try:
-                if isinstance(self._codec.decode(record.value).payload, GenerationStarted):
+                event = self._codec.decode(record.value).payload
+                if isinstance(event, GenerationStarted) and event.step == step:
                     return True
             except UndecodableMessage:
                 continue

@@ -40,6 +40,7 @@ from processors.summaries import summary_text
 from processors.retrieval import DocumentRetriever
 from kernel.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
+from processors.tools.offered import ToolCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ class PromptBuilder:
         pools: PoolsConfig | None = None,
         health: PoolHealth | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tools: ToolCatalog | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
@@ -246,6 +248,7 @@ class PromptBuilder:
         # The breakers, fed by the workers' outcomes (`processors/pool_health.py`); each builder keeps its own view.
         self.health = health or PoolHealth.for_pools(self._pools)
         self._clock = clock
+        self._tools = tools
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
         )
@@ -272,6 +275,7 @@ class PromptBuilder:
                     summary=await self._latest_summary(envelope.key),
                     salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
                 )
+                prompt = await self._offer_tools(prompt, envelope)
                 outputs.extend(tool_events)
                 outputs.extend(self._route(prompt, envelope))
             self._transcripts.apply(envelope.key, envelope)
@@ -302,6 +306,13 @@ class PromptBuilder:
         request_envelope = Envelope.wrap(prompt.request, key=prompt.request.run_id, actor=owner, cause=envelope)
         # The manifest first: whoever sees the request can already explain it.
         return [self._run_event(prompt.manifest, envelope), encode(self._codec, request_envelope, topic=decision.topic)]
+
+    async def _offer_tools(self, prompt: AssembledPrompt, envelope: Envelope[RunRequested]) -> AssembledPrompt:
+        """The tools the run's owner may use, offered to the model (none when the turn says `toolMode: none`)."""
+        if self._tools is None or envelope.payload.tool_mode == "none":
+            return prompt
+        specs = await self._tools.specs(envelope.actor)
+        return replace(prompt, request=replace(prompt.request, tools=tuple(specs))) if specs else prompt
 
     async def _ground(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> tuple[Grounding | None, list[OutgoingRecord]]:
         """Search the documents the run may use, if any; the grounding and the tool's stream events."""

@@ -20,6 +20,8 @@ from kernel.codec import AvroCodec
 from kernel.log import EventLog
 from projections.search.index import SearchIndex
 from projections.store import SqlStore
+from processors.tools.catalog import ToolExecutor
+from processors.tools.tools_file import ToolsConfig, parse_tools_file
 from turnlog.settings import Settings, url_path, url_scheme
 
 logger = logging.getLogger(__name__)
@@ -181,3 +183,21 @@ def load_pools(settings: Settings) -> PoolsConfig:
     if unknown:
         raise ValueError(f"--inference-pools names no pool {unknown}; pools are {', '.join(pool.name for pool in pools.pools)}")
     return pools
+
+
+def load_tools(settings: Settings) -> ToolsConfig | None:
+    """The tools file's servers and policies, or None without one; a bad file is a ValueError naming its line."""
+    if settings.tools_file is None:
+        return None
+    try:
+        text = settings.tools_file.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read the tools file {str(settings.tools_file)!r}: {error.strerror}") from None
+    return parse_tools_file(text, source=str(settings.tools_file))
+
+
+def build_tool_executor(config: ToolsConfig) -> ToolExecutor:
+    """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio."""
+    from processors.tools.mcp import McpToolExecutor  # imports the MCP SDK: only where tools are declared
+
+    return McpToolExecutor(config=config)

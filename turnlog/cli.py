@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from turnlog.adapters import load_tools
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
@@ -53,6 +54,11 @@ def _add_deployment_options(parser: CommandParser) -> None:
         "--pools", type=Path, metavar="FILE",
         help="a pools file (TOML, see pools.example.toml): the inference pools runs are routed over;"
         " without one, one pool on the --engine given",
+    )
+    parser.add_option(
+        "--tools", type=Path, metavar="FILE",
+        help="a tools file (TOML, see tools.example.toml): the MCP servers whose tools the model may call, and who"
+        " may use which; without one, the model calls no tools",
     )
     parser.add_option(
         "--inference-pools", default="", shown_default="all", metavar="NAMES",
@@ -191,6 +197,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         engine_api_key=os.environ.get("TURNLOG_ENGINE_API_KEY") or None,
         engine_concurrency=arguments.engine_concurrency,
         pools_file=arguments.pools,
+        tools_file=arguments.tools,
         inference_pools=tuple(name.strip() for name in arguments.inference_pools.split(",") if name.strip()),
         token_delay_ms=arguments.token_delay_ms,
         answer_tokens=arguments.answer_tokens,
@@ -217,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         return _token(arguments)
     try:
         settings = _settings(arguments)
-        # Before anything starts: an engine named in the settings whose extra is not installed.
+        # Before anything starts: an engine named in the settings whose extra is not installed, a bad tools file.
         missing = missing_extras(_requirements(arguments, settings))
+        load_tools(settings)
     except ValueError as error:  # options that are fine alone but not together, e.g. the faust runtime on SQLite
         parser.exit(2, f"turnlog {arguments.command}: error: {error}\n")
     if missing:

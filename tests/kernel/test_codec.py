@@ -18,7 +18,7 @@ from events.conversation import TurnSubmitted
 from kernel.envelope import Envelope
 from kernel.envelope import Actor
 from events.values import ContentPart, Usage
-from events.runs import RunFinished
+from events.runs import GenerationStarted, RunFinished
 
 ALL_TYPES = (*EVENT_TYPES, *COMMAND_TYPES)
 ACTOR = Actor(user_id="u_1", org_id="org_1", workspace_id="ws_1")
@@ -153,7 +153,9 @@ def _old_writer_samples():
     before_tools = {"tools", "step"}  # and, inside each message, tool_call_id and tool_calls
     return [(sample, before_sources | before_tools, 1) for sample in _v1_samples()] + [
         (sample, before_the_route, 1) for sample in _before_the_route_samples()
-    ] + [(sample, before_tools, 2) for sample in _before_tools_samples()]
+    ] + [(sample, before_tools, 2) for sample in _before_tools_samples()] + [
+        (GenerationStarted(run_id="r", worker_id="w", pool="interactive"), {"step"}, 1),
+    ]
 
 
 @pytest.mark.parametrize(

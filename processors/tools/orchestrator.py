@@ -1,0 +1,207 @@
+"""The tool loop's processor: applies `loop.decide` to each run's tool events, and queues the run's next model step.
+
+It follows `run-events` (proposals from inference workers, approvals from the API, starts and
+finishes from runners) and `conversation-events` (cancellations), one run's state folded from its
+own events. When a step's calls have all finished it appends the next `InferenceRequested` to the
+topic the step came from, so the run goes on with no client connected. A `Tick` every second ends
+approvals that expired, takes back calls whose runner vanished and enforces the run's wall clock
+(ticks go through the log, so they are decided in order with everything else); while a run waits
+on tools its lease is renewed, so the watchdog does not take it for dead.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+
+from commands.catalog import FinishRun
+from events.conversation import RunCancellationRequested
+from events.runs import InferenceRequested, RunHeartbeat
+from events.tools import (
+    ToolApprovalDecided,
+    ToolApprovalRequested,
+    ToolCallFinished,
+    ToolCallRequested,
+    ToolCallsProposed,
+    ToolCallStarted,
+    ToolLoopTicked,
+    ToolStepCompleted,
+)
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
+from events.values import Usage
+from kernel.codec import AvroCodec
+from kernel.envelope import Actor, Envelope, utc_now
+from kernel.keyed_state import KeyedStates
+from kernel.log import EventLog, OutgoingRecord
+from kernel.runtime import Delivery, Processor, encode
+from processors.tools.continuation import next_step
+from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, evolve
+
+logger = logging.getLogger(__name__)
+
+TOOL_LOOP_GROUP = "tool-loop"
+
+# The rules of the tools `actor` may use, by name (from the tools file and what the servers offer).
+RulesFor = Callable[[Actor], Awaitable[Mapping[str, ToolRules]]]
+
+
+def _evolve_envelope(state: LoopState, envelope: Envelope) -> LoopState:
+    return evolve(state, envelope.payload)
+
+
+class ToolLoop:
+    """The `tools` role's orchestration half; `processors/tools/runner.py` executes the calls it requests.
+
+    Every run event is folded into its run's state in log order; the loop decides only on what others
+    did (a worker's proposal, the owner's approval, a runner's start and finish, a tick) and never on
+    its own decisions when they come back, so a restart that re-reads them decides nothing twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        log: EventLog,
+        codec: AvroCodec,
+        rules_for: RulesFor,
+        budget: LoopBudget = LoopBudget(),
+        tick_s: float = 1.0,
+    ) -> None:
+        self._log = log
+        self._codec = codec
+        self._rules_for = rules_for
+        self._budget = budget
+        self._tick_s = tick_s
+        self._states = KeyedStates(log=log, codec=codec, topic=RUN_EVENTS, initial=LoopState(), evolve=_evolve_envelope)
+        # Runs with calls still open, and whose they are: the ticker looks at these alone.
+        self._open: dict[str, Actor] = {}
+
+    def processor(self) -> Processor:
+        return Processor(group=TOOL_LOOP_GROUP, topics=(RUN_EVENTS, CONVERSATION_EVENTS), react=self.react, on_reset=self._reset)
+
+    def _reset(self) -> None:
+        self._states.clear()
+        self._open.clear()
+
+    async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        outputs: list[OutgoingRecord] = []
+        for delivery in deliveries:
+            envelope = delivery.envelope
+            event = envelope.payload
+            if delivery.record.topic == CONVERSATION_EVENTS:
+                if isinstance(event, RunCancellationRequested) and event.run_id in self._open:
+                    outputs.extend(await self._cancel(event.run_id, envelope))
+                continue
+            if not isinstance(event, _LOOP_EVENTS):
+                continue  # deltas, heartbeats, manifests: nothing to the loop
+            state = await self._states.get(envelope.key, before=delivery.record.offset)
+            if _decided_by_others(event):
+                wants_rules = isinstance(event, (ToolCallsProposed, ToolApprovalDecided))
+                rules = await self._rules_for(envelope.actor) if wants_rules else {}
+                outputs.extend(self._decided(state, event, envelope, rules=rules))
+            state = self._states.apply(envelope.key, envelope)
+            self._track(state, envelope.actor)
+        return outputs + await self._next_steps(outputs)
+
+    def _decided(self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules]) -> list[OutgoingRecord]:
+        decided = decide(state, event, rules=rules, budget=self._budget)
+        after = evolve(state, event)
+        for outcome in decided:
+            after = evolve(after, outcome)
+        self._track(after, cause.actor)
+        return [
+            encode(self._codec, Envelope.wrap(outcome, key=outcome.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
+            for outcome in decided
+        ]
+
+    def _track(self, state: LoopState, actor: Actor) -> None:
+        if state.run_id is None:
+            return
+        if state.open_calls() and not state.cancelled:
+            self._open[state.run_id] = actor
+        else:
+            self._open.pop(state.run_id, None)
+
+    async def _cancel(self, run_id: str, cause: Envelope) -> list[OutgoingRecord]:
+        """A run cancelled while it waits on tools: its calls end, and (no worker holds it) the loop ends the run."""
+        state = await self._states.get(run_id)
+        records = self._decided(state, RunCancelled(run_id=run_id, at=cause.occurred_at), cause, rules={})
+        self._open.pop(run_id, None)
+        finish = FinishRun(
+            conversation_id=state.conversation_id, run_id=run_id, status="cancelled", text="",
+            reason="cancelled by the user", usage=Usage(), sources=(), citations=(),
+        )
+        envelope = Envelope.wrap(finish, key=finish.conversation_id, actor=cause.actor, cause=cause)
+        return [*records, encode(self._codec, envelope, topic=COMMANDS)]
+
+    async def _next_steps(self, outputs: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
+        """For each step completed in `outputs`: the run's next model step, on the topic the step came from."""
+        follow_ups = []
+        for record in outputs:
+            if record.topic != RUN_EVENTS:
+                continue
+            envelope = self._codec.decode(record.value)
+            if isinstance(envelope.payload, ToolStepCompleted):
+                follow_ups.extend(await self._continue(envelope.payload, envelope, outputs))
+        return follow_ups
+
+    async def _continue(
+        self, completed: ToolStepCompleted, envelope: Envelope, pending: Sequence[OutgoingRecord]
+    ) -> list[OutgoingRecord]:
+        """The next step: the step's request, its proposal, and its calls' results (some maybe still in `pending`)."""
+        logged = [self._codec.decode(r.value).payload for r in await self._log.read(RUN_EVENTS, key=completed.run_id)]
+        events = logged + [self._codec.decode(r.value).payload for r in pending if r.topic == RUN_EVENTS]
+        proposal = next((e for e in events if isinstance(e, ToolCallsProposed) and e.step == completed.step), None)
+        if proposal is None:
+            logger.warning("run %s: step %d completed without its proposal on the log", completed.run_id, completed.step)
+            return []
+        requests = [self._codec.decode(r.value).payload for r in await self._log.read(proposal.topic, key=completed.run_id)]
+        previous = next(
+            (r for r in reversed(requests) if isinstance(r, InferenceRequested) and r.step == completed.step), None
+        )
+        if previous is None:
+            logger.warning("run %s: no request of step %d on %s", completed.run_id, completed.step, proposal.topic)
+            return []
+        results: dict[str, tuple[str, str]] = {}
+        for event in events:  # the first finish of each call is its result, as the loop folds it
+            if isinstance(event, ToolCallFinished) and event.step == completed.step:
+                results.setdefault(event.call_id, (event.status, event.result))
+        request = next_step(previous, proposal, results, final=completed.final, reason=completed.reason)
+        request_envelope = Envelope.wrap(request, key=request.run_id, actor=envelope.actor, cause=envelope)
+        return [encode(self._codec, request_envelope, topic=proposal.topic)]
+
+    async def tick(self, now: datetime | None = None) -> None:
+        """A tick on the log for every run with open calls (decided in order by `react`), and its lease renewed."""
+        at = now or utc_now()
+        records = []
+        for run_id, actor in list(self._open.items()):
+            for event in (ToolLoopTicked(run_id=run_id, now=at), RunHeartbeat(run_id=run_id, worker_id=TOOL_LOOP_GROUP)):
+                records.append(encode(self._codec, Envelope.wrap(event, key=run_id, actor=actor), topic=RUN_EVENTS))
+        if records:
+            await self._log.append(records, durable=False)
+
+    async def run_ticks(self) -> None:
+        """Tick every `tick_s` until cancelled."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("tool loop tick failed; trying again")
+
+
+_LOOP_EVENTS = (
+    ToolCallsProposed, ToolCallRequested, ToolApprovalRequested, ToolApprovalDecided, ToolCallStarted, ToolCallFinished,
+    ToolStepCompleted, ToolLoopTicked,
+)
+
+
+def _decided_by_others(event: object) -> bool:
+    """Whether the loop decides on `event`; its own decisions (a finish with no runner, a timed-out approval) it only folds."""
+    match event:
+        case ToolCallsProposed() | ToolCallStarted() | ToolLoopTicked():
+            return True
+        case ToolCallFinished():
+            return bool(event.runner_id)
+        case ToolApprovalDecided():
+            return event.decided_by != "timeout"
+    return False

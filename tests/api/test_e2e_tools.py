@@ -1,0 +1,167 @@
+"""The tool loop end to end: a real `turnlog serve --tools` over HTTP and SSE, its tools on a real MCP server (stdio).
+
+The scripted engine proposes calls from `call:name({...})` in the turn and answers from the results;
+the MCP server is the SDK's own, run by turnlog as a child process.
+"""
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import e2e_server
+
+MCP_SERVER = Path(__file__).resolve().parents[1] / "processors" / "tools" / "mcp_test_server.py"
+DEADLINE_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[e2e_server.TurnlogServer, Path]]:
+    folder = tmp_path_factory.mktemp("tools")
+    events = folder / "mcp-events.txt"
+    events.touch()
+    tools = folder / "tools.toml"
+    tools.write_text(
+        "[[servers]]\n"
+        'name = "local"\ntransport = "stdio"\n'
+        f"command = {json.dumps(sys.executable)}\n"
+        f'args = [{json.dumps(str(MCP_SERVER))}, "stdio", "--events", {json.dumps(str(events))}]\n'
+        '[[tools]]\nserver = "local"\nname = "add"\nidempotent = true\n'
+        '[[tools]]\nserver = "local"\nname = "sleep"\ntimeout_s = 1\n'
+        '[[tools]]\nserver = "local"\nname = "whoami"\nrequire_approval = true\n'
+    )
+    server = e2e_server.TurnlogServer(data_dir=folder / "data", extra_args=("--tools", str(tools)))
+    server.start()
+    try:
+        yield server, events
+    finally:
+        server.stop()
+
+
+async def answered(client, conversation_id: str, text: str) -> tuple[dict, list]:
+    accepted = await e2e_server.submit_turn(client, conversation_id, text)
+    return accepted, await e2e_server.read_stream(client, accepted["runId"], timeout_s=DEADLINE_S)
+
+
+async def test_a_run_calls_two_tools_and_answers_from_their_results(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        accepted, events = await answered(
+            client, conversation_id, 'Sum these: call:add({"a": 2, "b": 3}) and call:add({"a": 5, "b": 8})'
+        )
+        run = await e2e_server.get_run(client, accepted["runId"])
+        turns = await e2e_server.list_turns(client, conversation_id)
+
+    kinds = [event.event for event in events]
+    assert kinds[0] == "run.started" and kinds[-1] == "assistant.completed"
+    calls = [event.json() for event in events if event.event == "tool.call"]
+    results = [event.json() for event in events if event.event == "tool.result"]
+    assert [(call["callId"], call["toolName"]) for call in calls] == [("call_1", "add"), ("call_2", "add")]
+    assert {(result["callId"], result["status"]) for result in results} == {("call_1", "completed"), ("call_2", "completed")}
+    assert kinds.index("tool.result") < kinds.index("assistant.delta")  # the answer comes after the tools
+    answer = e2e_server.delta_text(events)
+    assert "add returned 5" in answer and "add returned 13" in answer
+    assert e2e_server.text_of_turn(e2e_server.turn_by_seq(turns, accepted["turnSeq"] + 1)) == answer
+    assert [(call["callId"], call["status"], call["attempts"]) for call in run["toolCalls"]] == [
+        ("call_1", "completed", 1), ("call_2", "completed", 1),
+    ]
+
+
+async def test_a_call_past_its_timeout_is_cancelled_at_the_tool_and_the_model_is_told(tools_server) -> None:
+    server, mcp_events = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        _, events = await answered(client, conversation_id, 'call:sleep({"seconds": 30, "label": "slow-e2e"})')
+
+    [result] = [event.json() for event in events if event.event == "tool.result"]
+    assert result["status"] == "timed_out" and result["durationMs"] < 15_000
+    assert "[timed out]" in e2e_server.delta_text(events) and events[-1].event == "assistant.completed"
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while "cancelled slow-e2e" not in mcp_events.read_text():  # the server saw the cancellation
+        assert asyncio.get_running_loop().time() < deadline, mcp_events.read_text()
+        await asyncio.sleep(0.1)
+    assert "finished slow-e2e" not in mcp_events.read_text()
+
+
+async def test_bad_calls_are_never_executed_and_the_model_gets_the_reason(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        _, events = await answered(client, conversation_id, 'call:add({"a": "two"}) then call:rm_rf({})')
+
+    statuses = {event.json()["callId"]: event.json()["status"] for event in events if event.event == "tool.result"}
+    assert statuses == {"call_1": "invalid_arguments", "call_2": "not_allowed"}
+    answer = e2e_server.delta_text(events)
+    assert "[invalid arguments]" in answer and "[not allowed]" in answer
+
+
+async def wait_for_call(client, run_id: str, status: str) -> dict:
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while True:
+        run = await e2e_server.get_run(client, run_id)
+        waiting = [call for call in run.get("toolCalls", []) if call["status"] == status]
+        if waiting:
+            return waiting[0]
+        assert asyncio.get_running_loop().time() < deadline, run
+        await asyncio.sleep(0.05)
+
+
+async def test_a_call_that_needs_approval_runs_once_its_owner_approves_and_nobody_else_may(tools_server) -> None:
+    server, _ = tools_server
+    owner, stranger = server.new_user(), server.new_user()
+    async with owner.client() as client, stranger.client() as other:
+        conversation_id = await e2e_server.create_conversation(client, owner.workspace)
+        accepted = await e2e_server.submit_turn(client, conversation_id, "call:whoami({})")
+        run_id = accepted["runId"]
+        call = await wait_for_call(client, run_id, "awaiting_approval")
+        approval = f"/v1/runs/{run_id}/tool-calls/{call['callId']}/approval"
+        e2e_server.assert_problem(await other.post(approval, json={"approve": True}), 404)
+        e2e_server.assert_problem(await client.post(approval, json={"approve": "yes"}), 400)
+        response = await client.post(approval, json={"approve": True})
+        assert response.status_code == 202, response.text
+        e2e_server.assert_problem(await client.post(approval, json={"approve": False}), 409)
+        events = await e2e_server.read_stream(client, run_id, timeout_s=DEADLINE_S)
+
+    kinds = [event.event for event in events]
+    assert "tool.approval_required" in kinds and kinds[-1] == "assistant.completed"
+    [result] = [event.json() for event in events if event.event == "tool.result"]
+    assert result["status"] == "completed"
+
+
+async def test_a_declined_call_is_not_run(tools_server) -> None:
+    server, _ = tools_server
+    owner = server.new_user()
+    async with owner.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, owner.workspace)
+        accepted = await e2e_server.submit_turn(client, conversation_id, "call:whoami({})")
+        call = await wait_for_call(client, accepted["runId"], "awaiting_approval")
+        response = await client.post(
+            f"/v1/runs/{accepted['runId']}/tool-calls/{call['callId']}/approval", json={"approve": False, "reason": "no"}
+        )
+        assert response.status_code == 202
+        events = await e2e_server.read_stream(client, accepted["runId"], timeout_s=DEADLINE_S)
+
+    [result] = [event.json() for event in events if event.event == "tool.result"]
+    assert result["status"] == "declined" and "[declined] declined by the user: no" in e2e_server.delta_text(events)
+
+
+async def test_cancelling_a_run_that_waits_on_a_tool_ends_it(tools_server) -> None:
+    server, _ = tools_server
+    owner = server.new_user()
+    async with owner.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, owner.workspace)
+        accepted = await e2e_server.submit_turn(client, conversation_id, "call:whoami({})")
+        await wait_for_call(client, accepted["runId"], "awaiting_approval")
+        response = await client.post(f"/v1/runs/{accepted['runId']}/cancel")
+        assert response.status_code == 202
+        run = await e2e_server.wait_for_run(client, accepted["runId"], timeout_s=DEADLINE_S)
+
+    assert run["status"] == "cancelled"
+    assert [call["status"] for call in run["toolCalls"]] == ["cancelled"]
