@@ -287,6 +287,8 @@ class InferenceWorker:
                 cached_tokens=finished[0].cached_tokens if finished else 0,
                 output_tokens=output_tokens,
             )
+            if request.step > 1:  # a run's usage is its steps' together: the ledger keeps one row per run
+                usage = _added(usage, await self._usage_before(request.run_id))
             recorded = UsageRecorded(
                 run_id=request.run_id, conversation_id=request.conversation_id, pool=self._pool.name,
                 engine=self._engine.name, status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
@@ -311,6 +313,19 @@ class InferenceWorker:
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
         await asyncio.shield(conclude())
+
+    async def _usage_before(self, run_id: str) -> Usage:
+        """What the run's earlier model steps used: each step's record holds the run's total so far."""
+        for record in reversed(await self._log.read(USAGE, key=run_id)):
+            try:
+                event = self._codec.decode(record.value).payload
+            except UndecodableMessage:
+                continue
+            if isinstance(event, UsageRecorded):
+                return Usage(
+                    prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens, output_tokens=event.output_tokens
+                )
+        return Usage()
 
     async def _beat(self, request_envelope: Envelope[InferenceRequested]) -> None:
         """Renew the run's lease while it lives, even when no text flows (a long prefill, a slow tool)."""
@@ -361,3 +376,11 @@ class _RecentIds:
 
     def __contains__(self, item: object) -> bool:
         return item in self._ids
+
+
+def _added(usage: Usage, earlier: Usage) -> Usage:
+    return Usage(
+        prompt_tokens=usage.prompt_tokens + earlier.prompt_tokens,
+        cached_tokens=usage.cached_tokens + earlier.cached_tokens,
+        output_tokens=usage.output_tokens + earlier.output_tokens,
+    )
