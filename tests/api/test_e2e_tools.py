@@ -167,3 +167,26 @@ async def test_cancelling_a_run_that_waits_on_a_tool_ends_it(tools_server) -> No
 
     assert run["status"] == "cancelled"
     assert [call["status"] for call in run["toolCalls"]] == ["cancelled"]
+
+
+async def test_a_stream_resumed_mid_loop_continues_where_it_stopped(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        accepted = await e2e_server.submit_turn(client, conversation_id, 'call:add({"a": 20, "b": 22})')
+        first: list = []
+        async with asyncio.timeout(DEADLINE_S):
+            async with e2e_server.open_stream(client, accepted["runId"]) as stream:
+                async for event in stream:
+                    first.append(event)
+                    if event.event == "tool.call":
+                        break  # the connection drops in the middle of the loop
+        rest = await e2e_server.read_stream(client, accepted["runId"], last_event_id=first[-1].id, timeout_s=DEADLINE_S)
+        whole = await e2e_server.read_stream(client, accepted["runId"], timeout_s=DEADLINE_S)
+
+    assert [(event.id, event.event, event.data) for event in first + rest] == [
+        (event.id, event.event, event.data) for event in whole
+    ]
+    assert "tool.result" in [event.event for event in rest] and rest[-1].event == "assistant.completed"
+    assert "add returned 42" in e2e_server.delta_text(rest)
