@@ -1,0 +1,172 @@
+"""Tool-loop benchmark: what a tool step costs between two model steps, on the embedded defaults.
+
+Starts `turnlog serve --engine scripted --tools <file>` whose only tool is a no-op on a real MCP
+server over stdio (`benchmarks/noop_mcp_server.py`), runs turns whose model step proposes calls
+(the scripted engine's `call:noop({...})` trigger) at 1 and 16 runs at once, and a run with 8 calls,
+then stops the server and reads each run's events from the log: from the end of the model step that
+proposed the calls (`ToolCallsProposed`) to the start of the next model step (its `GenerationStarted`),
+with the stages between (the loop's decision, a runner taking the call, the MCP call, the step's
+completion, the next claim). Prints a summary and writes JSON (--out).
+
+    python benchmarks/tool_loop.py [--turns 50] [--out results.json]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from api.auth import issue_token, load_or_create_secret
+from lifecycle import free_port, percentile
+from events.embedded import EmbeddedLog
+from events.runs import GenerationStarted
+from events.tools import ToolCallFinished, ToolCallRequested, ToolCallsProposed, ToolCallStarted, ToolStepCompleted
+from events.topics import RUN_EVENTS
+from turnlog.adapters import build_codec
+
+NOOP_SERVER = Path(__file__).with_name("noop_mcp_server.py")
+
+
+def tools_file(folder: Path) -> Path:
+    path = folder / "tools.toml"
+    path.write_text(
+        f'[[servers]]\nname = "bench"\ntransport = "stdio"\ncommand = {json.dumps(sys.executable)}\n'
+        f"args = [{json.dumps(str(NOOP_SERVER))}]\n"
+        '[[tools]]\nserver = "bench"\nname = "noop"\nidempotent = true\n'
+    )
+    return path
+
+
+async def one_run(client: httpx.AsyncClient, workspace: str, text: str) -> str:
+    created = await client.post("/v1/conversations", json={"workspaceId": workspace})
+    conversation_id = created.json()["conversationId"]
+    accepted = await client.post(f"/v1/conversations/{conversation_id}/turns", json={"input": [{"type": "text", "text": text}]})
+    run_id = accepted.json()["runId"]
+    while True:  # background-style follow: no stream needed, the loop runs server-side
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        if run["status"] != "in_progress":
+            assert run["status"] == "completed", run
+            return run_id
+        await asyncio.sleep(0.02)
+
+
+async def drive(base_url: str, token: str, workspace: str, *, turns: int, concurrency: int, calls: int) -> list[str]:
+    text = " ".join(f'call:noop({{"tag": "t{n}"}})' for n in range(calls))
+    runs: list[str] = []
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        queue = list(range(turns))
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                runs.append(await one_run(client, workspace, text))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return runs
+
+
+async def stages(log: EmbeddedLog, run_id: str) -> dict[str, float]:
+    """Milliseconds between the events of a run's first tool step (with several calls: first start, last finish)."""
+    codec = build_codec()
+    at: dict[str, float] = {}
+    for record in await log.read(RUN_EVENTS, key=run_id):
+        envelope = codec.decode(record.value)
+        event, moment = envelope.payload, envelope.occurred_at.timestamp() * 1000
+        name = {
+            ToolCallsProposed: "proposed", ToolCallRequested: "requested", ToolCallStarted: "started",
+            ToolCallFinished: "finished", ToolStepCompleted: "step_completed",
+        }.get(type(event))
+        if name in ("proposed", "requested", "started"):
+            at.setdefault(name, moment)  # the step's first
+        elif name is not None:
+            at[name] = moment  # the step's last
+        if isinstance(event, GenerationStarted) and event.step == 2:
+            at["next_step"] = moment
+    return {
+        "decide": at["requested"] - at["proposed"],
+        "runner_takes": at["started"] - at["requested"],
+        "tool_calls": at["finished"] - at["started"],
+        "step_completes": at["step_completed"] - at["finished"],
+        "next_step_claimed": at["next_step"] - at["step_completed"],
+        "total": at["next_step"] - at["proposed"],
+    }
+
+
+def summarize(samples: list[dict[str, float]]) -> dict:
+    return {
+        stage: {
+            "p50_ms": round(statistics.median(s[stage] for s in samples), 2),
+            "p99_ms": round(percentile([s[stage] for s in samples], 0.99), 2),
+        }
+        for stage in samples[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=50, help="runs per concurrency level")
+    parser.add_argument("--out", type=Path)
+    arguments = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="turnlog-tool-bench-"))
+    data_dir = folder / "data"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "turnlog.cli", "serve", "--engine", "scripted", "--data-dir", str(data_dir),
+         "--port", str(port), "--tools", str(tools_file(folder)), "--log-level", "warning"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "turnlog serve did not start"
+            time.sleep(0.1)
+        token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="bench", workspace_ids=["ws"])
+        asyncio.run(drive(base_url, token, "ws", turns=3, concurrency=1, calls=1))  # warm up: the MCP session opens
+        levels = {}
+        for concurrency in (1, 16):
+            started = time.monotonic()
+            runs = asyncio.run(drive(base_url, token, "ws", turns=arguments.turns, concurrency=concurrency, calls=1))
+            levels[f"{concurrency} at once"] = (runs, arguments.turns / (time.monotonic() - started))
+        eight = asyncio.run(drive(base_url, token, "ws", turns=max(5, arguments.turns // 5), concurrency=1, calls=8))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    async def measured(runs: list[str]) -> list[dict[str, float]]:
+        log = EmbeddedLog(path=data_dir / "log.db")
+        await log.start()
+        try:
+            return [await stages(log, run_id) for run_id in runs]
+        finally:
+            await log.close()
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "levels": {
+            name: {"runs": len(runs), "runs_per_s": round(rate, 1), "stages": summarize(asyncio.run(measured(runs)))}
+            for name, (runs, rate) in levels.items()
+        },
+        "eight_calls_in_one_step": {"runs": len(eight), "stages": summarize(asyncio.run(measured(eight)))},
+    }
+    print(json.dumps(result, indent=2))
+    if arguments.out:
+        arguments.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
