@@ -27,6 +27,7 @@ from processors.watchdog import RunWatchdog
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.tool_calls import ToolCallLedger
 from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
@@ -163,6 +164,8 @@ async def running_roles(
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
             spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
+            if settings.tools_file is not None:  # without tools, no run-events for it to read
+                spawn(run(ToolCallLedger(read_models.store).processor()), "tool-call-ledger")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
@@ -227,6 +230,7 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         read_models = ReadModels(store)
         await read_models.create_tables()
         await UsageLedger(store).create_tables()
+        await ToolCallLedger(store).create_tables()
         yield read_models
     finally:
         await store.close()
