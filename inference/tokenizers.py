@@ -53,11 +53,9 @@ class HuggingFaceTokenizer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
 
-        from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir
+        from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir, load_from_gguf
 
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(bundled_smollm2_dir()), gguf_file=SMOLLM2_GGUF_FILE, local_files_only=True
-        )
+        tokenizer = load_from_gguf(bundled_smollm2_dir(), SMOLLM2_GGUF_FILE, "tokenizer", AutoTokenizer.from_pretrained)
         if not tokenizer.chat_template:
             tokenizer.chat_template = SMOLLM2_CHATML_TEMPLATE
         return cls(tokenizer, name="smollm2")
