@@ -94,12 +94,13 @@ class ToolLoop:
             if not isinstance(event, _LOOP_EVENTS):
                 continue  # deltas, heartbeats, manifests: nothing to the loop
             state = await self._states.get(envelope.key, before=delivery.record.offset)
+            folded = self._states.apply(envelope.key, envelope)
             if _decided_by_others(event):
                 wants_rules = isinstance(event, (ToolCallsProposed, ToolApprovalDecided))
                 rules = await self._rules_for(envelope.actor) if wants_rules else {}
-                outputs.extend(self._decided(state, event, envelope, rules=rules))
-            state = self._states.apply(envelope.key, envelope)
-            self._track(state, envelope.actor)
+                outputs.extend(self._decided(state, event, envelope, rules=rules))  # tracks the run as decided
+            else:
+                self._track(folded, envelope.actor)
         return outputs + await self._next_steps(outputs)
 
     def _decided(self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules]) -> list[OutgoingRecord]:
