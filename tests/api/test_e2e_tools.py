@@ -190,3 +190,17 @@ async def test_a_stream_resumed_mid_loop_continues_where_it_stopped(tools_server
     ]
     assert "tool.result" in [event.event for event in rest] and rest[-1].event == "assistant.completed"
     assert "add returned 42" in e2e_server.delta_text(rest)
+
+
+async def test_calls_beyond_the_runs_budget_are_not_run_and_the_model_still_answers(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    text = " ".join(f'call:add({{"a": {n}, "b": 1}})' for n in range(9))  # one more than the 8 a run may make
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        _, events = await answered(client, conversation_id, text)
+
+    statuses = [event.json()["status"] for event in events if event.event == "tool.result"]
+    assert sorted(statuses) == ["budget_exhausted"] + ["completed"] * 8
+    assert events[-1].event == "assistant.completed"
+    assert e2e_server.delta_text(events).startswith(" add returned 1.")  # answered from the results it got
