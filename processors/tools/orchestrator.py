@@ -83,13 +83,16 @@ class ToolLoop:
         self._open.clear()
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
-        outputs: list[OutgoingRecord] = []
+        decided: list[Envelope] = []  # the loop's decisions, kept as objects until written
+        finishes: list[OutgoingRecord] = []
         for delivery in deliveries:
             envelope = delivery.envelope
             event = envelope.payload
             if delivery.record.topic == CONVERSATION_EVENTS:
                 if isinstance(event, RunCancellationRequested) and event.run_id in self._open:
-                    outputs.extend(await self._cancel(event.run_id, envelope))
+                    ended, finish = await self._cancel(event.run_id, envelope)
+                    decided.extend(ended)
+                    finishes.append(finish)
                 continue
             if not isinstance(event, _LOOP_EVENTS):
                 continue  # deltas, heartbeats, manifests: nothing to the loop
@@ -98,21 +101,19 @@ class ToolLoop:
             if _decided_by_others(event):
                 wants_rules = isinstance(event, (ToolCallsProposed, ToolApprovalDecided))
                 rules = await self._rules_for(envelope.actor) if wants_rules else {}
-                outputs.extend(self._decided(state, event, envelope, rules=rules))  # tracks the run as decided
+                decided.extend(self._decided(state, event, envelope, rules=rules))  # tracks the run as decided
             else:
                 self._track(folded, envelope.actor)
-        return outputs + await self._next_steps(outputs)
+        next_steps = await self._next_steps(decided)
+        return [*(encode(self._codec, e, topic=RUN_EVENTS) for e in decided), *finishes, *next_steps]
 
-    def _decided(self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules]) -> list[OutgoingRecord]:
-        decided = decide(state, event, rules=rules, budget=self._budget)
+    def _decided(self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules]) -> list[Envelope]:
+        outcomes = decide(state, event, rules=rules, budget=self._budget)
         after = evolve(state, event)
-        for outcome in decided:
+        for outcome in outcomes:
             after = evolve(after, outcome)
         self._track(after, cause.actor)
-        return [
-            encode(self._codec, Envelope.wrap(outcome, key=outcome.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
-            for outcome in decided
-        ]
+        return [Envelope.wrap(outcome, key=outcome.run_id, actor=cause.actor, cause=cause) for outcome in outcomes]
 
     def _track(self, state: LoopState, actor: Actor) -> None:
         if state.run_id is None:
@@ -122,35 +123,32 @@ class ToolLoop:
         else:
             self._open.pop(state.run_id, None)
 
-    async def _cancel(self, run_id: str, cause: Envelope) -> list[OutgoingRecord]:
+    async def _cancel(self, run_id: str, cause: Envelope) -> tuple[list[Envelope], OutgoingRecord]:
         """A run cancelled while it waits on tools: its calls end, and (no worker holds it) the loop ends the run."""
         state = await self._states.get(run_id)
-        records = self._decided(state, RunCancelled(run_id=run_id, at=cause.occurred_at), cause, rules={})
+        ended = self._decided(state, RunCancelled(run_id=run_id, at=cause.occurred_at), cause, rules={})
         self._open.pop(run_id, None)
         finish = FinishRun(
             conversation_id=state.conversation_id, run_id=run_id, status="cancelled", text="",
             reason="cancelled by the user", usage=Usage(), sources=(), citations=(),
         )
         envelope = Envelope.wrap(finish, key=finish.conversation_id, actor=cause.actor, cause=cause)
-        return [*records, encode(self._codec, envelope, topic=COMMANDS)]
+        return ended, encode(self._codec, envelope, topic=COMMANDS)
 
-    async def _next_steps(self, outputs: Sequence[OutgoingRecord]) -> list[OutgoingRecord]:
-        """For each step completed in `outputs`: the run's next model step, on the topic the step came from."""
+    async def _next_steps(self, decided: Sequence[Envelope]) -> list[OutgoingRecord]:
+        """For each step completed in `decided`: the run's next model step, on the topic the step came from."""
         follow_ups = []
-        for record in outputs:
-            if record.topic != RUN_EVENTS:
-                continue
-            envelope = self._codec.decode(record.value)
+        for envelope in decided:
             if isinstance(envelope.payload, ToolStepCompleted):
-                follow_ups.extend(await self._continue(envelope.payload, envelope, outputs))
+                follow_ups.extend(await self._continue(envelope.payload, envelope, decided))
         return follow_ups
 
     async def _continue(
-        self, completed: ToolStepCompleted, envelope: Envelope, pending: Sequence[OutgoingRecord]
+        self, completed: ToolStepCompleted, envelope: Envelope, pending: Sequence[Envelope]
     ) -> list[OutgoingRecord]:
         """The next step: the step's request, its proposal, and its calls' results (some maybe still in `pending`)."""
         logged = [self._codec.decode(r.value).payload for r in await self._log.read(RUN_EVENTS, key=completed.run_id)]
-        events = logged + [self._codec.decode(r.value).payload for r in pending if r.topic == RUN_EVENTS]
+        events = logged + [decision.payload for decision in pending]
         proposal = next((e for e in events if isinstance(e, ToolCallsProposed) and e.step == completed.step), None)
         if proposal is None:
             logger.warning("run %s: step %d completed without its proposal on the log", completed.run_id, completed.step)
