@@ -20,6 +20,7 @@ __all__ = [
     "MAX_INPUT_PARTS",
     "MAX_INPUT_TEXT_CHARS",
     "MAX_TITLE_CHARS",
+    "MAX_TOOLS",
     "RESOURCE_ID_PATTERN",
     "CreateConversationBody",
     "InputPart",
@@ -45,6 +46,7 @@ MAX_TITLE_CHARS = 200
 MAX_INPUT_PARTS = 16
 MAX_INPUT_TEXT_CHARS = 32_000
 MAX_ATTACHMENTS = 16
+MAX_TOOLS = 64
 
 ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
 ToolMode = Literal["auto", "none"]
@@ -89,6 +91,9 @@ class SubmitTurnBody(RequestBody):
     input: Annotated[list[InputPart], Field(min_length=1, max_length=MAX_INPUT_PARTS)]
     attachments: Annotated[list[ResourceId], Field(max_length=MAX_ATTACHMENTS)] = []
     tool_mode: ToolMode = "auto"
+    # Narrows the tools this run may use to these names (tool names follow the same rule as ids); it
+    # never widens them: a name its owner may not use is simply not offered. Absent: every tool allowed.
+    tools: Annotated[list[ResourceId], Field(max_length=MAX_TOOLS)] | None = None
     response_mode: ResponseMode = "stream"
 
     @field_validator("input")

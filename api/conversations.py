@@ -79,6 +79,7 @@ async def submit_turn(request: Request) -> JSONResponse:
         content=tuple(ContentPart(type=part.type, text=part.text) for part in body.input),
         attachments=tuple(body.attachments),
         tool_mode=body.tool_mode,
+        tools=tuple(body.tools) if body.tools is not None else None,
         response_mode=body.response_mode,
         idempotency_key=idempotency_key,
         request_fingerprint="turn:" + request_fingerprint(body),

@@ -19,6 +19,7 @@ class SubmitTurn:
     content: tuple[ContentPart, ...]
     attachments: tuple[str, ...] = ()
     tool_mode: str = "auto"
+    tools: tuple[str, ...] | None = None  # narrowed to these tools (None: all the owner may use)
     response_mode: str = "stream"
     idempotency_key: str | None = None
     request_fingerprint: str

@@ -33,6 +33,7 @@ class RunRequested:
     parent_turn_seq: int
     mode: str
     tool_mode: str = "auto"
+    tools: tuple[str, ...] | None = None  # the turn narrowed the run to these tools (None: all the owner may use)
     idempotency_key: str | None = None
     request_fingerprint: str
     created_turn_seq: int

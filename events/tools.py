@@ -38,6 +38,7 @@ class ToolCallsProposed:
     calls: tuple[ToolCallProposal, ...]
     proposed_at: datetime
     topic: str  # the inference topic the step came from: the next step queues there too
+    offered: tuple[str, ...] | None = None  # the tools offered to the step (None: written before this was kept)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -300,6 +300,7 @@ class InferenceWorker:
                 step_end = self._event(ToolCallsProposed(
                     run_id=request.run_id, conversation_id=request.conversation_id, step=request.step,
                     text="".join(parts), calls=proposed, proposed_at=utc_now(), topic=topic,
+                    offered=tuple(spec.name for spec in request.tools),
                 ), request_envelope)
                 recorded = replace(recorded, status="tool_calls")
             else:

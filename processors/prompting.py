@@ -308,10 +308,16 @@ class PromptBuilder:
         return [self._run_event(prompt.manifest, envelope), encode(self._codec, request_envelope, topic=decision.topic)]
 
     async def _offer_tools(self, prompt: AssembledPrompt, envelope: Envelope[RunRequested]) -> AssembledPrompt:
-        """The tools the run's owner may use, offered to the model (none when the turn says `toolMode: none`)."""
-        if self._tools is None or envelope.payload.tool_mode == "none":
+        """The tools the run's owner may use, offered to the model (none when the turn says `toolMode: none`).
+
+        A turn that names tools gets only those of them its owner may use: naming never widens.
+        """
+        run = envelope.payload
+        if self._tools is None or run.tool_mode == "none" or run.tools == ():
             return prompt
         specs = await self._tools.specs(envelope.actor)
+        if run.tools is not None:
+            specs = [spec for spec in specs if spec.name in run.tools]
         return replace(prompt, request=replace(prompt.request, tools=tuple(specs))) if specs else prompt
 
     async def _ground(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> tuple[Grounding | None, list[OutgoingRecord]]:

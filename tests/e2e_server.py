@@ -223,10 +223,13 @@ async def submit_turn(
     *,
     idempotency_key: str | None = None,
     response_mode: str | None = None,
+    tools: Sequence[str] | None = None,
 ) -> dict:
     body: dict[str, object] = {"input": text_input(text)}
     if response_mode is not None:
         body["responseMode"] = response_mode
+    if tools is not None:
+        body["tools"] = list(tools)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     response = await client.post(f"/v1/conversations/{conversation_id}/turns", json=body, headers=headers)
     assert response.status_code == 202, response.text

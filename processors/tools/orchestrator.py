@@ -101,6 +101,9 @@ class ToolLoop:
             if _decided_by_others(event):
                 wants_rules = isinstance(event, (ToolCallsProposed, ToolApprovalDecided))
                 rules = await self._rules_for(envelope.actor) if wants_rules else {}
+                if isinstance(event, ToolCallsProposed) and event.offered is not None:
+                    # Only what the step was offered: the turn may have narrowed its tools.
+                    rules = {name: rule for name, rule in rules.items() if name in event.offered}
                 decided.extend(self._decided(state, event, envelope, rules=rules))  # tracks the run as decided
             else:
                 self._track(folded, envelope.actor)

@@ -70,6 +70,7 @@ def test_valid_turn_gets_defaults(client: TestClient) -> None:
         "input": [{"type": "text", "text": "Summarize the caching layer."}],
         "attachments": ["file_847"],
         "toolMode": "auto",
+        "tools": None,
         "responseMode": "stream",
     }
 

@@ -204,3 +204,30 @@ async def test_calls_beyond_the_runs_budget_are_not_run_and_the_model_still_answ
     assert sorted(statuses) == ["budget_exhausted"] + ["completed"] * 8
     assert events[-1].event == "assistant.completed"
     assert e2e_server.delta_text(events).startswith(" add returned 1.")  # answered from the results it got
+
+
+async def test_a_turn_may_narrow_its_tools_but_never_widen_them(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        narrowed = await e2e_server.submit_turn(
+            client, conversation_id, 'call:add({"a": 1, "b": 1}) call:sleep({"seconds": 0})', tools=["add", "not_declared"]
+        )
+        narrowed_events = await e2e_server.read_stream(client, narrowed["runId"], timeout_s=DEADLINE_S)
+        none = await e2e_server.submit_turn(client, conversation_id, 'call:add({"a": 2, "b": 2})', tools=[])
+        none_events = await e2e_server.read_stream(client, none["runId"], timeout_s=DEADLINE_S)
+        bad = await client.post(
+            f"/v1/conversations/{conversation_id}/turns",
+            json={"input": e2e_server.text_input("hi"), "tools": ["no spaces allowed"]},
+        )
+
+    statuses = {e.json()["callId"]: e.json()["status"] for e in narrowed_events if e.event == "tool.result"}
+    assert statuses == {"call_1": "completed", "call_2": "not_allowed"}  # declared, but not in this turn's list
+    answer = e2e_server.delta_text(narrowed_events)
+    assert "add returned 2" in answer and "available: add)" in answer  # and `not_declared` was not conjured up
+    # Narrowed to nothing: the model is offered no tool, so the trigger is plain text.
+    assert not [e for e in none_events if e.event.startswith("tool.")]
+    assert none_events[-1].event == "assistant.completed"
+    problem = e2e_server.assert_problem(bad, 400)
+    assert "tools[0]" in json.dumps(problem)

@@ -147,6 +147,22 @@ def _before_tools_samples():
     ]
 
 
+def _before_narrowing_samples():
+    from commands.catalog import SubmitTurn
+    from events.conversation import RunRequested
+    from events.tools import ToolCallsProposed
+    from events.values import ToolCallProposal
+
+    return [
+        (SubmitTurn(conversation_id="c", run_id="r", content=(ContentPart(type="text", text="hi"),),
+                    request_fingerprint="turn:x"), {"tools"}),
+        (RunRequested(conversation_id="c", run_id="r", turn_seq=2, parent_turn_seq=1, mode="interactive",
+                      request_fingerprint="turn:x", created_turn_seq=1, requested_at=NOW), {"tools"}),
+        (ToolCallsProposed(run_id="r", conversation_id="c", step=1, text="", proposed_at=NOW, topic="t",
+                           calls=(ToolCallProposal(call_id="call_1", name="add", arguments="{}"),)), {"offered"}),
+    ]
+
+
 def _old_writer_samples():
     before_sources = {"sources", "citations"}
     before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
@@ -155,7 +171,7 @@ def _old_writer_samples():
         (sample, before_the_route, 1) for sample in _before_the_route_samples()
     ] + [(sample, before_tools, 2) for sample in _before_tools_samples()] + [
         (GenerationStarted(run_id="r", worker_id="w", pool="interactive"), {"step"}, 1),
-    ]
+    ] + [(sample, new_fields, 1) for sample, new_fields in _before_narrowing_samples()]
 
 
 @pytest.mark.parametrize(
