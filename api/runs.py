@@ -80,7 +80,7 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
         elif isinstance(event, PromptAssembled):
             route = {
                 "pool": event.pool or None, "sizeClass": event.size_class or None, "fallbackFrom": event.fallback_from,
-                "reason": event.route_reason, "promptTokens": event.prompt_tokens,
+                "reason": event.route_reason, "promptTokens": event.prompt_tokens, "toolTokens": event.tool_tokens,
             }
     return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, list(calls.values())
 

@@ -72,7 +72,8 @@ class PromptAssembled:
     pool: str
     tokenizer: str
     budget_tokens: int
-    prompt_tokens: int
+    prompt_tokens: int  # everything the model reads: the messages and the tools' definitions
+    tool_tokens: int = 0  # the offered tools' definitions
     system_tokens: int
     summary_version: int | None = None
     summary_through_turn_seq: int | None = None

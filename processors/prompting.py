@@ -30,7 +30,7 @@ from commands.catalog import FinishRun
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
 from kernel.envelope import Actor
-from events.values import ChatMessage, Source, Usage, text_of
+from events.values import ChatMessage, Source, ToolSpec, Usage, text_of
 from processors.grounding import grounding_message, numbered_sources
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
@@ -131,13 +131,14 @@ def build_prompt(
     grounding: Grounding | None = None,
     summary: ConversationSummarized | None = None,
     salt: str = "",
+    tools: Sequence[ToolSpec] = (),
 ) -> AssembledPrompt:
     """The prompt answering `run.parent_turn_seq`, within the pool's token budget, and its manifest.
 
     Order: the public system prefix (shared by every tenant, so engines reuse its cache), the
     tenant's salt, the rolling summary, the newest turns of the branch that fit, the retrieved
     passages, and the question. Turns the summary covers are left out; older turns that do not fit
-    wait for the next summary.
+    wait for the next summary. The tools offered to the model take their share of the budget first.
     """
     branch = [(seq, turn) for seq, turn in branch_of(transcript, run.parent_turn_seq) if turn.text.strip()]
     question = branch.pop() if branch and branch[-1][1].role == "user" else None
@@ -160,7 +161,9 @@ def build_prompt(
 
     # Newest turns first while their estimated cost fits, then one exact count of the whole prompt.
     overhead = _message_overhead(tokenizer)
-    remaining = policy.budget_tokens - tokenizer.count_messages(assemble([]))
+    tool_tokens = tool_definition_tokens(tools, tokenizer)
+    budget = policy.budget_tokens - tool_tokens
+    remaining = budget - tokenizer.count_messages(assemble([]))
     kept: list[tuple[int, TranscriptTurn]] = []
     for seq, turn in reversed(branch):
         cost = tokenizer.count(turn.text) + overhead
@@ -170,7 +173,7 @@ def build_prompt(
         remaining -= cost
     messages = assemble(kept)
     prompt_tokens = tokenizer.count_messages(messages)
-    while prompt_tokens > policy.budget_tokens and kept:
+    while prompt_tokens > budget and kept:
         kept.pop(0)
         messages = assemble(kept)
         prompt_tokens = tokenizer.count_messages(messages)
@@ -183,6 +186,7 @@ def build_prompt(
         messages=tuple(messages),
         max_output_tokens=policy.max_output_tokens,
         sources=sources,
+        tools=tuple(tools),
     )
     manifest = PromptAssembled(
         run_id=run.run_id,
@@ -190,7 +194,8 @@ def build_prompt(
         pool=policy.pool,
         tokenizer=tokenizer.name,
         budget_tokens=policy.budget_tokens,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=prompt_tokens + tool_tokens,
+        tool_tokens=tool_tokens,
         system_tokens=tokenizer.count_messages(prefix),
         summary_version=summary.version if summary is not None else None,
         summary_through_turn_seq=summary.through_turn_seq if summary is not None else None,
@@ -203,6 +208,17 @@ def build_prompt(
         tenant_salt=salt,
     )
     return AssembledPrompt(request=request, manifest=manifest)
+
+
+def tool_definition_tokens(tools: Sequence[ToolSpec], tokenizer: PromptTokenizer) -> int:
+    """What offering `tools` costs in the prompt: each definition as the JSON a chat template renders."""
+    if not tools:
+        return 0
+    definitions = [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters or "{}")}}
+        for t in tools
+    ]
+    return tokenizer.count(json.dumps(definitions))
 
 
 def _message_overhead(tokenizer: PromptTokenizer) -> int:
@@ -274,8 +290,8 @@ class PromptBuilder:
                     grounding=grounding,
                     summary=await self._latest_summary(envelope.key),
                     salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
+                    tools=await self._offered_tools(envelope),
                 )
-                prompt = await self._offer_tools(prompt, envelope)
                 outputs.extend(tool_events)
                 outputs.extend(self._route(prompt, envelope))
             self._transcripts.apply(envelope.key, envelope)
@@ -307,18 +323,16 @@ class PromptBuilder:
         # The manifest first: whoever sees the request can already explain it.
         return [self._run_event(prompt.manifest, envelope), encode(self._codec, request_envelope, topic=decision.topic)]
 
-    async def _offer_tools(self, prompt: AssembledPrompt, envelope: Envelope[RunRequested]) -> AssembledPrompt:
+    async def _offered_tools(self, envelope: Envelope[RunRequested]) -> list[ToolSpec]:
         """The tools the run's owner may use, offered to the model (none when the turn says `toolMode: none`).
 
         A turn that names tools gets only those of them its owner may use: naming never widens.
         """
         run = envelope.payload
         if self._tools is None or run.tool_mode == "none" or run.tools == ():
-            return prompt
+            return []
         specs = await self._tools.specs(envelope.actor)
-        if run.tools is not None:
-            specs = [spec for spec in specs if spec.name in run.tools]
-        return replace(prompt, request=replace(prompt.request, tools=tuple(specs))) if specs else prompt
+        return [spec for spec in specs if run.tools is None or spec.name in run.tools]
 
     async def _ground(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> tuple[Grounding | None, list[OutgoingRecord]]:
         """Search the documents the run may use, if any; the grounding and the tool's stream events."""

@@ -165,13 +165,15 @@ def _before_narrowing_samples():
 
 def _old_writer_samples():
     before_sources = {"sources", "citations"}
-    before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason"}
+    before_the_route = {"engine_unavailable", "size_class", "fallback_from", "route_reason", "tool_tokens"}
     before_tools = {"tools", "step"}  # and, inside each message, tool_call_id and tool_calls
     return [(sample, before_sources | before_tools, 1) for sample in _v1_samples()] + [
         (sample, before_the_route, 1) for sample in _before_the_route_samples()
     ] + [(sample, before_tools, 2) for sample in _before_tools_samples()] + [
         (GenerationStarted(run_id="r", worker_id="w", pool="interactive"), {"step"}, 1),
-    ] + [(sample, new_fields, 1) for sample, new_fields in _before_narrowing_samples()]
+    ] + [(sample, new_fields, 1) for sample, new_fields in _before_narrowing_samples()] + [
+        (dataclasses.replace(_before_the_route_samples()[1], size_class="short", route_reason="the only pool"), {"tool_tokens"}, 2),
+    ]
 
 
 @pytest.mark.parametrize(

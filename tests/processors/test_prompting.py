@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from events.conversation import AssistantTurnFinished, RunRequested, TurnSubmitted
 from kernel.envelope import Envelope
 from kernel.envelope import Actor
-from events.values import ContentPart, Usage
+from events.values import ContentPart, ToolSpec, Usage
 from inference.tokenizers import WordTokenizer
 from processors.prompting import PromptPolicy, Transcript, evolve_transcript
 from processors.prompting import build_prompt as assemble
@@ -82,3 +82,20 @@ def test_history_budget_keeps_the_newest_turns() -> None:
     assert prompt.manifest.prompt_tokens == sum(len(text.split()) for text in texts) <= 100
     assert "x " * 100 not in texts  # the oldest turn fell out of the budget
     assert prompt.manifest.turn_seqs[-1] == 11 and 1 not in prompt.manifest.turn_seqs
+
+
+def test_the_offered_tools_take_their_share_of_the_budget_before_the_history() -> None:
+    events = []
+    for seq in range(1, 11, 2):
+        events += [user(seq, f"question {seq} " + "q " * 8, seq - 1 or None), answer(seq + 1, "a " * 10, seq)]
+    events.append(user(11, "last", 10))
+    policy = PromptPolicy(system_prompt="S", context_tokens=150, max_output_tokens=50)
+    tool = ToolSpec(name="lookup", description=" ".join(["finds"] * 30), parameters='{"type": "object"}')
+    without = assemble(transcript_of(*events), run(12, 11), policy, tokenizer=WordTokenizer())
+    offered = assemble(transcript_of(*events), run(12, 11), policy, tokenizer=WordTokenizer(), tools=[tool])
+
+    assert offered.request.tools == (tool,) and without.request.tools == ()
+    assert offered.manifest.tool_tokens >= 30 and without.manifest.tool_tokens == 0
+    assert len(offered.manifest.turn_seqs) < len(without.manifest.turn_seqs)  # older turns made room
+    messages_only = sum(len(m.content.split()) for m in offered.request.messages)
+    assert offered.manifest.prompt_tokens == messages_only + offered.manifest.tool_tokens <= 100
