@@ -63,10 +63,17 @@ def grounding_message(sources: Sequence[Source]) -> str:
     """The prompt's message that carries the passages (or says that none were found)."""
     if not sources:
         return NOTHING_FOUND_INSTRUCTIONS
-    passages = "\n\n".join(_passage(source.marker, source.title, source.location, source.text) for source in sources)
-    return f"{GROUNDED_INSTRUCTIONS}\n\n{passages}"
+    return f"{GROUNDED_INSTRUCTIONS}\n\n{passages(sources)}"
 
 
-def _passage(marker: int, title: str, location: str, text: str) -> str:
+def passages(sources: Sequence[Source], *, numbered: bool = True) -> str:
+    """The passages as the model reads them: `[marker] title, location`, then the text; unnumbered, without the marker."""
+    return "\n\n".join(
+        _passage(source.marker if numbered else None, source.title, source.location, source.text) for source in sources
+    )
+
+
+def _passage(marker: int | None, title: str, location: str, text: str) -> str:
     where = f", {location}" if location else ""
-    return f"[{marker}] {title}{where}\n{text}"
+    number = f"[{marker}] " if marker is not None else ""
+    return f"{number}{title}{where}\n{text}"

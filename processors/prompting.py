@@ -5,7 +5,8 @@ first (so engines can reuse its cache), then the turns on the branch being answe
 within the pool's token budget counted by the engine's own tokenizer, after the rolling summary of
 what came before. When the user attached files, or the tool mode is `auto` and the workspace holds
 documents, the run searches them first (`file_search`, shown on the run's stream) and the passages
-found go in, numbered, just before the question.
+found go in, numbered, just before the question. A run whose model is offered `file_search` as a
+tool skips that first search unless files are attached: the model searches, with its own query, if at all.
 
 Once the prompt is counted, the router (`inference/routing.py`) picks the run's pool and size class,
 and the request goes to that pool's topic for its size. Every prompt is recorded as a
@@ -37,9 +38,10 @@ from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteR
 from inference.tokenizers import PromptTokenizer, WordTokenizer
 from kernel.keyed_state import KeyedStates
 from processors.summaries import summary_text
-from processors.retrieval import DocumentRetriever
+from processors.retrieval import DocumentRetriever, scope_of
 from kernel.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
+from processors.tools.file_search import FILE_SEARCH
 from processors.tools.offered import ToolCatalog
 
 logger = logging.getLogger(__name__)
@@ -341,6 +343,8 @@ class PromptBuilder:
         if self._retriever is None or question is None or question.role != "user" or run.tool_mode == "none":
             return None, []
         attached = question.attachments
+        if not attached and any(spec.name == FILE_SEARCH for spec in await self._offered_tools(envelope)):
+            return None, []  # the model searches the workspace itself (`processors/tools/file_search.py`)
         if not attached and not await self._retriever.has_documents(org_id=owner.org_id, workspace_id=owner.workspace_id):
             return None, []
         call_id = f"tc_{run.run_id.removeprefix('run_')}"
@@ -381,6 +385,4 @@ class PromptBuilder:
 
 def _scope(owner: Actor, attached: tuple[str, ...]) -> SearchScope:
     """The run searches as its conversation's owner, in its workspace: never wider than they may see."""
-    return SearchScope(
-        org_id=owner.org_id, workspace_id=owner.workspace_id, user_id=owner.user_id, file_ids=attached or None
-    )
+    return scope_of(owner, attached)

@@ -1,10 +1,20 @@
-"""Retrieval for a run: the `file_search` tool a prompt builder calls before it assembles the prompt."""
+"""Retrieval for a run: `file_search`, run by the prompt builder before the model or called by the model as a tool."""
+
+from collections.abc import Sequence
 
 import numpy as np
 
+from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
 from processors.grounding import relevant
+
+
+def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
+    """Where `actor` searches: as themselves, in their org and workspace, never wider; `file_ids` only narrows it."""
+    return SearchScope(
+        org_id=actor.org_id, workspace_id=actor.workspace_id, user_id=actor.user_id, file_ids=tuple(file_ids) or None
+    )
 
 
 class DocumentRetriever:

@@ -20,6 +20,8 @@ from kernel.codec import AvroCodec
 from kernel.log import EventLog
 from projections.search.index import SearchIndex
 from projections.store import SqlStore
+from processors.retrieval import DocumentRetriever
+from processors.tools.builtin import with_builtin_tools
 from processors.tools.catalog import ToolExecutor
 from processors.tools.tools_file import ToolsConfig, parse_tools_file
 from turnlog.settings import Settings, url_path, url_scheme
@@ -196,8 +198,9 @@ def load_tools(settings: Settings) -> ToolsConfig | None:
     return parse_tools_file(text, source=str(settings.tools_file))
 
 
-def build_tool_executor(config: ToolsConfig) -> ToolExecutor:
-    """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio."""
+def build_tool_executor(config: ToolsConfig, *, retriever: DocumentRetriever | None = None) -> ToolExecutor:
+    """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio, and turnlog's own
+    `file_search` where the process has a document search (`retriever`)."""
     from processors.tools.mcp import McpToolExecutor  # imports the MCP SDK: only where tools are declared
 
-    return McpToolExecutor(config=config)
+    return with_builtin_tools(config, servers=McpToolExecutor(config=config.served()), retriever=retriever)

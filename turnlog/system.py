@@ -32,6 +32,7 @@ from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
 from turnlog.adapters import build_tool_executor, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from processors.tools.builtin import tool_policies
 from processors.tools.catalog import ToolExecutor
 from processors.tools.offered import ToolCatalog
 from processors.tools.orchestrator import ToolLoop
@@ -89,15 +90,18 @@ class Tools:
 
 
 @asynccontextmanager
-async def opened_tools(settings: Settings) -> AsyncIterator[Tools | None]:
+async def opened_tools(settings: Settings, *, search: Search | None = None) -> AsyncIterator[Tools | None]:
+    """The tools file's tools, and `file_search` as a tool where the process searches documents (`search`)."""
     config = load_tools(settings)
     if config is None:
         yield None
         return
-    executor = build_tool_executor(config)
+    retriever = DocumentRetriever(index=search.index, embedder=search.embedder) if search is not None else None
+    executor = build_tool_executor(config, retriever=retriever)
     await executor.start()
     try:
-        yield Tools(catalog=ToolCatalog(executor=executor, policies={tool.name: tool for tool in config.tools}), executor=executor)
+        policies = tool_policies(config, searches=retriever is not None)
+        yield Tools(catalog=ToolCatalog(executor=executor, policies=policies), executor=executor)
     finally:
         await executor.close()
 
@@ -122,9 +126,11 @@ async def running_roles(
 ) -> AsyncIterator[Roles]:
     """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit."""
     async with AsyncExitStack() as stack:
-        search = await stack.enter_async_context(opened_search(settings)) if settings.searches else None
         uses_tools = {"prompt-builder", "tools"} & set(settings.roles)
-        tools = await stack.enter_async_context(opened_tools(settings)) if uses_tools else None
+        # The tools role runs `file_search` for the model: with a tools file, it searches too.
+        searches = settings.searches or bool(uses_tools and settings.tools_file is not None)
+        search = await stack.enter_async_context(opened_search(settings)) if searches else None
+        tools = await stack.enter_async_context(opened_tools(settings, search=search)) if uses_tools else None
         tasks: list[asyncio.Task] = []
         projector = None
 

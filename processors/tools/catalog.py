@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from events.values import ToolSpec
+from events.values import Source, ToolSpec
 from kernel.envelope import Actor
 
 ToolStatus = Literal["completed", "failed", "timed_out", "unavailable"]
@@ -74,13 +74,15 @@ class ToolResult:
     `completed`: the tool ran and answered. `failed`: the tool reported an error, the server refused the call,
     or the connection broke during it (so it may have run). `timed_out`: abandoned at the deadline and
     cancelled at the tool (it may have partly run). `unavailable`: the call never reached the tool (its
-    server could not be reached, or is not configured), so retrying it later is safe.
+    server could not be reached, or is not configured), so retrying it later is safe. `sources`: the
+    passages a completed result holds (`file_search`), which the next step numbers so the answer can cite them.
     """
 
     status: ToolStatus
     content: str
     is_error: bool
     duration_ms: int
+    sources: tuple[Source, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in TOOL_STATUSES:
@@ -89,8 +91,8 @@ class ToolResult:
             raise ValueError(f"is_error must be {self.status != 'completed'} for status {self.status!r}")
 
     @classmethod
-    def completed(cls, content: str, *, duration_ms: int) -> ToolResult:
-        return cls(status="completed", content=content, is_error=False, duration_ms=duration_ms)
+    def completed(cls, content: str, *, duration_ms: int, sources: tuple[Source, ...] = ()) -> ToolResult:
+        return cls(status="completed", content=content, is_error=False, duration_ms=duration_ms, sources=sources)
 
     @classmethod
     def failed(cls, content: str, *, duration_ms: int) -> ToolResult:

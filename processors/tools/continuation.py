@@ -3,14 +3,22 @@
 The results enter as `tool` messages in the order the calls were proposed, each saying how the call
 ended when it did not complete. A `final` step offers no tools, with a note that the model must
 answer with what it has.
+
+A result that holds passages (`file_search`) numbers them after the run's sources so far (a passage
+already among them keeps its number), and its message lists them under those numbers: the `[n]` the
+model cites are the run's sources, which the worker turns into citations.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from events.runs import InferenceRequested
 from events.tools import ToolCallsProposed
-from events.values import ChatMessage
+from events.values import ChatMessage, Source
+from processors.grounding import passages
+
+# How a call came out, as the next step needs it: its status, its result as the model sees it, its passages.
+CallResult = tuple[str, str, tuple[Source, ...]]
 
 FINAL_STEP_NOTE = (
     "No more tool calls are possible in this answer ({reason}). Answer the user now with what the tool "
@@ -21,25 +29,44 @@ FINAL_STEP_NOTE = (
 def next_step(
     previous: InferenceRequested,
     proposal: ToolCallsProposed,
-    results: Mapping[str, tuple[str, str]],
+    results: Mapping[str, CallResult],
     *,
     final: bool,
     reason: str = "",
 ) -> InferenceRequested:
-    """`previous` continued by the proposal and its results (`call_id -> (status, result)`), one step later."""
+    """`previous` continued by the proposal and its results (`call_id -> (status, result, sources)`), one step later."""
     asked = ChatMessage(role="assistant", content=proposal.text, tool_calls=proposal.calls)
-    answers = [
-        ChatMessage(role="tool", content=_tool_content(*results[call.call_id]), tool_call_id=call.call_id)
-        for call in proposal.calls
-        if call.call_id in results
-    ]
+    sources = list(previous.sources)
+    answers = []
+    for call in proposal.calls:
+        if call.call_id not in results:
+            continue
+        status, result, found = results[call.call_id]
+        if status == "completed" and found:
+            content = passages(_numbered(found, sources))
+        else:
+            content = _tool_content(status, result)
+        answers.append(ChatMessage(role="tool", content=content, tool_call_id=call.call_id))
     note = [ChatMessage(role="system", content=FINAL_STEP_NOTE.format(reason=reason or "the budget ran out"))] if final else []
     return replace(
         previous,
         messages=(*previous.messages, asked, *answers, *note),
         tools=() if final else previous.tools,
         step=proposal.step + 1,
+        sources=tuple(sources),
     )
+
+
+def _numbered(found: Sequence[Source], sources: list[Source]) -> list[Source]:
+    """`found` under the run's numbers: a passage already in `sources` keeps its own, a new one is appended with the next."""
+    known = {source.chunk_id: source for source in sources}
+    numbered = []
+    for source in found:
+        if source.chunk_id not in known:
+            known[source.chunk_id] = replace(source, marker=max((s.marker for s in sources), default=0) + 1)
+            sources.append(known[source.chunk_id])
+        numbered.append(known[source.chunk_id])
+    return list(dict.fromkeys(numbered))  # a passage twice in one result is listed once
 
 
 def _tool_content(status: str, result: str) -> str:

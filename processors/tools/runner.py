@@ -6,14 +6,21 @@ call, renews the run's lease while it runs, and reports the result, cut to the t
 (the whole result goes to the blob store, named in the event). A runner that dies mid-call reports
 nothing: the loop notices the silence after the call's timeout and asks again with the same
 idempotency key, or, for a tool that is not idempotent, reports an unknown outcome.
+
+A call that failed in passing is tried again after a short, growing wait, within the call's timeout
+(`RetryPolicy`), and a tool that keeps failing is not called for a while: its call finishes
+`unavailable` at once, saying why (`processors/tools/breaker.py`).
 """
 
 import asyncio
 import json
 import logging
 import os
+import random
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from events.blobs import BlobStore
 from events.runs import RunHeartbeat
@@ -23,6 +30,7 @@ from kernel.codec import AvroCodec
 from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import EventLog, OutgoingRecord
 from kernel.runtime import Delivery, Processor, encode
+from processors.tools.breaker import ToolBreakers
 from processors.tools.catalog import ToolExecutor, ToolResult, clip
 from processors.tools.offered import ToolCatalog
 
@@ -31,6 +39,33 @@ logger = logging.getLogger(__name__)
 TOOL_RUNNERS_GROUP = "tool-runners"
 # What a result may take in the prompt when its tool sets no limit of its own.
 DEFAULT_MAX_RESULT_TOKENS = 2_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Which results the runner tries again, how often, and how long it waits between tries.
+
+    `unavailable` never reached the tool, so it is always safe to retry; `failed` may have had its
+    effect, so only an idempotent tool's is retried; `timed_out` used the call's whole time.
+    """
+
+    max_tries: int = 3  # in all, the first included
+    first_delay_s: float = 0.2  # doubled for each further retry ...
+    max_delay_s: float = 2.0  # ... up to this
+
+    def __post_init__(self) -> None:
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {self.max_tries}")
+        if not 0 <= self.first_delay_s <= self.max_delay_s:
+            raise ValueError(f"need 0 <= first_delay_s <= max_delay_s, got {self.first_delay_s} and {self.max_delay_s}")
+
+    def retries(self, result: ToolResult, *, idempotent: bool) -> bool:
+        return result.status == "unavailable" or (result.status == "failed" and idempotent)
+
+    def delay_s(self, retry: int, *, jitter: float) -> float:
+        """The wait before retry number `retry` (1, 2, ...); `jitter` in [0, 1) takes off up to half, so
+        calls that failed together do not all come back together."""
+        return min(self.max_delay_s, self.first_delay_s * 2 ** (retry - 1)) * (1 - jitter / 2)
 
 
 class ToolRunner:
@@ -46,6 +81,10 @@ class ToolRunner:
         blobs: BlobStore | None = None,
         max_concurrent: int = 16,
         heartbeat_s: float = 5.0,
+        retry: RetryPolicy = RetryPolicy(),
+        breakers: ToolBreakers | None = None,
+        clock: Callable[[], float] = time.monotonic,  # the breakers' and the timeouts' time
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # waits between tries
     ) -> None:
         self._log = log
         self._codec = codec
@@ -54,6 +93,10 @@ class ToolRunner:
         self._blobs = blobs
         self._slots = asyncio.Semaphore(max_concurrent)
         self._heartbeat_s = heartbeat_s
+        self._retry = retry
+        self.breakers = breakers or ToolBreakers()
+        self._clock = clock
+        self._sleep = sleep
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('runner')}"
         self._calls: set[asyncio.Task] = set()
 
@@ -78,24 +121,54 @@ class ToolRunner:
         request = envelope.payload
         try:
             async with self._slots:
-                started = ToolCallStarted(
-                    run_id=request.run_id, call_id=request.call_id, attempt=request.attempt, runner_id=self.runner_id,
-                    started_at=utc_now(),
-                )
-                await self._log.append([self._event(started, envelope)])
-                beating = asyncio.create_task(self._beat(envelope))
-                try:
-                    result = await self._executor.call(
-                        request.tool_name, json.loads(request.arguments or "{}"), actor=envelope.actor,
-                        idempotency_key=request.idempotency_key, timeout_s=request.timeout_s,
+                refusal = self.breakers.refusal(request.tool_name, self._clock())
+                if refusal is not None:  # not run, so not started: the loop needs only the finish
+                    result = ToolResult.unavailable(refusal, duration_ms=0)
+                else:
+                    started = ToolCallStarted(
+                        run_id=request.run_id, call_id=request.call_id, attempt=request.attempt,
+                        runner_id=self.runner_id, started_at=utc_now(),
                     )
-                finally:
-                    beating.cancel()
+                    await self._log.append([self._event(started, envelope)])
+                    beating = asyncio.create_task(self._beat(envelope))
+                    try:
+                        result = await self._call(request, envelope)
+                    finally:
+                        beating.cancel()
                 await self._log.append([self._event(await self._finished(request, result, envelope), envelope)])
         except asyncio.CancelledError:
             raise
         except Exception:  # the log or the blob store failed: the loop retries the call after its timeout
             logger.exception("tool call %s of run %s could not be reported", request.call_id, request.run_id)
+
+    async def _call(self, request: ToolCallRequested, cause: Envelope) -> ToolResult:
+        """The call, tried again while its failure is transient, its breaker lets it and its timeout leaves time."""
+        deadline = self._clock() + request.timeout_s  # the tries and the waits share the call's timeout
+        arguments = json.loads(request.arguments or "{}")
+        tries, spent_ms, timeout_s = 0, 0, request.timeout_s
+        while True:
+            tries += 1
+            result = await self._executor.call(
+                request.tool_name, arguments, actor=cause.actor, idempotency_key=request.idempotency_key,
+                timeout_s=timeout_s,
+            )
+            self.breakers.record(request.tool_name, result.status, result.content, self._clock())
+            spent_ms += result.duration_ms
+            if tries >= self._retry.max_tries or not self._retry.retries(result, idempotent=request.idempotent):
+                break
+            delay_s = self._retry.delay_s(tries, jitter=random.random())
+            if self._clock() + delay_s >= deadline:
+                break  # no time left for another try
+            await self._sleep(delay_s)
+            spent_ms += round(delay_s * 1000)
+            timeout_s = deadline - self._clock()
+            if timeout_s <= 0 or self.breakers.refusal(request.tool_name, self._clock()) is not None:
+                break  # out of time, or it kept failing (here or elsewhere): its own last answer says more
+        if tries == 1:
+            return result
+        # Noted on a failure only, so the model does not simply ask again at once.
+        content = result.content if result.status == "completed" else f"{result.content} (after {tries} tries)"
+        return replace(result, content=content, duration_ms=spent_ms)
 
     async def _finished(self, request: ToolCallRequested, result: ToolResult, cause: Envelope) -> ToolCallFinished:
         limit = self._catalog.max_result_tokens(request.tool_name) or DEFAULT_MAX_RESULT_TOKENS
@@ -107,7 +180,7 @@ class ToolRunner:
             run_id=request.run_id, call_id=request.call_id, step=request.step, tool_name=request.tool_name,
             status=result.status, result=shown, attempt=request.attempt, duration_ms=result.duration_ms,
             idempotency_key=request.idempotency_key, result_truncated=shown != result.content, result_blob=blob,
-            finished_at=utc_now(), runner_id=self.runner_id,
+            finished_at=utc_now(), runner_id=self.runner_id, sources=result.sources,
         )
 
     async def _beat(self, cause: Envelope[ToolCallRequested]) -> None:

@@ -2,6 +2,8 @@
 
 `parse_tools_file` reads it (TOML) into a `ToolsConfig`; anything wrong stops with `ToolsFileError`, which
 names the file, the line and the problem (`tools.toml:14: tools[1].timeout_s: must be a number, got "fast"`).
+The tools turnlog runs itself (`file_search`) are declared on the reserved server `builtin`, which no
+`[[servers]]` table declares; a file may declare only those.
 Nothing here reads a file, the environment or a clock: credentials are rendered per call by the adapter.
 """
 
@@ -21,6 +23,9 @@ Transport = Literal["streamable-http", "stdio"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# The server of the tools turnlog runs itself (`processors/tools/builtin.py`), and their names: reserved.
+BUILTIN_SERVER = "builtin"
+BUILTIN_TOOLS = ("file_search",)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -56,6 +61,8 @@ class ServerDeclaration:
             raise DeclarationError(
                 field="name", problem=f"{self.name!r}: a server name is 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit"
             )
+        if self.name == BUILTIN_SERVER:
+            raise DeclarationError(field="name", problem=f"{BUILTIN_SERVER!r} is reserved for the tools turnlog runs itself")
         if self.transport not in TRANSPORTS:
             raise DeclarationError(field="transport", problem=f"unknown transport {self.transport!r}; choose {' or '.join(TRANSPORTS)}")
         if self.transport == "streamable-http":
@@ -110,6 +117,18 @@ class ToolsConfig:
                     field=f"tools[{index}].name", problem=f"tool {tool.name!r} is declared twice (the model knows tools by name alone)"
                 )
             tool_names.add(tool.name)
+            if tool.server == BUILTIN_SERVER:
+                if tool.name not in BUILTIN_TOOLS:
+                    raise DeclarationError(
+                        field=f"tools[{index}].name",
+                        problem=f"turnlog has no built-in tool {tool.name!r}; built-in tools are {', '.join(BUILTIN_TOOLS)}",
+                    )
+                continue
+            if tool.name in BUILTIN_TOOLS:
+                raise DeclarationError(
+                    field=f"tools[{index}].name",
+                    problem=f"{tool.name!r} is turnlog's own tool; declare it with server = {BUILTIN_SERVER!r}",
+                )
             if tool.server not in server_names:
                 known = ", ".join(server_names) or "none"
                 raise DeclarationError(field=f"tools[{index}].server", problem=f"no server named {tool.server!r}; servers are {known}")
@@ -134,6 +153,10 @@ class ToolsConfig:
 
     def tools_of(self, server: str) -> tuple[ToolPolicy, ...]:
         return tuple(tool for tool in self.tools if tool.server == server)
+
+    def served(self) -> ToolsConfig:
+        """The declarations without the built-in tools: what the MCP servers are asked for."""
+        return ToolsConfig(servers=self.servers, tools=tuple(tool for tool in self.tools if tool.server != BUILTIN_SERVER))
 
     def environment_names(self) -> tuple[str, ...]:
         """Every environment variable the credentials name (to check at start that each is set)."""
@@ -188,11 +211,13 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
             raise DeclarationError(field=unknown[0], problem="unknown section; sections are [[servers]] and [[tools]]")
         servers = [
             _build(ServerDeclaration, values, where)
-            for where, values in _tables(document, "servers", _SERVER_KEYS, _REQUIRED_SERVER_KEYS)
+            for where, values in _tables(document, "servers", _SERVER_KEYS, _REQUIRED_SERVER_KEYS, optional=True)
         ]
         tools = [
             _build(ToolPolicy, values, where) for where, values in _tables(document, "tools", _TOOL_KEYS, _REQUIRED_TOOL_KEYS)
         ]
+        if not servers and any(tool.server != BUILTIN_SERVER for tool in tools):
+            raise DeclarationError(field="servers", problem="declare at least one [[servers]] table")  # only built-in tools need none
         return ToolsConfig(servers=tuple(servers), tools=tuple(tools))
     except _Located as located:
         raise fail(located.error, located.where) from None
@@ -210,9 +235,11 @@ class _Located(Exception):
 
 
 def _tables(
-    document: Mapping[str, object], section: str, keys: Mapping[str, str], required: tuple[str, ...]
+    document: Mapping[str, object], section: str, keys: Mapping[str, str], required: tuple[str, ...], *, optional: bool = False
 ) -> list[tuple[str, dict[str, object]]]:
     entries = document.get(section)
+    if optional and section not in document:
+        return []
     if not isinstance(entries, list) or not entries:
         raise DeclarationError(field=section, problem=f"declare at least one [[{section}]] table")
     tables = []

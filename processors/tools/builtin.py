@@ -1,0 +1,70 @@
+"""turnlog's own tools beside the MCP servers': one `ToolExecutor` that routes each call by its tool's name.
+
+Built-in tools (today `file_search`) run in the process; every other tool goes to the servers' executor.
+A built-in tool's name is reserved in the tools file, so no server's tool can shadow it or be shadowed.
+"""
+
+import asyncio
+from collections.abc import Mapping
+
+from events.values import ToolSpec
+from kernel.envelope import Actor
+from processors.retrieval import DocumentRetriever
+from processors.tools.catalog import ToolExecutor, ToolPolicy, ToolResult
+from processors.tools.file_search import DEFAULT_POLICY, FILE_SEARCH, FileSearchTool
+from processors.tools.tools_file import ToolsConfig
+
+
+class ToolRouter:
+    """Each built-in tool to its own executor, everything else to `servers`; listings and outages merged."""
+
+    def __init__(self, *, builtin: Mapping[str, ToolExecutor], servers: ToolExecutor) -> None:
+        self._builtin = dict(builtin)
+        self._servers = servers
+
+    @property
+    def _executors(self) -> list[ToolExecutor]:
+        return [self._servers, *dict.fromkeys(self._builtin.values())]
+
+    async def start(self) -> None:
+        for executor in self._executors:
+            await executor.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(executor.close() for executor in self._executors))
+
+    async def list_tools(self, *, actor: Actor) -> list[ToolSpec]:
+        listings = await asyncio.gather(*(executor.list_tools(actor=actor) for executor in self._executors))
+        return [spec for listing in listings for spec in listing]
+
+    def unavailable(self, *, actor: Actor) -> dict[str, str]:
+        reasons: dict[str, str] = {}
+        for executor in self._executors:
+            reasons.update(executor.unavailable(actor=actor))
+        return reasons
+
+    async def call(
+        self, tool: str, arguments: dict, *, actor: Actor, idempotency_key: str, timeout_s: float
+    ) -> ToolResult:
+        executor = self._builtin.get(tool, self._servers)
+        return await executor.call(tool, arguments, actor=actor, idempotency_key=idempotency_key, timeout_s=timeout_s)
+
+
+def with_builtin_tools(config: ToolsConfig, *, servers: ToolExecutor, retriever: DocumentRetriever | None) -> ToolExecutor:
+    """`servers` with turnlog's own tools beside it: `file_search` where there is a document search."""
+    if retriever is None:
+        return servers
+    return ToolRouter(builtin={FILE_SEARCH: FileSearchTool(retriever=retriever, policy=file_search_policy(config))}, servers=servers)
+
+
+def tool_policies(config: ToolsConfig, *, searches: bool) -> dict[str, ToolPolicy]:
+    """Every tool's policy by name: the tools file's, and `file_search`'s default where it searches and the file is silent."""
+    policies = {tool.name: tool for tool in config.tools}
+    if searches:
+        policies.setdefault(FILE_SEARCH, DEFAULT_POLICY)
+    return policies
+
+
+def file_search_policy(config: ToolsConfig) -> ToolPolicy:
+    """The tools file's declaration of `file_search` (`server = "builtin"`), or the default one."""
+    return config.tool(FILE_SEARCH) or DEFAULT_POLICY
