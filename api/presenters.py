@@ -37,6 +37,8 @@ def turn_json(row: TurnRow) -> dict:
         "sources": row.sources,
         "createdAt": iso(row.created_at),
     }
+    if row.role == "assistant":
+        shape["toolCalls"] = row.tool_calls
     if row.reason:
         shape["reason"] = row.reason
     return shape

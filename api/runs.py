@@ -17,7 +17,9 @@ from kernel.envelope import Envelope, utc_now
 from kernel.errors import Conflict, NotFound
 from kernel.runtime import encode
 from kernel.codec import UndecodableMessage
-from events.runs import AssistantDelta, PromptAssembled, RunFinished, RunStarted, ToolCalled, ToolReturned
+from events.runs import (
+    AssistantDelta, PromptAssembled, RunBackgrounded, RunFinished, RunStarted, ToolCalled, ToolReturned,
+)
 from events.tools import (
     TOOL_CALL_STATUSES,
     ToolApprovalDecided,
@@ -38,7 +40,10 @@ async def get_run(request: Request) -> JSONResponse:
     run = await find_run(request, principal, request.path_params["run_id"])
     shape = run_json(run)
     context = context_of(request)
-    progress, route, tool_calls = await _from_events(context, run.run_id)
+    progress, route, tool_calls, backgrounded = await _from_events(context, run.run_id)
+    if backgrounded is not None:  # it became long work on the way
+        shape["mode"] = "background"
+        shape["backgroundedReason"] = backgrounded
     if route is not None:
         shape["route"] = route
     if tool_calls:
@@ -53,10 +58,11 @@ async def get_run(request: Request) -> JSONResponse:
     return JSONResponse(shape)
 
 
-async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None, list[dict]]:
-    """From the run's events on the log: what it has streamed so far, where the router sent it, and its tool calls."""
+async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None, list[dict], str | None]:
+    """From the run's events on the log: what it has streamed so far, where the router sent it, its tool calls,
+    and why it moved to the background (if it did)."""
     deltas = characters = tool_calls = 0
-    route = None
+    route = backgrounded = None
     calls: dict[str, dict] = {}
     for record in await context.log.read(RUN_EVENTS, key=run_id):
         try:
@@ -77,12 +83,14 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
                 }
         elif isinstance(event, (ToolCallRequested, ToolApprovalRequested, ToolCallFinished)) and event.call_id in calls:
             calls[event.call_id].update(_call_progress(event, calls[event.call_id]))
+        elif isinstance(event, RunBackgrounded):
+            backgrounded = event.reason
         elif isinstance(event, PromptAssembled):
             route = {
                 "pool": event.pool or None, "sizeClass": event.size_class or None, "fallbackFrom": event.fallback_from,
                 "reason": event.route_reason, "promptTokens": event.prompt_tokens, "toolTokens": event.tool_tokens,
             }
-    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, list(calls.values())
+    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, list(calls.values()), backgrounded
 
 
 def _call_progress(event: object, call: dict) -> dict:
@@ -255,6 +263,9 @@ async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIt
                         "status": event.status, "durationMs": event.duration_ms,
                     }
                     yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
+                case RunBackgrounded():
+                    data = {"type": "run.backgrounded", "runId": run_id, "reason": event.reason}
+                    yield encode_event(event_id=record.offset, event_type="run.backgrounded", data=data)
                 case RunFinished():
                     event_type, data = run_finished_json(event)
                     yield encode_event(event_id=record.offset, event_type=event_type, data=data)

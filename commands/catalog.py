@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from events.values import Citation, ContentPart, Source, Usage
+from events.values import Citation, ContentPart, Source, ToolCallSummary, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +50,7 @@ class FinishRun:
     usage: Usage
     sources: tuple[Source, ...] = ()
     citations: tuple[Citation, ...] = ()
+    tool_calls: tuple[ToolCallSummary, ...] = ()  # the calls the run made, in the order proposed
 
 
 Command = CreateConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun

@@ -381,6 +381,7 @@ def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Deci
         finished_at=now,
         sources=command.sources,
         citations=command.citations,
+        tool_calls=command.tool_calls,
     )
     stream_end = RunFinished(
         run_id=run.run_id,

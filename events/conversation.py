@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.values import Citation, ContentPart, Source, SummaryFact, Usage
+from events.values import Citation, ContentPart, Source, SummaryFact, ToolCallSummary, Usage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +55,7 @@ class AssistantTurnFinished:
     finished_at: datetime
     sources: tuple[Source, ...] = ()
     citations: tuple[Citation, ...] = ()
+    tool_calls: tuple[ToolCallSummary, ...] = ()  # the calls the run made, in the order proposed
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,15 @@ class RunHeartbeat:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunBackgrounded:
+    """The run became long work: it goes on without a client (the stream says `run.backgrounded`, GET follows it)."""
+
+    run_id: str
+    reason: str  # e.g. a long tool was called, or its tools outgrew the interactive time
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunFinished:
     run_id: str
     conversation_id: str
@@ -125,5 +134,6 @@ class InferenceRequested:
 
 RUN_EVENT_TYPES = (
     RunStarted, GenerationStarted, AssistantDelta, RunHeartbeat, RunFinished, ToolCalled, ToolReturned, PromptAssembled,
+    RunBackgrounded,
 )
 TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})

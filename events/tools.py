@@ -7,10 +7,11 @@ a `ToolCallRequested` (to run), a `ToolApprovalRequested` (to wait for the owner
 hands the results to the prompt builder for the run's next model step.
 """
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from events.values import ToolCallProposal
+from events.values import Source, ToolCallProposal, ToolCallSummary
 
 # How a call ended; the model sees the status with the result, the client in `tool.result`.
 TOOL_CALL_STATUSES = (
@@ -109,6 +110,7 @@ class ToolCallFinished:
     result_blob: str | None = None  # the SHA-256 digest of the whole result, when it was cut
     finished_at: datetime
     runner_id: str = ""  # the runner that executed it; empty when the loop ended it without running it
+    sources: tuple[Source, ...] = ()  # passages the result holds (file_search): the next step numbers them for citing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,3 +143,20 @@ TOOL_EVENT_TYPES = (
     ToolStepCompleted,
     ToolLoopTicked,
 )
+
+
+def call_summaries(events: Iterable[object]) -> tuple[ToolCallSummary, ...]:
+    """The calls a run's events show, in the order they were proposed: each call's first finish is its outcome."""
+    calls: dict[str, ToolCallSummary] = {}
+    for event in events:
+        match event:
+            case ToolCallsProposed():
+                for call in event.calls:
+                    calls.setdefault(call.call_id, ToolCallSummary(call_id=call.call_id, tool_name=call.name, status="proposed"))
+            case ToolCallRequested() if event.call_id in calls and calls[event.call_id].status not in TOOL_CALL_STATUSES:
+                calls[event.call_id] = replace(calls[event.call_id], status="requested", attempts=event.attempt)
+            case ToolCallFinished() if event.call_id in calls and calls[event.call_id].status not in TOOL_CALL_STATUSES:
+                calls[event.call_id] = replace(
+                    calls[event.call_id], status=event.status, attempts=event.attempt, duration_ms=event.duration_ms
+                )
+    return tuple(calls.values())

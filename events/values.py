@@ -26,6 +26,17 @@ class ToolCallProposal:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolCallSummary:
+    """A call a run made, as its assistant turn lists it (`attempts` 0: never executed)."""
+
+    call_id: str
+    tool_name: str
+    status: str
+    attempts: int = 0
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToolSpec:
     """A tool offered to the model; `parameters` is the JSON Schema of its arguments, as JSON text."""
 

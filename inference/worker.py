@@ -30,9 +30,9 @@ from events.conversation import RunCancellationRequested
 from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
-from events.tools import ToolCallsProposed
+from events.tools import ToolCallsProposed, call_summaries
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
-from events.values import Usage
+from events.values import ToolCallSummary, Usage
 from inference.coalesce import coalesce
 from inference.engine import EngineUnavailable, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
 from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
@@ -304,7 +304,8 @@ class InferenceWorker:
                 ), request_envelope)
                 recorded = replace(recorded, status="tool_calls")
             else:
-                step_end = self._finish(request_envelope, "".join(parts), status, reason, usage)
+                calls = await self._calls_made(request.run_id) if request.step > 1 else ()
+                step_end = self._finish(request_envelope, "".join(parts), status, reason, usage, calls)
             # One append: the step's end and what it cost land together (the ledger never misses a step).
             await self._log.append([
                 step_end,
@@ -314,6 +315,16 @@ class InferenceWorker:
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
         await asyncio.shield(conclude())
+
+    async def _calls_made(self, run_id: str) -> tuple[ToolCallSummary, ...]:
+        """The tool calls of the run's earlier steps, for its assistant turn to list."""
+        events = []
+        for record in await self._log.read(RUN_EVENTS, key=run_id):
+            try:
+                events.append(self._codec.decode(record.value).payload)
+            except UndecodableMessage:
+                continue
+        return call_summaries(events)
 
     async def _usage_before(self, run_id: str) -> Usage:
         """What the run's earlier model steps used: each step's record holds the run's total so far."""
@@ -353,11 +364,14 @@ class InferenceWorker:
     def _event(self, event: object, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
 
-    def _finish(self, cause: Envelope[InferenceRequested], text: str, status: str, reason: str, usage: Usage) -> OutgoingRecord:
+    def _finish(
+        self, cause: Envelope[InferenceRequested], text: str, status: str, reason: str, usage: Usage,
+        tool_calls: tuple[ToolCallSummary, ...] = (),
+    ) -> OutgoingRecord:
         request = cause.payload
         command = FinishRun(
             conversation_id=request.conversation_id, run_id=request.run_id, status=status, text=text, reason=reason,
-            usage=usage, sources=request.sources, citations=citations_in(text, request.sources),
+            usage=usage, sources=request.sources, citations=citations_in(text, request.sources), tool_calls=tool_calls,
         )
         return encode(self._codec, Envelope.wrap(command, key=request.conversation_id, actor=cause.actor, cause=cause), topic=COMMANDS)
 

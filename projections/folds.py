@@ -107,6 +107,11 @@ def fold(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
                      "location": s.location}
                     for s in event.sources
                 ],
+                tool_calls=[
+                    {"callId": c.call_id, "toolName": c.tool_name, "status": c.status, "attempts": c.attempts,
+                     "durationMs": c.duration_ms}
+                    for c in event.tool_calls
+                ],
             )
 
 
@@ -128,6 +133,7 @@ def _add_assistant_turn(
     finished_at: datetime | None = None,
     citations: list[dict] | None = None,
     sources: list[dict] | None = None,
+    tool_calls: list[dict] | None = None,
 ) -> None:
     """The assistant turn a run produces and the run itself share their state: one row each."""
     usage = usage or Usage()
@@ -143,6 +149,7 @@ def _add_assistant_turn(
             run_id=run_id,
             citations=citations or [],
             sources=sources or [],
+            tool_calls=tool_calls or [],
             reason=reason,
             created_at=created_at,
             finished_at=finished_at,

@@ -67,6 +67,7 @@ class TurnRow:
     run_id: str = ""  # "" for a turn no run produced
     citations: list[dict[str, Any]] = field(default_factory=list)  # what the answer cites
     sources: list[dict[str, Any]] = field(default_factory=list)  # every passage it was given
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the calls the run made
     reason: str = ""
     created_at: datetime
     finished_at: datetime | None = None
@@ -217,13 +218,14 @@ _TURNS = _Table(
         ("run_id", "String"),
         ("citations", "String"),
         ("sources", "String"),
+        ("tool_calls", "String"),
         ("reason", "String"),
         ("created_at", _UTC_MICROS),
         ("finished_at", f"Nullable({_UTC_MICROS})"),
         ("version", "UInt64"),
     ),
     order_by=("org_id", "conversation_id", "turn_seq"),
-    json_columns=frozenset({"content", "citations", "sources"}),
+    json_columns=frozenset({"content", "citations", "sources", "tool_calls"}),
 )
 _RUNS = _Table(
     name="runs",

@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 
+from events.runs import RunBackgrounded
 from events.tools import (
     ToolApprovalDecided,
     ToolApprovalRequested,
@@ -44,16 +45,22 @@ class ToolRules:
     timeout_s: float = 30.0
     idempotent: bool = False
     require_approval: bool = False
+    long: bool = False  # long work: calling it moves the run to the background
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoopBudget:
-    """Per run: how many calls and model steps, and how long; how long an approval may wait."""
+    """Per run: how many calls and model steps, and how long; how long an approval may wait.
+
+    A run whose tools take longer than `interactive_s` moves to the background (nobody should have
+    to watch a spinner that long); it still ends at `wall_clock_s`.
+    """
 
     max_calls: int = 8
     max_steps: int = 10
     wall_clock_s: float = 600.0
     approval_timeout_s: float = 300.0
+    interactive_s: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,13 +105,14 @@ class LoopState:
     completed_steps: frozenset[int] = frozenset()
     calls_used: int = 0
     cancelled: bool = False
+    backgrounded: bool = False
 
     def open_calls(self, step: int | None = None) -> list[CallState]:
         return [c for c in self.calls.values() if not c.finished and (step is None or c.step == step)]
 
 
 LoopInput = ToolCallsProposed | ToolApprovalDecided | ToolCallStarted | ToolCallFinished | RunCancelled | ToolLoopTicked
-LoopEvent = ToolCallRequested | ToolApprovalRequested | ToolApprovalDecided | ToolCallFinished | ToolStepCompleted
+LoopEvent = ToolCallRequested | ToolApprovalRequested | ToolApprovalDecided | ToolCallFinished | ToolStepCompleted | RunBackgrounded
 
 
 def decide(state: LoopState, event: LoopInput, *, rules: Mapping[str, ToolRules], budget: LoopBudget) -> list[LoopEvent]:
@@ -174,6 +182,8 @@ def evolve(state: LoopState, event: object) -> LoopState:
             return replace(state, completed_steps=state.completed_steps | {event.step})
         case RunCancelled():
             return replace(state, cancelled=True)
+        case RunBackgrounded():
+            return replace(state, backgrounded=True)
     return state
 
 
@@ -221,6 +231,10 @@ def _proposed(state: LoopState, event: ToolCallsProposed, rules: Mapping[str, To
         else:
             decided.append(_request(call, rule, attempt=1, at=at))
         earlier.setdefault(call.fingerprint, call)
+    going = [d.tool_name for d in decided if isinstance(d, (ToolCallRequested, ToolApprovalRequested))]
+    long_calls = [name for name in going if rules[name].long]
+    if long_calls and not after.backgrounded:
+        decided.append(RunBackgrounded(run_id=event.run_id, reason=f"{long_calls[0]} is long work", at=at))
     return decided + _step_completions(fold(decided, after), budget, at=at)
 
 
@@ -281,6 +295,10 @@ def _tick(state: LoopState, tick: ToolLoopTicked, budget: LoopBudget) -> list[Lo
             decided.append(_finish(call, "declined", waited, at=now))
         elif call.status in ("requested", "started") and now >= call.since + timedelta(seconds=call.timeout_s) + RUNNER_GRACE:
             decided.extend(_runner_lost(state, call, at=now))
+    outgrown = state.started_at is not None and now >= state.started_at + timedelta(seconds=budget.interactive_s)
+    if outgrown and not past_deadline and not state.backgrounded and state.open_calls() and state.run_id is not None:
+        reason = f"its tools have taken more than {budget.interactive_s:g} s"
+        decided.append(RunBackgrounded(run_id=state.run_id, reason=reason, at=now))
     return decided + _step_completions(fold(decided, state), budget, at=now)
 
 

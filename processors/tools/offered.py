@@ -47,7 +47,7 @@ class ToolCatalog:
         return {
             spec.name: ToolRules(
                 name=spec.name, parameters=json.loads(spec.parameters or "{}"), timeout_s=policy.timeout_s,
-                idempotent=policy.idempotent, require_approval=policy.require_approval,
+                idempotent=policy.idempotent, require_approval=policy.require_approval, long=policy.long,
             )
             for spec in await self.specs(actor)
             if (policy := self._policies.get(spec.name)) is not None

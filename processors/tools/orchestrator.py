@@ -16,7 +16,7 @@ from datetime import datetime
 
 from commands.catalog import FinishRun
 from events.conversation import RunCancellationRequested
-from events.runs import InferenceRequested, RunHeartbeat
+from events.runs import InferenceRequested, RunBackgrounded, RunHeartbeat
 from events.tools import (
     ToolApprovalDecided,
     ToolApprovalRequested,
@@ -28,14 +28,14 @@ from events.tools import (
     ToolStepCompleted,
 )
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
-from events.values import Usage
+from events.values import ToolCallSummary, Usage
 from kernel.codec import AvroCodec
 from kernel.envelope import Actor, Envelope, utc_now
 from kernel.keyed_state import KeyedStates
 from kernel.log import EventLog, OutgoingRecord
 from kernel.runtime import Delivery, Processor, encode
-from processors.tools.continuation import next_step
-from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, evolve
+from processors.tools.continuation import CallResult, next_step
+from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, evolve, fold
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,14 @@ class ToolLoop:
         state = await self._states.get(run_id)
         ended = self._decided(state, RunCancelled(run_id=run_id, at=cause.occurred_at), cause, rules={})
         self._open.pop(run_id, None)
+        after = fold([envelope.payload for envelope in ended], state)
+        calls = tuple(
+            ToolCallSummary(call_id=call.call_id, tool_name=call.tool_name, status=call.status, attempts=call.attempt)
+            for call in after.calls.values()
+        )
         finish = FinishRun(
             conversation_id=state.conversation_id, run_id=run_id, status="cancelled", text="",
-            reason="cancelled by the user", usage=Usage(), sources=(), citations=(),
+            reason="cancelled by the user", usage=Usage(), sources=(), citations=(), tool_calls=calls,
         )
         envelope = Envelope.wrap(finish, key=finish.conversation_id, actor=cause.actor, cause=cause)
         return ended, encode(self._codec, envelope, topic=COMMANDS)
@@ -163,10 +168,10 @@ class ToolLoop:
         if previous is None:
             logger.warning("run %s: no request of step %d on %s", completed.run_id, completed.step, proposal.topic)
             return []
-        results: dict[str, tuple[str, str]] = {}
+        results: dict[str, CallResult] = {}
         for event in events:  # the first finish of each call is its result, as the loop folds it
             if isinstance(event, ToolCallFinished) and event.step == completed.step:
-                results.setdefault(event.call_id, (event.status, event.result))
+                results.setdefault(event.call_id, (event.status, event.result, event.sources))
         request = next_step(previous, proposal, results, final=completed.final, reason=completed.reason)
         request_envelope = Envelope.wrap(request, key=request.run_id, actor=envelope.actor, cause=envelope)
         return [encode(self._codec, request_envelope, topic=proposal.topic)]
@@ -193,7 +198,7 @@ class ToolLoop:
 
 _LOOP_EVENTS = (
     ToolCallsProposed, ToolCallRequested, ToolApprovalRequested, ToolApprovalDecided, ToolCallStarted, ToolCallFinished,
-    ToolStepCompleted, ToolLoopTicked,
+    ToolStepCompleted, ToolLoopTicked, RunBackgrounded,
 )
 
 

@@ -32,6 +32,7 @@ def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[e2e
         '[[tools]]\nserver = "local"\nname = "add"\nidempotent = true\n'
         '[[tools]]\nserver = "local"\nname = "sleep"\ntimeout_s = 1\n'
         '[[tools]]\nserver = "local"\nname = "whoami"\nrequire_approval = true\n'
+        '[[tools]]\nserver = "local"\nname = "pid"\nlong = true\n'
     )
     server = e2e_server.TurnlogServer(data_dir=folder / "data", extra_args=("--tools", str(tools)))
     server.start()
@@ -66,7 +67,11 @@ async def test_a_run_calls_two_tools_and_answers_from_their_results(tools_server
     assert kinds.index("tool.result") < kinds.index("assistant.delta")  # the answer comes after the tools
     answer = e2e_server.delta_text(events)
     assert "add returned 5" in answer and "add returned 13" in answer
-    assert e2e_server.text_of_turn(e2e_server.turn_by_seq(turns, accepted["turnSeq"] + 1)) == answer
+    assistant_turn = e2e_server.turn_by_seq(turns, accepted["turnSeq"] + 1)
+    assert e2e_server.text_of_turn(assistant_turn) == answer
+    assert [(c["callId"], c["toolName"], c["status"], c["attempts"]) for c in assistant_turn["toolCalls"]] == [
+        ("call_1", "add", "completed", 1), ("call_2", "add", "completed", 1),
+    ]
     assert [(call["callId"], call["status"], call["attempts"]) for call in run["toolCalls"]] == [
         ("call_1", "completed", 1), ("call_2", "completed", 1),
     ]
@@ -233,3 +238,19 @@ async def test_a_turn_may_narrow_its_tools_but_never_widen_them(tools_server) ->
     assert none_events[-1].event == "assistant.completed"
     problem = e2e_server.assert_problem(bad, 400)
     assert "tools[0]" in json.dumps(problem)
+
+
+async def test_calling_a_long_tool_moves_the_run_to_the_background_and_the_stream_says_so(tools_server) -> None:
+    server, _ = tools_server
+    user = server.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        accepted, events = await answered(client, conversation_id, "call:pid({})")
+        run = await e2e_server.get_run(client, accepted["runId"])
+
+    kinds = [event.event for event in events]
+    assert kinds.index("tool.call") < kinds.index("run.backgrounded") < kinds.index("tool.result")
+    [moved] = [event.json() for event in events if event.event == "run.backgrounded"]
+    assert moved["reason"] == "pid is long work"
+    assert kinds[-1] == "assistant.completed" and "pid returned" in e2e_server.delta_text(events)
+    assert (run["status"], run["mode"], run["backgroundedReason"]) == ("completed", "background", "pid is long work")

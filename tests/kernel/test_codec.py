@@ -101,6 +101,7 @@ def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
     names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
     shared = {
         "ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "SummaryFact", "ToolCallProposal", "ToolSpec",
+        "ToolCallSummary",
         "Envelope",
     }
     assert names == {t.__name__ for t in ALL_TYPES} | shared
@@ -173,7 +174,14 @@ def _old_writer_samples():
         (GenerationStarted(run_id="r", worker_id="w", pool="interactive"), {"step"}, 1),
     ] + [(sample, new_fields, 1) for sample, new_fields in _before_narrowing_samples()] + [
         (dataclasses.replace(_before_the_route_samples()[1], size_class="short", route_reason="the only pool"), {"tool_tokens"}, 2),
-    ]
+    ] + [(sample, {"tool_calls"}, 2) for sample in _v1_samples()[1:]] + [(_finished_call(), {"sources"}, 1)]
+
+
+def _finished_call(sources=()):
+    from events.tools import ToolCallFinished
+
+    return ToolCallFinished(run_id="r", call_id="call_1", step=1, tool_name="file_search", status="completed",
+                            result="Tides\nThe moon pulls.", attempt=1, finished_at=NOW, runner_id="w", sources=sources)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +218,11 @@ def test_a_prompt_with_tools_and_tool_messages_roundtrips(codec: AvroCodec) -> N
         ),
     )
     assert codec.decode_payload(codec.encode_payload(request)) == request
+
+
+def test_a_finished_call_keeps_the_passages_it_found(codec: AvroCodec) -> None:
+    from events.values import Source
+
+    source = Source(marker=1, file_id="file_1", chunk_id="file_1:0", title="Tides", location="page 2", text="The moon pulls.")
+    finished = _finished_call(sources=(source,))
+    assert codec.decode_payload(codec.encode_payload(finished)) == finished

@@ -17,6 +17,7 @@ from events.tools import (
     ToolStepCompleted,
 )
 from events.values import ToolCallProposal
+from events.runs import RunBackgrounded
 from processors.tools.loop import RUNNER_GRACE, LoopBudget, LoopState, RunCancelled, ToolRules, decide, fold
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -26,7 +27,8 @@ RULES = {
     "send_email": ToolRules(name="send_email", parameters={"type": "object"}, timeout_s=20, require_approval=True),
     "charge_card": ToolRules(name="charge_card", parameters={"type": "object"}, timeout_s=20),
 }
-BUDGET = LoopBudget(max_calls=4, max_steps=3, wall_clock_s=120, approval_timeout_s=60)
+# The interactive time is past the wall clock here, so only the tests that mean to move a run to the background do.
+BUDGET = LoopBudget(max_calls=4, max_steps=3, wall_clock_s=120, approval_timeout_s=60, interactive_s=1_000)
 
 
 def at(seconds: float) -> datetime:
@@ -269,3 +271,30 @@ def test_every_call_ends_budgets_hold_and_no_call_runs_twice_unless_idempotent(e
     if not state.cancelled:
         assert {event.step for event in completions} == set(state.steps)  # and every step does
     assert all(event.final for event in completions if event.step + 1 >= BUDGET.max_steps)
+
+
+# -- long work --------------------------------------------------------------------------------------
+
+
+def test_calling_a_long_tool_moves_the_run_to_the_background_once() -> None:
+    rules = {**RULES, "render": ToolRules(name="render", parameters={"type": "object"}, timeout_s=300, long=True)}
+    state = fold([])
+    first = proposed(("call_1", "render", "{}"), ("call_2", "render", '{"page": 2}'))
+    decided = decide(state, first, rules=rules, budget=BUDGET)
+    [request_1, request_2, backgrounded] = decided
+    assert isinstance(request_1, ToolCallRequested) and isinstance(request_2, ToolCallRequested)
+    assert isinstance(backgrounded, RunBackgrounded) and backgrounded.reason == "render is long work"
+    state = fold([first, *decided, finished("call_1"), finished("call_2")], state)
+    later = proposed(("call_3", "render", '{"page": 3}'), step=2, seconds=5)
+    assert not [e for e in decide(state, later, rules=rules, budget=BUDGET) if isinstance(e, RunBackgrounded)]
+
+
+def test_a_run_whose_tools_outgrow_the_interactive_time_moves_to_the_background() -> None:
+    budget = LoopBudget(max_calls=4, max_steps=3, wall_clock_s=120, approval_timeout_s=100, interactive_s=30)
+    history = [proposed(("call_1", "send_email", "{}"))]
+    history += decide(fold(history[:0]), history[0], rules=RULES, budget=budget)
+    assert decide(fold(history), ToolLoopTicked(run_id="run_1", now=at(29)), rules=RULES, budget=budget) == []
+    [moved] = decide(fold(history), ToolLoopTicked(run_id="run_1", now=at(30)), rules=RULES, budget=budget)
+    assert isinstance(moved, RunBackgrounded) and moved.reason == "its tools have taken more than 30 s"
+    history.append(moved)
+    assert decide(fold(history), ToolLoopTicked(run_id="run_1", now=at(31)), rules=RULES, budget=budget) == []
