@@ -35,6 +35,7 @@ from turnlog.adapters import build_tool_executor, load_tools, load_pools, build_
 from processors.tools.builtin import tool_policies
 from processors.tools.catalog import ToolExecutor
 from processors.tools.offered import ToolCatalog
+from processors.tools.loop import LoopBudget
 from processors.tools.orchestrator import ToolLoop
 from processors.tools.runner import ToolRunner
 from turnlog.settings import Settings
@@ -87,6 +88,7 @@ class Tools:
 
     catalog: ToolCatalog
     executor: ToolExecutor
+    budget: LoopBudget
 
 
 @asynccontextmanager
@@ -101,7 +103,7 @@ async def opened_tools(settings: Settings, *, search: Search | None = None) -> A
     await executor.start()
     try:
         policies = tool_policies(config, searches=retriever is not None)
-        yield Tools(catalog=ToolCatalog(executor=executor, policies=policies), executor=executor)
+        yield Tools(catalog=ToolCatalog(executor=executor, policies=policies), executor=executor, budget=config.budget)
     finally:
         await executor.close()
 
@@ -182,7 +184,7 @@ async def running_roles(
             if blobs is None:  # whole results that were cut for the prompt are kept there
                 blobs = await stack.enter_async_context(opened_blobs(settings))
             # The loop decides (one state per run, in log order); runners execute, apart from inference workers.
-            loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules)
+            loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules, budget=tools.budget)
             spawn(run(loop.processor()), "tool-loop")
             spawn(loop.run_ticks(), "tool-loop-ticks")
             runner = ToolRunner(log=log, codec=codec, executor=tools.executor, catalog=tools.catalog, blobs=blobs)

@@ -11,6 +11,7 @@ a replay decides the same.
 """
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 import jsonschema
 
 from events.runs import RunBackgrounded
+from processors.tools.catalog import DeclarationError
 from events.tools import (
     ToolApprovalDecided,
     ToolApprovalRequested,
@@ -61,6 +63,15 @@ class LoopBudget:
     wall_clock_s: float = 600.0
     approval_timeout_s: float = 300.0
     interactive_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_calls", "max_steps"):
+            if getattr(self, name) < 1:
+                raise DeclarationError(field=name, problem=f"must be >= 1, got {getattr(self, name)}")
+        for name in ("wall_clock_s", "approval_timeout_s", "interactive_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise DeclarationError(field=name, problem=f"must be a finite number > 0, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 from processors.tools.catalog import SERVER_NAME, DeclarationError, ToolPolicy
 from processors.tools.credentials import CredentialTemplate
+from processors.tools.loop import LoopBudget
 
 Transport = Literal["streamable-http", "stdio"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
@@ -103,6 +104,7 @@ class ToolsConfig:
 
     servers: tuple[ServerDeclaration, ...]
     tools: tuple[ToolPolicy, ...]
+    budget: LoopBudget = LoopBudget()  # each run's calls, steps and time (`[budget]`)
 
     def __post_init__(self) -> None:
         server_names: dict[str, int] = {}
@@ -156,7 +158,9 @@ class ToolsConfig:
 
     def served(self) -> ToolsConfig:
         """The declarations without the built-in tools: what the MCP servers are asked for."""
-        return ToolsConfig(servers=self.servers, tools=tuple(tool for tool in self.tools if tool.server != BUILTIN_SERVER))
+        return ToolsConfig(
+            servers=self.servers, tools=tuple(tool for tool in self.tools if tool.server != BUILTIN_SERVER), budget=self.budget
+        )
 
     def environment_names(self) -> tuple[str, ...]:
         """Every environment variable the credentials name (to check at start that each is set)."""
@@ -177,6 +181,9 @@ _TOOL_KEYS: Mapping[str, str] = {
     "idempotent": "bool", "require_approval": "bool", "long": "bool", "max_result_tokens": "int",
 }
 _REQUIRED_TOOL_KEYS = ("server", "name")
+_BUDGET_KEYS: Mapping[str, str] = {
+    "max_calls": "int", "max_steps": "int", "wall_clock_s": "number", "interactive_s": "number", "approval_timeout_s": "number",
+}
 _KIND_NAMES = {
     "str": "a string", "number": "a number", "int": "an integer", "bool": "true or false",
     "strings": "a list of strings", "templates": 'a table of strings, e.g. { Authorization = "Bearer ${env:TOKEN}" }',
@@ -206,9 +213,9 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
         return ToolsFileError(source=source, line=_line_of(text, path), field=path, problem=error.problem)
 
     try:
-        unknown = sorted(set(document) - {"servers", "tools"})
+        unknown = sorted(set(document) - {"servers", "tools", "budget"})
         if unknown:
-            raise DeclarationError(field=unknown[0], problem="unknown section; sections are [[servers]] and [[tools]]")
+            raise DeclarationError(field=unknown[0], problem="unknown section; sections are [[servers]], [[tools]] and [budget]")
         servers = [
             _build(ServerDeclaration, values, where)
             for where, values in _tables(document, "servers", _SERVER_KEYS, _REQUIRED_SERVER_KEYS, optional=True)
@@ -218,7 +225,12 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
         ]
         if not servers and any(tool.server != BUILTIN_SERVER for tool in tools):
             raise DeclarationError(field="servers", problem="declare at least one [[servers]] table")  # only built-in tools need none
-        return ToolsConfig(servers=tuple(servers), tools=tuple(tools))
+        budget = LoopBudget()
+        if "budget" in document:
+            if not isinstance(document["budget"], dict):
+                raise DeclarationError(field="budget", problem="must be a [budget] table")
+            budget = _build(LoopBudget, _read_table(document["budget"], _BUDGET_KEYS, where="budget"), "budget")
+        return ToolsConfig(servers=tuple(servers), tools=tuple(tools), budget=budget)
     except _Located as located:
         raise fail(located.error, located.where) from None
     except DeclarationError as error:
@@ -331,7 +343,11 @@ def _line_of(text: str, path: str) -> int | None:
     if index is None:
         if spans:
             return spans[0][0] + 1
-        return _first(lines, 0, len(lines), _key_pattern(section), rf"\s*\[\s*{_quoted(section)}\s*[\].]")
+        header = _first(lines, 0, len(lines), _key_pattern(section), rf"\s*\[\s*{_quoted(section)}\s*[\].]")
+        if header is not None and key is not None:  # a key of a plain `[section]` table: its own line
+            end = next((n for n in range(header, len(lines)) if _TABLE_HEADER.fullmatch(lines[n]) or _ARRAY_HEADER.fullmatch(lines[n])), len(lines))
+            return _first(lines, header, end, _key_pattern(key)) or header
+        return header
     if int(index) >= len(spans):
         # An array written inline (`tools = [{...}]`): the best there is, the line that starts it.
         return _first(lines, 0, len(lines), _key_pattern(section))

@@ -73,11 +73,13 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
     config = parse_tools_file(EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE))
 
     assert [server.name for server in config.servers] == ["search", "files"]
-    assert [tool.name for tool in config.tools] == ["web_search", "read_file", "delete_file", "crawl_site"]
+    assert [tool.name for tool in config.tools] == ["search_intranet", "read_file", "delete_file", "crawl_site", "file_search"]
+    assert (config.budget.max_calls, config.budget.interactive_s) == (8, 60)
     text = EXAMPLE.read_text(encoding="utf-8")
     for key in (
         "name", "transport", "url", "command", "args", "cwd", "headers", "env", "connect_timeout_s",
         "server", "orgs", "workspaces", "timeout_s", "idempotent", "require_approval", "long", "max_result_tokens",
+        "max_calls", "max_steps", "wall_clock_s", "interactive_s", "approval_timeout_s",
     ):
         assert f"\n{key} = " in text, key
 
@@ -98,6 +100,10 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
         pytest.param(SERVER + TOOL + "timeout_s = \n", 9, "", "not valid TOML: Invalid value (column 13)", id="toml syntax"),
         pytest.param(SERVER + TOOL + "timout_s = 3\n", 9, "tools[0].timout_s", "unknown key; keys are server, name,", id="unknown key"),
         pytest.param(SERVER + TOOL + 'timeout_s = "fast"\n', 9, "tools[0].timeout_s", 'must be a number, got "fast"', id="wrong type"),
+        pytest.param(SERVER + TOOL + "\n[budget]\nmax_calls = 4\nwall_clock_s = 0\n", 12, "budget.wall_clock_s",
+                     "must be a finite number > 0, got 0.0", id="budget out of range"),
+        pytest.param(SERVER + TOOL + "\n[budget]\nmax_call = 4\n", 11, "budget.max_call", "unknown key; keys are max_calls,",
+                     id="budget unknown key"),
         pytest.param(SERVER + TOOL + "idempotent = 1\n", 9, "tools[0].idempotent", "must be true or false, got 1", id="int for bool"),
         pytest.param(SERVER + TOOL + "orgs = 'org_a'\n", 9, "tools[0].orgs", "must be a list of strings", id="string for list"),
         pytest.param(SERVER + TOOL + "timeout_s = -1\n", 9, "tools[0].timeout_s", "must be a finite number > 0, got -1.0", id="negative timeout"),
@@ -148,7 +154,7 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
             SERVER + '\n[[servers]]\nname = "idle"\ntransport = "stdio"\ncommand = "x"\n' + TOOL.replace("\n[[", "[["),
             7, "servers[1].name", "server 'idle' offers no tools", id="server without tools",
         ),
-        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]] and [[tools]]", id="unknown section"),
+        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]], [[tools]] and [budget]", id="unknown section"),
     ],
 )
 def test_each_mistake_names_the_file_the_line_and_the_problem(text: str, line: int | None, field: str, problem: str) -> None:
