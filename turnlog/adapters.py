@@ -203,4 +203,10 @@ def build_tool_executor(config: ToolsConfig, *, retriever: DocumentRetriever | N
     `file_search` where the process has a document search (`retriever`)."""
     from processors.tools.mcp import McpToolExecutor  # imports the MCP SDK: only where tools are declared
 
-    return with_builtin_tools(config, servers=McpToolExecutor(config=config.served()), retriever=retriever)
+    web_search = None
+    if config.web_search is not None:
+        from processors.tools.web.searxng import SearxngSearch
+
+        web_search = SearxngSearch(base_url=config.web_search.searxng_url, timeout_s=config.web_search.search_timeout_s)
+    servers = McpToolExecutor(config=config.served())
+    return with_builtin_tools(config, servers=servers, retriever=retriever, web_search=web_search)

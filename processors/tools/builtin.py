@@ -1,6 +1,6 @@
 """turnlog's own tools beside the MCP servers': one `ToolExecutor` that routes each call by its tool's name.
 
-Built-in tools (today `file_search`) run in the process; every other tool goes to the servers' executor.
+Built-in tools (`file_search`, `web_search`) run in the process; every other tool goes to the servers' executor.
 A built-in tool's name is reserved in the tools file, so no server's tool can shadow it or be shadowed.
 """
 
@@ -13,6 +13,8 @@ from processors.retrieval import DocumentRetriever
 from processors.tools.catalog import ToolExecutor, ToolPolicy, ToolResult
 from processors.tools.file_search import DEFAULT_POLICY, FILE_SEARCH, FileSearchTool
 from processors.tools.tools_file import ToolsConfig
+from processors.tools.web.search import SearchEngine
+from processors.tools.web_search import WEB_SEARCH, WebSearchTool
 
 
 class ToolRouter:
@@ -50,11 +52,22 @@ class ToolRouter:
         return await executor.call(tool, arguments, actor=actor, idempotency_key=idempotency_key, timeout_s=timeout_s)
 
 
-def with_builtin_tools(config: ToolsConfig, *, servers: ToolExecutor, retriever: DocumentRetriever | None) -> ToolExecutor:
-    """`servers` with turnlog's own tools beside it: `file_search` where there is a document search."""
-    if retriever is None:
-        return servers
-    return ToolRouter(builtin={FILE_SEARCH: FileSearchTool(retriever=retriever, policy=file_search_policy(config))}, servers=servers)
+def with_builtin_tools(
+    config: ToolsConfig,
+    *,
+    servers: ToolExecutor,
+    retriever: DocumentRetriever | None,
+    web_search: SearchEngine | None = None,
+) -> ToolExecutor:
+    """`servers` with turnlog's own tools beside it: `file_search` where there is a document search, and
+    `web_search` where the tools file enables it (on `web_search`, the search engine the composition root chose)."""
+    builtin: dict[str, ToolExecutor] = {}
+    if retriever is not None:
+        builtin[FILE_SEARCH] = FileSearchTool(retriever=retriever, policy=file_search_policy(config))
+    declared = config.tool(WEB_SEARCH)
+    if config.web_search is not None and declared is not None and web_search is not None:
+        builtin[WEB_SEARCH] = WebSearchTool(engine=web_search, settings=config.web_search, policy=declared)
+    return ToolRouter(builtin=builtin, servers=servers) if builtin else servers
 
 
 def tool_policies(config: ToolsConfig, *, searches: bool) -> dict[str, ToolPolicy]:

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 from processors.tools.catalog import SERVER_NAME, DeclarationError, ToolPolicy
 from processors.tools.credentials import CredentialTemplate
 from processors.tools.loop import LoopBudget
+from processors.tools.web.settings import WebSearchSettings
 
 Transport = Literal["streamable-http", "stdio"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
@@ -26,7 +27,10 @@ TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # The server of the tools turnlog runs itself (`processors/tools/builtin.py`), and their names: reserved.
 BUILTIN_SERVER = "builtin"
-BUILTIN_TOOLS = ("file_search",)
+BUILTIN_TOOLS = ("file_search", "web_search")
+# Built-in tools that act beyond the caller's own data: off until a `[[tools]]` table declares them (for
+# the orgs and workspaces it names), each with its own settings table.
+OPT_IN_TOOLS = ("web_search",)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -105,6 +109,7 @@ class ToolsConfig:
     servers: tuple[ServerDeclaration, ...]
     tools: tuple[ToolPolicy, ...]
     budget: LoopBudget = LoopBudget()  # each run's calls, steps and time (`[budget]`)
+    web_search: WebSearchSettings | None = None  # `[web_search]`: where SearXNG answers, what a call reads
 
     def __post_init__(self) -> None:
         server_names: dict[str, int] = {}
@@ -134,6 +139,17 @@ class ToolsConfig:
             if tool.server not in server_names:
                 known = ", ".join(server_names) or "none"
                 raise DeclarationError(field=f"tools[{index}].server", problem=f"no server named {tool.server!r}; servers are {known}")
+        for name in OPT_IN_TOOLS:
+            declared = next((index for index, tool in enumerate(self.tools) if tool.name == name), None)
+            configured = getattr(self, name) is not None
+            if declared is not None and not configured:
+                raise DeclarationError(field=f"tools[{declared}].name", problem=f"{name!r} needs its settings: add a [{name}] table")
+            if configured and declared is None:
+                raise DeclarationError(
+                    field=name,
+                    problem=f'[{name}] configures a tool nobody may use: enable it with a [[tools]] table, server = "builtin", '
+                    f'name = "{name}" (and orgs or workspaces to limit it)',
+                )
         used = {tool.server for tool in self.tools}
         for name, index in server_names.items():
             if name not in used:
@@ -158,9 +174,7 @@ class ToolsConfig:
 
     def served(self) -> ToolsConfig:
         """The declarations without the built-in tools: what the MCP servers are asked for."""
-        return ToolsConfig(
-            servers=self.servers, tools=tuple(tool for tool in self.tools if tool.server != BUILTIN_SERVER), budget=self.budget
-        )
+        return ToolsConfig(servers=self.servers, tools=tuple(tool for tool in self.tools if tool.server != BUILTIN_SERVER))
 
     def environment_names(self) -> tuple[str, ...]:
         """Every environment variable the credentials name (to check at start that each is set)."""
@@ -181,6 +195,10 @@ _TOOL_KEYS: Mapping[str, str] = {
     "idempotent": "bool", "require_approval": "bool", "long": "bool", "max_result_tokens": "int",
 }
 _REQUIRED_TOOL_KEYS = ("server", "name")
+_WEB_SEARCH_KEYS: Mapping[str, str] = {
+    "searxng_url": "str", "search_timeout_s": "number", "max_pages": "int", "page_timeout_s": "number",
+    "max_page_bytes": "int", "max_redirects": "int", "passage_chars": "int", "allow_hosts": "strings",
+}
 _BUDGET_KEYS: Mapping[str, str] = {
     "max_calls": "int", "max_steps": "int", "wall_clock_s": "number", "interactive_s": "number", "approval_timeout_s": "number",
 }
@@ -213,9 +231,11 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
         return ToolsFileError(source=source, line=_line_of(text, path), field=path, problem=error.problem)
 
     try:
-        unknown = sorted(set(document) - {"servers", "tools", "budget"})
+        unknown = sorted(set(document) - {"servers", "tools", "budget", "web_search"})
         if unknown:
-            raise DeclarationError(field=unknown[0], problem="unknown section; sections are [[servers]], [[tools]] and [budget]")
+            raise DeclarationError(
+                field=unknown[0], problem="unknown section; sections are [[servers]], [[tools]], [budget] and [web_search]"
+            )
         servers = [
             _build(ServerDeclaration, values, where)
             for where, values in _tables(document, "servers", _SERVER_KEYS, _REQUIRED_SERVER_KEYS, optional=True)
@@ -225,12 +245,9 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
         ]
         if not servers and any(tool.server != BUILTIN_SERVER for tool in tools):
             raise DeclarationError(field="servers", problem="declare at least one [[servers]] table")  # only built-in tools need none
-        budget = LoopBudget()
-        if "budget" in document:
-            if not isinstance(document["budget"], dict):
-                raise DeclarationError(field="budget", problem="must be a [budget] table")
-            budget = _build(LoopBudget, _read_table(document["budget"], _BUDGET_KEYS, where="budget"), "budget")
-        return ToolsConfig(servers=tuple(servers), tools=tuple(tools), budget=budget)
+        budget = _single_table(document, "budget", LoopBudget, _BUDGET_KEYS) or LoopBudget()
+        web_search = _single_table(document, "web_search", WebSearchSettings, _WEB_SEARCH_KEYS, required=("searxng_url",))
+        return ToolsConfig(servers=tuple(servers), tools=tuple(tools), budget=budget, web_search=web_search)
     except _Located as located:
         raise fail(located.error, located.where) from None
     except DeclarationError as error:
@@ -265,6 +282,19 @@ def _tables(
             raise DeclarationError(field=where, problem=f"{missing[0]!r} is required")
         tables.append((where, values))
     return tables
+
+
+def _single_table(document: Mapping[str, object], section: str, cls, keys: Mapping[str, str], *, required: tuple[str, ...] = ()):
+    """A plain `[section]` table built into `cls`; None when the file has none."""
+    if section not in document:
+        return None
+    if not isinstance(document[section], dict):
+        raise DeclarationError(field=section, problem=f"must be a [{section}] table")
+    values = _read_table(document[section], keys, where=section)
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise DeclarationError(field=section, problem=f"{missing[0]!r} is required")
+    return _build(cls, values, section)
 
 
 def _read_table(table: Mapping[str, object], keys: Mapping[str, str], *, where: str) -> dict[str, object]:

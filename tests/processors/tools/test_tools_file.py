@@ -31,7 +31,7 @@ FILES_USER = "${ user }"
 
 [[tools]]
 server = "search"
-name = "web_search"
+name = "search_web"
 idempotent = true
 timeout_s = 5
 max_result_tokens = 100
@@ -58,7 +58,7 @@ def test_a_valid_file_gives_its_servers_and_tools_with_defaults() -> None:
     assert (files.command, files.args, files.connect_timeout_s) == ("files-mcp", ("--root", "/srv"), 3.0)
     assert files.env["FILES_USER"].parts == (Placeholder(source="user"),)
     assert config.tools == (
-        ToolPolicy(server="search", name="web_search", idempotent=True, timeout_s=5.0, max_result_tokens=100),
+        ToolPolicy(server="search", name="search_web", idempotent=True, timeout_s=5.0, max_result_tokens=100),
         ToolPolicy(
             server="files", name="read_file", orgs=("org_a",), workspaces=("ws_1", "ws_2"), require_approval=True, long=True
         ),
@@ -73,13 +73,18 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
     config = parse_tools_file(EXAMPLE.read_text(encoding="utf-8"), source=str(EXAMPLE))
 
     assert [server.name for server in config.servers] == ["search", "files"]
-    assert [tool.name for tool in config.tools] == ["search_intranet", "read_file", "delete_file", "crawl_site", "file_search"]
+    assert [tool.name for tool in config.tools] == [
+        "search_intranet", "read_file", "delete_file", "crawl_site", "file_search", "web_search",
+    ]
+    assert config.web_search is not None and config.web_search.searxng_url == "http://searxng:8080"
     assert (config.budget.max_calls, config.budget.interactive_s) == (8, 60)
     text = EXAMPLE.read_text(encoding="utf-8")
     for key in (
         "name", "transport", "url", "command", "args", "cwd", "headers", "env", "connect_timeout_s",
         "server", "orgs", "workspaces", "timeout_s", "idempotent", "require_approval", "long", "max_result_tokens",
         "max_calls", "max_steps", "wall_clock_s", "interactive_s", "approval_timeout_s",
+        "searxng_url", "search_timeout_s", "max_pages", "page_timeout_s", "max_page_bytes", "max_redirects",
+        "passage_chars", "allow_hosts",
     ):
         assert f"\n{key} = " in text, key
 
@@ -104,6 +109,12 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
                      "must be a finite number > 0, got 0.0", id="budget out of range"),
         pytest.param(SERVER + TOOL + "\n[budget]\nmax_call = 4\n", 11, "budget.max_call", "unknown key; keys are max_calls,",
                      id="budget unknown key"),
+        pytest.param(SERVER + TOOL + '[[tools]]\nserver = "builtin"\nname = "web_search"\n', 11, "tools[1].name",
+                     "'web_search' needs its settings: add a [web_search] table", id="web_search without settings"),
+        pytest.param(SERVER + TOOL + '\n[web_search]\nsearxng_url = "http://s"\n', 10, "web_search",
+                     "[web_search] configures a tool nobody may use", id="web_search not enabled"),
+        pytest.param(SERVER + TOOL + '[[tools]]\nserver = "builtin"\nname = "web_search"\n[web_search]\nsearxng_url = "ftp://s"\n',
+                     13, "web_search.searxng_url", "'ftp://s' is not an http(s) URL", id="web_search bad url"),
         pytest.param(SERVER + TOOL + "idempotent = 1\n", 9, "tools[0].idempotent", "must be true or false, got 1", id="int for bool"),
         pytest.param(SERVER + TOOL + "orgs = 'org_a'\n", 9, "tools[0].orgs", "must be a list of strings", id="string for list"),
         pytest.param(SERVER + TOOL + "timeout_s = -1\n", 9, "tools[0].timeout_s", "must be a finite number > 0, got -1.0", id="negative timeout"),
@@ -154,7 +165,7 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
             SERVER + '\n[[servers]]\nname = "idle"\ntransport = "stdio"\ncommand = "x"\n' + TOOL.replace("\n[[", "[["),
             7, "servers[1].name", "server 'idle' offers no tools", id="server without tools",
         ),
-        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]], [[tools]] and [budget]", id="unknown section"),
+        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]], [[tools]], [budget] and [web_search]", id="unknown section"),
     ],
 )
 def test_each_mistake_names_the_file_the_line_and_the_problem(text: str, line: int | None, field: str, problem: str) -> None:
