@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup run test test-fast bench clean
 
 # Every extra, so the whole suite runs: each engine's adapter and its contract tests.
-EXTRAS := chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,mcp,test
+EXTRAS := chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,mcp,sandbox,test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 setup: $(STAMP)
+	@# code_interpreter's sandbox is bubblewrap (docs/tools.md): installed here with apt when this runs as root.
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+	      || echo "make setup: apt-get could not install bubblewrap: code_interpreter stays disabled and its tests fail"; \
+	  else \
+	    echo "make setup: bubblewrap (bwrap) is missing and only root with apt can install it here:" \
+	      "code_interpreter stays disabled and its tests fail until \`sudo apt-get install bubblewrap\`"; \
+	  fi; \
+	}
 
 run: setup
 	$(BIN)/turnlog serve $(ARGS)

@@ -21,6 +21,7 @@ from kernel.log import EventLog
 from projections.search.index import SearchIndex
 from projections.store import SqlStore
 from processors.retrieval import DocumentRetriever
+from processors.tools.attached_files import AttachedFiles
 from processors.tools.builtin import with_builtin_tools
 from processors.tools.catalog import ToolExecutor
 from processors.tools.tools_file import ToolsConfig, parse_tools_file
@@ -198,9 +199,16 @@ def load_tools(settings: Settings) -> ToolsConfig | None:
     return parse_tools_file(text, source=str(settings.tools_file))
 
 
-def build_tool_executor(config: ToolsConfig, *, retriever: DocumentRetriever | None = None) -> ToolExecutor:
-    """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio, and turnlog's own
-    `file_search` where the process has a document search (`retriever`)."""
+def build_tool_executor(
+    config: ToolsConfig,
+    *,
+    retriever: DocumentRetriever | None = None,
+    blobs: BlobStore | None = None,
+    files: AttachedFiles | None = None,
+) -> ToolExecutor:
+    """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio, and turnlog's own:
+    `file_search` where the process has a document search (`retriever`), `web_search` on SearXNG and
+    `code_interpreter` in its sandbox where the file enables them."""
     from processors.tools.mcp import McpToolExecutor  # imports the MCP SDK: only where tools are declared
 
     web_search = None
@@ -209,4 +217,4 @@ def build_tool_executor(config: ToolsConfig, *, retriever: DocumentRetriever | N
 
         web_search = SearxngSearch(base_url=config.web_search.searxng_url, timeout_s=config.web_search.search_timeout_s)
     servers = McpToolExecutor(config=config.served())
-    return with_builtin_tools(config, servers=servers, retriever=retriever, web_search=web_search)
+    return with_builtin_tools(config, servers=servers, retriever=retriever, web_search=web_search, blobs=blobs, files=files)

@@ -32,6 +32,7 @@ from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
 from turnlog.adapters import build_tool_executor, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from processors.tools.attached_files import AttachedFiles
 from processors.tools.builtin import tool_policies
 from processors.tools.catalog import ToolExecutor
 from processors.tools.offered import ToolCatalog
@@ -92,14 +93,22 @@ class Tools:
 
 
 @asynccontextmanager
-async def opened_tools(settings: Settings, *, search: Search | None = None) -> AsyncIterator[Tools | None]:
-    """The tools file's tools, and `file_search` as a tool where the process searches documents (`search`)."""
+async def opened_tools(
+    settings: Settings,
+    *,
+    search: Search | None = None,
+    blobs: BlobStore | None = None,
+    read_models: ReadModels | None = None,
+) -> AsyncIterator[Tools | None]:
+    """The tools file's tools, and `file_search` as a tool where the process searches documents (`search`);
+    `code_interpreter` keeps the files it writes in `blobs` and reads attached files through `read_models`."""
     config = load_tools(settings)
     if config is None:
         yield None
         return
     retriever = DocumentRetriever(index=search.index, embedder=search.embedder) if search is not None else None
-    executor = build_tool_executor(config, retriever=retriever)
+    files = AttachedFiles(read_models=read_models, blobs=blobs) if read_models is not None and blobs is not None else None
+    executor = build_tool_executor(config, retriever=retriever, blobs=blobs, files=files)
     await executor.start()
     try:
         policies = tool_policies(config, searches=retriever is not None)
@@ -132,7 +141,13 @@ async def running_roles(
         # The tools role runs `file_search` for the model: with a tools file, it searches too.
         searches = settings.searches or bool(uses_tools and settings.tools_file is not None)
         search = await stack.enter_async_context(opened_search(settings)) if searches else None
-        tools = await stack.enter_async_context(opened_tools(settings, search=search)) if uses_tools else None
+        if "tools" in settings.roles and settings.tools_file is not None and blobs is None:
+            # whole results that were cut for the prompt, and files the code interpreter writes, are kept there
+            blobs = await stack.enter_async_context(opened_blobs(settings))
+        tools = (
+            await stack.enter_async_context(opened_tools(settings, search=search, blobs=blobs, read_models=read_models))
+            if uses_tools else None
+        )
         tasks: list[asyncio.Task] = []
         projector = None
 
@@ -181,8 +196,6 @@ async def running_roles(
                 worker = InferenceWorker(log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s)
                 spawn(worker.run(), f"inference-worker-{pool.name}")
         if "tools" in settings.roles and tools is not None:
-            if blobs is None:  # whole results that were cut for the prompt are kept there
-                blobs = await stack.enter_async_context(opened_blobs(settings))
             # The loop decides (one state per run, in log order); runners execute, apart from inference workers.
             loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules, budget=tools.budget)
             spawn(run(loop.processor()), "tool-loop")

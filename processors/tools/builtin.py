@@ -1,6 +1,6 @@
 """turnlog's own tools beside the MCP servers': one `ToolExecutor` that routes each call by its tool's name.
 
-Built-in tools (`file_search`, `web_search`) run in the process; every other tool goes to the servers' executor.
+Built-in tools (`file_search`, `web_search`, `code_interpreter`) run in the process; every other tool goes to the servers' executor.
 A built-in tool's name is reserved in the tools file, so no server's tool can shadow it or be shadowed.
 """
 
@@ -12,6 +12,10 @@ from kernel.envelope import Actor
 from processors.retrieval import DocumentRetriever
 from processors.tools.catalog import ToolExecutor, ToolPolicy, ToolResult
 from processors.tools.file_search import DEFAULT_POLICY, FILE_SEARCH, FileSearchTool
+from events.blobs import BlobStore
+from processors.tools.attached_files import AttachedFiles
+from processors.tools.code_interpreter import CODE_INTERPRETER, CodeInterpreterTool
+from processors.tools.code_interpreter_settings import CodeInterpreterSettings
 from processors.tools.tools_file import ToolsConfig
 from processors.tools.web.search import SearchEngine
 from processors.tools.web_search import WEB_SEARCH, WebSearchTool
@@ -58,15 +62,25 @@ def with_builtin_tools(
     servers: ToolExecutor,
     retriever: DocumentRetriever | None,
     web_search: SearchEngine | None = None,
+    blobs: BlobStore | None = None,
+    files: AttachedFiles | None = None,
 ) -> ToolExecutor:
-    """`servers` with turnlog's own tools beside it: `file_search` where there is a document search, and
-    `web_search` where the tools file enables it (on `web_search`, the search engine the composition root chose)."""
+    """`servers` with turnlog's own tools beside it: `file_search` where there is a document search;
+    `web_search` where the tools file enables it (on `web_search`, the search engine the composition root
+    chose); `code_interpreter` where the tools file enables it (the files it writes go to `blobs`, the files
+    a call names are read from `files`, as the caller sees them)."""
     builtin: dict[str, ToolExecutor] = {}
     if retriever is not None:
         builtin[FILE_SEARCH] = FileSearchTool(retriever=retriever, policy=file_search_policy(config))
     declared = config.tool(WEB_SEARCH)
     if config.web_search is not None and declared is not None and web_search is not None:
         builtin[WEB_SEARCH] = WebSearchTool(engine=web_search, settings=config.web_search, policy=declared)
+    declared = config.tool(CODE_INTERPRETER)
+    if declared is not None:
+        settings = config.code_interpreter or CodeInterpreterSettings()
+        builtin[CODE_INTERPRETER] = CodeInterpreterTool(
+            policy=declared, limits_for=settings.limits_for, blobs=blobs, read_file=files.read if files is not None else None
+        )
     return ToolRouter(builtin=builtin, servers=servers) if builtin else servers
 
 

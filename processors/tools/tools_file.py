@@ -19,6 +19,7 @@ from typing import Literal, get_args
 from processors.tools.catalog import SERVER_NAME, DeclarationError, ToolPolicy
 from processors.tools.credentials import CredentialTemplate
 from processors.tools.loop import LoopBudget
+from processors.tools.code_interpreter_settings import LIMIT_KEYS, CodeInterpreterSettings, limits_from
 from processors.tools.web.settings import WebSearchSettings
 
 Transport = Literal["streamable-http", "stdio"]
@@ -27,10 +28,12 @@ TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # The server of the tools turnlog runs itself (`processors/tools/builtin.py`), and their names: reserved.
 BUILTIN_SERVER = "builtin"
-BUILTIN_TOOLS = ("file_search", "web_search")
+BUILTIN_TOOLS = ("file_search", "web_search", "code_interpreter")
 # Built-in tools that act beyond the caller's own data: off until a `[[tools]]` table declares them (for
 # the orgs and workspaces it names), each with its own settings table.
-OPT_IN_TOOLS = ("web_search",)
+OPT_IN_TOOLS = ("web_search", "code_interpreter")
+# Of those, the ones that cannot run without their settings table (the others have defaults for all of it).
+NEEDS_SETTINGS = ("web_search",)
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -110,6 +113,7 @@ class ToolsConfig:
     tools: tuple[ToolPolicy, ...]
     budget: LoopBudget = LoopBudget()  # each run's calls, steps and time (`[budget]`)
     web_search: WebSearchSettings | None = None  # `[web_search]`: where SearXNG answers, what a call reads
+    code_interpreter: CodeInterpreterSettings | None = None  # `[code_interpreter]`: the sandbox's limits, per org
 
     def __post_init__(self) -> None:
         server_names: dict[str, int] = {}
@@ -142,7 +146,7 @@ class ToolsConfig:
         for name in OPT_IN_TOOLS:
             declared = next((index for index, tool in enumerate(self.tools) if tool.name == name), None)
             configured = getattr(self, name) is not None
-            if declared is not None and not configured:
+            if declared is not None and not configured and name in NEEDS_SETTINGS:
                 raise DeclarationError(field=f"tools[{declared}].name", problem=f"{name!r} needs its settings: add a [{name}] table")
             if configured and declared is None:
                 raise DeclarationError(
@@ -231,10 +235,11 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
         return ToolsFileError(source=source, line=_line_of(text, path), field=path, problem=error.problem)
 
     try:
-        unknown = sorted(set(document) - {"servers", "tools", "budget", "web_search"})
+        unknown = sorted(set(document) - {"servers", "tools", "budget", "web_search", "code_interpreter"})
         if unknown:
             raise DeclarationError(
-                field=unknown[0], problem="unknown section; sections are [[servers]], [[tools]], [budget] and [web_search]"
+                field=unknown[0],
+                problem="unknown section; sections are [[servers]], [[tools]], [budget], [web_search] and [code_interpreter]",
             )
         servers = [
             _build(ServerDeclaration, values, where)
@@ -247,7 +252,10 @@ def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsC
             raise DeclarationError(field="servers", problem="declare at least one [[servers]] table")  # only built-in tools need none
         budget = _single_table(document, "budget", LoopBudget, _BUDGET_KEYS) or LoopBudget()
         web_search = _single_table(document, "web_search", WebSearchSettings, _WEB_SEARCH_KEYS, required=("searxng_url",))
-        return ToolsConfig(servers=tuple(servers), tools=tuple(tools), budget=budget, web_search=web_search)
+        code_interpreter = _code_interpreter(document)
+        return ToolsConfig(
+            servers=tuple(servers), tools=tuple(tools), budget=budget, web_search=web_search, code_interpreter=code_interpreter
+        )
     except _Located as located:
         raise fail(located.error, located.where) from None
     except DeclarationError as error:
@@ -295,6 +303,27 @@ def _single_table(document: Mapping[str, object], section: str, cls, keys: Mappi
     if missing:
         raise DeclarationError(field=section, problem=f"{missing[0]!r} is required")
     return _build(cls, values, section)
+
+
+def _code_interpreter(document: Mapping[str, object]) -> CodeInterpreterSettings | None:
+    """`[code_interpreter]` and its `[code_interpreter.orgs.<org>]` tables; None when the file has neither."""
+    table = document.get("code_interpreter")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise DeclarationError(field="code_interpreter", problem="must be a [code_interpreter] table")
+    table = dict(table)
+    orgs = table.pop("orgs", {})
+    if not isinstance(orgs, dict) or not all(isinstance(value, dict) for value in orgs.values()):
+        raise DeclarationError(field="code_interpreter.orgs", problem="must hold one [code_interpreter.orgs.<org>] table per org")
+    keys = dict.fromkeys(LIMIT_KEYS, "number")
+    limits = _build(limits_from, {"values": _read_table(table, keys, where="code_interpreter")}, "code_interpreter")
+    by_org = {
+        org: _build(limits_from, {"values": _read_table(values, keys, where=f"code_interpreter.orgs.{org}"), "base": limits},
+                    f"code_interpreter.orgs.{org}")
+        for org, values in orgs.items()
+    }
+    return CodeInterpreterSettings(limits=limits, by_org=by_org)
 
 
 def _read_table(table: Mapping[str, object], keys: Mapping[str, str], *, where: str) -> dict[str, object]:

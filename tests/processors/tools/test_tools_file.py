@@ -74,8 +74,9 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
 
     assert [server.name for server in config.servers] == ["search", "files"]
     assert [tool.name for tool in config.tools] == [
-        "search_intranet", "read_file", "delete_file", "crawl_site", "file_search", "web_search",
+        "search_intranet", "read_file", "delete_file", "crawl_site", "file_search", "web_search", "code_interpreter",
     ]
+    assert config.code_interpreter is not None and config.code_interpreter.by_org["org_acme"].memory_bytes == 1024 * 2**20
     assert config.web_search is not None and config.web_search.searxng_url == "http://searxng:8080"
     assert (config.budget.max_calls, config.budget.interactive_s) == (8, 60)
     text = EXAMPLE.read_text(encoding="utf-8")
@@ -84,7 +85,7 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
         "server", "orgs", "workspaces", "timeout_s", "idempotent", "require_approval", "long", "max_result_tokens",
         "max_calls", "max_steps", "wall_clock_s", "interactive_s", "approval_timeout_s",
         "searxng_url", "search_timeout_s", "max_pages", "page_timeout_s", "max_page_bytes", "max_redirects",
-        "passage_chars", "allow_hosts",
+        "passage_chars", "allow_hosts", "memory_mib", "cpu_s", "wall_s", "file_mib", "processes", "open_files", "output_kib",
     ):
         assert f"\n{key} = " in text, key
 
@@ -115,6 +116,11 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
                      "[web_search] configures a tool nobody may use", id="web_search not enabled"),
         pytest.param(SERVER + TOOL + '[[tools]]\nserver = "builtin"\nname = "web_search"\n[web_search]\nsearxng_url = "ftp://s"\n',
                      13, "web_search.searxng_url", "'ftp://s' is not an http(s) URL", id="web_search bad url"),
+        pytest.param(SERVER + TOOL + '[[tools]]\nserver = "builtin"\nname = "code_interpreter"\n[code_interpreter]\nprocesses = 2\n',
+                     13, "code_interpreter.processes", "the sandbox's own init and the interpreter need at least 4",
+                     id="code_interpreter too few processes"),
+        pytest.param(SERVER + TOOL + '\n[code_interpreter]\nwall_s = 5\n', 10, "code_interpreter",
+                     "[code_interpreter] configures a tool nobody may use", id="code_interpreter not enabled"),
         pytest.param(SERVER + TOOL + "idempotent = 1\n", 9, "tools[0].idempotent", "must be true or false, got 1", id="int for bool"),
         pytest.param(SERVER + TOOL + "orgs = 'org_a'\n", 9, "tools[0].orgs", "must be a list of strings", id="string for list"),
         pytest.param(SERVER + TOOL + "timeout_s = -1\n", 9, "tools[0].timeout_s", "must be a finite number > 0, got -1.0", id="negative timeout"),
@@ -165,7 +171,7 @@ TOOL = '\n[[tools]]\nserver = "s"\nname = "t"\n'  # lines 5-8
             SERVER + '\n[[servers]]\nname = "idle"\ntransport = "stdio"\ncommand = "x"\n' + TOOL.replace("\n[[", "[["),
             7, "servers[1].name", "server 'idle' offers no tools", id="server without tools",
         ),
-        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]], [[tools]], [budget] and [web_search]", id="unknown section"),
+        pytest.param("[limits]\nx = 1\n" + SERVER + TOOL, 1, "limits", "unknown section; sections are [[servers]], [[tools]], [budget], [web_search] and [code_interpreter]", id="unknown section"),
     ],
 )
 def test_each_mistake_names_the_file_the_line_and_the_problem(text: str, line: int | None, field: str, problem: str) -> None:
