@@ -111,6 +111,10 @@ class ToolCallFinished:
     finished_at: datetime
     runner_id: str = ""  # the runner that executed it; empty when the loop ended it without running it
     sources: tuple[Source, ...] = ()  # passages the result holds (file_search): the next step numbers them for citing
+    # What the call used, where the tool measures it (code_interpreter): recorded for review and analysts.
+    cpu_ms: int | None = None
+    memory_bytes: int | None = None
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,14 +32,17 @@ CREATE TABLE IF NOT EXISTS tool_call_reports (
     duration_ms UInt32,
     result_truncated Bool,
     finished_at DateTime64(6, 'UTC'),
-    version UInt64
+    version UInt64,
+    cpu_ms Nullable(UInt64),
+    memory_bytes Nullable(UInt64),
+    exit_code Nullable(Int32)
 )
 ENGINE = MergeTree
 ORDER BY (org_id, run_id, call_id, version)
 """
 
 _TOOL_CALLS_DDL = """
-CREATE VIEW IF NOT EXISTS tool_calls AS
+CREATE OR REPLACE VIEW tool_calls AS
 SELECT
     org_id, run_id, call_id,
     argMin(workspace_id, version) AS workspace_id,
@@ -50,10 +53,19 @@ SELECT
     argMin(attempts, version) AS attempts,
     argMin(duration_ms, version) AS duration_ms,
     argMin(result_truncated, version) AS result_truncated,
-    argMin(finished_at, version) AS finished_at
+    argMin(finished_at, version) AS finished_at,
+    argMin(cpu_ms, version) AS cpu_ms,
+    argMin(memory_bytes, version) AS memory_bytes,
+    argMin(exit_code, version) AS exit_code
 FROM tool_call_reports
 GROUP BY org_id, run_id, call_id
 """
+
+# Columns a table made by an older turnlog lacks, added in place (the view above is replaced to show them).
+_ADDED_COLUMNS = tuple(
+    f"ALTER TABLE tool_call_reports ADD COLUMN IF NOT EXISTS {column}"
+    for column in ("cpu_ms Nullable(UInt64)", "memory_bytes Nullable(UInt64)", "exit_code Nullable(Int32)")
+)
 
 _BY_TOOL_HOUR_DDL = """
 CREATE VIEW IF NOT EXISTS tool_calls_by_tool_hour AS
@@ -90,7 +102,7 @@ class ToolCallLedger:
         self._store = store
 
     async def create_tables(self) -> None:
-        for ddl in (_REPORTS_DDL, _TOOL_CALLS_DDL, _BY_TOOL_HOUR_DDL):
+        for ddl in (_REPORTS_DDL, *_ADDED_COLUMNS, _TOOL_CALLS_DDL, _BY_TOOL_HOUR_DDL):
             await self._store.execute(ddl)
 
     def processor(self) -> Processor:
@@ -137,4 +149,7 @@ def _row(envelope, *, offset: int) -> dict[str, object]:
         "result_truncated": finished.result_truncated,
         "finished_at": finished.finished_at,
         "version": offset,
+        "cpu_ms": finished.cpu_ms,
+        "memory_bytes": finished.memory_bytes,
+        "exit_code": finished.exit_code,
     }

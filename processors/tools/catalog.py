@@ -83,6 +83,10 @@ class ToolResult:
     is_error: bool
     duration_ms: int
     sources: tuple[Source, ...] = ()
+    # What the call used, where the tool measures it (code_interpreter's sandbox): recorded, never shown to the model.
+    cpu_ms: int | None = None
+    memory_bytes: int | None = None
+    exit_code: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in TOOL_STATUSES:

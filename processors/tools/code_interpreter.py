@@ -175,9 +175,11 @@ class CodeInterpreterTool:
             logger.exception("code_interpreter failed (idempotency key %s)", idempotency_key)
             return ToolResult.failed(f"the sandbox failed: {type(error).__name__}", duration_ms=elapsed_ms())
         content = describe(outcome, digests=digests)
-        if outcome.ok:
-            return ToolResult.completed(content, duration_ms=elapsed_ms())
-        return ToolResult.failed(content, duration_ms=elapsed_ms())
+        result = ToolResult.completed if outcome.ok else ToolResult.failed
+        return replace(
+            result(content, duration_ms=elapsed_ms()),
+            cpu_ms=round(outcome.cpu_s * 1000), memory_bytes=outcome.max_rss_bytes, exit_code=outcome.exit_code,
+        )
 
     async def _inputs(self, actor: Actor, file_ids: tuple[str, ...]) -> tuple[dict[str, bytes], str]:
         """The attached files by their names under /work/inputs, or the id of one the actor may not read."""

@@ -181,6 +181,7 @@ class ToolRunner:
             status=result.status, result=shown, attempt=request.attempt, duration_ms=result.duration_ms,
             idempotency_key=request.idempotency_key, result_truncated=shown != result.content, result_blob=blob,
             finished_at=utc_now(), runner_id=self.runner_id, sources=result.sources,
+            cpu_ms=result.cpu_ms, memory_bytes=result.memory_bytes, exit_code=result.exit_code,
         )
 
     async def _beat(self, cause: Envelope[ToolCallRequested]) -> None:

@@ -101,7 +101,7 @@ def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
     names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
     shared = {
         "ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "SummaryFact", "ToolCallProposal", "ToolSpec",
-        "ToolCallSummary",
+        "ToolCallSummary", "CategoryScore", "RateLimitStatus",
         "Envelope",
     }
     assert names == {t.__name__ for t in ALL_TYPES} | shared
@@ -174,7 +174,15 @@ def _old_writer_samples():
         (GenerationStarted(run_id="r", worker_id="w", pool="interactive"), {"step"}, 1),
     ] + [(sample, new_fields, 1) for sample, new_fields in _before_narrowing_samples()] + [
         (dataclasses.replace(_before_the_route_samples()[1], size_class="short", route_reason="the only pool"), {"tool_tokens"}, 2),
-    ] + [(sample, {"tool_calls"}, 2) for sample in _v1_samples()[1:]] + [(_finished_call(), {"sources"}, 1)]
+    ] + [(sample, {"tool_calls"}, 2) for sample in _v1_samples()[1:]] + [(_finished_call(), {"sources", "cpu_ms", "memory_bytes", "exit_code"}, 1)] + [
+        (_finished_call(sources=(_a_source(),)), {"cpu_ms", "memory_bytes", "exit_code"}, 2),
+    ]
+
+
+def _a_source():
+    from events.values import Source
+
+    return Source(marker=1, file_id="f", chunk_id="f:0", title="T", location="", text="passage")
 
 
 def _finished_call(sources=()):

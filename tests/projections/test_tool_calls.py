@@ -1,5 +1,6 @@
 """The tool-call ledger on both stores: each call's first report, once, and each tool's failures and latency by hour."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from commands.catalog import COMMAND_TYPES
@@ -52,3 +53,19 @@ async def test_a_call_counts_once_as_its_first_report_and_tools_are_summed_per_h
     [c] = await store.query("SELECT status, duration_ms FROM tool_calls WHERE call_id = 'c'", {})
     assert c == {"status": "timed_out", "duration_ms": 30_000}
     assert await ledger.hours("globex", since=HOUR, until=HOUR + timedelta(hours=2)) == []
+
+
+async def test_what_a_call_used_is_kept_for_analysts(store) -> None:
+    ledger = ToolCallLedger(store)
+    await ledger.create_tables()
+    plain = report(1, "plain")
+    sandboxed = report(2, "code", tool="code_interpreter", status="failed")
+    used = dataclasses.replace(sandboxed.envelope.payload, cpu_ms=730, memory_bytes=41_000_000, exit_code=1)
+    envelope = dataclasses.replace(sandboxed.envelope, payload=used)
+    await ledger.react([plain, Delivery(record=sandboxed.record, envelope=envelope)])
+
+    rows = await store.query("SELECT call_id, cpu_ms, memory_bytes, exit_code FROM tool_calls ORDER BY call_id", {})
+    assert rows == [
+        {"call_id": "code", "cpu_ms": 730, "memory_bytes": 41_000_000, "exit_code": 1},
+        {"call_id": "plain", "cpu_ms": None, "memory_bytes": None, "exit_code": None},
+    ]

@@ -89,6 +89,8 @@ async def test_it_is_offered_with_its_limits_and_its_result_is_what_the_code_pri
     assert (result.status, result.is_error) == ("completed", False)
     assert result.content.startswith("exit code 0, after ")
     assert "stdout:\nsum 499999500000\n1024" in result.content
+    # What it used, recorded on the log and in the tool_calls table (never shown to the model).
+    assert result.exit_code == 0 and result.cpu_ms is not None and result.memory_bytes and result.memory_bytes > 10 * 2**20
     nothing = await call(tool, "x = 1")
     assert nothing.status == "completed" and nothing.content.endswith("(nothing printed)")
 
@@ -96,7 +98,7 @@ async def test_it_is_offered_with_its_limits_and_its_result_is_what_the_code_pri
 async def test_an_error_fails_the_call_with_the_traceback_for_the_model_to_fix(sandbox: Sandbox) -> None:
     tool = await started(CodeInterpreterTool(sandbox=sandbox))
     result = await call(tool, "import json\njson.loads('{oops')")
-    assert (result.status, result.is_error) == ("failed", True)
+    assert (result.status, result.is_error, result.exit_code) == ("failed", True, 1)
     assert result.content.startswith("exit code 1, after ")
     assert "stderr:\nTraceback (most recent call last):" in result.content
     assert 'File "/sandbox/main.py", line 2, in <module>' in result.content and "JSONDecodeError" in result.content
