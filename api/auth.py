@@ -34,6 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ISSUER = "turnlog"
+ROLES = ("member", "admin")  # the token's optional `role` claim; absent means member
 ALGORITHM = "HS256"
 DEFAULT_TOKEN_TTL_S = 24 * 3600
 # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
@@ -57,9 +58,14 @@ class Principal:
     user_id: str
     org_id: str
     workspace_ids: tuple[str, ...]
+    role: str = "member"  # "admin": one of the org's administrators (its usage, credits, safety decisions)
 
     def can_use(self, workspace_id: str) -> bool:
         return workspace_id in self.workspace_ids
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 def _check_secret(secret: bytes) -> None:
@@ -99,11 +105,14 @@ def issue_token(
     workspace_ids: Iterable[str],
     ttl_s: int = DEFAULT_TOKEN_TTL_S,
     issued_at: int | None = None,
+    role: str = "member",
 ) -> str:
-    """Sign a token for this principal; `issued_at` (epoch seconds) defaults to now."""
+    """Sign a token for this principal; `issued_at` (epoch seconds) defaults to now; `role` "admin" for the org's administrators."""
     _check_secret(secret)
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     workspaces = _checked_ids(user_id=user_id, org_id=org_id, workspace_ids=workspace_ids)
     iat = int(time.time()) if issued_at is None else issued_at
     claims = {
@@ -114,6 +123,8 @@ def issue_token(
         "iat": iat,
         "exp": iat + ttl_s,
     }
+    if role != "member":
+        claims["role"] = role
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -131,10 +142,14 @@ def _principal_from_claims(claims: Mapping[str, object]) -> Principal:
     for workspace_id in workspaces:
         if reason := _invalid_id_reason(workspace_id):
             raise Unauthenticated(detail=f"token claim 'workspaces' has an id that {reason}")
+    role = claims.get("role", "member")
+    if role not in ROLES:
+        raise Unauthenticated(detail=f"token claim 'role' must be one of {', '.join(ROLES)}")
     return Principal(
         user_id=str(claims["sub"]),
         org_id=str(claims["org"]),
         workspace_ids=tuple(dict.fromkeys(workspaces)),  # type: ignore[arg-type]
+        role=str(role),
     )
 
 

@@ -153,13 +153,14 @@ class TurnlogServer:
 
     # --- principals -----------------------------------------------------------------------------
 
-    def token(self, *, user_id: str, org_id: str, workspace_ids: Sequence[str]) -> str:
+    def token(self, *, user_id: str, org_id: str, workspace_ids: Sequence[str], role: str = "member") -> str:
         # Same secret file as the server (`turnlog token` does exactly this).
         secret = load_or_create_secret(self.data_dir)
-        return issue_token(secret, user_id=user_id, org_id=org_id, workspace_ids=list(workspace_ids))
+        return issue_token(secret, user_id=user_id, org_id=org_id, workspace_ids=list(workspace_ids), role=role)
 
     def new_user(
-        self, *, org_id: str | None = None, workspaces: Sequence[str] | None = None, user_id: str | None = None
+        self, *, org_id: str | None = None, workspaces: Sequence[str] | None = None, user_id: str | None = None,
+        role: str = "member",
     ) -> User:
         """A principal with a token; fresh ids for whatever is not given."""
         org_id = org_id or unique("org")
@@ -170,7 +171,7 @@ class TurnlogServer:
             user_id=user_id,
             org_id=org_id,
             workspaces=tuple(workspaces),
-            token=self.token(user_id=user_id, org_id=org_id, workspace_ids=workspaces),
+            token=self.token(user_id=user_id, org_id=org_id, workspace_ids=workspaces, role=role),
         )
 
 

@@ -63,6 +63,17 @@ def test_token_carries_the_documented_claims() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 
+def test_an_admin_token_names_its_role_and_an_unknown_role_is_refused() -> None:
+    admin = verify_token(SECRET, issue_token(SECRET, user_id="u", org_id="o", workspace_ids=["w"], role="admin"))
+    member = verify_token(SECRET, issue_token(SECRET, user_id="u", org_id="o", workspace_ids=["w"]))
+
+    assert admin.is_admin and admin.role == "admin" and not member.is_admin
+    forged = jwt.encode(valid_claims(role="root"), SECRET, algorithm="HS256")
+    assert rejection(forged) == "token claim 'role' must be one of member, admin"
+    with pytest.raises(ValueError, match="role must be one of"):
+        issue_token(SECRET, user_id="u", org_id="o", workspace_ids=["w"], role="owner")
+
+
 def test_principal_can_use_only_its_workspaces() -> None:
     principal = Principal(user_id="u", org_id="o", workspace_ids=("ws_1",))
 
