@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl-s", type=integer_option(at_least=1), default=24 * 3600, metavar="SECONDS", help="how long the token is valid"
     )
     token.add_option(
-        "--role", choices=["member", "admin"], default="member",
+        "--user-role", choices=["member", "admin"], default="member",
         help="admin: one of the org's administrators (usage, credits, safety decisions)",
     )
 
@@ -302,7 +302,7 @@ def _token(arguments: argparse.Namespace) -> int:
     print(
         issue_token(
             secret, user_id=arguments.user, org_id=arguments.org, workspace_ids=arguments.workspace,
-            ttl_s=arguments.ttl_s, role=arguments.role,
+            ttl_s=arguments.ttl_s, role=arguments.user_role,
         )
     )
     return 0
