@@ -2,11 +2,14 @@
 
 Starts `turnlog serve --engine scripted --tools <file>` whose only tool is a no-op on a real MCP
 server over stdio (`benchmarks/noop_mcp_server.py`), runs turns whose model step proposes calls
-(the scripted engine's `call:noop({...})` trigger) at 1 and 16 runs at once, and a run with 8 calls,
-then stops the server and reads each run's events from the log: from the end of the model step that
-proposed the calls (`ToolCallsProposed`) to the start of the next model step (its `GenerationStarted`),
-with the stages between (the loop's decision, a runner taking the call, the MCP call, the step's
-completion, the next claim). Prints a summary and writes JSON (--out).
+(the scripted engine's `call:noop({...})` trigger) at 1 and 16 runs at once, and a run with 8 calls
+in one step, then stops the server and reads each run's events from the log: from the end of the model
+step that proposed the calls (`ToolCallsProposed`) to the start of the next model step (its
+`GenerationStarted`), with the stages between (the loop's decision, a runner taking the call, the MCP
+call, the step's completion, the next claim). It also runs 8 sequential calls end to end (`call:noop(...)
+then call:noop(...) ...`: 8 model steps each proposing one call, then the answer), from the client's
+submit to the run's `RunFinished`, next to runs that call nothing, and the per-step overhead (their
+difference over the 8 steps). Prints a summary and writes JSON (--out).
 
     python benchmarks/tool_loop.py [--turns 50] [--out results.json]
 """
@@ -28,7 +31,7 @@ import httpx
 from api.auth import issue_token, load_or_create_secret
 from lifecycle import free_port, percentile
 from events.embedded import EmbeddedLog
-from events.runs import GenerationStarted
+from events.runs import GenerationStarted, RunFinished
 from events.tools import ToolCallFinished, ToolCallRequested, ToolCallsProposed, ToolCallStarted, ToolStepCompleted
 from events.topics import RUN_EVENTS
 from turnlog.adapters import build_codec
@@ -46,11 +49,19 @@ def tools_file(folder: Path) -> Path:
     return path
 
 
-async def one_run(client: httpx.AsyncClient, workspace: str, text: str) -> str:
+# 8 model steps of one call each; the tags differ, since the loop does not run the same call twice in a run.
+SEQUENTIAL_CALLS = 8
+SEQUENTIAL_TEXT = " then ".join(f'call:noop({{"tag": "s{n}"}})' for n in range(SEQUENTIAL_CALLS))
+NO_CALL_TEXT = "Answer without tools."
+
+
+async def one_run(client: httpx.AsyncClient, workspace: str, text: str, submitted: dict[str, float]) -> str:
     created = await client.post("/v1/conversations", json={"workspaceId": workspace})
     conversation_id = created.json()["conversationId"]
+    submitted_at = time.time()  # wall clock, as the events' times on the log
     accepted = await client.post(f"/v1/conversations/{conversation_id}/turns", json={"input": [{"type": "text", "text": text}]})
     run_id = accepted.json()["runId"]
+    submitted[run_id] = submitted_at
     while True:  # background-style follow: no stream needed, the loop runs server-side
         run = (await client.get(f"/v1/runs/{run_id}")).json()
         if run["status"] != "in_progress":
@@ -59,8 +70,13 @@ async def one_run(client: httpx.AsyncClient, workspace: str, text: str) -> str:
         await asyncio.sleep(0.02)
 
 
-async def drive(base_url: str, token: str, workspace: str, *, turns: int, concurrency: int, calls: int) -> list[str]:
-    text = " ".join(f'call:noop({{"tag": "t{n}"}})' for n in range(calls))
+async def drive(
+    base_url: str, token: str, workspace: str, *, turns: int, concurrency: int, calls: int = 1, text: str | None = None,
+    submitted: dict[str, float] | None = None,
+) -> list[str]:
+    """Run `turns` turns, `concurrency` at a time, each `calls` calls in one step (or saying `text`); their run ids."""
+    text = text if text is not None else " ".join(f'call:noop({{"tag": "t{n}"}})' for n in range(calls))
+    submitted = submitted if submitted is not None else {}
     runs: list[str] = []
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
         queue = list(range(turns))
@@ -68,7 +84,7 @@ async def drive(base_url: str, token: str, workspace: str, *, turns: int, concur
         async def worker() -> None:
             while queue:
                 queue.pop()
-                runs.append(await one_run(client, workspace, text))
+                runs.append(await one_run(client, workspace, text, submitted))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return runs
@@ -99,6 +115,33 @@ async def stages(log: EmbeddedLog, run_id: str) -> dict[str, float]:
         "next_step_claimed": at["next_step"] - at["step_completed"],
         "total": at["next_step"] - at["proposed"],
     }
+
+
+async def end_to_end(log: EmbeddedLog, run_id: str, submitted_at: float) -> dict[str, float]:
+    """Milliseconds from the client's submit to the run's finish; with tool steps, each step's parts (medians)."""
+    codec = build_codec()
+    proposed: dict[int, float] = {}
+    generation_started: dict[int, float] = {}
+    finished_at = None
+    for record in await log.read(RUN_EVENTS, key=run_id):
+        envelope = codec.decode(record.value)
+        event, moment = envelope.payload, envelope.occurred_at.timestamp() * 1000
+        if isinstance(event, ToolCallsProposed):
+            proposed.setdefault(event.step, moment)
+        elif isinstance(event, GenerationStarted):
+            generation_started.setdefault(event.step, moment)
+        elif isinstance(event, RunFinished):
+            finished_at = moment
+    assert finished_at is not None, f"run {run_id} has no RunFinished"
+    measured = {"end_to_end": finished_at - submitted_at * 1000}
+    if proposed:
+        steps = sorted(proposed)
+        assert steps == list(range(1, len(steps) + 1)) and all(step + 1 in generation_started for step in steps), run_id
+        # A tool step: from the model's proposal to the next model step's claim; a model step: claim to proposal.
+        measured["tool_step"] = statistics.median(generation_started[step + 1] - proposed[step] for step in steps)
+        measured["model_step"] = statistics.median(proposed[step] - generation_started[step] for step in steps)
+        measured["steps"] = len(steps)
+    return measured
 
 
 def summarize(samples: list[dict[str, float]]) -> dict:
@@ -143,6 +186,14 @@ def main() -> None:
             runs = asyncio.run(drive(base_url, token, "ws", turns=arguments.turns, concurrency=concurrency, calls=1))
             levels[f"{concurrency} at once"] = (runs, arguments.turns / (time.monotonic() - started))
         eight = asyncio.run(drive(base_url, token, "ws", turns=max(5, arguments.turns // 5), concurrency=1, calls=8))
+        submitted: dict[str, float] = {}
+        sequential_runs = max(5, arguments.turns // 5)
+        no_call = asyncio.run(
+            drive(base_url, token, "ws", turns=sequential_runs, concurrency=1, text=NO_CALL_TEXT, submitted=submitted)
+        )
+        sequential = asyncio.run(
+            drive(base_url, token, "ws", turns=sequential_runs, concurrency=1, text=SEQUENTIAL_TEXT, submitted=submitted)
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -155,6 +206,18 @@ def main() -> None:
         finally:
             await log.close()
 
+    async def timed(runs: list[str]) -> list[dict[str, float]]:
+        log = EmbeddedLog(path=data_dir / "log.db")
+        await log.start()
+        try:
+            return [await end_to_end(log, run_id, submitted[run_id]) for run_id in runs]
+        finally:
+            await log.close()
+
+    no_call_times, sequential_times = asyncio.run(timed(no_call)), asyncio.run(timed(sequential))
+    assert all(sample["steps"] == SEQUENTIAL_CALLS for sample in sequential_times), "a run did not take 8 tool steps"
+    no_call_p50 = statistics.median(sample["end_to_end"] for sample in no_call_times)
+    sequential_p50 = statistics.median(sample["end_to_end"] for sample in sequential_times)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "levels": {
@@ -162,6 +225,13 @@ def main() -> None:
             for name, (runs, rate) in levels.items()
         },
         "eight_calls_in_one_step": {"runs": len(eight), "stages": summarize(asyncio.run(measured(eight)))},
+        "no_call_end_to_end": {"runs": len(no_call), "stages": summarize(no_call_times)},
+        "eight_sequential_calls": {
+            "runs": len(sequential),
+            "stages": summarize([{stage: ms for stage, ms in sample.items() if stage != "steps"} for sample in sequential_times]),
+            # What each of the 8 steps adds to a run: (8 steps' run - a run without calls) / 8, at the medians.
+            "per_step_overhead_p50_ms": round((sequential_p50 - no_call_p50) / SEQUENTIAL_CALLS, 2),
+        },
     }
     print(json.dumps(result, indent=2))
     if arguments.out:

@@ -5,13 +5,18 @@ cited with its marker; told that nothing relevant was found, it says so. Asked a
 fact of the rolling summary answers, it answers with that fact.
 
 Tool calls have a trigger. When the request offers at least one tool, each
-`call:<tool_name>(<arguments>)` in the latest user message becomes one proposed call, in order,
-with call ids `call_1`, `call_2`, ... and the step finishes with "tool_calls" and no text, e.g.
-`call:weather({"city": "Oslo"}) call:clock({})`. The arguments run to the first `)` followed by
-whitespace, punctuation or the end, and are passed on as written: invalid JSON on purpose, or the
-name of a tool not on offer, lets a test drive the caller's handling of either. Once the messages
-after the latest user message hold `tool` results, it proposes nothing more and reports each
-result instead (`weather returned {"sky": "clear"}.`, the name looked up by call id), so a tool
+`call:<tool_name>(<arguments>)` in the latest user message becomes one proposed call, with call ids
+`call_1`, `call_2`, ... numbered in the message's order, e.g. `call:weather({"city": "Oslo"})
+call:clock({})`. The word `then` (any case) between two triggers splits them into groups proposed
+one model step after another: `call:a({}) then call:b({}) call:c({}) then call:d({})` proposes `a`,
+then `b` and `c` together, then `d`. A step proposes the next group whose calls have not been
+proposed yet (counted by the assistant messages with tool calls after the latest user message) and
+finishes with "tool_calls" and no text; the ids keep their place in the message, so they never
+repeat across a run's steps. The arguments run to the first `)` followed by whitespace, punctuation
+or the end, and are passed on as written: invalid JSON on purpose, or the name of a tool not on
+offer, lets a test drive the caller's handling of either. Once every group has been proposed (or a
+step offers no tools), it proposes nothing more and reports each result after the latest user
+message instead (`weather returned {"sky": "clear"}.`, the name looked up by call id), so a tool
 loop ends. Without tools on offer the trigger is ordinary text and gets echoed.
 """
 
@@ -37,6 +42,8 @@ _WORDS_WHEN_NO_USER_TEXT = ("nothing", "to", "echo")
 _PASSAGE = re.compile(r"^\[(\d+)\] ([^\n]*)\n(.+?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)
 # Lazy up to a `)` that ends a word, so `)` inside the arguments (or broken JSON) does not end them.
 _CALL_TRIGGER = re.compile(r"call:([A-Za-z0-9_.-]+)\((.*?)\)(?=\s|[.,;:!?]|\Z)", re.DOTALL)
+# Between two triggers: the later one waits for the earlier one's result, one model step later.
+_THEN = re.compile(r"\bthen\b", re.IGNORECASE)
 
 
 def prompt_word_count(messages: tuple[ChatMessage, ...]) -> int:
@@ -53,17 +60,29 @@ def _since_latest_user_message(messages: tuple[ChatMessage, ...]) -> tuple[ChatM
     return messages[latest + 1 :]
 
 
+def call_groups(question: str) -> tuple[tuple[ToolCallProposal, ...], ...]:
+    """The calls of `question`'s triggers, numbered in order, in groups split by the word `then` between two triggers."""
+    groups: list[list[ToolCallProposal]] = []
+    previous_end = 0
+    for number, match in enumerate(_CALL_TRIGGER.finditer(question), start=1):
+        if not groups or _THEN.search(question[previous_end : match.start()]):
+            groups.append([])
+        groups[-1].append(ToolCallProposal(call_id=f"call_{number}", name=match[1], arguments=match[2]))
+        previous_end = match.end()
+    return tuple(tuple(group) for group in groups)
+
+
 def proposed_calls(messages: tuple[ChatMessage, ...], tools: tuple[ToolSpec, ...]) -> tuple[ToolCallProposal, ...]:
-    """The calls the latest user message's `call:name(arguments)` triggers propose, while no result is in."""
+    """The next group of calls the latest user message's triggers propose; none once every group has been proposed."""
     if not tools:
         return ()
-    if any(message.role == "tool" for message in _since_latest_user_message(messages)):
-        return ()  # the results of this turn's calls are in: answer, so a tool loop ends
-    question = next((message.content for message in reversed(messages) if message.role == "user"), "")
-    return tuple(
-        ToolCallProposal(call_id=f"call_{number}", name=match[1], arguments=match[2])
-        for number, match in enumerate(_CALL_TRIGGER.finditer(question), start=1)
+    proposed_steps = sum(
+        1 for message in _since_latest_user_message(messages) if message.role == "assistant" and message.tool_calls
     )
+    question = next((message.content for message in reversed(messages) if message.role == "user"), "")
+    groups = call_groups(question)
+    # Every group proposed (its results are in): answer, so a tool loop ends.
+    return groups[proposed_steps] if proposed_steps < len(groups) else ()
 
 
 def tool_results_answer(messages: tuple[ChatMessage, ...]) -> str | None:

@@ -7,6 +7,11 @@ topic the step came from, so the run goes on with no client connected. A `Tick` 
 approvals that expired, takes back calls whose runner vanished and enforces the run's wall clock
 (ticks go through the log, so they are decided in order with everything else); while a run waits
 on tools its lease is renewed, so the watchdog does not take it for dead.
+
+Ticks come only for the runs this process knows to be open, so a loop that starts (after a crash, say)
+first looks for the runs an earlier process left open: each tick also commits a mark on the log
+(`TOOL_LOOP_OPEN_GROUP`, a position only) below which no open run has its latest event, and the new
+loop reads `run-events` from there and tracks again the runs it finds open and not finished.
 """
 
 import asyncio
@@ -16,7 +21,7 @@ from datetime import datetime
 
 from commands.catalog import FinishRun
 from events.conversation import RunCancellationRequested
-from events.runs import InferenceRequested, RunBackgrounded, RunHeartbeat
+from events.runs import InferenceRequested, RunBackgrounded, RunFinished, RunHeartbeat
 from events.tools import (
     ToolApprovalDecided,
     ToolApprovalRequested,
@@ -29,10 +34,10 @@ from events.tools import (
 )
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
 from events.values import ToolCallSummary, Usage
-from kernel.codec import AvroCodec
+from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Actor, Envelope, utc_now
 from kernel.keyed_state import KeyedStates
-from kernel.log import EventLog, OutgoingRecord
+from kernel.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
 from kernel.runtime import Delivery, Processor, encode
 from processors.tools.continuation import CallResult, next_step
 from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, evolve, fold
@@ -40,6 +45,8 @@ from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules
 logger = logging.getLogger(__name__)
 
 TOOL_LOOP_GROUP = "tool-loop"
+# Not a consumer: its committed offsets in `run-events` are where a restarted loop looks for open runs.
+TOOL_LOOP_OPEN_GROUP = "tool-loop-open"
 
 # The rules of the tools `actor` may use, by name (from the tools file and what the servers offer).
 RulesFor = Callable[[Actor], Awaitable[Mapping[str, ToolRules]]]
@@ -74,6 +81,9 @@ class ToolLoop:
         self._states = KeyedStates(log=log, codec=codec, topic=RUN_EVENTS, initial=LoopState(), evolve=_evolve_envelope)
         # Runs with calls still open, and whose they are: the ticker looks at these alone.
         self._open: dict[str, Actor] = {}
+        # Per partition of run-events: the last offset `react` read, and the last one a tick marked.
+        self._read_to: dict[int, int] = {}
+        self._marked: dict[int, int] = {}
 
     def processor(self) -> Processor:
         return Processor(group=TOOL_LOOP_GROUP, topics=(RUN_EVENTS, CONVERSATION_EVENTS), react=self.react, on_reset=self._reset)
@@ -81,6 +91,7 @@ class ToolLoop:
     def _reset(self) -> None:
         self._states.clear()
         self._open.clear()
+        self._read_to.clear()  # the batch is read again: not behind us yet
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
         decided: list[Envelope] = []  # the loop's decisions, kept as objects until written
@@ -94,6 +105,8 @@ class ToolLoop:
                     decided.extend(ended)
                     finishes.append(finish)
                 continue
+            partition = delivery.record.partition
+            self._read_to[partition] = max(self._read_to.get(partition, -1), delivery.record.offset)
             if not isinstance(event, _LOOP_EVENTS):
                 continue  # deltas, heartbeats, manifests: nothing to the loop
             state = await self._states.get(envelope.key, before=delivery.record.offset)
@@ -177,23 +190,84 @@ class ToolLoop:
         return [encode(self._codec, request_envelope, topic=proposal.topic)]
 
     async def tick(self, now: datetime | None = None) -> None:
-        """A tick on the log for every run with open calls (decided in order by `react`), and its lease renewed."""
+        """A tick on the log for every run with open calls (decided in order by `react`), and its lease renewed.
+
+        With them goes the mark `recover` starts from: what `react` has read. Every open run it knows of
+        gets a tick after the mark in the same append, and runs that open later have their events after it.
+        """
         at = now or utc_now()
         records = []
         for run_id, actor in list(self._open.items()):
             for event in (ToolLoopTicked(run_id=run_id, now=at), RunHeartbeat(run_id=run_id, worker_id=TOOL_LOOP_GROUP)):
                 records.append(encode(self._codec, Envelope.wrap(event, key=run_id, actor=actor), topic=RUN_EVENTS))
+        marks = {partition: offset for partition, offset in self._read_to.items() if self._marked.get(partition) != offset}
+        commit = ConsumerCommit(
+            group=TOOL_LOOP_OPEN_GROUP,
+            offsets={TopicPartition(topic=RUN_EVENTS, partition=partition): offset for partition, offset in marks.items()},
+        )
         if records:
-            await self._log.append(records, durable=False)
+            await self._log.append(records, durable=False, commit=commit if marks else None)
+        elif marks:
+            await self._log.commit(commit)
+        self._marked.update(marks)
+
+    async def recover(self) -> None:
+        """Track again the runs an earlier loop left with open calls, so their ticks (and leases) go on.
+
+        They have an event after the last mark a tick committed; each one found there is folded from its
+        own events and tracked if it still has open calls and has not finished (the watchdog may have
+        ended it meanwhile). Without a mark (never ticked) the whole of `run-events` is read, once.
+        """
+        after = min((await self._log.committed_offsets(group=TOOL_LOOP_OPEN_GROUP, topic=RUN_EVENTS)).values(), default=-1)
+        pending = {partition: end for partition, end in (await self._log.end_offsets(RUN_EVENTS)).items() if end > after}
+        candidates: dict[str, Actor] = {}
+        stream = self._log.follow(RUN_EVENTS, after=after)
+        try:
+            while pending:  # up to each partition's end when this started: what comes later, `react` sees
+                record = await anext(stream)
+                if record.offset >= pending.get(record.partition, record.offset + 1):
+                    del pending[record.partition]
+                envelope = self._decoded(record.value)
+                if envelope is not None and isinstance(envelope.payload, _LOOP_EVENTS):
+                    candidates[record.key] = envelope.actor
+        finally:
+            await stream.aclose()
+        taken_back = 0
+        for run_id, actor in candidates.items():
+            if run_id in self._open:
+                continue
+            events = [envelope.payload for r in await self._log.read(RUN_EVENTS, key=run_id) if (envelope := self._decoded(r.value))]
+            if not any(isinstance(event, RunFinished) for event in events):
+                self._track(fold(events), actor)
+                taken_back += run_id in self._open
+        if taken_back:
+            logger.warning("tool loop: took back %d run(s) an earlier process left with open calls", taken_back)
+
+    def _decoded(self, value: bytes) -> Envelope | None:
+        try:
+            return self._codec.decode(value)
+        except UndecodableMessage:
+            return None  # dead-lettered by whoever consumes it
 
     async def run_ticks(self) -> None:
-        """Tick every `tick_s` until cancelled."""
-        while True:
-            await asyncio.sleep(self._tick_s)
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("tool loop tick failed; trying again")
+        """Tick every `tick_s` until cancelled; meanwhile, take back the runs an earlier process left open."""
+        recovering = asyncio.create_task(self._recover_once(), name="tool-loop-recovery")
+        try:
+            while True:
+                await asyncio.sleep(self._tick_s)
+                try:
+                    await self.tick()
+                except Exception:
+                    logger.exception("tool loop tick failed; trying again")
+        finally:
+            recovering.cancel()
+            await asyncio.gather(recovering, return_exceptions=True)
+
+    async def _recover_once(self) -> None:
+        try:
+            await self.recover()
+        except Exception:  # the ticks go on for the runs `react` tracks; those left open lapse as before
+            logger.exception("tool loop: could not look for runs an earlier process left open")
 
 
 _LOOP_EVENTS = (

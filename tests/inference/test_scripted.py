@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from inference.engine import ChatMessage, GenerationFinished, GenerationRequest, TokenText, ToolCallProposal, ToolSpec
-from inference.scripted import ScriptedEngine, proposed_calls, scripted_answer, tool_results_answer
+from inference.scripted import ScriptedEngine, call_groups, proposed_calls, scripted_answer, tool_results_answer
 
 
 def request(*messages: ChatMessage, max_output_tokens: int = 100) -> GenerationRequest:
@@ -130,7 +130,7 @@ async def test_the_trigger_proposes_each_call_in_order_without_text() -> None:
     engine = ScriptedEngine()
 
     text, finished = await answer_of(engine, offering(
-        user('Pack for call:weather({"city": "Oslo"}) then call:weather({"city": "Bergen (west)"}).'),
+        user('Pack for call:weather({"city": "Oslo"}) and call:weather({"city": "Bergen (west)"}).'),
     ))
 
     assert text == ""
@@ -227,3 +227,70 @@ async def test_a_short_answer_that_fits_stops_rather_than_reporting_length() -> 
     ))
 
     assert finished.finish_reason == "stop" and finished.output_tokens == 5
+
+
+# --- sequential calls: `then` between triggers, one group per model step ---------------------------
+
+
+def step_after(*calls: ToolCallProposal) -> tuple[ChatMessage, ...]:
+    """What the tool loop appends after a step: the model's calls, then each one's result."""
+    return (
+        ChatMessage(role="assistant", content="", tool_calls=calls),
+        *(ChatMessage(role="tool", content=f"ok {call.call_id}", tool_call_id=call.call_id) for call in calls),
+    )
+
+
+def test_then_splits_the_triggers_into_groups_and_the_rest_stay_together() -> None:
+    groups = call_groups('call:a({}) then call:b({"n": 1}) call:c({}), Then call:d({}) and call:e({})')
+
+    assert [[(call.call_id, call.name) for call in group] for group in groups] == [
+        [("call_1", "a")],
+        [("call_2", "b"), ("call_3", "c")],
+        [("call_4", "d"), ("call_5", "e")],
+    ]
+    # `then` inside the arguments, or in a longer word, splits nothing.
+    assert len(call_groups('call:a({"when": "then"}) call:b({}) thenceforth call:c({})')) == 1
+    assert call_groups("no trigger, then nothing") == ()
+
+
+async def test_each_step_proposes_the_next_group_and_answers_once_every_group_is_in() -> None:
+    engine = ScriptedEngine()
+    question = user('call:weather({"city": "Oslo"}) then call:weather({"city": "Bergen"}) then call:clock({})')
+    messages: tuple[ChatMessage, ...] = (question,)
+    proposed: list[tuple[ToolCallProposal, ...]] = []
+    for _ in range(3):
+        text, finished = await answer_of(engine, offering(*messages))
+        assert (text, finished.finish_reason) == ("", "tool_calls")
+        proposed.append(finished.tool_calls)
+        messages = (*messages, *step_after(*finished.tool_calls))
+
+    text, finished = await answer_of(engine, offering(*messages))
+
+    assert [[(call.call_id, call.name, call.arguments) for call in step] for step in proposed] == [
+        [("call_1", "weather", '{"city": "Oslo"}')],
+        [("call_2", "weather", '{"city": "Bergen"}')],
+        [("call_3", "clock", "{}")],
+    ]
+    assert finished.finish_reason == "stop"
+    assert text.strip() == "weather returned ok call_1. weather returned ok call_2. clock returned ok call_3."
+
+
+def test_call_ids_are_unique_across_the_steps_of_a_run() -> None:
+    question = user(" then ".join(f'call:weather({{"n": {n}}})' for n in range(8)))
+    messages: tuple[ChatMessage, ...] = (question,)
+    ids: list[str] = []
+    while calls := proposed_calls(messages, (WEATHER,)):
+        ids.extend(call.call_id for call in calls)
+        messages = (*messages, *step_after(*calls))
+
+    assert ids == [f"call_{n}" for n in range(1, 9)]
+
+
+async def test_a_step_without_tools_answers_with_the_results_so_far_even_with_groups_left() -> None:
+    # The loop's last step when a budget ran out offers no tools: the model must answer.
+    question = user("call:weather({}) then call:weather({})")
+    first = proposed_calls((question,), (WEATHER,))
+
+    text, finished = await answer_of(ScriptedEngine(), offering(question, *step_after(*first), tools=()))
+
+    assert (finished.finish_reason, text.strip()) == ("stop", "weather returned ok call_1.")

@@ -4,7 +4,9 @@
 prints `port N` once it listens; `... stdio --events FILE --prefix local_` talks over stdin and stdout.
 Tools: `<prefix>add`, `<prefix>whoami` (the credentials it received: HTTP headers or its environment),
 `<prefix>sleep` (appends `started <label>`, then `cancelled <label>` or `finished <label>` to the events
-file, so a test sees the server's side of a cancellation), `<prefix>fail` (an isError result),
+file, so a test sees the server's side of a cancellation), `<prefix>keyed_sleep` (the same, each line
+ending with the idempotency key of the request's `_meta`, so a test counts executions per key),
+`<prefix>fail` (an isError result),
 `<prefix>image`, `<prefix>meta_key` (the idempotency key in the request's `_meta`), `<prefix>secret` and
 `<prefix>crash` (the process exits mid-call) and `<prefix>pid`.
 """
@@ -59,6 +61,18 @@ def build(*, prefix: str, events: Path) -> MCPServer:
         record(f"finished {label}")
         return f"slept {seconds}"
 
+    async def keyed_sleep(seconds: float, label: str, ctx: Context) -> str:
+        """Sleeps, recording each execution with the idempotency key it came with."""
+        key = str((ctx.request_context.meta or {}).get("turnlog/idempotency-key", ""))
+        record(f"started {label} {key}")
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            record(f"cancelled {label} {key}")
+            raise
+        record(f"finished {label} {key}")
+        return f"slept {seconds} for {label}"
+
     def fail(message: str) -> str:
         """Always fails with `message`."""
         raise ToolError(message)
@@ -84,7 +98,7 @@ def build(*, prefix: str, events: Path) -> MCPServer:
         """The server's process id."""
         return os.getpid()
 
-    for tool in (add, whoami, sleep, fail, image, meta_key, secret, crash, pid):
+    for tool in (add, whoami, sleep, keyed_sleep, fail, image, meta_key, secret, crash, pid):
         server.add_tool(tool, name=f"{prefix}{tool.__name__}")
     return server
 
