@@ -1,0 +1,1 @@
+"""Safety stages' building blocks: the classifier port and its adapters, the policies file, and the pure decision."""
