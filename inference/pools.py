@@ -55,6 +55,7 @@ class PoolConfig:
     engine_url: str | None = None  # openai-compatible: the server's API root
     engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
     engine_api_key_env: str | None = None  # openai-compatible: the environment variable holding the key
+    engine_tool_parser: str | None = None  # sglang: SGLang's function-call parser for the model (qwen25, llama3, ...)
     context_tokens: int | None  # prompt + output must fit; None: only the engine knows (it refuses what does not fit)
     latency_tier: LatencyTier = "interactive"
     cost_per_1k_tokens: float = 0.0
@@ -84,6 +85,8 @@ class PoolConfig:
             raise bad("engine_model", f"a {self.engine} pool needs the model it serves")
         if self.engine in ("scripted", "cpu") and self.engine_model is not None:
             raise bad("engine_model", f"the {self.engine} engine has a fixed model")
+        if self.engine_tool_parser is not None and self.engine != "sglang":
+            raise bad("engine_tool_parser", "only the sglang engine parses calls itself (a server behind openai-compatible does)")
         if self.engine_api_key_env is not None and self.engine != "openai-compatible":
             raise bad("engine_api_key_env", "only openai-compatible pools send an API key")
         if self.context_tokens is not None and self.context_tokens < 1:
@@ -245,7 +248,7 @@ def default_pools(
 _POOL_KEYS: Mapping[str, str] = {
     # key -> kind of value: str, int, number, bool, tiers
     "name": "str", "engine": "str", "engine_url": "str", "engine_model": "str", "engine_api_key_env": "str",
-    "context_tokens": "int", "latency_tier": "str", "cost_per_1k_tokens": "number", "capacity": "int",
+    "engine_tool_parser": "str", "context_tokens": "int", "latency_tier": "str", "cost_per_1k_tokens": "number", "capacity": "int",
     "long_capacity": "int", "split_by_size": "bool", "supports_tools": "bool", "tiers": "tiers",
     "tenant_share": "number",
 }

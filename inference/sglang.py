@@ -10,6 +10,12 @@ not stop generating it, and `tokenizer_manager.abort_request(rid)` is a no-op fo
 So a task of the adapter's own reads SGLang's stream, and when the consumer leaves, the abort goes
 out first, while SGLang still holds the rid; its scheduler stops the request at its next step. An
 abort by run id (`abort()`) sends the same, and the stream then ends with `{"type": "abort"}`.
+
+Tool calls, with a `tool_call_parser` (SGLang's names: `qwen25`, `llama3`, `mistral`, ...): the tools go
+into the model's own chat template (as SGLang's server does), and the streamed text goes through
+SGLang's `FunctionCallParser` for that format, as its server does for `delta.tool_calls`: the text
+outside calls streams as before, the calls come back whole at the end (finish reason `tool_calls`).
+Without a parser, tools are ignored and the model answers.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from inference.engine import (
     ChatMessage,
@@ -33,6 +39,7 @@ from inference.engine import (
     PromptTooLong,
     TokenText,
 )
+from inference.openai_compatible import ToolCallAssembly, ToolCallFragment, message_payload, tools_payload
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +109,34 @@ class _Chunk:
         )
 
 
+class ToolCallParser(Protocol):
+    """SGLang's `FunctionCallParser`, as this adapter uses it: streamed text in, normal text and call pieces out.
+
+    A piece (SGLang's `ToolCallItem`) has `tool_index`, `name` (in a call's first piece) and `parameters`
+    (a fragment of the arguments' JSON).
+    """
+
+    def parse_stream_chunk(self, chunk_text: str) -> tuple[str, list[Any]]: ...
+
+    def parse_stream_end(self) -> tuple[str, list[Any]]: ...
+
+
+# Builds a parser for one generation from the tools in OpenAI's shape.
+ToolParserFactory = Callable[[list[dict[str, Any]]], ToolCallParser]
+
+
+def sglang_tool_parser(tool_call_parser: str) -> ToolParserFactory:
+    """SGLang's own parser for the format `tool_call_parser` names (imported only when a step offers tools)."""
+
+    def build(tools: list[dict[str, Any]]) -> ToolCallParser:
+        from sglang.srt.entrypoints.openai.protocol import Tool
+        from sglang.srt.function_call.function_call_parser import FunctionCallParser
+
+        return FunctionCallParser([Tool.model_validate(tool) for tool in tools], tool_call_parser)
+
+    return build
+
+
 class SglangEngine:
     """One `sglang.Engine` in this process; it batches every generation it is given on its GPU(s)."""
 
@@ -116,11 +151,14 @@ class SglangEngine:
         max_concurrency: int = 64,
         sampling_params: Mapping[str, Any] | None = None,
         incremental_text: bool | None = None,
+        tool_call_parser: str | None = None,
+        tool_parser_factory: ToolParserFactory | None = None,
     ) -> None:
         """Give `model_path` (and `sglang.Engine` keyword arguments) or an `engine_factory`.
 
         `sampling_params` are SGLang's (`temperature`, `top_p`, ...); `max_new_tokens` comes from
         each request. `incremental_text` overrides what is read from the engine's settings.
+        `tool_call_parser` (SGLang's parser name for the model's format) turns tool calls on.
         """
         if (model_path is None) == (engine_factory is None):
             raise ValueError("give either model_path or engine_factory")
@@ -132,6 +170,7 @@ class SglangEngine:
         self._incremental_text = incremental_text
         self._engine: Any = None
         self._in_flight: dict[str, asyncio.Event] = {}  # request id -> set once abort() asked
+        self._tool_parser_factory = tool_parser_factory or (sglang_tool_parser(tool_call_parser) if tool_call_parser else None)
 
     async def start(self) -> None:
         if self._engine is not None:
@@ -175,14 +214,16 @@ class SglangEngine:
         # Registered before the prompt is even built, so a run can be aborted while it waits.
         self._in_flight[request.request_id] = abort_requested
         try:
-            input_ids = await asyncio.to_thread(_chat_prompt_ids, engine, request.messages)
+            tools = tools_payload(request.tools) if request.tools and self._tool_parser_factory else None
+            parser = self._tool_parser_factory(tools) if tools else None
+            input_ids = await asyncio.to_thread(_chat_prompt_ids, engine, request.messages, tools)
             prompt_tokens = len(input_ids)
             max_new_tokens = self._max_new_tokens(engine, prompt_tokens, request.max_output_tokens)
             if abort_requested.is_set():
                 yield GenerationFinished(prompt_tokens=prompt_tokens, output_tokens=0, finish_reason="cancelled")
                 return
             async with contextlib.aclosing(
-                self._stream(engine, request.request_id, input_ids, max_new_tokens, abort_requested)
+                self._stream(engine, request, input_ids, max_new_tokens, abort_requested, parser)
             ) as events:
                 async for event in events:
                     yield event
@@ -205,12 +246,15 @@ class SglangEngine:
     async def _stream(
         self,
         engine: Any,
-        request_id: str,
+        request: GenerationRequest,
         input_ids: list[int],
         max_new_tokens: int,
         abort_requested: asyncio.Event,
+        parser: ToolCallParser | None = None,
     ) -> AsyncIterator[GenerationEvent]:
+        request_id = request.request_id
         prompt_tokens = len(input_ids)
+        calls = ToolCallAssembly()
         deltas = TextDeltas(incremental=bool(self._incremental_text))
         reader = _StreamReader(
             engine, rid=request_id, input_ids=input_ids,
@@ -230,6 +274,8 @@ class SglangEngine:
                     # An abort sent before SGLang registered the rid was dropped: send it again.
                     _send_abort(engine, request_id)
                 text = deltas.take(last.text, final=last.finish_reason is not None)
+                if parser is not None and text:
+                    text = _parsed(parser.parse_stream_chunk(text), calls)
                 if text:
                     yield TokenText(text=text)
                 if last.finish_reason is not None:
@@ -239,11 +285,17 @@ class SglangEngine:
             finished = True
             if deltas.revisions:
                 logger.warning("sglang revised already streamed text of %s %d time(s)", request_id, deltas.revisions)
+            if parser is not None and (held := _parsed(parser.parse_stream_end(), calls)):
+                yield TokenText(text=held)  # text the parser held back waiting for a call that never came
+            reason = self._finish_reason(last.finish_reason, abort_requested)
+            if reason == "stop" and calls:
+                reason = "tool_calls"  # whole calls came: a tool step (a call cut by `length` is no call)
             yield GenerationFinished(
                 prompt_tokens=last.prompt_tokens if last.prompt_tokens is not None else prompt_tokens,
                 output_tokens=last.completion_tokens or 0,
                 cached_tokens=last.cached_tokens,
-                finish_reason=self._finish_reason(last.finish_reason, abort_requested),
+                finish_reason=reason,
+                tool_calls=calls.proposals(request) if reason == "tool_calls" else (),
             )
         finally:
             await reader.stop(abort=not finished)
@@ -332,14 +384,21 @@ def _send_abort(engine: Any, request_id: str) -> None:
     engine.tokenizer_manager.abort_request(request_id)
 
 
-def _chat_prompt_ids(engine: Any, messages: tuple[ChatMessage, ...]) -> list[int]:
-    """The model's own chat template over the messages, as token ids (how SGLang's server does it)."""
+def _parsed(parsed: tuple[str, list[Any]], calls: ToolCallAssembly) -> str:
+    """The parser's normal text; its call pieces join `calls`."""
+    normal_text, items = parsed
+    for item in items:
+        calls.add(ToolCallFragment(index=item.tool_index, call_id=None, name=item.name or "", arguments=item.parameters or ""))
+    return normal_text
+
+
+def _chat_prompt_ids(engine: Any, messages: tuple[ChatMessage, ...], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """The model's own chat template over the messages, as token ids (how SGLang's server does it); with
+    tools, the template's own rendering of them, and the history's calls and results in OpenAI's shape."""
     tokenizer = engine.tokenizer_manager.tokenizer
-    prompt = tokenizer.apply_chat_template(
-        [{"role": message.role, "content": message.content} for message in messages],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
+    conversation = [message_payload(message) for message in messages]
+    options: dict[str, Any] = {"tools": tools} if tools else {}
+    prompt = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **options)
     # The template already writes the special tokens; letting encode() add a BOS would double it.
     return list(tokenizer.encode(prompt, add_special_tokens=False))
 

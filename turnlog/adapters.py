@@ -159,7 +159,8 @@ def build_engine(settings: Settings, pool: PoolConfig | None = None) -> Inferenc
 
         if not model:
             raise ValueError("the sglang engine needs --engine-model (a model path, e.g. Qwen/Qwen2.5-0.5B-Instruct)")
-        return SglangEngine(model_path=model, **concurrency)
+        tool_parser = pool.engine_tool_parser if pool else settings.engine_tool_parser
+        return SglangEngine(model_path=model, tool_call_parser=tool_parser, **concurrency)
     if kind == "openai-compatible":
         from inference.openai_compatible import OpenAICompatibleEngine
 

@@ -47,6 +47,10 @@ def _add_deployment_options(parser: CommandParser) -> None:
         "--engine-model", metavar="MODEL", help="sglang: model path; openai-compatible: served model name"
     )
     parser.add_option(
+        "--engine-tool-parser", metavar="NAME",
+        help="sglang: SGLang's function-call parser for the model's format (qwen25, llama3, mistral, ...): tools on",
+    )
+    parser.add_option(
         "--engine-concurrency", type=integer_option(at_least=1), metavar="N", shown_default="the engine's, 64 / 16",
         help="sglang, openai-compatible: generations at once; a pools file sets each pool's capacity instead",
     )
@@ -197,6 +201,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         engine=arguments.engine,
         engine_url=arguments.engine_url,
         engine_model=arguments.engine_model,
+        engine_tool_parser=arguments.engine_tool_parser,
         # From the environment only: a flag would show in `ps`.
         engine_api_key=os.environ.get("TURNLOG_ENGINE_API_KEY") or None,
         engine_concurrency=arguments.engine_concurrency,

@@ -30,6 +30,7 @@ class Settings:
     engine: str = "cpu"  # cpu | scripted | sglang | openai-compatible
     engine_url: str | None = None  # openai-compatible: the server's API root, e.g. http://sglang:30000/v1
     engine_model: str | None = None  # sglang: the model path; openai-compatible: the served model name
+    engine_tool_parser: str | None = None  # sglang: SGLang's function-call parser for the model (tools on)
     engine_api_key: str | None = None  # openai-compatible, optional: sent as a bearer token
     engine_concurrency: int | None = None  # sglang, openai-compatible: generations at once (default: the engine's, 64 / 16)
     pools_file: Path | None = None  # the inference pools (TOML); None: one pool, "interactive", on `engine`

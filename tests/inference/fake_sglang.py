@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import itertools
 import logging
 import re
@@ -45,6 +46,14 @@ _SAMPLING_PARAMS = frozenset(
 )
 
 
+def _template_content(message: Mapping[str, Any]) -> str:
+    calls = "".join(
+        f"<tool_call>{json.dumps({'name': call['function']['name'], 'arguments': json.loads(call['function']['arguments'])})}</tool_call>"
+        for call in message.get("tool_calls") or ()
+    )
+    return (message.get("content") or "") + calls
+
+
 class FakeTokenizer:
     """A byte-level vocabulary that grows as it meets new pieces; ids 0 and 1 are EOS and BOS."""
 
@@ -65,10 +74,17 @@ class FakeTokenizer:
         return self._pieces[piece]
 
     def apply_chat_template(
-        self, conversation: Sequence[Mapping[str, str]], *, tokenize: bool = True, add_generation_prompt: bool = False
+        self,
+        conversation: Sequence[Mapping[str, Any]],
+        *,
+        tokenize: bool = True,
+        add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str | list[int]:
-        prompt = "<s>" + "".join(
-            f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n" for message in conversation
+        # Like Qwen2.5's (Hermes) template: the tools in a system block, calls as <tool_call> blocks.
+        offered = f"<|im_start|>system\n<tools>{json.dumps(list(tools))}</tools><|im_end|>\n" if tools else ""
+        prompt = "<s>" + offered + "".join(
+            f"<|im_start|>{message['role']}\n{_template_content(message)}<|im_end|>\n" for message in conversation
         )
         if add_generation_prompt:
             prompt += "<|im_start|>assistant\n"
