@@ -178,7 +178,7 @@ class CodeInterpreterTool:
         result = ToolResult.completed if outcome.ok else ToolResult.failed
         return replace(
             result(content, duration_ms=elapsed_ms()),
-            cpu_ms=round(outcome.cpu_s * 1000), memory_bytes=outcome.max_rss_bytes, exit_code=outcome.exit_code,
+            cpu_ms=round(outcome.cpu_s * 1000), memory_bytes=outcome.max_rss_bytes or None, exit_code=outcome.exit_code,
         )
 
     async def _inputs(self, actor: Actor, file_ids: tuple[str, ...]) -> tuple[dict[str, bytes], str]:

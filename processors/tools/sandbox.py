@@ -194,7 +194,9 @@ class SandboxOutcome:
     files: tuple[SandboxFile, ...]
     duration_s: float
     cpu_s: float  # user + system CPU of every process in the sandbox
-    max_rss_bytes: int  # of its largest process
+    # The most resident memory of all its processes together, as sampled every POLL_S (0: it ended before a sample).
+    # Not the kernel's ru_maxrss: a child forked from turnlog starts with turnlog's own pages resident.
+    max_rss_bytes: int
 
     @property
     def ok(self) -> bool:
@@ -516,7 +518,7 @@ class Sandbox:
             asyncio.ensure_future(_drain(err_r, stderr.write)),
             asyncio.ensure_future(_drain(status_r, sandbox.learn)),
         ]
-        stopped, killed = "", False
+        stopped, killed, peak = "", False, 0
         try:
             deadline = started + limits.wall_s
             pending = {exited, *readers}
@@ -526,7 +528,9 @@ class Sandbox:
                     stopped = f"killed at the wall-clock limit ({limits.wall_s:g} s)"
                     break
                 _, pending = await asyncio.wait(pending, timeout=min(POLL_S, left))
-                if pending and sandbox.resident_bytes() > limits.memory_bytes:
+                resident = sandbox.resident_bytes() if pending else 0
+                peak = max(peak, resident)
+                if resident > limits.memory_bytes:
                     stopped = f"killed at the memory limit ({limits.memory_bytes // MIB} MiB resident in all its processes)"
                     break
                 if pending and self._disk_low(paths.work):
@@ -559,7 +563,7 @@ class Sandbox:
         return SandboxOutcome(
             exit_code=None if killed else exit_code,
             stopped=stopped, stdout=stdout.text(), stderr=stderr.text(), stdout_cut=stdout.cut, stderr_cut=stderr.cut,
-            files=files, duration_s=duration_s, cpu_s=cpu_s, max_rss_bytes=(rusage.ru_maxrss * KIB) if rusage else 0,
+            files=files, duration_s=duration_s, cpu_s=cpu_s, max_rss_bytes=peak,
         )
 
     def _disk_low(self, directory: Path) -> bool:
