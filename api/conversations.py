@@ -13,13 +13,16 @@ from api.access import (
     require_workspace,
     scope_of,
 )
+from api.admission import admit_run, estimated_tokens, withdraw_run
 from api.auth import Principal
 from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, read_json_body, request_fingerprint
 from api.files import check_attachments
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
+from commands.governance.rate_limits import rate_limit_headers
 from kernel.envelope import new_id
 from events.values import ContentPart
+from kernel.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound
 
 
 async def create_conversation(request: Request) -> JSONResponse:
@@ -122,13 +125,27 @@ async def list_turns(request: Request) -> JSONResponse:
 
 
 async def _start_run(request: Request, principal: Principal, command: SubmitTurn | RegenerateTurn) -> JSONResponse:
-    """Send a command that starts a run, in the conversation's scope; 202 with where to follow it."""
+    """Send a command that starts a run, in the conversation's scope, once governance admits it; 202 with where to follow it."""
+    context = context_of(request)
     header = await request.app.state.conversations.find(request, principal, command.conversation_id)
-    accepted = await context_of(request).bus.send(command, actor=actor_of(principal, header.workspace_id))
+    actor = actor_of(principal, header.workspace_id)
+    texts = [part.text for part in command.content] if isinstance(command, SubmitTurn) else []
+    admission = await admit_run(context, actor, run_id=command.run_id, estimated=estimated_tokens(texts))
+    try:
+        accepted = await context.bus.send(command, actor=actor)
+    except (NotFound, Conflict, InvalidRequest, IdempotencyKeyReused) as rejected:  # a timeout withdraws nothing
+        if admission is not None:
+            await withdraw_run(context, actor, run_id=command.run_id, reason=f"the conversation refused it: {rejected.detail}")
+        raise
     if accepted.run_id is None or accepted.turn_seq is None:
         raise RuntimeError("the decider accepted a run command without naming the run")
+    headers = {"Location": f"/v1/runs/{accepted.run_id}"}
+    if admission is not None:
+        if accepted.run_id != command.run_id:  # an Idempotency-Key replay: the earlier run answers, this one never runs
+            await withdraw_run(context, actor, run_id=command.run_id, reason=f"the same request started run {accepted.run_id}")
+        headers.update(rate_limit_headers(admission.limits))
     return JSONResponse(
         {"runId": accepted.run_id, "turnSeq": accepted.turn_seq, "streamUrl": f"/v1/runs/{accepted.run_id}/stream"},
         status_code=202,
-        headers={"Location": f"/v1/runs/{accepted.run_id}"},
+        headers=headers,
     )

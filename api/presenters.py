@@ -72,9 +72,17 @@ TERMINAL_STREAM_EVENT = {"completed": "assistant.completed", "cancelled": "run.c
 
 
 def run_finished_json(event: RunFinished) -> tuple[str, dict]:
-    """The stream's last event: `assistant.completed`, `run.cancelled` or `run.failed`."""
+    """The stream's last event: `assistant.completed`, `run.cancelled` or `run.failed`.
+
+    With `replaced: true` and `text` when the stored answer is not what the deltas streamed (a safety stage
+    refused, redacted, replaced or stopped it): a client shows `text` instead of the streamed text.
+    """
     event_type = TERMINAL_STREAM_EVENT[event.status]
     shape = {"type": event_type, "runId": event.run_id, "turnSeq": event.turn_seq, "usage": usage_json(event.usage)}
     if event.reason:
         shape["reason"] = event.reason
+    if event.text is not None:
+        # The deltas were provisional: a safety stage changed the answer, and this is the one stored.
+        shape["replaced"] = True
+        shape["text"] = event.text
     return event_type, shape

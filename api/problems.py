@@ -19,6 +19,8 @@ from kernel.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
+    Suspended,
     TurnlogError,
     Unauthenticated,
     Unavailable,
@@ -64,6 +66,7 @@ PROBLEM_KINDS: Mapping[type[TurnlogError], ProblemKind] = {
     InvalidRequest: _kind(400, "invalid-request", "Invalid request"),
     Unauthenticated: _kind(401, "unauthenticated", "Authentication required"),
     Forbidden: _kind(403, "forbidden", "Forbidden"),
+    Suspended: _kind(403, "suspended", "Suspended"),
     NotFound: _kind(404, "not-found", "Not found"),
     Conflict: _kind(409, "conflict", "Conflict"),
     # 422 as in the IETF Idempotency-Key draft: 409 is kept for "same key, still in flight".
@@ -72,6 +75,8 @@ PROBLEM_KINDS: Mapping[type[TurnlogError], ProblemKind] = {
     PayloadTooLarge: _kind(413, "payload-too-large", "Payload too large"),
     UnsupportedMediaType: _kind(415, "unsupported-media-type", "Unsupported media type"),
     Unavailable: _kind(503, "unavailable", "Service unavailable"),
+    # Credits, a monthly budget, a rate or runs in progress (docs/governance.md): `reason` says which.
+    QuotaExceeded: _kind(429, "quota-exceeded", "Quota exceeded"),
     # A bare root error is a programming mistake: someone forgot to pick a leaf.
     TurnlogError: INTERNAL_ERROR,
 }
@@ -109,6 +114,8 @@ def _headers_for(error: TurnlogError) -> dict[str, str]:
             headers["WWW-Authenticate"] = 'Bearer realm="turnlog"'
         case Unavailable(retry_after_s=retry_after_s) if retry_after_s is not None:
             headers["Retry-After"] = str(retry_after_s)
+        case QuotaExceeded() | Suspended():  # Retry-After and the rate-limit fields
+            headers.update(error.headers)
     return headers
 
 

@@ -1,4 +1,10 @@
-"""Run endpoints: status, cancel, and the SSE stream of a run's events, read straight from the log."""
+"""Run endpoints: status, cancel, and the SSE stream of a run's events, read straight from the log.
+
+Deltas are provisional. When a safety stage stops a run while it streams, the stream says so
+(`safety.stopped`, with the reason for the user) before its end; whenever the stored answer is not what
+streamed (refused, redacted, replaced, stopped), the terminal event carries `replaced: true` and the stored
+`text`, which a client shows instead of the deltas.
+"""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -28,6 +34,7 @@ from events.tools import (
     ToolCallRequested,
     ToolCallsProposed,
 )
+from events.safety import SafetyDecision
 from events.topics import RUN_EVENTS
 
 
@@ -40,12 +47,14 @@ async def get_run(request: Request) -> JSONResponse:
     run = await find_run(request, principal, request.path_params["run_id"])
     shape = run_json(run)
     context = context_of(request)
-    progress, route, tool_calls, backgrounded = await _from_events(context, run.run_id)
+    progress, route, prompt, tool_calls, backgrounded = await _from_events(context, run.run_id)
     if backgrounded is not None:  # it became long work on the way
         shape["mode"] = "background"
         shape["backgroundedReason"] = backgrounded
     if route is not None:
         shape["route"] = route
+    if prompt is not None:
+        shape["prompt"] = prompt
     if tool_calls:
         shape["toolCalls"] = tool_calls
     if run.status == "in_progress":
@@ -58,11 +67,11 @@ async def get_run(request: Request) -> JSONResponse:
     return JSONResponse(shape)
 
 
-async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None, list[dict], str | None]:
-    """From the run's events on the log: what it has streamed so far, where the router sent it, its tool calls,
-    and why it moved to the background (if it did)."""
+async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | None, dict | None, list[dict], str | None]:
+    """From the run's events on the log: what it has streamed so far, where the router sent it, what its prompt
+    held (passages fenced or dropped, turns redacted), its tool calls, and why it moved to the background (if it did)."""
     deltas = characters = tool_calls = 0
-    route = backgrounded = None
+    route = prompt = backgrounded = None
     calls: dict[str, dict] = {}
     for record in await context.log.read(RUN_EVENTS, key=run_id):
         try:
@@ -90,7 +99,12 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
                 "pool": event.pool or None, "sizeClass": event.size_class or None, "fallbackFrom": event.fallback_from,
                 "reason": event.route_reason, "promptTokens": event.prompt_tokens, "toolTokens": event.tool_tokens,
             }
-    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, list(calls.values()), backgrounded
+            # The passages that went in, and what the safety stages changed in the prompt.
+            prompt = {
+                "chunkIds": list(event.chunk_ids), "fencedChunkIds": list(event.fenced_chunk_ids),
+                "droppedChunkIds": list(event.dropped_chunk_ids), "redactedTurnSeqs": list(event.redacted_turn_seqs),
+            }
+    return {"deltas": deltas, "characters": characters, "toolCalls": tool_calls}, route, prompt, list(calls.values()), backgrounded
 
 
 def _call_progress(event: object, call: dict) -> dict:
@@ -266,6 +280,10 @@ async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIt
                 case RunBackgrounded():
                     data = {"type": "run.backgrounded", "runId": run_id, "reason": event.reason}
                     yield encode_event(event_id=record.offset, event_type="run.backgrounded", data=data)
+                case SafetyDecision(action="stop"):
+                    # What streamed so far is withdrawn: the terminal event that follows carries the stored answer.
+                    data = {"type": "safety.stopped", "runId": run_id, "stage": event.stage, "reason": event.reason}
+                    yield encode_event(event_id=record.offset, event_type="safety.stopped", data=data)
                 case RunFinished():
                     event_type, data = run_finished_json(event)
                     yield encode_event(event_id=record.offset, event_type=event_type, data=data)

@@ -12,6 +12,8 @@ Prints a summary and writes JSON (--out).
 
     python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
     python benchmarks/lifecycle.py --kafka --inference-workers 2 [...]
+    python benchmarks/lifecycle.py --tiers benchmarks/tiers.bench.toml [...]   # governance on: every turn admitted first
+    python benchmarks/lifecycle.py --policies benchmarks/policies.bench.toml [...]   # safety on: every stage checks
 """
 
 import argparse
@@ -69,7 +71,10 @@ def turnlog_process(*arguments: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "turnlog.cli", *arguments, "--log-level", "warning"])
 
 
-def start_fleet(stack: ExitStack, data_dir: Path, port: int, inference_workers: int) -> list[subprocess.Popen]:
+def start_fleet(
+    stack: ExitStack, data_dir: Path, port: int, inference_workers: int, governance: tuple[str, ...] = (),
+    safety: tuple[str, ...] = (),
+) -> list[subprocess.Popen]:
     """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes."""
     broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
     broker.start()
@@ -80,11 +85,13 @@ def start_fleet(stack: ExitStack, data_dir: Path, port: int, inference_workers: 
     asyncio.run(clickhouse.create_database("bench"))
     shared = [
         "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10", "--store", clickhouse.url("bench"),
-        "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens", "20",
+        "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens", "20", *safety,
     ]
     processors = [f"--role={role}" for role in ("decider", "prompt-builder", "projector", "watchdog")]
-    processes = [turnlog_process("serve", "--role", "api", "--port", str(port), *shared)]
-    processes.append(turnlog_process("worker", *processors, *shared))
+    if governance:
+        processors.append("--role=governance")
+    processes = [turnlog_process("serve", "--role", "api", "--port", str(port), *shared, *governance)]
+    processes.append(turnlog_process("worker", *processors, *shared, *governance))
     processes += [turnlog_process("worker", "--role=inference", *shared) for _ in range(inference_workers)]
     return processes
 
@@ -212,7 +219,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--kafka", action="store_true", help="a fleet on Kafka + ClickHouse, not one embedded process")
     parser.add_argument("--inference-workers", type=int, default=1, help="with --kafka: inference worker processes")
+    parser.add_argument("--tiers", type=Path, help="a tiers file: governance on (each turn admitted before it is sent)")
+    parser.add_argument("--policies", type=Path, help="a safety policies file: the input, context and output stages check")
     arguments = parser.parse_args()
+    governance = ("--tiers", str(arguments.tiers.resolve())) if arguments.tiers else ()
+    safety = ("--policies", str(arguments.policies.resolve())) if arguments.policies else ()
 
     data_dir = arguments.data_dir or Path(tempfile.mkdtemp(prefix="turnlog-bench-"))
     with ExitStack() as stack:
@@ -221,10 +232,10 @@ def main() -> None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             if arguments.kafka:
-                processes = start_fleet(stack, data_dir, port, arguments.inference_workers)
+                processes = start_fleet(stack, data_dir, port, arguments.inference_workers, governance, safety)
             else:
                 processes = [turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens",
-                                             "20", "--port", str(port), "--data-dir", str(data_dir))]
+                                             "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety)]
             stack.callback(stop_all, processes)
         token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
         latency, throughput = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
@@ -235,6 +246,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "engine": "scripted, 0 ms/token, 20-token answers",
         "deployment": deployment,
+        "governance": f"on, tiers file {arguments.tiers.name}" if arguments.tiers else "off",
+        "safety": f"on, policies file {arguments.policies.name}" if arguments.policies else "off",
         "latency": latency,
         "throughput": throughput,
     }

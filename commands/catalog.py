@@ -51,6 +51,8 @@ class FinishRun:
     sources: tuple[Source, ...] = ()
     citations: tuple[Citation, ...] = ()
     tool_calls: tuple[ToolCallSummary, ...] = ()  # the calls the run made, in the order proposed
+    # The text is not what the deltas streamed (a safety stage refused, redacted, replaced or stopped the answer).
+    stream_replaced: bool = False
 
 
 Command = CreateConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun

@@ -390,6 +390,8 @@ def _finish(command: FinishRun, now: datetime, state: ConversationState) -> Deci
         status=status,
         reason=command.reason,
         usage=command.usage,
+        # The deltas were provisional: when a safety stage changed the answer, the stream's end carries the one stored.
+        text=command.text if command.stream_replaced else None,
     )
     return Decision(events=(finished, stream_end), outcome=Accepted(run_id=run.run_id, turn_seq=run.turn_seq))
 

@@ -51,6 +51,9 @@ class RunFinished:
     status: str
     reason: str = ""
     usage: Usage
+    # The stored answer when it is not what the deltas streamed (a safety stage refused, redacted, replaced or
+    # stopped it): a client replaces the streamed text with it. None: the deltas are the answer.
+    text: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +99,10 @@ class PromptAssembled:
     size_class: str = ""  # short | long: the queue the run waited in
     fallback_from: str | None = None  # the preferred pool, when its breaker was open
     route_reason: str = ""  # why the router chose `pool`
+    # The context safety stage: passages wrapped as untrusted data, and passages left out (not in `chunk_ids`).
+    fenced_chunk_ids: tuple[str, ...] = ()
+    dropped_chunk_ids: tuple[str, ...] = ()
+    redacted_turn_seqs: tuple[int, ...] = ()  # user turns that went in redacted by the input safety stage
 
 
 @dataclass(frozen=True, kw_only=True)

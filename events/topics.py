@@ -2,9 +2,11 @@
 
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
+from events.governance import GOVERNANCE_EVENT_TYPES, GOVERNANCE_REQUEST_TYPES
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.dead_letters import DEAD_LETTERS, DeadLetter
 from events.runs import RUN_EVENT_TYPES, InferenceRequested, UsageRecorded
+from events.safety import SAFETY_EVENT_TYPES
 from events.tools import TOOL_EVENT_TYPES
 
 COMMANDS = "commands"
@@ -14,6 +16,8 @@ COMMAND_OUTCOMES = "command-outcomes"
 DOCUMENTS = "documents"
 USAGE = "usage"
 SUMMARIES = "conversation-summaries"
+GOVERNANCE_REQUESTS = "governance-requests"
+GOVERNANCE = "governance"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
 
 
@@ -29,8 +33,10 @@ def inference_topic_for(pool: str, size_class: str) -> str:
 
 _TOPIC_OF_TYPE: dict[type, str] = {
     **{event_type: CONVERSATION_EVENTS for event_type in CONVERSATION_EVENT_TYPES},
-    **{event_type: RUN_EVENTS for event_type in (*RUN_EVENT_TYPES, *TOOL_EVENT_TYPES)},
+    **{event_type: RUN_EVENTS for event_type in (*RUN_EVENT_TYPES, *TOOL_EVENT_TYPES, *SAFETY_EVENT_TYPES)},
     **{event_type: DOCUMENTS for event_type in DOCUMENT_EVENT_TYPES},
+    **{event_type: GOVERNANCE_REQUESTS for event_type in GOVERNANCE_REQUEST_TYPES},
+    **{event_type: GOVERNANCE for event_type in GOVERNANCE_EVENT_TYPES},
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
@@ -55,6 +61,8 @@ def key_of(event: object) -> str:
         return event.conversation_id  # type: ignore[attr-defined]
     if _TOPIC_OF_TYPE.get(type(event)) == DOCUMENTS:
         return event.file_id  # type: ignore[attr-defined]
+    if _TOPIC_OF_TYPE.get(type(event)) in (GOVERNANCE_REQUESTS, GOVERNANCE):
+        return event.org_id  # type: ignore[attr-defined]  # one writer (and one order) per org
     if isinstance(event, (CommandAccepted, CommandRejected)):
         return event.command_id
     if isinstance(event, DeadLetter):

@@ -16,6 +16,8 @@ from events.topics import (
     COMMANDS,
     CONVERSATION_EVENTS,
     DOCUMENTS,
+    GOVERNANCE,
+    GOVERNANCE_REQUESTS,
     INFERENCE_REQUESTS_PREFIX,
     RUN_EVENTS,
     SUMMARIES,
@@ -101,6 +103,10 @@ def turnlog_topics(
             DEAD_LETTERS: spec(timedelta(days=30), count=1),
             # What each run consumed: the billing record, kept forever (the ledger rebuilds from it).
             USAGE: spec(None),
+            # What is asked of an org's governance; its answers are facts on `governance`, so a week is plenty.
+            GOVERNANCE_REQUESTS: spec(timedelta(days=7)),
+            # Each org's credits, charges, limits and suspensions: the ledger of credits, kept forever.
+            GOVERNANCE: spec(None),
             # Rolling summaries: derived, and only the newest per conversation matters.
             SUMMARIES: replace(spec(None), cleanup_policy="compact"),
         },

@@ -14,6 +14,12 @@ ends as failed with its partial text. Output is coalesced into `AssistantDelta` 
 at once) appended without fsync: deltas are provisional, and only the `FinishRun` command that ends
 a run is durable. Every run's end carries its usage, and whether the engine was unavailable (the
 prompt builder's breakers count those).
+
+With an output safety stage handed in (`inference/output_safety.py`, a port: the classifiers and policies
+live in `processors/safety/`), each step's answer is checked in windows as it streams (a `stop` ends the
+generation before the delta that completed the window goes out, and the run ends with the policy's
+fallback), and the final answer is checked whole before `FinishRun`: what is stored is what passed (as it
+was, redacted, or the fallback), and `FinishRun.stream_replaced` tells the decider the deltas were not it.
 """
 
 import asyncio
@@ -35,6 +41,7 @@ from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import ToolCallSummary, Usage
 from inference.coalesce import coalesce
 from inference.engine import EngineUnavailable, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
+from inference.output_safety import OutputSafety, OutputVerdict, OutputWatch
 from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
 from inference.read_ahead import ReadAhead, Waiting
 from inference.routing import Admission
@@ -77,6 +84,7 @@ class InferenceWorker:
         heartbeat_s: float = 5.0,
         max_tokens_per_delta: int = 8,
         max_delta_delay_s: float = 0.03,
+        output_safety: OutputSafety | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
@@ -89,6 +97,7 @@ class InferenceWorker:
         self._heartbeat_s = heartbeat_s
         self._max_tokens_per_delta = max_tokens_per_delta
         self._max_delta_delay_s = max_delta_delay_s
+        self._output_safety = output_safety
         self._generations: dict[str, asyncio.Task] = {}
         self._cancel_requested: set[str] = set()
         self._started: set[str] = set()  # generation tasks that have begun to run
@@ -238,6 +247,8 @@ class InferenceWorker:
         parts: list[str] = []
         status, reason = "completed", ""
         engine_unavailable = False
+        watch = self._output_safety.watch(request, actor=request_envelope.actor) if self._output_safety is not None else None
+        stopped: OutputVerdict | None = None  # a window the output stage stopped the run at
 
         async def texts() -> AsyncIterator[str]:
             generation = self._engine.generate(
@@ -263,6 +274,13 @@ class InferenceWorker:
             if request.run_id in self._cancel_requested:
                 raise asyncio.CancelledError  # cancelled between its claim and its start
             async for text in deltas:
+                if watch is not None:
+                    verdict = await watch.delta(text)
+                    if verdict is not None and verdict.stops:
+                        stopped = verdict  # this delta never goes out; the generation is closed below
+                        break
+                    if verdict is not None and verdict.decision is not None:
+                        await self._log.append([self._event(verdict.decision, request_envelope)], durable=False)
                 delta = AssistantDelta(run_id=request.run_id, index=len(parts), text=text)
                 parts.append(text)
                 await self._log.append([self._event(delta, request_envelope)], durable=False)
@@ -294,7 +312,8 @@ class InferenceWorker:
                 engine=self._engine.name, status=status, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
                 output_tokens=usage.output_tokens, recorded_at=utc_now(), engine_unavailable=engine_unavailable,
             )
-            proposed = finished[0].tool_calls if finished and status == "completed" else ()
+            proposed = finished[0].tool_calls if finished and status == "completed" and stopped is None else ()
+            checked: list[OutgoingRecord] = []
             if proposed:
                 # The step asks for tools: the run goes on in the tool loop, and this slot is free for another.
                 step_end = self._event(ToolCallsProposed(
@@ -305,9 +324,14 @@ class InferenceWorker:
                 recorded = replace(recorded, status="tool_calls")
             else:
                 calls = await self._calls_made(request.run_id) if request.step > 1 else ()
-                step_end = self._finish(request_envelope, "".join(parts), status, reason, usage, calls)
+                text, final_status, final_reason, replaced, decisions = await self._checked_answer(
+                    watch, stopped, "".join(parts), status, reason
+                )
+                checked = [self._event(decision, request_envelope) for decision in decisions]
+                step_end = self._finish(request_envelope, text, final_status, final_reason, usage, calls, replaced)
             # One append: the step's end and what it cost land together (the ledger never misses a step).
             await self._log.append([
+                *checked,
                 step_end,
                 encode(self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor), topic=USAGE),
             ])
@@ -315,6 +339,30 @@ class InferenceWorker:
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
         await asyncio.shield(conclude())
+
+    async def _checked_answer(
+        self, watch: OutputWatch | None, stopped: OutputVerdict | None, text: str, status: str, reason: str
+    ) -> tuple[str, str, str, bool, list[object]]:
+        """What the run stores after the output stage: (text, status, reason, whether it replaces the stream, decisions).
+
+        A run stopped mid-stream stores the policy's fallback; otherwise the whole answer (a partial one too, when
+        the run was cancelled or failed) is checked before it is stored. A check that raises holds the answer back.
+        """
+        if stopped is not None:
+            decisions = [stopped.decision] if stopped.decision is not None else []
+            return stopped.text, status, stopped.reason, True, decisions
+        if watch is None or not text.strip():
+            return text, status, reason, False, []
+        try:
+            verdict = await watch.answer(text)
+        except Exception:
+            logger.exception("the output safety check of a run failed")
+            return "", "failed", "the output safety check could not run, so the answer was held back", True, []
+        decisions = [verdict.decision] if verdict.decision is not None else []
+        if not verdict.changes_text:
+            return text, status, reason, False, decisions
+        user_facing = verdict.action == "replace" and status == "completed"
+        return verdict.text, status, verdict.reason if user_facing else reason, True, decisions
 
     async def _calls_made(self, run_id: str) -> tuple[ToolCallSummary, ...]:
         """The tool calls of the run's earlier steps, for its assistant turn to list."""
@@ -366,12 +414,13 @@ class InferenceWorker:
 
     def _finish(
         self, cause: Envelope[InferenceRequested], text: str, status: str, reason: str, usage: Usage,
-        tool_calls: tuple[ToolCallSummary, ...] = (),
+        tool_calls: tuple[ToolCallSummary, ...] = (), stream_replaced: bool = False,
     ) -> OutgoingRecord:
         request = cause.payload
         command = FinishRun(
             conversation_id=request.conversation_id, run_id=request.run_id, status=status, text=text, reason=reason,
             usage=usage, sources=request.sources, citations=citations_in(text, request.sources), tool_calls=tool_calls,
+            stream_replaced=stream_replaced,
         )
         return encode(self._codec, Envelope.wrap(command, key=request.conversation_id, actor=cause.actor, cause=cause), topic=COMMANDS)
 

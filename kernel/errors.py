@@ -14,6 +14,8 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
+    "Suspended",
     "TurnlogError",
     "Unauthenticated",
     "Unavailable",
@@ -58,6 +60,14 @@ class Unauthenticated(TurnlogError):
 
 class Forbidden(TurnlogError):
     """Authenticated, but the principal may not act on this resource."""
+
+
+class Suspended(Forbidden):
+    """The user is suspended (abuse, or an operator's decision); `headers` carry `Retry-After` until it ends."""
+
+    def __init__(self, *, detail: str, headers: Mapping[str, str] | None = None, extra: Mapping[str, object] | None = None) -> None:
+        super().__init__(detail=detail, extra=extra)
+        self.headers: Mapping[str, str] = MappingProxyType(dict(headers or {}))
 
 
 class NotFound(TurnlogError):
@@ -112,6 +122,14 @@ class PayloadTooLarge(TurnlogError):
     ) -> None:
         super().__init__(detail=detail, extra=extra)
         self.max_bytes = max_bytes
+
+
+class QuotaExceeded(TurnlogError):
+    """A limit was reached: credits, a monthly budget, a rate or runs in progress; `headers` are its rate-limit fields."""
+
+    def __init__(self, *, detail: str, headers: Mapping[str, str] | None = None, extra: Mapping[str, object] | None = None) -> None:
+        super().__init__(detail=detail, extra=extra)
+        self.headers: Mapping[str, str] = MappingProxyType(dict(headers or {}))
 
 
 class UnsupportedMediaType(TurnlogError):

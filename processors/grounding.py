@@ -2,13 +2,16 @@
 
 Passages are numbered `[1]`, `[2]`, ... in the order of their relevance, as many as fit in a token
 budget; the model is asked to cite them with those markers and to say so when they do not hold the
-answer. After generation the markers become citations (`inference.citations`).
+answer. After generation the markers become citations (`inference.citations`). A passage the context
+safety stage fenced is shown wrapped as untrusted data (`processors/safety/injection.py`), and the message
+says what that means.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from events.values import Source
 from inference.instructions import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
+from processors.safety.injection import FENCE_INSTRUCTION, fence
 from projections.search.index import SearchHit
 
 # A vector-only hit below this cosine similarity is not about the question (all-MiniLM-L6-v2:
@@ -59,17 +62,25 @@ def numbered_sources(
     return tuple(sources)
 
 
-def grounding_message(sources: Sequence[Source]) -> str:
-    """The prompt's message that carries the passages (or says that none were found)."""
+def grounding_message(sources: Sequence[Source], *, fenced: Collection[str] = ()) -> str:
+    """The prompt's message that carries the passages (or says that none were found); `fenced`: chunk ids shown as untrusted."""
     if not sources:
         return NOTHING_FOUND_INSTRUCTIONS
-    return f"{GROUNDED_INSTRUCTIONS}\n\n{passages(sources)}"
+    warning = f"\n\n{FENCE_INSTRUCTION}" if any(source.chunk_id in fenced for source in sources) else ""
+    return f"{GROUNDED_INSTRUCTIONS}{warning}\n\n{passages(sources, fenced=fenced)}"
 
 
-def passages(sources: Sequence[Source], *, numbered: bool = True) -> str:
-    """The passages as the model reads them: `[marker] title, location`, then the text; unnumbered, without the marker."""
+def passages(sources: Sequence[Source], *, numbered: bool = True, fenced: Collection[str] = ()) -> str:
+    """The passages as the model reads them: `[marker] title, location`, then the text; unnumbered, without the marker.
+
+    The text of a passage in `fenced` (by chunk id) is wrapped as untrusted data.
+    """
     return "\n\n".join(
-        _passage(source.marker if numbered else None, source.title, source.location, source.text) for source in sources
+        _passage(
+            source.marker if numbered else None, source.title, source.location,
+            fence(source.text, source=source.chunk_id) if source.chunk_id in fenced else source.text,
+        )
+        for source in sources
     )
 
 

@@ -12,6 +12,13 @@ Once the prompt is counted, the router (`inference/routing.py`) picks the run's 
 and the request goes to that pool's topic for its size. Every prompt is recorded as a
 `PromptAssembled` manifest on the run's events, with the route and why. A run no pool can take
 ends as failed, with each pool's reason.
+
+With safety policies (`processors/safety/stages.py`), the user turn is checked before anything else: a
+refusal ends the run at once, answered with the policy's reason; a redaction puts the redacted text in the
+prompt (the stored turn stays as the user wrote it), and earlier user turns and the summary go in as their
+own checks left them. Retrieved passages are checked before they go in: fenced ones are wrapped as
+untrusted data, dropped ones left out, and the manifest names both. Each decision is appended to the
+run's events.
 """
 
 import hashlib
@@ -29,9 +36,10 @@ from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from commands.catalog import FinishRun
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
+from events.safety import SafetyDecision
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
 from kernel.envelope import Actor
-from events.values import ChatMessage, Source, ToolSpec, Usage, text_of
+from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage, text_of
 from processors.grounding import grounding_message, numbered_sources
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
@@ -43,6 +51,7 @@ from kernel.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
 from processors.tools.file_search import FILE_SEARCH
 from processors.tools.offered import ToolCatalog
+from processors.safety.stages import WITHHELD_TURN, InputScreening, RunSubject, SafetyStages
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +111,15 @@ class Grounding:
     sources: tuple[Source, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptScreening:
+    """What the safety stages changed in a prompt: passages fenced or left out, user turns redacted or withheld."""
+
+    fenced_chunk_ids: tuple[str, ...] = ()
+    dropped_chunk_ids: tuple[str, ...] = ()
+    redacted_turn_seqs: tuple[int, ...] = ()
+
+
 def branch_of(transcript: Transcript, turn_seq: int | None) -> list[tuple[int, TranscriptTurn]]:
     """The turns from the first one to `turn_seq` along its chain of parents, oldest first."""
     branch: list[tuple[int, TranscriptTurn]] = []
@@ -134,6 +152,7 @@ def build_prompt(
     summary: ConversationSummarized | None = None,
     salt: str = "",
     tools: Sequence[ToolSpec] = (),
+    screening: PromptScreening = PromptScreening(),
 ) -> AssembledPrompt:
     """The prompt answering `run.parent_turn_seq`, within the pool's token budget, and its manifest.
 
@@ -141,6 +160,7 @@ def build_prompt(
     tenant's salt, the rolling summary, the newest turns of the branch that fit, the retrieved
     passages, and the question. Turns the summary covers are left out; older turns that do not fit
     wait for the next summary. The tools offered to the model take their share of the budget first.
+    `screening` says which passages are fenced (and records what the safety stages changed in the manifest).
     """
     branch = [(seq, turn) for seq, turn in branch_of(transcript, run.parent_turn_seq) if turn.text.strip()]
     question = branch.pop() if branch and branch[-1][1].role == "user" else None
@@ -153,7 +173,9 @@ def build_prompt(
         [ChatMessage(role="system", content=summary_text(summary.facts))] if summary is not None and summary.facts else []
     )
     grounding_messages = (
-        [ChatMessage(role="system", content=grounding_message(grounding.sources))] if grounding is not None else []
+        [ChatMessage(role="system", content=grounding_message(grounding.sources, fenced=screening.fenced_chunk_ids))]
+        if grounding is not None
+        else []
     )
     question_messages = [ChatMessage(role="user", content=question[1].text)] if question is not None else []
 
@@ -208,6 +230,9 @@ def build_prompt(
         source_tokens=sum(tokenizer.count(message.content) for message in grounding_messages),
         question_tokens=tokenizer.count(question[1].text) if question is not None else 0,
         tenant_salt=salt,
+        fenced_chunk_ids=tuple(source.chunk_id for source in sources if source.chunk_id in screening.fenced_chunk_ids),
+        dropped_chunk_ids=screening.dropped_chunk_ids,
+        redacted_turn_seqs=screening.redacted_turn_seqs,
     )
     return AssembledPrompt(request=request, manifest=manifest)
 
@@ -256,6 +281,7 @@ class PromptBuilder:
         health: PoolHealth | None = None,
         clock: Callable[[], float] = time.monotonic,
         tools: ToolCatalog | None = None,
+        safety: SafetyStages | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
@@ -267,6 +293,7 @@ class PromptBuilder:
         self.health = health or PoolHealth.for_pools(self._pools)
         self._clock = clock
         self._tools = tools
+        self._safety = safety
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
         )
@@ -283,21 +310,99 @@ class PromptBuilder:
             # Loaded as of just before this event, then advanced by it: each event folds in once.
             transcript = await self._transcripts.get(envelope.key, before=delivery.record.offset)
             if isinstance(envelope.payload, RunRequested):
-                grounding, tool_events = await self._ground(transcript, envelope)
-                prompt = build_prompt(
-                    transcript,
-                    envelope.payload,
-                    self._policy,
-                    tokenizer=self._tokenizer,
-                    grounding=grounding,
-                    summary=await self._latest_summary(envelope.key),
-                    salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
-                    tools=await self._offered_tools(envelope),
-                )
-                outputs.extend(tool_events)
-                outputs.extend(self._route(prompt, envelope))
+                outputs.extend(await self._prompt(transcript, envelope))
             self._transcripts.apply(envelope.key, envelope)
         return outputs
+
+    async def _prompt(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> list[OutgoingRecord]:
+        """The run's prompt on its pool's topic, with its manifest and what the search and the safety stages did."""
+        summary = await self._latest_summary(envelope.key)
+        screening = PromptScreening()
+        checked: list[OutgoingRecord] = []
+        # The search reads the question as the user wrote it (the index is the org's own); the model, as screened.
+        searched = transcript
+        if self._safety is not None:
+            transcript, summary, input_screening, redacted = await self._screened_input(transcript, summary, envelope)
+            if input_screening.decision is not None:
+                checked.append(self._run_event(input_screening.decision, envelope))
+            if input_screening.refusal is not None:
+                return [*checked, self._refused(input_screening.refusal, envelope)]
+            screening = PromptScreening(redacted_turn_seqs=redacted)
+        grounding, tool_events = await self._ground(searched, envelope)
+        checked.extend(tool_events)  # the search's result, then what the context stage made of its passages
+        if self._safety is not None and grounding is not None and grounding.sources:
+            grounding, screening, context_events = await self._screened_context(grounding, screening, transcript, envelope)
+            checked.extend(context_events)
+        prompt = build_prompt(
+            transcript,
+            envelope.payload,
+            self._policy,
+            tokenizer=self._tokenizer,
+            grounding=grounding,
+            summary=summary,
+            salt=tenant_salt(envelope.actor.org_id) if self._policy.salt_tenant_prefix else "",
+            tools=await self._offered_tools(envelope),
+            screening=screening,
+        )
+        return [*checked, *self._route(prompt, envelope)]
+
+    async def _screened_input(
+        self, transcript: Transcript, summary: ConversationSummarized | None, envelope: Envelope[RunRequested]
+    ) -> tuple[Transcript, ConversationSummarized | None, InputScreening, tuple[int, ...]]:
+        """The input stage: the user turn checked, and the branch's user turns and summary as the prompt may carry them.
+
+        Returns the transcript and summary to build from, the user turn's screening, and the turns that changed.
+        """
+        assert self._safety is not None
+        run, org_id = envelope.payload, envelope.actor.org_id
+        question = transcript.turns.get(run.parent_turn_seq)
+        if question is None or question.role != "user":
+            return transcript, summary, InputScreening(prompt_text=""), ()
+        subject = RunSubject(run_id=run.run_id, conversation_id=run.conversation_id, turn_seq=run.parent_turn_seq, org_id=org_id)
+        screening = await self._safety.input(question.text, subject=subject)
+        if screening.refusal is not None:
+            return transcript, summary, screening, ()
+        carried = {run.parent_turn_seq: screening.prompt_text}
+        through = summary.through_turn_seq if summary is not None else 0
+        for seq, turn in branch_of(transcript, run.parent_turn_seq):
+            if turn.role == "user" and seq != run.parent_turn_seq and seq > through:
+                earlier = await self._safety.earlier(turn.text, org_id=org_id)
+                carried[seq] = WITHHELD_TURN if earlier is None else earlier
+        changed = {seq: text for seq, text in carried.items() if text != transcript.turns[seq].text}
+        turns = {**transcript.turns, **{seq: replace(transcript.turns[seq], text=text) for seq, text in changed.items()}}
+        if summary is not None and summary.facts:
+            facts = tuple(
+                SummaryFact(turn_seq=fact.turn_seq, text=await self._safety.redacted(fact.text, org_id=org_id))
+                for fact in summary.facts
+            )
+            summary = replace(summary, facts=facts)
+        return replace(transcript, turns=turns), summary, screening, tuple(sorted(changed))
+
+    async def _screened_context(
+        self, grounding: Grounding, screening: PromptScreening, transcript: Transcript, envelope: Envelope[RunRequested]
+    ) -> tuple[Grounding | None, PromptScreening, list[OutgoingRecord]]:
+        """The context stage over the retrieved passages: dropped ones leave (the rest renumbered), fenced ones are marked."""
+        assert self._safety is not None
+        run = envelope.payload
+        subject = RunSubject(run_id=run.run_id, conversation_id=run.conversation_id, turn_seq=run.turn_seq, org_id=envelope.actor.org_id)
+        checked = await self._safety.context([(source.chunk_id, source.text) for source in grounding.sources], subject=subject)
+        kept = [source for source in grounding.sources if source.chunk_id not in checked.dropped]
+        sources = tuple(replace(source, marker=number) for number, source in enumerate(kept, start=1))
+        question = transcript.turns.get(run.parent_turn_seq)
+        attached = question is not None and bool(question.attachments)
+        # Everything a workspace search found was dropped: as if it found nothing (attached files still say so).
+        kept_grounding = Grounding(sources=sources) if sources or attached else None
+        screening = replace(screening, fenced_chunk_ids=checked.fenced, dropped_chunk_ids=checked.dropped)
+        return kept_grounding, screening, [self._run_event(decision, envelope) for decision in checked.decisions]
+
+    def _refused(self, refusal: str, envelope: Envelope[RunRequested]) -> OutgoingRecord:
+        """The run of a refused turn ends at once, completed, answered with the policy's reason (nothing streamed)."""
+        run = envelope.payload
+        finish = FinishRun(
+            conversation_id=run.conversation_id, run_id=run.run_id, status="completed", text=refusal, reason=refusal,
+            usage=Usage(), stream_replaced=True,
+        )
+        return encode(self._codec, Envelope.wrap(finish, key=finish.conversation_id, actor=envelope.actor, cause=envelope), topic=COMMANDS)
 
     def _route(self, prompt: AssembledPrompt, envelope: Envelope[RunRequested]) -> list[OutgoingRecord]:
         """The manifest and the request on its pool's topic; or, when no pool can take the run, its failure."""
@@ -379,7 +484,7 @@ class PromptBuilder:
         records = await self._log.read(SUMMARIES, key=conversation_id)
         return self._codec.decode(records[-1].value).payload if records else None
 
-    def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled, cause: Envelope) -> OutgoingRecord:
+    def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled | SafetyDecision, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
 
 

@@ -6,10 +6,14 @@ URL asks for it, so a deployment installs only the extras it uses.
 
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import httpx
+
 from commands.catalog import COMMAND_TYPES
+from commands.governance.tiers_file import GovernanceConfig, parse_tiers_file
 from events.blobs import BlobStore, DirectoryBlobStore
 from events.catalog import EVENT_TYPES
 from events.embedded import EmbeddedLog
@@ -24,6 +28,8 @@ from processors.retrieval import DocumentRetriever
 from processors.tools.attached_files import AttachedFiles
 from processors.tools.builtin import with_builtin_tools
 from processors.tools.catalog import ToolExecutor
+from processors.safety.classifiers import Classifier
+from processors.safety.policies import SafetyPolicies, parse_policies_file
 from processors.tools.tools_file import ToolsConfig, parse_tools_file
 from turnlog.settings import Settings, url_path, url_scheme
 
@@ -198,6 +204,70 @@ def load_tools(settings: Settings) -> ToolsConfig | None:
     except OSError as error:
         raise ValueError(f"cannot read the tools file {str(settings.tools_file)!r}: {error.strerror}") from None
     return parse_tools_file(text, source=str(settings.tools_file))
+
+
+def load_tiers(settings: Settings) -> GovernanceConfig | None:
+    """The tiers file's governance, or None without one (governance off); a bad file is a ValueError naming its line."""
+    if settings.tiers_file is None:
+        return None
+    try:
+        text = settings.tiers_file.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read the tiers file {str(settings.tiers_file)!r}: {error.strerror}") from None
+    return parse_tiers_file(text, source=str(settings.tiers_file))
+
+
+# The classifiers a policies file may name (docs/safety.md); `llm_judge` needs --judge-url and --judge-model.
+SAFETY_CLASSIFIERS = ("pii", "profanity", "injection", "llm_judge")
+
+
+def load_policies(settings: Settings) -> SafetyPolicies | None:
+    """The safety policies file's policies, or None without one (no safety checks); a bad file is a ValueError naming its line.
+
+    A process whose roles run the checks also needs the judge set up when a policy runs `llm_judge`.
+    """
+    if settings.policies_file is None:
+        return None
+    try:
+        text = settings.policies_file.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read the policies file {str(settings.policies_file)!r}: {error.strerror}") from None
+    policies = parse_policies_file(text, source=str(settings.policies_file), known_classifiers=SAFETY_CLASSIFIERS)
+    # The API and the projector only read decisions: no judge to ask.
+    if settings.checks_safety and "llm_judge" in policies.classifier_names() and not (settings.judge_url and settings.judge_model):
+        raise ValueError(
+            f"the policies file {str(settings.policies_file)!r} runs llm_judge: give it a Llama Guard model to ask"
+            " (--judge-url http://host:8000/v1 --judge-model NAME)"
+        )
+    return policies
+
+
+async def build_safety_classifiers(
+    settings: Settings, names: Collection[str], *, client: httpx.AsyncClient, judge_role: str = "user"
+) -> dict[str, Classifier]:
+    """The classifiers `names` (those a policies file runs), loaded off the event loop; the judge asks `settings.judge_url`."""
+    classifiers: dict[str, Classifier] = {}
+    if "pii" in names:
+        from processors.safety.pii import PiiClassifier  # imports Presidio and spaCy: only when a policy runs it
+
+        classifiers["pii"] = await PiiClassifier.load()
+    if "profanity" in names:
+        from processors.safety.profanity import ProfanityClassifier
+
+        classifiers["profanity"] = await ProfanityClassifier.load()
+    if "injection" in names:
+        from processors.safety.injection import InjectionClassifier
+
+        classifiers["injection"] = InjectionClassifier()
+    if "llm_judge" in names:
+        from processors.safety.llm_judge import LlmJudgeClassifier
+
+        assert settings.judge_url and settings.judge_model, "load_policies checks the judge is set up"
+        classifiers["llm_judge"] = LlmJudgeClassifier(
+            client=client, base_url=settings.judge_url, model=settings.judge_model, api_key=settings.judge_api_key,
+            role="assistant" if judge_role == "assistant" else "user",
+        )
+    return classifiers
 
 
 def build_tool_executor(

@@ -1,4 +1,4 @@
-"""The `turnlog` command: serve, worker, token, replay; each option also reads its `TURNLOG_*` variable."""
+"""The `turnlog` command: serve, worker, token, replay, credits; each option also reads its `TURNLOG_*` variable."""
 
 import argparse
 import asyncio
@@ -9,7 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from turnlog.adapters import load_tools
+from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
+from turnlog.credits import add_credits_parser, run_credits
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
@@ -65,6 +66,21 @@ def _add_deployment_options(parser: CommandParser) -> None:
         " may use which; without one, the model calls no tools",
     )
     parser.add_option(
+        "--tiers", type=Path, metavar="FILE",
+        help="a tiers file (TOML, see tiers.example.toml): credits, budgets, rate limits and abuse controls per org"
+        " (docs/governance.md); give the API and the governance role the same file; without one nothing is limited",
+    )
+    parser.add_option(
+        "--policies", type=Path, metavar="FILE",
+        help="a safety policies file (TOML, see policies.example.toml): per org, what the input, context, tool and"
+        " output stages check and do (docs/safety.md); without one nothing is checked",
+    )
+    parser.add_option(
+        "--judge-url", metavar="URL",
+        help="the policies' llm_judge: the API root of an OpenAI-compatible server with a Llama Guard model",
+    )
+    parser.add_option("--judge-model", metavar="MODEL", help="the policies' llm_judge: the served model name")
+    parser.add_option(
         "--inference-pools", default="", shown_default="all", metavar="NAMES",
         help="the inference role serves these pools of the pools file, comma-separated",
     )
@@ -117,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the API and (by default) every processor role in one process",
         epilog="From the environment only, never printed: TURNLOG_SECRET (the token-signing key; default"
-        " <data-dir>/secret.key) and TURNLOG_ENGINE_API_KEY (the openai-compatible engine's bearer token).",
+        " <data-dir>/secret.key), TURNLOG_ENGINE_API_KEY (the openai-compatible engine's bearer token) and"
+        " TURNLOG_JUDGE_API_KEY (the safety judge's).",
     )
     serve.add_option("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_option(
@@ -132,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="run processor roles without the API",
         epilog="From the environment only, never printed: TURNLOG_ENGINE_API_KEY (the openai-compatible"
-        " engine's bearer token).",
+        " engine's bearer token) and TURNLOG_JUDGE_API_KEY (the safety judge's).",
     )
     worker.add_option("--role", choices=PROCESSOR_ROLES, repeated=True, required=True, help="repeat for several")
     _add_deployment_options(worker)
@@ -173,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", metavar="URL", help="read-model store URL", shown_default="chdb:///<data-dir>/read-models"
     )
     _add_document_options(replay)
+
+    add_credits_parser(commands)
     return parser
 
 
@@ -207,6 +226,11 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         engine_concurrency=arguments.engine_concurrency,
         pools_file=arguments.pools,
         tools_file=arguments.tools,
+        tiers_file=arguments.tiers,
+        policies_file=arguments.policies,
+        judge_url=arguments.judge_url,
+        judge_model=arguments.judge_model,
+        judge_api_key=os.environ.get("TURNLOG_JUDGE_API_KEY") or None,  # from the environment only, like the engine's
         inference_pools=tuple(name.strip() for name in arguments.inference_pools.split(",") if name.strip()),
         token_delay_ms=arguments.token_delay_ms,
         answer_tokens=arguments.answer_tokens,
@@ -231,11 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "token":
         return _token(arguments)
+    if arguments.command == "credits":
+        return run_credits(arguments)
     try:
         settings = _settings(arguments)
-        # Before anything starts: an engine named in the settings whose extra is not installed, a bad tools file.
+        # Before anything starts: an engine named in the settings whose extra is not installed, a bad tools, tiers or
+        # policies file.
         missing = missing_extras(_requirements(arguments, settings))
         load_tools(settings)
+        load_tiers(settings)
+        load_policies(settings)
     except ValueError as error:  # options that are fine alone but not together, e.g. the faust runtime on SQLite
         parser.exit(2, f"turnlog {arguments.command}: error: {error}\n")
     if missing:
@@ -257,7 +286,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     from turnlog.system import running_system
 
     _configure_logging(arguments.log_level)
-    app = create_app(lambda: running_system(settings))
+    app = create_app(lambda: running_system(settings), pools=load_pools(settings))
     # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
     uvicorn.run(
         app,

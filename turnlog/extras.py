@@ -9,7 +9,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 
-from turnlog.adapters import load_pools
+from turnlog.adapters import load_pools, load_policies
 from turnlog.settings import Settings, url_scheme
 
 
@@ -58,6 +58,13 @@ def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
         ))
     if settings.tools_file is not None and "tools" in settings.roles:
         needs.append(Requirement(extra="mcp", modules=("mcp",), what="MCP tools (--tools)"))
+    policies = load_policies(settings) if settings.checks_safety else None
+    if policies is not None:
+        # Only the offline classifiers the policies run need the extra (injection is regular expressions, the judge httpx).
+        modules = {"pii": "presidio_analyzer", "profanity": "profanity_check"}
+        named = [modules[name] for name in policies.classifier_names() if name in modules]
+        if named:
+            needs.append(Requirement(extra="safety", modules=tuple(named), what="the safety classifiers of the policies file (--policies)"))
     engines = served_engines(settings)
     if "cpu" in engines:
         needs.append(Requirement(

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
-PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester", "tools")
+PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester", "tools", "governance")
 # Roles that search documents (and so open the search index and, on first use, the embedding model).
 SEARCH_ROLES = ("ingester", "prompt-builder")
 # auto: faust-streaming agents on Kafka, the log's own consumer groups on the embedded log.
@@ -35,6 +35,11 @@ class Settings:
     engine_concurrency: int | None = None  # sglang, openai-compatible: generations at once (default: the engine's, 64 / 16)
     pools_file: Path | None = None  # the inference pools (TOML); None: one pool, "interactive", on `engine`
     tools_file: Path | None = None  # the tools the model may call (TOML: MCP servers and policies); None: no tools
+    tiers_file: Path | None = None  # credits, budgets, rate limits, abuse (TOML, docs/governance.md); None: governance off
+    policies_file: Path | None = None  # the safety stages' policies per org (TOML, docs/safety.md); None: no safety checks
+    judge_url: str | None = None  # the safety policies' llm_judge: an OpenAI-compatible API root serving a Llama Guard model
+    judge_model: str | None = None  # its served model name
+    judge_api_key: str | None = None  # optional: sent as a bearer token
     inference_pools: tuple[str, ...] = ()  # the pools this process's inference role serves; empty: all
     token_delay_ms: float = 0.0  # scripted engine only
     answer_tokens: int = 20  # scripted engine only
@@ -85,6 +90,13 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def checks_safety(self) -> bool:
+        """Whether this process runs safety stages: a policies file, and a role that checks (`tools` only with tools)."""
+        roles = set(self.roles)
+        checking = bool({"prompt-builder", "inference"} & roles) or ("tools" in roles and self.tools_file is not None)
+        return self.policies_file is not None and checking
 
     @property
     def searches(self) -> bool:

@@ -8,8 +8,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
 from api.auth import load_or_create_secret
-from api.context import ApiContext, Limits
+from api.context import ApiContext, Governance, Limits
+from api.edge import EdgeLimiter
 from commands.bus import CommandBus
+from commands.governance.bus import GovernanceBus
+from commands.governance.tiers_file import GovernanceConfig
+from commands.governance.violations import GovernanceViolations, IgnoredViolations, ViolationReporter
 from commands.handler import CommandHandler
 from events.blobs import BlobStore
 from kernel.codec import AvroCodec
@@ -27,11 +31,13 @@ from processors.watchdog import RunWatchdog
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.safety_decisions import SafetyLedger
 from projections.tool_calls import ToolCallLedger
 from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
-from turnlog.adapters import build_tool_executor, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
+from turnlog.adapters import build_safety_classifiers, load_policies
+from turnlog.adapters import build_tool_executor, load_tiers, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
 from processors.tools.attached_files import AttachedFiles
 from processors.tools.builtin import tool_policies
 from processors.tools.catalog import ToolExecutor
@@ -39,6 +45,8 @@ from processors.tools.offered import ToolCatalog
 from processors.tools.loop import LoopBudget
 from processors.tools.orchestrator import ToolLoop
 from processors.tools.runner import ToolRunner
+from processors.safety.checks import SafetyChecks
+from processors.safety.stages import SafetyStages
 from turnlog.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -117,6 +125,34 @@ async def opened_tools(
         await executor.close()
 
 
+@asynccontextmanager
+async def opened_safety(settings: Settings) -> AsyncIterator[SafetyStages]:
+    """The safety stages of a process whose settings name a policies file: the classifiers it runs, loaded once, now.
+
+    The LLM judge (when a policy runs it) is built twice: asked about a user's words for the input, context and
+    tool stages, about an assistant's answer for the output stage.
+    """
+    import httpx
+
+    policies = load_policies(settings)
+    assert policies is not None
+    names = policies.classifier_names()
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as client:
+        classifiers = await build_safety_classifiers(settings, names, client=client)
+        judge = {"llm_judge"} & set(names)
+        answers = await build_safety_classifiers(settings, judge, client=client, judge_role="assistant") if judge else {}
+        stages = SafetyStages(
+            checks=SafetyChecks(policies=policies, classifiers=classifiers),
+            output_checks=SafetyChecks(policies=policies, classifiers={**classifiers, **answers}) if answers else None,
+        )
+        logger.info(
+            "safety policies %s (version %s): classifiers %s loaded in %.1f s", settings.policies_file, policies.version,
+            ", ".join(names) or "none", time.monotonic() - started,
+        )
+        yield stages
+
+
 @dataclass(frozen=True, kw_only=True)
 class Roles:
     """What a process runs, once started; `projector` is set when it projects in-process, `search` when a role searches."""
@@ -148,6 +184,7 @@ async def running_roles(
             await stack.enter_async_context(opened_tools(settings, search=search, blobs=blobs, read_models=read_models))
             if uses_tools else None
         )
+        safety = await stack.enter_async_context(opened_safety(settings)) if settings.checks_safety else None
         tasks: list[asyncio.Task] = []
         projector = None
 
@@ -178,6 +215,7 @@ async def running_roles(
                 retriever=DocumentRetriever(index=search.index, embedder=search.embedder),
                 pools=pools,
                 tools=tools.catalog if tools else None,
+                safety=safety,
             )
             spawn(run(builder.processor()), "prompt-builder")
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
@@ -189,15 +227,19 @@ async def running_roles(
             spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
             if settings.tools_file is not None:  # without tools, no run-events for it to read
                 spawn(run(ToolCallLedger(read_models.store).processor()), "tool-call-ledger")
+            if settings.policies_file is not None:  # without policies, no decisions for it to read
+                spawn(run(SafetyLedger(read_models.store).processor()), "safety-ledger")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
                 stack.push_async_callback(engine.close)
-                worker = InferenceWorker(log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s)
+                worker = InferenceWorker(
+                    log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s, output_safety=safety
+                )
                 spawn(worker.run(), f"inference-worker-{pool.name}")
         if "tools" in settings.roles and tools is not None:
             # The loop decides (one state per run, in log order); runners execute, apart from inference workers.
-            loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules, budget=tools.budget)
+            loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules, budget=tools.budget, safety=safety)
             spawn(run(loop.processor()), "tool-loop")
             spawn(loop.run_ticks(), "tool-loop-ticks")
             runner = ToolRunner(log=log, codec=codec, executor=tools.executor, catalog=tools.catalog, blobs=blobs)
@@ -205,6 +247,14 @@ async def running_roles(
             spawn(run(runner.processor()), "tool-runners")
         if "watchdog" in settings.roles:
             spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
+        if "governance" in settings.roles and settings.tiers_file is not None:
+            from processors.governance import GovernanceDecider
+            from processors.settlement import SettlementRouter
+
+            # Without a tiers file nothing is asked of governance: the role has nothing to do.
+            governance = GovernanceDecider(log=log, codec=codec, config=_governance_config(settings))
+            spawn(run(governance.processor()), "governance")
+            spawn(run(SettlementRouter(log=log, codec=codec).processor()), "settlement")
         if "ingester" in settings.roles:
             from processors.ingestion.ingester import Ingester
 
@@ -252,6 +302,7 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         await read_models.create_tables()
         await UsageLedger(store).create_tables()
         await ToolCallLedger(store).create_tables()
+        await SafetyLedger(store).create_tables()
         yield read_models
     finally:
         await store.close()
@@ -272,7 +323,9 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
         async with running_roles(settings, log=log, codec=codec, read_models=read_models, blobs=blobs) as roles:
             bus = CommandBus(log=log, codec=codec)
             await bus.start()
+            governance = None
             try:
+                governance = await _opened_governance(settings, log=log, codec=codec)
                 fence = roles.projector.fence if roles.projector else ReadYourWritesFence(log=log, group=READ_MODELS_GROUP)
                 yield ApiContext(
                     bus=bus,
@@ -283,9 +336,36 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
                     secret=secret,
                     blobs=blobs,
                     limits=Limits(max_upload_bytes=settings.max_upload_bytes),
+                    governance=governance,
                 )
             finally:
+                if governance is not None:
+                    await governance.bus.close()
                 await bus.close()
+
+
+async def _opened_governance(settings: Settings, *, log: EventLog, codec: AvroCodec) -> Governance | None:
+    """The API's side of governance when a tiers file is given: the bus to the decider, and the edge limiter."""
+    if settings.tiers_file is None:
+        return None
+    config = _governance_config(settings)
+    bus = GovernanceBus(log=log, codec=codec)
+    await bus.start()
+    return Governance(bus=bus, config=config, edge=EdgeLimiter(requests_per_minute=config.edge.requests_per_minute))
+
+
+def violation_reporter(settings: Settings, *, log: EventLog, codec: AvroCodec) -> ViolationReporter:
+    """Where moderation and the sandbox report a user's violations: governance with a tiers file, nowhere without."""
+    return GovernanceViolations(log=log, codec=codec) if settings.tiers_file is not None else IgnoredViolations()
+
+
+def _governance_config(settings: Settings) -> GovernanceConfig:
+    config = load_tiers(settings)
+    assert config is not None
+    unpriced = config.unpriced(pool.name for pool in load_pools(settings).pools)
+    if unpriced:
+        logger.warning("the tiers file prices no pool named %s and has no [prices.default]: their runs cost nothing", ", ".join(unpriced))
+    return config
 
 
 async def run_workers(settings: Settings) -> None:

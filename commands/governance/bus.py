@@ -90,7 +90,9 @@ class GovernanceBus:
         self._waiting[envelope.event_id] = waiting
         self._waiting_orgs[request.org_id] += 1
         try:
-            await self._append(envelope)
+            # Not flushed: the decider's answer is (and, on the embedded log, its flush covers this record too); a
+            # request lost in a power cut is never answered, which the caller sees as a 503 and retries.
+            await self._append(envelope, durable=False)
             return await asyncio.wait_for(asyncio.shield(waiting.answered), self._answer_timeout_s)
         except TimeoutError:
             raise Unavailable(
@@ -104,12 +106,12 @@ class GovernanceBus:
                 del self._waiting_orgs[request.org_id]
 
     async def tell(self, request: GovernanceRequest, *, actor: Actor, cause: Envelope | None = None) -> None:
-        """Append `request` durably without waiting for its answer (withdrawals, reported violations)."""
+        """Append `request` durably without waiting for its answer (withdrawals: a lost one would hold a slot a day)."""
         await self._append(Envelope.wrap(request, key=request.org_id, actor=actor, cause=cause))
 
-    async def _append(self, envelope: Envelope) -> None:
+    async def _append(self, envelope: Envelope, *, durable: bool = True) -> None:
         record = OutgoingRecord(topic=GOVERNANCE_REQUESTS, key=envelope.key, value=self._codec.encode(envelope))
-        await self._log.append([record])
+        await self._log.append([record], durable=durable)
 
     async def _listen(self, after: int) -> None:
         async for record in self._log.follow(GOVERNANCE, after=after):

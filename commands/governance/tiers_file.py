@@ -3,7 +3,7 @@
 `parse_tiers_file` reads it (TOML, see `tiers.example.toml`) into a `GovernanceConfig`; anything wrong stops
 with `TiersFileError`, which names the file, the line and the field (`tiers.toml:14: tiers.free.user.requests_per_minute:
 must be an integer >= 1, got "many"`). `[tenants]` has the pools file's shape, so one org-to-tier table can serve
-both (`GovernanceConfig.with_tenants`). Without a file nothing is limited or refused, and runs are still charged.
+both (`GovernanceConfig.with_tenants`). Without a file governance is off (nothing is limited, refused or charged).
 Nothing here reads a file or a clock.
 """
 

@@ -7,15 +7,21 @@ answer with what it has.
 A result that holds passages (`file_search`) numbers them after the run's sources so far (a passage
 already among them keeps its number), and its message lists them under those numbers: the `[n]` the
 model cites are the run's sources, which the worker turns into citations.
+
+The context safety stage's verdicts come in by id (a passage's chunk id, a plain result's call id): a
+dropped passage is left out (and takes no number), a dropped result is replaced by a note saying it was
+withheld; a fenced one is wrapped as untrusted data, with the sentence that says what that means.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from events.runs import InferenceRequested
 from events.tools import ToolCallsProposed
 from events.values import ChatMessage, Source
 from processors.grounding import passages
+from processors.safety.injection import FENCE_INSTRUCTION, fence
+from processors.safety.stages import WITHHELD_RESULT
 
 # How a call came out, as the next step needs it: its status, its result as the model sees it, its passages.
 CallResult = tuple[str, str, tuple[Source, ...]]
@@ -33,8 +39,13 @@ def next_step(
     *,
     final: bool,
     reason: str = "",
+    fenced: Collection[str] = (),
+    dropped: Collection[str] = (),
 ) -> InferenceRequested:
-    """`previous` continued by the proposal and its results (`call_id -> (status, result, sources)`), one step later."""
+    """`previous` continued by the proposal and its results (`call_id -> (status, result, sources)`), one step later.
+
+    `fenced` and `dropped`: the ids (chunk ids of passages, call ids of plain results) the context stage fenced or dropped.
+    """
     asked = ChatMessage(role="assistant", content=proposal.text, tool_calls=proposal.calls)
     sources = list(previous.sources)
     answers = []
@@ -43,7 +54,15 @@ def next_step(
             continue
         status, result, found = results[call.call_id]
         if status == "completed" and found:
-            content = passages(_numbered(found, sources))
+            kept = [source for source in found if source.chunk_id not in dropped]
+            numbered = _numbered(kept, sources)
+            content = passages(numbered, fenced=fenced) if numbered else WITHHELD_RESULT
+            if any(source.chunk_id in fenced for source in numbered):
+                content = f"{FENCE_INSTRUCTION}\n\n{content}"
+        elif call.call_id in dropped:
+            content = WITHHELD_RESULT
+        elif call.call_id in fenced:
+            content = f"{FENCE_INSTRUCTION}\n\n{fence(_tool_content(status, result), source=call.call_id)}"
         else:
             content = _tool_content(status, result)
         answers.append(ChatMessage(role="tool", content=content, tool_call_id=call.call_id))

@@ -1,8 +1,8 @@
 """The tool loop of one run, pure: `decide(state, event, rules) -> events` and `evolve(state, event) -> state`.
 
 A model step that proposes calls is checked call by call (the tool is offered to this run, its
-arguments are a JSON object its schema accepts, the run has calls left, the same call was not made
-before) and each call is requested, held for its owner's approval, or finished at once with the
+arguments are a JSON object its schema accepts, the tool safety stage did not refuse them, the run has
+calls left, the same call was not made before) and each call is requested, held for its owner's approval, or finished at once with the
 reason the model will read. Runners report starts and finishes; once every call of a step has
 finished, the step completes and the prompt builder assembles the next model step, without tools
 when a budget has run out (`final`). Time comes from the events (and from `ToolLoopTicked`s, for approvals
@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -126,11 +127,22 @@ LoopInput = ToolCallsProposed | ToolApprovalDecided | ToolCallStarted | ToolCall
 LoopEvent = ToolCallRequested | ToolApprovalRequested | ToolApprovalDecided | ToolCallFinished | ToolStepCompleted | RunBackgrounded
 
 
-def decide(state: LoopState, event: LoopInput, *, rules: Mapping[str, ToolRules], budget: LoopBudget) -> list[LoopEvent]:
-    """The events `event` leads to; apply them with `evolve` (the input itself too, when it is an event)."""
+def decide(
+    state: LoopState,
+    event: LoopInput,
+    *,
+    rules: Mapping[str, ToolRules],
+    budget: LoopBudget,
+    refused: Mapping[str, str] = MappingProxyType({}),
+) -> list[LoopEvent]:
+    """The events `event` leads to; apply them with `evolve` (the input itself too, when it is an event).
+
+    `refused`: the proposal's calls the tool safety stage refused (call id -> the reason), checked by the caller
+    before deciding; each finishes `not_allowed` with that reason, which the model reads.
+    """
     match event:
         case ToolCallsProposed():
-            return _proposed(state, event, rules, budget)
+            return _proposed(state, event, rules, budget, refused)
         case ToolApprovalDecided():
             decided = _approval(state, event, rules)
             return decided + _step_completions(fold(decided, state), budget, at=event.decided_at)
@@ -207,7 +219,9 @@ def fold(events: Sequence[object], state: LoopState = LoopState()) -> LoopState:
 # -- proposals -------------------------------------------------------------------------------------
 
 
-def _proposed(state: LoopState, event: ToolCallsProposed, rules: Mapping[str, ToolRules], budget: LoopBudget) -> list[LoopEvent]:
+def _proposed(
+    state: LoopState, event: ToolCallsProposed, rules: Mapping[str, ToolRules], budget: LoopBudget, refused: Mapping[str, str]
+) -> list[LoopEvent]:
     fresh = [call for call in event.calls if call.call_id not in state.calls]
     if not fresh:
         return []  # a proposal delivered again: decided already
@@ -231,6 +245,8 @@ def _proposed(state: LoopState, event: ToolCallsProposed, rules: Mapping[str, To
             decided.append(_finish(call, "not_allowed", f"no tool named {call.tool_name!r} is available here (available: {offered})", at=at))
         elif (problem := _argument_problem(call.arguments, rule.parameters)) is not None:
             decided.append(_finish(call, "invalid_arguments", problem, at=at))
+        elif call.call_id in refused:
+            decided.append(_finish(call, "not_allowed", f"refused by the safety policy: {refused[call.call_id]}", at=at))
         elif call.fingerprint in earlier:
             decided.append(_repeat(call, earlier[call.fingerprint], at=at))
         elif rule.require_approval:

@@ -12,6 +12,11 @@ Ticks come only for the runs this process knows to be open, so a loop that start
 first looks for the runs an earlier process left open: each tick also commits a mark on the log
 (`TOOL_LOOP_OPEN_GROUP`, a position only) below which no open run has its latest event, and the new
 loop reads `run-events` from there and tracks again the runs it finds open and not finished.
+
+With safety policies, two stages run here (`processors/safety/stages.py`): the tool stage checks each new
+call's arguments before `decide` (which stays pure: the refusals go in as an input, and a refused call
+finishes `not_allowed` with the policy's reason), and the context stage checks the step's results before
+they enter the next step's prompt (fenced or dropped there). Their decisions go on the run's events.
 """
 
 import asyncio
@@ -21,7 +26,7 @@ from datetime import datetime
 
 from commands.catalog import FinishRun
 from events.conversation import RunCancellationRequested
-from events.runs import InferenceRequested, RunBackgrounded, RunFinished, RunHeartbeat
+from events.runs import InferenceRequested, RunBackgrounded, RunFinished, RunHeartbeat, RunStarted
 from events.tools import (
     ToolApprovalDecided,
     ToolApprovalRequested,
@@ -39,6 +44,7 @@ from kernel.envelope import Actor, Envelope, utc_now
 from kernel.keyed_state import KeyedStates
 from kernel.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
 from kernel.runtime import Delivery, Processor, encode
+from processors.safety.stages import ContextScreening, RunSubject, SafetyStages
 from processors.tools.continuation import CallResult, next_step
 from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, evolve, fold
 
@@ -72,12 +78,14 @@ class ToolLoop:
         rules_for: RulesFor,
         budget: LoopBudget = LoopBudget(),
         tick_s: float = 1.0,
+        safety: SafetyStages | None = None,
     ) -> None:
         self._log = log
         self._codec = codec
         self._rules_for = rules_for
         self._budget = budget
         self._tick_s = tick_s
+        self._safety = safety
         self._states = KeyedStates(log=log, codec=codec, topic=RUN_EVENTS, initial=LoopState(), evolve=_evolve_envelope)
         # Runs with calls still open, and whose they are: the ticker looks at these alone.
         self._open: dict[str, Actor] = {}
@@ -117,19 +125,55 @@ class ToolLoop:
                 if isinstance(event, ToolCallsProposed) and event.offered is not None:
                     # Only what the step was offered: the turn may have narrowed its tools.
                     rules = {name: rule for name, rule in rules.items() if name in event.offered}
-                decided.extend(self._decided(state, event, envelope, rules=rules))  # tracks the run as decided
+                refused: dict[str, str] = {}
+                if isinstance(event, ToolCallsProposed) and self._safety is not None:
+                    refused, checked = await self._screened_calls(state, event, envelope, rules)
+                    decided.extend(checked)
+                decided.extend(self._decided(state, event, envelope, rules=rules, refused=refused))  # tracks the run
             else:
                 self._track(folded, envelope.actor)
         next_steps = await self._next_steps(decided)
         return [*(encode(self._codec, e, topic=RUN_EVENTS) for e in decided), *finishes, *next_steps]
 
-    def _decided(self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules]) -> list[Envelope]:
-        outcomes = decide(state, event, rules=rules, budget=self._budget)
+    def _decided(
+        self, state: LoopState, event: object, cause: Envelope, *, rules: Mapping[str, ToolRules],
+        refused: Mapping[str, str] | None = None,
+    ) -> list[Envelope]:
+        outcomes = decide(state, event, rules=rules, budget=self._budget, refused=refused or {})
         after = evolve(state, event)
         for outcome in outcomes:
             after = evolve(after, outcome)
         self._track(after, cause.actor)
         return [Envelope.wrap(outcome, key=outcome.run_id, actor=cause.actor, cause=cause) for outcome in outcomes]
+
+    async def _screened_calls(
+        self, state: LoopState, proposal: ToolCallsProposed, cause: Envelope, rules: Mapping[str, ToolRules]
+    ) -> tuple[dict[str, str], list[Envelope]]:
+        """The tool stage over a proposal's new calls to tools the run may use: the refused ones (with why), the decisions."""
+        assert self._safety is not None
+        fresh = [call for call in proposal.calls if call.call_id not in state.calls and call.name in rules]
+        if not fresh or not self._safety.runs("tool", cause.actor.org_id):
+            return {}, []
+        subject = RunSubject(
+            run_id=proposal.run_id, conversation_id=proposal.conversation_id, turn_seq=await self._turn_seq(proposal.run_id),
+            org_id=cause.actor.org_id,
+        )
+        screenings = await asyncio.gather(
+            *(self._safety.tool_call(call.arguments, call_id=call.call_id, subject=subject) for call in fresh)
+        )
+        refused = {call.call_id: s.refusal for call, s in zip(fresh, screenings) if s.refusal is not None}
+        decisions = [
+            Envelope.wrap(s.decision, key=proposal.run_id, actor=cause.actor, cause=cause) for s in screenings if s.decision is not None
+        ]
+        return refused, decisions
+
+    async def _turn_seq(self, run_id: str) -> int:
+        """The assistant turn a run answers (its `RunStarted`, first on its events); 0 if it is not there."""
+        for record in await self._log.read(RUN_EVENTS, key=run_id, limit=16):
+            envelope = self._decoded(record.value)
+            if envelope is not None and isinstance(envelope.payload, RunStarted):
+                return envelope.payload.turn_seq
+        return 0
 
     def _track(self, state: LoopState, actor: Actor) -> None:
         if state.run_id is None:
@@ -185,9 +229,37 @@ class ToolLoop:
         for event in events:  # the first finish of each call is its result, as the loop folds it
             if isinstance(event, ToolCallFinished) and event.step == completed.step:
                 results.setdefault(event.call_id, (event.status, event.result, event.sources))
-        request = next_step(previous, proposal, results, final=completed.final, reason=completed.reason)
+        screening = await self._screened_results(results, proposal, previous, envelope)
+        request = next_step(
+            previous, proposal, results, final=completed.final, reason=completed.reason, fenced=screening.fenced,
+            dropped=screening.dropped,
+        )
         request_envelope = Envelope.wrap(request, key=request.run_id, actor=envelope.actor, cause=envelope)
-        return [encode(self._codec, request_envelope, topic=proposal.topic)]
+        decisions = [
+            encode(self._codec, Envelope.wrap(decision, key=request.run_id, actor=envelope.actor, cause=envelope), topic=RUN_EVENTS)
+            for decision in screening.decisions
+        ]
+        return [*decisions, encode(self._codec, request_envelope, topic=proposal.topic)]
+
+    async def _screened_results(
+        self, results: Mapping[str, CallResult], proposal: ToolCallsProposed, previous: InferenceRequested, cause: Envelope
+    ) -> ContextScreening:
+        """The context stage over a step's results, in the order proposed: each passage a result holds (by chunk id),
+        else its text (by call id)."""
+        if self._safety is None:
+            return ContextScreening()
+        subjects: list[tuple[str, str]] = []
+        for call_id in (call.call_id for call in proposal.calls if call.call_id in results):
+            status, result, found = results[call_id]
+            if status == "completed" and found:
+                subjects.extend((source.chunk_id, source.text) for source in found)
+            elif result.strip():
+                subjects.append((call_id, result))
+        subject = RunSubject(
+            run_id=previous.run_id, conversation_id=previous.conversation_id, turn_seq=previous.turn_seq,
+            org_id=cause.actor.org_id,
+        )
+        return await self._safety.context(list(dict(subjects).items()), subject=subject)
 
     async def tick(self, now: datetime | None = None) -> None:
         """A tick on the log for every run with open calls (decided in order by `react`), and its lease renewed.

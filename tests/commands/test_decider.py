@@ -557,6 +557,17 @@ def test_finish_an_active_run_records_the_assistant_turn_and_ends_the_stream() -
     assert state.active_run_id is None and state.runs["run_1"].status == "completed"
 
 
+def test_an_answer_a_safety_stage_changed_is_stored_and_the_stream_s_end_carries_it() -> None:
+    """The deltas were provisional: the stored turn is what passed, and the terminal event says what that is."""
+    replaced = FinishRun(conversation_id=CONVERSATION_ID, run_id="run_1", status="completed", text="I can't share that answer.",
+                         reason="I can't share that answer.", usage=USAGE, stream_replaced=True)
+    turn, stream_end = given(*FIRST_RUN_ACTIVE).when(replaced).events
+
+    assert turn.content == (ContentPart(type="text", text="I can't share that answer."),)
+    assert stream_end.text == "I can't share that answer." and stream_end.status == "completed"
+    assert given(*FIRST_RUN_ACTIVE).when(finish()).events[1].text is None  # as streamed: nothing to replace
+
+
 @pytest.mark.parametrize("status", ["completed", "cancelled", "failed"])
 def test_every_terminal_status_ends_the_run(status: str) -> None:
     history = given(*FIRST_RUN_ACTIVE)

@@ -176,6 +176,21 @@ def _old_writer_samples():
         (dataclasses.replace(_before_the_route_samples()[1], size_class="short", route_reason="the only pool"), {"tool_tokens"}, 2),
     ] + [(sample, {"tool_calls"}, 2) for sample in _v1_samples()[1:]] + [(_finished_call(), {"sources", "cpu_ms", "memory_bytes", "exit_code"}, 1)] + [
         (_finished_call(sources=(_a_source(),)), {"cpu_ms", "memory_bytes", "exit_code"}, 2),
+    ] + _before_safety_samples()
+
+
+def _before_safety_samples():
+    """Written before the safety stages: the manifest's fenced, dropped and redacted parts; the run's replaced text."""
+    from events.runs import RunFinished
+
+    manifest = dataclasses.replace(
+        _before_the_route_samples()[1], size_class="short", route_reason="the only pool", tool_tokens=7, chunk_ids=("f:0",)
+    )
+    finished = RunFinished(run_id="r", conversation_id="c", turn_seq=2, status="completed", usage=Usage(prompt_tokens=3, output_tokens=4))
+    return [
+        (manifest, {"fenced_chunk_ids", "dropped_chunk_ids", "redacted_turn_seqs"}, 3),
+        (_v1_samples()[1], {"stream_replaced"}, 3),
+        (finished, {"text"}, 1),
     ]
 
 

@@ -23,10 +23,19 @@ def no_turnlog_environment(monkeypatch) -> None:
             monkeypatch.delenv(name)
 
 
-def command_parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every command's parser, read from `turnlog`'s own, so a new command or option is covered here too."""
-    (commands,) = [action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
-    return dict(commands.choices)
+def command_parsers(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, read from `turnlog`'s own, so a new command or option is covered here too.
+
+    A command with actions of its own (`credits grant`) is one entry per action, named by both words.
+    """
+    (commands,) = [
+        action for action in (parser or cli.build_parser())._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    for name, command in commands.choices.items():
+        nested = any(isinstance(action, argparse._SubParsersAction) for action in command._actions)
+        parsers.update({f"{name} {action}": sub for action, sub in command_parsers(command).items()} if nested else {name: command})
+    return parsers
 
 
 def options_of(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -69,23 +78,24 @@ def help_text(capsys, *argv: str) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def test_the_commands_are_serve_worker_token_and_replay() -> None:
-    assert sorted(command_parsers()) == ["replay", "serve", "token", "worker"]
+def test_the_commands_are_serve_worker_token_replay_and_credits() -> None:
+    credits = [f"credits {action}" for action in ("budget", "grant", "refill", "reinstate", "suspend")]
+    assert sorted(command_parsers()) == [*credits, "replay", "serve", "token", "worker"]
 
 
 @pytest.mark.parametrize("command", sorted(command_parsers()))
 def test_every_option_has_its_turnlog_variable(command, monkeypatch, capsys) -> None:
     options = options_of(command_parsers()[command])
-    from_flags = cli.build_parser().parse_args([command, *map(given_as_a_flag, options)])
+    from_flags = cli.build_parser().parse_args([*command.split(), *map(given_as_a_flag, options)])
     for action in options:
         monkeypatch.setenv(variable_of(action), sample_value(action))
-    from_environment = cli.build_parser().parse_args([command])
+    from_environment = cli.build_parser().parse_args(command.split())
 
     for action in options:
         value = getattr(from_environment, action.dest)
         assert value != action.default and value == getattr(from_flags, action.dest), f"{variable_of(action)} unread"
     assert vars(from_environment) == vars(from_flags)
-    shown = help_text(capsys, command)
+    shown = help_text(capsys, *command.split())
     missing = [variable_of(action) for action in options if f"env {variable_of(action)}" not in shown]
     assert not missing, f"`turnlog {command} --help` does not name {missing}"
 

@@ -124,7 +124,7 @@ def run_cli(service: dict, monkeypatch) -> dict[str, Any]:
 
     monkeypatch.setattr(turnlog.system, "run_workers", run_workers)
     monkeypatch.setattr(turnlog.system, "running_system", running_system)
-    monkeypatch.setattr(api.app, "create_app", lambda start: start())
+    monkeypatch.setattr(api.app, "create_app", lambda start, **_: start())
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: captured.update(uvicorn=options))
     monkeypatch.setattr(cli, "_configure_logging", lambda level: captured.update(log_level=level))
     assert cli.main([str(argument) for argument in service["command"]]) == 0
@@ -242,8 +242,9 @@ def test_worker_services_cover_every_processor_role_and_run_one_decider() -> Non
     for name, service_roles in roles.items():
         assert set(service_roles) <= set(PROCESSOR_ROLES), name
     covered = [role for service_roles in roles.values() for role in service_roles]
-    # The tools role runs only with a tools file, which the default stack has none of (docs/deploy.md, Tools).
-    assert set(covered) == set(PROCESSOR_ROLES) - {"tools"}
+    # The tools role runs only with a tools file, the governance role only with a tiers file, which the default
+    # stack has none of (docs/deploy.md, Tools and Governance).
+    assert set(covered) == set(PROCESSOR_ROLES) - {"tools", "governance"}
     # The decider keeps per-conversation state; one service runs it (and docs/deploy.md: one replica).
     assert covered.count("decider") == 1
     # Scaling `inference` (or `ingester`) must scale that role alone.

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible facade under `/openai/v1`: OpenAI's wire shapes over turnlog's conversations and runs."""
