@@ -208,7 +208,8 @@ ESCAPES = {
     "writing outside the work directory": ("open('/usr/lib/escaped', 'w')", "OSError: [Errno 30] Read-only file system"),
     "a fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "killed at the wall-clock limit (4 s)"),
     "allocating 2 GiB": ("x = bytearray(2 * 1024**3)", "MemoryError"),
-    "spinning the CPU": ("while True:\n    pass", "killed at the CPU-time limit (2 s"),
+    # 2 s of CPU, or on a loaded machine the 4 s wall clock first (test_sandbox.py checks the CPU limit itself).
+    "spinning the CPU": ("while True:\n    pass", "killed at the "),
     "sleeping past the timeout": ("import time\ntime.sleep(3600)", "killed at the wall-clock limit (4 s)"),
     "printing 1 GB": ("import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * (1 << 20))", "bytes cut ...]"),
     "writing a 1 GB file": ("f = open('big', 'wb')\nfor _ in range(1024):\n    f.write(b'x' * (1 << 20))", "File too large"),
