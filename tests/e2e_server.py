@@ -213,6 +213,12 @@ async def create_conversation(client: httpx.AsyncClient, workspace_id: str, titl
     if title is not None:
         body["title"] = title
     response = await client.post("/v1/conversations", json=body)
+    deadline = time.monotonic() + 30.0
+    # A fleet still joining its consumer groups answers 503 + Retry-After ("not decided in time"): a client asks
+    # again. The first command may still be decided later: an unused conversation, harmless here.
+    while response.status_code == 503 and time.monotonic() < deadline:
+        await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+        response = await client.post("/v1/conversations", json=body)
     assert response.status_code == 201, response.text
     return response.json()["conversationId"]
 
