@@ -108,6 +108,9 @@ def cluster(mcp_server: McpServer, clickhouse_server, tmp_path_factory: pytest.T
     shared = (
         "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10", "--store", clickhouse_server.url("runner_crash"),
         "--engine", "scripted", "--tools", str(tools),
+        # The watchdog must outwait the tools worker's restart: on a loaded machine a new worker takes longer than
+        # the default 30 s lease to start and take its runs back (seen in a full clean-clone run).
+        "--run-lease-s", "120",
     )
     others = e2e_server.TurnlogWorker(data_dir=data_dir, roles=PROCESSOR_ROLES_BUT_TOOLS, args=shared, name="others")
     cluster = Cluster(
