@@ -18,7 +18,8 @@ refusal ends the run at once, answered with the policy's reason; a redaction put
 prompt (the stored turn stays as the user wrote it), and earlier user turns and the summary go in as their
 own checks left them. Retrieved passages are checked before they go in: fenced ones are wrapped as
 untrusted data, dropped ones left out, and the manifest names both. Each decision is appended to the
-run's events.
+run's events; an input decision that names abuse (`stages.abuse_categories`) is also the user's violation,
+reported to governance (`flagged_input`) in the same append.
 """
 
 import hashlib
@@ -35,6 +36,7 @@ from events.conversation import AssistantTurnFinished, ConversationSummarized, R
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from commands.catalog import FinishRun
+from commands.governance.violations import FLAGGED_INPUT, IgnoredViolations, ViolationReporter
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.safety import SafetyDecision
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
@@ -56,6 +58,7 @@ from processors.safety.stages import WITHHELD_TURN, InputScreening, RunSubject, 
 logger = logging.getLogger(__name__)
 
 PROMPTING_GROUP = "prompt-builder"
+REPORTED_BY = "safety:input"  # who reports a flagged input to governance
 SYSTEM_PROMPT = "You are turnlog, a helpful assistant. Answer clearly and concisely."
 
 
@@ -282,6 +285,7 @@ class PromptBuilder:
         clock: Callable[[], float] = time.monotonic,
         tools: ToolCatalog | None = None,
         safety: SafetyStages | None = None,
+        violations: ViolationReporter | None = None,  # where flagged inputs are reported (default: nowhere)
     ) -> None:
         self._log = log
         self._codec = codec
@@ -294,6 +298,7 @@ class PromptBuilder:
         self._clock = clock
         self._tools = tools
         self._safety = safety
+        self._violations = violations or IgnoredViolations()
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
         )
@@ -323,8 +328,7 @@ class PromptBuilder:
         searched = transcript
         if self._safety is not None:
             transcript, summary, input_screening, redacted = await self._screened_input(transcript, summary, envelope)
-            if input_screening.decision is not None:
-                checked.append(self._run_event(input_screening.decision, envelope))
+            checked.extend(self._input_decided(input_screening, envelope))
             if input_screening.refusal is not None:
                 return [*checked, self._refused(input_screening.refusal, envelope)]
             screening = PromptScreening(redacted_turn_seqs=redacted)
@@ -377,6 +381,18 @@ class PromptBuilder:
             )
             summary = replace(summary, facts=facts)
         return replace(transcript, turns=turns), summary, screening, tuple(sorted(changed))
+
+    def _input_decided(self, screening: InputScreening, envelope: Envelope[RunRequested]) -> list[OutgoingRecord]:
+        """The input stage's decision on the run's events and, when it names abuse, the user's violation caused by it."""
+        if screening.decision is None:
+            return []
+        decided = Envelope.wrap(screening.decision, key=screening.decision.run_id, actor=envelope.actor, cause=envelope)
+        records = [encode(self._codec, decided, topic=RUN_EVENTS)]
+        if screening.violations:
+            records += self._violations.records(
+                actor=envelope.actor, kind=FLAGGED_INPUT, detail=", ".join(screening.violations), by=REPORTED_BY, cause=decided
+            )
+        return records
 
     async def _screened_context(
         self, grounding: Grounding, screening: PromptScreening, transcript: Transcript, envelope: Envelope[RunRequested]

@@ -14,6 +14,7 @@ import httpx
 
 from commands.catalog import COMMAND_TYPES
 from commands.governance.tiers_file import GovernanceConfig, parse_tiers_file
+from commands.governance.violations import ViolationReporter
 from events.blobs import BlobStore, DirectoryBlobStore
 from events.catalog import EVENT_TYPES
 from events.embedded import EmbeddedLog
@@ -276,10 +277,11 @@ def build_tool_executor(
     retriever: DocumentRetriever | None = None,
     blobs: BlobStore | None = None,
     files: AttachedFiles | None = None,
+    violations: ViolationReporter | None = None,
 ) -> ToolExecutor:
     """The executor of the tools file's tools: MCP servers, over Streamable HTTP or stdio, and turnlog's own:
     `file_search` where the process has a document search (`retriever`), `web_search` on SearXNG and
-    `code_interpreter` in its sandbox where the file enables them."""
+    `code_interpreter` in its sandbox where the file enables them (its escape attempts go to `violations`)."""
     from processors.tools.mcp import McpToolExecutor  # imports the MCP SDK: only where tools are declared
 
     web_search = None
@@ -288,4 +290,6 @@ def build_tool_executor(
 
         web_search = SearxngSearch(base_url=config.web_search.searxng_url, timeout_s=config.web_search.search_timeout_s)
     servers = McpToolExecutor(config=config.served())
-    return with_builtin_tools(config, servers=servers, retriever=retriever, web_search=web_search, blobs=blobs, files=files)
+    return with_builtin_tools(
+        config, servers=servers, retriever=retriever, web_search=web_search, blobs=blobs, files=files, violations=violations
+    )

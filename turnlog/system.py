@@ -107,16 +107,18 @@ async def opened_tools(
     search: Search | None = None,
     blobs: BlobStore | None = None,
     read_models: ReadModels | None = None,
+    violations: ViolationReporter | None = None,
 ) -> AsyncIterator[Tools | None]:
     """The tools file's tools, and `file_search` as a tool where the process searches documents (`search`);
-    `code_interpreter` keeps the files it writes in `blobs` and reads attached files through `read_models`."""
+    `code_interpreter` keeps the files it writes in `blobs`, reads attached files through `read_models` and
+    reports escape attempts to `violations`."""
     config = load_tools(settings)
     if config is None:
         yield None
         return
     retriever = DocumentRetriever(index=search.index, embedder=search.embedder) if search is not None else None
     files = AttachedFiles(read_models=read_models, blobs=blobs) if read_models is not None and blobs is not None else None
-    executor = build_tool_executor(config, retriever=retriever, blobs=blobs, files=files)
+    executor = build_tool_executor(config, retriever=retriever, blobs=blobs, files=files, violations=violations)
     await executor.start()
     try:
         policies = tool_policies(config, searches=retriever is not None)
@@ -180,8 +182,12 @@ async def running_roles(
         if "tools" in settings.roles and settings.tools_file is not None and blobs is None:
             # whole results that were cut for the prompt, and files the code interpreter writes, are kept there
             blobs = await stack.enter_async_context(opened_blobs(settings))
+        # Flagged inputs and sandbox escapes are the user's violations (docs/governance.md, "Abuse").
+        violations = violation_reporter(settings, log=log, codec=codec)
         tools = (
-            await stack.enter_async_context(opened_tools(settings, search=search, blobs=blobs, read_models=read_models))
+            await stack.enter_async_context(
+                opened_tools(settings, search=search, blobs=blobs, read_models=read_models, violations=violations)
+            )
             if uses_tools else None
         )
         safety = await stack.enter_async_context(opened_safety(settings)) if settings.checks_safety else None
@@ -216,6 +222,7 @@ async def running_roles(
                 pools=pools,
                 tools=tools.catalog if tools else None,
                 safety=safety,
+                violations=violations,
             )
             spawn(run(builder.processor()), "prompt-builder")
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")

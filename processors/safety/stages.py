@@ -39,6 +39,9 @@ from processors.safety.windows import DEFAULT_OVERLAP_CHARS, DEFAULT_WINDOW_CHAR
 WITHHELD_TURN = "(a message withheld by the safety policy)"
 # What the model reads instead of a tool result the context stage dropped.
 WITHHELD_RESULT = "[withheld by the safety policy: the result looked like instructions injected into data]"
+# Input categories that never count against the user (docs/safety.md): personal data is redacted, not punished, and
+# someone who writes about harming themselves needs help, not a suspension.
+NOT_ABUSE = frozenset({"pii", "self-harm", "self-harm/intent", "self-harm/instructions"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +65,11 @@ class InputScreening:
     @property
     def redacted(self) -> bool:
         return self.decision is not None and self.decision.action == "redact"
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        """The categories that make this turn the user's violation for governance (`flagged_input`); empty: none."""
+        return abuse_categories(self.decision) if self.decision is not None else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,6 +264,15 @@ class _Unwatched:
 
     async def answer(self, text: str) -> OutputVerdict:
         return OutputVerdict(action="allow", text=text)
+
+
+def abuse_categories(decision: SafetyDecision) -> tuple[str, ...]:
+    """The categories over their threshold, with an action other than allow, that count as abuse.
+
+    Any action counts (flag, redact, refuse): the policy said the category matters. Not `pii` or self-harm
+    (`NOT_ABUSE`), and not a refusal because a classifier failed closed (no category triggered it).
+    """
+    return tuple(category for category in decision.triggered if category not in NOT_ABUSE)
 
 
 def _digest(text: str) -> bytes:

@@ -12,6 +12,7 @@ from kernel.envelope import Actor
 from processors.retrieval import DocumentRetriever
 from processors.tools.catalog import ToolExecutor, ToolPolicy, ToolResult
 from processors.tools.file_search import DEFAULT_POLICY, FILE_SEARCH, FileSearchTool
+from commands.governance.violations import ViolationReporter
 from events.blobs import BlobStore
 from processors.tools.attached_files import AttachedFiles
 from processors.tools.code_interpreter import CODE_INTERPRETER, CodeInterpreterTool
@@ -64,11 +65,12 @@ def with_builtin_tools(
     web_search: SearchEngine | None = None,
     blobs: BlobStore | None = None,
     files: AttachedFiles | None = None,
+    violations: ViolationReporter | None = None,
 ) -> ToolExecutor:
     """`servers` with turnlog's own tools beside it: `file_search` where there is a document search;
     `web_search` where the tools file enables it (on `web_search`, the search engine the composition root
     chose); `code_interpreter` where the tools file enables it (the files it writes go to `blobs`, the files
-    a call names are read from `files`, as the caller sees them)."""
+    a call names are read from `files`, as the caller sees them, and escape attempts are reported to `violations`)."""
     builtin: dict[str, ToolExecutor] = {}
     if retriever is not None:
         builtin[FILE_SEARCH] = FileSearchTool(retriever=retriever, policy=file_search_policy(config))
@@ -79,7 +81,8 @@ def with_builtin_tools(
     if declared is not None:
         settings = config.code_interpreter or CodeInterpreterSettings()
         builtin[CODE_INTERPRETER] = CodeInterpreterTool(
-            policy=declared, limits_for=settings.limits_for, blobs=blobs, read_file=files.read if files is not None else None
+            policy=declared, limits_for=settings.limits_for, blobs=blobs, read_file=files.read if files is not None else None,
+            violations=violations,
         )
     return ToolRouter(builtin=builtin, servers=servers) if builtin else servers
 

@@ -5,6 +5,8 @@ the tool is not offered and `unavailable` says how to enable it. A call runs wit
 (`limits_for`, per org from the tools file) and the call's timeout, whichever ends first; the attached files
 it names are read as the actor (`read_file`) and mounted read-only; the files the code writes go to the blob
 store and are listed with their digests. Whatever the code does, the call ends in a result, never an exception.
+A run the sandbox killed for a call only an escape makes is reported to governance as the caller's violation
+(`sandbox_escape`, through the `ViolationReporter` it is given).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
+from commands.governance.violations import SANDBOX_ESCAPE, IgnoredViolations, ViolationReporter
 from events.blobs import BlobStore
 from events.values import ToolSpec
 from kernel.envelope import Actor
@@ -94,6 +97,7 @@ class CodeInterpreterTool:
         blobs: BlobStore | None = None,
         read_file: ReadFile | None = None,
         max_concurrent: int | None = None,  # sandboxes at once; more calls wait (within their timeout)
+        violations: ViolationReporter | None = None,  # where escape attempts are reported (default: nowhere)
     ) -> None:
         self._sandbox = sandbox or Sandbox()
         self._policy = policy
@@ -101,6 +105,7 @@ class CodeInterpreterTool:
         self._blobs = blobs
         self._read_file = read_file
         self._slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 2)
+        self._violations = violations or IgnoredViolations()
         self._problem: str | None = "code_interpreter has not started"
 
     async def start(self) -> None:
@@ -174,12 +179,24 @@ class CodeInterpreterTool:
         except Exception as error:  # turnlog's side failed (a disk, the blob store): the model is told, briefly
             logger.exception("code_interpreter failed (idempotency key %s)", idempotency_key)
             return ToolResult.failed(f"the sandbox failed: {type(error).__name__}", duration_ms=elapsed_ms())
+        if outcome.escape_attempted:
+            await self._report_escape(actor, outcome, idempotency_key=idempotency_key)
         content = describe(outcome, digests=digests)
         result = ToolResult.completed if outcome.ok else ToolResult.failed
         return replace(
             result(content, duration_ms=elapsed_ms()),
             cpu_ms=round(outcome.cpu_s * 1000), memory_bytes=outcome.max_rss_bytes or None, exit_code=outcome.exit_code,
         )
+
+    async def _report_escape(self, actor: Actor, outcome: SandboxOutcome, *, idempotency_key: str) -> None:
+        """The caller's violation, for governance; a report that cannot be written is logged, the call still answers."""
+        logger.warning("code_interpreter: call %s of user %s (org %s) %s", idempotency_key, actor.user_id, actor.org_id, outcome.stopped)
+        try:
+            await self._violations.report(
+                actor=actor, kind=SANDBOX_ESCAPE, detail=f"call {idempotency_key}: {outcome.stopped}", by=f"tool:{CODE_INTERPRETER}"
+            )
+        except Exception:
+            logger.exception("code_interpreter: the escape attempt of call %s could not be reported", idempotency_key)
 
     async def _inputs(self, actor: Actor, file_ids: tuple[str, ...]) -> tuple[dict[str, bytes], str]:
         """The attached files by their names under /work/inputs, or the id of one the actor may not read."""

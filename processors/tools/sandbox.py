@@ -11,8 +11,10 @@ Layers, outside in (docs/tools.md, "code_interpreter: the sandbox"):
   holding `/usr`, the interpreter and its site-packages read-only, `/work` (this call's directory, the
   only writable place that outlives the call), `/work/inputs` read-only, small `/tmp` and `/dev/shm`;
   uid 65534 inside, every capability dropped, a new session, no environment but a few variables;
-- a seccomp filter (built here, handed to bubblewrap as BPF): sockets other than AF_UNIX, namespaces,
-  mounts, ptrace, kernel keys and modules, bpf, perf, io_uring and the like answer EPERM;
+- a seccomp filter (built here, handed to bubblewrap as BPF): the calls only an escape makes (ptrace, mounts,
+  namespaces, kernel keys and modules, bpf, perf and the like) kill the process that makes them (SIGSYS), and the
+  outcome says an escape was attempted; sockets other than AF_UNIX, io_uring, personality flags and a few
+  more, which innocent code may try, answer EPERM;
 - the interpreter's first lines (`BOOTSTRAP`) cap the processes (RLIMIT_NPROC counts per user namespace
   there), add the server's site-packages, then run the code as `__main__`. It is the sandbox's pid 1: when it
   exits, the kernel kills whatever it left running.
@@ -118,24 +120,34 @@ except BaseException as error:
     sys.exit(1)
 """
 
-# The seccomp filter: each of these answers EPERM (errno 1), so the code sees a PermissionError, not a crash.
-REFUSED_SYSCALLS = (
+# The seccomp filter. Calls that no legitimate program in the sandbox makes, only an escape (debugging another
+# process, mounting, entering or making namespaces, loading kernel code, kernel keys, swap, bpf, perf, the
+# "Shocker" handle call): the process that makes one is killed with SIGSYS (libseccomp's KILL_PROCESS, as
+# Chromium's sandbox does), so the attempt is told apart from an innocent error and reported.
+FORBIDDEN_SYSCALLS = (
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
     "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
-    "open_tree", "mount_setattr", "open_by_handle_at", "name_to_handle_at",
+    "open_tree", "mount_setattr", "open_by_handle_at",
     "unshare", "setns",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "swapon", "swapoff", "acct", "quotactl", "syslog", "uselib", "vhangup", "lookup_dcookie",
-    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "swapon", "swapoff", "acct", "bpf", "perf_event_open", "userfaultfd",
     "keyctl", "add_key", "request_key",
 )
+# These answer EPERM (errno 1), so the code sees a PermissionError, not a crash: innocent programs may try them
+# (`dmesg` reads the kernel log, liburing falls back from io_uring, systemd's tools ask for file handles).
+REFUSED_SYSCALLS = (
+    "name_to_handle_at", "quotactl", "syslog", "uselib", "vhangup", "lookup_dcookie",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+)
 AF_UNIX = 1  # asyncio's and multiprocessing's socketpair(); in new network and mount namespaces it reaches nothing
-# clone() with any of these flags makes a namespace; clone3() takes its flags in memory a filter cannot read, so
-# it answers ENOSYS and the C library falls back to clone().
+# clone() with any of these flags makes a namespace: killed, like unshare(). clone3() takes its flags in memory a
+# filter cannot read, so it answers ENOSYS and the C library falls back to clone().
 CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 # personality() may not turn off address-space randomisation (ADDR_NO_RANDOMIZE) or make data executable.
 PERSONALITY_FLAGS = (0x0040000, 0x0400000)
 EPERM, ENOSYS = 1, 38
+# How a run killed by the filter ends (bubblewrap reports 128 + the signal, as a shell does).
+FORBIDDEN_CALL = "killed: it made a system call the sandbox forbids"
 
 
 class SandboxUnavailable(Exception):
@@ -197,6 +209,8 @@ class SandboxOutcome:
     # The most resident memory of all its processes together, as sampled every POLL_S (0: it ended before a sample).
     # Not the kernel's ru_maxrss: a child forked from turnlog starts with turnlog's own pages resident.
     max_rss_bytes: int
+    # The code's process was killed by the seccomp filter (SIGSYS): it made a call only an escape makes.
+    escape_attempted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -386,22 +400,26 @@ def seccomp_filter() -> bytes:
         import pyseccomp as seccomp
     except (ImportError, RuntimeError, OSError) as error:  # RuntimeError: the package found no libseccomp
         raise SandboxUnavailable(f"the seccomp filter cannot be built ({error}). {HOW_TO_ENABLE}") from None
-    refuse = seccomp.ERRNO(EPERM)
+    refuse, kill = seccomp.ERRNO(EPERM), seccomp.KILL_PROCESS
     rules = seccomp.SyscallFilter(seccomp.ALLOW)
-    for name in REFUSED_SYSCALLS:
-        if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0:  # one this libseccomp does not know is skipped
-            rules.add_rule(refuse, name)
-    for name in ("socket", "socketpair"):
-        rules.add_rule(refuse, name, seccomp.Arg(0, seccomp.NE, AF_UNIX))
-    for flag in CLONE_NAMESPACE_FLAGS:
-        rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    rules.add_rule(seccomp.ERRNO(ENOSYS), "clone3")
-    for flag in PERSONALITY_FLAGS:
-        rules.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    with tempfile.TemporaryFile() as program:
-        rules.export_bpf(program)
-        program.seek(0)
-        return program.read()
+    try:  # OSError: e.g. a kernel older than 4.14, which cannot kill a whole process from a filter
+        for action, names in ((kill, FORBIDDEN_SYSCALLS), (refuse, REFUSED_SYSCALLS)):
+            for name in names:
+                if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0:  # one this libseccomp does not know is skipped
+                    rules.add_rule(action, name)
+        for name in ("socket", "socketpair"):
+            rules.add_rule(refuse, name, seccomp.Arg(0, seccomp.NE, AF_UNIX))
+        for flag in CLONE_NAMESPACE_FLAGS:
+            rules.add_rule(kill, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+        rules.add_rule(seccomp.ERRNO(ENOSYS), "clone3")
+        for flag in PERSONALITY_FLAGS:
+            rules.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+        with tempfile.TemporaryFile() as program:
+            rules.export_bpf(program)
+            program.seek(0)
+            return program.read()
+    except OSError as error:
+        raise SandboxUnavailable(f"the seccomp filter cannot be built ({error}). {HOW_TO_ENABLE}") from None
 
 
 class Sandbox:
@@ -564,6 +582,7 @@ class Sandbox:
             exit_code=None if killed else exit_code,
             stopped=stopped, stdout=stdout.text(), stderr=stderr.text(), stdout_cut=stdout.cut, stderr_cut=stderr.cut,
             files=files, duration_s=duration_s, cpu_s=cpu_s, max_rss_bytes=peak,
+            escape_attempted=not killed and stopped == FORBIDDEN_CALL,
         )
 
     def _disk_low(self, directory: Path) -> bool:
@@ -682,6 +701,11 @@ def _stop_reason(exit_code: int | None, cpu_s: float, limits: SandboxLimits) -> 
         return f"killed at the CPU-time limit ({limits.cpu_s} s, {name})"
     if number == signal.SIGXFSZ:
         return f"killed at the file-size limit ({limits.file_bytes:,} bytes, {name})"
+    if number == signal.SIGSYS:
+        # Only the filter sends it: the code's process is the sandbox's init, which ignores a SIGSYS sent from inside
+        # (an exit with status 159 reads the same, so code can report itself, never anyone else). Which call it was
+        # is not told: the kernel keeps that in its audit log, which is not readable here.
+        return FORBIDDEN_CALL
     return f"killed by {name}"
 
 

@@ -1,8 +1,11 @@
 """`code_interpreter` end to end: a real `turnlog serve --tools` over HTTP and SSE, running the model's code in
-its sandbox (bubblewrap, rlimits, seccomp), for the org the tools file enables and for no other.
+its sandbox (bubblewrap, rlimits, seccomp), for the org the tools file enables and for no other. With a tiers file
+too, so an escape attempt the sandbox kills is reported to governance and suspends its user.
 """
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +23,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server.Turn
         '[[tools]]\nserver = "builtin"\nname = "code_interpreter"\norgs = ["org_code"]\n\n'
         "[code_interpreter]\nwall_s = 20\n\n[code_interpreter.orgs.org_code]\nmemory_mib = 256\n"
     )
-    turnlog = e2e_server.TurnlogServer(data_dir=folder / "data", answer_tokens=200, extra_args=("--tools", str(tools)))
+    tiers = folder / "tiers.toml"
+    # Postpaid and unlimited; one sandbox_escape (10 points) suspends.
+    tiers.write_text("[tiers.free]\ncredits = false\n\n[abuse]\nthreshold = 10\nsuspension_s = 600\n")
+    turnlog = e2e_server.TurnlogServer(
+        data_dir=folder / "data", answer_tokens=200, extra_args=("--tools", str(tools), "--tiers", str(tiers))
+    )
     turnlog.start()
     try:
         yield turnlog
@@ -67,6 +75,30 @@ async def test_an_escape_attempt_is_a_clean_result_and_the_server_lives_on(serve
     assert "PermissionError" in text and events[-1].event == "assistant.completed"
     again, _ = await asked(server.new_user(org_id="org_code"), call("print('still here')"))
     assert "still here" in e2e_server.delta_text(again)
+
+
+async def test_a_call_only_an_escape_makes_is_killed_reported_and_suspends_its_user(server) -> None:
+    user = server.new_user(org_id="org_code")
+    admin = server.new_user(org_id="org_code", role="admin")
+    events, _ = await asked(user, call("import ctypes\nlibc = ctypes.CDLL(None)\nlibc.ptrace(16,1,0,0)\nprint('attached')"))
+
+    [result] = results(events)
+    assert result["status"] == "failed"
+    text = e2e_server.delta_text(events)
+    assert "killed: it made a system call the sandbox forbids" in text and "attached" not in text
+    async with admin.client() as as_admin, user.client() as client:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:  # the report is decided a moment after the call ends
+            usage = (await as_admin.get("/v1/usage")).json()
+            if user.user_id in [entry["userId"] for entry in usage["suspendedUsers"]]:
+                break
+            assert time.monotonic() < deadline, usage
+            await asyncio.sleep(0.05)
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        refused = await client.post(
+            f"/v1/conversations/{conversation_id}/turns", json={"input": e2e_server.text_input("print(1)")}
+        )
+    assert e2e_server.assert_problem(refused, 403)["suspendedUntil"]
 
 
 async def test_an_org_the_tools_file_does_not_enable_is_not_offered_the_interpreter(server) -> None:

@@ -2,7 +2,8 @@
 
 Given a policy, when a run is requested: a redacted turn goes into the prompt redacted (and stays redacted in later
 prompts), a refused turn ends the run with the policy's reason and no request, a passage with an injected instruction
-goes in fenced, a dropped one not at all, and the manifest and the run's events say which.
+goes in fenced, a dropped one not at all, and the manifest and the run's events say which. An input that names
+abuse is reported to governance as the user's violation, in the same append as its decision; PII and self-harm are not.
 """
 
 from datetime import UTC, datetime
@@ -11,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from commands.catalog import COMMAND_TYPES, FinishRun
+from commands.governance.violations import FLAGGED_INPUT, GovernanceViolations
 from events.catalog import EVENT_TYPES
 from events.conversation import AssistantTurnFinished, RunRequested, TurnSubmitted
 from events.embedded import EmbeddedLog
+from events.governance import ViolationReported
 from events.runs import InferenceRequested, PromptAssembled
 from events.safety import SafetyDecision
-from events.topics import CONVERSATION_EVENTS, RUN_EVENTS
+from events.topics import CONVERSATION_EVENTS, GOVERNANCE_REQUESTS, RUN_EVENTS
 from events.values import ContentPart, Usage
 from kernel.codec import AvroCodec
 from kernel.envelope import Actor, Envelope
@@ -40,6 +43,8 @@ version = "2026-12-04.2"
 classifiers = ["words"]
 pii = { action = "redact" }
 harassment = { action = "refuse", reason = "Please keep it civil." }
+violence = { action = "flag" }
+"self-harm/intent" = { action = "flag" }
 
 [default.context]
 classifiers = ["words", "inj"]
@@ -70,10 +75,15 @@ class Passages:
         return len(text.split())
 
 
-def builder(log: EmbeddedLog, retriever: Passages | None = None) -> PromptBuilder:
-    words = keywords.Keywords(pii=("ana@example.com",), harassment=("idiot", "rude passage"))
+def builder(log: EmbeddedLog, retriever: Passages | None = None, *, reports: bool = False) -> PromptBuilder:
+    words = keywords.Keywords(
+        pii=("ana@example.com",), harassment=("idiot", "rude passage"), violence=("punch",), **{"self-harm/intent": ("hurt myself",)}
+    )
     checks = SafetyChecks(policies=POLICIES, classifiers={"words": words, "inj": InjectionClassifier(name="inj")})
-    return PromptBuilder(log=log, codec=CODEC, policy=PromptPolicy(), retriever=retriever, safety=SafetyStages(checks=checks))
+    violations = GovernanceViolations(log=log, codec=CODEC) if reports else None
+    return PromptBuilder(
+        log=log, codec=CODEC, policy=PromptPolicy(), retriever=retriever, safety=SafetyStages(checks=checks), violations=violations
+    )
 
 
 class Conversation:
@@ -190,3 +200,28 @@ async def test_without_safety_nothing_is_checked_or_recorded(log: EmbeddedLog) -
     [request] = [p for p in outputs if isinstance(p, InferenceRequested)]
     assert request.messages[-1].content == "you idiot, ana@example.com"
     assert not [p for p in outputs if isinstance(p, SafetyDecision)]
+
+
+async def test_an_input_that_names_abuse_is_reported_to_governance_with_its_decision_and_pii_or_self_harm_is_not(
+    log: EmbeddedLog,
+) -> None:
+    conversation = Conversation(log, builder(log, reports=True))
+    refused = await conversation.ask("you idiot")
+    flagged = await conversation.ask("I could punch the wall, ana@example.com")
+    await conversation.ask("Write to ana@example.com please")  # redacted: personal data is not abuse
+    await conversation.ask("Some days I want to hurt myself")  # flagged, but a person in distress is not an abuser
+
+    reports = [CODEC.decode(record.value) for record in await log.read(GOVERNANCE_REQUESTS, key="acme")]
+    assert [report.payload for report in reports] == [
+        ViolationReported(org_id="acme", user_id="ana", kind=FLAGGED_INPUT, detail="harassment", by="safety:input"),
+        ViolationReported(org_id="acme", user_id="ana", kind=FLAGGED_INPUT, detail="violence", by="safety:input"),
+    ]
+    assert [report.actor for report in reports] == [ANA, ANA]
+    # Each is caused by its decision, appended together with it: once, with the builder's progress.
+    decisions = [CODEC.decode(record.value) for record in await log.read(RUN_EVENTS, key="run_1")]
+    [decided] = [envelope for envelope in decisions if isinstance(envelope.payload, SafetyDecision)]
+    assert reports[0].causation_id == decided.event_id and reports[0].correlation_id == decided.correlation_id
+    assert [p.action for p in refused if isinstance(p, SafetyDecision)] == ["refuse"]
+    assert [(p.action, p.triggered) for p in flagged if isinstance(p, SafetyDecision)] == [("redact", ("pii", "violence"))]
+    assert [p for p in flagged if isinstance(p, InferenceRequested)]  # a flag changes nothing for the run
+    assert sum(isinstance(p, ViolationReported) for p in flagged) == 1

@@ -65,6 +65,28 @@ async def test_the_input_stage_redacts_refuses_or_allows_and_records_each_decisi
     assert (allowed.prompt_text, allowed.refusal, allowed.decision.action) == ("hello", None, "allow")
 
 
+class Broken:
+    """A classifier that is down."""
+
+    name = "words"
+
+    async def classify(self, text: str) -> object:
+        raise RuntimeError("the classifier is down")
+
+
+async def test_an_input_is_the_users_violation_for_what_it_triggered_but_pii_and_a_failed_check_are_not() -> None:
+    safety, _ = stages()
+    assert (await safety.input("you idiot, ana@example.com", subject=ACME)).violations == ("harassment",)
+    assert (await safety.input("mail ana@example.com today", subject=ACME)).violations == ()
+    assert (await safety.input("hello", subject=ACME)).violations == ()
+    assert (await safety.input("hello", subject=GLOBEX)).violations == ()  # no input policy, no decision
+
+    down = SafetyStages(checks=SafetyChecks(policies=POLICIES, classifiers={"words": Broken()}), clock=lambda: NOW)
+    failed = await down.input("you idiot", subject=ACME)
+    assert failed.decision.action == "refuse" and failed.decision.fail_mode == "closed"
+    assert failed.violations == ()  # the user did nothing: the check could not run
+
+
 async def test_an_org_whose_policy_checks_nothing_pays_nothing_and_records_nothing() -> None:
     safety, words = stages()
     assert (await safety.input("you idiot, ana@example.com", subject=GLOBEX)).decision is None

@@ -1,6 +1,7 @@
 """`code_interpreter` as a tool, in a real sandbox: what the model reads back, the files it wrote in the blob store,
 attached files read as the caller, limits per org, the call's timeout, and the tool disabled (with how to enable it)
-where bubblewrap is missing. Every escape the issue lists ends as a clean tool result."""
+where bubblewrap is missing. Every escape the issue lists ends as a clean tool result; one the filter kills is reported
+to governance as the caller's violation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from commands.governance.violations import SANDBOX_ESCAPE, GovernanceViolations
 from events.blobs import DirectoryBlobStore
+from events.embedded import EmbeddedLog
+from events.governance import ViolationReported
+from events.topics import GOVERNANCE_REQUESTS
 from kernel.envelope import Actor
 from processors.tools.catalog import ToolPolicy, ToolResult
 from processors.tools.code_interpreter import (
@@ -27,6 +32,7 @@ from processors.tools.code_interpreter import (
 )
 from processors.tools.sandbox import HOW_TO_ENABLE, Sandbox, SandboxLimits, SandboxUnavailable
 from processors.tools.tools_file import BUILTIN_SERVER
+from turnlog.adapters import build_codec
 
 ANA = Actor(user_id="ana", org_id="acme", workspace_id="research")
 GUS = Actor(user_id="gus", org_id="globex", workspace_id="research")
@@ -225,3 +231,26 @@ async def test_every_escape_is_contained_and_reported_as_a_clean_tool_result(san
     assert isinstance(result, ToolResult) and result.status in ("completed", "failed")
     assert expected in result.content, result.content
     assert len(result.content) < 2 * QUICK.output_bytes + 1000  # what the model reads stays bounded
+
+
+async def test_an_escape_attempt_is_reported_to_governance_as_the_callers_violation(
+    sandbox: Sandbox, embedded_log: EmbeddedLog
+) -> None:
+    codec = build_codec()
+    tool = await started(CodeInterpreterTool(
+        sandbox=sandbox, limits_for=lambda actor: QUICK, violations=GovernanceViolations(log=embedded_log, codec=codec)
+    ))
+    refused = await call(tool, "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)")
+    assert refused.status == "failed" and "PermissionError" in refused.content  # innocent enough: refused, not reported
+    assert await embedded_log.read(GOVERNANCE_REQUESTS, key=ANA.org_id) == []
+
+    result = await call(tool, "import ctypes\nprint('looking around')\nctypes.CDLL(None).ptrace(16, 1, 0, 0)\nprint('attached')")
+    assert (result.status, result.exit_code) == ("failed", 159)
+    assert "exit code 159 (killed: it made a system call the sandbox forbids)" in result.content
+    assert "stdout:\nlooking around" in result.content and "attached" not in result.content
+    [report] = [codec.decode(record.value) for record in await embedded_log.read(GOVERNANCE_REQUESTS, key=ANA.org_id)]
+    assert report.payload == ViolationReported(
+        org_id="acme", user_id="ana", kind=SANDBOX_ESCAPE,
+        detail="call run_1:call_1: killed: it made a system call the sandbox forbids", by="tool:code_interpreter",
+    )
+    assert report.actor == ANA and report.key == "acme"

@@ -19,6 +19,7 @@ import pytest
 
 from processors.tools.sandbox import (
     BOOTSTRAP,
+    FORBIDDEN_CALL,
     SANDBOX_UID,
     CallFds,
     CallPaths,
@@ -300,24 +301,26 @@ print(os.listdir("/tmp"))
     assert later.stdout == "[] []\n"
 
 
-async def test_the_kernels_dangerous_calls_answer_eperm(sandbox: Sandbox) -> None:
+def syscall_numbers(*names: str) -> dict[str, int]:
     import pyseccomp
 
-    numbers = {name: pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name) for name in ("io_uring_setup", "bpf", "keyctl")}
+    return {name: pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name) for name in names}
+
+
+async def test_calls_innocent_code_may_try_answer_eperm_and_the_code_goes_on(sandbox: Sandbox) -> None:
+    numbers = syscall_numbers("io_uring_setup", "clone3", "syslog", "name_to_handle_at")
     code = f"""
-import ctypes, errno, os
+import ctypes, errno, socket
 libc = ctypes.CDLL(None, use_errno=True)
 numbers = {numbers!r}
 calls = {{
-    "unshare(user)": lambda: libc.unshare(0x10000000),
-    "unshare(net)": lambda: libc.unshare(0x40000000),
-    "ptrace(attach 1)": lambda: libc.ptrace(16, 1, 0, 0),
-    "mount tmpfs": lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None),
-    "chroot": lambda: libc.chroot(b"/tmp"),
+    "socket(inet)": lambda: libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0),
+    "socket(netlink)": lambda: libc.socket(16, socket.SOCK_RAW, 0),
     "io_uring_setup": lambda: libc.syscall(numbers["io_uring_setup"], 8, None),
-    "bpf": lambda: libc.syscall(numbers["bpf"], 0, None, 0),
-    "keyctl": lambda: libc.syscall(numbers["keyctl"], 0, 0, 0, 0, 0),
     "personality(ADDR_NO_RANDOMIZE)": lambda: libc.personality(0x0040000),
+    "syslog(read)": lambda: libc.syscall(numbers["syslog"], 3, None, 0),
+    "name_to_handle_at": lambda: libc.syscall(numbers["name_to_handle_at"], -100, b"/work", None, None, 0),
+    "clone3": lambda: libc.syscall(numbers["clone3"], None, 0),
 }}
 for name, call in calls.items():
     result = call()
@@ -327,10 +330,72 @@ print(subprocess.run(["echo", "processes and threads still start"], capture_outp
 thread = threading.Thread(target=print, args=("a thread",)); thread.start(); thread.join()
 """
     outcome = await run(sandbox, code)
-    assert outcome.ok, outcome.stderr
+    assert outcome.ok and not outcome.escape_attempted, outcome.stderr
     lines = outcome.stdout.splitlines()
-    assert all(line.endswith(" -1 EPERM") for line in lines[:9]), lines
-    assert lines[9:] == ["processes and threads still start", "a thread"]
+    assert all(line.endswith(" -1 EPERM") for line in lines[:6]), lines
+    assert lines[6] == "clone3 -1 ENOSYS"  # so the C library falls back to clone(), whose flags the filter reads
+    assert lines[7:] == ["processes and threads still start", "a thread"]
+
+
+# Calls only an escape makes: each kills the code's process (SIGSYS) before it returns, and the outcome says so.
+FORBIDDEN_CALLS = {
+    "unshare(user)": "libc.unshare(0x10000000)",
+    "unshare(net)": "libc.unshare(0x40000000)",
+    "clone(user namespace)": "libc.syscall(numbers['clone'], 0x10000000 | 17, 0, 0, 0, 0)",
+    "setns": "libc.setns(0, 0)",
+    "ptrace(attach 1)": "libc.ptrace(16, 1, 0, 0)",
+    "mount tmpfs": "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)",
+    "chroot": "libc.chroot(b'/tmp')",
+    "pivot_root": "libc.syscall(numbers['pivot_root'], b'/tmp', b'/tmp')",
+    "bpf": "libc.syscall(numbers['bpf'], 0, None, 0)",
+    "keyctl": "libc.syscall(numbers['keyctl'], 0, 0, 0, 0, 0)",
+    "perf_event_open": "libc.syscall(numbers['perf_event_open'], None, 0, -1, -1, 0)",
+    "userfaultfd": "libc.syscall(numbers['userfaultfd'], 0)",
+    "open_by_handle_at": "libc.syscall(numbers['open_by_handle_at'], -100, None, 0)",
+    "kexec_load": "libc.syscall(numbers['kexec_load'], 0, 0, None, 0)",
+}
+
+
+@pytest.mark.parametrize("call", list(FORBIDDEN_CALLS))
+async def test_a_call_only_an_escape_makes_kills_the_code_and_says_an_escape_was_attempted(sandbox: Sandbox, call: str) -> None:
+    numbers = syscall_numbers("clone", "pivot_root", "bpf", "keyctl", "perf_event_open", "userfaultfd", "open_by_handle_at", "kexec_load")
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+numbers = {numbers!r}
+print('before')
+{FORBIDDEN_CALLS[call]}
+print('after')
+"""
+    outcome = await run(sandbox, code)
+    assert (outcome.exit_code, outcome.stopped) == (128 + 31, FORBIDDEN_CALL), (outcome.stdout, outcome.stderr)
+    assert outcome.escape_attempted and not outcome.ok
+    assert outcome.stdout == "before\n"  # it never returned
+
+
+async def test_a_forbidden_call_from_a_thread_kills_the_whole_process(sandbox: Sandbox) -> None:
+    code = """
+import ctypes, threading, time
+thread = threading.Thread(target=lambda: ctypes.CDLL(None).ptrace(16, 1, 0, 0))
+thread.start(); thread.join()
+time.sleep(1)
+print('survived')
+"""
+    outcome = await run(sandbox, code)
+    assert (outcome.stopped, outcome.escape_attempted, outcome.stdout) == (FORBIDDEN_CALL, True, "")
+
+
+async def test_a_forbidden_call_from_a_child_process_kills_the_child_alone(sandbox: Sandbox) -> None:
+    """A known limit (docs/tools.md): only the code's own process is watched, so this attempt goes unreported."""
+    code = """
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL(None).ptrace(16, 1, 0, 0); print('after')"],
+                       capture_output=True, text=True)
+print(child.returncode, repr(child.stdout))
+"""
+    outcome = await run(sandbox, code)
+    assert outcome.ok and not outcome.escape_attempted, outcome.stderr
+    assert outcome.stdout == "-31 ''\n"  # SIGSYS
 
 
 async def test_a_fork_bomb_is_held_to_the_process_limit_and_ends_at_the_wall_clock(sandbox: Sandbox) -> None:
