@@ -34,6 +34,17 @@ setup: $(STAMP)
 	      "code_interpreter stays disabled and its tests fail until \`sudo apt-get install bubblewrap\`"; \
 	  fi; \
 	}
+	@# The web page's browser tests (tests/web) drive Debian's Chromium with Playwright: installed the same way.
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "make setup: apt-get could not install chromium: the browser tests (tests/web) fail"; \
+	  else \
+	    echo "make setup: /usr/bin/chromium is missing and only root with apt can install it here:" \
+	      "the browser tests (tests/web) fail until \`sudo apt-get install chromium\`"; \
+	  fi; \
+	}
 
 run: setup
 	$(BIN)/turnlog serve $(ARGS)

@@ -1,0 +1,1 @@
+"""The web chat page: static files with no build step, served at `/`."""
