@@ -13,6 +13,12 @@ class CreateConversation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RenameConversation:
+    conversation_id: str
+    title: str | None = None  # None: untitled
+
+
+@dataclass(frozen=True, kw_only=True)
 class SubmitTurn:
     conversation_id: str
     run_id: str
@@ -55,5 +61,7 @@ class FinishRun:
     stream_replaced: bool = False
 
 
-Command = CreateConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun
-COMMAND_TYPES: tuple[type, ...] = (CreateConversation, SubmitTurn, RegenerateTurn, CancelRun, FinishRun)
+Command = CreateConversation | RenameConversation | SubmitTurn | RegenerateTurn | CancelRun | FinishRun
+COMMAND_TYPES: tuple[type, ...] = (
+    CreateConversation, RenameConversation, SubmitTurn, RegenerateTurn, CancelRun, FinishRun,
+)

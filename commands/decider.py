@@ -9,10 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
+from commands.catalog import (
+    CancelRun,
+    Command,
+    CreateConversation,
+    FinishRun,
+    RegenerateTurn,
+    RenameConversation,
+    SubmitTurn,
+)
 from events.conversation import (
     AssistantTurnFinished,
     ConversationCreated,
+    ConversationRenamed,
     RunCancellationRequested,
     RunRequested,
     TurnSubmitted,
@@ -58,6 +67,8 @@ class ConversationState:
     org_id: str = ""
     workspace_id: str = ""
     owner_id: str = ""
+    title: str | None = None
+    created_at: datetime | None = None
     latest_turn_seq: int = 0
     latest_user_turn_seq: int | None = None
     active_run_id: str | None = None
@@ -111,7 +122,7 @@ def evolve(state: ConversationState, envelope: Envelope) -> ConversationState:
 def _outcome_of(event: object, state: ConversationState) -> "Accepted | None":
     """What the command that caused `event` was told (its last event decides, as in `decide`)."""
     match event:
-        case ConversationCreated():
+        case ConversationCreated() | ConversationRenamed():
             return Accepted()
         case RunRequested():
             return Accepted(run_id=event.run_id, turn_seq=event.created_turn_seq)
@@ -130,7 +141,11 @@ def _apply(state: ConversationState, envelope: Envelope) -> ConversationState:
                 org_id=envelope.actor.org_id,
                 workspace_id=event.workspace_id,
                 owner_id=event.owner_id,
+                title=event.title,
+                created_at=event.created_at,
             )
+        case ConversationRenamed():
+            return replace(state, title=event.title)
         case TurnSubmitted():
             return replace(state, latest_turn_seq=event.turn_seq, latest_user_turn_seq=event.turn_seq)
         case RunRequested():
@@ -180,6 +195,8 @@ def decide(command: Envelope[Command], state: ConversationState) -> Decision:
     match command.payload:
         case CreateConversation() as create:
             return _create(create, command.actor, command.occurred_at, state)
+        case RenameConversation() as rename:
+            return _rename(rename, command.actor, command.occurred_at, state)
         case SubmitTurn() as submit:
             return _submit(submit, command.actor, command.occurred_at, state)
         case RegenerateTurn() as regenerate:
@@ -205,6 +222,18 @@ def _create(command: CreateConversation, actor: Actor, now: datetime, state: Con
         created_at=now,
     )
     return Decision(events=(created,), outcome=Accepted())
+
+
+def _rename(command: RenameConversation, actor: Actor, now: datetime, state: ConversationState) -> Decision:
+    if not _owned(state, actor):
+        return _not_found(command.conversation_id)
+    if command.title == state.title:
+        return Decision(outcome=Accepted())  # nothing changes: nothing to append
+    assert state.created_at is not None  # set with the conversation
+    renamed = ConversationRenamed(
+        conversation_id=command.conversation_id, title=command.title, created_at=state.created_at, renamed_at=now
+    )
+    return Decision(events=(renamed,), outcome=Accepted())
 
 
 def _owned(state: ConversationState, actor: Actor) -> bool:

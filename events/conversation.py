@@ -16,6 +16,16 @@ class ConversationCreated:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConversationRenamed:
+    """The owner gave the conversation a new title; it carries `created_at` so its read-model row is whole."""
+
+    conversation_id: str
+    title: str | None = None
+    created_at: datetime
+    renamed_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class TurnSubmitted:
     conversation_id: str
     turn_seq: int
@@ -68,6 +78,7 @@ class RunCancellationRequested:
 
 CONVERSATION_EVENT_TYPES = (
     ConversationCreated,
+    ConversationRenamed,
     TurnSubmitted,
     RunRequested,
     RunCancellationRequested,

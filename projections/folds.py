@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from events.conversation import AssistantTurnFinished, ConversationCreated, RunRequested, TurnSubmitted
+from events.conversation import AssistantTurnFinished, ConversationCreated, ConversationRenamed, RunRequested, TurnSubmitted
 from events.documents import (
     DOCUMENT_EVENT_TYPES,
     FileDeleted,
@@ -43,7 +43,7 @@ def fold(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
         "owner_id": envelope.actor.user_id,
     }
     match event:
-        case ConversationCreated():
+        case ConversationCreated() | ConversationRenamed():
             batch.conversations.append(
                 ConversationRow(
                     **scope,

@@ -5,7 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
+from commands.catalog import (
+    CancelRun,
+    Command,
+    CreateConversation,
+    FinishRun,
+    RegenerateTurn,
+    RenameConversation,
+    SubmitTurn,
+)
 from commands.decider import (
     IDEMPOTENCY_WINDOW,
     Accepted,
@@ -18,6 +26,7 @@ from commands.decider import (
 from events.conversation import (
     AssistantTurnFinished,
     ConversationCreated,
+    ConversationRenamed,
     RunCancellationRequested,
     RunRequested,
     TurnSubmitted,
@@ -212,6 +221,40 @@ def test_create_again_in_another_workspace_is_a_conflict() -> None:
     decision = given(created()).when(CreateConversation(conversation_id=CONVERSATION_ID, workspace_id="ws_other"))
 
     assert rejected(decision, "conflict")
+
+
+# ---------------------------------------------------------------- rename
+
+
+def test_rename_appends_the_new_title_with_the_conversations_creation_time() -> None:
+    later = T0 + timedelta(minutes=5)
+    decision = given(created()).when(RenameConversation(conversation_id=CONVERSATION_ID, title="Tides"), at=later)
+    assert decision.events == (
+        ConversationRenamed(conversation_id=CONVERSATION_ID, title="Tides", created_at=T0, renamed_at=later),
+    )
+    assert decision.outcome == Accepted()
+
+
+def test_renaming_to_the_same_title_appends_nothing_and_a_later_rename_back_does() -> None:
+    history = given(created())
+    renamed = history.when(RenameConversation(conversation_id=CONVERSATION_ID, title="Tides"))
+    history = history.then_apply(renamed)
+    again = history.when(RenameConversation(conversation_id=CONVERSATION_ID, title="Tides"))
+    assert (again.events, again.outcome) == ((), Accepted())
+    untitled = history.when(RenameConversation(conversation_id=CONVERSATION_ID, title=None))
+    assert [event.title for event in untitled.events] == [None]
+
+
+@STRANGERS
+def test_only_the_owner_may_rename_and_others_are_told_it_does_not_exist(stranger: Actor) -> None:
+    decision = given(created()).when(RenameConversation(conversation_id=CONVERSATION_ID, title="mine now"), actor=stranger)
+    assert decision.events == ()
+    assert isinstance(decision.outcome, Rejected) and decision.outcome.code == "not_found"
+
+
+def test_renaming_a_conversation_that_does_not_exist_is_not_found() -> None:
+    decision = given().when(RenameConversation(conversation_id=CONVERSATION_ID, title="x"))
+    assert isinstance(decision.outcome, Rejected) and decision.outcome.code == "not_found"
 
 
 # ---------------------------------------------------------------- submit
