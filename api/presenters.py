@@ -1,7 +1,11 @@
-"""Read-model rows as the API's JSON shapes (camelCase, ISO-8601 UTC times)."""
+"""Read-model rows as the API's JSON shapes (camelCase, ISO-8601 UTC times), built through the answer models of
+api/schemas/, which /openapi.json is generated from: a shape the document does not describe fails here, in tests."""
 
 from datetime import datetime
 
+from api.schemas.conversations import Conversation, Turn
+from api.schemas.runs import Run, TokenUsage
+from api.schemas.streams import RunEndedEvent
 from events.runs import RunFinished
 from events.values import Usage
 from projections.read_models import ConversationRow, RunRow, TurnRow
@@ -14,58 +18,58 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def conversation_json(row: ConversationRow, *, latest_turn_seq: int | None = None) -> dict:
-    shape = {
-        "conversationId": row.conversation_id,
-        "workspaceId": row.workspace_id,
+    fields: dict = {
+        "conversation_id": row.conversation_id,
+        "workspace_id": row.workspace_id,
         "title": row.title or None,
-        "createdAt": iso(row.created_at),
+        "created_at": iso(row.created_at),
     }
     if latest_turn_seq is not None:
-        shape["latestTurnSeq"] = latest_turn_seq
-    return shape
+        fields["latest_turn_seq"] = latest_turn_seq
+    return Conversation(**fields).wire()
 
 
 def turn_json(row: TurnRow) -> dict:
-    shape = {
-        "turnSeq": row.turn_seq,
+    fields: dict = {
+        "turn_seq": row.turn_seq,
         "role": row.role,
         "state": row.state,
         "content": row.content,
-        "parentTurnSeq": row.parent_turn_seq,
-        "runId": row.run_id or None,
+        "parent_turn_seq": row.parent_turn_seq,
+        "run_id": row.run_id or None,
         "citations": row.citations,
         "sources": row.sources,
-        "createdAt": iso(row.created_at),
+        "created_at": iso(row.created_at),
     }
     if row.role == "assistant":
-        shape["toolCalls"] = row.tool_calls
+        fields["tool_calls"] = row.tool_calls
     if row.reason:
-        shape["reason"] = row.reason
-    return shape
+        fields["reason"] = row.reason
+    return Turn(**fields).wire()
 
 
 def usage_json(usage: Usage) -> dict:
-    return {
-        "promptTokens": usage.prompt_tokens,
-        "cachedTokens": usage.cached_tokens,
-        "outputTokens": usage.output_tokens,
-    }
+    return usage_model(usage).wire()
+
+
+def usage_model(usage: Usage) -> TokenUsage:
+    return TokenUsage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens)
 
 
 def run_json(row: RunRow) -> dict:
-    shape = {
-        "runId": row.run_id,
+    fields: dict = {
+        "run_id": row.run_id,
         "status": row.status,
         "mode": row.mode,
-        "conversationId": row.conversation_id,
-        "turnSeq": row.turn_seq,
-        "usage": usage_json(Usage(prompt_tokens=row.prompt_tokens, output_tokens=row.output_tokens)),
-        "createdAt": iso(row.created_at),
-        "finishedAt": iso(row.finished_at),
+        "conversation_id": row.conversation_id,
+        "turn_seq": row.turn_seq,
+        "usage": usage_model(Usage(prompt_tokens=row.prompt_tokens, output_tokens=row.output_tokens)),
+        "created_at": iso(row.created_at),
+        "finished_at": iso(row.finished_at),
     }
     if row.reason:
-        shape["reason"] = row.reason
-    return shape
+        fields["reason"] = row.reason
+    return Run(**fields).wire()
 
 
 TERMINAL_STREAM_EVENT = {"completed": "assistant.completed", "cancelled": "run.cancelled", "failed": "run.failed"}
@@ -78,11 +82,11 @@ def run_finished_json(event: RunFinished) -> tuple[str, dict]:
     refused, redacted, replaced or stopped it): a client shows `text` instead of the streamed text.
     """
     event_type = TERMINAL_STREAM_EVENT[event.status]
-    shape = {"type": event_type, "runId": event.run_id, "turnSeq": event.turn_seq, "usage": usage_json(event.usage)}
+    fields: dict = {"type": event_type, "run_id": event.run_id, "turn_seq": event.turn_seq, "usage": usage_model(event.usage)}
     if event.reason:
-        shape["reason"] = event.reason
+        fields["reason"] = event.reason
     if event.text is not None:
         # The deltas were provisional: a safety stage changed the answer, and this is the one stored.
-        shape["replaced"] = True
-        shape["text"] = event.text
-    return event_type, shape
+        fields["replaced"] = True
+        fields["text"] = event.text
+    return event_type, RunEndedEvent(**fields).wire()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import http
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 from kernel.errors import (
     Conflict,
@@ -197,12 +199,38 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code in {204, 304}:
         # These statuses must not carry a body.
         return Response(status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 405:
+        exc = _allowing_every_method(request, exc)
     return render_problem(
         kind=_http_exception_kind(exc.status_code),
         detail=_http_exception_detail(request, exc),
         instance=request.url.path,
         headers=exc.headers,
     )
+
+
+def _allowing_every_method(request: Request, exc: HTTPException) -> HTTPException:
+    """Starlette's 405 lists the methods of the first route whose path matched; RFC 9110 wants all of the resource's
+    (`/v1/conversations` is two routes, POST and GET)."""
+    router = getattr(request.app, "router", None)
+    # The routers have narrowed the scope to the route that raised (a mount's `root_path`): walk from the top.
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", ""), "path_params": {}}
+    methods = _methods_of_path(getattr(router, "routes", ()), scope)
+    if not methods:
+        return exc
+    headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return HTTPException(status_code=405, detail=exc.detail, headers=headers)
+
+
+def _methods_of_path(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    methods: set[str] = set()
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if isinstance(route, Mount) and match != Match.NONE:
+            methods |= _methods_of_path(route.routes, {**scope, **child_scope})
+        elif isinstance(route, Route) and match != Match.NONE:
+            methods |= set(route.methods or ())
+    return methods
 
 
 async def handle_unexpected_exception(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,9 @@ from kernel.errors import InvalidRequest
 from projections.safety_decisions import SafetyDecisionRow, SafetyLedger
 
 DEFAULT_WINDOW = timedelta(hours=24)
+# The instants a DateTime64 column holds (the ledger's decided_at), with a day's margin for the default window.
+EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
+LATEST = datetime(2299, 12, 30, tzinfo=UTC)
 MAX_LIMIT = 1000
 
 
@@ -80,7 +83,10 @@ def _instant(request: Request, name: str) -> datetime | None:
         raise InvalidRequest(
             detail=f"query parameter {name} must be an ISO 8601 instant with an offset, e.g. 2026-12-04T00:00:00Z, got {raw!r}"
         )
-    return moment.astimezone(UTC)
+    moment = moment.astimezone(UTC)
+    if not EARLIEST <= moment <= LATEST:  # ClickHouse's DateTime64 cannot hold it (it was a 500: schemathesis)
+        raise InvalidRequest(detail=f"query parameter {name} must be between {EARLIEST.year} and {LATEST.year}, got {raw!r}")
+    return moment
 
 
 def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from api.bodies import MAX_INPUT_PARTS, MAX_INPUT_TEXT_CHARS
+from api.bodies import MAX_INPUT_PARTS, MAX_INPUT_TEXT_CHARS, NON_BLANK_PATTERN
 from api.openai.errors import UnsupportedParameter
 
 DOCS = "docs/openai.md"
@@ -186,3 +186,63 @@ def cut_into_parts(text: str) -> tuple[str, ...]:
 def title_of(text: str) -> str:
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     return first_line[:80] or "OpenAI chat completion"
+
+
+def _nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# Text, as the last user message must have: at least one character that is not white space.
+NON_BLANK = {"type": "string", "pattern": NON_BLANK_PATTERN}
+
+
+def text_content_schema(part_types: Sequence[str]) -> dict:
+    """A message's `content`: a string, or an array of text parts of `part_types`."""
+    part = {"type": "object", "properties": {"type": {"enum": list(part_types)}, "text": {"type": "string"}}, "required": ["type", "text"]}
+    return {"anyOf": [{"type": "string"}, {"type": "array", "items": part}]}
+
+
+def neutral_schemas(neutral: Mapping[str, object]) -> dict[str, dict]:
+    """Fields accepted only at the value that asks for nothing (or null)."""
+    return {name: _nullable({"const": value}) for name, value in neutral.items()}
+
+
+def chat_request_schema() -> dict:
+    """The JSON Schema of a `POST /chat/completions` body, from the same tables `parse_chat_request` checks.
+
+    Unknown or unsupported fields are refused by name unless sent as null, hence `additionalProperties: null`.
+    What a schema cannot say is checked too: the last message must be the user's, with some text.
+    """
+    message = {
+        "type": "object",
+        "properties": {
+            "role": {"enum": list(MESSAGE_ROLES)},
+            "content": text_content_schema(("text",)),
+            "name": _nullable({"type": "string"}),
+        },
+        "required": ["role", "content"],
+        "additionalProperties": {"type": "null"},
+    }
+    assert set(message["properties"]) == set(MESSAGE_FIELDS)
+    properties = {
+        "model": {"type": "string", "minLength": 1, "description": "a model id from `GET /models`"},
+        "messages": {"type": "array", "items": message, "minItems": 1, "description": "the last one the user's"},
+        "stream": _nullable({"type": "boolean"}),
+        "stream_options": _nullable({
+            "type": "object", "properties": {"include_usage": {"type": "boolean"}}, "additionalProperties": False,
+        }),
+        "user": _nullable({"type": "string"}),
+        **neutral_schemas(NEUTRAL_VALUES),
+    }
+    assert set(properties) == {*SUPPORTED_FIELDS, *NEUTRAL_VALUES}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["model", "messages"],
+        "additionalProperties": {"type": "null"},
+        # `stream_options` only with `stream: true`.
+        "dependentSchemas": {"stream_options": {"anyOf": [
+            {"properties": {"stream_options": {"type": "null"}}},
+            {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+        ]}},
+    }

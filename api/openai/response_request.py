@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from api.bodies import RESOURCE_ID_PATTERN
-from api.openai.chat_request import DOCS, MESSAGE_ROLES, ChatMessage, cut_into_parts, fold_messages, title_of
+from api.openai.chat_request import (
+    DOCS, MESSAGE_ROLES, NON_BLANK, ChatMessage, cut_into_parts, fold_messages, neutral_schemas, text_content_schema, title_of,
+)
 from api.openai.errors import UnsupportedParameter
 
 UNSUPPORTED_FIELDS = (
@@ -125,3 +127,39 @@ def _message(index: int, item: object) -> ChatMessage:
             raise UnsupportedParameter(param=f"{path}.text", code="invalid_type", detail=f"'{path}.text' must be a string")
         texts.append(part["text"])
     return ChatMessage(role=str(role), text="\n".join(texts))
+
+
+def response_request_schema() -> dict:
+    """The JSON Schema of a `POST /responses` body, from the same tables `parse_response_request` checks."""
+    item = {
+        "type": "object",
+        "properties": {
+            "type": {"const": "message"},
+            "role": {"enum": list(MESSAGE_ROLES)},
+            "content": text_content_schema(TEXT_PART_TYPES),
+            "id": {},
+            "status": {},
+        },
+        "required": ["role", "content"],
+        "additionalProperties": {"type": "null"},
+    }
+    assert set(item["properties"]) == set(ITEM_FIELDS)
+    nullable_boolean = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    properties = {
+        "model": {"type": "string", "minLength": 1, "description": "a model id from `GET /models`"},
+        "input": {"anyOf": [NON_BLANK, {"type": "array", "items": item, "minItems": 1, "description": "the last one the user's"}]},
+        "instructions": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "stream": nullable_boolean,
+        "background": nullable_boolean,
+        "previous_response_id": {"anyOf": [{"type": "string", "pattern": RESOURCE_ID_PATTERN}, {"type": "null"}]},
+        "user": {},
+        **neutral_schemas(NEUTRAL_VALUES),
+    }
+    assert set(properties) == {*SUPPORTED_FIELDS, *NEUTRAL_VALUES}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["model", "input"],
+        "additionalProperties": {"type": "null"},
+        "not": {"properties": {"stream": {"const": True}, "background": {"const": True}}, "required": ["stream", "background"]},
+    }

@@ -351,3 +351,10 @@ async def test_invalid_content_length_is_400() -> None:
 
     with pytest.raises(InvalidRequest, match="Content-Length"):
         await read_json_body(request, RegenerateBody, max_bytes=MAX_BYTES, allow_empty=True)
+
+
+def test_a_whole_number_written_with_a_fraction_is_that_integer() -> None:
+    """JSON (and JSON Schema's `integer`) does not tell 30 from 30.0; a strict int field takes both (schemathesis)."""
+    document = parse_json_object(b'{"a": 30.0, "b": 3e2, "c": 1.5, "d": 1e400, "e": -0.0}')
+    assert document == {"a": 30, "b": 300, "c": 1.5, "d": float("inf"), "e": 0}
+    assert isinstance(document["a"], int) and isinstance(document["c"], float)

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from api.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_kind_for, problem_response
@@ -231,3 +231,23 @@ def test_extra_members_cannot_override_standard_ones() -> None:
 
 def test_lookup_walks_the_class_hierarchy() -> None:
     assert problem_kind_for(RunAlreadyFinished(detail="x")).status == 409
+
+
+def test_a_405_allows_every_method_of_the_path_not_only_its_first_routes() -> None:
+    """Starlette's 405 names the methods of the first route whose path matched; a path of two routes has both."""
+    app = Starlette(
+        routes=[
+            Route("/v1/things", listing, methods=["POST"]),
+            Route("/v1/things", listing, methods=["GET"]),
+            Mount("/mounted", routes=[
+                Route("/things/{thing_id}", listing, methods=["GET"]),
+                Route("/things/{thing_id}", listing, methods=["DELETE"]),
+            ]),
+        ],
+        exception_handlers=exception_handlers,
+    )
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.put("/v1/things")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    assert set(client.patch("/mounted/things/t1").headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD"}
