@@ -13,6 +13,7 @@ import logging
 from commands.governance.rate_limits import rate_limit_headers
 from events.governance import AdmissionDecided, AdmissionRequested, AdmissionWithdrawn
 from api.context import ApiContext
+from api.metrics import QUOTA_REFUSALS
 from api.presenters import iso
 from kernel.envelope import Actor
 from kernel.errors import QuotaExceeded, Suspended, TurnlogError
@@ -36,6 +37,7 @@ async def admit_run(context: ApiContext, actor: Actor, *, run_id: str, estimated
     decided = answer.fact
     assert isinstance(decided, AdmissionDecided)
     if not decided.admitted:
+        QUOTA_REFUSALS.labels(kind=decided.refusal or "unknown").inc()
         raise refusal_error(decided)
     return decided
 

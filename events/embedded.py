@@ -17,9 +17,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from time import time_ns
+from time import perf_counter, time_ns
 
 from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.metrics import LOG_APPEND_SECONDS
+
+_APPENDS = {durable: LOG_APPEND_SECONDS.labels(log="embedded", durable=str(durable).lower()) for durable in (True, False)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -111,9 +114,12 @@ class EmbeddedLog:
     ) -> list[LogRecord]:
         if self._writer is None or self._loop is None:
             raise RuntimeError("the log is not started")
+        started = perf_counter()
         done = self._loop.create_future()
         self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done))
-        return await done
+        written = await done
+        _APPENDS[durable].observe(perf_counter() - started)
+        return written
 
     async def commit(self, commit: ConsumerCommit) -> None:
         await self.append((), durable=False, commit=commit)
@@ -267,6 +273,15 @@ class EmbeddedLog:
 
     async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
         return {0: await self.committed(group=group, topic=topic)}
+
+    async def lag(self, *, group: str, topic: str) -> int:
+        # Offsets are global across topics here: count the records (an index range, as long as the lag).
+        row = self._connection().execute(
+            "SELECT count(*) FROM records WHERE topic = ? AND log_offset > coalesce("
+            "(SELECT log_offset FROM consumer_offsets WHERE group_id = ? AND topic = ?), -1)",
+            (topic, group, topic),
+        ).fetchone()
+        return row[0]
 
     def _select_topic(self, topic: str, *, after: int, limit: int) -> list[LogRecord]:
         rows = self._connection().execute(

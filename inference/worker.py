@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,10 @@ from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
 from inference.read_ahead import ReadAhead, Waiting
 from inference.routing import Admission
 from inference.citations import citations_in
+from inference.metrics import (
+    ADMISSION_WAIT, IN_FLIGHT, INFERENCE_COST, QUEUE_DEPTH, REQUEST_DURATION, SLOTS, TIME_TO_FIRST_TOKEN, TOKEN_USAGE,
+)
+from kernel import log_context
 from kernel.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ class _Lane:
     group: str
     admission: Admission
     read_ahead: ReadAhead[Envelope[InferenceRequested]]
+    size: SizeClass
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # a request came in or a slot freed
     room: asyncio.Event = field(default_factory=asyncio.Event)  # the read-ahead has room again
 
@@ -104,6 +110,18 @@ class InferenceWorker:
         self._recently_cancelled = _RecentIds(limit=10_000)
         # A prompt builder on an at-least-once runtime may request a run twice; it is generated once.
         self._recently_claimed = _RecentIds(limit=10_000)
+        # The metrics' `model`: the model the pool serves, or the engine's own where it has one fixed model.
+        self._model = self._pool.engine_model or engine.name
+        self._time_to_first_token = TIME_TO_FIRST_TOKEN.labels(pool=self._pool.name, model=self._model)
+        self._tokens = {
+            token_type: TOKEN_USAGE.labels(pool=self._pool.name, model=self._model, gen_ai_token_type=token_type)
+            for token_type in ("input", "output", "cached")
+        }
+        self._cost = INFERENCE_COST.labels(pool=self._pool.name, model=self._model)
+
+    def lag_groups(self) -> dict[str, tuple[str, ...]]:
+        """The consumer groups this worker reads, with their topics (for the consumer-lag metric)."""
+        return {lane.group: (lane.topic,) for lane in self._lanes()}
 
     def _lanes(self) -> list[_Lane]:
         sizes: tuple[SizeClass, ...] = SIZE_CLASSES if self._pool.split_by_size else ("short",)
@@ -116,7 +134,7 @@ class InferenceWorker:
             lanes.append(
                 _Lane(
                     topic=self._pool.topic(size), group=worker_group(self._pool, size), admission=admission,
-                    read_ahead=ReadAhead(limit=limit),
+                    read_ahead=ReadAhead(limit=limit), size=size,
                 )
             )
         return lanes
@@ -133,6 +151,7 @@ class InferenceWorker:
             await asyncio.gather(listener, *self._generations.values(), return_exceptions=True)
 
     async def _serve(self, lane: _Lane) -> None:
+        SLOTS.labels(pool=self._pool.name, size_class=lane.size).set(lane.admission.capacity)
         stream = self._log.consume(group=lane.group, topics=(lane.topic,), max_batch=64)
         reader = asyncio.create_task(self._read(lane, stream), name=f"read-{lane.topic}")
         reader.add_done_callback(lambda _: lane.changed.set())
@@ -176,10 +195,14 @@ class InferenceWorker:
                 continue
             waiting_tenants = read_ahead.waiting_tenants()
             tenant_id = lane.admission.next_tenant(waiting_tenants)
+            depth = QUEUE_DEPTH.labels(pool=self._pool.name, size_class=lane.size)
             if tenant_id is None:
+                depth.set(len(waiting_tenants))
                 return
             waiting = read_ahead.oldest_of(tenant_id)
             assert waiting is not None and lane.admission.try_admit(tenant_id, waiting=waiting_tenants)
+            depth.set(len(waiting_tenants) - 1)
+            self._count_in_flight(lane)
             read_ahead.resolve(waiting)
             lane.room.set()
             task = await self._claim(lane, waiting)
@@ -190,7 +213,11 @@ class InferenceWorker:
 
     def _release(self, lane: _Lane, tenant_id: str) -> None:
         lane.admission.release(tenant_id)
+        self._count_in_flight(lane)
         lane.changed.set()
+
+    def _count_in_flight(self, lane: _Lane) -> None:
+        IN_FLIGHT.labels(pool=self._pool.name, size_class=lane.size).set(lane.admission.in_flight)
 
     def _commit(self, lane: _Lane) -> ConsumerCommit | None:
         offsets = lane.read_ahead.commit_offsets()
@@ -214,6 +241,9 @@ class InferenceWorker:
             return None
         claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step)
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
+        # From the request's routing (the prompt builder wrapped it) to its claim: the queue, whichever reader held it.
+        waited_s = (utc_now() - request_envelope.occurred_at).total_seconds()
+        ADMISSION_WAIT.labels(pool=self._pool.name, size_class=lane.size).observe(max(0.0, waited_s))
         if request.run_id in self._recently_cancelled:
             self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
         task = asyncio.create_task(self._generate(request_envelope, lane.topic), name=f"generate-{request.run_id}")
@@ -243,6 +273,9 @@ class InferenceWorker:
         # inside the `try` that turns it into a reported run (one that reached a task not yet
         # started would be raised before any line of it ran, and the run would never be reported).
         self._started.add(request.run_id)
+        log_context.bind(**log_context.envelope_fields(request_envelope))  # this task's log lines name its run
+        started = time.perf_counter()
+        first_token_at: float | None = None
         finished: list[GenerationFinished] = []
         parts: list[str] = []
         status, reason = "completed", ""
@@ -282,6 +315,9 @@ class InferenceWorker:
                     if verdict is not None and verdict.decision is not None:
                         await self._log.append([self._event(verdict.decision, request_envelope)], durable=False)
                 delta = AssistantDelta(run_id=request.run_id, index=len(parts), text=text)
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                    self._time_to_first_token.observe(first_token_at - started)
                 parts.append(text)
                 await self._log.append([self._event(delta, request_envelope)], durable=False)
         except asyncio.CancelledError:
@@ -305,6 +341,7 @@ class InferenceWorker:
                 cached_tokens=finished[0].cached_tokens if finished else 0,
                 output_tokens=output_tokens,
             )
+            step_usage = usage
             if request.step > 1:  # a run's usage is its steps' together: the ledger keeps one row per run
                 usage = _added(usage, await self._usage_before(request.run_id))
             recorded = UsageRecorded(
@@ -335,10 +372,19 @@ class InferenceWorker:
                 step_end,
                 encode(self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor), topic=USAGE),
             ])
+            self._observe_step(step_usage, outcome=recorded.status, duration_s=time.perf_counter() - started)
 
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
         await asyncio.shield(conclude())
+
+    def _observe_step(self, usage: Usage, *, outcome: str, duration_s: float) -> None:
+        REQUEST_DURATION.labels(pool=self._pool.name, model=self._model, outcome=outcome).observe(duration_s)
+        self._tokens["input"].observe(usage.prompt_tokens)
+        self._tokens["output"].observe(usage.output_tokens)
+        if usage.cached_tokens:
+            self._tokens["cached"].observe(usage.cached_tokens)
+        self._cost.inc((usage.prompt_tokens + usage.output_tokens) * self._pool.cost_per_1k_tokens / 1000)
 
     async def _checked_answer(
         self, watch: OutputWatch | None, stopped: OutputVerdict | None, text: str, status: str, reason: str

@@ -114,3 +114,11 @@ class EventLog(Protocol):
     async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
         """Per partition: the group's committed offset (-1 when none)."""
         ...
+
+    async def lag(self, *, group: str, topic: str) -> int:
+        """How many records of `topic` lie after the group's committed positions (0: caught up).
+
+        For metrics and readiness: cheap enough to ask every few seconds. On Kafka, transaction markers count
+        too (a caught-up group may show one per partition).
+        """
+        ...

@@ -7,7 +7,9 @@ whose reaction keeps failing does too, so one poison message never stalls a part
 """
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
 from kernel.envelope import Actor
+from kernel import log_context
+from kernel.metrics import DEAD_LETTERED, PROCESSOR_BATCH_SECONDS, PROCESSOR_RECORDS, PROCESSOR_RESTARTS
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecor
 
 
 def dead_letter(codec: AvroCodec, *, group: str, record: LogRecord, reason: str) -> OutgoingRecord:
+    DEAD_LETTERED.labels(group=group, topic=record.topic).inc()
     letter = DeadLetter(
         group=group,
         topic=record.topic,
@@ -100,6 +105,7 @@ async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec
             raise
         except Exception:
             logger.exception("processor %s failed; restarting from its committed position", processor.group)
+            PROCESSOR_RESTARTS.labels(group=processor.group).inc()
             if processor.on_reset is not None:
                 processor.on_reset()
             await asyncio.sleep(retry_delay_s)
@@ -132,6 +138,7 @@ async def process_batch(
 
     Undecodable records become dead letters; `then`'s follow-ups are appended once the reactions are.
     """
+    started = time.perf_counter()
     deliveries: list[Delivery] = []
     outputs: list[OutgoingRecord] = []
     for record in batch:
@@ -140,13 +147,24 @@ async def process_batch(
         except UndecodableMessage as error:
             logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
             outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
-    outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
+    # Log lines written while reacting name what the batch's envelopes share (its run, its org, ...).
+    with log_context.bound_to(delivery.envelope for delivery in deliveries):
+        outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
     written = await log.append(outputs, durable=processor.durable, commit=commit)
     attempts.done(batch)
+    batch_seconds, records = _batch_metrics(processor.group)
+    batch_seconds.observe(time.perf_counter() - started)
+    records.inc(len(batch))
     if processor.then is not None:
         follow_ups = processor.then(written)
         if follow_ups:
             await log.append(follow_ups, durable=False)
+
+
+@functools.cache
+def _batch_metrics(group: str) -> tuple:
+    """A group's batch-duration and record-count series, looked up once (they are observed on every batch)."""
+    return PROCESSOR_BATCH_SECONDS.labels(group=group), PROCESSOR_RECORDS.labels(group=group)
 
 
 async def _react_isolating_poison(
@@ -173,7 +191,8 @@ async def _react_isolating_poison(
     outputs: list[OutgoingRecord] = []
     for delivery in deliveries:
         try:
-            outputs.extend(await processor.react([delivery]))
+            with log_context.bound_to([delivery.envelope]):
+                outputs.extend(await processor.react([delivery]))
         except Exception as error:
             logger.exception("dead-lettering %s@%d", delivery.record.topic, delivery.record.offset)
             if processor.on_reset is not None:

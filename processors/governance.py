@@ -19,6 +19,8 @@ from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from kernel.runtime import Delivery, Processor, encode
+from events.governance import RunCharged
+from processors.metrics import CREDITS_CHARGED
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class GovernanceDecider:
                 envelope = Envelope.wrap(event, key=key_of(event), actor=request.actor, cause=request)
                 org.state = evolve(org.state, envelope)
                 outputs.append(encode(self._codec, envelope, topic=GOVERNANCE))
+                if isinstance(event, RunCharged) and event.units:
+                    CREDITS_CHARGED.labels(pool=event.pool or "unknown").inc(event.units)
             if decision.events:
                 org.remember(request.event_id)
         return outputs

@@ -19,6 +19,7 @@ whole topic (`follow`, `end_offset` and `committed` without a key) the docstring
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -32,8 +33,10 @@ from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
 from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.metrics import LOG_APPEND_SECONDS
 
 logger = logging.getLogger(__name__)
+_APPENDS = {durable: LOG_APPEND_SECONDS.labels(log="kafka", durable=str(durable).lower()) for durable in (True, False)}
 # Keeps the name it had before the adapter became a package.
 _librdkafka_logger = logging.getLogger(f"{__package__}.librdkafka")
 
@@ -149,11 +152,14 @@ class KafkaLog:
             if commit is not None:
                 await self.commit(commit)
             return []
+        started = time.perf_counter()
         await self._admin.ensure_topics({record.topic for record in records})
         done = self._loop.create_future()
         metadata = self._consumers.group_metadata(commit.group) if commit is not None and commit.offsets else None
         self._writer.submit(_PendingAppend(records=records, commit=commit, group_metadata=metadata, done=done))
-        return await done
+        written = await done
+        _APPENDS[durable].observe(time.perf_counter() - started)
+        return written
 
     async def commit(self, commit: ConsumerCommit) -> None:
         """Commit the group's offsets (Kafka's are "next to read": each is the port's offset + 1)."""
@@ -293,6 +299,18 @@ class KafkaLog:
     async def committed_offsets(self, *, group: str, topic: str) -> dict[int, int]:
         await self._admin.ensure_topics([topic])
         return await self._admin.committed_offsets(group, topic, list(range(self._admin.partition_count(topic))))
+
+    async def lag(self, *, group: str, topic: str) -> int:
+        """Two lookups, no fetch: below each partition's last stable offset, what is after the group's position.
+
+        Transaction markers take offsets too, so a caught-up group shows one per partition its last transaction
+        wrote to (as Kafka's own lag tools do); finding the last record instead would cost a fetch per partition.
+        """
+        await self._admin.ensure_topics([topic])
+        partitions = list(range(self._admin.partition_count(topic)))
+        ranges = await self._admin.offset_ranges(topic, partitions)
+        done = await self._admin.committed_offsets(group, topic, partitions)
+        return sum(max(0, end - max(done.get(partition, -1) + 1, start)) for partition, (start, end) in ranges.items())
 
     # -- for clients that consume the same topics by themselves (the faust runtime) ----------
 

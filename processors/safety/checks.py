@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from processors.metrics import SAFETY_ACTIONS
 from processors.safety.classifiers import Classifier, run_classifiers
 from processors.safety.decision import Decision, decide
 from processors.safety.policies import SafetyPolicies, Stage
@@ -42,4 +43,7 @@ class SafetyChecks:
             timeout_s=stage_policy.timeout_s,
             timeouts_s=policy.timeouts_s(stage),
         )
-        return decide(stage, results, policy, streaming=streaming)
+        decision = decide(stage, results, policy, streaming=streaming)
+        for category in decision.triggered or ("none",):
+            SAFETY_ACTIONS.labels(stage=stage, action=decision.action, category=category).inc()
+        return decision

@@ -29,7 +29,9 @@ from events.topics import RUN_EVENTS
 from kernel.codec import AvroCodec
 from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import EventLog, OutgoingRecord
+from kernel import log_context
 from kernel.runtime import Delivery, Processor, encode
+from processors.metrics import TOOL_DURATION
 from processors.tools.breaker import ToolBreakers
 from processors.tools.catalog import ToolExecutor, ToolResult, clip
 from processors.tools.offered import ToolCatalog
@@ -119,11 +121,13 @@ class ToolRunner:
 
     async def _run(self, envelope: Envelope[ToolCallRequested]) -> None:
         request = envelope.payload
+        log_context.bind(**log_context.envelope_fields(envelope))  # this task's log lines name its run
         try:
             async with self._slots:
                 refusal = self.breakers.refusal(request.tool_name, self._clock())
                 if refusal is not None:  # not run, so not started: the loop needs only the finish
                     result = ToolResult.unavailable(refusal, duration_ms=0)
+                    TOOL_DURATION.labels(tool=request.tool_name, outcome=result.status).observe(0.0)
                 else:
                     started = ToolCallStarted(
                         run_id=request.run_id, call_id=request.call_id, attempt=request.attempt,
@@ -131,10 +135,12 @@ class ToolRunner:
                     )
                     await self._log.append([self._event(started, envelope)])
                     beating = asyncio.create_task(self._beat(envelope))
+                    called_at = time.perf_counter()
                     try:
                         result = await self._call(request, envelope)
                     finally:
                         beating.cancel()
+                    TOOL_DURATION.labels(tool=request.tool_name, outcome=result.status).observe(time.perf_counter() - called_at)
                 await self._log.append([self._event(await self._finished(request, result, envelope), envelope)])
         except asyncio.CancelledError:
             raise

@@ -115,6 +115,24 @@ async def test_append_with_commit_is_atomic(log: EventLog) -> None:
     assert [r.value for r in await log.read("out", key="k")] == [b"event"]
 
 
+async def test_lag_counts_the_records_after_the_groups_commit(log: EventLog) -> None:
+    # Kafka's count includes the commit marker of the transaction that wrote them (one offset; one partition here).
+    markers = 1 if isinstance(log, KafkaLog) else 0
+
+    async def lag_is(topic: str, records: int) -> bool:
+        return records <= await log.lag(group="g", topic=topic) <= records + markers
+
+    assert await log.lag(group="g", topic="t") == 0  # nothing written yet
+    written = await log.append([record("t", "k", b"1"), record("other", "k", b"x"), record("t", "k", b"2"), record("t", "k", b"3")])
+    in_t = [r for r in written if r.topic == "t"]
+    assert await lag_is("t", 3)  # never committed: all of it, and only this topic's
+    await log.commit(ConsumerCommit.through("g", in_t[:1]))
+    assert await lag_is("t", 2)
+    await log.commit(ConsumerCommit.through("g", in_t))
+    assert await lag_is("t", 0)
+    assert await lag_is("other", 1)  # a topic the group never read
+
+
 async def test_failed_append_writes_nothing(log: EventLog) -> None:
     with pytest.raises(Exception):
         await log.append([record("t", "k", b"ok"), record("t", None, b"no key")])  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ matched against the Kafka and ClickHouse services they must reach.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -119,13 +120,15 @@ def run_cli(service: dict, monkeypatch) -> dict[str, Any]:
     async def run_workers(settings: Settings) -> None:
         captured["settings"] = settings
 
-    def running_system(settings: Settings) -> None:
+    def running_system(settings: Settings, **_: Any) -> None:
         captured["settings"] = settings
 
     monkeypatch.setattr(turnlog.system, "run_workers", run_workers)
     monkeypatch.setattr(turnlog.system, "running_system", running_system)
     monkeypatch.setattr(api.app, "create_app", lambda start, **_: start())
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: captured.update(uvicorn=options))
+    # The embedded server wraps its start to print a sign-in link (turnlog/web.py): the settings are what is checked here.
+    monkeypatch.setattr(cli, "with_sign_in_link", lambda settings, start: (start, None))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, *_, **__: captured.update(uvicorn=vars(server.config)))
     monkeypatch.setattr(cli, "_configure_logging", lambda level: captured.update(log_level=level))
     assert cli.main([str(argument) for argument in service["command"]]) == 0
     assert isinstance(captured.get("settings"), Settings)
@@ -400,3 +403,58 @@ def test_every_variable_the_compose_file_reads_is_documented() -> None:
     deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
     undocumented = sorted(name for name in variables_read() if f"`{name}`" not in deploy)
     assert not undocumented, f"docs/deploy.md does not describe {undocumented}"
+
+
+# -- observability: Prometheus and Grafana (profile `observability`) --------------------------------------
+
+
+WORKER_SERVICES = sorted(name for name in TURNLOG_SERVICES if roles_of(SERVICES[name]))
+
+
+def test_prometheus_scrapes_every_api_replica_and_every_worker_on_the_port_it_serves_metrics_on(monkeypatch) -> None:
+    prometheus = SERVICES["prometheus"]
+    assert prometheus["profiles"] == ["observability"]
+    [config] = prometheus["configs"]
+    assert config["target"] in " ".join(prometheus["command"])
+    scraped = yaml.safe_load((REPO_ROOT / compose({})["configs"][config["source"]]["file"]).read_text())
+    jobs = {job["job_name"]: job for job in scraped["scrape_configs"]}
+
+    [api_discovery] = jobs["turnlog-api"]["dns_sd_configs"]
+    api = run_cli(SERVICES["api"], monkeypatch)
+    assert api_discovery["names"] == ["api"] and api_discovery["port"] == api["uvicorn"]["port"]
+    assert jobs["turnlog-api"]["metrics_path"] == "/metrics"
+
+    [worker_discovery] = jobs["turnlog-workers"]["dns_sd_configs"]
+    assert set(worker_discovery["names"]) == set(WORKER_SERVICES)
+    for name in WORKER_SERVICES:
+        settings = run_cli(SERVICES[name], monkeypatch)["settings"]
+        assert settings.metrics_port == worker_discovery["port"], name
+        assert settings.metrics_host == "0.0.0.0", f"{name}: Prometheus reaches it from another container"
+        assert f"127.0.0.1:{settings.metrics_port}/healthz" in " ".join(SERVICES[name]["healthcheck"]["test"]), name
+
+    [embedded_discovery] = jobs["turnlog-embedded"]["dns_sd_configs"]
+    assert embedded_discovery["names"] == ["turnlog"] and embedded_discovery["port"] == run_cli(SERVICES["turnlog"], monkeypatch)["uvicorn"]["port"]
+
+
+def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard_its_panels_name() -> None:
+    grafana = SERVICES["grafana"]
+    assert grafana["profiles"] == ["observability"]
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in grafana["volumes"] if volume.startswith("./")}
+    provisioning = REPO_ROOT / mounts["/etc/grafana/provisioning"]
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    prometheus_port = SERVICES["prometheus"]["ports"][0].rsplit(":", 1)[1]
+    assert source["type"] == "prometheus" and source["url"] == f"http://prometheus:{prometheus_port}"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "turnlog.yml").read_text())["providers"]
+    dashboards_dir = provider["options"]["path"]
+    assert dashboards_dir in mounts, "the provider reads the folder the dashboards are mounted at"
+    dashboards = sorted((REPO_ROOT / mounts[dashboards_dir]).glob("*.json"))
+    assert [path.name for path in dashboards] == ["turnlog.json"]
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == f"{dashboards_dir}/turnlog.json"
+    dashboard = json.loads(dashboards[0].read_text())
+    panels = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert panels and all(panel["datasource"]["uid"] == source["uid"] for panel in panels)
+    assert all(target["datasource"]["uid"] == source["uid"] for panel in panels for target in panel["targets"])
+    titles = " ".join(row["title"] for row in dashboard["panels"] if row["type"] == "row").lower()
+    for section in ("latency", "throughput", "queues", "errors", "tokens", "cost"):
+        assert section in titles, section
