@@ -5,13 +5,16 @@ from collections import OrderedDict
 
 from starlette.requests import Request
 
+from api.api_keys import api_key_of, principal_from_api_key
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
 from api.edge import refuse_when_over
+from api.session_cookies import session_principal
 from kernel.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
-from kernel.envelope import Actor
+from kernel.envelope import Actor, utc_now
+from kernel import log_context
 from projections.read_models import ConversationRow, RunRow, Scope
 from kernel.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, Unavailable
 
@@ -24,12 +27,21 @@ def authenticate(request: Request) -> Principal:
     """The caller; with governance on, an address whose tokens keep failing is answered 429 rather than 401."""
     context = context_of(request)
     try:
-        principal = principal_from_request(request, context.secret)
+        api_key = api_key_of(request)  # a bearer starting tlk_ is an API key (api/api_keys.py); anything else a JWT
+        if api_key is not None:
+            principal = principal_from_api_key(context.api_keys, api_key, now=utc_now())
+        else:  # without an Authorization header, a browser's session cookie (api/session_cookies.py)
+            principal = session_principal(request, context.secret) or principal_from_request(request, context.secret)
     except Unauthenticated:
         if context.governance is not None:
             refuse_when_over(context.governance.edge, request.client.host if request.client else "unknown")
         raise
     request.state.principal = principal  # for the rate-limit fields added to the answer (api/rate_limit_fields.py)
+    # The request's log lines (its access log line too) name the org and the conversation or run in the path.
+    path_params = request.path_params
+    log_context.bind(
+        org_id=principal.org_id, conversation_id=path_params.get("conversation_id"), run_id=path_params.get("run_id")
+    )
     return principal
 
 
@@ -100,6 +112,12 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
 
     It needs no read model, so a client can attach to a stream the moment it has the 202.
     """
+    started, _ = await started_run_at(context, principal, run_id)
+    return started
+
+
+async def started_run_at(context: ApiContext, principal: Principal, run_id: str) -> tuple[RunStarted, int]:
+    """`started_run`, and the log offset of that first event (where the run's stream begins)."""
     first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
     started = context.codec.decode(first[0].value) if first else None
     visible = (
@@ -111,7 +129,7 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
     )
     if not visible:
         raise NotFound(detail=f"run {run_id} does not exist")
-    return started.payload
+    return started.payload, first[0].offset
 
 
 _LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before a 404

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
@@ -21,10 +22,12 @@ __all__ = [
     "MAX_INPUT_TEXT_CHARS",
     "MAX_TITLE_CHARS",
     "MAX_TOOLS",
+    "NON_BLANK_PATTERN",
     "RESOURCE_ID_PATTERN",
     "CreateConversationBody",
     "InputPart",
     "RegenerateBody",
+    "RenameConversationBody",
     "RequestBody",
     "ResourceId",
     "ResponseMode",
@@ -47,6 +50,8 @@ MAX_INPUT_PARTS = 16
 MAX_INPUT_TEXT_CHARS = 32_000
 MAX_ATTACHMENTS = 16
 MAX_TOOLS = 64
+# Some character Python's `str.strip()` keeps: JSON Schema's `\S` differs from Python's idea of white space.
+NON_BLANK_PATTERN = "[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 ResourceId = Annotated[str, StringConstraints(pattern=RESOURCE_ID_PATTERN)]
 ToolMode = Literal["auto", "none"]
@@ -88,7 +93,15 @@ class InputPart(RequestBody):
 class SubmitTurnBody(RequestBody):
     """`POST /v1/conversations/{conversationId}/turns`."""
 
-    input: Annotated[list[InputPart], Field(min_length=1, max_length=MAX_INPUT_PARTS)]
+    input: Annotated[
+        list[InputPart],
+        # `contains` says in the document what the validator below checks.
+        Field(
+            min_length=1,
+            max_length=MAX_INPUT_PARTS,
+            json_schema_extra={"contains": {"properties": {"text": {"pattern": NON_BLANK_PATTERN}}}},
+        ),
+    ]
     attachments: Annotated[list[ResourceId], Field(max_length=MAX_ATTACHMENTS)] = []
     tool_mode: ToolMode = "auto"
     # Narrows the tools this run may use to these names (tool names follow the same rule as ids); it
@@ -102,6 +115,17 @@ class SubmitTurnBody(RequestBody):
         if not any(part.text.strip() for part in parts):
             raise ValueError("must contain some non-blank text")
         return parts
+
+
+class RenameConversationBody(RequestBody):
+    """`PATCH /v1/conversations/{id}`: the new title; blank or null makes it untitled."""
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TITLE_CHARS)] | None
+
+    @field_validator("title")
+    @classmethod
+    def _blank_title_means_untitled(cls, title: str | None) -> str | None:
+        return title or None
 
 
 class RegenerateBody(RequestBody):
@@ -205,6 +229,20 @@ def _reject_non_finite(constant: str) -> object:
     raise InvalidRequest(detail=f"malformed JSON: {constant} is not valid JSON")
 
 
+_WHOLE_NUMBER_DIGITS = 19  # an int64 has at most 19 digits: beyond, a number is no count or id turnlog takes
+
+
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or an exponent; a whole one (`3.0`, `3e2`) is that integer.
+
+    JSON does not tell integers from other numbers (RFC 8259 section 6, JSON Schema's `integer`), and some
+    clients write every number with a fraction, so `{"expiresInDays": 30.0}` is 30.
+    """
+    number = Decimal(text)
+    whole = number.is_finite() and number == number.to_integral_value() and number.adjusted() < _WHOLE_NUMBER_DIGITS
+    return int(number) if whole else float(text)
+
+
 def parse_json_object(raw: bytes) -> dict[str, object]:
     """Decode a request body that must be one JSON object (pure; raises InvalidRequest)."""
     try:
@@ -220,6 +258,7 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
             text,
             object_pairs_hook=_reject_duplicate_keys,
             parse_constant=_reject_non_finite,
+            parse_float=_number,
         )
     except json.JSONDecodeError as error:
         raise InvalidRequest(

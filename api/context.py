@@ -4,12 +4,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from api.edge import EdgeLimiter
+from api.health import Readiness
 from commands.bus import CommandBus
 from commands.governance.bus import GovernanceBus
 from commands.governance.tiers_file import GovernanceConfig
 from events.blobs import BlobStore
 from kernel.codec import AvroCodec
 from kernel.log import EventLog
+from projections.api_keys import ApiKeyView
 from projections.read_models import ReadModels
 
 
@@ -45,3 +47,5 @@ class ApiContext:
     blobs: BlobStore  # where uploads' bytes go; events carry only their digest
     limits: Limits = Limits()
     governance: Governance | None = None  # None: no tiers file, nothing is limited and no admission is asked
+    api_keys: ApiKeyView | None = None  # every API key on the log, followed (None: API keys are not accepted)
+    readiness: Readiness | None = None  # what `GET /readyz` checks (api/health.py); None: it answers 503 "starting"

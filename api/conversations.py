@@ -1,4 +1,4 @@
-"""Conversation and turn endpoints: create, list, read, submit a turn, regenerate, page through turns."""
+"""Conversation and turn endpoints: create, list, read, rename, submit a turn, regenerate, page through turns."""
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -15,10 +15,17 @@ from api.access import (
 )
 from api.admission import admit_run, estimated_tokens, withdraw_run
 from api.auth import Principal
-from api.bodies import CreateConversationBody, RegenerateBody, SubmitTurnBody, read_json_body, request_fingerprint
+from api.bodies import (
+    CreateConversationBody,
+    RegenerateBody,
+    RenameConversationBody,
+    SubmitTurnBody,
+    read_json_body,
+    request_fingerprint,
+)
 from api.files import check_attachments
 from api.presenters import conversation_json, iso, turn_json
-from commands.catalog import CreateConversation, RegenerateTurn, SubmitTurn
+from commands.catalog import CreateConversation, RegenerateTurn, RenameConversation, SubmitTurn
 from commands.governance.rate_limits import rate_limit_headers
 from kernel.envelope import new_id
 from events.values import ContentPart
@@ -64,10 +71,26 @@ async def get_conversation(request: Request) -> JSONResponse:
     context = context_of(request)
     conversation_id = request.path_params["conversation_id"]
     directory: ConversationDirectory = request.app.state.conversations
-    header = await directory.find(request, principal, conversation_id)
+    await directory.find(request, principal, conversation_id)
     await context.caught_up(key=conversation_id)
+    # The directory's header may hold an older title (a rename): the row is read after the fence.
+    row = await context.read_models.conversation(scope_of(principal), conversation_id)
+    if row is None:
+        raise NotFound(detail=f"conversation {conversation_id} does not exist")
     latest = await context.read_models.latest_turn_seq(scope_of(principal), conversation_id)
-    return JSONResponse(conversation_json(header, latest_turn_seq=latest))
+    return JSONResponse(conversation_json(row, latest_turn_seq=latest))
+
+
+async def rename_conversation(request: Request) -> JSONResponse:
+    principal = authenticate(request)
+    context = context_of(request)
+    conversation_id = request.path_params["conversation_id"]
+    body = await read_json_body(request, RenameConversationBody, max_bytes=context.limits.max_small_body_bytes)
+    directory: ConversationDirectory = request.app.state.conversations
+    header = await directory.find(request, principal, conversation_id)
+    command = RenameConversation(conversation_id=conversation_id, title=body.title)
+    await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
+    return await get_conversation(request)  # read-your-writes: the fence waits for the rename's event
 
 
 async def submit_turn(request: Request) -> JSONResponse:

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run
-from api.auth import Principal
+from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run_at
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
@@ -183,11 +182,8 @@ async def stream_run(request: Request) -> StreamingResponse:
     )
     run_id = request.path_params["run_id"]
     context = context_of(request)
-    await started_run(context, principal, run_id)
-    after = -1 if last_event_id is None else last_event_id
-    if await _already_ended_before(request, principal, run_id, after):
-        return StreamingResponse(iter(()), media_type=SSE_MEDIA_TYPE, headers={"Cache-Control": "no-cache"})
-    events = run_events(context, run_id, after=after)
+    _, first_offset = await started_run_at(context, principal, run_id)
+    events = run_events(context, run_id, start_offset=first_offset, already_sent=last_event_id or 0)
     return StreamingResponse(
         events,
         media_type=SSE_MEDIA_TYPE,
@@ -195,101 +191,82 @@ async def stream_run(request: Request) -> StreamingResponse:
     )
 
 
-async def _already_ended_before(request: Request, principal: Principal, run_id: str, after: int) -> bool:
-    """A client resuming after the last event of a finished run gets an empty stream that closes.
+async def run_events(context: ApiContext, run_id: str, *, start_offset: int, already_sent: int = 0) -> AsyncIterator[bytes]:
+    """SSE bytes for a run's events, from its first record at `start_offset`, ending with its terminal event.
 
-    (EventSource reconnects whenever a stream closes; without this it would wait forever.)
+    Each SSE `id:` is the event's number in this run's stream (1, 2, ...), not a log offset: it says nothing
+    about other tenants' traffic, and a record that makes several events (a step proposing several tool calls)
+    gives each its own id. A resume regenerates the run's events and sends those after `already_sent`; a client
+    resuming after the terminal event gets an empty stream that closes (EventSource reconnects whenever a
+    stream closes, so it must not be left open). The run goes on whether or not anyone listens.
     """
-    if after < 0:
-        return False
-    context = context_of(request)
-    if await context.log.read(RUN_EVENTS, key=run_id, after=after, limit=1):
-        return False  # there is more to send, the terminal event included if the run has ended
-    run = await find_run(request, principal, run_id)
-    if run.status == "in_progress":
-        return False
-    # The read models say it ended, but on Kafka this reader may not see the run's last records yet
-    # (a transaction becomes visible partition by partition): close only once it sees the end.
-    return any(
-        record.offset <= after and _is_terminal(context, record.value)
-        for record in await context.log.read(RUN_EVENTS, key=run_id)
-    )
-
-
-def _is_terminal(context: ApiContext, value: bytes) -> bool:
-    try:
-        return isinstance(context.codec.decode(value).payload, RunFinished)
-    except UndecodableMessage:
-        return False
-
-
-async def run_events(context: ApiContext, run_id: str, *, after: int) -> AsyncIterator[bytes]:
-    """SSE bytes for a run's events after offset `after`, ending with its terminal event.
-
-    The run goes on whether or not anyone listens: closing the stream only stops this reader.
-    """
-    follower = context.log.follow(RUN_EVENTS, key=run_id, after=after)
+    follower = context.log.follow(RUN_EVENTS, key=run_id, after=start_offset - 1)
     next_record: asyncio.Task | None = None
+    sequence = 0
     try:
         while True:
             if next_record is None:
                 next_record = asyncio.ensure_future(anext(follower))
             done, _ = await asyncio.wait({next_record}, timeout=context.limits.keepalive_s)
             if not done:
-                yield encode_comment("ping")  # keeps proxies from closing an idle stream
+                if sequence >= already_sent:
+                    yield encode_comment("ping")  # keeps proxies from closing an idle stream
                 continue
             record, next_record = next_record.result(), None
             try:
                 event = context.codec.decode(record.value).payload
             except UndecodableMessage:
                 continue
-            match event:
-                case RunStarted():
-                    data = {"type": "run.started", "runId": run_id, "turnSeq": event.turn_seq}
-                    yield encode_event(event_id=record.offset, event_type="run.started", data=data)
-                case AssistantDelta():
-                    data = {"type": "assistant.delta", "runId": run_id, "text": event.text}
-                    yield encode_event(event_id=record.offset, event_type="assistant.delta", data=data)
-                case ToolCalled():
-                    data = {"type": "tool.call", "runId": run_id, "toolName": event.tool_name, "callId": event.call_id}
-                    yield encode_event(event_id=record.offset, event_type="tool.call", data=data)
-                case ToolReturned():
-                    data = {"type": "tool.result", "runId": run_id, "callId": event.call_id, "status": event.status}
-                    if event.summary:
-                        data["summary"] = event.summary
-                    yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
-                case ToolCallsProposed():
-                    for call in event.calls:
-                        data = {
-                            "type": "tool.call", "runId": run_id, "toolName": call.name, "callId": call.call_id,
-                            "arguments": _summary(call.arguments),
-                        }
-                        yield encode_event(event_id=record.offset, event_type="tool.call", data=data)
-                case ToolApprovalRequested():
-                    data = {
-                        "type": "tool.approval_required", "runId": run_id, "callId": event.call_id,
-                        "toolName": event.tool_name, "arguments": event.arguments, "expiresAt": iso(event.expires_at),
-                    }
-                    yield encode_event(event_id=record.offset, event_type="tool.approval_required", data=data)
-                case ToolCallFinished():
-                    data = {
-                        "type": "tool.result", "runId": run_id, "callId": event.call_id, "toolName": event.tool_name,
-                        "status": event.status, "durationMs": event.duration_ms,
-                    }
-                    yield encode_event(event_id=record.offset, event_type="tool.result", data=data)
-                case RunBackgrounded():
-                    data = {"type": "run.backgrounded", "runId": run_id, "reason": event.reason}
-                    yield encode_event(event_id=record.offset, event_type="run.backgrounded", data=data)
-                case SafetyDecision(action="stop"):
-                    # What streamed so far is withdrawn: the terminal event that follows carries the stored answer.
-                    data = {"type": "safety.stopped", "runId": run_id, "stage": event.stage, "reason": event.reason}
-                    yield encode_event(event_id=record.offset, event_type="safety.stopped", data=data)
-                case RunFinished():
-                    event_type, data = run_finished_json(event)
-                    yield encode_event(event_id=record.offset, event_type=event_type, data=data)
-                    return
+            for event_type, data in stream_events_of(run_id, event):
+                sequence += 1
+                if sequence > already_sent:
+                    yield encode_event(event_id=sequence, event_type=event_type, data=data)
+            if isinstance(event, RunFinished):
+                return
     finally:
         if next_record is not None:
             next_record.cancel()
             await asyncio.gather(next_record, return_exceptions=True)
         await follower.aclose()
+
+
+def stream_events_of(run_id: str, event: object) -> list[tuple[str, dict]]:
+    """The SSE events (type and data) one run event makes: none for those a client need not see."""
+    match event:
+        case RunStarted():
+            return [("run.started", {"type": "run.started", "runId": run_id, "turnSeq": event.turn_seq})]
+        case AssistantDelta():
+            return [("assistant.delta", {"type": "assistant.delta", "runId": run_id, "text": event.text})]
+        case ToolCalled():
+            return [("tool.call", {"type": "tool.call", "runId": run_id, "toolName": event.tool_name, "callId": event.call_id})]
+        case ToolReturned():
+            data = {"type": "tool.result", "runId": run_id, "callId": event.call_id, "status": event.status}
+            if event.summary:
+                data["summary"] = event.summary
+            return [("tool.result", data)]
+        case ToolCallsProposed():
+            return [
+                ("tool.call", {
+                    "type": "tool.call", "runId": run_id, "toolName": call.name, "callId": call.call_id,
+                    "arguments": _summary(call.arguments),
+                })
+                for call in event.calls
+            ]
+        case ToolApprovalRequested():
+            return [("tool.approval_required", {
+                "type": "tool.approval_required", "runId": run_id, "callId": event.call_id,
+                "toolName": event.tool_name, "arguments": event.arguments, "expiresAt": iso(event.expires_at),
+            })]
+        case ToolCallFinished():
+            return [("tool.result", {
+                "type": "tool.result", "runId": run_id, "callId": event.call_id, "toolName": event.tool_name,
+                "status": event.status, "durationMs": event.duration_ms,
+            })]
+        case RunBackgrounded():
+            return [("run.backgrounded", {"type": "run.backgrounded", "runId": run_id, "reason": event.reason})]
+        case SafetyDecision(action="stop"):
+            # What streamed so far is withdrawn: the terminal event that follows carries the stored answer.
+            return [("safety.stopped", {"type": "safety.stopped", "runId": run_id, "stage": event.stage, "reason": event.reason})]
+        case RunFinished():
+            return [run_finished_json(event)]
+    return []

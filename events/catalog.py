@@ -1,5 +1,6 @@
 """Every event type, for building a codec."""
 
+from events.api_keys import API_KEY_EVENT_TYPES
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.governance import GOVERNANCE_EVENT_TYPES, GOVERNANCE_REQUEST_TYPES
@@ -23,4 +24,5 @@ EVENT_TYPES: tuple[type, ...] = (
     DeadLetter,
     *GOVERNANCE_REQUEST_TYPES,
     *GOVERNANCE_EVENT_TYPES,
+    *API_KEY_EVENT_TYPES,
 )

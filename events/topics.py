@@ -1,5 +1,6 @@
 """Topic names and which topic each message type lives on (names may change; the split should not)."""
 
+from events.api_keys import API_KEY_EVENT_TYPES
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
 from events.governance import GOVERNANCE_EVENT_TYPES, GOVERNANCE_REQUEST_TYPES
@@ -18,6 +19,7 @@ USAGE = "usage"
 SUMMARIES = "conversation-summaries"
 GOVERNANCE_REQUESTS = "governance-requests"
 GOVERNANCE = "governance"
+API_KEYS = "api-keys"
 INFERENCE_REQUESTS_PREFIX = "inference-requests."
 
 
@@ -37,6 +39,7 @@ _TOPIC_OF_TYPE: dict[type, str] = {
     **{event_type: DOCUMENTS for event_type in DOCUMENT_EVENT_TYPES},
     **{event_type: GOVERNANCE_REQUESTS for event_type in GOVERNANCE_REQUEST_TYPES},
     **{event_type: GOVERNANCE for event_type in GOVERNANCE_EVENT_TYPES},
+    **{event_type: API_KEYS for event_type in API_KEY_EVENT_TYPES},
     CommandAccepted: COMMAND_OUTCOMES,
     CommandRejected: COMMAND_OUTCOMES,
     DeadLetter: DEAD_LETTERS,
@@ -63,6 +66,8 @@ def key_of(event: object) -> str:
         return event.file_id  # type: ignore[attr-defined]
     if _TOPIC_OF_TYPE.get(type(event)) in (GOVERNANCE_REQUESTS, GOVERNANCE):
         return event.org_id  # type: ignore[attr-defined]  # one writer (and one order) per org
+    if _TOPIC_OF_TYPE.get(type(event)) == API_KEYS:
+        return event.key_id  # type: ignore[attr-defined]
     if isinstance(event, (CommandAccepted, CommandRejected)):
         return event.command_id
     if isinstance(event, DeadLetter):

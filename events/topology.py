@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Literal
 
 from events.topics import (
+    API_KEYS,
     COMMAND_OUTCOMES,
     COMMANDS,
     CONVERSATION_EVENTS,
@@ -107,6 +108,9 @@ def turnlog_topics(
             GOVERNANCE_REQUESTS: spec(timedelta(days=7)),
             # Each org's credits, charges, limits and suspensions: the ledger of credits, kept forever.
             GOVERNANCE: spec(None),
+            # API keys (hashed) and their revocations: every API instance folds the whole topic, so one partition
+            # orders it and its end offset is one number; kept forever, because a key lives until it is revoked.
+            API_KEYS: spec(None, count=1),
             # Rolling summaries: derived, and only the newest per conversation matters.
             SUMMARIES: replace(spec(None), cleanup_policy="compact"),
         },

@@ -1,4 +1,4 @@
-"""The `turnlog` command: serve, worker, token, replay, credits; each option also reads its `TURNLOG_*` variable."""
+"""The `turnlog` command: serve, worker, token, replay, credits, keys, sql; each option also reads its `TURNLOG_*` variable."""
 
 import argparse
 import asyncio
@@ -11,9 +11,13 @@ from pathlib import Path
 
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
+from turnlog.keys import add_keys_parser, run_keys
+from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
+from turnlog.logs import LOG_FORMATS
+from turnlog.web import origins_option, with_sign_in_link
 
 ENGINES = ("cpu", "scripted", "sglang", "openai-compatible")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -107,6 +111,10 @@ def _add_deployment_options(parser: CommandParser) -> None:
         help="auto: faust-streaming agents on a Kafka log, the log's own consumers on the embedded one",
     )
     parser.add_option("--log-level", choices=LOG_LEVELS, default="info", help="turnlog's and uvicorn's log level")
+    parser.add_option(
+        "--log-format", choices=LOG_FORMATS, shown_default="json, text when stderr is a terminal",
+        help="json: one JSON object per line (docs/observability.md); text: for a person at a terminal",
+    )
 
 
 def _add_document_options(parser: CommandParser) -> None:
@@ -144,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", choices=["all", "api"], default="all",
         help="all: API plus every processor; api: the API alone, processors run in `turnlog worker`",
     )
+    serve.add_option(
+        "--cors-origins", type=origins_option, default=(), metavar="ORIGINS", shown_default="none, CORS off",
+        help="other origins whose pages may call the API with bearer tokens, comma-separated, or * (docs/web.md)",
+    )
+    serve.add_option(
+        "--access-log", choices=["on", "off"], default="on",
+        help="one log line per request: method, path, route, status, duration, request id",
+    )
     _add_deployment_options(serve)
 
     worker = commands.add_parser(
@@ -152,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         " engine's bearer token) and TURNLOG_JUDGE_API_KEY (the safety judge's).",
     )
     worker.add_option("--role", choices=PROCESSOR_ROLES, repeated=True, required=True, help="repeat for several")
+    worker.add_option(
+        "--metrics-port", type=integer_option(at_least=1, at_most=65535), metavar="PORT", shown_default="none, off",
+        help="serve /healthz, /readyz and /metrics (Prometheus) on this port (docs/observability.md)",
+    )
+    worker.add_option("--metrics-host", default="127.0.0.1", metavar="ADDRESS", help="the address the metrics port listens on")
     _add_deployment_options(worker)
 
     token = commands.add_parser(
@@ -182,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_option(
         "--projection", choices=PROJECTIONS, default="read-models",
-        help="read-models: the ClickHouse tables (server stopped);"
+        help="read-models: the ClickHouse tables (server stopped; the ledgers are refolded in place, docs/analytics.md);"
         " search: re-chunk and re-embed every file into a fresh index",
     )
     replay.add_option("--log", metavar="URL", help="event log URL", shown_default="sqlite:///<data-dir>/log.db")
@@ -192,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_document_options(replay)
 
     add_credits_parser(commands)
+    add_keys_parser(commands)
+    add_sql_parser(commands)
     return parser
 
 
@@ -240,6 +263,8 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         heartbeat_s=min(5.0, arguments.run_lease_s / 3),
         host=getattr(arguments, "host", "127.0.0.1"),
         port=getattr(arguments, "port", 8000),
+        metrics_port=getattr(arguments, "metrics_port", None),
+        metrics_host=getattr(arguments, "metrics_host", "127.0.0.1"),
     )
 
 
@@ -257,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return _token(arguments)
     if arguments.command == "credits":
         return run_credits(arguments)
+    if arguments.command == "keys":
+        return run_keys(arguments)
+    if arguments.command == "sql":
+        return run_sql(arguments)
     try:
         settings = _settings(arguments)
         # Before anything starts: an engine named in the settings whose extra is not installed, a bad tools, tiers or
@@ -285,25 +314,46 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app
     from turnlog.system import running_system
 
-    _configure_logging(arguments.log_level)
-    app = create_app(lambda: running_system(settings), pools=load_pools(settings))
-    # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=arguments.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
+    _configure_logging(arguments)
+    stopped_roles: list[str] = []
+
+    def role_stopped(name: str, error: BaseException | None) -> None:
+        # The process must not serve on without one of its roles: shut down (gracefully) and exit non-zero.
+        stopped_roles.append(name)
+        server.should_exit = True
+
+    # On the embedded defaults, a one-time sign-in link for the web page is printed once the system is up.
+    start, sign_in_codes = with_sign_in_link(settings, lambda: running_system(settings, on_role_stopped=role_stopped))
+    app = create_app(
+        start, pools=load_pools(settings), cors_origins=arguments.cors_origins, sign_in_codes=sign_in_codes,
+        access_log=arguments.access_log == "on",
     )
+    # Open streams would hold a graceful shutdown forever; clients resume them with Last-Event-ID. uvicorn's loggers
+    # write through turnlog's handler (log_config=None); the access log is turnlog's own (api/observability.py).
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=arguments.log_level, log_config=None,
+            access_log=False, timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    if stopped_roles:
+        logging.getLogger("turnlog.cli").error("turnlog serve stopped because role %s stopped", ", ".join(stopped_roles))
+        return 1
     return 0
 
 
 def _work(arguments: argparse.Namespace, settings: Settings) -> int:
     from turnlog.system import run_workers
 
-    _configure_logging(arguments.log_level)
-    asyncio.run(_until_signalled(run_workers(settings)))
+    from turnlog.system import RoleStoppedError
+
+    _configure_logging(arguments)
+    try:
+        asyncio.run(_until_signalled(run_workers(settings)))
+    except RoleStoppedError as error:
+        logging.getLogger("turnlog.cli").error("turnlog worker stopped: %s", error)
+        return 1
     return 0
 
 
@@ -321,8 +371,10 @@ async def _until_signalled(work) -> None:
         pass
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(arguments: argparse.Namespace) -> None:
+    from turnlog.logs import configure_logging
+
+    configure_logging(arguments.log_level, log_format=arguments.log_format)
 
 
 def _token(arguments: argparse.Namespace) -> int:
@@ -344,6 +396,7 @@ def _token(arguments: argparse.Namespace) -> int:
 
 async def _replay(settings: Settings, *, projection: str) -> int:
     from events.embedded import DataDirectoryBusy
+    from projections.ledger_replay import refold_ledgers
     from projections.projector import rebuild
     from turnlog.adapters import build_codec
     from turnlog.system import opened_storage
@@ -358,11 +411,13 @@ async def _replay(settings: Settings, *, projection: str) -> int:
         async with opened_storage(settings) as (log, live):
             replayed = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
             snapshot = await live.snapshot()
+            refolded = await refold_ledgers(log=log, codec=build_codec(), store=live.store)  # in place: see the module
     except DataDirectoryBusy:
         print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
         return 1
     counts = ", ".join(f"{len(rows)} {table}" for table, rows in snapshot.items())
     print(f"rebuilt read models from {replayed} events: {counts}")
+    print("refolded ledgers: " + ", ".join(f"{group} from {count} events" for group, count in refolded.items()))
     return 0
 
 

@@ -49,6 +49,8 @@ class Settings:
     heartbeat_s: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_port: int | None = None  # `turnlog worker`: where it answers /healthz, /readyz and /metrics; None: nowhere
+    metrics_host: str = "127.0.0.1"  # the address that port listens on
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(PROCESSOR_ROLES)

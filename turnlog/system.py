@@ -2,9 +2,10 @@
 
 import asyncio
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 
 from api.auth import load_or_create_secret
@@ -28,9 +29,12 @@ from processors.pool_health import follow_pool_outcomes
 from processors.summarizer import Summarizer
 from kernel.runtime import run_processor
 from processors.watchdog import RunWatchdog
+from projections.api_keys import ApiKeyView
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.run_charges import ChargeLedger
+from projections.run_ledger import RunLedger
 from projections.safety_decisions import SafetyLedger
 from projections.tool_calls import ToolCallLedger
 from projections.usage_ledger import UsageLedger
@@ -48,6 +52,13 @@ from processors.tools.runner import ToolRunner
 from processors.safety.checks import SafetyChecks
 from processors.safety.stages import SafetyStages
 from turnlog.settings import Settings
+from turnlog.readiness import process_readiness
+from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unregister_collector
+from inference.metrics import BreakerStates
+from processors.watchdog import WATCHDOG_GROUP
+from events.topics import RUN_EVENTS
+import api.metrics  # noqa: F401 - every layer's metrics are declared in every process (docs/observability.md)
+import processors.metrics  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +175,10 @@ class Roles:
     search: Search | None = None
 
 
+# Called with a role task's name and its exception (None: it returned) when it stops on its own.
+RoleStopped = Callable[[str, BaseException | None], None]
+
+
 @asynccontextmanager
 async def running_roles(
     settings: Settings,
@@ -172,8 +187,13 @@ async def running_roles(
     codec: AvroCodec,
     read_models: ReadModels | None,
     blobs: BlobStore | None = None,
+    on_role_stopped: RoleStopped | None = None,
 ) -> AsyncIterator[Roles]:
-    """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit."""
+    """Start this process's roles on an open log and store (and blob store, for the ingester); stop them on exit.
+
+    A role task that stops by itself (it raised, or returned) is logged as an error and reported to `on_role_stopped`:
+    the process cannot go on without it.
+    """
     async with AsyncExitStack() as stack:
         uses_tools = {"prompt-builder", "tools"} & set(settings.roles)
         # The tools role runs `file_search` for the model: with a tools file, it searches too.
@@ -193,8 +213,11 @@ async def running_roles(
         safety = await stack.enter_async_context(opened_safety(settings)) if settings.checks_safety else None
         tasks: list[asyncio.Task] = []
         projector = None
+        lag_groups: dict[str, tuple[str, ...]] = {}  # the consumer groups this process runs, for the lag metric
+        stopping: list[bool] = []  # set once the roles are being stopped: what ends then has not crashed
 
         def run(processor) -> object:
+            lag_groups[processor.group] = tuple(processor.topics)
             if settings.runs_on_faust:
                 from processors.faust_runtime import run_processor_on_faust  # imports faust: only when used
 
@@ -203,7 +226,8 @@ async def running_roles(
 
         def spawn(coroutine, name: str) -> None:
             task = asyncio.create_task(coroutine, name=name)
-            task.add_done_callback(_report_crash)
+            ROLE_UP.labels(role=name).set(1)
+            task.add_done_callback(lambda task: _report_stop(task, None if stopping else on_role_stopped))
             tasks.append(task)
 
         if "decider" in settings.roles:
@@ -225,6 +249,9 @@ async def running_roles(
                 violations=violations,
             )
             spawn(run(builder.processor()), "prompt-builder")
+            breakers = BreakerStates(builder.health, tuple(pool.name for pool in pools.pools))
+            register_collector(breakers)
+            stack.callback(unregister_collector, breakers)
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
             spawn(run(Summarizer(log=log, codec=codec, tokenizer=tokenizer).processor()), "summarizer")
         if "projector" in settings.roles:
@@ -236,6 +263,9 @@ async def running_roles(
                 spawn(run(ToolCallLedger(read_models.store).processor()), "tool-call-ledger")
             if settings.policies_file is not None:  # without policies, no decisions for it to read
                 spawn(run(SafetyLedger(read_models.store).processor()), "safety-ledger")
+            # Routes, manifests and timings of every run, and (with a tiers file) what each run was charged.
+            spawn(run(RunLedger(read_models.store).processor()), "run-ledger")
+            spawn(run(ChargeLedger(read_models.store).processor()), "charge-ledger")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
@@ -244,6 +274,7 @@ async def running_roles(
                     log=log, codec=codec, engine=engine, pool=pool, heartbeat_s=settings.heartbeat_s, output_safety=safety
                 )
                 spawn(worker.run(), f"inference-worker-{pool.name}")
+                lag_groups.update(worker.lag_groups())
         if "tools" in settings.roles and tools is not None:
             # The loop decides (one state per run, in log order); runners execute, apart from inference workers.
             loop = ToolLoop(log=log, codec=codec, rules_for=tools.catalog.rules, budget=tools.budget, safety=safety)
@@ -254,6 +285,7 @@ async def running_roles(
             spawn(run(runner.processor()), "tool-runners")
         if "watchdog" in settings.roles:
             spawn(RunWatchdog(log=log, codec=codec, lease_s=settings.run_lease_s).run(), "watchdog")
+            lag_groups[WATCHDOG_GROUP] = (RUN_EVENTS,)
         if "governance" in settings.roles and settings.tiers_file is not None:
             from processors.governance import GovernanceDecider
             from processors.settlement import SettlementRouter
@@ -272,12 +304,16 @@ async def running_roles(
                 log=log, codec=codec, blobs=blobs, index=search.index, embedder=search.embedder, tokenizer=search.tokenizer
             )
             spawn(run(ingester.processor()), "ingester")
+        # Not a role: the consumer-lag metric of the groups above, sampled while they run.
+        sampler = asyncio.create_task(sample_consumer_lag(log, lag_groups), name="consumer-lag")
         try:
             yield Roles(tasks=tuple(tasks), projector=projector, search=search)
         finally:
+            stopping.append(True)
+            sampler.cancel()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(sampler, *tasks, return_exceptions=True)
 
 
 def _pool_engines(settings: Settings) -> list[tuple[PoolConfig, InferenceEngine]]:
@@ -310,6 +346,8 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         await UsageLedger(store).create_tables()
         await ToolCallLedger(store).create_tables()
         await SafetyLedger(store).create_tables()
+        await RunLedger(store).create_tables()  # after the usage ledger: its view joins usage_ledger
+        await ChargeLedger(store).create_tables()
         yield read_models
     finally:
         await store.close()
@@ -322,16 +360,21 @@ async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, Re
 
 
 @asynccontextmanager
-async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
-    """The API's context plus this process's roles (every role, by default)."""
+async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | None = None) -> AsyncIterator[ApiContext]:
+    """The API's context plus this process's roles (every role, by default); a role that stops is reported to
+    `on_role_stopped` (`turnlog serve` then shuts down and exits non-zero)."""
     codec = build_codec()
     secret = load_or_create_secret(settings.data_dir)
     async with opened_storage(settings) as (log, read_models), opened_blobs(settings) as blobs:
-        async with running_roles(settings, log=log, codec=codec, read_models=read_models, blobs=blobs) as roles:
+        async with running_roles(
+            settings, log=log, codec=codec, read_models=read_models, blobs=blobs, on_role_stopped=on_role_stopped
+        ) as roles:
             bus = CommandBus(log=log, codec=codec)
             await bus.start()
             governance = None
+            api_keys = ApiKeyView(log=log, codec=codec)  # every API key on the log, followed (docs/api-keys.md)
             try:
+                await api_keys.start()
                 governance = await _opened_governance(settings, log=log, codec=codec)
                 fence = roles.projector.fence if roles.projector else ReadYourWritesFence(log=log, group=READ_MODELS_GROUP)
                 yield ApiContext(
@@ -344,8 +387,12 @@ async def running_system(settings: Settings) -> AsyncIterator[ApiContext]:
                     blobs=blobs,
                     limits=Limits(max_upload_bytes=settings.max_upload_bytes),
                     governance=governance,
+                    api_keys=api_keys,
+                    # The API reads the read models behind the fence: it is ready while the projector keeps up.
+                    readiness=process_readiness(log=log, read_models=read_models, tasks=roles.tasks, projector_lag=True),
                 )
             finally:
+                await api_keys.close()
                 if governance is not None:
                     await governance.bus.close()
                 await bus.close()
@@ -375,17 +422,68 @@ def _governance_config(settings: Settings) -> GovernanceConfig:
     return config
 
 
+class RoleStoppedError(RuntimeError):
+    """A role of a worker process stopped by itself: the process stops too, and exits non-zero."""
+
+
 async def run_workers(settings: Settings) -> None:
-    """A process of processor roles only (no API), until cancelled."""
+    """A process of processor roles only (no API), until cancelled; with `settings.metrics_port`, its health and metrics
+    are served there. A role that stops raises `RoleStoppedError`."""
     codec = build_codec()
     async with AsyncExitStack() as stack:
         log = await stack.enter_async_context(opened_log(settings))
         # Only the projector writes read models: other workers never open the store (nor need its extra).
         read_models = await stack.enter_async_context(opened_read_models(settings)) if "projector" in settings.roles else None
         roles = await stack.enter_async_context(running_roles(settings, log=log, codec=codec, read_models=read_models))
-        await asyncio.gather(*roles.tasks)
+        if settings.metrics_port is not None:
+            readiness = process_readiness(
+                log=log, read_models=read_models, tasks=roles.tasks, projector_lag="projector" in settings.roles
+            )
+            await stack.enter_async_context(serving_health(readiness, host=settings.metrics_host, port=settings.metrics_port))
+        if not roles.tasks:
+            return
+        done, _ = await asyncio.wait(roles.tasks, return_when=asyncio.FIRST_COMPLETED)
+        stopped = sorted(task.get_name() for task in done)
+        raise RoleStoppedError(f"role {', '.join(stopped)} stopped; the worker cannot go on without it")
 
 
-def _report_crash(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
+@asynccontextmanager
+async def serving_health(readiness, *, host: str, port: int) -> AsyncIterator[None]:
+    """`/healthz`, `/readyz` and `/metrics` of a worker on `host:port`, served on this event loop while the block runs."""
+    import uvicorn
+
+    from api.health import health_app
+
+    class _Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):  # the worker's own handlers stop it (turnlog/cli.py); uvicorn's would only stop this
+            yield
+
+    # Bound here, so a port in use stops the worker at start with the address, not later inside uvicorn.
+    listener = socket.create_server((host, port), reuse_port=False)
+    server = _Server(uvicorn.Config(health_app(readiness), lifespan="off", log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[listener]), name="metrics-port")
+    logger.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, port)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        listener.close()
+
+
+def _report_stop(task: asyncio.Task, on_role_stopped: RoleStopped | None) -> None:
+    """A role task ended: unless it was stopped (cancelled, or while the roles were being stopped), it crashed."""
+    ROLE_UP.labels(role=task.get_name()).set(0)
+    if task.cancelled():
+        return
+    error = task.exception()
+    if on_role_stopped is None:  # stopping, or nobody to tell: the traceback is still worth a line
+        if error is not None:
+            logger.error("role %s stopped: %r", task.get_name(), error, exc_info=error)
+        return
+    if error is not None:
+        logger.error("role %s stopped: %r; this process cannot go on without it", task.get_name(), error, exc_info=error)
+    else:
+        logger.error("role %s stopped: it returned; this process cannot go on without it", task.get_name())
+    on_role_stopped(task.get_name(), error)

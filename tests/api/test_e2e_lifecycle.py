@@ -100,6 +100,44 @@ async def test_create_get_and_list_conversations_with_pagination(fast_server):
         assert {c["conversationId"] for c in filtered.json()["conversations"]} == set(mine)
 
 
+async def test_the_owner_renames_a_conversation_and_every_read_shows_the_new_title(fast_server):
+    user = fast_server.new_user()
+    neighbour = fast_server.new_user(org_id=user.org_id, workspaces=user.workspaces)
+    async with user.client() as client, neighbour.client() as other:
+        conversation_id = await create_conversation(client, user.workspace, title="Draft")
+        await client.get(f"/v1/conversations/{conversation_id}")  # the header is now cached by the API
+
+        renamed = await client.patch(f"/v1/conversations/{conversation_id}", json={"title": "  Tide tables  "})
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["title"] == "Tide tables"
+        assert (await client.get(f"/v1/conversations/{conversation_id}")).json()["title"] == "Tide tables"
+        listed = (await client.get("/v1/conversations", params={"workspaceId": user.workspace})).json()
+        assert [c["title"] for c in listed["conversations"] if c["conversationId"] == conversation_id] == ["Tide tables"]
+
+        untitled = await client.patch(f"/v1/conversations/{conversation_id}", json={"title": ""})
+        assert untitled.status_code == 200 and untitled.json()["title"] is None
+
+        theirs = await other.patch(f"/v1/conversations/{conversation_id}", json={"title": "mine now"})
+        assert theirs.status_code == 404, theirs.text
+        too_long = await client.patch(f"/v1/conversations/{conversation_id}", json={"title": "x" * 201})
+        assert too_long.status_code == 400 and too_long.headers["content-type"].startswith("application/problem+json")
+        assert (await client.get(f"/v1/conversations/{conversation_id}")).json()["title"] is None
+
+
+async def test_stream_ids_number_the_runs_own_events_and_say_nothing_of_other_tenants(fast_server):
+    user, stranger = fast_server.new_user(), fast_server.new_user()
+    async with user.client() as client, stranger.client() as other:
+        conversation_id = await create_conversation(client, user.workspace)
+        accepted = await submit_turn(client, conversation_id, "count my events")
+        before = await read_stream(client, accepted["runId"])
+        # Another tenant's traffic lands on the same log in between.
+        theirs = await create_conversation(other, stranger.workspace)
+        await read_stream(other, (await submit_turn(other, theirs, "busy elsewhere"))["runId"])
+        after = await read_stream(client, accepted["runId"])
+    assert [int(event.id) for event in before] == list(range(1, len(before) + 1))
+    assert [(event.id, event.event, event.data) for event in after] == [(e.id, e.event, e.data) for e in before]
+
+
 # --- one turn, end to end ---------------------------------------------------------------------------
 
 

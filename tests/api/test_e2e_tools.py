@@ -67,6 +67,14 @@ async def test_a_run_calls_two_tools_and_answers_from_their_results(tools_server
     assert kinds.index("tool.result") < kinds.index("assistant.delta")  # the answer comes after the tools
     answer = e2e_server.delta_text(events)
     assert "add returned 5" in answer and "add returned 13" in answer
+    # One step proposed both calls: each event still has an id of its own, so a resume after the first call
+    # gets the second (the ids count the run's own events: 1, 2, ...).
+    assert [int(event.id) for event in events] == list(range(1, len(events) + 1))
+    first_call = next(event for event in events if event.event == "tool.call")
+    async with user.client() as client:
+        resumed = await e2e_server.read_stream(client, accepted["runId"], last_event_id=first_call.id)
+    assert [event.id for event in resumed] == [event.id for event in events[events.index(first_call) + 1:]]
+    assert resumed[0].event == "tool.call" and resumed[0].json()["callId"] == "call_2"
     assistant_turn = e2e_server.turn_by_seq(turns, accepted["turnSeq"] + 1)
     assert e2e_server.text_of_turn(assistant_turn) == answer
     assert [(c["callId"], c["toolName"], c["status"], c["attempts"]) for c in assistant_turn["toolCalls"]] == [

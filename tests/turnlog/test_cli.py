@@ -47,8 +47,14 @@ def variable_of(action: argparse.Action) -> str:
     return "TURNLOG_" + flag.removeprefix("--").replace("-", "_").upper()
 
 
+# Options whose values have a shape of their own: a sample each accepts.
+SAMPLES = {"--cors-origins": "https://chat.example.com", "--param": "days=7", "--key-id": "0123456789abcdef"}
+
+
 def sample_value(action: argparse.Action) -> str:
     """A value the option accepts that is not its default."""
+    if max(action.option_strings, key=len) in SAMPLES:
+        return SAMPLES[max(action.option_strings, key=len)]
     if action.nargs == 0:  # a switch: its variable would say yes
         return "1"
     return str(list(action.choices)[-1]) if action.choices else "7"
@@ -80,7 +86,8 @@ def help_text(capsys, *argv: str) -> str:
 
 def test_the_commands_are_serve_worker_token_replay_and_credits() -> None:
     credits = [f"credits {action}" for action in ("budget", "grant", "refill", "reinstate", "suspend")]
-    assert sorted(command_parsers()) == [*credits, "replay", "serve", "token", "worker"]
+    keys = [f"keys {action}" for action in ("create", "list", "revoke")]
+    assert sorted(command_parsers()) == [*credits, *keys, "replay", "serve", "sql", "token", "worker"]
 
 
 @pytest.mark.parametrize("command", sorted(command_parsers()))
