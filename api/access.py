@@ -9,6 +9,7 @@ from api.api_keys import api_key_of, principal_from_api_key
 from api.auth import Principal, principal_from_request
 from api.context import ApiContext
 from api.edge import refuse_when_over
+from api.scoped_ids import Ownership, ownership, run_scope
 from api.session_cookies import session_principal
 from kernel.log import LogRecord
 from events.runs import RunStarted
@@ -117,8 +118,18 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
 
 
 async def started_run_at(context: ApiContext, principal: Principal, run_id: str) -> tuple[RunStarted, int]:
-    """`started_run`, and the log offset of that first event (where the run's stream begins)."""
-    first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
+    """`started_run`, and the log offset of that first event (where the run's stream begins).
+
+    An id not tagged for the caller is a 404 at once, without a read: another tenant's run and an unknown id take
+    the same path (api/scoped_ids.py). Only the caller's own ids are looked for patiently.
+    """
+    match ownership(context.secret, run_id, prefix="run", scopes=[run_scope(principal.org_id, principal.user_id)]):
+        case Ownership.NOT_CALLERS:
+            raise NotFound(detail=f"run {run_id} does not exist")
+        case Ownership.CALLERS:
+            first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
+        case Ownership.LEGACY:
+            first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
     started = context.codec.decode(first[0].value) if first else None
     visible = (
         started is not None

@@ -24,6 +24,7 @@ from api.bodies import (
     request_fingerprint,
 )
 from api.files import check_attachments
+from api.scoped_ids import new_scoped_id, run_scope
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, RenameConversation, SubmitTurn
 from commands.governance.rate_limits import rate_limit_headers
@@ -101,7 +102,7 @@ async def submit_turn(request: Request) -> JSONResponse:
     body = await read_json_body(request, SubmitTurnBody, max_bytes=context.limits.max_turn_body_bytes)
     command = SubmitTurn(
         conversation_id=conversation_id,
-        run_id=new_id("run"),
+        run_id=new_scoped_id(context.secret, "run", run_scope(principal.org_id, principal.user_id)),
         content=tuple(ContentPart(type=part.type, text=part.text) for part in body.input),
         attachments=tuple(body.attachments),
         tool_mode=body.tool_mode,
@@ -124,7 +125,7 @@ async def regenerate(request: Request) -> JSONResponse:
     body = await read_json_body(request, RegenerateBody, max_bytes=context.limits.max_small_body_bytes, allow_empty=True)
     command = RegenerateTurn(
         conversation_id=conversation_id,
-        run_id=new_id("run"),
+        run_id=new_scoped_id(context.secret, "run", run_scope(principal.org_id, principal.user_id)),
         response_mode=body.response_mode or "stream",
         idempotency_key=idempotency_key,
         request_fingerprint="regenerate:" + request_fingerprint(body),

@@ -19,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.access import actor_of, authenticate, context_of, int_query, read_patiently, require_workspace, scope_of
+from api.scoped_ids import Ownership, file_scope, new_scoped_id, ownership
 from api.auth import Principal
 from api.bodies import RESOURCE_ID_PATTERN, RESOURCE_ID_RULE
 from api.context import ApiContext
 from api.multipart import boundary_of, read_multipart_form, size_text
 from api.presenters import iso
 from events.documents import FILE_ACLS, FileDeleted, FileUploaded
-from kernel.envelope import Envelope, new_id, utc_now
+from kernel.envelope import Envelope, utc_now
 from events.topics import DOCUMENTS
 from processors.ingestion.extraction.detection import detect_media_type
 from kernel.runtime import encode
@@ -106,7 +107,7 @@ async def upload_file(request: Request) -> JSONResponse:
     media_type = detect_media_type(filename, upload.content_type, upload.data)  # 415 when turnlog cannot read it
     blob = await context.blobs.put(upload.data)
     uploaded = FileUploaded(
-        file_id=new_id("file"),
+        file_id=new_scoped_id(context.secret, "file", file_scope(principal.org_id, workspace_id)),
         workspace_id=workspace_id,
         owner_id=principal.user_id,
         acl=acl,
@@ -159,12 +160,16 @@ async def delete_file(request: Request) -> Response:
 
 async def find_file(context: ApiContext, principal: Principal, file_id: str) -> FileView:
     """The file if the caller may see it and it is not deleted; otherwise NotFound, whoever owns it."""
-    if not _RESOURCE_ID.fullmatch(file_id):
+    scopes = [file_scope(principal.org_id, workspace_id) for workspace_id in principal.workspace_ids]
+    owned = ownership(context.secret, file_id, prefix="file", scopes=scopes)
+    if owned is Ownership.NOT_CALLERS:  # another tenant's file and an unknown id take this same path (api/scoped_ids.py)
         raise NotFound(detail=f"file {file_id} does not exist")
     await context.caught_up(key=file_id, topic=DOCUMENTS)
     view = await context.read_models.file(scope_of(principal), file_id)
     if view is not None:
         return view
+    if owned is Ownership.LEGACY:  # from before tags: long since projected, so not looked for patiently
+        raise NotFound(detail=f"file {file_id} does not exist")
     # On Kafka another instance's readers can lag a write by a moment, and the fence with them: if
     # the log shows the file (and the caller may see it), its row is on its way; wait for it briefly.
     if not await _on_the_log_for(context, principal, file_id):

@@ -140,3 +140,16 @@ def embedder():
     asyncio.run(model.start())
     yield model
     asyncio.run(model.close())
+
+
+def _on_kafka(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return "kafka_broker" in getattr(item, "fixturenames", ()) or "kafka" in params
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on Kafka run last, in the order pytest gave them. A Kafka fleet, once started, lives to the end of
+    the session and its idle consumers poll the broker all along: started late, it no longer slows the rest."""
+    items[:] = [item for item in items if not _on_kafka(item)] + [item for item in items if _on_kafka(item)]

@@ -22,6 +22,7 @@ from api.openai.completions import Completion
 from api.openai.errors import UnsupportedParameter, error_sse, in_openai_shape
 from api.openai.models import find_model
 from api.openai.run_log import follow_run, with_keepalives
+from api.scoped_ids import new_scoped_id, run_scope
 from commands.catalog import CreateConversation, SubmitTurn
 from events.runs import AssistantDelta, RunFinished, RunStarted
 from events.values import ContentPart
@@ -108,7 +109,7 @@ async def start_turn(
     text = "".join(parts)
     command = SubmitTurn(
         conversation_id=conversation_id,
-        run_id=new_id("run"),
+        run_id=new_scoped_id(context.secret, "run", run_scope(principal.org_id, principal.user_id)),
         content=tuple(ContentPart(type="text", text=part) for part in parts),
         request_fingerprint=f"{fingerprint}:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
