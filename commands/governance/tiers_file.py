@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+
+from kernel.config_files import ConfigFileError, read_toml
 
 DEFAULT_TIER = "free"
 DEFAULT_PRICE = "default"  # the price of pools the file does not name
 _TIER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
-class TiersFileError(ValueError):
-    """A tiers file that cannot be used: `source` (the file), `line` (1-based, when known), `field`, `problem`."""
-
-    def __init__(self, *, source: str, line: int | None, field: str, problem: str) -> None:
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
-        self.source = source
-        self.line = line
-        self.field = field
-        self.problem = problem
+class TiersFileError(ConfigFileError):
+    """A tiers file that cannot be used: `source`, `line` (1-based, when known), `field`, `problem`."""
 
 
 class TierError(ValueError):
@@ -148,25 +141,11 @@ _SECTIONS = ("tenants", "tiers", "prices", "abuse", "admission", "edge")
 _TIER_KEYS = ("credits", "start_balance", "monthly_refill", "monthly_token_budget", "reservation_units", "user", "org")
 _LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute", "concurrent_runs")
 _PRICE_KEYS = ("prompt", "cached", "output")
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
 def parse_tiers_file(text: str | bytes, *, source: str = "tiers.toml") -> GovernanceConfig:
     """A tiers file's configuration; `TiersFileError` names the line and the field at fault."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise TiersFileError(source=source, line=None, field="", problem=f"not UTF-8: {error}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        position = _TOML_POSITION.search(message)
-        if position is None:
-            raise TiersFileError(source=source, line=None, field="", problem=f"not valid TOML: {message}") from None
-        problem = f"not valid TOML: {message[: position.start()]} (column {position.group(2)})"
-        raise TiersFileError(source=source, line=int(position.group(1)), field="", problem=problem) from None
+    text, document = read_toml(text, source=source, error=TiersFileError)
     try:
         return _config(document)
     except TierError as error:

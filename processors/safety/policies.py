@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, get_args
 
 from events.safety import SAFETY_CATEGORIES
+from kernel.config_files import ConfigFileError, read_toml
 
 Stage = Literal["input", "context", "tool", "output"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
@@ -48,16 +48,8 @@ DEFAULT_MESSAGES: Mapping[Stage, str] = MappingProxyType({
 DEFAULT_POLICY_ID = "default"
 
 
-class PoliciesFileError(ValueError):
-    """A policies file that cannot be used: `source` (the file), `line` (1-based, when known), `field`, `problem`."""
-
-    def __init__(self, *, source: str, line: int | None, field: str, problem: str) -> None:
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
-        self.source = source
-        self.line = line
-        self.field = field
-        self.problem = problem
+class PoliciesFileError(ConfigFileError):
+    """A policies file that cannot be used: `source`, `line` (1-based, when known), `field`, `problem`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +128,6 @@ class SafetyPolicies:
 
 # --- the file ---------------------------------------------------------------------------------------
 
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _STAGE_KEYS = ("classifiers", "fail", "timeout_ms", "message")
 _RULE_KEYS = ("threshold", "action", "reason")
 _CLASSIFIER_KEYS = ("fail", "timeout_ms")
@@ -179,20 +170,7 @@ def parse_policies_file(
     With `known_classifiers`, a classifier name that is not among them is an error too (a typo would
     otherwise leave a stage unchecked).
     """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise PoliciesFileError(source=source, line=None, field="", problem=f"not UTF-8: {error}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        position = _TOML_POSITION.search(message)
-        if position is None:
-            raise PoliciesFileError(source=source, line=None, field="", problem=f"not valid TOML: {message}") from None
-        problem = f"not valid TOML: {message[: position.start()]} (column {position.group(2)})"
-        raise PoliciesFileError(source=source, line=int(position.group(1)), field="", problem=problem) from None
+    text, document = read_toml(text, source=source, error=PoliciesFileError)
     try:
         return _policies(document, known_classifiers)
     except _Invalid as invalid:

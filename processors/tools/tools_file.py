@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from kernel.config_files import ConfigFileError, read_toml
 from processors.tools.catalog import SERVER_NAME, DeclarationError, ToolPolicy
 from processors.tools.credentials import CredentialTemplate
 from processors.tools.loop import LoopBudget
@@ -38,16 +38,8 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ToolsFileError(ValueError):
-    """A tools file that cannot be used: `source` (the file), `line` (1-based, when known), `field`, `problem`."""
-
-    def __init__(self, *, source: str, line: int | None, field: str, problem: str) -> None:
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
-        self.source = source
-        self.line = line
-        self.field = field
-        self.problem = problem
+class ToolsFileError(ConfigFileError):
+    """A tools file that cannot be used: `source`, `line` (1-based, when known), `field`, `problem`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,25 +202,11 @@ _KIND_NAMES = {
     "str": "a string", "number": "a number", "int": "an integer", "bool": "true or false",
     "strings": "a list of strings", "templates": 'a table of strings, e.g. { Authorization = "Bearer ${env:TOKEN}" }',
 }
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
 def parse_tools_file(text: str | bytes, *, source: str = "tools.toml") -> ToolsConfig:
     """A tools file's declarations; `ToolsFileError` names the line and the field at fault (`tools[1].timeout_s`)."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ToolsFileError(source=source, line=None, field="", problem=f"not UTF-8: {error}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        position = _TOML_POSITION.search(message)
-        if position is None:
-            raise ToolsFileError(source=source, line=None, field="", problem=f"not valid TOML: {message}") from None
-        problem = f"not valid TOML: {message[: position.start()]} (column {position.group(2)})"
-        raise ToolsFileError(source=source, line=int(position.group(1)), field="", problem=problem) from None
+    text, document = read_toml(text, source=source, error=ToolsFileError)
 
     def fail(error: DeclarationError, where: str = "") -> ToolsFileError:
         path = f"{where}.{error.field}" if where and error.field else (error.field or where)
