@@ -32,7 +32,10 @@ def authenticate(request: Request) -> Principal:
         if api_key is not None:
             principal = principal_from_api_key(context.api_keys, api_key, now=utc_now())
         else:  # without an Authorization header, a browser's session cookie (api/session_cookies.py)
-            principal = session_principal(request, context.secret) or principal_from_request(request, context.secret)
+            max_ttl_s = context.limits.max_token_ttl_s
+            principal = session_principal(request, context.secret, max_token_ttl_s=max_ttl_s) or principal_from_request(
+                request, context.secret, max_ttl_s=max_ttl_s
+            )
     except Unauthenticated:
         if context.governance is not None:
             refuse_when_over(context.governance.edge, request.client.host if request.client else "unknown")

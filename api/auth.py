@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -19,6 +20,7 @@ from api.bodies import RESOURCE_ID_PATTERN
 from kernel.errors import Unauthenticated
 
 __all__ = [
+    "DEFAULT_MAX_TOKEN_TTL_S",
     "DEFAULT_TOKEN_TTL_S",
     "ISSUER",
     "MIN_SECRET_BYTES",
@@ -37,6 +39,8 @@ ISSUER = "turnlog"
 ROLES = ("member", "admin")  # the token's optional `role` claim; absent means member
 ALGORITHM = "HS256"
 DEFAULT_TOKEN_TTL_S = 24 * 3600
+# The longest a token may be valid, `exp - iat` (`--max-token-ttl-s`): a leaked token is not a key forever.
+DEFAULT_MAX_TOKEN_TTL_S = 30 * 24 * 3600
 # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
 SECRET_ENV_VAR = "TURNLOG_SECRET"
@@ -106,11 +110,20 @@ def issue_token(
     ttl_s: int = DEFAULT_TOKEN_TTL_S,
     issued_at: int | None = None,
     role: str = "member",
+    max_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S,
 ) -> str:
-    """Sign a token for this principal; `issued_at` (epoch seconds) defaults to now; `role` "admin" for the org's administrators."""
+    """Sign a token for this principal; `issued_at` (epoch seconds) defaults to now; `role` "admin" for the org's administrators.
+
+    `max_ttl_s` is the longest lifetime the servers accept (their `--max-token-ttl-s`): a longer `ttl_s` is refused.
+    """
     _check_secret(secret)
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+    if ttl_s > max_ttl_s:
+        raise ValueError(
+            f"a token valid for {ttl_s} s would be refused: servers accept tokens valid for at most {max_ttl_s} s"
+            f" ({_days(max_ttl_s)}, --max-token-ttl-s)"
+        )
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     workspaces = _checked_ids(user_id=user_id, org_id=org_id, workspace_ids=workspace_ids)
@@ -153,8 +166,33 @@ def _principal_from_claims(claims: Mapping[str, object]) -> Principal:
     )
 
 
-def verify_token(secret: bytes, token: str) -> Principal:
-    """Check signature, issuer, expiry and claims; raise Unauthenticated saying which failed."""
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} days"
+
+
+def _seconds(seconds: float) -> str:
+    # A forged exp may be any size: one that cannot be written as a float is not written out.
+    return f"{seconds:.0f}" if abs(seconds) < 10**15 else "more than 10^15"
+
+
+def _checked_lifetime_s(claims: Mapping[str, object], *, max_ttl_s: int) -> None:
+    """`exp - iat` may not exceed `max_ttl_s`; both must be plain numbers (PyJWT also takes "123" and true)."""
+    for claim in ("iat", "exp"):
+        value = claims[claim]
+        finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if isinstance(value, bool) or not finite:
+            raise Unauthenticated(detail=f"token claim '{claim}' must be a number of seconds since 1970")
+    lifetime_s = claims["exp"] - claims["iat"]  # type: ignore[operator]
+    if lifetime_s > max_ttl_s:
+        raise Unauthenticated(
+            detail=f"bearer token is valid for {_seconds(lifetime_s)} s (from its iat to its exp), longer than the"
+            f" {max_ttl_s} s ({_days(max_ttl_s)}) this server accepts: ask for a token that expires sooner",
+            extra={"maxTokenTtlS": max_ttl_s},
+        )
+
+
+def verify_token(secret: bytes, token: str, *, max_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S) -> Principal:
+    """Check signature, issuer, expiry, lifetime (at most `max_ttl_s`) and claims; raise Unauthenticated saying which failed."""
     _check_secret(secret)
     if not token:
         raise Unauthenticated(detail="bearer token is empty")
@@ -186,6 +224,7 @@ def verify_token(secret: bytes, token: str) -> Principal:
         raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
     except jwt.InvalidTokenError as error:
         raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
+    _checked_lifetime_s(claims, max_ttl_s=max_ttl_s)
     return _principal_from_claims(claims)
 
 
@@ -203,9 +242,11 @@ def bearer_token_from_header(authorization: str | None) -> str:
     return token
 
 
-def principal_from_request(request: HTTPConnection, secret: bytes) -> Principal:
+def principal_from_request(
+    request: HTTPConnection, secret: bytes, *, max_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S
+) -> Principal:
     """Authenticate a request (or websocket) by its `Authorization: Bearer` header."""
-    return verify_token(secret, bearer_token_from_header(request.headers.get("authorization")))
+    return verify_token(secret, bearer_token_from_header(request.headers.get("authorization")), max_ttl_s=max_ttl_s)
 
 
 def load_or_create_secret(data_dir: Path, *, environ: Mapping[str, str] | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from api.auth import DEFAULT_MAX_TOKEN_TTL_S
 from api.edge import EdgeLimiter
 from api.health import Readiness
 from commands.bus import CommandBus
@@ -23,6 +24,7 @@ class Limits:
     max_page_size: int = 100
     default_page_size: int = 20
     keepalive_s: float = 15.0
+    max_token_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S  # the longest `exp - iat` a bearer token or session may have (`--max-token-ttl-s`)
 
 
 @dataclass(frozen=True, kw_only=True)

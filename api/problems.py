@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
@@ -35,6 +35,7 @@ __all__ = [
     "PROBLEM_KINDS",
     "ProblemKind",
     "exception_handlers",
+    "problem_body",
     "problem_kind_for",
     "problem_response",
     "render_problem",
@@ -61,6 +62,13 @@ def _kind(status: int, slug: str, title: str) -> ProblemKind:
 
 INTERNAL_ERROR = _kind(500, "internal-error", "Internal server error")
 METHOD_NOT_ALLOWED = _kind(405, "method-not-allowed", "Method not allowed")
+# Answered by the connection itself, before any application code runs (api/connections.py).
+MALFORMED_REQUEST = _kind(400, "malformed-request", "Malformed request")
+REQUEST_TIMEOUT = _kind(408, "request-timeout", "Request timeout")
+URI_TOO_LONG = _kind(414, "uri-too-long", "URI too long")
+TOO_MANY_CONNECTIONS = _kind(429, "too-many-connections", "Too many connections")
+REQUEST_HEADERS_TOO_LARGE = _kind(431, "request-header-fields-too-large", "Request header fields too large")
+SERVER_BUSY = _kind(503, "server-busy", "Server busy")
 
 # The one table. Lookup walks the exception's MRO, so a new leaf such as
 # `class RunAlreadyFinished(Conflict)` inherits 409 without touching this module.
@@ -130,17 +138,23 @@ def render_problem(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Build a problem+json response; the standard members always win over extensions."""
-    body: dict[str, object] = dict(extension_members or {})
-    body.update(type=kind.type, title=kind.title, status=kind.status, detail=detail)
-    if instance is not None:
-        body["instance"] = instance
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
     return Response(
-        content=content.encode("utf-8"),
+        content=problem_body(kind=kind, detail=detail, instance=instance, extension_members=extension_members),
         status_code=kind.status,
         headers=dict(headers or {}),
         media_type=PROBLEM_MEDIA_TYPE,
     )
+
+
+def problem_body(
+    *, kind: ProblemKind, detail: str, instance: str | None = None, extension_members: Mapping[str, object] | None = None
+) -> bytes:
+    """The UTF-8 JSON of a problem; the standard members always win over extensions."""
+    body: dict[str, object] = dict(extension_members or {})
+    body.update(type=kind.type, title=kind.title, status=kind.status, detail=detail)
+    if instance is not None:
+        body["instance"] = instance
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
 
 def problem_response(error: TurnlogError, *, instance: str | None = None) -> Response:
@@ -256,6 +270,18 @@ async def handle_unexpected_exception(request: Request, exc: Exception) -> Respo
     )
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away, or its connection was cut (a body too slow, api/connections.py), while the body was read.
+
+    Nobody is left to read an answer: it is not an error of the server, so it is neither logged as one nor re-raised.
+    """
+    logger.info("the client disconnected while sending the body of %s %s", request.method, request.url.path)
+    return render_problem(
+        kind=MALFORMED_REQUEST, detail="the connection closed before the whole request body arrived",
+        instance=request.url.path,
+    )
+
+
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 # Ready for `Starlette(exception_handlers=exception_handlers)`. The `Exception` key is what
@@ -263,5 +289,6 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 exception_handlers: dict[type[Exception] | int, ExceptionHandler] = {
     TurnlogError: handle_turnlog_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected_exception,
 }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from api.auth import Principal, issue_token, verify_token
+from api.auth import DEFAULT_MAX_TOKEN_TTL_S, Principal, issue_token, verify_token
 from kernel.errors import Forbidden, Unauthenticated
 
 SESSION_COOKIE = "turnlog_session"
@@ -45,15 +45,21 @@ def csrf_token_for(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, _CSRF_CONTEXT + session_token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def new_session(secret: bytes, principal: Principal, *, ttl_s: int = SESSION_TTL_S) -> Session:
+def new_session(
+    secret: bytes, principal: Principal, *, ttl_s: int = SESSION_TTL_S, max_token_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S
+) -> Session:
+    """A session of `ttl_s`, shortened to the longest token lifetime the server accepts (`--max-token-ttl-s`)."""
+    ttl_s = min(ttl_s, max_token_ttl_s)
     token = issue_token(
         secret, user_id=principal.user_id, org_id=principal.org_id, workspace_ids=principal.workspace_ids,
-        ttl_s=ttl_s, role=principal.role,
+        ttl_s=ttl_s, role=principal.role, max_ttl_s=max_token_ttl_s,
     )
     return Session(token=token, csrf=csrf_token_for(secret, token), max_age_s=ttl_s)
 
 
-def session_principal(request: HTTPConnection, secret: bytes) -> Principal | None:
+def session_principal(
+    request: HTTPConnection, secret: bytes, *, max_token_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S
+) -> Principal | None:
     """The principal of the request's session cookie; None when it has an `Authorization` header or no cookie.
 
     An unsafe method (POST, PUT, PATCH, DELETE) authenticated this way must carry the CSRF header (a 403 otherwise).
@@ -64,7 +70,7 @@ def session_principal(request: HTTPConnection, secret: bytes) -> Principal | Non
     if not session_token:
         return None
     try:
-        principal = verify_token(secret, session_token)
+        principal = verify_token(secret, session_token, max_ttl_s=max_token_ttl_s)
     except Unauthenticated as error:
         detail = error.detail.replace("bearer token", "session")
         raise Unauthenticated(detail=f"your browser session is no longer valid ({detail}): sign in again") from None

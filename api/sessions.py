@@ -7,7 +7,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from api.access import authenticate, context_of
 from api.auth import Principal
-from api.session_cookies import clear_session_cookies, new_session, session_principal, set_session_cookies
+from api.session_cookies import Session, clear_session_cookies, new_session, session_principal, set_session_cookies
 from api.sign_in_codes import SignInCodes
 from kernel.errors import Unauthenticated
 
@@ -25,12 +25,17 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+def _new_session(request: Request, principal: Principal) -> Session:
+    context = context_of(request)
+    return new_session(context.secret, principal, max_token_ttl_s=context.limits.max_token_ttl_s)
+
+
 async def create_session(request: Request) -> JSONResponse:
     """`POST /v1/sessions` with a bearer token: a browser session for its principal, set in cookies (201)."""
     if "authorization" not in request.headers:
         raise Unauthenticated(detail="sign in with `Authorization: Bearer <token>` (a token from `turnlog token`)")
     principal = authenticate(request)
-    session = new_session(context_of(request).secret, principal)
+    session = _new_session(request, principal)
     response = JSONResponse(
         {**principal_json(principal), "expiresInS": session.max_age_s}, status_code=201, headers={"Location": "/"}
     )
@@ -48,7 +53,8 @@ async def current_session(request: Request) -> JSONResponse:
 async def delete_session(request: Request) -> Response:
     """`DELETE /v1/sessions/current`: sign out (204). A valid session must send its CSRF header; an expired one is cleared."""
     try:
-        session_principal(request, context_of(request).secret)
+        context = context_of(request)
+        session_principal(request, context.secret, max_token_ttl_s=context.limits.max_token_ttl_s)
     except Unauthenticated:
         pass
     response = Response(status_code=204)
@@ -72,5 +78,5 @@ async def sign_in_with_code(request: Request) -> Response:
     if principal is None:
         return HTMLResponse(_SIGN_IN_FAILED_PAGE, status_code=400, headers={"Cache-Control": "no-store"})
     response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
-    set_session_cookies(response, new_session(context_of(request).secret, principal), secure=_secure(request))
+    set_session_cookies(response, _new_session(request, principal), secure=_secure(request))
     return response

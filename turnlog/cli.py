@@ -12,6 +12,7 @@ from pathlib import Path
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.keys import add_keys_parser, run_keys
+from turnlog.limits import add_connection_options, add_max_token_ttl_option, connection_limits
 from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="one log line per request: method, path, route, status, duration, request id",
     )
     _add_deployment_options(serve)
+    add_connection_options(serve)
+    add_max_token_ttl_option(serve)
 
     worker = commands.add_parser(
         "worker", help="run processor roles without the API",
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_option(
         "--ttl-s", type=integer_option(at_least=1), default=24 * 3600, metavar="SECONDS", help="how long the token is valid"
     )
+    add_max_token_ttl_option(token)
     token.add_option(
         "--user-role", choices=["member", "admin"], default="member",
         help="admin: one of the org's administrators (usage, credits, safety decisions)",
@@ -265,6 +269,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         port=getattr(arguments, "port", 8000),
         metrics_port=getattr(arguments, "metrics_port", None),
         metrics_host=getattr(arguments, "metrics_host", "127.0.0.1"),
+        max_token_ttl_s=getattr(arguments, "max_token_ttl_s", Settings.max_token_ttl_s),
     )
 
 
@@ -312,10 +317,12 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.connections import bounded_protocol
     from turnlog.system import running_system
 
     _configure_logging(arguments)
     stopped_roles: list[str] = []
+    limits = connection_limits(arguments)
 
     def role_stopped(name: str, error: BaseException | None) -> None:
         # The process must not serve on without one of its roles: shut down (gracefully) and exit non-zero.
@@ -334,6 +341,8 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=arguments.log_level, log_config=None,
             access_log=False, timeout_graceful_shutdown=5,
+            # Bounds on what each connection may send, checked before the app (api/connections.py, docs/deploy.md).
+            http=bounded_protocol(limits), timeout_keep_alive=limits.keep_alive_s,
         )
     )
     server.run()
@@ -380,6 +389,14 @@ def _configure_logging(arguments: argparse.Namespace) -> None:
 def _token(arguments: argparse.Namespace) -> int:
     from api.auth import issue_token, load_or_create_secret
 
+    if arguments.ttl_s > arguments.max_token_ttl_s:
+        print(
+            f"turnlog token: error: --ttl-s {arguments.ttl_s} is longer than servers accept: at most"
+            f" {arguments.max_token_ttl_s} s ({arguments.max_token_ttl_s / 86400:g} days, --max-token-ttl-s); ask for a"
+            " shorter token, or raise TURNLOG_MAX_TOKEN_TTL_S for the servers and for this command alike",
+            file=sys.stderr,
+        )
+        return 2
     try:
         secret = load_or_create_secret(arguments.data_dir)
     except ValueError as error:  # a TURNLOG_SECRET or secret.key too short to sign with; neither is printed
@@ -388,7 +405,7 @@ def _token(arguments: argparse.Namespace) -> int:
     print(
         issue_token(
             secret, user_id=arguments.user, org_id=arguments.org, workspace_ids=arguments.workspace,
-            ttl_s=arguments.ttl_s, role=arguments.user_role,
+            ttl_s=arguments.ttl_s, role=arguments.user_role, max_ttl_s=arguments.max_token_ttl_s,
         )
     )
     return 0

@@ -51,6 +51,7 @@ class Settings:
     port: int = 8000
     metrics_port: int | None = None  # `turnlog worker`: where it answers /healthz, /readyz and /metrics; None: nowhere
     metrics_host: str = "127.0.0.1"  # the address that port listens on
+    max_token_ttl_s: int = 30 * 24 * 3600  # `turnlog serve`: the longest `exp - iat` a bearer token may have
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(PROCESSOR_ROLES)

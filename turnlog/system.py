@@ -385,7 +385,7 @@ async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | N
                     codec=codec,
                     secret=secret,
                     blobs=blobs,
-                    limits=Limits(max_upload_bytes=settings.max_upload_bytes),
+                    limits=Limits(max_upload_bytes=settings.max_upload_bytes, max_token_ttl_s=settings.max_token_ttl_s),
                     governance=governance,
                     api_keys=api_keys,
                     # The API reads the read models behind the fence: it is ready while the projector keeps up.

@@ -141,6 +141,65 @@ def test_claims_with_unsafe_ids_are_rejected(overrides: dict[str, object], expec
     assert expected_fragment in rejection(token)
 
 
+THIRTY_DAYS_S = 30 * 24 * 3600
+
+
+@pytest.mark.parametrize(
+    "exp_after_iat",
+    [THIRTY_DAYS_S + 1, 10**30 * 365 * 24 * 3600, 10**400, 1e30],
+    ids=["a second over 30 days", "the year 10^30", "an int no float holds", "a float"],
+)
+def test_a_token_valid_for_longer_than_the_maximum_is_refused_naming_it(exp_after_iat: float) -> None:
+    now = int(time.time())
+    token = jwt.encode(valid_claims(iat=now, exp=now + exp_after_iat), SECRET, algorithm="HS256")
+
+    with pytest.raises(Unauthenticated) as caught:
+        verify_token(SECRET, token)
+
+    assert "longer than the 2592000 s (30 days) this server accepts" in caught.value.detail
+    assert caught.value.extra == {"maxTokenTtlS": THIRTY_DAYS_S}
+
+
+def test_a_token_valid_for_exactly_the_maximum_is_accepted() -> None:
+    token = issue_token(SECRET, user_id="u", org_id="o", workspace_ids=["w"], ttl_s=THIRTY_DAYS_S)
+
+    assert verify_token(SECRET, token).user_id == "u"
+
+
+def test_the_maximum_is_the_verifiers_to_set() -> None:
+    forty_days = issue_token(SECRET, user_id="u", org_id="o", workspace_ids=[], ttl_s=40 * 86400, max_ttl_s=60 * 86400)
+    two_hours = issue_token(SECRET, user_id="u", org_id="o", workspace_ids=[], ttl_s=7200)
+
+    assert verify_token(SECRET, forty_days, max_ttl_s=60 * 86400).user_id == "u"
+    with pytest.raises(Unauthenticated, match="3600 s"):
+        verify_token(SECRET, two_hours, max_ttl_s=3600)
+
+
+def test_a_lifetime_stretched_by_an_early_iat_is_refused() -> None:
+    now = int(time.time())
+    token = jwt.encode(valid_claims(iat=-(10**40), exp=now + 60), SECRET, algorithm="HS256")
+
+    assert "longer than the 2592000 s" in rejection(token)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"), [("exp", "in a minute"), ("iat", "now"), ("iat", True)], ids=["exp a string", "iat a string", "iat true"]
+)
+def test_iat_and_exp_must_be_numbers(claim: str, value: object) -> None:
+    """PyJWT reads "123" and true as integers; a lifetime is only computed from numbers."""
+    now = int(time.time())
+    claims = valid_claims(iat=now, exp=now + 60)
+    claims[claim] = {"in a minute": str(now + 60), "now": str(now)}.get(value, value)  # type: ignore[call-overload]
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+
+    assert rejection(token) == f"token claim '{claim}' must be a number of seconds since 1970"
+
+
+def test_issue_token_refuses_a_lifetime_over_the_maximum() -> None:
+    with pytest.raises(ValueError, match=r"at most 2592000 s \(30 days, --max-token-ttl-s\)"):
+        issue_token(SECRET, user_id="u", org_id="o", workspace_ids=[], ttl_s=THIRTY_DAYS_S + 1)
+
+
 def test_oversized_token_is_rejected_before_decoding() -> None:
     assert "longer than" in rejection("a" * 10_000)
 

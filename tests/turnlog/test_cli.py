@@ -48,7 +48,10 @@ def variable_of(action: argparse.Action) -> str:
 
 
 # Options whose values have a shape of their own: a sample each accepts.
-SAMPLES = {"--cors-origins": "https://chat.example.com", "--param": "days=7", "--key-id": "0123456789abcdef"}
+SAMPLES = {
+    "--cors-origins": "https://chat.example.com", "--param": "days=7", "--key-id": "0123456789abcdef",
+    "--max-token-ttl-s": "3600",  # at least a minute
+}
 
 
 def sample_value(action: argparse.Action) -> str:
@@ -178,6 +181,43 @@ def test_a_secret_too_short_to_sign_with_is_one_line_without_the_secret(tmp_path
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["turnlog token: error: TURNLOG_SECRET must be at least 32 bytes long"]
     assert "hunter2" not in captured.out + captured.err
+
+
+def test_token_refuses_a_lifetime_the_servers_would_refuse(tmp_path, monkeypatch, capsys) -> None:
+    import jwt
+
+    argv = ["token", "--user", "u", "--org", "o", "--workspace", "w", "--data-dir", str(tmp_path), "--ttl-s", "2592001"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        "turnlog token: error: --ttl-s 2592001 is longer than servers accept: at most 2592000 s (30 days,"
+        " --max-token-ttl-s); ask for a shorter token, or raise TURNLOG_MAX_TOKEN_TTL_S for the servers and for this"
+        " command alike"
+    ]
+    monkeypatch.setenv("TURNLOG_MAX_TOKEN_TTL_S", str(90 * 86400))  # raised for the servers, so for `token` too
+    assert cli.main(argv) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 2592001
+
+
+def test_serve_hands_the_token_lifetime_to_the_api_and_the_connection_limits_to_uvicorn(monkeypatch) -> None:
+    from api.connections import BoundedHttpProtocol
+
+    captured: dict = {}
+    monkeypatch.setenv("TURNLOG_MAX_CONNECTIONS_PER_CLIENT", "0")
+    monkeypatch.setattr(cli, "with_sign_in_link", lambda settings, start: (start, None))
+    monkeypatch.setattr("turnlog.system.running_system", lambda settings, **_: captured.update(settings=settings))
+    monkeypatch.setattr("api.app.create_app", lambda start, **_: start())
+    monkeypatch.setattr("uvicorn.Server.run", lambda server, *_, **__: captured.update(config=server.config))
+    monkeypatch.setattr(cli, "_configure_logging", lambda arguments: None)
+
+    assert cli.main(["serve", "--max-token-ttl-s", "3600", "--max-url-kib", "4", "--keep-alive-s", "30"]) == 0
+
+    assert captured["settings"].max_token_ttl_s == 3600
+    protocol, config = captured["config"].http, captured["config"]
+    assert issubclass(protocol, BoundedHttpProtocol) and config.timeout_keep_alive == 30
+    assert protocol.limits.max_url_bytes == 4096 and protocol.limits.max_connections_per_client == 0
+    assert protocol.limits.max_head_bytes == 64 * 1024 and protocol.limits.max_headers == 100
 
 
 def test_flags_win_over_the_environment_and_repeated_flags_replace_its_list(monkeypatch) -> None:
