@@ -402,12 +402,15 @@ def _token(arguments: argparse.Namespace) -> int:
     except ValueError as error:  # a TURNLOG_SECRET or secret.key too short to sign with; neither is printed
         print(f"turnlog token: error: {error}", file=sys.stderr)
         return 2
-    print(
-        issue_token(
+    try:
+        token = issue_token(
             secret, user_id=arguments.user, org_id=arguments.org, workspace_ids=arguments.workspace,
             ttl_s=arguments.ttl_s, role=arguments.user_role, max_ttl_s=arguments.max_token_ttl_s,
         )
-    )
+    except ValueError as error:  # an id the server would refuse (`user_id 'a b' must be 1-64 characters ...`)
+        print(f"turnlog token: error: {error}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

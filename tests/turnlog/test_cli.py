@@ -288,3 +288,11 @@ def test_version_prints_the_installed_version(capsys) -> None:
         cli.main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"turnlog {importlib.metadata.version('turnlog')}\n"
+
+
+def test_token_refuses_an_id_the_server_would_refuse_in_one_line(tmp_path, capsys) -> None:
+    argv = ["token", "--user", "a b", "--org", "o", "--workspace", "w", "--data-dir", str(tmp_path)]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("turnlog token: error: user_id 'a b' must be 1-64 characters") and captured.err.count("\n") == 1
