@@ -1,11 +1,12 @@
-"""Every request observed once: its request id (taken or made, and echoed), its duration by route, its access log line.
+"""Every request observed once: its request id (taken or made, and echoed), its span, its duration by route, its
+access log line.
 
 `ObservedRequests` is a plain ASGI middleware (event streams pass through it unbuffered). It takes the caller's
 `X-Request-ID` when it is sane (1-128 of letters, digits and `._:-`), or makes one, binds it to the log context
-(with the trace id of a valid `traceparent`), and echoes it on the answer. Handlers add the org and the ids in the
-path (`api/access.py`), so the access log line, written when the answer ends, names them too. The duration goes to
-`http_server_request_duration_seconds` under the route's template; an event stream also counts as open while it
-lasts.
+(with the trace id of the request's span, which continues a valid `traceparent`: kernel/tracing.py), and echoes it
+on the answer. Handlers add the org and the ids in the path (`api/access.py`), so the access log line, written when
+the answer ends, names them too. The duration goes to `http_server_request_duration_seconds` under the route's
+template; an event stream also counts as open while it lasts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import re
 import time
 from collections.abc import Mapping
 
+from opentelemetry.trace import Span
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import HTTP_REQUEST_DURATION, SSE_STREAMS_OPEN, UNMATCHED_ROUTE
-from kernel import log_context
+from kernel import log_context, tracing
 from kernel.envelope import new_id
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -67,11 +69,20 @@ class ObservedRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The request's span continues the caller's `traceparent` (a new trace when it has none, or a malformed one);
+        # every envelope the request appends carries it (kernel/tracing.py).
+        method = scope.get("method", "")
+        given = _header(scope.get("headers") or [], tracing.TRACEPARENT_HEADER)
+        attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
+        with tracing.continued(given, method, attributes=attributes) as span:
+            await self._observe(scope, receive, send, span)
+
+    async def _observe(self, scope: Scope, receive: Receive, send: Send, span: Span) -> None:
         started = time.perf_counter()
         headers = scope.get("headers") or []
         request_id = request_id_from(headers)
         scope.setdefault("state", {})["request_id"] = request_id
-        token = log_context.bind(request_id=request_id, trace_id=log_context.trace_id_of(_header(headers, "traceparent")))
+        token = log_context.bind(request_id=request_id, trace_id=tracing.trace_id_hex(span.get_span_context()))
         status = 500  # unless an answer starts
         stream_gauge = None
 
@@ -96,6 +107,13 @@ class ObservedRequests:
             HTTP_REQUEST_DURATION.labels(
                 http_request_method=method, http_route=route, http_response_status_code=str(status)
             ).observe(duration_s)
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {"http.route": route, "http.response.status_code": status, "turnlog.request_id": request_id}
+                )
+                if status >= 500:
+                    tracing.failed(span, f"answered {status}")
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     "%s %s %d %.1f ms", method, scope.get("path", ""), status, duration_s * 1000,

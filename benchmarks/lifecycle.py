@@ -14,6 +14,7 @@ Prints a summary and writes JSON (--out).
     python benchmarks/lifecycle.py --kafka --inference-workers 2 [...]
     python benchmarks/lifecycle.py --tiers benchmarks/tiers.bench.toml [...]   # governance on: every turn admitted first
     python benchmarks/lifecycle.py --policies benchmarks/policies.bench.toml [...]   # safety on: every stage checks
+    python benchmarks/lifecycle.py --trace [...]   # tracing on: every process exports its spans to a local collector
 """
 
 import argparse
@@ -221,12 +222,21 @@ def main() -> None:
     parser.add_argument("--inference-workers", type=int, default=1, help="with --kafka: inference worker processes")
     parser.add_argument("--tiers", type=Path, help="a tiers file: governance on (each turn admitted before it is sent)")
     parser.add_argument("--policies", type=Path, help="a safety policies file: the input, context and output stages check")
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="tracing on: the turnlog processes export spans by OTLP/HTTP to a collector in this process (SDK batching)",
+    )
     arguments = parser.parse_args()
     governance = ("--tiers", str(arguments.tiers.resolve())) if arguments.tiers else ()
     safety = ("--policies", str(arguments.policies.resolve())) if arguments.policies else ()
 
     data_dir = arguments.data_dir or Path(tempfile.mkdtemp(prefix="turnlog-bench-"))
     with ExitStack() as stack:
+        collector = None
+        if arguments.trace:  # the processes started below inherit the OTEL_* variables (the SDK's default batching)
+            collector = test_support("trace_collector").OtlpCollector().start()
+            stack.callback(collector.stop)
+            os.environ.update(collector.env(schedule_delay_ms=None))
         url, processes = arguments.url, []
         if url is None:
             port = free_port()
@@ -239,6 +249,9 @@ def main() -> None:
             stack.callback(stop_all, processes)
         token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
         latency, throughput = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
+        if collector is not None:
+            stop_all(processes)  # their last batches are exported as they stop
+            traced = {"exports": collector.requests, "spans": len(collector.spans())}
     deployment = "embedded: one process"
     if arguments.kafka:
         deployment = f"Kafka (Tansu) + ClickHouse over HTTP: 1 API, 1 processor worker, {arguments.inference_workers} inference"
@@ -248,6 +261,7 @@ def main() -> None:
         "deployment": deployment,
         "governance": f"on, tiers file {arguments.tiers.name}" if arguments.tiers else "off",
         "safety": f"on, policies file {arguments.policies.name}" if arguments.policies else "off",
+        "tracing": f"on, OTLP/HTTP to a local collector: {traced}" if arguments.trace else "off",
         "latency": latency,
         "throughput": throughput,
     }

@@ -9,8 +9,11 @@ import logging
 import time
 from dataclasses import replace
 
+from opentelemetry.trace import SpanKind
+
 from commands.catalog import Command
 from kernel.codec import AvroCodec, UndecodableMessage
+from kernel import tracing
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
@@ -42,8 +45,19 @@ class CommandBus:
             self._listener = None
 
     async def send(self, command: Command, *, actor: Actor, trace_parent: str | None = None) -> CommandAccepted:
-        """Append `command` and return the decider's acceptance; a rejection raises the matching error."""
-        envelope = replace(Envelope.wrap(command, key=command.conversation_id, actor=actor), trace_parent=trace_parent)
+        """Append `command` and return the decider's acceptance; a rejection raises the matching error.
+
+        The command's span (a child of the span in hand: the request's) lasts until the reply is readable, and the
+        command carries it (or `trace_parent`, when given) to the decider.
+        """
+        name = type(command).__name__
+        with tracing.span(f"command {name}", kind=SpanKind.PRODUCER, attributes={"turnlog.command": name}):
+            return await self._send(command, actor=actor, trace_parent=trace_parent)
+
+    async def _send(self, command: Command, *, actor: Actor, trace_parent: str | None) -> CommandAccepted:
+        envelope = Envelope.wrap(command, key=command.conversation_id, actor=actor)
+        if trace_parent is not None:
+            envelope = replace(envelope, trace_parent=trace_parent)
         reply = asyncio.get_running_loop().create_future()
         self._waiting[envelope.event_id] = reply
         try:

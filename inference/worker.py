@@ -31,6 +31,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from opentelemetry.trace import Span, SpanKind
+
 from commands.catalog import FinishRun
 from kernel.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
@@ -50,7 +52,7 @@ from inference.citations import citations_in
 from inference.metrics import (
     ADMISSION_WAIT, IN_FLIGHT, INFERENCE_COST, QUEUE_DEPTH, REQUEST_DURATION, SLOTS, TIME_TO_FIRST_TOKEN, TOKEN_USAGE,
 )
-from kernel import log_context
+from kernel import log_context, tracing
 from kernel.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
@@ -242,8 +244,13 @@ class InferenceWorker:
         claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step)
         await self._log.append([self._event(claim, request_envelope)], commit=commit)
         # From the request's routing (the prompt builder wrapped it) to its claim: the queue, whichever reader held it.
-        waited_s = (utc_now() - request_envelope.occurred_at).total_seconds()
+        claimed_at = utc_now()
+        waited_s = (claimed_at - request_envelope.occurred_at).total_seconds()
         ADMISSION_WAIT.labels(pool=self._pool.name, size_class=lane.size).observe(max(0.0, waited_s))
+        tracing.record(
+            "queue wait", cause=request_envelope, start=min(request_envelope.occurred_at, claimed_at), end=claimed_at,
+            attributes={"turnlog.pool": self._pool.name, "turnlog.size_class": lane.size, "messaging.destination.name": lane.topic},
+        )
         if request.run_id in self._recently_cancelled:
             self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
         task = asyncio.create_task(self._generate(request_envelope, lane.topic), name=f"generate-{request.run_id}")
@@ -268,6 +275,18 @@ class InferenceWorker:
         self._started.discard(run_id)
 
     async def _generate(self, request_envelope: Envelope[InferenceRequested], topic: str) -> None:
+        # The generation's span (OpenTelemetry's GenAI conventions: `chat <model>`), current while it runs, so what it
+        # appends (deltas, the step's end, its usage) and its output checks are its children; the first token is an
+        # event on it.
+        request = request_envelope.payload
+        attributes = {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": self._model, "turnlog.pool": self._pool.name,
+            "turnlog.run_id": request.run_id, "turnlog.step": request.step,
+        }
+        with tracing.span(f"chat {self._model}", cause=request_envelope, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            await self._generate_in(span, request_envelope, topic)
+
+    async def _generate_in(self, span: Span, request_envelope: Envelope[InferenceRequested], topic: str) -> None:
         request = request_envelope.payload
         # From here to the first await below, nothing suspends: a cancel can only reach this task
         # inside the `try` that turns it into a reported run (one that reached a task not yet
@@ -318,6 +337,7 @@ class InferenceWorker:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                     self._time_to_first_token.observe(first_token_at - started)
+                    span.add_event("first_token")
                 parts.append(text)
                 await self._log.append([self._event(delta, request_envelope)], durable=False)
         except asyncio.CancelledError:
@@ -370,9 +390,19 @@ class InferenceWorker:
             await self._log.append([
                 *checked,
                 step_end,
-                encode(self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor), topic=USAGE),
+                encode(
+                    self._codec, Envelope.wrap(recorded, key=request.run_id, actor=request_envelope.actor, cause=request_envelope),
+                    topic=USAGE,
+                ),
             ])
             self._observe_step(step_usage, outcome=recorded.status, duration_s=time.perf_counter() - started)
+            if span.is_recording():
+                span.set_attributes({
+                    "gen_ai.usage.input_tokens": step_usage.prompt_tokens, "gen_ai.usage.output_tokens": step_usage.output_tokens,
+                    "turnlog.outcome": recorded.status,
+                })
+                if status == "failed":
+                    tracing.failed(span, reason)
 
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.

@@ -6,6 +6,8 @@ from typing import Generic, TypeVar
 
 from ulid import ULID
 
+from kernel import tracing
+
 
 @dataclass(frozen=True, kw_only=True)
 class Actor:
@@ -53,7 +55,11 @@ class Envelope(Generic[Payload]):
         cause: "Envelope | None" = None,
         occurred_at: datetime | None = None,
     ) -> "Envelope[Payload]":
-        """A new envelope; with `cause`, it inherits the causal chain (correlation and trace)."""
+        """A new envelope; with `cause`, it inherits the causal chain (correlation and trace).
+
+        Its `trace_parent` is the span reacting to `cause` (or, without a cause, the span in hand, such as an API
+        request's): `kernel/tracing.py`, the one place a trace is continued from envelope to envelope.
+        """
         return cls(
             event_id=new_id("evt"),
             key=key,
@@ -62,7 +68,7 @@ class Envelope(Generic[Payload]):
             payload=payload,
             causation_id=cause.event_id if cause else None,
             correlation_id=(cause.correlation_id or cause.event_id) if cause else None,
-            trace_parent=cause.trace_parent if cause else None,
+            trace_parent=tracing.caused_by(cause) if cause is not None else tracing.current(),
         )
 
     def with_payload(self, payload: Payload) -> "Envelope[Payload]":

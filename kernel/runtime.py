@@ -19,7 +19,7 @@ from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
 from kernel.envelope import Actor
-from kernel import log_context
+from kernel import log_context, tracing
 from kernel.metrics import DEAD_LETTERED, PROCESSOR_BATCH_SECONDS, PROCESSOR_RECORDS, PROCESSOR_RESTARTS
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class Processor:
     # Records to append once the reaction is committed, built from where it landed (replies that
     # tell their reader the written offsets). Not atomic with the reaction: losing them is harmless.
     then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None
+    # A reaction's span is recorded where it caused something (an envelope, a span inside it); with this, in every
+    # batch, for each trace in it: for processors whose effects are not on the log (the projector's rows).
+    span_every_batch: bool = False
 
 
 def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecord:
@@ -147,10 +150,17 @@ async def process_batch(
         except UndecodableMessage as error:
             logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
             outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))
-    # Log lines written while reacting name what the batch's envelopes share (its run, its org, ...).
-    with log_context.bound_to(delivery.envelope for delivery in deliveries):
-        outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
-    written = await log.append(outputs, durable=processor.durable, commit=commit)
+    # Log lines written while reacting name what the batch's envelopes share (its run, its org, ...); what the
+    # reaction causes continues its causes' traces (`kernel/tracing.py`), and its spans end once that is appended.
+    reaction = tracing.reaction(
+        processor.group, (delivery.envelope for delivery in deliveries),
+        attributes=_span_attributes(processor.group, processor.topics),
+        every_trace=processor.span_every_batch,
+    )
+    with reaction:
+        with log_context.bound_to(delivery.envelope for delivery in deliveries):
+            outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
+        written = await log.append(outputs, durable=processor.durable, commit=commit)
     attempts.done(batch)
     batch_seconds, records = _batch_metrics(processor.group)
     batch_seconds.observe(time.perf_counter() - started)
@@ -159,6 +169,12 @@ async def process_batch(
         follow_ups = processor.then(written)
         if follow_ups:
             await log.append(follow_ups, durable=False)
+
+
+@functools.cache
+def _span_attributes(group: str, topics: tuple[str, ...]) -> dict[str, str]:
+    """What a reaction's span says about the processor (OpenTelemetry's messaging conventions)."""
+    return {"messaging.consumer.group.name": group, "messaging.destination.name": ",".join(topics)}
 
 
 @functools.cache

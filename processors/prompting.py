@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from kernel import tracing
 from kernel.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
 from kernel.envelope import Envelope
@@ -315,7 +316,8 @@ class PromptBuilder:
             # Loaded as of just before this event, then advanced by it: each event folds in once.
             transcript = await self._transcripts.get(envelope.key, before=delivery.record.offset)
             if isinstance(envelope.payload, RunRequested):
-                outputs.extend(await self._prompt(transcript, envelope))
+                with tracing.reacting_to(envelope):  # the search, the checks and the route are spans of this run's trace
+                    outputs.extend(await self._prompt(transcript, envelope))
             self._transcripts.apply(envelope.key, envelope)
         return outputs
 
@@ -431,7 +433,10 @@ class PromptBuilder:
             background=envelope.payload.mode == "background",
         )
         try:
-            decision = route(request, self._pools, self.health, self._clock())
+            with tracing.span("route", attributes={"turnlog.prompt_tokens": request.prompt_tokens}) as routing:
+                decision = route(request, self._pools, self.health, self._clock())
+                if routing.is_recording():
+                    routing.set_attributes(_route_attributes(decision))
         except NoPoolAvailable as error:
             logger.warning("run %s: %s", prompt.request.run_id, error.detail)
             failed = FinishRun(
@@ -502,6 +507,13 @@ class PromptBuilder:
 
     def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled | SafetyDecision, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
+
+
+def _route_attributes(decision: RouteDecision) -> dict[str, str]:
+    attributes = {"turnlog.pool": decision.pool, "turnlog.size_class": decision.size_class, "turnlog.route_reason": decision.reason}
+    if decision.fallback_from:
+        attributes["turnlog.fallback_from"] = decision.fallback_from
+    return attributes
 
 
 def _scope(owner: Actor, attached: tuple[str, ...]) -> SearchScope:

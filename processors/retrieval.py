@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernel import tracing
 from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
@@ -29,9 +30,14 @@ class DocumentRetriever:
         return await self._index.count(org_id=org_id, workspace_id=workspace_id) > 0
 
     async def search(self, scope: SearchScope, question: str) -> list[SearchHit]:
-        """The relevant passages, best first (the scope is applied inside the index's queries)."""
-        vector: np.ndarray = (await self._embedder.embed([question]))[0]
-        return relevant(await self._index.search(scope, text=question, vector=vector, limit=self._candidates))
+        """The relevant passages, best first (the scope is applied inside the index's queries); a span of its own."""
+        attributes = {"turnlog.search.candidates": self._candidates, "turnlog.search.file_ids": len(scope.file_ids or ())}
+        with tracing.span("retrieval", attributes=attributes) as searching:
+            vector: np.ndarray = (await self._embedder.embed([question]))[0]
+            hits = relevant(await self._index.search(scope, text=question, vector=vector, limit=self._candidates))
+            if searching.is_recording():
+                searching.set_attribute("turnlog.search.hits", len(hits))
+            return hits
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` by the embedding model's tokenizer (the generating model's comes with the router)."""

@@ -43,6 +43,7 @@ class ReadModelProjector:
             linger_s=self._linger_s,
             durable=False,  # only progress is written; replaying a batch is idempotent
             on_committed=lambda batch: self.fence.notify(),
+            span_every_batch=True,  # its work is rows, not envelopes: a turn's trace shows each projection of it
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:

@@ -11,6 +11,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from opentelemetry.trace import SpanKind
+
 from commands.governance.view import GovernanceView
 from events.governance import (
     AdmissionDecided,
@@ -33,6 +35,7 @@ from events.governance import (
     ViolationReported,
 )
 from events.topics import GOVERNANCE, GOVERNANCE_REQUESTS
+from kernel import tracing
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Actor, Envelope
 from kernel.errors import Unavailable
@@ -85,7 +88,14 @@ class GovernanceBus:
 
     async def ask(self, request: GovernanceRequest, *, actor: Actor, trace_parent: str | None = None) -> Answer:
         """Append `request` durably and return the decider's answer; `Unavailable` (503) when none comes in time."""
-        envelope = replace(Envelope.wrap(request, key=request.org_id, actor=actor), trace_parent=trace_parent)
+        name = type(request).__name__
+        with tracing.span(f"governance {name}", kind=SpanKind.PRODUCER, attributes={"turnlog.command": name}):
+            return await self._ask(request, actor=actor, trace_parent=trace_parent)
+
+    async def _ask(self, request: GovernanceRequest, *, actor: Actor, trace_parent: str | None) -> Answer:
+        envelope = Envelope.wrap(request, key=request.org_id, actor=actor)  # in the trace of the span in hand
+        if trace_parent is not None:
+            envelope = replace(envelope, trace_parent=trace_parent)
         waiting = _Waiting(request=request, org_id=request.org_id, answered=asyncio.get_running_loop().create_future())
         self._waiting[envelope.event_id] = waiting
         self._waiting_orgs[request.org_id] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kernel import tracing
 from processors.metrics import SAFETY_ACTIONS
 from processors.safety.classifiers import Classifier, run_classifiers
 from processors.safety.decision import Decision, decide
@@ -37,13 +38,22 @@ class SafetyChecks:
         """`stage`'s decision about `text` under `org_id`'s policy (`streaming`: an output window, where replace is stop)."""
         policy = self.policies.for_org(org_id)
         stage_policy = policy.stage(stage)
-        results = await run_classifiers(
-            [self._classifiers[name] for name in stage_policy.classifiers],
-            text,
-            timeout_s=stage_policy.timeout_s,
-            timeouts_s=policy.timeouts_s(stage),
-        )
-        decision = decide(stage, results, policy, streaming=streaming)
+        # A span per check, in the trace of the run being checked (the span in hand is its reaction's or generation's).
+        attributes = {"turnlog.safety.stage": stage, "turnlog.safety.streaming": streaming}
+        with tracing.span(f"safety {stage}", attributes=attributes) as checking:
+            results = await run_classifiers(
+                [self._classifiers[name] for name in stage_policy.classifiers],
+                text,
+                timeout_s=stage_policy.timeout_s,
+                timeouts_s=policy.timeouts_s(stage),
+            )
+            decision = decide(stage, results, policy, streaming=streaming)
+            if checking.is_recording():
+                checking.set_attributes({
+                    "turnlog.safety.action": decision.action, "turnlog.safety.triggered": decision.triggered,
+                    "turnlog.safety.classifiers": tuple(stage_policy.classifiers),
+                    "turnlog.safety.policy_version": decision.policy_version,
+                })
         for category in decision.triggered or ("none",):
             SAFETY_ACTIONS.labels(stage=stage, action=decision.action, category=category).inc()
         return decision

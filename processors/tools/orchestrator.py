@@ -39,6 +39,7 @@ from events.tools import (
 )
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
 from events.values import ToolCallSummary, Usage
+from kernel import tracing
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Actor, Envelope, utc_now
 from kernel.keyed_state import KeyedStates
@@ -127,7 +128,8 @@ class ToolLoop:
                     rules = {name: rule for name, rule in rules.items() if name in event.offered}
                 refused: dict[str, str] = {}
                 if isinstance(event, ToolCallsProposed) and self._safety is not None:
-                    refused, checked = await self._screened_calls(state, event, envelope, rules)
+                    with tracing.reacting_to(envelope):  # the checks are spans of this run's trace
+                        refused, checked = await self._screened_calls(state, event, envelope, rules)
                     decided.extend(checked)
                 decided.extend(self._decided(state, event, envelope, rules=rules, refused=refused))  # tracks the run
             else:
@@ -229,7 +231,8 @@ class ToolLoop:
         for event in events:  # the first finish of each call is its result, as the loop folds it
             if isinstance(event, ToolCallFinished) and event.step == completed.step:
                 results.setdefault(event.call_id, (event.status, event.result, event.sources))
-        screening = await self._screened_results(results, proposal, previous, envelope)
+        with tracing.reacting_to(envelope):
+            screening = await self._screened_results(results, proposal, previous, envelope)
         request = next_step(
             previous, proposal, results, final=completed.final, reason=completed.reason, fenced=screening.fenced,
             dropped=screening.dropped,

@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from opentelemetry.trace import Span
+
 from events.blobs import BlobStore
 from events.runs import RunHeartbeat
 from events.tools import ToolCallFinished, ToolCallRequested, ToolCallStarted
@@ -29,7 +31,7 @@ from events.topics import RUN_EVENTS
 from kernel.codec import AvroCodec
 from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import EventLog, OutgoingRecord
-from kernel import log_context
+from kernel import log_context, tracing
 from kernel.runtime import Delivery, Processor, encode
 from processors.metrics import TOOL_DURATION
 from processors.tools.breaker import ToolBreakers
@@ -108,7 +110,11 @@ class ToolRunner:
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
         for delivery in deliveries:
             if isinstance(delivery.envelope.payload, ToolCallRequested):
-                task = asyncio.create_task(self._run(delivery.envelope), name=f"tool-{delivery.envelope.payload.call_id}")
+                # The call's task starts in the span of this reaction (taking the request), which its own span outlives.
+                with tracing.reacting_to(delivery.envelope):
+                    task = asyncio.create_task(
+                        self._run(delivery.envelope), name=f"tool-{delivery.envelope.payload.call_id}"
+                    )
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
         return []
@@ -122,6 +128,16 @@ class ToolRunner:
     async def _run(self, envelope: Envelope[ToolCallRequested]) -> None:
         request = envelope.payload
         log_context.bind(**log_context.envelope_fields(envelope))  # this task's log lines name its run
+        # The call's span (OpenTelemetry's GenAI conventions), in the run's trace: what the call appends is its child.
+        attributes = {
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": request.tool_name,
+            "gen_ai.tool.call.id": request.call_id, "turnlog.tool.attempt": request.attempt,
+        }
+        with tracing.span(f"execute_tool {request.tool_name}", cause=envelope, attributes=attributes) as calling:
+            await self._run_call(envelope, calling)
+
+    async def _run_call(self, envelope: Envelope[ToolCallRequested], calling: Span) -> None:
+        request = envelope.payload
         try:
             async with self._slots:
                 refusal = self.breakers.refusal(request.tool_name, self._clock())
@@ -141,6 +157,10 @@ class ToolRunner:
                     finally:
                         beating.cancel()
                     TOOL_DURATION.labels(tool=request.tool_name, outcome=result.status).observe(time.perf_counter() - called_at)
+                if calling.is_recording():
+                    calling.set_attribute("turnlog.tool.outcome", result.status)
+                    if result.status != "completed":
+                        tracing.failed(calling, result.status)
                 await self._log.append([self._event(await self._finished(request, result, envelope), envelope)])
         except asyncio.CancelledError:
             raise

@@ -77,7 +77,9 @@ async def test_the_request_id_is_echoed_and_bound_while_the_handler_runs(caplog)
         response = await http.get("/v1/runs/run_42", headers={"X-Request-ID": "my-request-1"})
         made = await http.get("/v1/runs/run_43")
     assert response.headers["x-request-id"] == "my-request-1"
-    assert response.json()["context"] == {"request_id": "my-request-1", "org_id": "org_1", "run_id": "run_42"}
+    context = response.json()["context"]
+    assert len(context.pop("trace_id")) == 32  # every request has a trace: a new one without a `traceparent`
+    assert context == {"request_id": "my-request-1", "org_id": "org_1", "run_id": "run_42"}
     assert made.headers["x-request-id"].startswith("req_")
     [line] = [record for record in caplog.records if getattr(record, "path", None) == "/v1/runs/run_42"]
     assert (line.method, line.route, line.status) == ("GET", "/v1/runs/{run_id}", 200)
