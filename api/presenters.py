@@ -4,6 +4,7 @@ api/schemas/, which /openapi.json is generated from: a shape the document does n
 from datetime import datetime
 
 from api.schemas.conversations import Conversation, Turn
+from api.schemas.exports import EXPORT_FORMAT, ExportDocument, ExportedTurn, ExportedUser
 from api.schemas.runs import Run, TokenUsage
 from api.schemas.streams import RunEndedEvent
 from events.runs import RunFinished
@@ -30,6 +31,19 @@ def conversation_json(row: ConversationRow, *, latest_turn_seq: int | None = Non
 
 
 def turn_json(row: TurnRow) -> dict:
+    return Turn(**_turn_fields(row)).wire()
+
+
+def exported_turn_json(row: TurnRow, run: RunRow | None) -> dict:
+    """A turn in an export: as `turn_json`, with its finish time and (an assistant turn's) run summary."""
+    fields = _turn_fields(row)
+    fields["finished_at"] = iso(row.finished_at)
+    if run is not None:
+        fields["run"] = Run(**_run_fields(run))
+    return ExportedTurn(**fields).wire()
+
+
+def _turn_fields(row: TurnRow) -> dict:
     fields: dict = {
         "turn_seq": row.turn_seq,
         "role": row.role,
@@ -45,7 +59,7 @@ def turn_json(row: TurnRow) -> dict:
         fields["tool_calls"] = row.tool_calls
     if row.reason:
         fields["reason"] = row.reason
-    return Turn(**fields).wire()
+    return fields
 
 
 def usage_json(usage: Usage) -> dict:
@@ -57,6 +71,10 @@ def usage_model(usage: Usage) -> TokenUsage:
 
 
 def run_json(row: RunRow) -> dict:
+    return Run(**_run_fields(row)).wire()
+
+
+def _run_fields(row: RunRow) -> dict:
     fields: dict = {
         "run_id": row.run_id,
         "status": row.status,
@@ -69,7 +87,7 @@ def run_json(row: RunRow) -> dict:
     }
     if row.reason:
         fields["reason"] = row.reason
-    return Run(**fields).wire()
+    return fields
 
 
 TERMINAL_STREAM_EVENT = {"completed": "assistant.completed", "cancelled": "run.cancelled", "failed": "run.failed"}
@@ -90,3 +108,12 @@ def run_finished_json(event: RunFinished) -> tuple[str, dict]:
         fields["replaced"] = True
         fields["text"] = event.text
     return event_type, RunEndedEvent(**fields).wire()
+
+
+def export_header_json(*, user: ExportedUser, exported_at: datetime, workspace_id: str | None, file_contents: str) -> dict:
+    """The members of an export document before its `conversations` and `files`, which follow piece by piece."""
+    document = ExportDocument(
+        format=EXPORT_FORMAT, exported_at=iso(exported_at), user=user, workspace_id=workspace_id,
+        file_contents=file_contents, conversations=[], files=[],
+    )
+    return document.model_dump(mode="json", by_alias=True, exclude={"conversations", "files"})

@@ -410,6 +410,22 @@ class ReadModels:
         )
         return [ConversationRow(**row) for row in rows]
 
+    async def conversation_count(self, scope: Scope, *, workspace_id: str | None = None) -> int:
+        """How many conversations `conversations()` would page through (an export's progress counts them)."""
+        where = ""
+        parameters: dict[str, object] = dict(_scope_parameters(scope))
+        if workspace_id is not None:
+            where = " AND workspace_id = {workspace_id:String}"
+            parameters["workspace_id"] = workspace_id
+        # uniqExact, not FINAL: redelivered rows of a conversation share its id.
+        rows = await self._store.query(
+            f"SELECT uniqExact(conversation_id) AS conversations FROM {self._name(_CONVERSATIONS)} WHERE {_IN_SCOPE}{where}",
+            parameters,
+        )
+        count = rows[0]["conversations"]
+        assert isinstance(count, int)
+        return count
+
     async def turns(
         self, scope: Scope, conversation_id: str, *, after_seq: int = 0, limit: int
     ) -> list[TurnRow]:
@@ -429,17 +445,28 @@ class ReadModels:
         )
         return RunRow(**rows[0]) if rows else None
 
+    async def runs_by_id(self, scope: Scope, run_ids: Sequence[str]) -> dict[str, RunRow]:
+        """Those of `run_ids` in the scope, by id (one query for a page of turns' runs)."""
+        if not run_ids:
+            return {}
+        rows = await self._select(
+            _RUNS, scope, where=["has({run_ids:Array(String)}, run_id)"], then="", parameters={"run_ids": list(run_ids)}
+        )
+        return {run.run_id: run for run in (RunRow(**row) for row in rows)}
+
     async def file(self, scope: Scope, file_id: str) -> FileView | None:
         """A file the scope may see (its workspace, and its owner unless shared), not deleted."""
         views = await self._select_files(scope, where=["f.file_id = {file_id:String}"], then="LIMIT 1", parameters={"file_id": file_id})
         return views[0] if views else None
 
     async def files(
-        self, scope: Scope, *, workspace_id: str | None = None, before: str | None = None, limit: int
+        self, scope: Scope, *, workspace_id: str | None = None, before: str | None = None, limit: int, owned: bool = False
     ) -> list[FileView]:
-        """Visible files, newest first; `before` is the last file_id of the previous page."""
+        """Visible files, newest first; `before` is the last file_id of the previous page; `owned`: only the scope's owner's uploads."""
         where: list[str] = []
         parameters: dict[str, object] = {"limit": limit}
+        if owned:
+            where.append("f.owner_id = {owner_id:String}")
         if workspace_id is not None:
             where.append("f.workspace_id = {workspace_id:String}")
             parameters["workspace_id"] = workspace_id

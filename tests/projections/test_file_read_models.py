@@ -116,6 +116,22 @@ async def test_shared_files_are_seen_by_the_workspace_and_owner_only_ones_by_the
     assert set(await read_models.files_by_id(scope(BOB), [shared.file_id, private.file_id, "file_missing"])) == {shared.file_id}
 
 
+async def test_owned_files_are_the_callers_uploads_alone(projection: Projection) -> None:
+    adas = [uploaded(ADA), uploaded(ADA, acl="owner"), uploaded(ADA, workspace_id="ws_other")]
+    bobs_shared = uploaded(BOB)
+    await projection.apply(*((ADA, upload) for upload in adas), (BOB, bobs_shared))
+    read_models = projection.read_models
+
+    wide = scope(ADA, "ws_research", "ws_other")
+    assert bobs_shared.file_id in {view.file_id for view in await read_models.files(wide, limit=10)}
+    owned = await read_models.files(wide, limit=10, owned=True)
+    assert [view.file_id for view in owned] == [upload.file_id for upload in reversed(adas)]
+    first = await read_models.files(wide, workspace_id="ws_research", limit=1, owned=True)
+    rest = await read_models.files(wide, workspace_id="ws_research", before=first[-1].file_id, limit=10, owned=True)
+    assert [view.file_id for view in first + rest] == [adas[1].file_id, adas[0].file_id]
+    assert [view.file_id for view in await read_models.files(scope(BOB), limit=10, owned=True)] == [bobs_shared.file_id]
+
+
 async def test_files_page_newest_first_within_a_workspace(projection: Projection) -> None:
     uploads = [uploaded(ADA, filename=f"{index}.md") for index in range(5)]
     await projection.apply(*((ADA, upload) for upload in uploads), (ADA, uploaded(ADA, workspace_id="ws_other")))

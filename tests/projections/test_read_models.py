@@ -223,6 +223,30 @@ async def test_turns_page_after_a_turn_seq(read_models: ReadModels) -> None:
     assert await read_models.latest_turn_seq(SCOPE, CONVERSATION_ID) == 7
 
 
+async def test_conversations_are_counted_once_within_the_scope(read_models: ReadModels) -> None:
+    rows = [
+        conversation_row(conversation_id=conversation_id_at(seconds), workspace_id=workspace_id)
+        for seconds, workspace_id in enumerate([WORKSPACE, "ws_other", "ws_secret", WORKSPACE])
+    ]
+    await read_models.upsert(conversations=rows)
+    await read_models.upsert(conversations=rows[:1])  # redelivered: still one conversation
+    await read_models.upsert(conversations=[conversation_row(conversation_id=conversation_id_at(9), owner_id="user_bob")])
+
+    assert await read_models.conversation_count(SCOPE) == 3
+    assert await read_models.conversation_count(SCOPE, workspace_id=WORKSPACE) == 2
+    assert await read_models.conversation_count(SCOPE, workspace_id="ws_secret") == 0
+    assert await read_models.conversation_count(dataclasses.replace(SCOPE, org_id="org_evil")) == 0
+
+
+async def test_runs_by_id_answers_those_in_the_scope(read_models: ReadModels) -> None:
+    mine, bobs = run_row(), run_row(run_id="run_bob", owner_id="user_bob")
+    await read_models.upsert(runs=[mine, bobs, run_row(status="completed", version=20)])
+
+    found = await read_models.runs_by_id(SCOPE, [RUN_ID, "run_bob", "run_missing"])
+    assert list(found) == [RUN_ID] and found[RUN_ID].status == "completed"
+    assert await read_models.runs_by_id(SCOPE, []) == {}
+
+
 async def test_snapshot_lists_every_row_without_version(read_models: ReadModels) -> None:
     await read_models.upsert(
         conversations=[conversation_row()], turns=[turn_row(2), turn_row(1)], runs=[run_row()]
