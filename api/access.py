@@ -6,9 +6,10 @@ from collections import OrderedDict
 from starlette.requests import Request
 
 from api.api_keys import api_key_of, principal_from_api_key
-from api.auth import Principal, principal_from_request
+from api.auth import Principal
 from api.context import ApiContext
 from api.edge import refuse_when_over
+from api.oidc import principal_from_bearer
 from api.scoped_ids import Ownership, ownership, run_scope
 from api.session_cookies import session_principal
 from kernel.log import LogRecord
@@ -33,8 +34,9 @@ def authenticate(request: Request) -> Principal:
             principal = principal_from_api_key(context.api_keys, api_key, now=utc_now())
         else:  # without an Authorization header, a browser's session cookie (api/session_cookies.py)
             max_ttl_s = context.limits.max_token_ttl_s
-            principal = session_principal(request, context.secret, max_token_ttl_s=max_ttl_s) or principal_from_request(
-                request, context.secret, max_ttl_s=max_ttl_s
+            # A bearer JWT whose iss is the OIDC provider's is checked against the provider's keys alone (api/oidc.py).
+            principal = session_principal(request, context.secret, max_token_ttl_s=max_ttl_s) or principal_from_bearer(
+                request, context.secret, oidc=context.oidc, max_ttl_s=max_ttl_s
             )
     except Unauthenticated:
         if context.governance is not None:

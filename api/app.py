@@ -10,12 +10,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from api import admin, api_key_admin, conversations, files, runs, safety_review, usage
-from api import sessions
+from api import exports, sessions
 from api.access import ConversationDirectory
 from api.api_keys import ApiKeyFence
 from api.context import ApiContext
+from api.export_jobs import ExportJobs
 from api.health import metrics as metrics_endpoint, ready
 from api.observability import ObservedRequests
+from api.oidc import OidcKeyFetch
 from api.cors import enable_cors
 from api.openai.routes import ROUTES as OPENAI_ROUTES
 from api.openai.models import served_models
@@ -50,6 +52,11 @@ ROUTES = [
     Route("/v1/files", files.list_files, methods=["GET"]),
     Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
     Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+    # A user's own data as one JSON document: streamed, or built in the background with progress (api/exports.py).
+    Route("/v1/export", exports.export, methods=["GET"]),
+    Route("/v1/exports", exports.start_export, methods=["POST"]),
+    Route("/v1/exports/{export_id}", exports.get_export, methods=["GET"]),
+    Route("/v1/exports/{export_id}/download", exports.download_export, methods=["GET"]),
     # Governance (docs/governance.md): the org's usage, and its administrators' controls.
     Route("/v1/usage", usage.get_usage, methods=["GET"]),
     Route("/v1/admin/credits", admin.grant_credits, methods=["POST"]),
@@ -100,12 +107,18 @@ def create_app(
         async with start() as context:
             app.state.context = context
             app.state.conversations = ConversationDirectory()
-            yield
+            app.state.exports = ExportJobs()
+            try:
+                yield
+            finally:
+                await app.state.exports.close()  # before the context closes the store its jobs read
 
     app = Starlette(
         routes=[*ROUTES, *OPERATIONS_ROUTES], exception_handlers=exception_handlers, lifespan=lifespan,
         # ObservedRequests first: its request id, duration and access log line cover the other middlewares too.
-        middleware=[Middleware(ObservedRequests, access_log=access_log), Middleware(RateLimitFields), Middleware(ApiKeyFence)]
+        middleware=[Middleware(ObservedRequests, access_log=access_log), Middleware(RateLimitFields), Middleware(ApiKeyFence),
+                    # An OIDC provider's token waits here, not in `authenticate`, for its key to be fetched (api/oidc.py).
+                    Middleware(OidcKeyFetch)]
     )
     if pools is not None:
         app.state.openai_models = served_models(pools)

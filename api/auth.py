@@ -27,6 +27,8 @@ __all__ = [
     "SECRET_ENV_VAR",
     "SECRET_FILE_NAME",
     "Principal",
+    "check_token_lifetime",
+    "invalid_id_reason",
     "issue_token",
     "load_or_create_secret",
     "principal_from_request",
@@ -77,7 +79,8 @@ def _check_secret(secret: bytes) -> None:
         raise ValueError(f"token secret must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)}")
 
 
-def _invalid_id_reason(value: object) -> str | None:
+def invalid_id_reason(value: object) -> str | None:
+    """Why `value` cannot be a user, org or workspace id (RESOURCE_ID_PATTERN), or None when it can."""
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
     if not _RESOURCE_ID.fullmatch(value):
@@ -88,7 +91,7 @@ def _invalid_id_reason(value: object) -> str | None:
 def _checked_ids(*, user_id: str, org_id: str, workspace_ids: Iterable[str]) -> tuple[str, ...]:
     """Refuse to mint a token the verifier would reject."""
     for name, value in (("user_id", user_id), ("org_id", org_id)):
-        if reason := _invalid_id_reason(value):
+        if reason := invalid_id_reason(value):
             raise ValueError(f"{name} {value!r} {reason}")
     if isinstance(workspace_ids, str):
         raise ValueError("workspace_ids must be a collection of ids, not a single string")
@@ -96,7 +99,7 @@ def _checked_ids(*, user_id: str, org_id: str, workspace_ids: Iterable[str]) -> 
     if len(workspaces) > MAX_WORKSPACES_PER_TOKEN:
         raise ValueError(f"at most {MAX_WORKSPACES_PER_TOKEN} workspace ids per token")
     for workspace_id in workspaces:
-        if reason := _invalid_id_reason(workspace_id):
+        if reason := invalid_id_reason(workspace_id):
             raise ValueError(f"workspace id {workspace_id!r} {reason}")
     return workspaces
 
@@ -143,7 +146,7 @@ def issue_token(
 
 def _principal_from_claims(claims: Mapping[str, object]) -> Principal:
     for claim in ("sub", "org"):
-        if reason := _invalid_id_reason(claims[claim]):
+        if reason := invalid_id_reason(claims[claim]):
             raise Unauthenticated(detail=f"token claim '{claim}' {reason}")
     workspaces = claims["workspaces"]
     if not isinstance(workspaces, list):
@@ -153,7 +156,7 @@ def _principal_from_claims(claims: Mapping[str, object]) -> Principal:
             detail=f"token claim 'workspaces' lists more than {MAX_WORKSPACES_PER_TOKEN} ids"
         )
     for workspace_id in workspaces:
-        if reason := _invalid_id_reason(workspace_id):
+        if reason := invalid_id_reason(workspace_id):
             raise Unauthenticated(detail=f"token claim 'workspaces' has an id that {reason}")
     role = claims.get("role", "member")
     if role not in ROLES:
@@ -175,7 +178,7 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:.0f}" if abs(seconds) < 10**15 else "more than 10^15"
 
 
-def _checked_lifetime_s(claims: Mapping[str, object], *, max_ttl_s: int) -> None:
+def check_token_lifetime(claims: Mapping[str, object], *, max_ttl_s: int) -> None:
     """`exp - iat` may not exceed `max_ttl_s`; both must be plain numbers (PyJWT also takes "123" and true)."""
     for claim in ("iat", "exp"):
         value = claims[claim]
@@ -224,7 +227,7 @@ def verify_token(secret: bytes, token: str, *, max_ttl_s: int = DEFAULT_MAX_TOKE
         raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
     except jwt.InvalidTokenError as error:
         raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
-    _checked_lifetime_s(claims, max_ttl_s=max_ttl_s)
+    check_token_lifetime(claims, max_ttl_s=max_ttl_s)
     return _principal_from_claims(claims)
 
 

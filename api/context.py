@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from api.auth import DEFAULT_MAX_TOKEN_TTL_S
 from api.edge import EdgeLimiter
 from api.health import Readiness
+from api.oidc import OidcVerifier
 from commands.bus import CommandBus
 from commands.governance.bus import GovernanceBus
 from commands.governance.tiers_file import GovernanceConfig
@@ -51,3 +52,4 @@ class ApiContext:
     governance: Governance | None = None  # None: no tiers file, nothing is limited and no admission is asked
     api_keys: ApiKeyView | None = None  # every API key on the log, followed (None: API keys are not accepted)
     readiness: Readiness | None = None  # what `GET /readyz` checks (api/health.py); None: it answers 503 "starting"
+    oidc: OidcVerifier | None = None  # an OIDC provider whose bearer tokens are accepted too (api/oidc.py); None: turnlog's only

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from api.admin import BudgetBody, GrantCreditsBody, RefillBody, ReinstatementBody, SuspensionBody
 from api.api_key_admin import CreateApiKeyBody, RevokeApiKeyBody
 from api.api_keys import KEY_ID_PATTERN
+from api.exports import StartExportBody
 from api.bodies import (
     RESOURCE_ID_PATTERN, CreateConversationBody, RegenerateBody, RenameConversationBody, SubmitTurnBody, ToolApprovalBody,
 )
@@ -31,6 +32,7 @@ from api.openai.response_request import response_request_schema
 from api.problems import PROBLEM_MEDIA_TYPE
 from api.schemas.api_keys import ApiKey, ApiKeyList, CreatedApiKey
 from api.schemas.conversations import ConversationCreated, ConversationPage, Conversation, RunAccepted, TurnPage
+from api.schemas.exports import Export, ExportDocument
 from api.schemas.files import File, FilePage
 from api.schemas.governance import BudgetChange, CreditsGrant, OrgUsage, RefillChange, Reinstatement, Suspension
 from api.schemas.openai_chat import ChatCompletion, ChatCompletionChunk
@@ -73,6 +75,7 @@ class Answer:
     events: Sequence[type[BaseModel]] = ()  # a `text/event-stream`: each `data:` is one of these
     events_note: str = ""
     location: bool = False  # a `Location` header names what was created or started
+    headers: tuple[tuple[str, str], ...] = ()  # other headers it always has: (name, what it says)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +155,7 @@ FILE_FORM = {
     "required": [FILE_FIELD, "workspaceId"],
     "additionalProperties": False,
 }
+EXPORT_HEADERS = (("Content-Disposition", 'attachment; filename="turnlog-export-<user>-<date>.json"'),)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -241,6 +245,28 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="DELETE", path="/v1/files/{file_id}", operation_id="deleteFile", summary="Delete a file (its uploader)",
         tag="files", errors=(403, 404), answers=(Answer(status=204, description="deleted"),),
+    ),
+    Operation(
+        method="GET", path="/v1/export", operation_id="exportData",
+        summary="All the caller's conversations, turns, runs and files' metadata as one JSON document, streamed",
+        tag="exports", parameters=(WORKSPACE_FILTER,), errors=(403,),
+        answers=(Answer(status=200, description="the document, streamed as it is read", model=ExportDocument, headers=EXPORT_HEADERS),),
+    ),
+    Operation(
+        method="POST", path="/v1/exports", operation_id="startExport",
+        summary="Build the export in the background, with progress", tag="exports", body=StartExportBody,
+        body_required=False, errors=(*BODY_ERRORS, 403, 409),
+        answers=(Answer(status=202, description="started; follow its `Location`", model=Export, location=True),),
+    ),
+    Operation(
+        method="GET", path="/v1/exports/{export_id}", operation_id="getExport",
+        summary="A background export: state, progress, and once completed its download", tag="exports", errors=(404,),
+        answers=(Answer(status=200, description="the export", model=Export),),
+    ),
+    Operation(
+        method="GET", path="/v1/exports/{export_id}/download", operation_id="downloadExport",
+        summary="A completed background export's document", tag="exports", errors=(404, 409),
+        answers=(Answer(status=200, description="the document", model=ExportDocument, headers=EXPORT_HEADERS),),
     ),
     Operation(
         method="GET", path="/v1/usage", operation_id="getUsage", summary="The org's credits, budget and recent spend",
@@ -397,7 +423,8 @@ def build_document(operations: Sequence[Operation] = OPERATIONS, *, version: str
             "securitySchemes": {
                 "bearer": {
                     "type": "http", "scheme": "bearer",
-                    "description": "a JWT signed by the server's secret (`turnlog token`), or an API key `tlk_<keyId>_<secret>`",
+                    "description": "a JWT signed by the server's secret (`turnlog token`), an API key `tlk_<keyId>_<secret>`,"
+                    " or, with single sign-on on, a token of the OIDC provider (docs/deploy.md)",
                 },
                 "session": {
                     "type": "apiKey", "in": "cookie", "name": "turnlog_session",
@@ -496,6 +523,8 @@ def _answer(answer: Answer, refs: dict) -> dict:
         shape["content"] = content
     if answer.location:
         shape["headers"] = {"Location": {"required": True, "schema": {"type": "string"}, "description": "where it is"}}
+    for name, description in answer.headers:
+        shape.setdefault("headers", {})[name] = {"required": True, "schema": {"type": "string"}, "description": description}
     return shape
 
 

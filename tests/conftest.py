@@ -36,6 +36,7 @@ def load_test_module(name: str, *, beside: Path = Path(__file__)) -> ModuleType:
 e2e_server = load_test_module("e2e_server")
 kafka_harness = load_test_module("kafka_broker")
 clickhouse_http = load_test_module("clickhouse_http")
+trace_collector = load_test_module("trace_collector")
 
 # The ClickHouse test server's credentials: adapters must send them (URL-special characters included).
 CLICKHOUSE_USER = "turnlog"
@@ -148,8 +149,16 @@ def _on_kafka(item: pytest.Item) -> bool:
     return "kafka_broker" in getattr(item, "fixturenames", ()) or "kafka" in params
 
 
+def _in_the_browser(item: pytest.Item) -> bool:
+    return "tests/web/" in item.nodeid
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on Kafka run last, in the order pytest gave them. A Kafka fleet, once started, lives to the end of
-    the session and its idle consumers poll the broker all along: started late, it no longer slows the rest."""
-    items[:] = [item for item in items if not _on_kafka(item)] + [item for item in items if _on_kafka(item)]
+    """Tests on Kafka run after the others, in the order pytest gave them: a Kafka fleet, once started, lives to
+    the end of the session and its idle consumers poll the broker all along, so started late it no longer slows
+    the rest. The browser tests come last of all: their Playwright (sync API) keeps an event loop running in this
+    thread until the session ends, and a fixture that calls `asyncio.run` after them would fail."""
+    browser = [item for item in items if _in_the_browser(item)]
+    others = [item for item in items if not _in_the_browser(item)]
+    items[:] = [item for item in others if not _on_kafka(item)] + [item for item in others if _on_kafka(item)] + browser

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class TurnlogServer:
     max_upload_mb: float | None = None
     startup_deadline_s: float = STARTUP_DEADLINE_S
     extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment (OTEL_*, ...)
     port: int | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
@@ -100,7 +101,7 @@ class TurnlogServer:
                     cwd=REPO_ROOT,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                     start_new_session=True,
                 )
             finally:
@@ -366,6 +367,7 @@ class TurnlogWorker:
     roles: Sequence[str]
     args: Sequence[str] = ()
     name: str = "worker"
+    env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment (OTEL_*, ...)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> TurnlogWorker:
@@ -377,7 +379,7 @@ class TurnlogWorker:
         with open(log_path, "wb") as log_file:
             self.process = subprocess.Popen(
                 [*command, *self.args], cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}, start_new_session=True,
             )
         return self
 
@@ -433,6 +435,7 @@ class TurnlogFleet:
     inference_workers: int = 1
     run_lease_s: float | None = None
     max_upload_mb: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # added to every process's environment (OTEL_*, ...)
     apis: list[TurnlogServer] = field(default_factory=list)
     workers: list[TurnlogWorker] = field(default_factory=list)
     _next: int = 0
@@ -442,24 +445,29 @@ class TurnlogFleet:
         if self.run_lease_s is not None:
             shared += ("--run-lease-s", str(self.run_lease_s))
         engine = ("--token-delay-ms", str(self.token_delay_ms), "--answer-tokens", str(self.answer_tokens))
+        env = self.env
         self.workers = [
-            TurnlogWorker(data_dir=self.data_dir, roles=("decider", "projector", "watchdog"), args=shared),
+            TurnlogWorker(data_dir=self.data_dir, roles=("decider", "projector", "watchdog"), args=shared, env=env),
             # The prompt builder loads the embedding model on the first turn that searches documents:
             # in a process of its own, that load never slows the decider or the projector.
-            TurnlogWorker(data_dir=self.data_dir, roles=("prompt-builder",), args=shared, name="prompt-builder"),
+            TurnlogWorker(data_dir=self.data_dir, roles=("prompt-builder",), args=shared, name="prompt-builder", env=env),
             *(
-                TurnlogWorker(data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine), name=f"inference{index}")
+                TurnlogWorker(
+                    data_dir=self.data_dir, roles=("inference",), args=(*shared, *engine), name=f"inference{index}", env=env
+                )
                 for index in range(self.inference_workers)
             ),
             # Blobs and the search index default to the shared data dir, which the ingester reads too.
-            TurnlogWorker(data_dir=self.data_dir, roles=("ingester",), args=shared, name="ingester"),
+            TurnlogWorker(data_dir=self.data_dir, roles=("ingester",), args=shared, name="ingester", env=env),
         ]
         for worker in self.workers:
             worker.start()
         # The instances share the data dir only for the token-signing secret; the log and the
         # read models are Kafka and ClickHouse.
         self.apis = [
-            TurnlogServer(data_dir=self.data_dir, max_upload_mb=self.max_upload_mb, extra_args=(*shared, "--role", "api")).start()
+            TurnlogServer(
+                data_dir=self.data_dir, max_upload_mb=self.max_upload_mb, extra_args=(*shared, "--role", "api"), env=self.env
+            ).start()
             for _ in range(2)
         ]
         return self

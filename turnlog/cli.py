@@ -13,6 +13,7 @@ from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.keys import add_keys_parser, run_keys
 from turnlog.limits import add_connection_options, add_max_token_ttl_option, connection_limits
+from turnlog.oidc import add_oidc_options, oidc_config
 from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deployment_options(serve)
     add_connection_options(serve)
     add_max_token_ttl_option(serve)
+    add_oidc_options(serve)  # single sign-on: an OIDC provider's tokens too (docs/deploy.md)
 
     worker = commands.add_parser(
         "worker", help="run processor roles without the API",
@@ -270,6 +272,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         metrics_port=getattr(arguments, "metrics_port", None),
         metrics_host=getattr(arguments, "metrics_host", "127.0.0.1"),
         max_token_ttl_s=getattr(arguments, "max_token_ttl_s", Settings.max_token_ttl_s),
+        oidc=oidc_config(arguments) if arguments.command == "serve" else None,
     )
 
 

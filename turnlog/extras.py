@@ -6,11 +6,13 @@ extra, instead of failing later inside a role with an ImportError.
 """
 
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 
 from turnlog.adapters import load_pools, load_policies
 from turnlog.settings import Settings, url_scheme
+from turnlog.telemetry import trace_exporters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +67,13 @@ def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
         named = [modules[name] for name in policies.classifier_names() if name in modules]
         if named:
             needs.append(Requirement(extra="safety", modules=tuple(named), what="the safety classifiers of the policies file (--policies)"))
+    if api and settings.oidc is not None:
+        needs.append(Requirement(extra="oidc", modules=("cryptography",), what="an OIDC provider's tokens (--oidc-issuer)"))
+    if trace_exporters(os.environ):  # a ValueError for an exporter or protocol turnlog does not export by
+        needs.append(Requirement(
+            extra="otel", modules=("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+            what="exporting traces (OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT: docs/observability.md)",
+        ))
     engines = served_engines(settings)
     if "cpu" in engines:
         needs.append(Requirement(

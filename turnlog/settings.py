@@ -7,7 +7,11 @@ flag wins over the environment, and `turnlog <command> --help` names each option
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from api.oidc import OidcConfig
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
 PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester", "tools", "governance")
@@ -52,6 +56,7 @@ class Settings:
     metrics_port: int | None = None  # `turnlog worker`: where it answers /healthz, /readyz and /metrics; None: nowhere
     metrics_host: str = "127.0.0.1"  # the address that port listens on
     max_token_ttl_s: int = 30 * 24 * 3600  # `turnlog serve`: the longest `exp - iat` a bearer token may have
+    oidc: "OidcConfig | None" = None  # `turnlog serve`: an OIDC provider whose tokens are accepted too; None: turnlog's only
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(PROCESSOR_ROLES)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from api.auth import load_or_create_secret
 from api.context import ApiContext, Governance, Limits
 from api.edge import EdgeLimiter
+from api.oidc import OidcVerifier
 from commands.bus import CommandBus
 from commands.governance.bus import GovernanceBus
 from commands.governance.tiers_file import GovernanceConfig
@@ -52,6 +53,7 @@ from processors.tools.runner import ToolRunner
 from processors.safety.checks import SafetyChecks
 from processors.safety.stages import SafetyStages
 from turnlog.settings import Settings
+from turnlog.telemetry import default_service_name, traced_process
 from turnlog.readiness import process_readiness
 from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unregister_collector
 from inference.metrics import BreakerStates
@@ -362,7 +364,16 @@ async def opened_storage(settings: Settings) -> AsyncIterator[tuple[EventLog, Re
 @asynccontextmanager
 async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | None = None) -> AsyncIterator[ApiContext]:
     """The API's context plus this process's roles (every role, by default); a role that stops is reported to
-    `on_role_stopped` (`turnlog serve` then shuts down and exits non-zero)."""
+    `on_role_stopped` (`turnlog serve` then shuts down and exits non-zero). Spans are exported while it runs when the
+    `OTEL_*` variables ask (turnlog/telemetry.py)."""
+    service_name = default_service_name(settings.roles, serves_api=True)
+    with traced_process(service_name=service_name, roles=("api", *settings.roles)):
+        async with _running_system(settings, on_role_stopped=on_role_stopped) as context:
+            yield context
+
+
+@asynccontextmanager
+async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | None) -> AsyncIterator[ApiContext]:
     codec = build_codec()
     secret = load_or_create_secret(settings.data_dir)
     async with opened_storage(settings) as (log, read_models), opened_blobs(settings) as blobs:
@@ -373,6 +384,8 @@ async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | N
             await bus.start()
             governance = None
             api_keys = ApiKeyView(log=log, codec=codec)  # every API key on the log, followed (docs/api-keys.md)
+            # Its keys are fetched when a token first needs them: a provider down at start does not stop the server.
+            oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
             try:
                 await api_keys.start()
                 governance = await _opened_governance(settings, log=log, codec=codec)
@@ -390,9 +403,12 @@ async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | N
                     api_keys=api_keys,
                     # The API reads the read models behind the fence: it is ready while the projector keeps up.
                     readiness=process_readiness(log=log, read_models=read_models, tasks=roles.tasks, projector_lag=True),
+                    oidc=oidc,
                 )
             finally:
                 await api_keys.close()
+                if oidc is not None:
+                    await oidc.close()
                 if governance is not None:
                     await governance.bus.close()
                 await bus.close()
@@ -431,6 +447,8 @@ async def run_workers(settings: Settings) -> None:
     are served there. A role that stops raises `RoleStoppedError`."""
     codec = build_codec()
     async with AsyncExitStack() as stack:
+        service_name = default_service_name(settings.roles, serves_api=False)
+        stack.enter_context(traced_process(service_name=service_name, roles=settings.roles))
         log = await stack.enter_async_context(opened_log(settings))
         # Only the projector writes read models: other workers never open the store (nor need its extra).
         read_models = await stack.enter_async_context(opened_read_models(settings)) if "projector" in settings.roles else None
