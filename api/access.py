@@ -66,7 +66,10 @@ def require_workspace(principal: Principal, workspace_id: str) -> None:
 
 def require_admin(principal: Principal, what: str) -> None:
     if not principal.is_admin:
-        raise Forbidden(detail=f"{what} is for your org's administrators: a token with role admin (turnlog token --user-role admin)")
+        raise Forbidden(
+            detail=f"{what} is for your org's administrators: a token with role admin (turnlog token --user-role admin,"
+            " an API key created with role admin, or an OIDC token with the configured admin role)"
+        )
 
 
 class ConversationDirectory:
