@@ -9,7 +9,8 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,33 @@ def check_token_lifetime(claims: Mapping[str, object], *, max_ttl_s: int) -> Non
         )
 
 
+@contextmanager
+def decoding_refusals(*, issuer: str, algorithm: str | None = None, audience: str | None = None) -> Iterator[None]:
+    """PyJWT's refusals as `Unauthenticated` with a detail a person can act on (turnlog's tokens and OIDC ones)."""
+    try:
+        yield
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated(detail="bearer token has expired") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthenticated(detail="bearer token signature is invalid") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthenticated(detail=f"bearer token must be signed with {algorithm}") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise Unauthenticated(detail=f"bearer token lacks the '{error.claim}' claim") from None
+    except jwt.InvalidAudienceError:
+        raise Unauthenticated(
+            detail=f"bearer token is not meant for this server: its audience (aud) does not name {audience!r}"
+        ) from None
+    except jwt.InvalidIssuerError:
+        raise Unauthenticated(detail=f"bearer token was not issued by {issuer!r}") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthenticated(detail="bearer token is not valid yet (its nbf or iat is in the future)") from None
+    except jwt.DecodeError:
+        raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
+    except jwt.InvalidTokenError as error:
+        raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
+
+
 def verify_token(secret: bytes, token: str, *, max_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S) -> Principal:
     """Check signature, issuer, expiry, lifetime (at most `max_ttl_s`) and claims; raise Unauthenticated saying which failed."""
     _check_secret(secret)
@@ -201,7 +229,7 @@ def verify_token(secret: bytes, token: str, *, max_ttl_s: int = DEFAULT_MAX_TOKE
         raise Unauthenticated(detail="bearer token is empty")
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthenticated(detail=f"bearer token is longer than {MAX_TOKEN_CHARS} characters")
-    try:
+    with decoding_refusals(issuer=ISSUER, algorithm=ALGORITHM):
         claims = jwt.decode(
             token,
             secret,
@@ -211,22 +239,6 @@ def verify_token(secret: bytes, token: str, *, max_ttl_s: int = DEFAULT_MAX_TOKE
             leeway=CLOCK_SKEW_LEEWAY_S,
             options={"require": list(_REQUIRED_CLAIMS)},
         )
-    except jwt.ExpiredSignatureError:
-        raise Unauthenticated(detail="bearer token has expired") from None
-    except jwt.InvalidSignatureError:
-        raise Unauthenticated(detail="bearer token signature is invalid") from None
-    except jwt.InvalidAlgorithmError:
-        raise Unauthenticated(detail=f"bearer token must be signed with {ALGORITHM}") from None
-    except jwt.MissingRequiredClaimError as error:
-        raise Unauthenticated(detail=f"bearer token lacks the '{error.claim}' claim") from None
-    except jwt.InvalidIssuerError:
-        raise Unauthenticated(detail=f"bearer token was not issued by '{ISSUER}'") from None
-    except jwt.ImmatureSignatureError:
-        raise Unauthenticated(detail="bearer token is issued in the future") from None
-    except jwt.DecodeError:
-        raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
-    except jwt.InvalidTokenError as error:
-        raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
     check_token_lifetime(claims, max_ttl_s=max_ttl_s)
     return _principal_from_claims(claims)
 

@@ -33,6 +33,7 @@ from api.auth import (
     Principal,
     bearer_token_from_header,
     check_token_lifetime,
+    decoding_refusals,
     invalid_id_reason,
     verify_token,
 )
@@ -173,7 +174,7 @@ class OidcVerifier:
                 f" ({', '.join(SIGNING_ALGORITHMS)}), not {algorithm!r}"
             )
         key = self._key_for(header, algorithm)
-        try:
+        with decoding_refusals(issuer=self.config.issuer, audience=self.config.audience):
             claims = jwt.decode(
                 token,
                 key.key,
@@ -184,24 +185,6 @@ class OidcVerifier:
                 leeway=CLOCK_SKEW_LEEWAY_S,
                 options={"require": list(_REQUIRED_CLAIMS)},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated(detail="bearer token has expired") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthenticated(detail="bearer token signature is invalid") from None
-        except jwt.MissingRequiredClaimError as error:
-            raise Unauthenticated(detail=f"bearer token lacks the '{error.claim}' claim") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthenticated(
-                detail=f"bearer token is not meant for this server: its audience (aud) does not name {self.config.audience!r}"
-            ) from None
-        except jwt.InvalidIssuerError:
-            raise Unauthenticated(detail=f"bearer token was not issued by {self.config.issuer!r}") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthenticated(detail="bearer token is not valid yet (its nbf or iat is in the future)") from None
-        except jwt.DecodeError:
-            raise Unauthenticated(detail="bearer token is malformed (not a JWT)") from None
-        except jwt.InvalidTokenError as error:
-            raise Unauthenticated(detail=f"bearer token is invalid: {error}") from None
         check_token_lifetime(claims, max_ttl_s=max_ttl_s)
         return self._principal(claims)
 
