@@ -49,17 +49,23 @@ def fleet(broker, clickhouse_server, tmp_path_factory) -> Iterator[e2e_server.Tu
         fleet.stop()
 
 
-async def claim_of(broker, run_id: str) -> GenerationStarted:
+async def claim_of(broker, run_id: str, *, timeout_s: float = 30.0) -> GenerationStarted:
+    """The run's claim, read back from the log. Waited for: a read from a new connection was once seen
+    to miss it just after the first delta (CI, stop 21), so the test polls rather than reading once."""
     log = KafkaLog(broker.bootstrap_servers, topics=turnlog_topics(), client_id="fault-test")
     await log.start()
+    deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        for record in await log.read(RUN_EVENTS, key=run_id):
-            event = CODEC.decode(record.value).payload
-            if isinstance(event, GenerationStarted):
-                return event
+        while True:
+            for record in await log.read(RUN_EVENTS, key=run_id):
+                event = CODEC.decode(record.value).payload
+                if isinstance(event, GenerationStarted):
+                    return event
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id} was never claimed")
+            await asyncio.sleep(0.2)
     finally:
         await log.close()
-    raise AssertionError(f"run {run_id} was never claimed")
 
 
 async def test_a_killed_inference_worker_leaves_no_run_in_progress(fleet, broker) -> None:
