@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -69,6 +71,11 @@ class MiniLMEmbedder:
         self._batch_size = batch_size
         self._model_path = model_path
         self._model: SentenceTransformer | None = None
+        # A fast tokenizer sets its padding and truncation on the shared Rust object at every call, so two calls
+        # at once (an upload's chunks and a question, in two threads) can pad to each other's lengths and fail.
+        # Encodes take turns; callers that count tokens get a tokenizer of their own.
+        self._encoding = threading.Lock()
+        self._counting_tokenizer: PreTrainedTokenizerBase | None = None
 
     async def start(self) -> None:
         if self._model is None:
@@ -94,8 +101,10 @@ class MiniLMEmbedder:
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The tokenizer the model itself uses (the same as `load_minilm_tokenizer()`)."""
-        return self._started().tokenizer
+        """A copy of the tokenizer the model uses (the same as `load_minilm_tokenizer()`), not the model's own object."""
+        if self._counting_tokenizer is None:
+            self._counting_tokenizer = copy.deepcopy(self._started().tokenizer)
+        return self._counting_tokenizer
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         model = self._started()
@@ -104,13 +113,14 @@ class MiniLMEmbedder:
         return await asyncio.to_thread(self._encode, model, list(texts))
 
     def _encode(self, model: SentenceTransformer, texts: list[str]) -> np.ndarray:
-        vectors = model.encode(
-            texts,
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        with self._encoding:
+            vectors = model.encode(
+                texts,
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _started(self) -> SentenceTransformer:

@@ -47,6 +47,22 @@ async def test_the_event_loop_keeps_running_while_a_batch_is_embedded(embedder: 
     assert ticks >= 3
 
 
+async def test_embeds_and_token_counts_at_the_same_time_each_get_their_own_answer(embedder: MiniLMEmbedder) -> None:
+    """An upload's chunks, a question and the chunker's token counts at once (a soak run failed on this:
+    a fast tokenizer keeps its padding on the shared object, so concurrent calls padded to each other's lengths)."""
+    batches = [[f"passage {n} " + "about tides and harbours " * (n % 7)] * (1 + n % 5) for n in range(12)]
+    alone = [await embedder.embed(batch) for batch in batches]
+    loop = asyncio.get_running_loop()
+
+    def count_tokens() -> list[int]:
+        return [len(embedder.tokenizer("word " * n)["input_ids"]) for n in range(1, 200)]
+
+    together = await asyncio.gather(*(embedder.embed(batch) for batch in batches), loop.run_in_executor(None, count_tokens))
+    for vectors, expected in zip(together, alone):
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert together[-1] == [n + 2 for n in range(1, 200)]
+
+
 def test_the_tokenizer_is_the_model_s_own(embedder: MiniLMEmbedder) -> None:
     tokenizer = load_minilm_tokenizer()
     text = "Tokenisation counts word pieces: unbelievably, 42 of them."
