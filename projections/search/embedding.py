@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from kernel.lazy_imports import lazy_attribute
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
@@ -52,9 +54,8 @@ def _go_offline() -> None:
 def load_minilm_tokenizer() -> PreTrainedTokenizerBase:
     """The model's own WordPiece tokenizer (fast), without the model: chunking counts tokens with it."""
     _go_offline()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(minilm_model_path()))
+    auto_tokenizer = lazy_attribute("transformers", "AutoTokenizer")
+    return auto_tokenizer.from_pretrained(str(minilm_model_path()))
 
 
 class MiniLMEmbedder:
@@ -83,9 +84,8 @@ class MiniLMEmbedder:
 
     def _load(self) -> SentenceTransformer:
         _go_offline()
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(self._model_path or minilm_model_path()), device="cpu")
+        sentence_transformer = lazy_attribute("sentence_transformers", "SentenceTransformer")
+        model = sentence_transformer(str(self._model_path or minilm_model_path()), device="cpu")
         dimensions = model.get_embedding_dimension()
         if dimensions != self.dimensions:
             raise ValueError(f"expected a {self.dimensions}-dimensional model, got {dimensions}")
