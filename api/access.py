@@ -15,8 +15,10 @@ from api.session_cookies import session_principal
 from kernel.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
-from kernel.envelope import Actor, utc_now
+from kernel.envelope import Actor, Envelope, utc_now
 from kernel import log_context
+from kernel.key_store import SubjectErased
+from kernel.sealing import Subject
 from projections.read_models import ConversationRow, RunRow, Scope
 from kernel.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, Unavailable
 
@@ -42,6 +44,9 @@ def authenticate(request: Request) -> Principal:
         if context.governance is not None:
             refuse_when_over(context.governance.edge, request.client.host if request.client else "unknown")
         raise
+    if context.keys is not None and context.keys.is_erased(Subject(org_id=principal.org_id, user_id=principal.user_id)):
+        # Erased (docs/encryption.md): the token may still verify, but nothing of theirs exists, nor may be written.
+        raise SubjectErased(subject=Subject(org_id=principal.org_id, user_id=principal.user_id))
     request.state.principal = principal  # for the rate-limit fields added to the answer (api/rate_limit_fields.py)
     # The request's log lines (its access log line too) name the org and the conversation or run in the path.
     path_params = request.path_params

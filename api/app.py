@@ -9,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from api import admin, api_key_admin, conversations, files, runs, safety_review, usage
+from api import admin, analytics, api_key_admin, conversations, files, runs, safety_review, usage
 from api import exports, sessions
+from api import erasures
+from api import search
 from api.access import ConversationDirectory
 from api.api_keys import ApiKeyFence
 from api.context import ApiContext
@@ -64,8 +66,13 @@ ROUTES = [
     Route("/v1/admin/refill", admin.set_refill, methods=["PUT"]),
     Route("/v1/admin/users/{user_id}/suspension", admin.suspend_user, methods=["POST"]),
     Route("/v1/admin/users/{user_id}/suspension", admin.reinstate_user, methods=["DELETE"]),
+    # Erasure (docs/encryption.md): a user's or the org's data keys destroyed, their derived data dropped.
+    Route("/v1/admin/erasures", erasures.create_erasure, methods=["POST"]),
     # Safety (docs/safety.md): the decisions of the safety stages on the org's runs, for its administrators.
     Route("/v1/admin/safety-decisions", safety_review.list_safety_decisions, methods=["GET"]),
+    # Analytics (docs/analytics.md): the documented analysts' queries, run over the caller's org only.
+    Route("/v1/admin/analytics", analytics.list_analytics, methods=["GET"]),
+    Route("/v1/admin/analytics/{name}", analytics.run_analytics, methods=["GET"]),
     # API keys for programs (docs/api-keys.md): the org's administrators create, list and revoke them.
     Route("/v1/admin/api-keys", api_key_admin.create_api_key, methods=["POST"]),
     Route("/v1/admin/api-keys", api_key_admin.list_api_keys, methods=["GET"]),

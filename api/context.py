@@ -12,7 +12,9 @@ from commands.governance.bus import GovernanceBus
 from commands.governance.tiers_file import GovernanceConfig
 from events.blobs import BlobStore
 from kernel.codec import AvroCodec
+from kernel.key_store import KeyStore
 from kernel.log import EventLog
+from processors.retrieval import DocumentRetriever
 from projections.api_keys import ApiKeyView
 from projections.read_models import ReadModels
 
@@ -53,3 +55,5 @@ class ApiContext:
     api_keys: ApiKeyView | None = None  # every API key on the log, followed (None: API keys are not accepted)
     readiness: Readiness | None = None  # what `GET /readyz` checks (api/health.py); None: it answers 503 "starting"
     oidc: OidcVerifier | None = None  # an OIDC provider whose bearer tokens are accepted too (api/oidc.py); None: turnlog's only
+    keys: KeyStore | None = None  # the data keys content is sealed with; None: erasure is not offered (docs/encryption.md)
+    search: DocumentRetriever | None = None  # `POST /v1/search` (api/search.py); None: this process does not search documents

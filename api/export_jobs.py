@@ -27,6 +27,8 @@ from events.blobs import BlobRef
 from events.topics import DOCUMENTS
 from kernel.envelope import new_id, utc_now
 from kernel.errors import Conflict, NotFound, TurnlogError, Unavailable
+from kernel.sealing import Subject
+from events.sealed_blobs import put_owned
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,14 @@ class ExportJob:
     conversations_total: int | None = None
     conversations_done: int = 0
     parts: list[BlobRef] = field(default_factory=list)
+    part_bytes: list[int] = field(default_factory=list)  # each part's size as downloaded (stored sealed, it is larger)
     finished_at: datetime | None = None
     finished_monotonic: float | None = None
     failure_reason: str = ""
 
     @property
     def size(self) -> int | None:
-        return sum(part.size for part in self.parts) if self.state == "completed" else None
+        return sum(self.part_bytes) if self.state == "completed" else None
 
     @property
     def download_url(self) -> str:
@@ -173,12 +176,12 @@ class ExportJobs:
                 part.append(encoded)
                 part_size += len(encoded)
                 if part_size >= self._part_bytes:
-                    job.parts.append(await context.blobs.put(b"".join(part)))
+                    await _put_part(context, job, b"".join(part))
                     part, part_size = [], 0
         finally:
             await pieces.aclose()
         if part:
-            job.parts.append(await context.blobs.put(b"".join(part)))
+            await _put_part(context, job, b"".join(part))
 
     def _forget_old(self) -> None:
         now = time.monotonic()
@@ -190,3 +193,9 @@ class ExportJobs:
                 break
             if job.finished_at is not None:
                 del self._jobs[export_id]
+
+
+async def _put_part(context: ApiContext, job: ExportJob, data: bytes) -> None:
+    """A part of the document into the blob store, sealed under its user's data key (docs/encryption.md)."""
+    job.parts.append(await put_owned(context.blobs, data, owner=Subject(org_id=job.org_id, user_id=job.user_id)))
+    job.part_bytes.append(len(data))

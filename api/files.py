@@ -27,6 +27,8 @@ from api.multipart import boundary_of, read_multipart_form, size_text
 from api.presenters import iso
 from events.documents import FILE_ACLS, FileDeleted, FileUploaded
 from kernel.envelope import Envelope, utc_now
+from kernel.sealing import Subject
+from events.sealed_blobs import put_owned
 from events.topics import DOCUMENTS
 from processors.ingestion.extraction.detection import detect_media_type
 from kernel.runtime import encode
@@ -105,7 +107,9 @@ async def upload_file(request: Request) -> JSONResponse:
     if not upload.data:
         raise InvalidRequest(detail=f"{filename!r} is empty: there is nothing to read in it")
     media_type = detect_media_type(filename, upload.content_type, upload.data)  # 415 when turnlog cannot read it
-    blob = await context.blobs.put(upload.data)
+    # Sealed under the uploader's data key (events/sealed_blobs.py): erasing the user shreds the bytes.
+    blob = await put_owned(context.blobs, upload.data, owner=Subject(org_id=principal.org_id, user_id=principal.user_id))
+    size = len(upload.data)  # the upload's own size: the blob's is the sealed bytes'
     uploaded = FileUploaded(
         file_id=new_scoped_id(context.secret, "file", file_scope(principal.org_id, workspace_id)),
         workspace_id=workspace_id,
@@ -113,14 +117,14 @@ async def upload_file(request: Request) -> JSONResponse:
         acl=acl,
         filename=filename,
         media_type=media_type.value,
-        size=blob.size,
+        size=size,
         digest=blob.digest,
         uploaded_at=utc_now(),
     )
     await _append(context, Envelope.wrap(uploaded, key=uploaded.file_id, actor=actor_of(principal, workspace_id)))
     view = FileView(
         org_id=principal.org_id, workspace_id=workspace_id, owner_id=principal.user_id, file_id=uploaded.file_id, acl=acl,
-        filename=filename, media_type=uploaded.media_type, size=blob.size, digest=blob.digest,
+        filename=filename, media_type=uploaded.media_type, size=size, digest=blob.digest,
         created_at=uploaded.uploaded_at, state="pending", pages=0, chunks_total=0, chunks_indexed=0, title="", failure_reason="",
     )
     return JSONResponse(file_json(view), status_code=201, headers={"Location": f"/v1/files/{uploaded.file_id}"})
@@ -199,8 +203,13 @@ async def _on_the_log_for(context: ApiContext, principal: Principal, file_id: st
     )
 
 
-async def check_attachments(context: ApiContext, principal: Principal, *, workspace_id: str, file_ids: Sequence[str]) -> None:
-    """Every attached file exists, is visible to the caller, lives in the conversation's workspace and was readable (422 otherwise)."""
+async def check_attachments(
+    context: ApiContext, principal: Principal, *, workspace_id: str, file_ids: Sequence[str], field: str = "attachments"
+) -> None:
+    """Every attached file exists, is visible to the caller, lives in the conversation's workspace and was readable (422 otherwise).
+
+    `field`: the body's name for the list, in the errors (`fileIds` for a search).
+    """
     unique = list(dict.fromkeys(file_ids))
     for file_id in unique:
         await context.caught_up(key=file_id, topic=DOCUMENTS)
@@ -209,10 +218,10 @@ async def check_attachments(context: ApiContext, principal: Principal, *, worksp
     for position, file_id in enumerate(file_ids):
         view = views.get(file_id)
         if view is None or view.workspace_id != workspace_id:
-            errors.append(FieldError(field=f"attachments[{position}]", message=f"no file {file_id} in workspace {workspace_id}"))
+            errors.append(FieldError(field=f"{field}[{position}]", message=f"no file {file_id} in workspace {workspace_id}"))
         elif view.state == "failed":
             errors.append(
-                FieldError(field=f"attachments[{position}]", message=f"file {file_id} could not be read: {view.failure_reason}")
+                FieldError(field=f"{field}[{position}]", message=f"file {file_id} could not be read: {view.failure_reason}")
             )
     if errors:
         raise UnprocessableContent(detail=f"{errors[0].field}: {errors[0].message}", errors=errors)

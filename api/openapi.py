@@ -23,6 +23,8 @@ from api.admin import BudgetBody, GrantCreditsBody, RefillBody, ReinstatementBod
 from api.api_key_admin import CreateApiKeyBody, RevokeApiKeyBody
 from api.api_keys import KEY_ID_PATTERN
 from api.exports import StartExportBody
+from api.erasures import ErasureBody
+from api.schemas.erasures import Erasure
 from api.bodies import (
     RESOURCE_ID_PATTERN, CreateConversationBody, RegenerateBody, RenameConversationBody, SubmitTurnBody, ToolApprovalBody,
 )
@@ -309,6 +311,12 @@ OPERATIONS: tuple[Operation, ...] = (
             _query("limit", _integer(1, 1000), "at most this many (default 100)"),
         ),
         answers=(Answer(status=200, description="newest first", model=SafetyDecisionPage),),
+    ),
+    Operation(
+        method="POST", path="/v1/admin/erasures", operation_id="createErasure",
+        summary="Erase a user of the org, or the org: destroy their data keys (docs/encryption.md)", tag="admin",
+        body=ErasureBody, errors=(*BODY_ERRORS, 403, 404, 409),
+        answers=(Answer(status=202, description="the keys are destroyed; derived stores drop the data shortly", model=Erasure),),
     ),
     Operation(
         method="POST", path="/v1/admin/api-keys", operation_id="createApiKey", summary="Create an API key (shown once)",

@@ -60,7 +60,7 @@ from inference.openai_compatible import ChunkDelta, StreamEnded, completion_chun
 from lifecycle import Client, cpu_seconds, free_port, percentile, stop_all
 from processors.prompting import SYSTEM_PROMPT
 from turnlog.settings import Settings
-from turnlog.adapters import build_codec, build_log
+from turnlog.adapters import build_codec, build_key_store, build_log
 
 MODEL = "fake-sglang"
 SHORT_QUESTIONS = (
@@ -263,7 +263,8 @@ def stats_change(before: dict, after: dict) -> dict:
 async def first_events_by_run(data_dir: Path) -> tuple[dict[str, dict[type, float]], dict[str, int]]:
     """For each run, when its command and each of its first run events were appended, and its prompt's
     size in turnlog's count (read once the server has stopped)."""
-    log, codec = build_log(Settings(data_dir=data_dir)), build_codec()
+    settings = Settings(data_dir=data_dir)
+    log, codec = build_log(settings), build_codec(build_key_store(settings))  # the served log's content is sealed
     await log.start()
     first_seen: dict[str, dict[type, float]] = {}
     prompt_tokens: dict[str, int] = {}

@@ -35,6 +35,8 @@ from events.runs import GenerationStarted, RunFinished
 from events.tools import ToolCallFinished, ToolCallRequested, ToolCallsProposed, ToolCallStarted, ToolStepCompleted
 from events.topics import RUN_EVENTS
 from turnlog.adapters import build_codec
+from events.key_files import KeyFileStore
+from kernel.codec import AvroCodec
 
 NOOP_SERVER = Path(__file__).with_name("noop_mcp_server.py")
 
@@ -90,9 +92,8 @@ async def drive(
     return runs
 
 
-async def stages(log: EmbeddedLog, run_id: str) -> dict[str, float]:
+async def stages(log: EmbeddedLog, run_id: str, *, codec: AvroCodec) -> dict[str, float]:
     """Milliseconds between the events of a run's first tool step (with several calls: first start, last finish)."""
-    codec = build_codec()
     at: dict[str, float] = {}
     for record in await log.read(RUN_EVENTS, key=run_id):
         envelope = codec.decode(record.value)
@@ -117,9 +118,8 @@ async def stages(log: EmbeddedLog, run_id: str) -> dict[str, float]:
     }
 
 
-async def end_to_end(log: EmbeddedLog, run_id: str, submitted_at: float) -> dict[str, float]:
+async def end_to_end(log: EmbeddedLog, run_id: str, submitted_at: float, *, codec: AvroCodec) -> dict[str, float]:
     """Milliseconds from the client's submit to the run's finish; with tool steps, each step's parts (medians)."""
-    codec = build_codec()
     proposed: dict[int, float] = {}
     generation_started: dict[int, float] = {}
     finished_at = None
@@ -202,7 +202,8 @@ def main() -> None:
         log = EmbeddedLog(path=data_dir / "log.db")
         await log.start()
         try:
-            return [await stages(log, run_id) for run_id in runs]
+            codec = build_codec(KeyFileStore(root=data_dir / "keys"))  # the served log's content is sealed
+            return [await stages(log, run_id, codec=codec) for run_id in runs]
         finally:
             await log.close()
 
@@ -210,7 +211,8 @@ def main() -> None:
         log = EmbeddedLog(path=data_dir / "log.db")
         await log.start()
         try:
-            return [await end_to_end(log, run_id, submitted[run_id]) for run_id in runs]
+            codec = build_codec(KeyFileStore(root=data_dir / "keys"))  # the served log's content is sealed
+            return [await end_to_end(log, run_id, submitted[run_id], codec=codec) for run_id in runs]
         finally:
             await log.close()
 

@@ -65,3 +65,5 @@ Command = CreateConversation | RenameConversation | SubmitTurn | RegenerateTurn 
 COMMAND_TYPES: tuple[type, ...] = (
     CreateConversation, RenameConversation, SubmitTurn, RegenerateTurn, CancelRun, FinishRun,
 )
+# The commands that carry content: sealed on the log like the events they become (events/sealed_content.py).
+SEALED_COMMAND_TYPES: tuple[type, ...] = (CreateConversation, RenameConversation, SubmitTurn, FinishRun)

@@ -3,6 +3,7 @@
 from events.api_keys import API_KEY_EVENT_TYPES
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
+from events.erasure import ERASURE_EVENT_TYPES
 from events.governance import GOVERNANCE_EVENT_TYPES, GOVERNANCE_REQUEST_TYPES
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.dead_letters import DeadLetter
@@ -25,4 +26,5 @@ EVENT_TYPES: tuple[type, ...] = (
     *GOVERNANCE_REQUEST_TYPES,
     *GOVERNANCE_EVENT_TYPES,
     *API_KEY_EVENT_TYPES,
+    *ERASURE_EVENT_TYPES,
 )

@@ -3,6 +3,7 @@
 from events.api_keys import API_KEY_EVENT_TYPES
 from events.conversation import CONVERSATION_EVENT_TYPES, ConversationSummarized
 from events.documents import DOCUMENT_EVENT_TYPES
+from events.erasure import SubjectErased
 from events.governance import GOVERNANCE_EVENT_TYPES, GOVERNANCE_REQUEST_TYPES
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.dead_letters import DEAD_LETTERS, DeadLetter
@@ -45,6 +46,7 @@ _TOPIC_OF_TYPE: dict[type, str] = {
     DeadLetter: DEAD_LETTERS,
     UsageRecorded: USAGE,
     ConversationSummarized: SUMMARIES,
+    SubjectErased: DOCUMENTS,  # read by the projector and the ingester, which drop the subject's data (events/erasure.py)
 }
 
 
@@ -62,6 +64,8 @@ def key_of(event: object) -> str:
     """The partition key of an event: everything about one conversation (one run's stream, one file) shares it."""
     if _TOPIC_OF_TYPE.get(type(event)) in (CONVERSATION_EVENTS, SUMMARIES):
         return event.conversation_id  # type: ignore[attr-defined]
+    if isinstance(event, SubjectErased):
+        return event.subject_key
     if _TOPIC_OF_TYPE.get(type(event)) == DOCUMENTS:
         return event.file_id  # type: ignore[attr-defined]
     if _TOPIC_OF_TYPE.get(type(event)) in (GOVERNANCE_REQUESTS, GOVERNANCE):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from opentelemetry.trace import Span, SpanKind
 
 from commands.catalog import FinishRun
+from kernel.sealing import Erased
 from kernel.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
 from kernel.envelope import Envelope, new_id, utc_now
@@ -182,6 +183,10 @@ class InferenceWorker:
                 except UndecodableMessage as error:
                     lane.read_ahead.add(record, tenant_id="", payload=None, problem=str(error))
                 else:
+                    if isinstance(envelope.payload, Erased):  # its user was erased while it queued: nothing to answer
+                        lane.read_ahead.add(record, tenant_id="", payload=None, problem=f"{envelope.payload.key_id} was erased")
+                        lane.changed.set()
+                        continue
                     lane.read_ahead.add(record, tenant_id=envelope.actor.org_id, payload=envelope)
                 lane.changed.set()
 

@@ -21,6 +21,8 @@ from fastavro.schema import fingerprint, load_schema, parse_schema, to_parsing_c
 import schemas
 from kernel.envelope import Envelope
 from kernel.envelope import Actor
+from kernel.sealed_payloads import SEALED_PAYLOAD, PayloadSealing
+from kernel.sealing import SealBroken
 
 MAGIC = b"\xc3\x01"
 
@@ -44,12 +46,21 @@ class _WriterSchema:
 class AvroCodec:
     """Encodes envelopes and payloads of the given dataclass types with the schemas of the same name."""
 
-    def __init__(self, *, payload_types: Iterable[type], schema_directory: Path = schemas.DIRECTORY) -> None:
+    def __init__(
+        self,
+        *,
+        payload_types: Iterable[type],
+        schema_directory: Path = schemas.DIRECTORY,
+        sealing: PayloadSealing | None = None,
+    ) -> None:
         self._types: dict[str, type] = {cls.__name__: cls for cls in payload_types}
         self._reader_schemas: dict[str, dict] = {}
         self._writers: dict[bytes, _WriterSchema] = {}
         self._fingerprints: dict[str, bytes] = {}
-        for name in [*self._types, "Envelope"]:
+        # With sealing, the declared content types' payloads are sealed on encode (docs/encryption.md); without,
+        # nothing is sealed and a sealed payload on the log is undecodable here.
+        self.sealing = sealing
+        for name in [*self._types, "Envelope", SEALED_PAYLOAD]:
             schema = load_schema(str(schema_directory / f"{name}.avsc"))
             self._reader_schemas[name] = schema
             self._fingerprints[name] = fingerprint_of(schema)
@@ -89,7 +100,7 @@ class AvroCodec:
                 "causation_id": envelope.causation_id,
                 "correlation_id": envelope.correlation_id,
                 "trace_parent": envelope.trace_parent,
-                "payload": self.encode_payload(envelope.payload),
+                "payload": self._sealed(envelope, self.encode_payload(envelope.payload)),
             },
         )
 
@@ -102,11 +113,39 @@ class AvroCodec:
             key=record["key"],
             occurred_at=record["occurred_at"],
             actor=Actor(**record["actor"]),
-            payload=self.decode_payload(record["payload"]),
+            payload=self._opened(record),
             causation_id=record["causation_id"],
             correlation_id=record["correlation_id"],
             trace_parent=record["trace_parent"],
         )
+
+    # -- sealed payloads (kernel/sealed_payloads.py) ----------------------------------------
+
+    def _sealed(self, envelope: Envelope, payload: bytes) -> bytes:
+        if self.sealing is None or not self.sealing.seals(envelope.type):
+            return payload
+        sealed = self.sealing.seal_record(payload, type_name=envelope.type, event_id=envelope.event_id, actor=envelope.actor)
+        return payload if sealed is None else self._encode(SEALED_PAYLOAD, sealed)
+
+    def _opened(self, record: dict) -> object:
+        payload = record["payload"]
+        if bytes(payload[2:10]) != self._fingerprints[SEALED_PAYLOAD]:
+            return self.decode_payload(payload)  # plaintext: not a content type, or written before sealing
+        if self.sealing is None:
+            raise UndecodableMessage(f"a sealed {record['type']} payload, and this codec holds no keys")
+        _, sealed = self._decode(payload)
+        try:
+            opened = self.sealing.open_record(
+                sealed, type_name=record["type"], event_id=record["event_id"], actor=Actor(**record["actor"])
+            )
+        except SealBroken as error:
+            raise UndecodableMessage(str(error)) from None
+        if not isinstance(opened, bytes):
+            return opened  # Erased: the subject's key is destroyed
+        payload_type, body = self._decode(opened)
+        if payload_type != record["type"] or payload_type not in self._types:
+            raise UndecodableMessage(f"a sealed payload names {payload_type}, its envelope {record['type']}")
+        return _from_avro(self._types[payload_type], body)
 
     # -- single-object encoding ------------------------------------------------------------
 

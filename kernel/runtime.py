@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Envelope
+from kernel.sealing import Erased
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
@@ -146,7 +147,10 @@ async def process_batch(
     outputs: list[OutgoingRecord] = []
     for record in batch:
         try:
-            deliveries.append(Delivery(record=record, envelope=codec.decode(record.value)))
+            envelope = codec.decode(record.value)
+            if isinstance(envelope.payload, Erased):
+                continue  # its subject's key is destroyed (docs/encryption.md): nothing left to react to
+            deliveries.append(Delivery(record=record, envelope=envelope))
         except UndecodableMessage as error:
             logger.warning("dead-lettering %s@%d: %s", record.topic, record.offset, error)
             outputs.append(dead_letter(codec, group=processor.group, record=record, reason=str(error)))

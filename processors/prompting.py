@@ -503,7 +503,8 @@ class PromptBuilder:
     async def _latest_summary(self, conversation_id: str) -> ConversationSummarized | None:
         """The newest rolling summary, read at prompt time (it may lag the history: that is allowed)."""
         records = await self._log.read(SUMMARIES, key=conversation_id)
-        return self._codec.decode(records[-1].value).payload if records else None
+        summary = self._codec.decode(records[-1].value).payload if records else None
+        return summary if isinstance(summary, ConversationSummarized) else None  # Erased: its user's key is gone
 
     def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled | SafetyDecision, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)

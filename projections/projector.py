@@ -6,6 +6,7 @@ each batch it wakes the read-your-writes fence, so queries in the same process s
 
 from collections.abc import Sequence
 
+from events.erasure import SubjectErased
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, DOCUMENTS
@@ -49,6 +50,9 @@ class ReadModelProjector:
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
         rows = RowBatch()
         for delivery in deliveries:
+            if isinstance(delivery.envelope.payload, SubjectErased):
+                rows = await _erase(self._read_models, rows, delivery.envelope.payload)
+                continue
             fold(rows, delivery.envelope, offset=delivery.record.offset)
         await _upsert(self._read_models, rows)
         return []
@@ -82,9 +86,13 @@ async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: R
                 if record.offset > ends.get(position, -1):
                     continue  # arrived after the rebuild began: the live projector's
                 try:
-                    fold(rows, codec.decode(record.value), offset=record.offset)
+                    envelope = codec.decode(record.value)
                 except UndecodableMessage:
-                    pass  # the live projector dead-lettered it too
+                    envelope = None  # the live projector dead-lettered it too
+                if envelope is not None and isinstance(envelope.payload, SubjectErased):
+                    rows = await _erase(fresh, rows, envelope.payload)
+                elif envelope is not None:
+                    fold(rows, envelope, offset=record.offset)  # an erased subject's sealed events fold to nothing
                 replayed.append(record)
             await _upsert(fresh, rows)
     finally:
@@ -94,6 +102,13 @@ async def rebuild(*, log: EventLog, codec: AvroCodec, live: ReadModels, fresh: R
     if replayed:
         await log.commit(ConsumerCommit.through(READ_MODELS_GROUP, replayed))
     return len(replayed)
+
+
+async def _erase(read_models: ReadModels, rows: RowBatch, erased: SubjectErased) -> RowBatch:
+    """The rows folded so far written, then the subject's rows deleted; a new batch for what follows."""
+    await _upsert(read_models, rows)
+    await read_models.erase(org_id=erased.org_id, owner_id=erased.user_id, file_ids=[file.file_id for file in erased.files])
+    return RowBatch()
 
 
 async def _upsert(read_models: ReadModels, rows: RowBatch) -> None:

@@ -346,6 +346,34 @@ class ReadModels:
         for table in _TABLES:
             await self._store.execute(f"TRUNCATE TABLE IF EXISTS {self._name(table)}")
 
+    async def owned_files(self, *, org_id: str, owner_id: str | None) -> list[FileRow]:
+        """Every file one user (or, with None, anyone) uploaded in an org, deleted ones too: what an erasure removes."""
+        owned = "org_id = {org_id:String}" + (" AND owner_id = {owner_id:String}" if owner_id is not None else "")
+        rows = await self._store.query(
+            f"SELECT {', '.join(_FILES.column_names)} FROM {self._name(_FILES)} FINAL WHERE {owned} ORDER BY file_id",
+            {"org_id": org_id, "owner_id": owner_id or ""},
+        )
+        return [FileRow(**_decoded(_FILES, row)) for row in rows]
+
+    async def erase(self, *, org_id: str, owner_id: str | None, file_ids: Sequence[str] = ()) -> None:
+        """Delete every row of one user (`owner_id`) in an org, or of the whole org (None): an erasure.
+
+        Synchronous deletes, so a read after this never sees the rows; rows folded later from the log can only be
+        plaintext from before sealing (its sealed events no longer open), and a rebuild skips the sealed ones.
+        """
+        parameters: dict[str, object] = {"org_id": org_id, "owner_id": owner_id or ""}
+        owned = "org_id = {org_id:String}" + (" AND owner_id = {owner_id:String}" if owner_id is not None else "")
+        files = self._name(_FILES)
+        # The states first: they name only the file, so they are found through the files' rows, and through the
+        # erasure's own list (a rebuild folds the files' plaintext progress events, but not their sealed uploads).
+        await self._store.execute(
+            f"DELETE FROM {self._name(_FILE_STATES)} WHERE org_id = {{org_id:String}}"
+            f" AND (file_id IN (SELECT file_id FROM {files} WHERE {owned}) OR has({{file_ids:Array(String)}}, file_id))",
+            {**parameters, "file_ids": list(file_ids)},
+        )
+        for table in (_CONVERSATIONS, _TURNS, _RUNS, _FILES):
+            await self._store.execute(f"DELETE FROM {self._name(table)} WHERE {owned}", parameters)
+
     async def upsert(
         self,
         *,

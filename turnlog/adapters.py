@@ -12,16 +12,20 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
-from commands.catalog import COMMAND_TYPES
+from commands.catalog import COMMAND_TYPES, SEALED_COMMAND_TYPES
 from commands.governance.tiers_file import GovernanceConfig, parse_tiers_file
 from commands.governance.violations import ViolationReporter
 from events.blobs import BlobStore, DirectoryBlobStore
 from events.catalog import EVENT_TYPES
 from events.embedded import EmbeddedLog
+from events.key_files import KeyFileStore
+from events.sealed_content import SEALED_EVENT_TYPES
 from inference.engine import InferenceEngine
 from inference.pools import PoolConfig, PoolsConfig, default_pools, parse_pools
 from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
 from kernel.codec import AvroCodec
+from kernel.key_store import KeyStore
+from kernel.sealed_payloads import PayloadSealing
 from kernel.log import EventLog
 from projections.search.index import SearchIndex
 from projections.store import SqlStore
@@ -37,8 +41,22 @@ from turnlog.settings import Settings, url_path, url_scheme
 logger = logging.getLogger(__name__)
 
 
-def build_codec() -> AvroCodec:
-    return AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+def build_codec(keys: KeyStore | None = None) -> AvroCodec:
+    """The codec of every message; with `keys`, content payloads are sealed and opened (docs/encryption.md).
+
+    Without keys it reads and writes plaintext only: a sealed payload is undecodable to it.
+    """
+    sealing = PayloadSealing(keys=keys, sealed_types=(*SEALED_EVENT_TYPES, *SEALED_COMMAND_TYPES)) if keys else None
+    return AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES), sealing=sealing)
+
+
+def build_key_store(settings: Settings) -> KeyStore:
+    """The data keys: `file:///path` (key files, the default `<data dir>/keys`). A KMS adapter plugs in here by
+    scheme (kernel/key_store.py says what it must do)."""
+    parts = urlsplit(settings.keys)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
+        return KeyFileStore(root=Path(unquote(parts.path)))
+    raise ValueError(f"unsupported key store URL {settings.keys!r}; use file:///path")
 
 
 def build_log(settings: Settings) -> EventLog:
@@ -54,7 +72,8 @@ def build_log(settings: Settings) -> EventLog:
                 raise ValueError(f"{settings.log!r} names no broker; use kafka://host:9092[,host2:9092]")
             # Query parameters are librdkafka consumer settings, e.g. ?fetch.wait.max.ms=10
             consumer_config = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
-            return KafkaLog(url.netloc, topics=turnlog_topics(), consumer_config=consumer_config)
+            topics = turnlog_topics(run_events_retention=settings.run_events_retention)
+            return KafkaLog(url.netloc, topics=topics, consumer_config=consumer_config)
     raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
 
 

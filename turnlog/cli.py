@@ -1,4 +1,4 @@
-"""The `turnlog` command: serve, worker, token, replay, credits, keys, sql; each option also reads its `TURNLOG_*` variable."""
+"""The `turnlog` command: serve, worker, token, replay, credits, keys, erase, sql; each option also reads its `TURNLOG_*` variable."""
 
 import argparse
 import asyncio
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
+from turnlog.erase import add_erase_parser, run_erase
 from turnlog.keys import add_keys_parser, run_keys
 from turnlog.limits import add_connection_options, add_max_token_ttl_option, connection_limits
 from turnlog.oidc import add_oidc_options, oidc_config
@@ -128,6 +129,10 @@ def _add_document_options(parser: CommandParser) -> None:
         "--search", metavar="URL", shown_default="embedded:///<data-dir>/search",
         help="the search index: embedded:///path or elasticsearch://host:9200",
     )
+    parser.add_option(
+        "--keys", metavar="URL", shown_default="file:///<data-dir>/keys",
+        help="the data keys content is sealed with (docs/encryption.md): file:///path, kept out of the log's backups",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_credits_parser(commands)
     add_keys_parser(commands)
+    add_erase_parser(commands)
     add_sql_parser(commands)
     return parser
 
@@ -232,6 +238,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
             store_url=arguments.store,
             blobs_url=arguments.blobs,
             search_url=arguments.search,
+            keys_url=arguments.keys,
         )
     if arguments.command == "serve":
         roles = () if arguments.role == "api" else PROCESSOR_ROLES
@@ -243,6 +250,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         store_url=arguments.store,
         blobs_url=arguments.blobs,
         search_url=arguments.search,
+        keys_url=arguments.keys,
         max_upload_mb=arguments.max_upload_mb,
         roles=roles,
         processor_runtime=arguments.processor_runtime,
@@ -292,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_credits(arguments)
     if arguments.command == "keys":
         return run_keys(arguments)
+    if arguments.command == "erase":
+        return run_erase(arguments)
     if arguments.command == "sql":
         return run_sql(arguments)
     try:
@@ -421,7 +431,7 @@ async def _replay(settings: Settings, *, projection: str) -> int:
     from events.embedded import DataDirectoryBusy
     from projections.ledger_replay import refold_ledgers
     from projections.projector import rebuild
-    from turnlog.adapters import build_codec
+    from turnlog.adapters import build_codec, build_key_store
     from turnlog.system import opened_storage
 
     if projection == "search":
@@ -432,9 +442,10 @@ async def _replay(settings: Settings, *, projection: str) -> int:
             return 1
     try:
         async with opened_storage(settings) as (log, live):
-            replayed = await rebuild(log=log, codec=build_codec(), live=live, fresh=live.sibling("__rebuild"))
+            codec = build_codec(build_key_store(settings))  # sealed events open with the data dir's keys
+            replayed = await rebuild(log=log, codec=codec, live=live, fresh=live.sibling("__rebuild"))
             snapshot = await live.snapshot()
-            refolded = await refold_ledgers(log=log, codec=build_codec(), store=live.store)  # in place: see the module
+            refolded = await refold_ledgers(log=log, codec=codec, store=live.store)  # in place: see the module
     except DataDirectoryBusy:
         print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
         return 1
@@ -446,7 +457,7 @@ async def _replay(settings: Settings, *, projection: str) -> int:
 
 async def _replay_search(settings: Settings) -> int:
     from processors.ingestion.reindex import rebuild_search_index
-    from turnlog.adapters import build_codec, build_log
+    from turnlog.adapters import build_codec, build_key_store, build_log
     from turnlog.system import opened_blobs, opened_search
 
     log = build_log(settings)
@@ -454,7 +465,7 @@ async def _replay_search(settings: Settings) -> int:
     try:
         async with opened_blobs(settings) as blobs, opened_search(settings) as search:
             report = await rebuild_search_index(
-                log=log, codec=build_codec(), blobs=blobs, index=search.index, embedder=search.embedder,
+                log=log, codec=build_codec(build_key_store(settings)), blobs=blobs, index=search.index, embedder=search.embedder,
                 tokenizer=search.tokenizer, progress=lambda line: print(line, flush=True),
             )
     finally:

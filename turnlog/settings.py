@@ -28,6 +28,7 @@ class Settings:
     store_url: str | None = None  # default: chdb:///<data_dir>/read-models
     blobs_url: str | None = None  # default: file:///<data_dir>/blobs
     search_url: str | None = None  # default: embedded:///<data_dir>/search
+    keys_url: str | None = None  # the data keys content is sealed with (docs/encryption.md); default: file:///<data_dir>/keys
     max_upload_mb: float = 25.0
     roles: tuple[str, ...] = PROCESSOR_ROLES
     processor_runtime: str = "auto"
@@ -105,6 +106,15 @@ class Settings:
         roles = set(self.roles)
         checking = bool({"prompt-builder", "inference"} & roles) or ("tools" in roles and self.tools_file is not None)
         return self.policies_file is not None and checking
+
+    @property
+    def keys(self) -> str:
+        return self.keys_url or f"file://{(self.data_dir / 'keys').resolve()}"
+
+    @property
+    def run_events_retention(self) -> timedelta | None:
+        """How long run events' deltas and heartbeats are kept (None: forever)."""
+        return timedelta(seconds=self.run_events_retention_s) if self.run_events_retention_s > 0 else None
 
     @property
     def searches(self) -> bool:

@@ -42,6 +42,8 @@ from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
 from turnlog.adapters import build_safety_classifiers, load_policies
+from turnlog.adapters import build_key_store
+from events.sealed_blobs import SealingBlobStore
 from turnlog.adapters import build_tool_executor, load_tiers, load_tools, load_pools, build_blob_store, build_codec, build_engine, build_log, build_prompt_tokenizer, build_search_index, build_store
 from processors.tools.attached_files import AttachedFiles
 from processors.tools.builtin import tool_policies
@@ -95,8 +97,20 @@ async def opened_search(settings: Settings) -> AsyncIterator[Search]:
 
 
 @asynccontextmanager
+async def searching_for_api(settings: Settings, search: Search | None) -> AsyncIterator[Search]:
+    """What `POST /v1/search` reads: the process's own search plane, or one opened for the API alone
+    (an API-only process: the index is opened, the embedding model loads on the first search)."""
+    if search is not None:
+        yield search
+        return
+    async with opened_search(settings) as opened:
+        yield opened
+
+
+@asynccontextmanager
 async def opened_blobs(settings: Settings) -> AsyncIterator[BlobStore]:
-    blobs = build_blob_store(settings.blobs)
+    # An owner's uploads are sealed under their data key; plaintext blobs from before still read (docs/encryption.md).
+    blobs = SealingBlobStore(inner=build_blob_store(settings.blobs), keys=build_key_store(settings))
     await blobs.start()
     try:
         yield blobs
@@ -374,7 +388,8 @@ async def running_system(settings: Settings, *, on_role_stopped: RoleStopped | N
 
 @asynccontextmanager
 async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | None) -> AsyncIterator[ApiContext]:
-    codec = build_codec()
+    keys = build_key_store(settings)
+    codec = build_codec(keys)  # content payloads sealed under their owners' keys (docs/encryption.md)
     secret = load_or_create_secret(settings.data_dir)
     async with opened_storage(settings) as (log, read_models), opened_blobs(settings) as blobs:
         async with running_roles(
@@ -404,6 +419,8 @@ async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | 
                     # The API reads the read models behind the fence: it is ready while the projector keeps up.
                     readiness=process_readiness(log=log, read_models=read_models, tasks=roles.tasks, projector_lag=True),
                     oidc=oidc,
+                    keys=keys,
+                    search=document_retriever(search, settings),
                 )
             finally:
                 await api_keys.close()
@@ -445,7 +462,7 @@ class RoleStoppedError(RuntimeError):
 async def run_workers(settings: Settings) -> None:
     """A process of processor roles only (no API), until cancelled; with `settings.metrics_port`, its health and metrics
     are served there. A role that stops raises `RoleStoppedError`."""
-    codec = build_codec()
+    codec = build_codec(build_key_store(settings))
     async with AsyncExitStack() as stack:
         service_name = default_service_name(settings.roles, serves_api=False)
         stack.enter_context(traced_process(service_name=service_name, roles=settings.roles))

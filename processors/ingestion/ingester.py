@@ -4,7 +4,8 @@ It consumes `documents`. On `FileUploaded` it appends `FileIngestionProgressed(e
 the blob, extracts and chunks the text on a worker thread, appends `FileIngestionProgressed(indexing)`,
 embeds and upserts the chunks batch by batch (appending progress after each batch), and ends
 with `FileIndexed`, or `FileIngestionFailed` with a reason a person can act on when the file
-cannot be read. On `FileDeleted` it removes the file's chunks from the index.
+cannot be read. On `FileDeleted` it removes the file's chunks from the index; on `SubjectErased`, every
+listed file's chunks and sealed blob.
 
 Delivery is at least once, so every step may happen again: chunk ids are derived from the file id
 and the chunk's ordinal (an upsert replaces), progress events are only progress, and an upload is
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from events.blobs import BlobCorrupted, BlobNotFound, BlobStore
 from kernel.codec import AvroCodec, UndecodableMessage
 from events.documents import FileDeleted, FileIndexed, FileIngestionFailed, FileIngestionProgressed, FileUploaded
+from events.erasure import SubjectErased
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from events.topics import DOCUMENTS
@@ -150,7 +152,23 @@ class Ingester:
                         org_id=envelope.actor.org_id, workspace_id=envelope.actor.workspace_id, file_id=file_id
                     )
                     logger.info("file %s deleted: %d chunks left the index", file_id, removed)
+                case SubjectErased() as erased:
+                    await self._erase(erased)
         return outputs
+
+    async def _erase(self, erased: SubjectErased) -> None:
+        """An erased user's (or org's) files leave the index, and their sealed blobs the blob store."""
+        for file in erased.files:
+            await self._index.delete_file(org_id=erased.org_id, workspace_id=file.workspace_id, file_id=file.file_id)
+            try:
+                await self._blobs.get(file.digest)
+            except BlobNotFound:
+                # Sealed under the destroyed key (or gone already): no one else's file can share these bytes.
+                await self._blobs.delete(file.digest)
+            except BlobCorrupted:
+                pass
+            # Opened: plaintext from before sealing, which another user's identical upload may share; it stays.
+        logger.info("%s erased: %d files left the index", erased.subject_key, len(erased.files))
 
     async def _ingest(self, envelope: Envelope, upload: FileUploaded, *, offset: int) -> object | None:
         """The file's final event (FileIndexed or FileIngestionFailed), or None when there is nothing to do."""

@@ -23,8 +23,11 @@ from typing import Any
 
 from commands.governance.violations import SANDBOX_ESCAPE, IgnoredViolations, ViolationReporter
 from events.blobs import BlobStore
+from events.sealed_blobs import put_owned
 from events.values import ToolSpec
 from kernel.envelope import Actor
+from kernel.sealed_payloads import subject_of
+from kernel.sealing import Subject
 from processors.tools.catalog import ToolPolicy, ToolResult, allowed
 from processors.tools.sandbox import (
     INPUTS,
@@ -173,7 +176,7 @@ class CodeInterpreterTool:
             return ToolResult.timed_out(timeout_s, duration_ms=elapsed_ms())
         try:
             outcome = await self._sandbox.run(code, limits=replace(limits, wall_s=wall_s), inputs=inputs)
-            digests = await self._store(outcome)
+            digests = await self._store(outcome, owner=subject_of(actor))
         except SandboxUnavailable as error:
             return ToolResult.unavailable(f"code_interpreter is disabled: {error}", duration_ms=elapsed_ms())
         except Exception as error:  # turnlog's side failed (a disk, the blob store): the model is told, briefly
@@ -211,14 +214,14 @@ class CodeInterpreterTool:
             inputs[input_name(name, file_id, taken=inputs.keys())] = data
         return inputs, ""
 
-    async def _store(self, outcome: SandboxOutcome) -> dict[str, str]:
-        """Each returned file's blob digest, by its path under /work."""
+    async def _store(self, outcome: SandboxOutcome, *, owner: Subject | None) -> dict[str, str]:
+        """Each returned file's blob digest, by its path under /work: sealed under the caller's key (docs/encryption.md)."""
         if self._blobs is None:
             return {}
         digests = {}
         for file in outcome.files:
             if file.data is not None:
-                digests[file.path] = (await self._blobs.put(file.data)).digest
+                digests[file.path] = (await put_owned(self._blobs, file.data, owner=owner)).digest
         return digests
 
 

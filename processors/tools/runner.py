@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from opentelemetry.trace import Span
 
 from events.blobs import BlobStore
+from events.sealed_blobs import put_owned
 from events.runs import RunHeartbeat
 from events.tools import ToolCallFinished, ToolCallRequested, ToolCallStarted
 from events.topics import RUN_EVENTS
@@ -33,6 +34,7 @@ from kernel.envelope import Envelope, new_id, utc_now
 from kernel.log import EventLog, OutgoingRecord
 from kernel import log_context, tracing
 from kernel.runtime import Delivery, Processor, encode
+from kernel.sealed_payloads import subject_of
 from processors.metrics import TOOL_DURATION
 from processors.tools.breaker import ToolBreakers
 from processors.tools.catalog import ToolExecutor, ToolResult, clip
@@ -201,7 +203,8 @@ class ToolRunner:
         shown = clip(result.content, limit)
         blob = None
         if shown != result.content and self._blobs is not None:
-            blob = (await self._blobs.put(result.content.encode())).digest
+            # The whole result is the run owner's content: sealed under their key (docs/encryption.md).
+            blob = (await put_owned(self._blobs, result.content.encode(), owner=subject_of(cause.actor))).digest
         return ToolCallFinished(
             run_id=request.run_id, call_id=request.call_id, step=request.step, tool_name=request.tool_name,
             status=result.status, result=shown, attempt=request.attempt, duration_ms=result.duration_ms,

@@ -123,6 +123,9 @@ async def test_every_kind_of_answer_matches_the_document(server: e2e.TurnlogServ
         doc.check(await client.get("/v1/admin/api-keys"), "GET", "/v1/admin/api-keys")
         doc.check(await client.get(f"/v1/admin/api-keys/{key_id}"), "GET", "/v1/admin/api-keys/{key_id}")
         doc.check(await client.delete(f"/v1/admin/api-keys/{key_id}"), "DELETE", "/v1/admin/api-keys/{key_id}")
+        erasure = await client.post("/v1/admin/erasures", json={"userId": e2e.unique("user")})  # someone with no data
+        assert erasure.status_code == 202, erasure.text
+        doc.check(erasure, "POST", "/v1/admin/erasures")
 
         doc.check(await client.get("/v1/sessions/current"), "GET", "/v1/sessions/current")
 

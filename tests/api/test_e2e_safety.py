@@ -28,6 +28,7 @@ from events.runs import PromptAssembled
 from events.safety import SafetyDecision
 from kernel.envelope import Envelope
 from turnlog.adapters import build_codec
+from events.key_files import KeyFileStore
 
 pytestmark = pytest.mark.slow  # Presidio and spaCy load at start; the first upload loads the embedding model
 
@@ -90,7 +91,8 @@ def envelopes_on_the_log(server: e2e_server.TurnlogServer, run_id: str) -> list[
         rows = log.execute(
             "SELECT value FROM records WHERE topic = 'run-events' AND key = ? ORDER BY log_offset", (run_id,)
         ).fetchall()
-    return [CODEC.decode(value) for (value,) in rows]
+    codec = build_codec(KeyFileStore(root=server.data_dir / "keys"))  # content events are sealed (docs/encryption.md)
+    return [codec.decode(value) for (value,) in rows]
 
 
 def run_events_on_the_log(server: e2e_server.TurnlogServer, run_id: str) -> list[object]:

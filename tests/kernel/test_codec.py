@@ -101,8 +101,8 @@ def test_every_schema_file_has_a_type_or_is_a_shared_value() -> None:
     names = {path.stem for path in schemas.DIRECTORY.glob("*.avsc")}
     shared = {
         "ContentPart", "Actor", "Usage", "ChatMessage", "Source", "Citation", "SummaryFact", "ToolCallProposal", "ToolSpec",
-        "ToolCallSummary", "CategoryScore", "RateLimitStatus",
-        "Envelope",
+        "ToolCallSummary", "CategoryScore", "RateLimitStatus", "ErasedFile",
+        "Envelope", "SealedPayload",
     }
     assert names == {t.__name__ for t in ALL_TYPES} | shared
 

@@ -1,0 +1,83 @@
+"""Sealed blobs: an owner's upload is ciphertext at rest, opens for readers, and is gone once the owner is erased."""
+
+from pathlib import Path
+
+import pytest
+
+from events.blobs import BlobCorrupted, BlobNotFound, DirectoryBlobStore
+from events.key_files import KeyFileStore
+from events.sealed_blobs import SealingBlobStore, put_owned
+from kernel.key_store import SubjectErased
+from kernel.sealing import Subject
+
+ALICE = Subject(org_id="org_1", user_id="alice")
+BOB = Subject(org_id="org_1", user_id="bob")
+PDF = b"%PDF-1.7 the keeper trims the wick at dusk"
+
+
+@pytest.fixture
+async def stores(tmp_path: Path):
+    keys = KeyFileStore(root=tmp_path / "keys")
+    inner = DirectoryBlobStore(root=tmp_path / "blobs")
+    blobs = SealingBlobStore(inner=inner, keys=keys)
+    await blobs.start()
+    try:
+        yield blobs, keys, tmp_path / "blobs"
+    finally:
+        await blobs.close()
+
+
+def stored_bytes(root: Path) -> list[bytes]:
+    return [path.read_bytes() for path in (root / "sha256").rglob("*") if path.is_file()]
+
+
+async def test_an_owners_blob_is_ciphertext_at_rest_and_opens_for_any_reader(stores) -> None:
+    blobs, keys, root = stores
+    ref = await blobs.put(PDF, owner=ALICE)
+    assert all(b"keeper" not in data for data in stored_bytes(root))
+    assert await blobs.get(ref) == PDF and await blobs.get(ref.digest) == PDF
+    assert await blobs.exists(ref)
+    # The same bytes from another user are another blob: no dedupe across keys, so erasing one leaves the other.
+    assert (await blobs.put(PDF, owner=BOB)).digest != ref.digest
+
+
+async def test_an_erased_owners_blob_is_not_found_and_others_still_open(stores) -> None:
+    blobs, keys, _ = stores
+    alices, bobs = await blobs.put(PDF, owner=ALICE), await blobs.put(PDF, owner=BOB)
+    keys.destroy(ALICE)
+    with pytest.raises(BlobNotFound):
+        await blobs.get(alices)
+    assert await blobs.get(bobs) == PDF
+    with pytest.raises(SubjectErased):
+        await blobs.put(b"more", owner=ALICE)
+
+
+async def test_blobs_without_an_owner_and_those_from_before_sealing_read_as_stored(stores) -> None:
+    blobs, _, root = stores
+    ref = await blobs.put(b"a tool's whole result")
+    assert await blobs.get(ref) == b"a tool's whole result"
+    legacy = DirectoryBlobStore(root=root)
+    await legacy.start()
+    old = await legacy.put(b"uploaded before sealing")
+    assert await blobs.get(old) == b"uploaded before sealing"
+
+
+async def test_a_sealed_blob_that_does_not_open_is_corrupted(stores, tmp_path: Path) -> None:
+    blobs, keys, root = stores
+    other_keys = KeyFileStore(root=tmp_path / "other-keys")
+    forged = SealingBlobStore(inner=DirectoryBlobStore(root=root), keys=other_keys)
+    await forged.start()
+    ref = await forged.put(PDF, owner=ALICE)  # sealed under another store's key for "alice"
+    keys.data_key(ALICE)
+    with pytest.raises(BlobCorrupted):
+        await blobs.get(ref)
+
+
+async def test_put_owned_seals_where_the_store_seals(stores, tmp_path: Path) -> None:
+    blobs, _, root = stores
+    sealed = await put_owned(blobs, PDF, owner=ALICE)
+    assert PDF not in (root / "sha256" / sealed.digest[:2] / sealed.digest[2:]).read_bytes()
+    plain_store = DirectoryBlobStore(root=tmp_path / "plain")
+    await plain_store.start()
+    plain = await put_owned(plain_store, PDF, owner=ALICE)  # a store that does not seal (a unit test's) keeps the bytes
+    assert await plain_store.get(plain) == PDF
