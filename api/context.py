@@ -28,6 +28,7 @@ class Limits:
     default_page_size: int = 20
     keepalive_s: float = 15.0
     max_token_ttl_s: int = DEFAULT_MAX_TOKEN_TTL_S  # the longest `exp - iat` a bearer token or session may have (`--max-token-ttl-s`)
+    run_events_retention: timedelta | None = None  # a run's stream expires (410) this long after it started; None: never
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -104,9 +104,10 @@ class Operation:
 ERROR_DESCRIPTIONS = {
     400: "the request is malformed or invalid (`errors` names each field)",
     401: "no valid bearer token or API key (`WWW-Authenticate: Bearer`)",
-    403: "the token does not grant this (a workspace, an administrator's action), or the user is suspended",
+    403: "the token does not grant this (a workspace, an administrator's action), or the user is suspended or erased",
     404: "no such resource, or one the caller may not see",
     409: "a conflict with the resource's state (a run in progress, one already finished)",
+    410: "it existed and is no longer kept: a run's stream after the retention period of its deltas (its answer is kept)",
     413: "the body is larger than the limit (`maxBytes`)",
     415: "the body's media type is not one this operation reads",
     422: "the request is well formed but refers to something unusable (an attachment, a reused Idempotency-Key)",
@@ -146,6 +147,7 @@ BODY_ERRORS = (400, 413, 415)
 RUN_STREAM_NOTE = (
     "Each event's `id:` is its number in the run's stream (1, 2, ...): reconnect with `Last-Event-ID` to resume"
     " after it. A comment line (`: ping`) keeps an idle stream open. The stream closes after its terminal event."
+    " A run older than the retention period (`--run-events-retention-s`, 7 days) answers 410: its deltas are trimmed."
 )
 FILE_FORM = {
     "type": "object",

@@ -17,6 +17,7 @@ from starlette.types import Scope
 from kernel.errors import (
     Conflict,
     Forbidden,
+    Gone,
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
@@ -79,6 +80,7 @@ PROBLEM_KINDS: Mapping[type[TurnlogError], ProblemKind] = {
     Suspended: _kind(403, "suspended", "Suspended"),
     NotFound: _kind(404, "not-found", "Not found"),
     Conflict: _kind(409, "conflict", "Conflict"),
+    Gone: _kind(410, "gone", "Gone"),
     # 422 as in the IETF Idempotency-Key draft: 409 is kept for "same key, still in flight".
     IdempotencyKeyReused: _kind(422, "idempotency-key-reused", "Idempotency key reused"),
     UnprocessableContent: _kind(422, "unprocessable-content", "Unprocessable content"),

@@ -4,6 +4,9 @@ Deltas are provisional. When a safety stage stops a run while it streams, the st
 (`safety.stopped`, with the reason for the user) before its end; whenever the stored answer is not what
 streamed (refused, redacted, replaced, stopped), the terminal event carries `replaced: true` and the stored
 `text`, which a client shows instead of the deltas.
+
+A run older than the retention period of its deltas (`--run-events-retention-s`, events/retention.py) has no stream
+any more: 410 problem+json naming where its answer is.
 """
 
 import asyncio
@@ -19,7 +22,7 @@ from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_
 from commands.catalog import CancelRun
 from api.bodies import ToolApprovalBody, read_json_body
 from kernel.envelope import Envelope, utc_now
-from kernel.errors import Conflict, NotFound
+from kernel.errors import Conflict, Gone, NotFound
 from kernel.runtime import encode
 from kernel.codec import UndecodableMessage
 from events.runs import (
@@ -34,6 +37,7 @@ from events.tools import (
     ToolCallsProposed,
 )
 from events.safety import SafetyDecision
+from events.retention import stream_expired
 from events.topics import RUN_EVENTS
 
 
@@ -182,13 +186,39 @@ async def stream_run(request: Request) -> StreamingResponse:
     )
     run_id = request.path_params["run_id"]
     context = context_of(request)
-    _, first_offset = await started_run_at(context, principal, run_id)
+    started, first_offset = await started_run_at(context, principal, run_id)
+    await refuse_expired_run(context, started)
     events = run_events(context, run_id, start_offset=first_offset, already_sent=last_event_id or 0)
     return StreamingResponse(
         events,
         media_type=SSE_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def refuse_expired_run(context: ApiContext, started: RunStarted) -> None:
+    """410 for a run older than the retention period: its deltas are trimmed (events/retention.py), and with them the
+    text and the numbering of its stream, so a replay or a resume would be a wrong answer that looks right."""
+    retention = context.limits.run_events_retention
+    if retention is None:
+        return
+    [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1)
+    if not stream_expired(first.timestamp, now=utc_now(), retention=retention):
+        return
+    raise Gone(
+        detail=f"run {started.run_id} started more than {_days(retention)} ago, so its stream has expired: its"
+        f" token deltas are kept only that long. Its answer is durable: GET /v1/runs/{started.run_id} (result) or"
+        f" GET /v1/conversations/{started.conversation_id}/turns",
+        extra={
+            "runId": started.run_id, "conversationId": started.conversation_id, "turnSeq": started.turn_seq,
+            "startedAt": iso(first.timestamp), "retentionSeconds": int(retention.total_seconds()),
+        },
+    )
+
+
+def _days(period: timedelta) -> str:
+    days = period.total_seconds() / 86400
+    return f"{days:g} days" if days >= 1 else f"{period.total_seconds():g} s"
 
 
 async def run_events(context: ApiContext, run_id: str, *, start_offset: int, already_sent: int = 0) -> AsyncIterator[bytes]:

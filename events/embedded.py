@@ -4,10 +4,16 @@ One writer thread group-commits every append queued while the previous commit wa
 concurrent appends share one fsync. Reads run on the event loop's own connection (WAL readers never
 block the writer). Subscribers are woken in-process by the commit itself: no sleep polling.
 Every topic has a single partition (0); offsets are global and increase across topics.
+
+Retention (`events/retention.py` decides what): `trim` deletes chosen old records in small transactions on
+the same writer thread, between group commits, so appends wait at most one bounded batch; freed pages go
+back to the filesystem by incremental vacuum. A full disk (SQLITE_FULL) fails the whole group with
+`LogStorageFull` (a 503 with Retry-After at the API) and writes nothing of it; the next append tries again.
 """
 
 import asyncio
 import fcntl
+import logging
 import os
 import queue
 import sqlite3
@@ -19,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter, time_ns
 
+from kernel.errors import Unavailable
 from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
 from kernel.metrics import LOG_APPEND_SECONDS
 
+logger = logging.getLogger(__name__)
 _APPENDS = {durable: LOG_APPEND_SECONDS.labels(log="embedded", durable=str(durable).lower()) for durable in (True, False)}
 
 _SCHEMA = """
@@ -34,6 +42,10 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_topic ON records (topic, log_offset);
 CREATE INDEX IF NOT EXISTS records_by_key ON records (topic, key, log_offset);
+CREATE TABLE IF NOT EXISTS trim_positions (
+    topic TEXT PRIMARY KEY,
+    log_offset INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS consumer_offsets (
     group_id TEXT NOT NULL,
     topic TEXT NOT NULL,
@@ -43,8 +55,26 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 
+# Pages handed back to the filesystem after each trim batch: bounded, like the batch (4 MiB of 4 KiB pages).
+_VACUUM_PAGES = 1_024
+# How long a client should wait after a full disk: an operator has to free space first.
+FULL_RETRY_AFTER_S = 30
+
+
 class DataDirectoryBusy(RuntimeError):
     """Another process holds this log (the embedded log is single-process)."""
+
+
+class LogStorageFull(Unavailable):
+    """The log's disk (or file size limit) is full: nothing of the append was written; retry once space is freed."""
+
+
+@dataclass(kw_only=True)
+class _PendingTrim:
+    topic: str
+    offsets: Sequence[int]
+    through: int
+    done: asyncio.Future
 
 
 @dataclass(kw_only=True)
@@ -60,13 +90,15 @@ class EmbeddedLog:
 
     def __init__(self, *, path: Path) -> None:
         self._path = path
-        self._pending: queue.SimpleQueue[_PendingAppend | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[_PendingAppend | _PendingTrim | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_offset: dict[str, int] = {}
         self._waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
+        # Since when appends fail for want of space (None: the last write fit); readiness reports it.
+        self.full_since: datetime | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,7 +173,12 @@ class EmbeddedLog:
                         stop = True
                         break
                     batch.append(item)
-                self._write_batch(connection, batch)
+                appends = [item for item in batch if isinstance(item, _PendingAppend)]
+                if appends:
+                    self._write_batch(connection, appends)
+                for item in batch:
+                    if isinstance(item, _PendingTrim):
+                        self._write_trim(connection, item)
                 if stop:
                     return
         finally:
@@ -181,12 +218,39 @@ class EmbeddedLog:
                 results.append(written)
             connection.execute("COMMIT")
         except Exception as error:  # the whole group fails together; nothing of it was written
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            _roll_back(connection)
+            error = _storage_error(error)
+            if isinstance(error, LogStorageFull) and self.full_since is None:
+                self.full_since = datetime.now(UTC)
+                logger.error("the event log %s is out of space (SQLITE_FULL): appends fail until space is freed", self._path)
             for item in batch:
                 self._loop.call_soon_threadsafe(_fail, item.done, error)
             return
+        if self.full_since is not None:
+            logger.warning("the event log %s has space again: appends succeed", self._path)
+            self.full_since = None
         self._loop.call_soon_threadsafe(self._committed, batch, results)
+
+    def _write_trim(self, connection: sqlite3.Connection, item: _PendingTrim) -> None:
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")  # a trim lost to a crash is simply done again
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(
+                "DELETE FROM records WHERE log_offset = ? AND topic = ?", [(offset, item.topic) for offset in item.offsets]
+            )
+            connection.execute(
+                "INSERT INTO trim_positions (topic, log_offset) VALUES (?, ?) "
+                "ON CONFLICT (topic) DO UPDATE SET log_offset = max(log_offset, excluded.log_offset)",
+                (item.topic, item.through),
+            )
+            connection.execute("COMMIT")
+            # A page per step of the statement: executescript steps it to the end, execute() only once.
+            connection.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES});")
+        except Exception as error:
+            _roll_back(connection)
+            self._loop.call_soon_threadsafe(_fail, item.done, _storage_error(error))
+            return
+        self._loop.call_soon_threadsafe(_resolve, item.done, len(item.offsets))
 
     def _committed(self, batch: list[_PendingAppend], results: list[list[LogRecord]]) -> None:
         """Runs on the event loop: resolve the appends, then wake whoever waits for these topics and keys."""
@@ -202,6 +266,42 @@ class EmbeddedLog:
             for waiter in self._waiters.pop(waiter_key, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def trim_candidates(self, topic: str, *, before: datetime, limit: int) -> list[LogRecord]:
+        """Up to `limit` records of `topic` after its trim position, written before `before`, oldest first.
+
+        The topic's newest record is never one: its offset is the topic's end, which readers compare with.
+        """
+        (position,) = self._connection().execute(
+            "SELECT coalesce((SELECT log_offset FROM trim_positions WHERE topic = ?), -1)", (topic,)
+        ).fetchone()
+        end = await self.end_offset(topic)
+        before_us = int(before.timestamp() * 1_000_000)
+        candidates = []
+        # Append times grow with offsets (one writer), so the first record too young ends the scan.
+        for record in self._select_topic(topic, after=position, limit=limit):
+            if record.offset >= end or _timestamp_us(record) >= before_us:
+                break
+            candidates.append(record)
+        return candidates
+
+    async def trim(self, topic: str, *, offsets: Sequence[int], through: int) -> int:
+        """Delete the records of `topic` at `offsets` and note that it was trimmed through `through` (one transaction).
+
+        It queues behind the appends already waiting, and the appends queued after it wait only for this batch.
+        """
+        if self._writer is None or self._loop is None:
+            raise RuntimeError("the log is not started")
+        done = self._loop.create_future()
+        self._pending.put(_PendingTrim(topic=topic, offsets=tuple(offsets), through=through, done=done))
+        return await done
+
+    def file_pages(self) -> tuple[int, int]:
+        """The log file's pages: in all, and free (freed by trims, not yet handed back to the filesystem)."""
+        connection = self._connection()
+        return connection.execute("PRAGMA page_count").fetchone()[0], connection.execute("PRAGMA freelist_count").fetchone()[0]
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -328,7 +428,11 @@ class EmbeddedLog:
 
 def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # Trimmed pages go back to the filesystem. Only a new file takes this, and only before WAL is on; an older
+    # file keeps reusing its freed pages instead, so it stops growing all the same (docs/architecture.md).
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
     connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA journal_size_limit = 67108864")  # the WAL shrinks back to 64 MiB after a checkpoint
     connection.execute("PRAGMA busy_timeout = 5000")
     return connection
 
@@ -348,3 +452,31 @@ def _record(topic: str, row: tuple) -> LogRecord:
 def _fail(future: asyncio.Future, error: Exception) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+def _resolve(future: asyncio.Future, result: object) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _timestamp_us(record: LogRecord) -> int:
+    return int(record.timestamp.timestamp() * 1_000_000)
+
+
+def _roll_back(connection: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it may, after SQLITE_FULL)."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # nothing of it was committed either way
+
+
+def _storage_error(error: Exception) -> Exception:
+    """SQLITE_FULL (the disk, or a file size limit) as a typed 503; every other error as it is."""
+    if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return LogStorageFull(
+            detail="the event log's disk is full, so nothing was written; retry later (operators: free space on its volume)",
+            retry_after_s=FULL_RETRY_AFTER_S,
+        )
+    return error

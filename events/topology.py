@@ -24,6 +24,7 @@ from events.topics import (
     SUMMARIES,
     USAGE,
 )
+from events.retention import DEFAULT_RUN_EVENTS_RETENTION
 from kernel.dead_letters import DEAD_LETTERS
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
@@ -77,9 +78,16 @@ class TopicSpecs:
 
 
 def turnlog_topics(
-    *, partitions: int = 12, replication_factor: int = -1, min_insync_replicas: int | None = None
+    *,
+    partitions: int = 12,
+    replication_factor: int = -1,
+    min_insync_replicas: int | None = None,
+    run_events_retention: timedelta | None = DEFAULT_RUN_EVENTS_RETENTION,
 ) -> TopicSpecs:
-    """turnlog's topics: the conversation history and the files kept forever, streams and replies kept briefly."""
+    """turnlog's topics: the conversation history and the files kept forever, streams and replies kept briefly.
+
+    `run_events_retention` is the period the embedded log trims run events after (`--run-events-retention-s`).
+    """
 
     def spec(retention: timedelta | None, *, count: int = partitions) -> TopicSpec:
         return TopicSpec(
@@ -97,8 +105,11 @@ def turnlog_topics(
             # Files and their ingestion: the only record of which files exist (the search index is
             # rebuilt from it), so it is kept forever too.
             DOCUMENTS: spec(None),
-            # Token deltas and tool status: high volume, replayable only while a run is fresh.
-            RUN_EVENTS: spec(timedelta(days=7)),
+            # Token deltas and tool status: high volume, replayable only while a run is fresh. Kafka deletes
+            # whole segments, every type alike, so here a run's other facts go with its deltas after the period
+            # (the embedded log keeps them: events/retention.py). What outlives it: the durable turn on
+            # `conversation-events`, the usage record, and the ledgers, which refold in place (ledger_replay.py).
+            RUN_EVENTS: spec(run_events_retention),
             # Replies to commands; a client waits seconds for one, an hour is generous.
             COMMAND_OUTCOMES: spec(timedelta(hours=1)),
             DEAD_LETTERS: spec(timedelta(days=30), count=1),

@@ -38,6 +38,7 @@ from kernel.sealing import Erased
 from kernel.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
 from kernel.envelope import Envelope, new_id, utc_now
+from kernel.errors import Unavailable
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
 from events.tools import ToolCallsProposed, call_summaries
@@ -57,6 +58,8 @@ from kernel import log_context, tracing
 from kernel.runtime import dead_letter, encode
 
 logger = logging.getLogger(__name__)
+# How long a lane waits before reading again after the log refused a claim (a full disk).
+_LOG_RETRY_S = 1.0
 
 WORKER_GROUP_PREFIX = "inference-workers."
 
@@ -154,6 +157,17 @@ class InferenceWorker:
             await asyncio.gather(listener, *self._generations.values(), return_exceptions=True)
 
     async def _serve(self, lane: _Lane) -> None:
+        while True:
+            try:
+                return await self._serve_lane(lane)
+            except Unavailable as error:
+                # The log took none of a claim (its disk is full): read the lane again from its committed position
+                # once it may take writes. Waiting requests are read again; generations in flight go on.
+                logger.warning("inference lane %s paused: %s; reading it again in %g s", lane.topic, error.detail, _LOG_RETRY_S)
+                await asyncio.sleep(_LOG_RETRY_S)
+                lane = next(fresh for fresh in self._lanes() if fresh.size == lane.size)
+
+    async def _serve_lane(self, lane: _Lane) -> None:
         SLOTS.labels(pool=self._pool.name, size_class=lane.size).set(lane.admission.capacity)
         stream = self._log.consume(group=lane.group, topics=(lane.topic,), max_batch=64)
         reader = asyncio.create_task(self._read(lane, stream), name=f"read-{lane.topic}")
@@ -246,8 +260,14 @@ class InferenceWorker:
             finish = self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())
             await self._log.append([finish], commit=commit)
             return None
-        claim = GenerationStarted(run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step)
-        await self._log.append([self._event(claim, request_envelope)], commit=commit)
+        claim = GenerationStarted(
+            run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step, model=self._model
+        )
+        try:
+            await self._log.append([self._event(claim, request_envelope)], commit=commit)
+        except Unavailable:
+            self._recently_claimed.discard(claim_key)  # nothing was written: it is claimed when read again
+            raise
         # From the request's routing (the prompt builder wrapped it) to its claim: the queue, whichever reader held it.
         claimed_at = utc_now()
         waited_s = (claimed_at - request_envelope.occurred_at).total_seconds()

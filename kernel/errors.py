@@ -10,6 +10,7 @@ __all__ = [
     "Conflict",
     "FieldError",
     "Forbidden",
+    "Gone",
     "IdempotencyKeyReused",
     "InvalidRequest",
     "NotFound",
@@ -72,6 +73,10 @@ class Suspended(Forbidden):
 
 class NotFound(TurnlogError):
     """The resource does not exist, or belongs to another tenant (never tell which)."""
+
+
+class Gone(TurnlogError):
+    """It existed, and is no longer kept: a run's stream past the retention period of its deltas."""
 
 
 class Conflict(TurnlogError):

@@ -20,6 +20,7 @@ from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
 from kernel.envelope import Actor
+from kernel.errors import Unavailable
 from kernel import log_context, tracing
 from kernel.metrics import DEAD_LETTERED, PROCESSOR_BATCH_SECONDS, PROCESSOR_RECORDS, PROCESSOR_RESTARTS
 
@@ -194,6 +195,8 @@ async def _react_isolating_poison(
         return []
     try:
         return list(await processor.react(deliveries))
+    except Unavailable:
+        raise  # a dependency is down (the store, a full disk), not a poison message: retry the batch, never dead-letter
     except Exception as error:
         if len(deliveries) == 1:
             [delivery] = deliveries
@@ -213,6 +216,8 @@ async def _react_isolating_poison(
         try:
             with log_context.bound_to([delivery.envelope]):
                 outputs.extend(await processor.react([delivery]))
+        except Unavailable:
+            raise
         except Exception as error:
             logger.exception("dead-lettering %s@%d", delivery.record.topic, delivery.record.offset)
             if processor.on_reset is not None:

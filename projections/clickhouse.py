@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as ClickHouseConnectError
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from projections.clickhouse_text import (
     check_parameter_name,
@@ -56,7 +57,7 @@ from projections.clickhouse_text import (
     json_each_row,
     parameter_text,
 )
-from projections.store import SqlError
+from projections.store import SqlError, StoreUnavailable
 
 try:
     import lz4.frame as _lz4_frame
@@ -148,6 +149,8 @@ class ClickHouseStore:
         )
         # Queued, not awaited: a call waits for the client, and a failure to connect
         # surfaces on the first call.
+        self._connect_timeout_s = connect_timeout_s
+        self._query_timeout_s = query_timeout_s
         self._client: Future[Client] = self._executor.submit(
             _connect, self._address, connect_timeout_s, query_timeout_s
         )
@@ -194,11 +197,19 @@ class ClickHouseStore:
 
         def run_with_client() -> _Result:
             try:
-                return call(self._client.result())
+                return call(self._connected())
+            except OperationalError as error:  # the transport failed: the server is down or unreachable
+                raise StoreUnavailable(str(error)) from error
             except ClickHouseConnectError as error:
                 raise SqlError(str(error)) from error
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run_with_client)
+
+    def _connected(self) -> Client:
+        """The client; one that failed to connect (the server was down at start) is built again, once per call."""
+        if self._client.done() and self._client.exception() is not None:
+            self._client = _completed(_connect(self._address, self._connect_timeout_s, self._query_timeout_s))
+        return self._client.result()
 
     def _shut_down(self) -> None:
         self._executor.shutdown(wait=True)
@@ -225,9 +236,15 @@ def _connect(address: ClickHouseAddress, connect_timeout_s: int, query_timeout_s
         )
     except ClickHouseConnectError as error:
         scheme = "clickhouses" if address.secure else "clickhouse"
-        raise SqlError(
-            f"cannot connect to ClickHouse at {scheme}://{address.host}:{address.port}/{address.database}: {error}"
-        ) from error
+        message = f"cannot connect to ClickHouse at {scheme}://{address.host}:{address.port}/{address.database}: {error}"
+        # Unreachable is a 503 that passes; refused (credentials, a missing database) is a mistake to fix.
+        raise (StoreUnavailable if isinstance(error, OperationalError) else SqlError)(message) from error
+
+
+def _completed(client: Client) -> Future[Client]:
+    future: Future[Client] = Future()
+    future.set_result(client)
+    return future
 
 
 def _compressed(body: bytes) -> tuple[str, bytes]:

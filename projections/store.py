@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["SqlError", "SqlStore"]
+from kernel.errors import Unavailable
+
+__all__ = ["SqlError", "SqlStore", "StoreUnavailable"]
+
+# What a reader is asked to wait when the store cannot be reached: a restart, or a network blip.
+STORE_RETRY_AFTER_S = 5
 
 
 class SqlError(RuntimeError):
@@ -14,6 +19,24 @@ class SqlError(RuntimeError):
     Adapters translate their engine's own exception into this one so callers and the
     contract suite never import an engine module; the engine's message is kept as text.
     """
+
+
+class StoreUnavailable(SqlError, Unavailable):
+    """The engine could not be reached (connection refused, timed out, dropped): nothing is wrong with the statement.
+
+    The API answers 503 with Retry-After; a projection retries the batch instead of dead-lettering it.
+    """
+
+    def __init__(self, message: str) -> None:
+        Unavailable.__init__(
+            self,
+            detail="the read-model store is unreachable; retry shortly (writes are still accepted onto the log)",
+            retry_after_s=STORE_RETRY_AFTER_S,
+        )
+        self.engine_message = message  # for the server's log only: it may name hosts
+
+    def __str__(self) -> str:
+        return f"{self.detail}: {self.engine_message}"
 
 
 class SqlStore(Protocol):

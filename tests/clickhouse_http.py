@@ -504,7 +504,8 @@ class ClickHouseHttpServer:
 
     def start(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        if self.port is None:  # started again after `stop()`: the same port, so clients' URLs still hold
+            self.port = free_port()
         self.log_path = self.data_dir.parent / f"clickhouse-http-{self.port}.log"
         command = [sys.executable, __file__, "--data-dir", str(self.data_dir), "--port", str(self.port)]
         if self.user is not None:

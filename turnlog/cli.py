@@ -126,6 +126,15 @@ def _add_document_options(parser: CommandParser) -> None:
         help="where uploaded files' bytes live: file:///path or s3://bucket/prefix?endpoint=http://host:9000",
     )
     parser.add_option(
+        "--run-events-retention-s", type=number_option(at_least=0), default=7 * 24 * 3600.0, metavar="SECONDS",
+        help="token deltas and heartbeats older than this are trimmed from the embedded log, and a run's stream"
+        " expires (410); Kafka: retention.ms of run-events; 0 keeps them forever (docs/deploy.md)",
+    )
+    parser.add_option(
+        "--trim-interval-s", type=number_option(above=0), default=300.0, metavar="SECONDS",
+        help="how often the embedded log's owner trims expired run events",
+    )
+    parser.add_option(
         "--search", metavar="URL", shown_default="embedded:///<data-dir>/search",
         help="the search index: embedded:///path or elasticsearch://host:9200",
     )
@@ -273,8 +282,13 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         answer_tokens=arguments.answer_tokens,
         max_output_tokens=arguments.max_output_tokens,
         context_tokens=arguments.context_tokens,
+        source_tokens=arguments.source_tokens,
+        max_sources=arguments.max_sources,
+        relevance_threshold=arguments.relevance_threshold,
         run_lease_s=arguments.run_lease_s,
         heartbeat_s=min(5.0, arguments.run_lease_s / 3),
+        run_events_retention_s=arguments.run_events_retention_s,
+        trim_interval_s=arguments.trim_interval_s,
         host=getattr(arguments, "host", "127.0.0.1"),
         port=getattr(arguments, "port", 8000),
         metrics_port=getattr(arguments, "metrics_port", None),

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from api.health import Check, Readiness
+from events.embedded import EmbeddedLog
 from events.topics import COMMANDS, CONVERSATION_EVENTS
 from kernel.log import EventLog
 from projections.projector import READ_MODELS_GROUP
@@ -38,6 +39,9 @@ def process_readiness(
 
     async def log_reachable() -> str | None:
         await log.committed(group=_PROBE_GROUP, topic=COMMANDS)
+        if isinstance(log, EmbeddedLog) and log.full_since is not None:  # it reads, but every append fails
+            since = log.full_since.isoformat(timespec="seconds")
+            return f"the log's disk is full since {since}: appends fail until space is freed"
         return None
 
     readiness.add(Check(name="log", probe=log_reachable))

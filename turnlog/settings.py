@@ -6,9 +6,12 @@ flag wins over the environment, and `turnlog <command> --help` names each option
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from processors.relevance import DEFAULT_MIN_SIMILARITY
 
 if TYPE_CHECKING:
     from api.oidc import OidcConfig
@@ -50,7 +53,12 @@ class Settings:
     answer_tokens: int = 20  # scripted engine only
     max_output_tokens: int = 256
     context_tokens: int = 8_192  # the engine's context window: prompts are budgeted against it
+    source_tokens: int = 1_500  # retrieved passages' share of a prompt (processors/grounding.py)
+    max_sources: int = 8  # passages a prompt carries at most
+    relevance_threshold: float = DEFAULT_MIN_SIMILARITY  # the relevance gate's cosine threshold (processors/relevance.py, docs/retrieval-quality.md)
     run_lease_s: float = 30.0
+    run_events_retention_s: float = 7 * 24 * 3600.0  # deltas and heartbeats older than this are trimmed (0: never)
+    trim_interval_s: float = 300.0  # how often the embedded log's owner trims them
     heartbeat_s: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8000
@@ -97,6 +105,15 @@ class Settings:
         return self.search_url or f"embedded://{(self.data_dir / 'search').resolve()}"
 
     @property
+    def keys(self) -> str:
+        return self.keys_url or f"file://{(self.data_dir / 'keys').resolve()}"
+
+    @property
+    def run_events_retention(self) -> timedelta | None:
+        """How long run events' deltas and heartbeats are kept (None: forever)."""
+        return timedelta(seconds=self.run_events_retention_s) if self.run_events_retention_s > 0 else None
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
@@ -106,15 +123,6 @@ class Settings:
         roles = set(self.roles)
         checking = bool({"prompt-builder", "inference"} & roles) or ("tools" in roles and self.tools_file is not None)
         return self.policies_file is not None and checking
-
-    @property
-    def keys(self) -> str:
-        return self.keys_url or f"file://{(self.data_dir / 'keys').resolve()}"
-
-    @property
-    def run_events_retention(self) -> timedelta | None:
-        """How long run events' deltas and heartbeats are kept (None: forever)."""
-        return timedelta(seconds=self.run_events_retention_s) if self.run_events_retention_s > 0 else None
 
     @property
     def searches(self) -> bool:

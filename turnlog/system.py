@@ -61,6 +61,8 @@ from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unr
 from inference.metrics import BreakerStates
 from processors.watchdog import WATCHDOG_GROUP
 from events.topics import RUN_EVENTS
+from events.embedded import EmbeddedLog
+from events.retention import RunEventTrimmer
 import api.metrics  # noqa: F401 - every layer's metrics are declared in every process (docs/observability.md)
 import processors.metrics  # noqa: F401
 
@@ -322,14 +324,23 @@ async def running_roles(
             spawn(run(ingester.processor()), "ingester")
         # Not a role: the consumer-lag metric of the groups above, sampled while they run.
         sampler = asyncio.create_task(sample_consumer_lag(log, lag_groups), name="consumer-lag")
+        background = [sampler, *_trimming(settings, log=log, codec=codec)]
         try:
             yield Roles(tasks=tuple(tasks), projector=projector, search=search)
         finally:
             stopping.append(True)
-            sampler.cancel()
-            for task in tasks:
+            for task in (*background, *tasks):
                 task.cancel()
-            await asyncio.gather(sampler, *tasks, return_exceptions=True)
+            await asyncio.gather(*background, *tasks, return_exceptions=True)
+
+
+def _trimming(settings: Settings, *, log: EventLog, codec: AvroCodec) -> list[asyncio.Task]:
+    """The embedded log's owner trims its expired run events (events/retention.py); Kafka's brokers do their own."""
+    if not isinstance(log, EmbeddedLog) or settings.run_events_retention is None:
+        return []
+    trimmer = RunEventTrimmer(log=log, codec=codec, retention=settings.run_events_retention)
+    interval = timedelta(seconds=settings.trim_interval_s)
+    return [asyncio.create_task(trimmer.run(interval=interval), name="run-event-trimmer")]
 
 
 def _pool_engines(settings: Settings) -> list[tuple[PoolConfig, InferenceEngine]]:
@@ -413,7 +424,10 @@ async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | 
                     codec=codec,
                     secret=secret,
                     blobs=blobs,
-                    limits=Limits(max_upload_bytes=settings.max_upload_bytes, max_token_ttl_s=settings.max_token_ttl_s),
+                    limits=Limits(
+                        max_upload_bytes=settings.max_upload_bytes, max_token_ttl_s=settings.max_token_ttl_s,
+                        run_events_retention=settings.run_events_retention,
+                    ),
                     governance=governance,
                     api_keys=api_keys,
                     # The API reads the read models behind the fence: it is ready while the projector keeps up.

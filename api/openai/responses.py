@@ -22,6 +22,7 @@ from api.openai.models import find_model
 from api.openai.response_objects import ResponseEvents, ResponseState, sse_event
 from api.openai.response_request import parse_response_request
 from api.openai.run_log import follow_run, read_run, with_keepalives
+from api.runs import refuse_expired_run
 from commands.catalog import CancelRun
 from events.runs import GenerationStarted, RunStarted
 
@@ -74,7 +75,8 @@ async def get_response(request: Request) -> Response:
         raise UnsupportedParameter(param="stream", code="invalid_value", detail="query parameter 'stream' must be true or false")
     starting_after = int_query(request, "starting_after", default=-1, minimum=-1, maximum=2**31 - 1)
     run_id = request.path_params["response_id"]
-    await started_run(context, principal, run_id)  # 404 unless the caller owns it
+    started = await started_run(context, principal, run_id)  # 404 unless the caller owns it
+    await refuse_expired_run(context, started)  # its deltas, and so its text here, are trimmed
     state = await _state_from_log(context, run_id)
     if stream == "true":
         return StreamingResponse(_stream(context, run_id, state, after=starting_after), media_type="text/event-stream", headers=SSE_HEADERS)
