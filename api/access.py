@@ -2,6 +2,7 @@
 
 import asyncio
 from collections import OrderedDict
+from datetime import timedelta
 
 from starlette.requests import Request
 
@@ -10,7 +11,7 @@ from api.auth import Principal
 from api.context import ApiContext
 from api.edge import refuse_when_over
 from api.oidc import principal_from_bearer
-from api.scoped_ids import Ownership, ownership, run_scope
+from api.scoped_ids import Ownership, conversation_scope, matching_scope, minted_at, ownership, run_scope
 from api.session_cookies import session_principal
 from kernel.log import LogRecord
 from events.runs import RunStarted
@@ -84,6 +85,24 @@ class ConversationDirectory:
         self._capacity = capacity
         self._headers: OrderedDict[str, ConversationRow] = OrderedDict()
 
+    def remember(self, header: ConversationRow) -> None:
+        """A conversation this instance just created: its first turn needs no lookup (nor a wait for the projector)."""
+        self._headers[header.conversation_id] = header
+        while len(self._headers) > self._capacity:
+            self._headers.popitem(last=False)
+
+    async def workspace_of(self, request: Request, principal: Principal, conversation_id: str) -> str:
+        """The workspace to send a command about the conversation in. An id tagged for the caller in one of their
+        workspaces says which without a lookup (the decider still checks that the conversation exists and is
+        theirs); any other id is looked up."""
+        header = self._headers.get(conversation_id)
+        if header is None:
+            scopes = [conversation_scope(principal.org_id, principal.user_id, workspace) for workspace in principal.workspace_ids]
+            scope = matching_scope(context_of(request).secret, conversation_id, prefix="conv", scopes=scopes)
+            if scope is not None:
+                return scope[-1]
+        return (await self.find(request, principal, conversation_id)).workspace_id
+
     async def find(self, request: Request, principal: Principal, conversation_id: str) -> ConversationRow:
         """The conversation if the caller may use it; otherwise NotFound, whoever owns it."""
         header = self._headers.get(conversation_id)
@@ -93,9 +112,7 @@ class ConversationDirectory:
             header = await context.read_models.conversation(scope_of(principal), conversation_id)
             if header is None:
                 raise NotFound(detail=f"conversation {conversation_id} does not exist")
-            self._headers[conversation_id] = header
-            while len(self._headers) > self._capacity:
-                self._headers.popitem(last=False)
+            self.remember(header)
         self._headers.move_to_end(conversation_id)
         visible = (
             header.org_id == principal.org_id
@@ -131,9 +148,20 @@ async def started_run(context: ApiContext, principal: Principal, run_id: str) ->
 
 
 async def started_run_at(context: ApiContext, principal: Principal, run_id: str) -> tuple[RunStarted, int]:
-    """`started_run`, and the log offset of that first event (where the run's stream begins).
+    """`started_run`, and the log offset of that first event (where the run's stream begins)."""
+    started, offset = await _started_run_envelope(context, principal, run_id)
+    return started.payload, offset
 
-    An id not tagged for the caller is a 404 at once, without a read: another tenant's run and an unknown id take
+
+async def started_run_actor(context: ApiContext, principal: Principal, run_id: str) -> tuple[RunStarted, Actor]:
+    """`started_run`, and the scope its events carry (the conversation's owner and workspace): enough to send a
+    command about the run without waiting for a read model."""
+    started, _ = await _started_run_envelope(context, principal, run_id)
+    return started.payload, started.actor
+
+
+async def _started_run_envelope(context: ApiContext, principal: Principal, run_id: str) -> tuple[Envelope, int]:
+    """An id not tagged for the caller is a 404 at once, without a read: another tenant's run and an unknown id take
     the same path (api/scoped_ids.py). Only the caller's own ids are looked for patiently.
     """
     match ownership(context.secret, run_id, prefix="run", scopes=[run_scope(principal.org_id, principal.user_id)]):
@@ -153,19 +181,27 @@ async def started_run_at(context: ApiContext, principal: Principal, run_id: str)
     )
     if not visible:
         raise NotFound(detail=f"run {run_id} does not exist")
-    return started.payload, first[0].offset
+    return started, first[0].offset
 
 
 _LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before a 404
+# An id older than this had its records readable everywhere long ago, or never will: the command that creates a
+# resource is answered (or given up, 503) within the bus's reply and readability waits, 10 s each.
+_IN_FLIGHT = timedelta(seconds=30)
 
 
 async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: int | None = None) -> list[LogRecord]:
-    """The key's records; when none show, looked for again for a moment before they are called missing.
+    """The key's records; when none show and the key is a fresh id, looked for again for a moment before they are
+    called missing.
 
     On the Kafka test broker a record was seen to reach one process's readers ~0.2 s after
     another's, and more under load: a resource another instance just created must not be a 404.
+    An id minted long ago (an expired run, a request that was refused) is one read: on Kafka each
+    read scans the key's partition, so a 404 must not cost twelve of them.
     """
-    for attempt in range(_LOOKUP_ATTEMPTS):
+    minted = minted_at(key)
+    fresh = minted is None or utc_now() - minted < _IN_FLIGHT
+    for attempt in range(_LOOKUP_ATTEMPTS if fresh else 1):
         records = await context.log.read(topic, key=key, limit=limit)
         if records:
             return records

@@ -24,13 +24,13 @@ from api.bodies import (
     request_fingerprint,
 )
 from api.files import check_attachments
-from api.scoped_ids import new_scoped_id, run_scope
+from api.scoped_ids import conversation_scope, new_scoped_id, run_scope
 from api.presenters import conversation_json, iso, turn_json
 from commands.catalog import CreateConversation, RegenerateTurn, RenameConversation, SubmitTurn
 from commands.governance.rate_limits import rate_limit_headers
-from kernel.envelope import new_id
 from events.values import ContentPart
 from kernel.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound
+from projections.read_models import ConversationRow
 
 
 async def create_conversation(request: Request) -> JSONResponse:
@@ -38,9 +38,23 @@ async def create_conversation(request: Request) -> JSONResponse:
     context = context_of(request)
     body = await read_json_body(request, CreateConversationBody, max_bytes=context.limits.max_small_body_bytes)
     require_workspace(principal, body.workspace_id)
-    conversation_id = new_id("conv")
+    conversation_id = new_scoped_id(
+        context.secret, "conv", conversation_scope(principal.org_id, principal.user_id, body.workspace_id)
+    )
     command = CreateConversation(conversation_id=conversation_id, workspace_id=body.workspace_id, title=body.title)
     accepted = await context.bus.send(command, actor=actor_of(principal, body.workspace_id))
+    # The decider accepted it as this caller's: what the first turn's lookup would find, known already.
+    request.app.state.conversations.remember(
+        ConversationRow(
+            org_id=principal.org_id,
+            workspace_id=body.workspace_id,
+            owner_id=principal.user_id,
+            conversation_id=conversation_id,
+            title=body.title or "",
+            created_at=accepted.created_at,
+            version=accepted.conversation_offset or 0,
+        )
+    )
     return JSONResponse(
         {"conversationId": conversation_id, "createdAt": iso(accepted.created_at)},
         status_code=201,
@@ -68,12 +82,16 @@ async def list_conversations(request: Request) -> JSONResponse:
 
 
 async def get_conversation(request: Request) -> JSONResponse:
-    principal = authenticate(request)
+    return await _conversation(request, authenticate(request))
+
+
+async def _conversation(request: Request, principal: Principal, *, written_at: int | None = None) -> JSONResponse:
+    """The conversation, once the read models hold its partition up to `written_at` (or its end when not given)."""
     context = context_of(request)
     conversation_id = request.path_params["conversation_id"]
     directory: ConversationDirectory = request.app.state.conversations
     await directory.find(request, principal, conversation_id)
-    await context.caught_up(key=conversation_id)
+    await context.caught_up(key=conversation_id, offset=written_at)
     # The directory's header may hold an older title (a rename): the row is read after the fence.
     row = await context.read_models.conversation(scope_of(principal), conversation_id)
     if row is None:
@@ -90,8 +108,9 @@ async def rename_conversation(request: Request) -> JSONResponse:
     directory: ConversationDirectory = request.app.state.conversations
     header = await directory.find(request, principal, conversation_id)
     command = RenameConversation(conversation_id=conversation_id, title=body.title)
-    await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
-    return await get_conversation(request)  # read-your-writes: the fence waits for the rename's event
+    accepted = await context.bus.send(command, actor=actor_of(principal, header.workspace_id))
+    # Read-your-writes: the fence waits for the rename's event (none when the title did not change).
+    return await _conversation(request, principal, written_at=accepted.conversation_offset)
 
 
 async def submit_turn(request: Request) -> JSONResponse:
@@ -151,8 +170,8 @@ async def list_turns(request: Request) -> JSONResponse:
 async def _start_run(request: Request, principal: Principal, command: SubmitTurn | RegenerateTurn) -> JSONResponse:
     """Send a command that starts a run, in the conversation's scope, once governance admits it; 202 with where to follow it."""
     context = context_of(request)
-    header = await request.app.state.conversations.find(request, principal, command.conversation_id)
-    actor = actor_of(principal, header.workspace_id)
+    workspace_id = await request.app.state.conversations.workspace_of(request, principal, command.conversation_id)
+    actor = actor_of(principal, workspace_id)
     texts = [part.text for part in command.content] if isinstance(command, SubmitTurn) else []
     admission = await admit_run(context, actor, run_id=command.run_id, estimated=estimated_tokens(texts))
     try:

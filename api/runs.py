@@ -11,11 +11,12 @@ any more: 410 problem+json naming where its answer is.
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run_at
+from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run_actor, started_run_at
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
@@ -131,10 +132,12 @@ def _summary(arguments: str, limit: int = 200) -> str:
 
 async def cancel_run(request: Request) -> JSONResponse:
     principal = authenticate(request)
-    run = await find_run(request, principal, request.path_params["run_id"])
-    command = CancelRun(conversation_id=run.conversation_id, run_id=run.run_id)
-    await context_of(request).bus.send(command, actor=actor_of(principal, run.workspace_id))
-    return JSONResponse({"runId": run.run_id, "status": "cancelling"}, status_code=202)
+    context = context_of(request)
+    # The decider knows whether the run is the caller's and still running; the log's first event of the run names its
+    # conversation and scope, so a cancel waits for no read model (and the projector's progress) before it is sent.
+    started, actor = await started_run_actor(context, principal, request.path_params["run_id"])
+    await context.bus.send(CancelRun(conversation_id=started.conversation_id, run_id=started.run_id), actor=actor)
+    return JSONResponse({"runId": started.run_id, "status": "cancelling"}, status_code=202)
 
 
 async def decide_tool_approval(request: Request) -> JSONResponse:

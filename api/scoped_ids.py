@@ -2,7 +2,9 @@
 
 A run id is `run_<ULID>_<tag>`, the tag an HMAC of the ULID and the owner's org and user under the server's secret;
 a file id is `file_<ULID>_<tag>` with the org and the workspace it was uploaded to (a workspace's members share its
-files). Without the secret nobody can make a tag, so an id not tagged for the caller is answered 404 at once, on the
+files); a conversation id `conv_<ULID>_<tag>` with the org, the owner and the workspace, so any API instance can
+send a turn in the right workspace without looking the conversation up (the decider checks it exists and is theirs).
+Without the secret nobody can make a tag, so an id not tagged for the caller is answered 404 at once, on the
 same path whether it exists elsewhere or nowhere: neither the answer nor its timing tells another tenant's ids from
 unknown ones. Only an id tagged for the caller is looked for patiently (a run another instance created a moment ago
 may take a moment to reach this one's readers). Ids from before tags existed are looked up once, without waiting.
@@ -15,7 +17,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from enum import Enum
+
+from ulid import ULID
 
 from kernel.envelope import new_id
 
@@ -23,6 +28,7 @@ _CONTEXT = b"turnlog id tag v1\0"
 _TAG_CHARS = 8  # 40 bits of base32: a guessed tag is right once in about 10^12 tries
 _TAGGED = re.compile(r"^(?P<prefix>[a-z]+)_(?P<ulid>[0-9A-HJKMNP-TV-Z]{26})_(?P<tag>[a-z2-7]{8})$")
 _LEGACY = re.compile(r"^[a-z]+_[0-9A-HJKMNP-TV-Z]{26}$")
+_LEGACY_ULID = re.compile(r"^[a-z]+_(?P<ulid>[0-9A-HJKMNP-TV-Z]{26})$")
 
 
 class Ownership(Enum):
@@ -46,6 +52,19 @@ def new_scoped_id(secret: bytes, prefix: str, scope: tuple[str, ...]) -> str:
     return f"{plain}_{_tag(secret, prefix, ulid, scope)}"
 
 
+def matching_scope(
+    secret: bytes, resource_id: str, *, prefix: str, scopes: Iterable[tuple[str, ...]]
+) -> tuple[str, ...] | None:
+    """Which of `scopes` a tagged id was made for (a conversation: in which of the caller's workspaces), if any."""
+    tagged = _TAGGED.match(resource_id)
+    if tagged is None or tagged["prefix"] != prefix:
+        return None
+    for scope in scopes:
+        if hmac.compare_digest(_tag(secret, prefix, tagged["ulid"], scope), tagged["tag"]):
+            return tuple(scope)
+    return None
+
+
 def ownership(secret: bytes, resource_id: str, *, prefix: str, scopes: Iterable[tuple[str, ...]]) -> Ownership:
     """Whether `resource_id` could belong to one of the caller's `scopes` (several: a file in any of their workspaces)."""
     tagged = _TAGGED.match(resource_id)
@@ -59,8 +78,23 @@ def ownership(secret: bytes, resource_id: str, *, prefix: str, scopes: Iterable[
     return Ownership.NOT_CALLERS
 
 
+def minted_at(resource_id: str) -> datetime | None:
+    """When an id (tagged or legacy) was made, from its ULID's timestamp; None for anything else."""
+    match = _TAGGED.match(resource_id) or _LEGACY_ULID.match(resource_id)
+    if match is None:
+        return None
+    try:
+        return ULID.from_str(match["ulid"]).datetime
+    except ValueError:
+        return None
+
+
 def run_scope(org_id: str, user_id: str) -> tuple[str, ...]:
     return (org_id, user_id)
+
+
+def conversation_scope(org_id: str, user_id: str, workspace_id: str) -> tuple[str, ...]:
+    return (org_id, user_id, workspace_id)
 
 
 def file_scope(org_id: str, workspace_id: str) -> tuple[str, ...]:

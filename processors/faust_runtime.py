@@ -11,7 +11,7 @@ again, the projections upsert by offset, and an inference worker claims a run on
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +80,8 @@ def processor_app(processor: Processor, *, log: KafkaLog, data_dir: Path) -> fau
         # The log's own consumer timings: the same group-join and fetch latency tradeoffs apply.
         broker_session_timeout=log.consumer_timing_ms("session.timeout.ms") / 1000,
         broker_heartbeat_interval=log.consumer_timing_ms("heartbeat.interval.ms") / 1000,
+        # Static membership when the log names this process (each app is a group of its own, so one id serves all).
+        consumer_group_instance_id=log.group_instance_id,
         # A rebalance waits for the batch in hand to be written and acknowledged, so a partition
         # never has two members deciding it at once.
         stream_wait_empty=True,
@@ -113,7 +115,7 @@ async def run_processor_on_faust(
             await _process_until_durable(processor, batch, log=log, codec=codec, attempts=attempts, retry_delay_s=retry_delay_s)
             for event in events:
                 await stream.ack(event)
-            await app.consumer.commit()
+            await commit_applied(app.consumer, applied_positions(event.message for event in events))
             if processor.on_committed is not None:
                 processor.on_committed(batch)
 
@@ -146,6 +148,38 @@ async def _process_until_durable(
             if processor.on_reset is not None:
                 processor.on_reset()
             await asyncio.sleep(retry_delay_s)
+
+
+def applied_positions(messages: Iterable[faust.types.Message]) -> dict[faust.types.TP, int]:
+    """Per partition, the offset to commit once `messages` are applied: Kafka's "next to read"."""
+    positions: dict[faust.types.TP, int] = {}
+    for message in messages:
+        positions[message.tp] = max(positions.get(message.tp, 0), message.offset + 1)
+    return positions
+
+
+async def commit_applied(consumer: faust.types.ConsumerT, positions: dict[faust.types.TP, int]) -> None:
+    """Commit exactly what the batch applied (the batches of a partition are applied in order).
+
+    faust's own `commit()` returns without committing while another commit is in flight (its periodic
+    one, every 2.8 s), and otherwise commits what its list of acknowledged offsets allows, which a
+    transaction marker's hole (an offset never delivered) can hold back. Either way the group's offset
+    trailed what was applied until a later commit, and the read-your-writes fence, which reads that
+    offset, waited for it: 2-3 s for a read or a cancel during a run. `_commit_offsets` is faust's own
+    commit step: it skips partitions no longer assigned and records the offsets, so faust's periodic
+    and on-revoke commits never move them back.
+    """
+    newer = {tp: offset for tp, offset in positions.items() if consumer._should_commit(tp, offset)}
+    if newer:
+        await consumer._commit_offsets(newer)
+    for tp, offset in positions.items():
+        # What faust's own commit would prune: acknowledged offsets and holes below the committed one.
+        acked = consumer._acked[tp]
+        done = [acked_offset for acked_offset in acked if acked_offset < offset]
+        if done:
+            acked[:] = [acked_offset for acked_offset in acked if acked_offset >= offset]
+            consumer._acked_index[tp].difference_update(done)
+        consumer._gap[tp].chop(0, offset)
 
 
 def _record(message: faust.types.Message, log: KafkaLog) -> LogRecord:

@@ -1,7 +1,9 @@
 """The read-your-writes fence: wait until the read models hold what the log held when a query arrived.
 
 It compares, for the partition of the queried key (in `conversation-events` unless another topic is
-named, such as `documents`), the projector group's committed offset with the partition's end. A
+named, such as `documents`), the projector group's committed offset with the partition's last record
+(transaction markers take offsets but are not records to apply), or with an offset the caller names. Every
+runtime commits exactly what the projector applied (processors/faust_runtime.py says why faust needs help). A
 process that runs the projector calls `notify()` after each batch, so its own queries wake at once;
 an API-only process polls briefly instead.
 """
@@ -26,11 +28,16 @@ class ReadYourWritesFence:
         self._progress.set()
         self._progress = asyncio.Event()
 
-    async def caught_up(self, *, key: str | None = None, topic: str = CONVERSATION_EVENTS, timeout_s: float = 5.0) -> None:
-        """With a key, its partition of `topic`; without, every partition of it."""
+    async def caught_up(
+        self, *, key: str | None = None, topic: str = CONVERSATION_EVENTS, offset: int | None = None, timeout_s: float = 5.0
+    ) -> None:
+        """With a key, its partition of `topic` up to `offset` (a write the caller knows it needs, e.g. its own
+        command's events) or else up to the partition's last record; without a key, every partition of it."""
         deadline = time.monotonic() + timeout_s
         if key is not None:
-            target = await self._log.end_offset(topic, key=key)
+            # A known offset spares looking the end up (on Kafka, a read back from the last stable offset),
+            # and never waits for later writes of other keys that share the partition.
+            target = offset if offset is not None else await self._log.end_offset(topic, key=key)
 
             async def behind() -> bool:
                 return await self._log.committed(group=self._group, topic=topic, key=key) < target

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from events.topology import TopicSpecs
 
 logger = logging.getLogger(__name__)
+_EMPTY_RECHECKS = 4  # asks again for a doubtful "empty" answer: 5 + 10 + 15 + 20 ms at most
 
 
 class _Admin:
@@ -37,6 +38,7 @@ class _Admin:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: AdminClient | None = None
         self._partitions: dict[str, int] = {}
+        self._stable: dict[tuple[str, int], int] = {}  # the highest last stable offset seen, per partition
         self._provisioning: dict[str, asyncio.Future] = {}
 
     def open(self, config: dict[str, Any], *, loop: asyncio.AbstractEventLoop) -> None:
@@ -107,19 +109,45 @@ class _Admin:
             self._partitions[topic] = count
 
     async def offset_ranges(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
-        """Per partition: (log start offset, last stable offset). Only records below the latter are readable."""
+        """Per partition: (log start offset, last stable offset). Only records below the latter are readable.
+
+        Tansu 0.6 now and then answers a read_committed lookup of a partition that holds committed records,
+        while a transaction is open on it, with a last stable offset of 0: a scan up to it then finds nothing
+        (a run's claim "missing" right after its first delta, a resource 404 for a moment). A last stable
+        offset never moves back, so the highest this process has seen stands, and one that looks empty is
+        asked again while the partition's high watermark says it is not.
+        """
+        partitions = list(partitions)
+        starts, ends = await asyncio.gather(  # both requests in flight at once
+            self._list(topic, partitions, OffsetSpec.earliest(), IsolationLevel.READ_COMMITTED),
+            self._list(topic, partitions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED),
+        )
+        doubtful = [p for p in partitions if ends[p] <= starts[p] and self._stable.get((topic, p), -1) <= starts[p]]
+        if doubtful:  # an empty partition is common; one whose high watermark says otherwise is not
+            written = await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
+            doubtful = [p for p in doubtful if written[p] > starts[p]]
+        for attempt in range(_EMPTY_RECHECKS):
+            if not doubtful:
+                break
+            await asyncio.sleep(0.005 * (attempt + 1))
+            ends |= await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
+            doubtful = [p for p in doubtful if ends[p] <= starts[p]]
+        ranges = {}
+        for partition in partitions:
+            stable = max(ends[partition], self._stable.get((topic, partition), -1))
+            self._stable[(topic, partition)] = stable
+            ranges[partition] = (starts[partition], stable)
+        return ranges
+
+    async def _list(self, topic: str, partitions: list[int], spec: OffsetSpec, isolation: IsolationLevel) -> dict[int, int]:
         if self._client is None:
             raise RuntimeError("the log is not started")
-        positions = [KafkaTopicPartition(self._physical(topic), partition) for partition in partitions]
-        options = {"isolation_level": IsolationLevel.READ_COMMITTED, "request_timeout": self._timeout_s}
-        earliest = self._client.list_offsets({position: OffsetSpec.earliest() for position in positions}, **options)
-        latest = self._client.list_offsets({position: OffsetSpec.latest() for position in positions}, **options)
+        positions = {KafkaTopicPartition(self._physical(topic), partition): spec for partition in partitions}
+        futures = self._client.list_offsets(positions, isolation_level=isolation, request_timeout=self._timeout_s)
         try:
-            starts = {tp.partition: (await asyncio.wrap_future(f)).offset for tp, f in earliest.items()}
-            ends = {tp.partition: (await asyncio.wrap_future(f)).offset for tp, f in latest.items()}
+            return {tp.partition: (await asyncio.wrap_future(future)).offset for tp, future in futures.items()}
         except KafkaException as error:
             raise self._translate(error) from error
-        return {partition: (starts[partition], ends[partition]) for partition in ends}
 
     async def committed_offsets(self, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
         if self._client is None:

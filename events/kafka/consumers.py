@@ -34,8 +34,10 @@ class _Consumers:
         physical: Callable[[str], str],
         timeout_s: float,
         readers: int,
+        group_instance_id: str | None = None,
     ) -> None:
         self._consumer_config = config
+        self._group_instance_id = group_instance_id
         self._client_id = client_id
         self._physical = physical
         self._timeout_s = timeout_s
@@ -61,6 +63,8 @@ class _Consumers:
     def join(self, group: str) -> "_ConsumerThread":
         """A consumer for a member of `group`, counted among its members until `leave` closes it."""
         config = {**self._consumer_config, "group.id": self._physical(group)}
+        if self._group_instance_id is not None and not self._members.get(group):
+            config["group.instance.id"] = self._group_instance_id  # one static member per group and process
         client = self._open_client(config, name=f"consume-{group}")
         self._members[group].append(client)
         return client

@@ -90,6 +90,10 @@ class KafkaLog:
             "fetch.wait.max.ms": 100,
             **(consumer_config or {}),
         }
+        # Static membership (KIP-345), for group members only: a process restarted with the same id takes
+        # its predecessor's place at once instead of the group waiting out the dead member's session. It
+        # must be unique per process (a pod's name); a scan reader or a group handle must never carry it.
+        self._group_instance_id: str | None = self._consumer_config.pop("group.instance.id", None) or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _TransactionalWriter | None = None
         self._admin = _Admin(specs=topics, physical=self._physical, translate=self._translate, timeout_s=timeout_s)
@@ -99,6 +103,7 @@ class KafkaLog:
             physical=self._physical,
             timeout_s=timeout_s,
             readers=readers,
+            group_instance_id=self._group_instance_id,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -321,6 +326,11 @@ class KafkaLog:
     def consumer_timing_ms(self, setting: str) -> int:
         """A consumer timing this log runs with (`session.timeout.ms`, `fetch.wait.max.ms`, ...)."""
         return int(self._consumer_config[setting])
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """This process's static group membership id (`?group.instance.id=` in the log URL), if it has one."""
+        return self._group_instance_id
 
     def physical_topic(self, topic: str) -> str:
         """The topic's name on the broker (with this log's prefix)."""

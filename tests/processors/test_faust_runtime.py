@@ -1,6 +1,7 @@
 """The faust runtime on a real Kafka-protocol broker: reactions before commits, poison to dead letters, resume."""
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -11,7 +12,8 @@ from events.kafka.log import KafkaLog
 from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
-from processors.faust_runtime import run_processor_on_faust
+from events.topology import turnlog_topics
+from processors.faust_runtime import processor_app, run_processor_on_faust
 from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
 from tests.events.test_log_contract import kafka_log
 from tests.kernel.test_runtime import CODEC, beat, echo_processor
@@ -159,3 +161,39 @@ async def test_two_members_share_the_partitions_and_one_takes_over_when_the_othe
     keys = [f"{batch}{i}" for batch in "abc" for i in range(6)]
     assert set(seen) == set(keys)
     assert sorted(set(await outputs(log, keys))) == sorted(keys)
+
+
+async def test_the_group_offset_reaches_each_transactions_last_record_once_its_batch_is_applied(
+    log: KafkaLog, tmp_path: Path
+) -> None:
+    """Transaction markers take offsets but are never delivered. faust's own commit stopped at the hole a marker
+    leaves until a later batch filled it, so the read-your-writes fence, which reads this offset, waited for the
+    next write (during a run: its last event)."""
+    applied: asyncio.Queue[Sequence] = asyncio.Queue()
+    processor = dataclasses.replace(echo_processor([]), group="marker-holes", on_committed=applied.put_nowait)
+    task = asyncio.create_task(run_processor_on_faust(processor, log=log, codec=CODEC, data_dir=tmp_path))
+    try:
+        for size in (1, 3, 2, 1, 4, 2) * 5:  # transactions of a run's sizes, one after another, on one partition
+            last = (await log.append([beat("one-key") for _ in range(size)]))[-1]
+            while not any(record.offset >= last.offset for record in await asyncio.wait_for(applied.get(), 60)):
+                pass  # a transaction may come in more than one batch
+            committed = await log.committed_offsets(group="marker-holes", topic="in")
+            assert committed.get(last.partition, -1) >= last.offset, (committed, last.offset)
+    finally:
+        await stop(task)
+
+
+def test_a_process_named_in_the_log_url_is_a_static_member_of_its_groups_and_only_there(tmp_path: Path) -> None:
+    """`?group.instance.id=` (a pod's name): its faust agents and its own group members rejoin as that member after
+    a restart; scan readers and followers never join a group, and a group handle must not pose as the member."""
+    log = KafkaLog("127.0.0.1:9", topics=turnlog_topics(), consumer_config={"group.instance.id": "worker-1"})
+    assert log.group_instance_id == "worker-1"
+    assert processor_app(echo_processor([]), log=log, data_dir=tmp_path).conf.consumer_group_instance_id == "worker-1"
+    consumers = log._consumers
+    assert consumers.join("decider")._config["group.instance.id"] == "worker-1"
+    assert "group.instance.id" not in consumers.join("decider")._config  # a second member of one group: dynamic
+    assert "group.instance.id" not in consumers._open_reader()._config
+    assert "group.instance.id" not in consumers.open_follower("run-events")._config
+    unnamed = KafkaLog("127.0.0.1:9", topics=turnlog_topics())
+    assert unnamed.group_instance_id is None
+    assert processor_app(echo_processor([]), log=unnamed, data_dir=tmp_path).conf.consumer_group_instance_id is None

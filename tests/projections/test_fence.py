@@ -41,3 +41,15 @@ async def test_a_fence_on_another_topic_waits_for_that_topic_alone(embedded_log:
     await fence.caught_up(topic=DOCUMENTS, timeout_s=0.5)
     with pytest.raises(Unavailable):  # the conversation events are still behind, and the default topic
         await fence.caught_up(timeout_s=0.05)
+
+
+async def test_a_fence_given_its_own_write_waits_for_that_offset_not_for_later_writes(embedded_log: EmbeddedLog) -> None:
+    own = await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"mine")])
+    await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"someone else's, later")])
+    fence = ReadYourWritesFence(log=embedded_log, group="read-models")
+    with pytest.raises(Unavailable):
+        await fence.caught_up(key="c", offset=own[-1].offset, timeout_s=0.05)
+    await embedded_log.commit(ConsumerCommit.through("read-models", own))
+    await fence.caught_up(key="c", offset=own[-1].offset, timeout_s=0.5)
+    with pytest.raises(Unavailable):  # the partition's end is still ahead
+        await fence.caught_up(key="c", timeout_s=0.05)
