@@ -42,7 +42,9 @@ from api.schemas.openai_models import ModelList, ModelObject, OpenAIError
 from api.schemas.openai_responses import RESPONSE_STREAM_EVENTS, ResponseObject
 from api.schemas.problems import Problem
 from api.schemas.runs import Run, RunCancelling, ToolApprovalAccepted
+from api.schemas.analytics import AnalyticsAnswer, AnalyticsQueryList
 from api.schemas.safety import SafetyDecisionPage
+from api.schemas.search import SearchResults
 from api.schemas.service import Health
 from api.schemas.sessions import CurrentSession, SessionCreated
 from api.schemas.streams import RUN_STREAM_EVENTS
@@ -315,10 +317,14 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(Answer(status=200, description="newest first", model=SafetyDecisionPage),),
     ),
     Operation(
-        method="POST", path="/v1/admin/erasures", operation_id="createErasure",
-        summary="Erase a user of the org, or the org: destroy their data keys (docs/encryption.md)", tag="admin",
-        body=ErasureBody, errors=(*BODY_ERRORS, 403, 404, 409),
-        answers=(Answer(status=202, description="the keys are destroyed; derived stores drop the data shortly", model=Erasure),),
+        method="GET", path="/v1/admin/analytics", operation_id="listAnalytics",
+        summary="The documented analysts' queries (docs/analytics.md)", tag="admin", errors=(403,),
+        answers=(Answer(status=200, description="their names and questions", model=AnalyticsQueryList),),
+    ),
+    Operation(
+        method="GET", path="/v1/admin/analytics/{name}", operation_id="runAnalytics",
+        summary="One documented query, over the caller's org only", tag="admin", errors=(403, 404),
+        answers=(Answer(status=200, description="its rows, in the query's column order", model=AnalyticsAnswer),),
     ),
     Operation(
         method="POST", path="/v1/admin/api-keys", operation_id="createApiKey", summary="Create an API key (shown once)",

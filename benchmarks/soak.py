@@ -79,7 +79,12 @@ def markdown_document(user: int, number: int) -> bytes:
 def process_sample(pid: int, data_dir: Path) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    data_bytes = sum(path.stat().st_size for path in data_dir.rglob("*") if path.is_file())
+    data_bytes = 0
+    for path in data_dir.rglob("*"):
+        try:
+            data_bytes += path.stat().st_size if path.is_file() else 0
+        except OSError:  # a file removed while walking (a merged chDB part, a SQLite journal)
+            continue
     return {
         "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
@@ -89,9 +94,13 @@ def process_sample(pid: int, data_dir: Path) -> dict:
 
 
 async def sampler(pid: int, data_dir: Path, every_s: float, started: float, phase: list[str], samples: list[dict]) -> None:
+    """A sample every `every_s`, taken in a thread (walking the data dir must not wait on the load's event loop)."""
+    next_at = time.monotonic()
     while True:
-        samples.append({"t_s": round(time.monotonic() - started, 1), "phase": phase[0], **process_sample(pid, data_dir)})
-        await asyncio.sleep(every_s)
+        sample = await asyncio.to_thread(process_sample, pid, data_dir)
+        samples.append({"t_s": round(time.monotonic() - started, 1), "phase": phase[0], **sample})
+        next_at += every_s
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def leftovers(pid: int) -> dict:

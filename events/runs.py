@@ -19,6 +19,7 @@ class GenerationStarted:
     worker_id: str
     pool: str
     step: int = 1  # a run with tool calls is claimed once per model step
+    model: str = ""  # what served it: analysts compare models, and a pool's model can change
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,12 +4,12 @@ Read from `run-events`, for analysts. `prompt_manifests` holds every `PromptAsse
 the prompt builder retried its batch): the pool the router chose, the fallback and why, the prompt's token
 counts, the passages that went in and what the context stage fenced or dropped. `run_milestones` holds the
 moments of a run's life: `started` (RunStarted), `generation_started` (a worker claimed a model step: step,
-pool, worker), `first_token` (the first delta of a step), `searched` (the prompt builder's file_search:
+pool, worker, model), `first_token` (the first delta of a step), `searched` (the prompt builder's file_search:
 status, summary), `backgrounded` (reason) and `finished` (RunFinished: status, reason). Every other delta is
 skipped: only a step's first one says anything a table needs. Both tables are keyed by event id and upserted
 by log offset (`ReplacingMergeTree(version)`, read with `FINAL`), so a redelivered or replayed event counts
 once. The view `run_latency` folds the milestones into one row per run (queue wait, time to first token,
-duration, pool, and the engine from `usage_ledger`, which must exist first).
+duration, pool, model, and the engine from `usage_ledger`, which must exist first).
 """
 
 from collections.abc import Sequence
@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS run_milestones (
     step UInt16,
     pool LowCardinality(String),
     worker_id String,
+    model LowCardinality(String),
     status LowCardinality(String),
     detail String,
     at DateTime64(6, 'UTC'),
@@ -84,6 +85,9 @@ CREATE TABLE IF NOT EXISTS run_milestones (
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (org_id, run_id, event_id)
 """
+
+# A table made by an older turnlog lacks the model: added in place ('' on its rows, as on claims that predate it).
+_ADDED_COLUMNS = ("ALTER TABLE run_milestones ADD COLUMN IF NOT EXISTS model LowCardinality(String) AFTER worker_id",)
 
 # Times are microseconds apart on the log, so differences are kept as fractional milliseconds. A run that
 # never reached a milestone has NULL there (and in what is measured from it), never a 1970 date.
@@ -96,6 +100,7 @@ SELECT
     m.user_id AS user_id,
     m.pool AS pool,
     u.engine AS engine,
+    m.model AS model,
     m.steps AS steps,
     m.searched AS searched,
     m.status AS status,
@@ -113,6 +118,7 @@ FROM (
         any(workspace_id) AS workspace_id,
         any(user_id) AS user_id,
         argMinIf(pool, at, milestone = 'generation_started') AS pool,
+        argMinIf(model, at, milestone = 'generation_started') AS model,
         maxIf(step, milestone = 'generation_started') AS steps,
         toBool(countIf(milestone = 'searched') > 0) AS searched,
         argMaxIf(status, at, milestone = 'finished') AS status,
@@ -136,7 +142,7 @@ class RunLedger:
 
     async def create_tables(self) -> None:
         """Idempotent; after the usage ledger's tables, which `run_latency` joins."""
-        for ddl in (_MANIFESTS_DDL, _MILESTONES_DDL, _LATENCY_DDL):
+        for ddl in (_MANIFESTS_DDL, _MILESTONES_DDL, *_ADDED_COLUMNS, _LATENCY_DDL):
             await self._store.execute(ddl)
 
     def processor(self) -> Processor:
@@ -210,7 +216,10 @@ def _milestone_row(envelope: Envelope, *, offset: int) -> dict[str, object] | No
         case RunStarted():
             fields = {"milestone": "started"}
         case GenerationStarted():
-            fields = {"milestone": "generation_started", "step": event.step, "pool": event.pool, "worker_id": event.worker_id}
+            fields = {
+                "milestone": "generation_started", "step": event.step, "pool": event.pool, "worker_id": event.worker_id,
+                "model": event.model,
+            }
         case AssistantDelta() if event.index == 0:  # a step's deltas count from 0
             fields = {"milestone": "first_token"}
         case ToolReturned() if event.tool_name == FILE_SEARCH:
@@ -229,6 +238,7 @@ def _milestone_row(envelope: Envelope, *, offset: int) -> dict[str, object] | No
         "step": 0,
         "pool": "",
         "worker_id": "",
+        "model": "",
         "status": "",
         "detail": "",
         "at": envelope.occurred_at,

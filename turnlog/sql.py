@@ -5,7 +5,11 @@ The store is the one the server writes: chDB under `<data-dir>/read-models` by d
 server must be stopped (the error says so when it is not); a ClickHouse server answers any number of clients,
 the running server included. Only queries run (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS), as ClickHouse's
 own parser reads the statement: a typo never drops a table. The tables and the analysts' queries are in
-docs/analytics.md. There is no HTTP endpoint for free SQL: see that page for why.
+docs/analytics.md; a query's name (`turnlog sql routing`) runs that query.
+
+With `--server URL` and an admin token, a named query runs through the running server instead, over the
+token's org only (`GET /v1/admin/analytics/{name}`): no access to the store is needed, and the embedded one
+need not be stopped. There is no HTTP endpoint for free SQL: docs/analytics.md says why.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 
+import httpx
+
+from projections.analyst_queries import ANALYST_QUERIES
 from projections.store import SqlError, SqlStore
 from turnlog.extras import missing_extras, required_extras
 from turnlog.options import CommandParser
@@ -42,12 +49,23 @@ def add_sql_parser(commands: argparse._SubParsersAction) -> None:
         epilog="On the embedded store (chDB) stop the server first: chDB lets one process open a data path at a time."
         " A ClickHouse server store (--store clickhouse://...) can be queried while the server runs.",
     )
-    sql.add_argument("query", nargs="?", metavar="QUERY", help="the SQL; without it (or '-'), read from stdin")
+    sql.add_argument(
+        "query", nargs="?", metavar="QUERY",
+        help=f"the SQL, or a documented query's name ({', '.join(ANALYST_QUERIES)}); without it (or '-'), read from stdin",
+    )
     sql.add_option(
         "--data-dir", type=Path, default=Path(".turnlog"), metavar="DIR", help="the (stopped) server's data directory"
     )
     sql.add_option("--store", metavar="URL", help="read-model store URL", shown_default="chdb:///<data-dir>/read-models")
     sql.add_option("--format", choices=FORMATS, default="table", help="how the rows are printed")
+    sql.add_option(
+        "--server", metavar="URL", shown_default="none: the store itself",
+        help="run a documented query (by name) through this running server, over your org only; needs an admin token",
+    )
+    sql.add_option(
+        "--token", metavar="TOKEN", shown_default="none",
+        help="with --server: a token with role admin (turnlog token --user-role admin, or an admin API key)",
+    )
     sql.add_option(
         "--param", type=_parameter, repeated=True, default=(), shown_default="none", metavar="NAME=VALUE",
         help="a value for {NAME:Type} in the query, in ClickHouse's text form for that type; repeat for several",
@@ -56,6 +74,8 @@ def add_sql_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_sql(arguments: argparse.Namespace) -> int:
     """0 and the rows on stdout; 1 and why on stderr when the store or the query fails; 2 for bad arguments."""
+    if arguments.server:
+        return _run_through_server(arguments)
     settings = Settings(data_dir=arguments.data_dir, store_url=arguments.store, roles=("projector",))
     missing = missing_extras(required_extras(replace(settings, roles=("projector",)), api=False))
     if missing:
@@ -63,6 +83,8 @@ def run_sql(arguments: argparse.Namespace) -> int:
             print(f"turnlog sql: error: {problem}", file=sys.stderr)
         return 2
     sql = sys.stdin.read() if arguments.query in (None, "-") else arguments.query
+    if sql.strip() in ANALYST_QUERIES:
+        sql = ANALYST_QUERIES[sql.strip()].sql
     if not sql.strip():
         print("turnlog sql: error: the query is empty", file=sys.stderr)
         return 2
@@ -72,6 +94,38 @@ def run_sql(arguments: argparse.Namespace) -> int:
         print(f"turnlog sql: error: {error}", file=sys.stderr)
         return 1
     sys.stdout.write(format_rows(rows, arguments.format))
+    return 0
+
+
+def _run_through_server(arguments: argparse.Namespace) -> int:
+    name = (arguments.query or "").strip()
+    if name not in ANALYST_QUERIES:
+        print(
+            f"turnlog sql: error: with --server, QUERY is a documented query's name ({', '.join(ANALYST_QUERIES)}),"
+            f" not {name[:60]!r}: the server runs no free SQL (docs/analytics.md says why)",
+            file=sys.stderr,
+        )
+        return 2
+    token = arguments.token
+    if not token:
+        print("turnlog sql: error: --server needs an admin token: --token TOKEN or $TURNLOG_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        response = httpx.get(
+            f"{arguments.server.rstrip('/')}/v1/admin/analytics/{name}",
+            headers={"Authorization": f"Bearer {token}"}, timeout=120,
+        )
+    except httpx.HTTPError as error:
+        print(f"turnlog sql: error: cannot reach {arguments.server}: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail") or response.text
+        except ValueError:
+            detail = response.text
+        print(f"turnlog sql: error: the server answered {response.status_code}: {detail}", file=sys.stderr)
+        return 1
+    sys.stdout.write(format_rows(response.json()["rows"], arguments.format))
     return 0
 
 

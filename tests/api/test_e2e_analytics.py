@@ -37,6 +37,7 @@ from events.governance import RunCharged
 from events.runs import PromptAssembled, RunFinished
 from events.topics import CONVERSATION_EVENTS, DOCUMENTS, GOVERNANCE, RUN_EVENTS, USAGE
 from events.values import Usage
+from projections.analyst_queries import ANALYST_QUERIES
 from projections.chdb import ChdbStore
 from projections.projector import READ_MODELS_GROUP
 from projections.run_charges import CHARGE_LEDGER_GROUP
@@ -45,6 +46,7 @@ from projections.safety_decisions import SAFETY_LEDGER_GROUP
 from projections.tool_calls import TOOL_CALLS_GROUP
 from projections.usage_ledger import USAGE_LEDGER_GROUP
 from turnlog.adapters import build_codec
+from events.key_files import KeyFileStore
 from turnlog.sql import check_query
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # five kinds of turn, the embedding model, a replay
@@ -155,6 +157,10 @@ class Filled:
     replayed: dict[str, list[dict]] = field(default_factory=dict)
     replay: subprocess.CompletedProcess | None = None
     busy: subprocess.CompletedProcess | None = None
+    # Through the running server, as each org's administrator: query name -> rows; and the answers to the edges.
+    as_admin: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
+    server_answers: dict[str, httpx.Response] = field(default_factory=dict)
+    through_cli: subprocess.CompletedProcess | None = None
     data_dir: Path = Path()
 
 
@@ -190,11 +196,12 @@ async def finished_turn(user: e2e_server.User, client: httpx.AsyncClient, conver
 
 def with_the_logs_facts(data_dir: Path, turns: dict[str, Turn]) -> None:
     """Each turn's route (its manifest) and usage (its RunFinished), read from the log."""
+    codec = build_codec(KeyFileStore(root=data_dir / "keys"))  # manifests and answers are sealed (docs/encryption.md)
     with closing(sqlite3.connect(f"file:{data_dir / 'log.db'}?mode=ro", uri=True)) as log:
         for turn in turns.values():
             rows = log.execute("SELECT value FROM records WHERE topic = ? AND key = ? ORDER BY log_offset", (RUN_EVENTS, turn.run_id))
             for (value,) in rows:
-                event = CODEC.decode(value).payload
+                event = codec.decode(value).payload
                 if isinstance(event, PromptAssembled):
                     turn.route = event
                 elif isinstance(event, RunFinished):
@@ -259,6 +266,25 @@ async def drop_new_tables(data_dir: Path) -> None:
         await store.close()
 
 
+async def through_the_server(server: e2e_server.TurnlogServer, filled: Filled) -> None:
+    """Every named query as each org's administrator, and what a member and an unknown name get."""
+    for org in (ORG_A, ORG_B):
+        admin = server.token(user_id=e2e_server.unique("admin"), org_id=org, workspace_ids=[e2e_server.unique("ws")], role="admin")
+        async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"}, timeout=120) as client:
+            listed = await client.get("/v1/admin/analytics")
+            assert listed.status_code == 200, listed.text
+            filled.as_admin[org] = {}
+            for item in listed.json()["queries"]:
+                response = await client.get(f"/v1/admin/analytics/{item['name']}")
+                assert response.status_code == 200, response.text
+                assert response.json()["orgId"] == org and response.json()["question"] == item["question"]
+                filled.as_admin[org][item["name"]] = response.json()["rows"]
+            filled.server_answers["unknown"] = await client.get("/v1/admin/analytics/drop-everything")
+    member = server.token(user_id=e2e_server.unique("member"), org_id=ORG_A, workspace_ids=[e2e_server.unique("ws")])
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {member}"}, timeout=120) as client:
+        filled.server_answers["member"] = await client.get("/v1/admin/analytics/routing")
+
+
 def turnlog(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "turnlog.cli", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
@@ -278,10 +304,13 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
             assert time.monotonic() < deadline, "the projections did not catch up with the log"
             time.sleep(0.1)
         busy = turnlog("sql", "--data-dir", str(server.data_dir), "SELECT 1")
+        result = Filled(turns=turns, busy=busy, data_dir=server.data_dir)
+        asyncio.run(through_the_server(server, result))
+        admin = server.token(user_id="cli-admin", org_id=ORG_B, workspace_ids=["ws_cli"], role="admin")
+        result.through_cli = turnlog("sql", "--server", server.base_url, "--token", admin, "--format", "json", "retrieval")
         with_the_logs_facts(server.data_dir, turns)
     finally:
         server.stop()
-    result = Filled(turns=turns, busy=busy, data_dir=server.data_dir)
     result.live, result.latency = asyncio.run(answers(server.data_dir))
     asyncio.run(drop_new_tables(server.data_dir))
     result.replay = turnlog("replay", "--data-dir", str(server.data_dir))
@@ -319,9 +348,14 @@ def turns_and_users(rows: list[dict], filled: Filled) -> None:
 
 def latency_per_pool(rows: list[dict], filled: Filled) -> None:
     cheap, steady = rows  # the refused turn never reached an engine
-    assert (cheap["pool"], cheap["engine"], cheap["runs"], cheap["runs_with_tokens"]) == ("cheap", "openai-compatible", 1, 0)
+    # The model is the pool's engine_model, or the engine's own name where the pool names none.
+    assert (cheap["pool"], cheap["model"], cheap["engine"], cheap["runs"], cheap["runs_with_tokens"]) == (
+        "cheap", "gone", "openai-compatible", 1, 0,
+    )
     assert cheap["ttft_p50_ms"] is None and cheap["duration_p50_ms"] > 0
-    assert (steady["pool"], steady["engine"], steady["runs"], steady["runs_with_tokens"]) == ("steady", "scripted", 3, 3)
+    assert (steady["pool"], steady["model"], steady["engine"], steady["runs"], steady["runs_with_tokens"]) == (
+        "steady", "scripted", "scripted", 3, 3,
+    )
     # Per run, queue <= first token <= duration; order statistics keep that.
     assert 0 <= steady["queue_p50_ms"] <= steady["ttft_p50_ms"] <= steady["duration_p50_ms"]
     assert 0 < steady["ttft_p50_ms"] <= steady["ttft_p95_ms"] and steady["duration_p50_ms"] <= steady["duration_p95_ms"]
@@ -413,7 +447,7 @@ def failures(rows: list[dict], filled: Filled) -> None:
 
 EXPECTATIONS: dict[str, Callable[[list[dict], Filled], None]] = {
     "Turns and active users per day": turns_and_users,
-    "Time to first token and run duration per pool and engine": latency_per_pool,
+    "Time to first token and run duration per pool and model": latency_per_pool,
     "Routing decisions and fallbacks": routing,
     "Token usage and cost per org": usage_and_cost,
     "Retrieval: runs that searched, sources per run, citations per answer": retrieval,
@@ -428,6 +462,49 @@ EXPECTATIONS: dict[str, Callable[[list[dict], Filled], None]] = {
 
 def test_every_documented_question_has_one_query_and_this_test_checks_each() -> None:
     assert list(documented_queries()) == list(EXPECTATIONS)
+
+
+def test_the_page_shows_the_queries_the_server_runs() -> None:
+    assert documented_queries() == {query.question: query.sql.rstrip("\n") for query in ANALYST_QUERIES.values()}
+
+
+def as_json(rows: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(rows, default=lambda value: value.isoformat()))
+
+
+def test_an_administrator_runs_each_documented_query_through_the_server_over_their_org_only(filled: Filled) -> None:
+    names = {query.question: query.name for query in ANALYST_QUERIES.values()}
+    for org in (ORG_A, ORG_B):
+        scoped = filled.as_admin[org]
+        assert list(scoped) == list(ANALYST_QUERIES)
+        for question, rows in filled.live.items():
+            if rows and "org_id" in rows[0]:  # the whole store's answer, cut to the org, is the org's answer
+                assert scoped[names[question]] == as_json([row for row in rows if row["org_id"] == org]), question
+    # Answers with no org column: only the org's own runs are counted.
+    routing_a = {(row["pool"], row["fallback_from"]): (row["runs"], row["orgs"]) for row in filled.as_admin[ORG_A]["routing"]}
+    assert routing_a == {("steady", "cheap"): (2, 1), ("cheap", ""): (1, 1)}  # fallback and tools; the failed one
+    assert [(row["pool"], row["runs"]) for row in filled.as_admin[ORG_B]["routing"]] == [("steady", 1)]
+    latency_b = filled.as_admin[ORG_B]["latency-per-pool"]
+    assert [(row["pool"], row["runs"], row["runs_with_tokens"]) for row in latency_b] == [("steady", 1, 1)]
+    assert filled.as_admin[ORG_A]["failures"] == as_json(filled.live["Failures by reason"])  # both were org A's
+    assert filled.as_admin[ORG_B]["failures"] == []
+
+
+def test_the_analytics_api_is_for_administrators_and_runs_only_its_own_queries(filled: Filled) -> None:
+    e2e_server.assert_problem(filled.server_answers["member"], 403)
+    assert "administrators" in filled.server_answers["member"].json()["detail"]
+    unknown = e2e_server.assert_problem(filled.server_answers["unknown"], 404)
+    assert "GET /v1/admin/analytics lists them" in unknown["detail"]
+
+
+def test_turnlog_sql_runs_a_named_query_through_the_server_with_an_admin_token(filled: Filled) -> None:
+    assert filled.through_cli is not None and filled.through_cli.returncode == 0, filled.through_cli.stderr
+    assert json.loads(filled.through_cli.stdout) == filled.as_admin[ORG_B]["retrieval"]
+    assert [row["org_id"] for row in json.loads(filled.through_cli.stdout)] == [ORG_B]
+    free = turnlog("sql", "--server", "http://127.0.0.1:9", "--token", "x", "SELECT * FROM turns")
+    assert free.returncode == 2 and "runs no free SQL" in free.stderr
+    by_name = turnlog("sql", "--data-dir", str(filled.data_dir), "--format", "json", "safety-actions")
+    assert by_name.returncode == 0 and json.loads(by_name.stdout) == filled.live["Safety actions"], by_name.stderr
 
 
 @pytest.mark.parametrize("question", list(EXPECTATIONS))
