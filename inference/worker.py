@@ -542,6 +542,9 @@ class _RecentIds:
     def __contains__(self, item: object) -> bool:
         return item in self._ids
 
+    def discard(self, item: str) -> None:
+        self._ids.pop(item, None)
+
 
 def _added(usage: Usage, earlier: Usage) -> Usage:
     return Usage(
