@@ -23,6 +23,7 @@ from events.topics import RUN_EVENTS
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import utc_now
 from kernel.log import LogRecord
+from kernel.sealing import Erased
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ def is_transient(event: object) -> bool:
     """Whether a run event may be trimmed once old: a heartbeat, or a delta that is not its step's first."""
     if isinstance(event, RunHeartbeat):
         return True
-    if type(event).__name__ == "Erased":  # its subject's key is destroyed (kernel/sealing.py): nothing left to read
-        return getattr(event, "type", None) in _TRANSIENT_TYPES
+    if isinstance(event, Erased):  # its subject's key is destroyed: judged by the type its envelope names
+        return event.type in _TRANSIENT_TYPES
     return isinstance(event, AssistantDelta) and event.index > 0
 
 
