@@ -54,6 +54,8 @@ ROUTES = [
     Route("/v1/files", files.list_files, methods=["GET"]),
     Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
     Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+    # Ranked passages of a workspace's documents, no model (api/search.py).
+    Route("/v1/search", search.search, methods=["POST"]),
     # A user's own data as one JSON document: streamed, or built in the background with progress (api/exports.py).
     Route("/v1/export", exports.export, methods=["GET"]),
     Route("/v1/exports", exports.start_export, methods=["POST"]),

@@ -31,6 +31,7 @@ __all__ = [
     "RequestBody",
     "ResourceId",
     "ResponseMode",
+    "SearchBody",
     "SubmitTurnBody",
     "ToolMode",
     "field_errors_from_validation",
@@ -50,6 +51,9 @@ MAX_INPUT_PARTS = 16
 MAX_INPUT_TEXT_CHARS = 32_000
 MAX_ATTACHMENTS = 16
 MAX_TOOLS = 64
+MAX_SEARCH_QUERY_CHARS = 4_000  # a question, not a document: the keyword query reads 64 words of it anyway
+MAX_SEARCH_LIMIT = 50
+DEFAULT_SEARCH_LIMIT = 10
 # Some character Python's `str.strip()` keeps: JSON Schema's `\S` differs from Python's idea of white space.
 NON_BLANK_PATTERN = "[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
@@ -115,6 +119,15 @@ class SubmitTurnBody(RequestBody):
         if not any(part.text.strip() for part in parts):
             raise ValueError("must contain some non-blank text")
         return parts
+
+
+class SearchBody(RequestBody):
+    """`POST /v1/search`: a query over one workspace's documents, optionally within some of its files."""
+
+    workspace_id: ResourceId
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SEARCH_QUERY_CHARS, pattern=NON_BLANK_PATTERN)]
+    file_ids: Annotated[list[ResourceId], Field(max_length=MAX_ATTACHMENTS)] = []
+    limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)] = DEFAULT_SEARCH_LIMIT
 
 
 class RenameConversationBody(RequestBody):

@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from api.auth import DEFAULT_MAX_TOKEN_TTL_S
 from api.edge import EdgeLimiter

@@ -28,6 +28,7 @@ from api.schemas.erasures import Erasure
 from api.bodies import (
     RESOURCE_ID_PATTERN, CreateConversationBody, RegenerateBody, RenameConversationBody, SubmitTurnBody, ToolApprovalBody,
 )
+from api.bodies import SearchBody
 from api.files import FILE_FIELD
 from api.openai.chat_request import chat_request_schema
 from api.openai.response_request import response_request_schema
@@ -90,7 +91,7 @@ class Operation:
     summary: str
     tag: str
     answers: tuple[Answer, ...]
-    errors: tuple[int, ...] = ()  # besides 401, 429 and 503, which every authenticated operation may answer
+    errors: tuple[int, ...] = ()  # besides 401, 403, 429 and 503, which every authenticated operation may answer
     body: type[BaseModel] | dict | None = None  # a request model, or a JSON Schema built from a parser's own tables
     body_required: bool = True
     form: dict | None = None  # a multipart/form-data body's schema
@@ -116,7 +117,7 @@ ERROR_DESCRIPTIONS = {
     429: "a quota or rate limit refused it (`Retry-After`, the rate-limit fields), or too many bad tokens from this address",
     503: "a dependency is briefly unavailable; retry after `Retry-After`",
 }
-AUTHENTICATED_ERRORS = (401, 429, 503)
+AUTHENTICATED_ERRORS = (401, 403, 429, 503)  # 403: also a caller whose data was erased (docs/encryption.md)
 
 
 def _query(name: str, schema: dict, description: str = "", *, empty_is_absent: bool = True) -> Parameter:
@@ -220,7 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         method="GET", path="/v1/runs/{run_id}/stream", operation_id="streamRun", summary="A run's events, as SSE",
-        tag="runs", errors=(400, 404),
+        tag="runs", errors=(400, 404, 410),
         parameters=(
             Parameter(name="Last-Event-ID", location="header", schema={"type": "string", "pattern": r"^[0-9]{1,18}$"},
                       description="resume after this event"),
@@ -251,6 +252,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="DELETE", path="/v1/files/{file_id}", operation_id="deleteFile", summary="Delete a file (its uploader)",
         tag="files", errors=(403, 404), answers=(Answer(status=204, description="deleted"),),
+    ),
+    Operation(
+        method="POST", path="/v1/search", operation_id="search",
+        summary="Ranked passages of a workspace's documents the caller may see, without a model", tag="search",
+        body=SearchBody, errors=(*BODY_ERRORS, 403, 422),
+        answers=(Answer(status=200, description="best first", model=SearchResults),),
     ),
     Operation(
         method="GET", path="/v1/export", operation_id="exportData",
@@ -303,6 +310,12 @@ OPERATIONS: tuple[Operation, ...] = (
         method="DELETE", path="/v1/admin/users/{user_id}/suspension", operation_id="reinstateUser",
         summary="Reinstate a user", tag="admin", body=ReinstatementBody, body_required=False,
         errors=(*BODY_ERRORS, 403, 404), answers=(Answer(status=200, description="reinstated", model=Reinstatement),),
+    ),
+    Operation(
+        method="POST", path="/v1/admin/erasures", operation_id="createErasure",
+        summary="Erase a user of the org, or the org: destroy their data keys (docs/encryption.md)", tag="admin",
+        body=ErasureBody, errors=(*BODY_ERRORS, 403, 404, 409),
+        answers=(Answer(status=202, description="the keys are destroyed; derived stores drop the data shortly", model=Erasure),),
     ),
     Operation(
         method="GET", path="/v1/admin/safety-decisions", operation_id="listSafetyDecisions",
@@ -389,7 +402,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="GET", path="/openai/v1/responses/{response_id}", operation_id="openaiGetResponse",
         summary="A response as the log has it; `stream=true` replays its events", tag="openai", openai=True,
-        errors=(400, 404),
+        errors=(400, 404, 410),
         parameters=(
             _query("stream", {"enum": ["true", "false"]}, empty_is_absent=False),
             _query("starting_after", _integer(-1, MAX_INT32), "replay the events after this sequence number"),

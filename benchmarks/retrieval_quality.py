@@ -60,6 +60,16 @@ import numpy as np
 
 BENCHMARKS = Path(__file__).resolve().parent
 EVAL_SET = BENCHMARKS / "data" / "retrieval_eval.json"
+STDLIB_EVAL_SET = BENCHMARKS / "data" / "retrieval_eval_stdlib.json"
+GATE_QUESTIONS = BENCHMARKS / "data" / "relevance_gate_questions.json"  # the reference collection's unanswerable questions
+# Two collections of different kinds: the Language Reference's prose topics, and the standard
+# library's API reference from docstrings (`stdlib_docs.py`). Each has its own questions.
+COLLECTIONS = ("reference", "stdlib")
+Collection = Literal["reference", "stdlib"]
+GATE_CANDIDATES = 24  # what a run's search reads (`DocumentRetriever`)
+GATE_THRESHOLDS = tuple(round(0.30 + 0.025 * step, 3) for step in range(13))  # 0.30 .. 0.60
+MAX_FALSE_DECLINES = 0.05
+DIVERSITY_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # MMR weights the prompt-passage figures compare
 RESULTS = BENCHMARKS / "results"
 ORG, WORKSPACE, USER = "org_eval", "ws_eval", "user_eval"
 FORMATS = ("html", "markdown", "text", "pdf")
@@ -291,11 +301,17 @@ class SourceFile:
     data: bytes
 
 
-def collection_files(fmt: Format, topics: dict[str, str] | None = None) -> list[SourceFile]:
-    """Every kept topic rendered in `fmt`, in topic order."""
+def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, collection: Collection = "reference") -> list[SourceFile]:
+    """Every document of the collection rendered in `fmt`, in name order (the reference: every kept topic)."""
+    if collection == "stdlib":
+        from stdlib_docs import stdlib_documents
+
+        documents = stdlib_documents()
+    else:
+        documents = {topic: topic_blocks(text) for topic, text in (topics if topics is not None else reference_topics()).items()}
     files = []
-    for topic, text in (topics if topics is not None else reference_topics()).items():
-        name, data = render(topic, topic_blocks(text), fmt)
+    for topic, blocks in documents.items():
+        name, data = render(topic, blocks, fmt)
         files.append(SourceFile(topic=topic, name=name, data=data))
     return files
 
@@ -338,14 +354,14 @@ async def ingest(
     tokenizer,
     max_tokens: int,
     overlap_tokens: int,
-    embed_context: EmbedContext = "none",
+    embed_context: EmbedContext = "heading",
 ) -> Ingested:
     """Each file detected, extracted, chunked, embedded and upserted, one file at a time, timing each stage.
 
     The index records are made as the product's ingester makes them (`processors/ingestion/ingester.py`):
     the document's title, the chunk's page or else its heading as its location, the chunk's text
-    embedded alone (unless `embed_context` says otherwise). The ingester embeds in batches of 64
-    chunks across a file; here each file is one `embed` call (the embedder batches by 32).
+    embedded under its title and heading (`embedded_text`; `embed_context="none"`: the text alone).
+    The ingester embeds in batches of 64 chunks across a file; here each file is one `embed` call (the embedder batches by 32).
     """
     from processors.ingestion.chunking import chunk_document
     from processors.ingestion.extraction.detection import detect_media_type
@@ -402,10 +418,9 @@ async def ingest(
 
 
 def _embedded_text(title: str, draft, embed_context: EmbedContext) -> str:
-    if embed_context == "none":
-        return draft.text
-    context = title if not draft.heading or title.startswith(draft.heading) else f"{title} > {draft.heading}"
-    return f"{context}\n\n{draft.text}"
+    from processors.ingestion.ingester import embedded_text
+
+    return draft.text if embed_context == "none" else embedded_text(title, draft)
 
 
 # -- the evaluation set and the metrics ----------------------------------------------------------
@@ -482,10 +497,15 @@ async def evaluate(
     fmt: Format,
     max_tokens: int,
     overlap_tokens: int,
-    embed_context: EmbedContext = "none",
+    embed_context: EmbedContext = "heading",
     bm25_weight: float | None = None,
-    eval_path: Path = EVAL_SET,
+    eval_path: Path | None = None,
+    collection: Collection = "reference",
 ) -> dict:
+    from processors.grounding import choose_passages
+    from processors.passage_selection import DEFAULT_DIVERSITY
+    from processors.relevance import DEFAULT_MIN_SIMILARITY, RelevanceGate
+    from processors.small_talk import is_small_talk
     from processors.ingestion.chunking import load_embedding_tokenizer
     from projections.search.embedded import RANK_WINDOW, EmbeddedSearchIndex
     from projections.search.embedding import MiniLMEmbedder
@@ -493,9 +513,12 @@ async def evaluate(
     from projections.search.index import SearchScope
 
     bm25_weight = DEFAULT_BM25_WEIGHT if bm25_weight is None else bm25_weight
+    eval_path = eval_path or (STDLIB_EVAL_SET if collection == "stdlib" else EVAL_SET)
     header, questions = load_eval_set(eval_path)
-    topics = reference_topics()
-    files = collection_files(fmt, topics)
+    gate_set = json.loads(GATE_QUESTIONS.read_text())
+    unanswerable = json.loads(eval_path.read_text()).get("unanswerable") or gate_set["unanswerable"]
+    topics = reference_topics() if collection == "reference" else None
+    files = collection_files(fmt, topics, collection=collection)
     tokenizer = load_embedding_tokenizer()
     embedder = MiniLMEmbedder()
     await embedder.start()
@@ -513,6 +536,8 @@ async def evaluate(
             query_vectors = await embedder.embed([question.question for question in questions])
             runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
             deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
+            candidates: list[list] = []  # what a run's search reads, for the gate and the prompt's passages
+            query_seconds: list[float] = []
             for question, vector in zip(questions, query_vectors):
                 for mode in MODES:
                     hits = await index.search(scope, text=question.question, vector=vector, limit=CUTOFF, mode=mode)
@@ -520,11 +545,22 @@ async def evaluate(
                 for mode in deep:
                     hits = await index.search(scope, text=question.question, vector=vector, limit=FETCH_DEPTH, mode=mode)
                     deep[mode].append([hit.chunk_id for hit in hits])
+                started = time.perf_counter()
+                candidates.append(await index.search(scope, text=question.question, vector=vector, limit=GATE_CANDIDATES))
+                query_seconds.append(time.perf_counter() - started)
+            unanswerable_vectors = await embedder.embed([entry["question"] for entry in unanswerable])
+            unanswerable_hits = [
+                await index.search(scope, text=entry["question"], vector=vector, limit=GATE_CANDIDATES)
+                for entry, vector in zip(unanswerable, unanswerable_vectors)
+            ]
         finally:
             await index.close()
             await embedder.close()
 
-    pdf_pages = ingested.pages if fmt == "pdf" else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics))
+    pdf_pages = (
+        ingested.pages if fmt == "pdf"
+        else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics, collection=collection))
+    )
     texts = ingested.chunk_texts
     normalized_chunks = [normalized_words(text) for text in texts.values()]
     unreachable = [
@@ -606,9 +642,70 @@ async def evaluate(
             ),
         },
     }
+    held_out_by_style = {
+        style: {
+            mode: half(per_mode[mode], [p for p in held_out if questions[p].style == style])["ndcg"] for mode in MODES
+        } | {"questions": sum(questions[p].style == style for p in held_out)}
+        for style in sorted({question.style for question in questions})
+    }
+
+    def best_similarity(hits) -> float:
+        return max((hit.similarity for hit in hits if hit.similarity is not None), default=-1.0)
+
+    answerable_best = [best_similarity(hits) for hits in candidates]
+    unanswerable_best = [best_similarity(hits) for hits in unanswerable_hits]
+    gate = {
+        "answerable_best_similarity": [round(value, 4) for value in answerable_best],
+        "unanswerable": [{"kind": entry["kind"], "best_similarity": round(value, 4)} for entry, value in zip(unanswerable, unanswerable_best)],
+        "split": "development = even positions of each set, held out = odd positions",
+        "at_product_threshold": {
+            "threshold": DEFAULT_MIN_SIMILARITY,
+            "all": gate_rates(answerable_best, unanswerable_best, DEFAULT_MIN_SIMILARITY),
+            "held_out": gate_rates(answerable_best[1::2], unanswerable_best[1::2], DEFAULT_MIN_SIMILARITY),
+            "unanswerable_declined_by_kind": {
+                kind: round(float(np.mean([value < DEFAULT_MIN_SIMILARITY for value, entry in zip(unanswerable_best, unanswerable)
+                                           if entry["kind"] == kind])), 4)
+                for kind in sorted({entry["kind"] for entry in unanswerable})
+            },
+        },
+        "small_talk": {
+            "recognised": round(float(np.mean([is_small_talk(text) for text in gate_set["small_talk"]])), 4),
+            "questions_taken_for_small_talk": sum(is_small_talk(q.question) for q in questions)
+            + sum(is_small_talk(entry["question"]) for entry in unanswerable),
+        },
+    }
+    def count_tokens(text: str) -> int:
+        return len(tokenizer.token_spans(text))
+
+    # The prompt's passages for each question that passes the gate: relevance order (diversity 0, no
+    # collapsing effect beyond exact repeats) against collapsed + MMR at several diversity weights.
+    variants = {"relevance order": 0.0, "collapsed + MMR": DEFAULT_DIVERSITY} | {
+        f"collapsed + MMR, diversity {weight}": weight for weight in DIVERSITY_WEIGHTS if weight != DEFAULT_DIVERSITY
+    }
+    passages: dict[str, dict[str, list[float]]] = {variant: {} for variant in variants}
+    relevance_gate = RelevanceGate()
+    for question, hits in zip(questions, candidates):
+        passed = relevance_gate.passages(hits)
+        for variant, diversity in variants.items():
+            sources = choose_passages(passed, max_tokens=1_500, count_tokens=count_tokens, diversity=diversity).sources if passed else ()
+            held = [normalized_words(source.text) for source in sources]
+            figures = passages[variant]
+            figures.setdefault("passages", []).append(len(sources))
+            figures.setdefault("distinct_documents", []).append(len({source.file_id for source in sources}))
+            figures.setdefault("relevant_passages_held", []).append(
+                sum(any(passage in text for text in held) for passage in question.passages) / len(question.passages)
+            )
+    prompt_passages = {
+        variant: {name: round(float(np.mean(values)), 3) for name, values in figures.items()}
+        | {f"{name}_{split}": round(float(np.mean(values[positions])), 3)
+           for name, values in figures.items() if name != "passages"
+           for split, positions in (("development", slice(0, None, 2)), ("held_out", slice(1, None, 2)))}
+        for variant, figures in passages.items()
+    }
     return {
         "benchmark": "retrieval_quality",
         "date": date.today().isoformat(),
+        "collection_key": collection,
         "collection": header["collection"],
         "format": fmt,
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens},
@@ -637,6 +734,11 @@ async def evaluate(
                     for name in ("ndcg", "recall")}
             for other in ("bm25", "vector")
         },
+        "held_out_by_style": held_out_by_style,
+        "relevance_gate": gate,
+        "prompt_passages": prompt_passages,
+        "query_seconds_hybrid_24": {"median": round(float(np.median(query_seconds)), 4),
+                                    "p95": round(float(np.percentile(query_seconds, 95)), 4)},
         "fusion_grid": fusion_grid,
         "fusion_grid_reproduces_index_hybrid": index_default_reproduced,
         "tuning": tuning,
@@ -647,6 +749,44 @@ async def evaluate(
         ],
         "machine": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpu_count()},
         "anchor": {"dataset": "BEIR SciFact nDCG@10", "bm25": 0.665, "minilm": 0.645, "rrf_hybrid": 0.714},
+    }
+
+
+def gate_rates(answerable: Sequence[float], unanswerable: Sequence[float], threshold: float) -> dict[str, float]:
+    """Unanswerable questions declined, and answerable ones wrongly declined, when the best similarity must reach `threshold`."""
+    return {
+        "unanswerable_declined": round(float(np.mean(np.asarray(unanswerable) < threshold)), 4),
+        "answerable_wrongly_declined": round(float(np.mean(np.asarray(answerable) < threshold)), 4),
+    }
+
+
+def choose_gate_threshold(answerable: Sequence[float], unanswerable: Sequence[float]) -> float:
+    """The threshold declining the most unanswerable questions with at most 5% of answerable ones declined (ties: the lowest)."""
+    allowed = [t for t in GATE_THRESHOLDS if np.mean(np.asarray(answerable) < t) <= MAX_FALSE_DECLINES] or [GATE_THRESHOLDS[0]]
+    return max(allowed, key=lambda t: (float(np.mean(np.asarray(unanswerable) < t)), -t))
+
+
+def gate_calibration(results: Sequence[dict]) -> dict:
+    """The relevance threshold chosen on the development halves of every collection run, checked on the held-out halves."""
+    def pooled(key: str, positions: slice) -> list[float]:
+        values: list[float] = []
+        for result in results:
+            gate = result["relevance_gate"]
+            series = gate["answerable_best_similarity"] if key == "answerable" else [u["best_similarity"] for u in gate["unanswerable"]]
+            values += series[positions]
+        return values
+
+    development = (pooled("answerable", slice(0, None, 2)), pooled("unanswerable", slice(0, None, 2)))
+    held_out = (pooled("answerable", slice(1, None, 2)), pooled("unanswerable", slice(1, None, 2)))
+    chosen = choose_gate_threshold(*development)
+    return {
+        "collections": [result["collection_key"] for result in results],
+        "rule": f"most unanswerable declined with at most {MAX_FALSE_DECLINES:.0%} of answerable wrongly declined, on development",
+        "candidates": [
+            {"threshold": t, "development": gate_rates(*development, t), "held_out": gate_rates(*held_out, t)} for t in GATE_THRESHOLDS
+        ],
+        "chosen_on_development": chosen,
+        "held_out_at_chosen": gate_rates(*held_out, chosen),
     }
 
 
@@ -683,6 +823,15 @@ def table(result: dict) -> str:
     lines.append("BM25 weight in the fusion, nDCG@10 on the development / held-out halves: " + ", ".join(
         f"{row['bm25_weight']}: {row['development']['ndcg']:.3f} / {row['held_out']['ndcg']:.3f}" for row in tuning["candidates"]
     ))
+    lines.append("held-out half by style, nDCG@10: " + "; ".join(
+        f"{style} ({row['questions']}): " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in MODES)
+        for style, row in result["held_out_by_style"].items()
+    ))
+    gate = result["relevance_gate"]["at_product_threshold"]
+    lines.append(f"relevance gate at {gate['threshold']}: all {gate['all']}, held out {gate['held_out']}, "
+                 f"by kind {gate['unanswerable_declined_by_kind']}; small talk {result['relevance_gate']['small_talk']}")
+    lines.append(f"prompt passages: {result['prompt_passages']}")
+    lines.append(f"query (embedded, hybrid, 24 hits, question already embedded): {result['query_seconds_hybrid_24']}")
     held_out = tuning["held_out"]
     versus = held_out["hybrid_minus_vector"]
     lines.append(
@@ -699,22 +848,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--format", choices=FORMATS, default="html")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--overlap-tokens", type=int, default=40)
-    parser.add_argument("--embed-context", choices=EMBED_CONTEXTS, default="none",
-                        help="embed each chunk's text alone (default) or under its document title and heading")
+    parser.add_argument("--embed-context", choices=EMBED_CONTEXTS, default="heading",
+                        help="embed each chunk under its document title and heading (default, as the ingester does) or its text alone")
     parser.add_argument("--bm25-weight", type=float, default=None,
                         help="the BM25 list's weight in the index's hybrid fusion (default: the index's own)")
-    parser.add_argument("--eval-set", type=Path, default=EVAL_SET)
+    parser.add_argument("--eval-set", type=Path, default=None, help="questions (default: the collection's own)")
+    parser.add_argument("--collection", choices=(*COLLECTIONS, "both"), default="both",
+                        help="the Language Reference topics, the stdlib API reference, or both (and the gate calibrated on both)")
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args(argv)
-    result = asyncio.run(
-        evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
-                 embed_context=arguments.embed_context, bm25_weight=arguments.bm25_weight, eval_path=arguments.eval_set)
-    )
-    print(table(result), file=sys.stderr)
-    print(json.dumps({key: value for key, value in result.items() if key != "per_question"}, indent=2))
-    out = arguments.out or RESULTS / f"retrieval_quality-{result['date']}.json"
+    collections = COLLECTIONS if arguments.collection == "both" else (arguments.collection,)
+    results = [
+        asyncio.run(
+            evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
+                     embed_context=arguments.embed_context, bm25_weight=arguments.bm25_weight, eval_path=arguments.eval_set,
+                     collection=collection)
+        )
+        for collection in collections
+    ]
+    for result in results:
+        print(table(result), file=sys.stderr)
+        print(file=sys.stderr)
+    calibration = gate_calibration(results)
+    print(f"relevance gate chosen on the development halves of {calibration['collections']}: {calibration['chosen_on_development']}; "
+          f"held out there: {calibration['held_out_at_chosen']}", file=sys.stderr)
+    combined = {"runs": results, "relevance_gate_calibration": calibration}
+    print(json.dumps({"runs": [{key: value for key, value in result.items() if key not in ("per_question", "relevance_gate")}
+                               for result in results], "relevance_gate_calibration": calibration}, indent=2))
+    out = arguments.out or RESULTS / f"retrieval_quality-{results[0]['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(combined, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -4,6 +4,7 @@ Every passage the prompt gave stays a source of the answer, so any answer can be
 what it stood on.
 """
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -13,6 +14,12 @@ MAX_QUOTE_CHARS = 300
 
 _MARKERS = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# A blank line, or a line break before a list item ("- ", "* ", "• ", "1. ", "2) ").
+_BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=[ \t]*(?:[-*+\u2022]|\d{1,3}[.)])\s)")
+_STOP_WORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the their this to was were will with"
+    " i you we they he she my your our do does did not no can".split()
+)
 _WORDS = re.compile(r"\w+")
 
 
@@ -42,13 +49,42 @@ def citations_in(answer: str, sources: Sequence[Source]) -> tuple[Citation, ...]
 
 
 def best_quote(passage: str, claim: str) -> str:
-    """The passage's sentence that shares most words with the claim (the first one on a tie)."""
-    sentences = [sentence.strip() for sentence in _SENTENCES.split(passage.strip()) if sentence.strip()]
+    """The sentence of the passage that best supports the claim: most shared terms, for its length; the first on a tie.
+
+    A sentence never runs across a paragraph or a list item: the passage is cut into those first
+    (an option name on its own line stays apart from the paragraph after it). Terms are content words
+    compared by a crude stem, so "rises" supports "rise"; dividing by the square root of one more than the
+    sentence's terms keeps a long sentence from winning by size alone.
+    """
+    sentences = [sentence for block in _blocks(passage) for sentence in _SENTENCES.split(block) if sentence.strip()]
     if not sentences:
         return ""
-    claim_words = {word.lower() for word in _WORDS.findall(claim)}
-    best = max(sentences, key=lambda sentence: len(claim_words & {word.lower() for word in _WORDS.findall(sentence)}))
+    claim_terms = _terms(claim)
+
+    def support(sentence: str) -> float:
+        terms = _terms(sentence)
+        return len(claim_terms & terms) / math.sqrt(len(terms) + 1)
+
+    best = " ".join(max(sentences, key=support).split())  # max keeps the first of equals
     return best if len(best) <= MAX_QUOTE_CHARS else best[: MAX_QUOTE_CHARS - 1].rstrip() + "…"
+
+
+def _blocks(passage: str) -> list[str]:
+    """The passage's paragraphs and list items, each stripped."""
+    return [block.strip() for block in _BLOCK_BREAK.split(passage) if block and block.strip()]
+
+
+def _terms(text: str) -> set[str]:
+    words = (word.lower() for word in _WORDS.findall(text))
+    return {_stem(word) for word in words if word not in _STOP_WORDS}
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
 
 
 def _sentence_around(text: str, position: int) -> str:

@@ -5,7 +5,9 @@ first (so engines can reuse its cache), then the turns on the branch being answe
 within the pool's token budget counted by the engine's own tokenizer, after the rolling summary of
 what came before. When the user attached files, or the tool mode is `auto` and the workspace holds
 documents, the run searches them first (`file_search`, shown on the run's stream) and the passages
-found go in, numbered, just before the question. A run whose model is offered `file_search` as a
+found go in, numbered, just before the question. A greeting or thanks is not searched (`small_talk.py`);
+a question no passage passes the relevance gate for (`relevance.py`) gets the instruction to say that
+the documents do not cover it. A run whose model is offered `file_search` as a
 tool skips that first search unless files are attached: the model searches, with its own query, if at all.
 
 Once the prompt is counted, the router (`inference/routing.py`) picks the run's pool and size class,
@@ -43,7 +45,8 @@ from events.safety import SafetyDecision
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
 from kernel.envelope import Actor
 from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage, text_of
-from processors.grounding import grounding_message, numbered_sources
+from processors.grounding import DEFAULT_MAX_SOURCES, DEFAULT_SOURCE_TOKENS, choose_passages, grounding_message
+from processors.small_talk import is_small_talk
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
@@ -81,7 +84,8 @@ class PromptPolicy:
     pool: str = "interactive"
     max_output_tokens: int = 512
     context_tokens: int = 8_192  # the pool's context window
-    max_source_tokens: int = 1_500
+    max_source_tokens: int = DEFAULT_SOURCE_TOKENS  # the retrieved passages' share of the prompt
+    max_sources: int = DEFAULT_MAX_SOURCES  # passages at most, however short
     system_prompt: str = SYSTEM_PROMPT
     # Salt every tenant's content behind its own prefix, so no engine cache entry is shared across tenants.
     salt_tenant_prefix: bool = True
@@ -113,6 +117,7 @@ class Grounding:
     """What a document search gave the run: the passages (maybe none) the prompt must stand on."""
 
     sources: tuple[Source, ...] = ()
+    also_in: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # chunk id -> where else its text appears
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +182,7 @@ def build_prompt(
         [ChatMessage(role="system", content=summary_text(summary.facts))] if summary is not None and summary.facts else []
     )
     grounding_messages = (
-        [ChatMessage(role="system", content=grounding_message(grounding.sources, fenced=screening.fenced_chunk_ids))]
+        [ChatMessage(role="system", content=grounding_message(grounding.sources, fenced=screening.fenced_chunk_ids, also_in=grounding.also_in))]
         if grounding is not None
         else []
     )
@@ -409,7 +414,7 @@ class PromptBuilder:
         question = transcript.turns.get(run.parent_turn_seq)
         attached = question is not None and bool(question.attachments)
         # Everything a workspace search found was dropped: as if it found nothing (attached files still say so).
-        kept_grounding = Grounding(sources=sources) if sources or attached else None
+        kept_grounding = Grounding(sources=sources, also_in=grounding.also_in) if sources or attached else None
         screening = replace(screening, fenced_chunk_ids=checked.fenced, dropped_chunk_ids=checked.dropped)
         return kept_grounding, screening, [self._run_event(decision, envelope) for decision in checked.decisions]
 
@@ -468,6 +473,8 @@ class PromptBuilder:
         question = transcript.turns.get(run.parent_turn_seq)
         if self._retriever is None or question is None or question.role != "user" or run.tool_mode == "none":
             return None, []
+        if is_small_talk(question.text):
+            return None, []  # a greeting or thanks is answered as it is, never "the documents do not cover it"
         attached = question.attachments
         if not attached and any(spec.name == FILE_SEARCH for spec in await self._offered_tools(envelope)):
             return None, []  # the model searches the workspace itself (`processors/tools/file_search.py`)
@@ -487,18 +494,21 @@ class PromptBuilder:
             hits, status, summary = [], "failed", f"the document search failed: {type(error).__name__}"
         else:
             status, summary = "completed", ""
-        sources = numbered_sources(
-            hits, max_tokens=self._policy.max_source_tokens, count_tokens=self._retriever.count_tokens
+        chosen = choose_passages(
+            hits, max_tokens=self._policy.max_source_tokens, count_tokens=self._retriever.count_tokens,
+            max_sources=self._policy.max_sources,
         )
+        sources = chosen.sources
+        collapsed = sum(len(places) for places in chosen.also_in.values())
         returned = ToolReturned(
             run_id=run.run_id, call_id=call_id, tool_name="file_search", status=status,
-            summary=summary or f"{len(sources)} passage(s) found",
+            summary=summary or f"{len(sources)} passage(s) found" + (f", {collapsed} duplicate(s) collapsed" if collapsed else ""),
         )
-        if not sources and not attached:
-            # A workspace search that found nothing leaves the question as it was asked; only files the
-            # user attached make "the documents do not cover it" the answer.
+        if status == "failed" and not attached:
+            # The index is down: the question is answered as asked (the stream says the search failed).
             return None, [self._run_event(returned, envelope)]
-        return Grounding(sources=sources), [self._run_event(returned, envelope)]
+        # Nothing passed the relevance gate: the answer says the documents do not cover the question.
+        return Grounding(sources=sources, also_in=chosen.also_in), [self._run_event(returned, envelope)]
 
     async def _latest_summary(self, conversation_id: str) -> ConversationSummarized | None:
         """The newest rolling summary, read at prompt time (it may lag the history: that is allowed)."""

@@ -8,7 +8,7 @@ from kernel import tracing
 from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
-from processors.grounding import relevant
+from processors.relevance import RelevanceGate
 
 
 def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
@@ -21,23 +21,40 @@ def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
 class DocumentRetriever:
     """Searches one scope (org, workspace, user, optionally some files) for passages about a question."""
 
-    def __init__(self, *, index: SearchIndex, embedder: Embedder, candidates: int = 8) -> None:
+    def __init__(self, *, index: SearchIndex, embedder: Embedder, candidates: int = 24, gate: RelevanceGate | None = None) -> None:
+        """`candidates`: hits read per search, more than a prompt takes, so duplicates and one document's repeats can give way."""
         self._index = index
         self._embedder = embedder
         self._candidates = candidates
+        self._gate = gate or RelevanceGate()
 
     async def has_documents(self, *, org_id: str, workspace_id: str) -> bool:
         return await self._index.count(org_id=org_id, workspace_id=workspace_id) > 0
 
     async def search(self, scope: SearchScope, question: str) -> list[SearchHit]:
-        """The relevant passages, best first (the scope is applied inside the index's queries); a span of its own."""
+        """The passages the relevance gate lets through, best first (none: the documents do not cover it); a span of its own.
+
+        The scope is applied inside the index's queries.
+        """
         attributes = {"turnlog.search.candidates": self._candidates, "turnlog.search.file_ids": len(scope.file_ids or ())}
         with tracing.span("retrieval", attributes=attributes) as searching:
-            vector: np.ndarray = (await self._embedder.embed([question]))[0]
-            hits = relevant(await self._index.search(scope, text=question, vector=vector, limit=self._candidates))
+            found = await self.ranked(scope, question, limit=self._candidates)
+            hits = self._gate.passages(found)
             if searching.is_recording():
                 searching.set_attribute("turnlog.search.hits", len(hits))
+                best = max((hit.similarity for hit in found if hit.similarity is not None), default=None)
+                if best is not None:
+                    searching.set_attribute("turnlog.search.best_similarity", round(best, 4))
             return hits
+
+    def covers(self, hits: Sequence[SearchHit]) -> bool:
+        """Whether the relevance gate says `hits` (the index's ranking) are about the question."""
+        return self._gate.covers(hits)
+
+    async def ranked(self, scope: SearchScope, query: str, *, limit: int) -> list[SearchHit]:
+        """The index's ranking for `query` in `scope`, ungated: what the search API returns."""
+        vector: np.ndarray = (await self._embedder.embed([query]))[0]
+        return await self._index.search(scope, text=query, vector=vector, limit=limit)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` by the embedding model's tokenizer (the generating model's comes with the router)."""

@@ -19,6 +19,7 @@ from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
+from processors.relevance import DEFAULT_MIN_SIMILARITY
 from turnlog.logs import LOG_FORMATS
 from turnlog.web import origins_option, with_sign_in_link
 
@@ -106,8 +107,30 @@ def _add_deployment_options(parser: CommandParser) -> None:
         help="the engine's context window: prompts (history, summary, passages) are budgeted against it",
     )
     parser.add_option(
+        "--source-tokens", type=integer_option(at_least=1), default=1500, metavar="N",
+        help="the most tokens a prompt's retrieved passages take together",
+    )
+    parser.add_option(
+        "--max-sources", type=integer_option(at_least=1, at_most=64), default=8, metavar="N",
+        help="the most passages a prompt carries (near-duplicates collapsed, distinct documents first)",
+    )
+    parser.add_option(
+        "--relevance-threshold", type=number_option(at_least=-1.0), default=DEFAULT_MIN_SIMILARITY, metavar="COSINE",
+        help="a search whose best passage is less similar to the question than this found nothing"
+        " (the answer says the documents do not cover it); see docs/retrieval-quality.md",
+    )
+    parser.add_option(
         "--run-lease-s", type=number_option(above=0), default=30.0, metavar="SECONDS",
         help="a silent run is ended after this long",
+    )
+    parser.add_option(
+        "--run-events-retention-s", type=number_option(at_least=0), default=7 * 24 * 3600.0, metavar="SECONDS",
+        help="token deltas and heartbeats older than this are trimmed from the embedded log, and a run's stream"
+        " expires (410); Kafka: retention.ms of run-events; 0 keeps them forever (docs/deploy.md)",
+    )
+    parser.add_option(
+        "--trim-interval-s", type=number_option(above=0), default=300.0, metavar="SECONDS",
+        help="how often the embedded log's owner trims expired run events",
     )
     parser.add_option(
         "--processor-runtime", choices=PROCESSOR_RUNTIMES, default="auto",
@@ -124,15 +147,6 @@ def _add_document_options(parser: CommandParser) -> None:
     parser.add_option(
         "--blobs", metavar="URL", shown_default="file:///<data-dir>/blobs",
         help="where uploaded files' bytes live: file:///path or s3://bucket/prefix?endpoint=http://host:9000",
-    )
-    parser.add_option(
-        "--run-events-retention-s", type=number_option(at_least=0), default=7 * 24 * 3600.0, metavar="SECONDS",
-        help="token deltas and heartbeats older than this are trimmed from the embedded log, and a run's stream"
-        " expires (410); Kafka: retention.ms of run-events; 0 keeps them forever (docs/deploy.md)",
-    )
-    parser.add_option(
-        "--trim-interval-s", type=number_option(above=0), default=300.0, metavar="SECONDS",
-        help="how often the embedded log's owner trims expired run events",
     )
     parser.add_option(
         "--search", metavar="URL", shown_default="embedded:///<data-dir>/search",

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from api.auth import load_or_create_secret
 from api.context import ApiContext, Governance, Limits
@@ -25,6 +26,7 @@ from inference.pools import PoolConfig
 from inference.worker import InferenceWorker
 from processors.ingestion.chunking import Tokenizer
 from processors.prompting import PromptBuilder, PromptPolicy
+from processors.relevance import RelevanceGate
 from processors.retrieval import DocumentRetriever
 from processors.pool_health import follow_pool_outcomes
 from processors.summarizer import Summarizer
@@ -80,6 +82,13 @@ class Search:
     index: SearchIndex
     embedder: Embedder
     tokenizer: Tokenizer
+
+
+def document_retriever(search: Search, settings: Settings) -> DocumentRetriever:
+    """Searches as runs, the `file_search` tool and `POST /v1/search` do, behind the configured relevance gate."""
+    return DocumentRetriever(
+        index=search.index, embedder=search.embedder, gate=RelevanceGate(min_similarity=settings.relevance_threshold)
+    )
 
 
 @asynccontextmanager
@@ -145,7 +154,7 @@ async def opened_tools(
     if config is None:
         yield None
         return
-    retriever = DocumentRetriever(index=search.index, embedder=search.embedder) if search is not None else None
+    retriever = document_retriever(search, settings) if search is not None else None
     files = AttachedFiles(read_models=read_models, blobs=blobs) if read_models is not None and blobs is not None else None
     executor = build_tool_executor(config, retriever=retriever, blobs=blobs, files=files, violations=violations)
     await executor.start()
@@ -258,9 +267,12 @@ async def running_roles(
             builder = PromptBuilder(
                 log=log,
                 codec=codec,
-                policy=PromptPolicy(max_output_tokens=settings.max_output_tokens, context_tokens=settings.context_tokens),
+                policy=PromptPolicy(
+                    max_output_tokens=settings.max_output_tokens, context_tokens=settings.context_tokens,
+                    max_source_tokens=settings.source_tokens, max_sources=settings.max_sources,
+                ),
                 tokenizer=tokenizer,
-                retriever=DocumentRetriever(index=search.index, embedder=search.embedder),
+                retriever=document_retriever(search, settings),
                 pools=pools,
                 tools=tools.catalog if tools else None,
                 safety=safety,
@@ -405,7 +417,7 @@ async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | 
     async with opened_storage(settings) as (log, read_models), opened_blobs(settings) as blobs:
         async with running_roles(
             settings, log=log, codec=codec, read_models=read_models, blobs=blobs, on_role_stopped=on_role_stopped
-        ) as roles:
+        ) as roles, searching_for_api(settings, roles.search) as search:
             bus = CommandBus(log=log, codec=codec)
             await bus.start()
             governance = None

@@ -54,6 +54,17 @@ def chunk_location(chunk: ChunkDraft) -> str:
     return chunk.heading or ""
 
 
+def embedded_text(title: str, chunk: ChunkDraft) -> str:
+    """What is embedded for a chunk: its document's title and heading above its text.
+
+    A passage alone often does not say what it is about ("It is called when ..."); with its title
+    and heading the vector does (+0.03 nDCG@10 for vectors, docs/retrieval-quality.md). The index
+    keeps the text alone, for BM25 and for quoting.
+    """
+    context = title if not chunk.heading or title.startswith(chunk.heading) else f"{title} > {chunk.heading}"
+    return f"{context}\n\n{chunk.text}" if context else chunk.text
+
+
 def indexed_chunks(upload: FileUploaded, *, org_id: str, title: str, chunks: Sequence[ChunkDraft], vectors) -> list[IndexedChunk]:
     """The index records of a file's chunks: each carries the file's org, workspace, owner and ACL."""
     return [
@@ -197,7 +208,7 @@ class Ingester:
         last_check = time.monotonic()
         for start in range(0, total, self._embed_batch):
             batch = read.chunks[start : start + self._embed_batch]
-            vectors = await self._embedder.embed([chunk.text for chunk in batch])
+            vectors = await self._embedder.embed([embedded_text(read.title, chunk) for chunk in batch])
             await self._index.upsert(indexed_chunks(upload, org_id=org_id, title=read.title, chunks=batch, vectors=vectors))
             done = start + len(batch)
             if done < total:

@@ -19,7 +19,7 @@ from kernel.envelope import Envelope
 from kernel.log import EventLog, LogRecord
 from events.topics import DOCUMENTS
 from processors.ingestion.chunking import Tokenizer
-from processors.ingestion.ingester import Unreadable, indexed_chunks, read_document
+from processors.ingestion.ingester import Unreadable, embedded_text, indexed_chunks, read_document
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
 
@@ -98,7 +98,7 @@ async def _index_file(
         return f"skipped ({reason})"
     for start in range(0, len(read.chunks), embed_batch):
         batch = read.chunks[start : start + embed_batch]
-        vectors = await embedder.embed([chunk.text for chunk in batch])
+        vectors = await embedder.embed([embedded_text(read.title, chunk) for chunk in batch])
         await index.upsert(indexed_chunks(upload, org_id=envelope.actor.org_id, title=read.title, chunks=batch, vectors=vectors))
     report.files += 1
     report.chunks += len(read.chunks)

@@ -38,6 +38,7 @@ from elasticsearch import AsyncElasticsearch, BadRequestError
 from projections.search.fusion import DEFAULT_BM25_WEIGHT, DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion, single_list_score
 from projections.search.queries import keyword_words
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
+from projections.search.ordering import stable_ranking, tie_break_key
 
 __all__ = [
     "DEFAULT_ALIAS",
@@ -314,13 +315,16 @@ class ElasticsearchIndex:
         if mode == "hybrid" and self._fusion == "rrf_retriever":
             assert vector is not None
             response = await client.search(index=self._target, **hybrid_search_body(scope, text=text, vector=vector, limit=limit))
-            return [_hit(raw, score=float(raw["_score"]), bm25_rank=None, vector_rank=None) for raw in response["hits"]["hits"]]
+            return [
+                _hit(raw, score=float(raw["_score"]), bm25_rank=None, vector_rank=None)
+                for raw in _stably_ranked(response["hits"]["hits"])
+            ]
         if mode != "hybrid":
             body = search_body(scope, text=text, vector=vector, size=limit, list_name=mode)
             response = await client.search(index=self._target, **body)
             return [
-                _hit(raw, score=single_list_score(rank), **{f"{mode}_rank": rank})
-                for rank, raw in enumerate(response["hits"]["hits"], start=1)
+                _hit(raw, score=single_list_score(rank), similarity=_similarity(raw) if mode == "vector" else None, **{f"{mode}_rank": rank})
+                for rank, raw in enumerate(_stably_ranked(response["hits"]["hits"]), start=1)
             ]
         window = max(limit, RANK_WINDOW)
         searches: list[dict[str, Any]] = []
@@ -331,10 +335,17 @@ class ElasticsearchIndex:
         for answer in response["responses"]:
             if "error" in answer:
                 raise RuntimeError(f"Elasticsearch search failed: {answer['error']}")
-            lists.append({raw["_id"]: raw for raw in answer["hits"]["hits"]})
-        fused = reciprocal_rank_fusion([list(found) for found in lists], weights=(self._bm25_weight, 1.0))[:limit]
+            lists.append({raw["_id"]: raw for raw in _stably_ranked(answer["hits"]["hits"])})
+
+        def tie_break(chunk_id: str) -> tuple:
+            return _tie_break(lists[0].get(chunk_id) or lists[1][chunk_id])
+
+        fused = reciprocal_rank_fusion([list(found) for found in lists], weights=(self._bm25_weight, 1.0), tie_break=tie_break)[:limit]
         return [
-            _hit(lists[0].get(item.key) or lists[1][item.key], score=item.score, bm25_rank=item.ranks[0], vector_rank=item.ranks[1])
+            _hit(
+                lists[0].get(item.key) or lists[1][item.key], score=item.score, bm25_rank=item.ranks[0], vector_rank=item.ranks[1],
+                similarity=_similarity(lists[1][item.key]) if item.key in lists[1] else None,
+            )
             for item in fused
         ]
 
@@ -405,10 +416,30 @@ class ElasticsearchIndex:
         return self._client
 
 
-def _hit(raw: Mapping[str, Any], *, score: float, bm25_rank: int | None = None, vector_rank: int | None = None) -> SearchHit:
+def _hit(
+    raw: Mapping[str, Any], *, score: float, bm25_rank: int | None = None, vector_rank: int | None = None, similarity: float | None = None
+) -> SearchHit:
     source = raw["_source"]
     fields = {name: source[name] for name in _CHUNK_FIELDS if name != "location"}
-    return SearchHit(**fields, location=source.get("location", ""), score=score, bm25_rank=bm25_rank, vector_rank=vector_rank)
+    return SearchHit(
+        **fields, location=source.get("location", ""), score=score, bm25_rank=bm25_rank, vector_rank=vector_rank, similarity=similarity
+    )
+
+
+def _tie_break(raw: Mapping[str, Any]) -> tuple:
+    source = raw["_source"]
+    return tie_break_key(title=source["title"], ordinal=source["ordinal"], file_id=source["file_id"], chunk_id=source["chunk_id"])
+
+
+def _stably_ranked(hits: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Hits by score, ties by what the chunk is (shards and segments return equal scores in any order)."""
+    return stable_ranking(hits, score=lambda raw: float(raw.get("_score") or 0.0), key=_tie_break)
+
+
+def _similarity(raw: Mapping[str, Any]) -> float | None:
+    """The cosine similarity of a kNN hit: Elasticsearch scores `cosine` fields as (1 + cosine) / 2."""
+    score = raw.get("_score")
+    return None if score is None else 2.0 * float(score) - 1.0
 
 
 def _error_type(error: BadRequestError) -> str | None:

@@ -17,11 +17,13 @@ MAX_QUERY_WORDS = 64
 # of a file, so it counts half; the scope token only prunes and must not score.
 _BM25 = "bm25(chunks_fts, 0.5, 1.0, 1.0, 0.0)"
 
+# Ties (the same passage on several pages) are cut at the window by file and position, not by row
+# id, so a rebuild keeps the same candidates; the caller orders ties fully (`ordering.py`).
 BM25_QUERY = f"""
-SELECT c.row_id
+SELECT c.row_id, {_BM25} AS score
 FROM chunks_fts JOIN chunks AS c ON c.row_id = chunks_fts.rowid
 WHERE chunks_fts MATCH :match AND {IN_SCOPE}
-ORDER BY {_BM25}
+ORDER BY score, c.file_id, c.ordinal
 LIMIT :window
 """
 

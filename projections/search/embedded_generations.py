@@ -30,6 +30,7 @@ from projections.search.embedded_schema import (
 from projections.search.embedded_vectors import WorkspaceVectorCache, unit_vector
 from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
+from projections.search.ordering import stable_ranking, tie_break_key
 
 __all__ = [
     "Generation",
@@ -240,27 +241,41 @@ class Generation:
         }
         with self.connection() as connection:
             connection.execute("BEGIN")  # one snapshot for both lists and the final read
-            rankings: list[list[int]] = []
-            similarities: dict[int, float] = {}
+            bm25_scores: dict[int, float] = {}
+            vector_ranked: dict[int, float] = {}
+            vectors = None
             if mode in ("hybrid", "bm25"):
                 match = fts_match_expression(text, scope=scope_token(scope.org_id, scope.workspace_id))
-                bm25_ids = [] if match is None else [
-                    row_id for (row_id,) in connection.execute(BM25_QUERY, {**parameters, "match": match, "window": window})
-                ]
-                rankings.append(bm25_ids)
+                if match is not None:
+                    bm25_scores = dict(connection.execute(BM25_QUERY, {**parameters, "match": match, "window": window}).fetchall())
             if mode in ("hybrid", "vector"):
                 assert vector is not None
                 vectors = self._vector_cache.workspace_vectors(connection, scope.org_id, scope.workspace_id)
-                ranked = vectors.rank(scope, vector, window=window) if vectors is not None else []
-                similarities = dict(ranked)
-                rankings.append([row_id for row_id, _ in ranked])
-            weights = (bm25_weight, 1.0) if mode == "hybrid" else None
-            fused = reciprocal_rank_fusion(rankings, rank_constant=DEFAULT_RANK_CONSTANT, weights=weights)[:limit]
+                vector_ranked = dict(vectors.rank(scope, vector, window=window)) if vectors is not None else {}
+            candidates = {*bm25_scores, *vector_ranked}
             rows = {
-                row[0]: row[1:]
-                for row in connection.execute(FETCH_QUERY, {**parameters, "row_ids": json.dumps([item.key for item in fused])})
+                row[0]: dict(zip(CHUNK_COLUMNS, row[1:]))
+                for row in connection.execute(FETCH_QUERY, {**parameters, "row_ids": json.dumps(sorted(candidates))})
             }
             connection.execute("COMMIT")
+        similarities = dict(vector_ranked)
+        if vectors is not None and vector is not None:
+            # BM25-only candidates get their similarity too: the relevance gate reads it for every hit.
+            similarities |= vectors.similarities(sorted(set(bm25_scores) - set(vector_ranked)), vector)
+
+        def tie_break(row_id: int) -> tuple:
+            row = rows.get(row_id)
+            if row is None:  # left the scope between the lists and the read: dropped below
+                return ("", 0, "", "")
+            return tie_break_key(title=row["title"], ordinal=row["ordinal"], file_id=row["file_id"], chunk_id=row["chunk_id"])
+
+        rankings: list[list[int]] = []
+        if mode in ("hybrid", "bm25"):  # FTS5's bm25() is lower-is-better
+            rankings.append(stable_ranking(bm25_scores, score=bm25_scores.__getitem__, key=tie_break, higher_is_better=False)[:window])
+        if mode in ("hybrid", "vector"):
+            rankings.append(stable_ranking(vector_ranked, score=vector_ranked.__getitem__, key=tie_break)[:window])
+        weights = (bm25_weight, 1.0) if mode == "hybrid" else None
+        fused = reciprocal_rank_fusion(rankings, rank_constant=DEFAULT_RANK_CONSTANT, weights=weights, tie_break=tie_break)[:limit]
         list_names = ("bm25", "vector") if mode == "hybrid" else (mode,)
         hits = []
         for item in fused:
@@ -269,7 +284,7 @@ class Generation:
             ranks = dict(zip(list_names, item.ranks))
             hits.append(
                 SearchHit(
-                    **dict(zip(CHUNK_COLUMNS, rows[item.key])),
+                    **rows[item.key],
                     score=item.score,
                     bm25_rank=ranks.get("bm25"),
                     vector_rank=ranks.get("vector"),

@@ -82,10 +82,12 @@ IN_SCOPE = """
 """
 
 # The final read applies the scope again: the hits cannot leave it even if a ranking step erred.
+# CROSS JOIN fixes the order: look each row id up, rather than walk the workspace's chunks by the
+# (org, workspace) index and test each against the list (100k chunks: 66 ms instead of < 1 ms).
 FETCH_QUERY = f"""
 SELECT c.row_id, {", ".join(f"c.{column}" for column in ACCESS_COLUMNS)}, {", ".join(f"t.{column}" for column in _TEXT_COLUMNS)}
-FROM chunks AS c JOIN chunk_texts AS t ON t.row_id = c.row_id
-WHERE c.row_id IN (SELECT value FROM json_each(:row_ids)) AND {IN_SCOPE}
+FROM json_each(:row_ids) AS wanted CROSS JOIN chunks AS c ON c.row_id = wanted.value JOIN chunk_texts AS t ON t.row_id = c.row_id
+WHERE {IN_SCOPE}
 """
 
 STORED_CHUNK = f"""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from projections.search.index import SearchScope
+from projections.search.ordering import SCORE_DIGITS
 
 __all__ = ["WorkspaceVectorCache", "WorkspaceVectors", "unit_vector"]
 
@@ -144,8 +145,22 @@ class WorkspaceVectors:
             scores = (self.matrix[:size] @ query)[candidates]
         top = min(window, candidates.size)
         best = np.argpartition(-scores, top - 1)[:top]
+        # Chunks tied with the last one kept come along too: which of equal vectors makes the cut
+        # must not depend on where they sit in the matrix (the caller orders ties, `ordering.py`).
+        boundary = scores[best].min() - np.float32(10.0 ** -SCORE_DIGITS)
+        best = np.flatnonzero(scores >= boundary) if top < candidates.size else best
         best = best[np.argsort(-scores[best], kind="stable")]
         return list(zip(self.row_ids[candidates[best]].tolist(), scores[best].tolist()))
+
+    def similarities(self, row_ids: list[int], query: np.ndarray) -> dict[int, float]:
+        """Cosine similarity to `query` of those of `row_ids` this matrix holds (a BM25-only hit gets one too)."""
+        held = self.row_ids[: self.size]
+        positions = np.searchsorted(held, row_ids)
+        found = [(row_id, position) for row_id, position in zip(row_ids, positions.tolist()) if position < self.size and held[position] == row_id]
+        if not found:
+            return {}
+        scores = self.matrix[[position for _, position in found]] @ query
+        return {row_id: float(score) for (row_id, _), score in zip(found, scores.tolist())}
 
 
 class WorkspaceVectorCache:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from projections.search.ordering import comparable_score, stable_ranking
 
 __all__ = ["DEFAULT_BM25_WEIGHT", "DEFAULT_RANK_CONSTANT", "FusedItem", "reciprocal_rank_fusion", "single_list_score"]
 
@@ -31,13 +33,15 @@ def reciprocal_rank_fusion(
     *,
     rank_constant: int = DEFAULT_RANK_CONSTANT,
     weights: Sequence[float] | None = None,
+    tie_break: Callable[[Key], tuple] | None = None,
 ) -> list[FusedItem[Key]]:
     """Every item of the inputs, scored sum(weight / (rank_constant + rank)) over the lists holding it, best first.
 
     `weights` (one per list, default 1.0 each) let a list that is known to be stronger count
-    more (weighted RRF). A key repeated within one list counts at its best rank only. Ties keep
-    the order in which the items first appear when the lists are read rank by rank (rank 1 of
-    each list, then rank 2, ...), so the result is deterministic and favours earlier lists.
+    more (weighted RRF). A key repeated within one list counts at its best rank only. Ties are
+    ordered by `tie_break(key)` when given (what the chunk is: `ordering.tie_break_key`); else
+    they keep the order in which the items first appear when the lists are read rank by rank
+    (rank 1 of each list, then rank 2, ...), which favours earlier lists.
     """
     if rank_constant < 1:
         raise ValueError(f"rank_constant must be at least 1, got {rank_constant}")
@@ -62,8 +66,10 @@ def reciprocal_rank_fusion(
         )
         for key, item_ranks in ranks.items()
     ]
-    fused.sort(key=lambda item: -item.score)  # stable: ties keep first-appearance order
-    return fused
+    if tie_break is None:
+        fused.sort(key=lambda item: -comparable_score(item.score))  # stable: ties keep first-appearance order
+        return fused
+    return stable_ranking(fused, score=lambda item: item.score, key=lambda item: tie_break(item.key))
 
 
 def single_list_score(rank: int, *, rank_constant: int = DEFAULT_RANK_CONSTANT) -> float:

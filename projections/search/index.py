@@ -61,13 +61,15 @@ class SearchHit(ChunkRecord):
 
     `score` is the reciprocal rank fusion score over the lists the mode ran (for one list:
     1 / (60 + rank)), so scores compare across modes and adapters. An engine that fuses on the
-    server without reporting per-list ranks leaves both ranks None.
+    server without reporting per-list ranks leaves both ranks None. Equal scores are ordered by
+    `ordering.tie_break_key` (title, position, file, chunk), never by storage order.
     """
 
     score: float
     bm25_rank: int | None = None
     vector_rank: int | None = None
-    # Cosine similarity to the query vector, where the engine reports it (for relevance cut-offs).
+    # Cosine similarity to the query vector, where the engine reports it (the relevance gate reads
+    # it): the embedded index for every hit, Elasticsearch for its kNN hits.
     similarity: float | None = None
 
 

@@ -43,9 +43,9 @@ include-operation-id = "uploadFile"
 checks.positive_data_acceptance.expected-statuses = {json.dumps([*ALL_BUT, "415"])}
 checks.negative_data_rejection.enabled = false
 
-# Attachments must be files the caller sees in the conversation's workspace (422 names each that is not).
+# Attachments (a search's fileIds) must be files the caller sees in the workspace (422 names each that is not).
 [[operations]]
-include-operation-id = ["submitTurn", "regenerate"]
+include-operation-id = ["submitTurn", "regenerate", "search"]
 checks.positive_data_acceptance.expected-statuses = {json.dumps([*ALL_BUT, "422"])}
 
 # Signing out clears the session's cookies; a caller that also sends a bearer token is still that token.

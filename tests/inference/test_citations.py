@@ -26,3 +26,21 @@ def test_a_quote_is_a_sentence_of_the_passage_kept_short() -> None:
     long_sentence = "word " * 200
     assert best_quote(long_sentence, "word").endswith("…") and len(best_quote(long_sentence, "word")) == 300
     assert best_quote("", "anything") == ""
+
+
+def test_a_quote_never_runs_across_paragraphs_or_list_items() -> None:
+    passage = "--verbose\n\nPrint every file as it is copied.\n\n- --dry-run shows what would be copied\n- --force overwrites files"
+    assert best_quote(passage, "The verbose option prints each file [1].") == "Print every file as it is copied."
+    assert best_quote(passage, "Use --force to overwrite files [1].") == "- --force overwrites files"
+    assert "\n" not in best_quote("An option\nwrapped over lines. Another sentence.", "option wrapped")
+
+
+def test_the_quote_is_the_sentence_that_supports_the_claim_not_the_first() -> None:
+    passage = (
+        "The router has four ports. It supports WPA3 encryption on every band. Resetting it restores the factory settings, "
+        "including the admin password."
+    )
+    assert best_quote(passage, "A reset brings back the factory settings [1].") == (
+        "Resetting it restores the factory settings, including the admin password."
+    )
+    assert best_quote(passage, "Something unrelated [1].") == "The router has four ports."  # no support: the first

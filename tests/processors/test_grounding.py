@@ -1,14 +1,17 @@
-"""Grounding, pure: relevance cut, and numbered passages within a budget."""
+"""Grounding, pure: passages chosen (duplicates collapsed, distinct documents first) within a budget and a cap."""
 
 from inference.instructions import GROUNDED_INSTRUCTIONS, NOTHING_FOUND_INSTRUCTIONS
-from processors.grounding import grounding_message, numbered_sources, relevant
+from processors.grounding import choose_passages, grounding_message, numbered_sources
 from projections.search.index import SearchHit
 
 
-def hit(chunk_id: str, text: str, *, bm25: int | None = None, similarity: float | None = None, location: str = "") -> SearchHit:
+def hit(
+    chunk_id: str, text: str, *, bm25: int | None = None, similarity: float | None = None, location: str = "",
+    file_id: str | None = None, title: str = "Tides", score: float = 0.1,
+) -> SearchHit:
     return SearchHit(
-        chunk_id=chunk_id, file_id=f"file_{chunk_id[0]}", org_id="o", workspace_id="w", owner_id="u", acl="workspace",
-        title="Tides", location=location, ordinal=0, text=text, score=0.1, bm25_rank=bm25,
+        chunk_id=chunk_id, file_id=file_id or f"file_{chunk_id[0]}", org_id="o", workspace_id="w", owner_id="u",
+        acl="workspace", title=title, location=location, ordinal=0, text=text, score=score, bm25_rank=bm25,
         vector_rank=1 if similarity is not None else None, similarity=similarity,
     )
 
@@ -17,16 +20,42 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def test_only_lexical_matches_and_close_meanings_are_relevant() -> None:
-    hits = [hit("a", "x", bm25=1, similarity=0.05), hit("b", "x", similarity=0.62), hit("c", "x", similarity=0.1)]
-    assert [h.chunk_id for h in relevant(hits)] == ["a", "b"]
-
-
 def test_passages_are_numbered_in_order_within_the_budget_and_never_cut() -> None:
     hits = [hit("a", "one two three"), hit("b", "w " * 50), hit("c", "four five"), hit("a", "one two three")]
     sources = numbered_sources(hits, max_tokens=15, count_tokens=words)
     assert [(s.marker, s.chunk_id) for s in sources] == [(1, "a"), (2, "c")]  # b does not fit; a twice is once
     assert sources[1].text == "four five"
+
+
+def test_the_cap_limits_the_passages_however_short() -> None:
+    hits = [hit(f"{letter}1", f"passage about {letter} alone", score=1 - n / 10) for n, letter in enumerate("abcdef")]
+    assert len(numbered_sources(hits, max_tokens=1_000, count_tokens=words, max_sources=3)) == 3
+
+
+def test_the_same_text_on_several_pages_goes_in_once_with_the_others_noted() -> None:
+    repeated = "Press the reset button for five seconds to restore the factory settings of the router."
+    hits = [
+        hit("a1", repeated, title="Setup guide", location="page 4", score=0.03),
+        hit("b1", repeated + " ", title="Troubleshooting", location="page 9", score=0.029),
+        hit("c1", "The status light blinks green while the firmware updates.", title="Lights", score=0.028),
+    ]
+    chosen = choose_passages(hits, max_tokens=1_000, count_tokens=words)
+    assert [source.chunk_id for source in chosen.sources] == ["a1", "c1"]
+    assert chosen.also_in == {"a1": ("Troubleshooting, page 9",)}
+    message = grounding_message(chosen.sources, also_in=chosen.also_in)
+    assert "[1] Setup guide, page 4 (the same text is also in: Troubleshooting, page 9)\n" in message
+
+
+def test_distinct_documents_come_before_more_of_the_same_document() -> None:
+    # Three passages of one manual page rank first; another page's passage ranks fourth.
+    hits = [
+        hit("m1", "Configure the proxy host in the network settings panel.", file_id="manual", score=0.0300),
+        hit("m2", "The proxy port defaults to 8080 unless the administrator changes it.", file_id="manual", score=0.0295),
+        hit("m3", "Proxy credentials are stored in the system keychain.", file_id="manual", score=0.0290),
+        hit("f1", "Firewalls may block the proxy; ask the administrator to open the port.", file_id="faq", score=0.0280),
+    ]
+    chosen = [source.file_id for source in numbered_sources(hits, max_tokens=1_000, count_tokens=words, max_sources=2)]
+    assert chosen == ["manual", "faq"]
 
 
 def test_the_grounding_message_shows_each_passage_with_its_marker_and_place() -> None:

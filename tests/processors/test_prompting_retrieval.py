@@ -119,3 +119,19 @@ async def test_no_search_when_the_tool_mode_is_none_or_the_workspace_has_no_docu
     await index.delete_file(org_id="acme", workspace_id="research", file_id="file_bob")
     request, run_events = await ask(embedded_log, builder, "tides?", conversation_id="conv_2")
     assert run_events == [] and request.sources == ()
+
+
+async def test_a_workspace_question_the_documents_do_not_cover_is_answered_so(embedded_log, builder) -> None:
+    # "budget" is a word of a document, which the old cut took for relevance; the similarity is low.
+    request, run_events = await ask(embedded_log, builder, "What budget does the Mongolian space agency have?")
+    assert request.sources == ()
+    assert any(m.content == NOTHING_FOUND_INSTRUCTIONS for m in request.messages)
+    assert [type(e) for e in run_events] == [ToolCalled, ToolReturned] and run_events[-1].summary == "0 passage(s) found"
+
+
+async def test_greetings_are_answered_normally_without_a_search(embedded_log, builder) -> None:
+    for number, greeting in enumerate(("Hello!", "thanks, that helped", "good morning, how are you?")):
+        request, run_events = await ask(embedded_log, builder, greeting, conversation_id=f"conv_hi_{number}")
+        assert run_events == [] and request.sources == ()
+        assert all(m.content != NOTHING_FOUND_INSTRUCTIONS for m in request.messages)
+        assert [m.role for m in request.messages] == ["system", "system", "user"]

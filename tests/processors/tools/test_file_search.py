@@ -95,7 +95,7 @@ async def test_another_orgs_another_workspaces_and_another_users_private_passage
 
 
 async def test_file_ids_narrow_the_search_to_those_files(retriever) -> None:
-    result = await search(FileSearchTool(retriever=retriever), ANA, query="tides and the travel budget", fileIds=["file_budget"])
+    result = await search(FileSearchTool(retriever=retriever), ANA, query="What is the travel budget for the Lisbon offsite, and why are there tides?", fileIds=["file_budget"])
     assert {source.file_id for source in result.sources} == {"file_budget"}
 
 

@@ -258,3 +258,17 @@ async def test_a_switch_fails_whole_if_another_switch_moved_the_alias_meanwhile(
         await elasticsearch_index.switch_to(mine)
     assert recording_server.aliased(DEFAULT_ALIAS) == [theirs.target]  # not both, not mine
     assert "turnlog-chunks-000001" in recording_server.indices  # nothing deleted after the failed move
+
+
+def test_equal_scores_are_ordered_by_the_chunk_not_by_shard_order() -> None:
+    from projections.search.elasticsearch import _similarity, _stably_ranked
+
+    def raw(chunk_id: str, score: float, *, title: str = "Guide", ordinal: int = 0) -> dict:
+        file_id = chunk_id.split(":")[0]
+        return {"_id": chunk_id, "_score": score,
+                "_source": {"chunk_id": chunk_id, "file_id": file_id, "title": title, "ordinal": ordinal}}
+
+    arrived = [raw("f2:0", 0.9), raw("f1:0", 0.9), raw("f3:0", 0.95), raw("f0:0", 0.9, title="Appendix")]
+    for order in (arrived, list(reversed(arrived))):
+        assert [hit["_id"] for hit in _stably_ranked(order)] == ["f3:0", "f0:0", "f1:0", "f2:0"]
+    assert _similarity(raw("f1:0", 0.75)) == pytest.approx(0.5)  # cosine fields score (1 + cos) / 2

@@ -124,7 +124,8 @@ async def test_the_vector_cache_follows_many_deletes_and_inserts(embedded_index:
         await embedded_index.upsert(new)
         expected |= {item.chunk_id for item in new}
         hits = await embedded_index.search(SCOPE, text="", vector=new[7].vector, limit=1000, mode="vector")
-        assert hits[0].chunk_id == new[7].chunk_id and {hit.chunk_id for hit in hits} == expected
+        # Every round's n*-7 has the same vector: the tie goes to the smallest chunk id (`ordering.py`).
+        assert hits[0].chunk_id == "n0-7" and {hit.chunk_id for hit in hits} == expected
 
 
 async def test_a_chunk_that_moves_workspace_leaves_the_old_one(embedded_index: EmbeddedSearchIndex) -> None:

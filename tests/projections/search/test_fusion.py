@@ -57,3 +57,18 @@ def test_weights_scale_each_lists_contribution() -> None:
     assert fused[0].score == pytest.approx(0.25 / 3 + 1 / 2) and fused[1].score == pytest.approx(0.25 / 2 + 1 / 3)
     with pytest.raises(ValueError, match="one non-negative weight per list"):
         reciprocal_rank_fusion([["a"], ["a"]], weights=(1.0,))
+
+
+def test_ties_are_ordered_by_the_tie_break_not_by_arrival() -> None:
+    # "b" and "a" tie (rank 1 of one list each, equal weights); so do "d" and "c".
+    for rankings in ([["b", "d"], ["a", "c"]], [["a", "c"], ["b", "d"]]):
+        fused = reciprocal_rank_fusion(rankings, tie_break=lambda key: (key,))
+        assert [item.key for item in fused] == ["a", "b", "c", "d"]
+
+
+def test_stable_ranking_treats_last_bit_differences_as_ties() -> None:
+    from projections.search.ordering import stable_ranking
+
+    scores = {"late": 0.8123456789, "early": 0.8123456788, "low": 0.5}
+    assert stable_ranking(scores, score=scores.__getitem__, key=lambda key: (key,)) == ["early", "late", "low"]
+    assert stable_ranking(scores, score=scores.__getitem__, key=lambda key: (key,), higher_is_better=False)[0] == "low"

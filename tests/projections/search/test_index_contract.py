@@ -409,6 +409,47 @@ async def test_a_rebuilt_generation_answers_like_the_old_one(handbook: EmbeddedS
     assert [[hit.score for hit in hits] for hits in after] == [[hit.score for hit in hits] for hits in before]
 
 
+def repeated_documentation(text_vectors: dict[str, np.ndarray], *, order: list[int]) -> list[IndexedChunk]:
+    """The same bytes uploaded twice (two files, one title) and the same passage on another page: ties everywhere."""
+    uploads = [("file-b", "Handbook"), ("file-a", "Handbook"), ("file-c", "Benefits")]
+    chunks = [
+        replace(make_chunk(key, text_vectors, chunk_id=f"{file_id}:{ordinal}", file_id=file_id, title=title), ordinal=ordinal)
+        for file_id, title in uploads
+        for ordinal, key in enumerate(("vacation", "password", "parking"))
+    ]
+    return [chunks[position] for position in order]
+
+
+async def test_equal_scores_rank_the_same_whatever_the_storage_order(tmp_path: Path, text_vectors) -> None:
+    """Ties (the same passage in several files) are ordered by title, position, file id: every time, after a rebuild too."""
+    query = "how much time off do staff get (security tab)"
+    rankings = {}
+    for attempt, order in enumerate([list(range(9)), list(reversed(range(9))), random.Random(7).sample(range(9), 9)]):
+        index = EmbeddedSearchIndex(directory=tmp_path / f"attempt-{attempt}")
+        await index.start()
+        try:
+            chunks = repeated_documentation(text_vectors, order=order)
+            for chunk in chunks:  # one upsert per chunk: row ids follow the storage order
+                await index.upsert([chunk])
+            for mode in ("hybrid", "bm25", "vector"):
+                hits = await index.search(ALICE, text=query, vector=text_vectors[query], mode=mode)
+                again = await index.search(ALICE, text=query, vector=text_vectors[query], mode=mode)
+                assert ids(again) == ids(hits)
+                rankings.setdefault(mode, []).append(ids(hits))
+            generation = await index.fresh_generation()
+            await generation.upsert(list(reversed(chunks)))
+            await index.switch_to(generation)
+            rebuilt = await index.search(ALICE, text=query, vector=text_vectors[query])
+            assert ids(rebuilt) == rankings["hybrid"][-1]
+        finally:
+            await index.close()
+    for mode, seen in rankings.items():
+        assert all(ranking == seen[0] for ranking in seen), mode
+    hybrid = rankings["hybrid"][0]
+    # The same vacation passage three times: Benefits before Handbook (title), then file-a before file-b.
+    assert [chunk_id for chunk_id in hybrid if chunk_id.endswith(":0")] == ["file-c:0", "file-a:0", "file-b:0"]
+
+
 async def test_readers_see_the_old_generation_or_the_new_one_never_a_mix(tmp_path: Path) -> None:
     live = EmbeddedSearchIndex(directory=tmp_path)
     other_process = EmbeddedSearchIndex(directory=tmp_path)  # another instance on the same directory
