@@ -170,8 +170,8 @@ class DirectoryBlobStore:
         shards = self._root / "sha256"
         if not shards.is_dir():
             shards.mkdir(parents=True, exist_ok=True)
-            _fsync_directory(self._root)
-            _fsync_directory(self._root.parent)
+            fsync_directory(self._root)
+            fsync_directory(self._root.parent)
         self._remove_stale_temp_files(shards)
 
     def _remove_stale_temp_files(self, shards: Path) -> None:
@@ -195,7 +195,7 @@ class DirectoryBlobStore:
         shard = path.parent
         if not shard.is_dir():
             shard.mkdir(exist_ok=True)
-            _fsync_directory(shard.parent)
+            fsync_directory(shard.parent)
         descriptor, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=shard)
         try:
             with os.fdopen(descriptor, "wb") as temp:
@@ -206,7 +206,7 @@ class DirectoryBlobStore:
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-        _fsync_directory(shard)
+        fsync_directory(shard)
         return ref
 
     def _get(self, digest: str) -> bytes:
@@ -222,7 +222,7 @@ class DirectoryBlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
 
     def _path(self, digest: str) -> Path:
         return self._root / blob_key(digest)
@@ -232,7 +232,8 @@ class DirectoryBlobStore:
             raise RuntimeError("the blob store is not started")
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (a file created, renamed or removed in it) durable."""
     descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)

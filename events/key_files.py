@@ -18,6 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from events.blobs import fsync_directory
 from kernel.key_store import SubjectErased
 from kernel.sealing import DATA_KEY_BYTES, Subject, new_data_key
 
@@ -81,8 +82,8 @@ class KeyFileStore:
                 destroyed += 1
             except FileNotFoundError:
                 pass
-        _fsync_directory(users)
-        _fsync_directory(org_directory)
+        fsync_directory(users)
+        fsync_directory(org_directory)
         with self._lock:
             for cached in [cached for cached in self._cache if subject.covers(cached)]:
                 del self._cache[cached]
@@ -146,13 +147,5 @@ def _write_new(path: Path, content: bytes) -> bool:
             made = False
     finally:
         Path(temp_name).unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return made
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -244,6 +244,27 @@ async def submit_turn(
     return response.json()
 
 
+async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes, *, acl: str | None = None) -> str:
+    """Upload a file, then wait until it is indexed (searchable); a 503 (a projection catching up) is asked again."""
+    fields = {"workspaceId": workspace_id, **({"acl": acl} if acl else {})}
+    response = await client.post("/v1/files", files={"file": (filename, data)}, data=fields)
+    assert response.status_code == 201, response.text
+    file_id = response.json()["fileId"]
+    deadline = time.monotonic() + 90
+    while True:
+        response = await client.get(f"/v1/files/{file_id}")
+        assert time.monotonic() < deadline, response.text
+        if response.status_code == 503:  # a projection catching up (Retry-After): a client waits and asks again
+            await asyncio.sleep(0.5)
+            continue
+        assert response.status_code == 200, response.text
+        state = response.json()["ingestionState"]
+        if state == "indexed":
+            return file_id
+        assert state != "failed", response.json()
+        await asyncio.sleep(0.05)
+
+
 async def list_turns(client: httpx.AsyncClient, conversation_id: str, **params: object) -> list[dict]:
     response = await client.get(f"/v1/conversations/{conversation_id}/turns", params={"limit": 100, **params})
     assert response.status_code == 200, response.text

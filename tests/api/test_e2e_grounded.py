@@ -6,13 +6,11 @@ like an obedient model: from passage [1], cited, or saying the documents do not 
 
 from __future__ import annotations
 
-import asyncio
-import time
 
 import httpx
 import pytest
 
-from e2e_server import create_conversation, read_stream, text_input, text_of_turn, turn_by_seq, list_turns
+from e2e_server import create_conversation, indexed_file, read_stream, text_input, text_of_turn, turn_by_seq, list_turns
 
 pytestmark = pytest.mark.slow  # the first upload loads the embedding model
 
@@ -21,26 +19,6 @@ TIDES_MD = (
     b"Spring tides follow the full moon by about two days.\n\n"
     b"## Harbour\n\nThe harbour gate closes two hours before low water.\n"
 )
-
-
-async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes, *, acl: str | None = None) -> str:
-    fields = {"workspaceId": workspace_id, **({"acl": acl} if acl else {})}
-    response = await client.post("/v1/files", files={"file": (filename, data)}, data=fields)
-    assert response.status_code == 201, response.text
-    file_id = response.json()["fileId"]
-    deadline = time.monotonic() + 90
-    while True:
-        response = await client.get(f"/v1/files/{file_id}")
-        assert time.monotonic() < deadline, response.text
-        if response.status_code == 503:  # a projection catching up (Retry-After): a client waits and asks again
-            await asyncio.sleep(0.5)
-            continue
-        assert response.status_code == 200, response.text
-        state = response.json()["ingestionState"]
-        if state == "indexed":
-            return file_id
-        assert state != "failed", response.json()
-        await asyncio.sleep(0.05)
 
 
 async def ask(client: httpx.AsyncClient, conversation_id: str, question: str, **body) -> tuple[list, dict]:

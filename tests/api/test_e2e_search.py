@@ -5,11 +5,11 @@ Runs on the embedded server and on the Kafka fleet (`fast_server`), with the rea
 
 from __future__ import annotations
 
-import asyncio
-import time
 
 import httpx
 import pytest
+
+from e2e_server import indexed_file
 
 pytestmark = pytest.mark.slow  # the first upload loads the embedding model
 
@@ -20,26 +20,6 @@ TIDES_MD = (
     b"Spring tides follow the full moon by about two days.\n\n"
     b"## Harbour\n\nThe harbour gate closes two hours before low water.\n"
 )
-
-
-async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes, *, acl: str | None = None) -> str:
-    """Upload, then wait until the file is indexed (searchable)."""
-    fields = {"workspaceId": workspace_id, **({"acl": acl} if acl else {})}
-    response = await client.post("/v1/files", files={"file": (filename, data)}, data=fields)
-    assert response.status_code == 201, response.text
-    file_id = response.json()["fileId"]
-    deadline = time.monotonic() + 90
-    while True:
-        response = await client.get(f"/v1/files/{file_id}")
-        assert time.monotonic() < deadline, response.text
-        if response.status_code == 503:  # a projection catching up (Retry-After)
-            await asyncio.sleep(0.5)
-            continue
-        assert response.status_code == 200, response.text
-        if response.json()["ingestionState"] == "indexed":
-            return file_id
-        assert response.json()["ingestionState"] != "failed", response.json()
-        await asyncio.sleep(0.05)
 
 
 async def search(client: httpx.AsyncClient, **body) -> httpx.Response:
