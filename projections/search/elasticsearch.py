@@ -28,16 +28,18 @@ not executed by them; the embedded adapter runs the contract suite's ranking and
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from elasticsearch import AsyncElasticsearch, BadRequestError
+from elasticsearch import ApiError, AsyncElasticsearch, BadRequestError, ConnectionTimeout
+from elasticsearch import ConnectionError as TransportConnectionError
 
 from projections.search.fusion import DEFAULT_BM25_WEIGHT, DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion, single_list_score
 from projections.search.queries import keyword_words
-from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
+from projections.search.index import IndexedChunk, IndexUnavailable, SearchHit, SearchMode, SearchScope
 from projections.search.ordering import stable_ranking, tie_break_key
 
 __all__ = [
@@ -190,6 +192,26 @@ def alias_swap_actions(*, alias: str, old_index: str, new_index: str) -> list[di
 # -- the adapter -------------------------------------------------------------------------------
 
 
+_OVERLOADED = frozenset({429, 502, 503, 504})  # statuses a retry later can cure
+
+
+def _unavailable_when_unreachable(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Connection failures and overload answers become IndexUnavailable (503 + Retry-After, retried by processors)."""
+
+    @functools.wraps(method)
+    async def call(self: ElasticsearchIndex, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except (TransportConnectionError, ConnectionTimeout) as error:
+            raise IndexUnavailable(f"the search index (Elasticsearch) could not be reached: {error}") from error
+        except ApiError as error:
+            if error.meta.status in _OVERLOADED:
+                raise IndexUnavailable(f"the search index (Elasticsearch) answered {error.meta.status}: {error}") from error
+            raise
+
+    return call
+
+
 class ElasticsearchIndex:
     """The `SearchIndex` port on Elasticsearch 8.14+ (see the module docstring)."""
 
@@ -256,6 +278,7 @@ class ElasticsearchIndex:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @_unavailable_when_unreachable
     async def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
         client = self._started()
         for start in range(0, len(chunks), BULK_BATCH):
@@ -277,6 +300,7 @@ class ElasticsearchIndex:
                 failed = [item["index"] for item in response["items"] if "error" in item.get("index", {})]
                 raise RuntimeError(f"{len(failed)} chunks were not indexed; first: {failed[0].get('error')}")
 
+    @_unavailable_when_unreachable
     async def delete_file(self, *, org_id: str, workspace_id: str, file_id: str) -> int:
         response = await self._started().delete_by_query(
             index=self._target,
@@ -288,12 +312,14 @@ class ElasticsearchIndex:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_unavailable_when_unreachable
     async def count(self, *, org_id: str, workspace_id: str, file_id: str | None = None) -> int:
         response = await self._started().count(
             index=self._target, query=file_query(org_id=org_id, workspace_id=workspace_id, file_id=file_id)
         )
         return int(response["count"])
 
+    @_unavailable_when_unreachable
     async def search(
         self,
         scope: SearchScope,

@@ -18,15 +18,26 @@ from typing import Literal, Protocol, Self
 
 import numpy as np
 
+from kernel.errors import Unavailable
+
 __all__ = [
     "ChunkAcl",
     "ChunkRecord",
+    "IndexUnavailable",
     "IndexedChunk",
     "SearchHit",
     "SearchIndex",
     "SearchMode",
     "SearchScope",
 ]
+
+class IndexUnavailable(Unavailable):
+    """The search engine could not be reached or is overloaded: a search answers 503 with Retry-After, and an
+    ingester's batch is retried from its committed position rather than dead-lettered."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail=detail, retry_after_s=5)
+
 
 ChunkAcl = Literal["workspace", "owner"]  # every member of the workspace | only `owner_id`
 SearchMode = Literal["hybrid", "bm25", "vector"]

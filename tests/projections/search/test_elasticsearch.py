@@ -20,7 +20,8 @@ from projections.search.elasticsearch import (
     scope_filter,
     search_body,
 )
-from projections.search.index import IndexedChunk, SearchScope
+from kernel.errors import Unavailable
+from projections.search.index import IndexedChunk, IndexUnavailable, SearchScope
 
 SCOPE = SearchScope(org_id="org-a", workspace_id="ws-1", user_id="alice")
 VISIBLE_TO_ALICE = [
@@ -272,3 +273,25 @@ def test_equal_scores_are_ordered_by_the_chunk_not_by_shard_order() -> None:
     for order in (arrived, list(reversed(arrived))):
         assert [hit["_id"] for hit in _stably_ranked(order)] == ["f3:0", "f0:0", "f1:0", "f2:0"]
     assert _similarity(raw("f1:0", 0.75)) == pytest.approx(0.5)  # cosine fields score (1 + cos) / 2
+
+
+async def test_an_unreachable_elasticsearch_is_unavailable_for_searches_and_writes(recording_server) -> None:
+    """Reads answer 503 with Retry-After and an ingester retries its batch (kernel.errors.Unavailable), rather
+    than a 500 and a dead letter."""
+    index = ElasticsearchIndex(hosts=recording_server.url, replicas=0)
+    await index.start()
+    try:
+        await recording_server.stop()
+        scope = SearchScope(org_id="org", workspace_id="ws", user_id="u")
+        for attempt in (
+            index.search(scope, text="tides", vector=unit(1)),
+            index.count(org_id="org", workspace_id="ws"),
+            index.upsert([chunk("c1")]),
+            index.delete_file(org_id="org", workspace_id="ws", file_id="file-1"),
+        ):
+            with pytest.raises(IndexUnavailable) as refused:
+                await attempt
+            assert isinstance(refused.value, Unavailable) and refused.value.retry_after_s == 5
+            assert "could not be reached" in refused.value.detail
+    finally:
+        await index.close()
