@@ -80,11 +80,12 @@ def process_sample(pid: int, data_dir: Path) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     data_bytes = 0
-    for path in data_dir.rglob("*"):
-        try:
-            data_bytes += path.stat().st_size if path.is_file() else 0
-        except OSError:  # a file removed while walking (a merged chDB part, a SQLite journal)
-            continue
+    for folder, _, names in os.walk(data_dir):  # os.walk skips what vanishes while it walks (merged parts, journals)
+        for name in names:
+            try:
+                data_bytes += os.stat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
     return {
         "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
@@ -97,7 +98,10 @@ async def sampler(pid: int, data_dir: Path, every_s: float, started: float, phas
     """A sample every `every_s`, taken in a thread (walking the data dir must not wait on the load's event loop)."""
     next_at = time.monotonic()
     while True:
-        sample = await asyncio.to_thread(process_sample, pid, data_dir)
+        try:
+            sample = await asyncio.to_thread(process_sample, pid, data_dir)
+        except Exception as error:  # a lost sample is reported, never the end of sampling
+            sample = {"error": repr(error)}
         samples.append({"t_s": round(time.monotonic() - started, 1), "phase": phase[0], **sample})
         next_at += every_s
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -252,7 +256,8 @@ async def soak(arguments: argparse.Namespace, url: str, pid: int, data_dir: Path
     return {**summarise(samples, tally, arguments), "left_after_idle": leftovers(pid)}
 
 
-def summarise(samples: list[dict], tally: Tally, arguments: argparse.Namespace) -> dict:
+def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespace) -> dict:
+    samples = [sample for sample in all_samples if "error" not in sample]
     baseline = [sample for sample in samples if sample["phase"] == "baseline"]
     load = [sample for sample in samples if sample["phase"] == "load"]
     warm_from = load[0]["t_s"] + arguments.warmup_minutes * 60 if load else 0
@@ -279,6 +284,7 @@ def summarise(samples: list[dict], tally: Tally, arguments: argparse.Namespace) 
         },
         "threads": {"baseline": baseline[-1]["threads"] if baseline else None, "after_idle": idle[-1]["threads"] if idle else None},
         "data_mib_end": samples[-1]["data_mib"],
+        "lost_samples": [sample for sample in all_samples if "error" in sample],
         "samples": samples,
     }
 
