@@ -97,6 +97,8 @@ class EmbeddedLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_offset: dict[str, int] = {}
         self._waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
+        # The writer connection's `PRAGMA synchronous`, set only when a group needs another (the writer thread's own).
+        self._synchronous: str | None = None
         # Since when appends fail for want of space (None: the last write fit); readiness reports it.
         self.full_since: datetime | None = None
 
@@ -187,7 +189,7 @@ class EmbeddedLog:
     def _write_batch(self, connection: sqlite3.Connection, batch: list[_PendingAppend]) -> None:
         durable = any(item.durable for item in batch)
         try:
-            connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._set_synchronous(connection, "FULL" if durable else "NORMAL")
             connection.execute("BEGIN IMMEDIATE")
             results: list[list[LogRecord]] = []
             timestamp_us = time_ns() // 1000
@@ -233,7 +235,7 @@ class EmbeddedLog:
 
     def _write_trim(self, connection: sqlite3.Connection, item: _PendingTrim) -> None:
         try:
-            connection.execute("PRAGMA synchronous = NORMAL")  # a trim lost to a crash is simply done again
+            self._set_synchronous(connection, "NORMAL")  # a trim lost to a crash is simply done again
             connection.execute("BEGIN IMMEDIATE")
             connection.executemany(
                 "DELETE FROM records WHERE log_offset = ? AND topic = ?", [(offset, item.topic) for offset in item.offsets]
@@ -251,6 +253,11 @@ class EmbeddedLog:
             self._loop.call_soon_threadsafe(_fail, item.done, _storage_error(error))
             return
         self._loop.call_soon_threadsafe(_resolve, item.done, len(item.offsets))
+
+    def _set_synchronous(self, connection: sqlite3.Connection, level: str) -> None:
+        if self._synchronous != level:
+            connection.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous = level
 
     def _committed(self, batch: list[_PendingAppend], results: list[list[LogRecord]]) -> None:
         """Runs on the event loop: resolve the appends, then wake whoever waits for these topics and keys."""

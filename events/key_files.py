@@ -33,6 +33,7 @@ class KeyFileStore:
     def __init__(self, *, root: Path) -> None:
         self._root = root
         self._cache: dict[Subject, bytes] = {}
+        self._key_paths: dict[Subject, str] = {}  # a subject's key file, named once: a stat per open is the cost
         self._lock = threading.Lock()  # the codec runs on the event loop and in worker threads
 
     def data_key(self, subject: Subject) -> bytes:
@@ -51,11 +52,10 @@ class KeyFileStore:
         return key
 
     def existing_key(self, subject: Subject) -> bytes | None:
-        path = self._path(subject)
         cached = self._cache.get(subject)
-        if cached is not None and path.exists():
+        if cached is not None and os.path.exists(self._key_path(subject)):
             return cached
-        key = _read_key(path)
+        key = _read_key(self._path(subject))
         with self._lock:
             if key is None:
                 self._cache.pop(subject, None)
@@ -96,6 +96,12 @@ class KeyFileStore:
         return subject.user_id is not None and (org_directory / "users" / f"{_file_name(subject.user_id)}.erased").exists()
 
     # -- files ---------------------------------------------------------------------------------
+
+    def _key_path(self, subject: Subject) -> str:
+        path = self._key_paths.get(subject)
+        if path is None:
+            path = self._key_paths[subject] = str(self._path(subject))
+        return path
 
     def _path(self, subject: Subject) -> Path:
         org_directory = self._root / _file_name(subject.org_id)

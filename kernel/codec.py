@@ -119,6 +119,25 @@ class AvroCodec:
             trace_parent=record["trace_parent"],
         )
 
+    def envelope_type(self, data: bytes) -> str | None:
+        """The payload type an envelope names, read from its header without decoding the rest or opening the payload.
+
+        None when the bytes are not an envelope in the current schema (an older writer schema, junk): decode those.
+        The type is the envelope's second field, after `event_id`: two length-prefixed Avro strings.
+        """
+        if data[:2] != MAGIC or data[2:10] != self._fingerprints["Envelope"]:
+            return None
+        event_id_length, position = _avro_length(data, 10)
+        if event_id_length is None:
+            return None
+        type_length, position = _avro_length(data, position + event_id_length)
+        if type_length is None or position + type_length > len(data):
+            return None
+        try:
+            return bytes(data[position:position + type_length]).decode()
+        except UnicodeDecodeError:
+            return None
+
     # -- sealed payloads (kernel/sealed_payloads.py) ----------------------------------------
 
     def _sealed(self, envelope: Envelope, payload: bytes) -> bytes:
@@ -169,6 +188,20 @@ class AvroCodec:
         except Exception as error:  # fastavro raises many types for truncated or corrupt bodies
             raise UndecodableMessage(f"corrupt {writer.name} body: {error}") from error
         return writer.name, record
+
+
+def _avro_length(data: bytes, position: int) -> tuple[int | None, int]:
+    """A non-negative Avro `long` (zig-zag varint) at `position`, and where what follows it starts; None if it is not one."""
+    shift = result = 0
+    while position < len(data) and shift < 64:
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            length = (result >> 1) ^ -(result & 1)
+            return (length, position) if length >= 0 else (None, position)
+        shift += 7
+    return None, position
 
 
 def _to_avro(value: Any) -> Any:

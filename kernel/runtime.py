@@ -58,6 +58,9 @@ class Processor:
     # A reaction's span is recorded where it caused something (an envelope, a span inside it); with this, in every
     # batch, for each trace in it: for processors whose effects are not on the log (the projector's rows).
     span_every_batch: bool = False
+    # The payload types (record names) the reaction looks at, where it ignores every other: the others are committed
+    # past without being decoded or opened (a token delta costs such a processor no decryption). None: every type.
+    reacts_to: frozenset[str] | None = None
 
 
 def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecord:
@@ -146,7 +149,12 @@ async def process_batch(
     started = time.perf_counter()
     deliveries: list[Delivery] = []
     outputs: list[OutgoingRecord] = []
+    reacts_to = processor.reacts_to
     for record in batch:
+        if reacts_to is not None:
+            event_type = codec.envelope_type(record.value)
+            if event_type is not None and event_type not in reacts_to:
+                continue
         try:
             envelope = codec.decode(record.value)
             if isinstance(envelope.payload, Erased):
@@ -165,7 +173,10 @@ async def process_batch(
     with reaction:
         with log_context.bound_to(delivery.envelope for delivery in deliveries):
             outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
-        written = await log.append(outputs, durable=processor.durable, commit=commit)
+        # A batch that caused nothing (every record skipped: types the processor ignores, erased payloads) needs no
+        # flush of its own: losing its commit to a crash only means reading those records again, to the same nothing.
+        durable = processor.durable and bool(deliveries or outputs)
+        written = await log.append(outputs, durable=durable, commit=commit)
     attempts.done(batch)
     batch_seconds, records = _batch_metrics(processor.group)
     batch_seconds.observe(time.perf_counter() - started)

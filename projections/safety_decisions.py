@@ -153,7 +153,8 @@ class SafetyLedger:
     def processor(self) -> Processor:
         # Nobody waits on the ledger: gather half a second of decisions into one insert (one ClickHouse part).
         return Processor(
-            group=SAFETY_LEDGER_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False
+            group=SAFETY_LEDGER_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
+            reacts_to=frozenset({SafetyDecision.__name__}),
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

@@ -107,7 +107,9 @@ class ToolRunner:
         self._calls: set[asyncio.Task] = set()
 
     def processor(self) -> Processor:
-        return Processor(group=TOOL_RUNNERS_GROUP, topics=(RUN_EVENTS,), react=self.react)
+        return Processor(
+            group=TOOL_RUNNERS_GROUP, topics=(RUN_EVENTS,), react=self.react, reacts_to=frozenset({ToolCallRequested.__name__})
+        )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
         for delivery in deliveries:

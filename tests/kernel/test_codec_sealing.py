@@ -112,3 +112,15 @@ def test_the_erasure_event_roundtrips(keys: KeyFileStore) -> None:
     erased = SubjectErased(org_id="org_1", user_id="alice", requested_by="admin", erased_at=NOW, keys_destroyed=1)
     envelope = Envelope.wrap(erased, key=erased.subject_key, actor=BOB)
     assert codec.decode(codec.encode(envelope)) == envelope
+
+
+def test_an_envelopes_type_is_read_from_its_header_without_opening_a_sealed_payload(keys: KeyFileStore) -> None:
+    codec = build_codec(keys)
+    sealed = codec.encode(Envelope.wrap(AssistantDelta(run_id="run_1", index=0, text=SECRET), key="run_1", actor=ALICE))
+    keys.destroy(Subject(org_id="org_1", user_id="alice"))  # nothing is opened: the type is still read
+    assert codec.envelope_type(sealed) == "AssistantDelta"
+    plain = codec.encode(Envelope.wrap(turn(), key="conv_1", actor=SYSTEM_ACTOR))
+    assert codec.envelope_type(plain) == "TurnSubmitted"
+    assert codec.envelope_type(codec.encode_payload(turn())) is None  # a payload, not an envelope
+    assert codec.envelope_type(b"garbage") is None
+    assert codec.envelope_type(sealed[:12]) is None  # cut short inside its header

@@ -12,7 +12,7 @@ from events.embedded import EmbeddedLog
 from kernel.envelope import Envelope
 from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
-from events.runs import RunHeartbeat
+from events.runs import AssistantDelta, RunHeartbeat
 from kernel.dead_letters import DEAD_LETTERS
 from kernel.envelope import Actor
 from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode, run_processor
@@ -97,3 +97,26 @@ async def test_a_lone_message_that_keeps_failing_is_dead_lettered_after_its_atte
         task.cancel()
     [record] = await log.read(DEAD_LETTERS, key="poison")
     assert f"({MAX_ATTEMPTS} attempts)" in CODEC.decode(record.value).payload.reason
+
+
+async def test_a_processor_is_handed_only_the_types_it_reacts_to_and_commits_past_the_others(log: EmbeddedLog) -> None:
+    delta = Envelope.wrap(AssistantDelta(run_id="a", index=0, text="hi"), key="a", actor=ACTOR)
+    await log.append([
+        beat("a"), encode(CODEC, delta, topic="in"), OutgoingRecord(topic="in", key="bad", value=b"garbage"), beat("b"),
+    ])
+    handed: list[object] = []
+
+    async def react(deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        handed.extend(delivery.envelope.payload for delivery in deliveries)
+        return []
+
+    processor = Processor(group="beats", topics=("in",), react=react, reacts_to=frozenset({"RunHeartbeat"}))
+    task = asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
+    try:
+        await settle(log, "beats", "in")
+    finally:
+        task.cancel()
+    assert [event.run_id for event in handed] == ["a", "b"]
+    # Bytes whose type cannot be read are decoded as before: junk is still dead-lettered.
+    [record] = await log.read(DEAD_LETTERS, key="bad")
+    assert "magic" in CODEC.decode(record.value).payload.reason
