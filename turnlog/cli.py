@@ -20,6 +20,7 @@ from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
 from processors.relevance import DEFAULT_MIN_SIMILARITY
+from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 from turnlog.logs import LOG_FORMATS
 from turnlog.web import origins_option, with_sign_in_link
 
@@ -118,6 +119,10 @@ def _add_deployment_options(parser: CommandParser) -> None:
         "--relevance-threshold", type=number_option(at_least=-1.0), default=DEFAULT_MIN_SIMILARITY, metavar="COSINE",
         help="a search whose best passage is less similar to the question than this found nothing"
         " (the answer says the documents do not cover it); see docs/retrieval-quality.md",
+    )
+    parser.add_option(
+        "--embed-batch-size", type=integer_option(at_least=1, at_most=1024), default=DEFAULT_EMBED_BATCH_SIZE, metavar="N",
+        help="texts the embedding model reads per forward pass (uploads' chunks, questions); see docs/retrieval-quality.md",
     )
     parser.add_option(
         "--run-lease-s", type=number_option(above=0), default=30.0, metavar="SECONDS",
@@ -298,6 +303,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         context_tokens=arguments.context_tokens,
         source_tokens=arguments.source_tokens,
         max_sources=arguments.max_sources,
+        embed_batch_size=arguments.embed_batch_size,
         relevance_threshold=arguments.relevance_threshold,
         run_lease_s=arguments.run_lease_s,
         heartbeat_s=min(5.0, arguments.run_lease_s / 3),

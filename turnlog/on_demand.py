@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from processors.ingestion.chunking import Tokenizer
-from projections.search.embedding import MINILM_DIMENSIONS, MiniLMEmbedder
+from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE, MINILM_DIMENSIONS, MiniLMEmbedder
 
 __all__ = ["OnDemandEmbedder", "OnDemandTokenizer"]
 
@@ -26,7 +26,7 @@ class OnDemandEmbedder:
 
     dimensions: int = MINILM_DIMENSIONS
 
-    def __init__(self, *, batch_size: int = 32) -> None:
+    def __init__(self, *, batch_size: int = DEFAULT_EMBED_BATCH_SIZE) -> None:
         self._model = MiniLMEmbedder(batch_size=batch_size)
         self._loading = asyncio.Lock()
         self._loaded = False

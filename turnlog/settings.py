@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from processors.relevance import DEFAULT_MIN_SIMILARITY
+from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 
 if TYPE_CHECKING:
     from api.oidc import OidcConfig
@@ -55,6 +56,7 @@ class Settings:
     context_tokens: int = 8_192  # the engine's context window: prompts are budgeted against it
     source_tokens: int = 1_500  # retrieved passages' share of a prompt (processors/grounding.py)
     max_sources: int = 8  # passages a prompt carries at most
+    embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE  # texts per forward pass of the embedding model (projections/search/embedding.py)
     relevance_threshold: float = DEFAULT_MIN_SIMILARITY  # the relevance gate's cosine threshold (processors/relevance.py, docs/retrieval-quality.md)
     run_lease_s: float = 30.0
     run_events_retention_s: float = 7 * 24 * 3600.0  # deltas and heartbeats older than this are trimmed (0: never)

@@ -98,7 +98,7 @@ async def opened_search(settings: Settings) -> AsyncIterator[Search]:
 
     index = build_search_index(settings)
     await index.start()
-    embedder = OnDemandEmbedder()
+    embedder = OnDemandEmbedder(batch_size=settings.embed_batch_size)
     await embedder.start()
     try:
         yield Search(index=index, embedder=embedder, tokenizer=OnDemandTokenizer(load_embedding_tokenizer))

@@ -239,6 +239,15 @@ def test_flags_win_over_the_environment_and_repeated_flags_replace_its_list(monk
     assert (served.port, served.run_lease_s) == (9000, 2.5)
 
 
+def test_the_embedding_batch_size_defaults_to_16_and_reaches_the_settings(monkeypatch) -> None:
+    ingester = ["worker", "--role", "ingester"]
+    assert cli._settings(cli.build_parser().parse_args(ingester)).embed_batch_size == 16
+    monkeypatch.setenv("TURNLOG_EMBED_BATCH_SIZE", "64")
+    assert cli._settings(cli.build_parser().parse_args(ingester)).embed_batch_size == 64
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*ingester, "--embed-batch-size", "0"])
+
+
 def test_an_empty_variable_counts_as_unset_and_only_the_command_run_reads_its_variables(monkeypatch) -> None:
     monkeypatch.setenv("TURNLOG_PORT", "")
     monkeypatch.setenv("TURNLOG_WORKSPACE", " , ")

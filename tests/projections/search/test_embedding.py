@@ -1,6 +1,7 @@
 """The MiniLM embedder: real all-MiniLM-L6-v2 on the CPU, loaded once for the session."""
 
 import asyncio
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -74,3 +75,21 @@ def test_the_tokenizer_is_the_model_s_own(embedder: MiniLMEmbedder) -> None:
 async def test_an_embedder_that_is_not_started_refuses() -> None:
     with pytest.raises(RuntimeError):
         await MiniLMEmbedder().embed(["text"])
+
+
+@pytest.fixture(scope="module")
+def default_torch_embedder() -> Iterator[MiniLMEmbedder]:
+    """A second torch model with the default batch size (16; the session's shared one embeds 32 at a time)."""
+    model = MiniLMEmbedder()
+    asyncio.run(model.start())
+    yield model
+    asyncio.run(model.close())
+
+
+TEXTS_OF_MANY_LENGTHS = [f"passage {n}: " + "tides and harbours, ships and their cargo " * (n % 23) for n in range(70)]
+
+
+async def test_the_batch_size_does_not_change_the_vectors(default_torch_embedder: MiniLMEmbedder, embedder: MiniLMEmbedder) -> None:
+    """The default batch size (16) is a matter of speed only: vectors match those of batches of 32 (the session's model)."""
+    np.testing.assert_allclose(await default_torch_embedder.embed(TEXTS_OF_MANY_LENGTHS), await embedder.embed(TEXTS_OF_MANY_LENGTHS),
+                               atol=2e-5)
