@@ -244,13 +244,15 @@ async def submit_turn(
     return response.json()
 
 
-async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes, *, acl: str | None = None) -> str:
+async def indexed_file(
+    client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes, *, acl: str | None = None, deadline_s: float = 90.0
+) -> str:
     """Upload a file, then wait until it is indexed (searchable); a 503 (a projection catching up) is asked again."""
     fields = {"workspaceId": workspace_id, **({"acl": acl} if acl else {})}
     response = await client.post("/v1/files", files={"file": (filename, data)}, data=fields)
     assert response.status_code == 201, response.text
     file_id = response.json()["fileId"]
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + deadline_s
     while True:
         response = await client.get(f"/v1/files/{file_id}")
         assert time.monotonic() < deadline, response.text

@@ -164,21 +164,6 @@ class Filled:
     data_dir: Path = Path()
 
 
-async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes) -> str:
-    response = await client.post("/v1/files", files={"file": (filename, data)}, data={"workspaceId": workspace_id})
-    assert response.status_code == 201, response.text
-    file_id = response.json()["fileId"]
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        response = await client.get(f"/v1/files/{file_id}")
-        assert time.monotonic() < deadline, response.text
-        if response.status_code == 200 and response.json()["ingestionState"] == "indexed":
-            return file_id
-        assert response.status_code in (200, 503), response.text
-        assert response.status_code == 503 or response.json()["ingestionState"] != "failed", response.text
-        await asyncio.sleep(0.1)
-
-
 async def finished_turn(user: e2e_server.User, client: httpx.AsyncClient, conversation_id: str, text: str, **body) -> Turn:
     response = await client.post(
         f"/v1/conversations/{conversation_id}/turns", json={"input": e2e_server.text_input(text), **body}
@@ -214,7 +199,7 @@ async def run_the_turns(server: e2e_server.TurnlogServer) -> dict[str, Turn]:
     bea = server.new_user(org_id=ORG_B)
     async with ana.client() as anas, abe.client() as abes, bea.client() as beas:
         # The upload loads the embedding model: it goes on while the other turns run.
-        upload = asyncio.create_task(indexed_file(beas, bea.workspace, "tides.md", TIDES_MD))
+        upload = asyncio.create_task(e2e_server.indexed_file(beas, bea.workspace, "tides.md", TIDES_MD, deadline_s=DEADLINE_S))
         first = await e2e_server.create_conversation(anas, ana.workspace)
         turns = {"failed": await finished_turn(ana, anas, first, "hello there")}  # on cheap: its engine is not there
         turns["fallback"] = await finished_turn(ana, anas, first, "and now?")  # cheap's breaker is open: steady

@@ -5,10 +5,8 @@ with a tools file and a document search, the model is offered it anyway, in the 
 scripted engine calls it from `call:file_search({...})` in the turn and answers with what it returned.
 """
 
-import asyncio
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,25 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_server.Turn
         turnlog.stop()
 
 
-async def indexed_file(client: httpx.AsyncClient, workspace_id: str, filename: str, data: bytes) -> str:
-    response = await client.post("/v1/files", files={"file": (filename, data)}, data={"workspaceId": workspace_id})
-    assert response.status_code == 201, response.text
-    file_id = response.json()["fileId"]
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        response = await client.get(f"/v1/files/{file_id}")
-        assert time.monotonic() < deadline, response.text
-        if response.status_code == 503:  # a projection catching up (Retry-After): a client waits and asks again
-            await asyncio.sleep(0.5)
-            continue
-        assert response.status_code == 200, response.text
-        state = response.json()["ingestionState"]
-        if state == "indexed":
-            return file_id
-        assert state != "failed", response.json()
-        await asyncio.sleep(0.1)
-
-
 async def asked(client: httpx.AsyncClient, workspace_id: str, text: str) -> tuple[list, dict]:
     """The run's stream, and its answer as the turns list has it."""
     conversation_id = await e2e_server.create_conversation(client, workspace_id)
@@ -87,7 +66,7 @@ def tool_events(events: list, kind: str) -> list[dict]:
 async def test_the_model_searches_the_callers_documents_and_cites_what_it_found(server) -> None:
     owner, stranger = server.new_user(), server.new_user()  # the stranger is of another org
     async with owner.client() as owners, stranger.client() as strangers:
-        file_id = await indexed_file(owners, owner.workspace, "tides.md", TIDES_MD)
+        file_id = await e2e_server.indexed_file(owners, owner.workspace, "tides.md", TIDES_MD)
         events, answer = await asked(owners, owner.workspace, TURN)
         their_events, their_answer = await asked(strangers, stranger.workspace, TURN)
 
