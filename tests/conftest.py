@@ -162,3 +162,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     browser = [item for item in items if _in_the_browser(item)]
     others = [item for item in items if not _in_the_browser(item)]
     items[:] = [item for item in others if not _on_kafka(item)] + [item for item in others if _on_kafka(item)] + browser
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """A failing test on a fleet carries what the fleet's processes printed: on CI that is all there is to read."""
+    report = yield
+    if report.failed:
+        fleet = getattr(item, "funcargs", {}).get("fleet")
+        if isinstance(fleet, e2e_server.TurnlogFleet):
+            report.sections.append(("fleet processes", fleet.diagnostics()))
+    return report

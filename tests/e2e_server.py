@@ -390,13 +390,20 @@ class TurnlogWorker:
     roles: Sequence[str]
     args: Sequence[str] = ()
     name: str = "worker"
+    # The process's stable name (--instance-id; default: `name`): a worker started again under it fences its
+    # killed predecessor, as a supervisor's restart does, which on Tansu is what unblocks every reader (docs/kafka.md).
+    instance_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment (OTEL_*, ...)
     process: subprocess.Popen | None = field(default=None, repr=False)
+    log_path: Path | None = None
 
     def start(self) -> TurnlogWorker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.data_dir.parent / f"{self.name}-{'-'.join(self.roles)}.log"
-        command = [sys.executable, "-m", "turnlog.cli", "worker", "--data-dir", str(self.data_dir), "--log-level", "warning"]
+        self.log_path = log_path = self.data_dir.parent / f"{self.name}-{'-'.join(self.roles)}.log"
+        command = [
+            sys.executable, "-m", "turnlog.cli", "worker", "--data-dir", str(self.data_dir), "--log-level", "warning",
+            "--instance-id", self.instance_id or self.name,
+        ]
         for role in self.roles:
             command += ["--role", role]
         with open(log_path, "wb") as log_file:
@@ -411,6 +418,8 @@ class TurnlogWorker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    output = TurnlogServer.output
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -489,9 +498,10 @@ class TurnlogFleet:
         # read models are Kafka and ClickHouse.
         self.apis = [
             TurnlogServer(
-                data_dir=self.data_dir, max_upload_mb=self.max_upload_mb, extra_args=(*shared, "--role", "api"), env=self.env
+                data_dir=self.data_dir, max_upload_mb=self.max_upload_mb,
+                extra_args=(*shared, "--role", "api", "--instance-id", f"api{index}"), env=self.env,
             ).start()
-            for _ in range(2)
+            for index in range(2)
         ]
         return self
 
@@ -511,6 +521,16 @@ class TurnlogFleet:
 
     def output(self) -> str:
         return "\n".join(api.output() for api in self.apis)
+
+    def diagnostics(self) -> str:
+        """Each process's state and the end of its log: attached to a failing test's report (tests/conftest.py),
+        since a fleet's failure on CI can only be understood from what its processes printed."""
+        parts = []
+        for name, process in [*((f"api:{api.port}", api) for api in self.apis), *((w.name, w) for w in self.workers)]:
+            popen = process.process
+            state = "not started" if popen is None else (f"exited {popen.returncode}" if popen.poll() is not None else "running")
+            parts.append(f"--- {name} (pid {popen.pid if popen else '-'}, {state}) ---\n{process.output()[-3000:]}")
+        return "\n".join(parts)
 
     token = TurnlogServer.token
     new_user = TurnlogServer.new_user

@@ -17,7 +17,7 @@ from turnlog.limits import add_connection_options, add_max_token_ttl_option, con
 from turnlog.oidc import add_oidc_options, oidc_config
 from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
-from turnlog.options import CommandParser, integer_option, number_option
+from turnlog.options import CommandParser, instance_id_option, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
 from processors.relevance import DEFAULT_MIN_SIMILARITY
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
@@ -45,6 +45,11 @@ def _add_deployment_options(parser: CommandParser) -> None:
     parser.add_option("--log", metavar="URL", help="event log URL", shown_default="sqlite:///<data-dir>/log.db")
     parser.add_option(
         "--store", metavar="URL", help="read-model store URL", shown_default="chdb:///<data-dir>/read-models"
+    )
+    parser.add_option(
+        "--instance-id", type=instance_id_option, metavar="NAME", shown_default="none, a new one per start",
+        help="Kafka: this process's stable name in the fleet, unique per process ({hostname} is the host's name):"
+        " restarted, it fences its crashed predecessor and ends the transaction that one left open (docs/kafka.md)",
     )
     _add_document_options(parser)
     parser.add_option(
@@ -280,6 +285,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         search_url=arguments.search,
         keys_url=arguments.keys,
         max_upload_mb=arguments.max_upload_mb,
+        instance_id=arguments.instance_id,
         roles=roles,
         processor_runtime=arguments.processor_runtime,
         engine=arguments.engine,

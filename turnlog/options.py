@@ -3,6 +3,8 @@
 import argparse
 import math
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -116,3 +118,14 @@ def number_option(*, above: float | None = None, at_least: float | None = None) 
         return value
 
     return number
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def instance_id_option(text: str) -> str:
+    """A process's stable name in a fleet; `{hostname}` in it is replaced by the host's name (a pod's, a container's)."""
+    name = text.replace("{hostname}", socket.gethostname())
+    if not _INSTANCE_ID.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"must be 1-100 letters, digits, '.', '_' or '-', got {name!r}")
+    return name

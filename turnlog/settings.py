@@ -34,6 +34,7 @@ class Settings:
     search_url: str | None = None  # default: embedded:///<data_dir>/search
     keys_url: str | None = None  # the data keys content is sealed with (docs/encryption.md); default: file:///<data_dir>/keys
     max_upload_mb: float = 25.0
+    instance_id: str | None = None  # Kafka: names this process's transactional producer, stable across restarts
     roles: tuple[str, ...] = PROCESSOR_ROLES
     processor_runtime: str = "auto"
     engine: str = "cpu"  # cpu | scripted | sglang | openai-compatible

@@ -86,7 +86,11 @@ class Cluster:
     tools_workers: list[e2e_server.TurnlogWorker]
 
     def start_tools_worker(self, name: str) -> e2e_server.TurnlogWorker:
-        worker = e2e_server.TurnlogWorker(data_dir=self.data_dir, roles=("tools",), args=self.shared, name=name)
+        # One instance id for every tools worker: the one started after a kill takes its predecessor's place
+        # as a supervisor's restart would, and ends the transaction the kill may have left open.
+        worker = e2e_server.TurnlogWorker(
+            data_dir=self.data_dir, roles=("tools",), args=self.shared, name=name, instance_id="tools"
+        )
         self.tools_workers.append(worker.start())
         return worker
 

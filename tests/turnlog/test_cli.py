@@ -4,6 +4,7 @@ import argparse
 import importlib.metadata
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -148,11 +149,19 @@ def test_a_role_in_the_wrong_case_is_refused_with_the_accepted_roles(monkeypatch
         (["token", "--ttl-s", "1h"], "argument --ttl-s: must be an integer >= 1, got '1h'"),
         (["replay", "--projection", "tables"], "argument --projection: invalid choice: 'tables'"),
         (["worker"], "the following arguments are required: --role"),
+        (["worker", "--instance-id", "pod 0"], "argument --instance-id: must be 1-100 letters, digits, '.', '_' or '-', got 'pod 0'"),
     ],
 )
 def test_a_bad_flag_is_one_line_naming_the_option(argv, expected, capsys) -> None:
     error = failure(capsys, *argv)
     assert error.startswith(f"turnlog {argv[0]}: error: {expected}")
+
+
+def test_an_instance_id_may_name_the_host(monkeypatch) -> None:
+    """`{hostname}` is each replica's own name (a container's, a StatefulSet pod's): one setting for a scaled service."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "turnlog-worker-3")
+    arguments = cli.build_parser().parse_args(["worker", "--role", "decider", "--instance-id", "{hostname}.a"])
+    assert arguments.instance_id == "turnlog-worker-3.a"
 
 
 @pytest.mark.parametrize(

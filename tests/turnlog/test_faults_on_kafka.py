@@ -85,13 +85,16 @@ async def test_a_killed_inference_worker_leaves_no_run_in_progress(fleet, broker
         pid = int(claim.worker_id.split(":")[1])
         [victim] = [worker for worker in fleet.workers if worker.process and worker.process.pid == pid]
         victim.kill()
+        # A supervisor starts it again under its instance id, which ends any transaction the kill left open:
+        # on Tansu such a transaction holds back every read_committed reader until then (docs/kafka.md).
+        victim.start()
 
         run = await e2e_server.wait_for_run(client, accepted["runId"], timeout_s=30)
         assert run["status"] == "failed" and run["reason"].startswith("interrupted")
         events = await e2e_server.read_stream(client, accepted["runId"])
         assert events[-1].event == "run.failed"
 
-        # The surviving worker takes the partitions over: the next turn is answered.
+        # The workers share the partitions again: the next turn is answered.
         second = await e2e_server.submit_turn(client, conversation_id, "and now?")
         assert (await e2e_server.wait_for_run(client, second["runId"], timeout_s=60))["status"] == "completed"
 
@@ -109,11 +112,13 @@ async def test_an_api_instance_killed_mid_stream_is_resumed_on_another(fleet) ->
                     seen.append(event)
                     if sum(event.event == "assistant.delta" for event in seen) == 3:
                         first_api.kill()
+        # Started again under its instance id, as a supervisor would (it ends a transaction the kill left open);
+        # the fleet's other tests keep their two instances.
+        first_api.start()
         rest = await e2e_server.read_stream(on_second, accepted["runId"], last_event_id=seen[-1].id, timeout_s=60)
         everything = await e2e_server.read_stream(on_second, accepted["runId"])
     assert [event.id for event in seen + rest] == [event.id for event in everything]
     assert rest[-1].event == "assistant.completed"
-    first_api.start()  # the fleet's other tests keep their two instances
 
 
 async def test_a_poison_command_is_dead_lettered_and_the_decider_goes_on(fleet, broker) -> None:
