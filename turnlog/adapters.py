@@ -6,6 +6,7 @@ URL asks for it, so a deployment installs only the extras it uses.
 
 import logging
 import os
+import tomllib
 from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -13,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import httpx
 
 from commands.catalog import COMMAND_TYPES, SEALED_COMMAND_TYPES
-from commands.governance.tiers_file import GovernanceConfig, parse_tiers_file
+from commands.governance.tiers_file import GovernanceConfig, TiersFileError, parse_tiers_file
 from commands.governance.violations import ViolationReporter
 from events.blobs import BlobStore, DirectoryBlobStore
 from events.catalog import EVENT_TYPES
@@ -21,7 +22,7 @@ from events.embedded import EmbeddedLog
 from events.key_files import KeyFileStore
 from events.sealed_content import SEALED_EVENT_TYPES
 from inference.engine import InferenceEngine
-from inference.pools import PoolConfig, PoolsConfig, default_pools, parse_pools
+from inference.pools import PoolConfig, PoolsConfig, TenantTiers, default_pools, parse_pools
 from inference.tokenizers import HuggingFaceTokenizer, PromptTokenizer, WordTokenizer
 from kernel.codec import AvroCodec
 from kernel.key_store import KeyStore
@@ -237,7 +238,30 @@ def load_tiers(settings: Settings) -> GovernanceConfig | None:
         text = settings.tiers_file.read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read the tiers file {str(settings.tiers_file)!r}: {error.strerror}") from None
-    return parse_tiers_file(text, source=str(settings.tiers_file))
+    config = parse_tiers_file(text, source=str(settings.tiers_file))
+    return _with_pools_tenants(config, tiers_text=text, settings=settings)
+
+
+def _with_pools_tenants(config: GovernanceConfig, *, tiers_text: bytes, settings: Settings) -> GovernanceConfig:
+    """One org-to-tier table for routing and governance: the tiers file's [tenants], else the pools file's.
+
+    Two tables that disagree would route an org as one tier and limit it as another, so naming tenants in both
+    files is an error unless they say the same."""
+    pools_tenants = load_pools(settings).tenants if settings.pools_file is not None else TenantTiers()
+    if pools_tenants == TenantTiers():
+        return config
+    tiers_source, pools_source = str(settings.tiers_file), str(settings.pools_file)
+    if "tenants" in tomllib.loads(tiers_text.decode("utf-8")):
+        if (dict(config.orgs), config.default_tier) != (dict(pools_tenants.orgs), pools_tenants.default_tier):
+            raise ValueError(
+                f"{pools_source} and {tiers_source} both have a [tenants] table and they differ: name each org's tier"
+                f" in one of them (the other reads it), or make them the same"
+            )
+        return config
+    try:
+        return config.with_tenants(pools_tenants.orgs, default_tier=pools_tenants.default_tier)
+    except TiersFileError as error:
+        raise ValueError(f"{pools_source}: [tenants] {error.field}: {error.problem} in {tiers_source}") from None
 
 
 # The classifiers a policies file may name (docs/safety.md); `llm_judge` needs --judge-url and --judge-model.
