@@ -119,17 +119,85 @@ async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec
             await asyncio.sleep(retry_delay_s)
 
 
+# How long the position past batches that caused nothing may wait for the next append to carry it.
+IDLE_COMMIT_DELAY_S = 1.0
+
+
+class IdleCommits:
+    """Positions past batches that caused nothing, committed with the group's next append or after `delay_s`.
+
+    A token delta wakes every consumer of `run-events`, and most skip it unread: committing each such batch on
+    its own would cost each of them a write per delta. Losing a position held here to a crash only means
+    reading those records again, to the same nothing.
+    """
+
+    def __init__(self, log: EventLog, *, delay_s: float) -> None:
+        self._log = log
+        self._delay_s = delay_s
+        self._pending: ConsumerCommit | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task] = set()
+
+    def defer(self, commit: ConsumerCommit) -> None:
+        self._pending = _merged(self._pending, commit)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._flush)
+
+    def carried_by(self, commit: ConsumerCommit | None) -> ConsumerCommit | None:
+        """`commit` with the positions held here (which it then carries), for the group's next append."""
+        if self._pending is None:
+            return commit
+        carried, self._pending = _merged(self._pending, commit) if commit is not None else self._pending, None
+        self._cancel_timer()
+        return carried
+
+    def close(self) -> None:
+        self._cancel_timer()
+        for task in self._flushes:
+            task.cancel()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _flush(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            task = asyncio.get_running_loop().create_task(self._commit(pending))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _commit(self, commit: ConsumerCommit) -> None:
+        try:
+            await self._log.commit(commit)
+        except Exception as error:  # noqa: BLE001 - only a re-read of skipped records is at stake
+            logger.warning("could not commit %s's position past skipped records (%s): they may be read again", commit.group, error)
+
+
+def _merged(earlier: ConsumerCommit | None, later: ConsumerCommit) -> ConsumerCommit:
+    if earlier is None:
+        return later
+    offsets = dict(earlier.offsets)
+    for position, offset in later.offsets.items():
+        offsets[position] = max(offsets.get(position, -1), offset)
+    return ConsumerCommit(group=later.group, offsets=offsets)
+
+
 async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec, attempts: Attempts) -> None:
     stream = log.consume(
         group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s
     )
+    idle = IdleCommits(log, delay_s=IDLE_COMMIT_DELAY_S)
     try:
         async for batch in stream:
             commit = ConsumerCommit.through(processor.group, batch)
-            await process_batch(processor, batch, log=log, codec=codec, commit=commit, attempts=attempts)
+            await process_batch(processor, batch, log=log, codec=codec, commit=commit, attempts=attempts, idle=idle)
             if processor.on_committed is not None:
                 processor.on_committed(batch)
     finally:
+        idle.close()
         await stream.aclose()
 
 
@@ -141,10 +209,12 @@ async def process_batch(
     codec: AvroCodec,
     commit: ConsumerCommit | None,
     attempts: Attempts,
+    idle: IdleCommits | None = None,
 ) -> None:
     """Decode, react, and append the reactions (atomically with `commit` where the runtime commits through the log).
 
-    Undecodable records become dead letters; `then`'s follow-ups are appended once the reactions are.
+    Undecodable records become dead letters; `then`'s follow-ups are appended once the reactions are. With `idle`,
+    the commit of a batch that delivered nothing (every record of a type the processor ignores) waits there.
     """
     started = time.perf_counter()
     deliveries: list[Delivery] = []
@@ -175,8 +245,14 @@ async def process_batch(
             outputs.extend(await _react_isolating_poison(processor, codec, deliveries, attempts))
         # A batch that caused nothing (every record skipped: types the processor ignores, erased payloads) needs no
         # flush of its own: losing its commit to a crash only means reading those records again, to the same nothing.
-        durable = processor.durable and bool(deliveries or outputs)
-        written = await log.append(outputs, durable=durable, commit=commit)
+        if idle is not None and commit is not None and not deliveries and not outputs:
+            idle.defer(commit)
+            written: list[LogRecord] = []
+        else:
+            if idle is not None:
+                commit = idle.carried_by(commit)
+            durable = processor.durable and bool(deliveries or outputs)
+            written = await log.append(outputs, durable=durable, commit=commit)
     attempts.done(batch)
     batch_seconds, records = _batch_metrics(processor.group)
     batch_seconds.observe(time.perf_counter() - started)

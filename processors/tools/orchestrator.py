@@ -95,7 +95,11 @@ class ToolLoop:
         self._marked: dict[int, int] = {}
 
     def processor(self) -> Processor:
-        return Processor(group=TOOL_LOOP_GROUP, topics=(RUN_EVENTS, CONVERSATION_EVENTS), react=self.react, on_reset=self._reset)
+        return Processor(
+            group=TOOL_LOOP_GROUP, topics=(RUN_EVENTS, CONVERSATION_EVENTS), react=self.react, on_reset=self._reset,
+            # Deltas, heartbeats and manifests are nothing to the loop: skipped unread (and without an fsync each).
+            reacts_to=frozenset(event.__name__ for event in (*_LOOP_EVENTS, RunCancellationRequested)),
+        )
 
     def _reset(self) -> None:
         self._states.clear()

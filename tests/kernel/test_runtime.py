@@ -15,6 +15,7 @@ from kernel.dead_letters import DeadLetter
 from events.runs import AssistantDelta, RunHeartbeat
 from kernel.dead_letters import DEAD_LETTERS
 from kernel.envelope import Actor
+from kernel import runtime
 from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode, run_processor
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -120,3 +121,46 @@ async def test_a_processor_is_handed_only_the_types_it_reacts_to_and_commits_pas
     # Bytes whose type cannot be read are decoded as before: junk is still dead-lettered.
     [record] = await log.read(DEAD_LETTERS, key="bad")
     assert "magic" in CODEC.decode(record.value).payload.reason
+
+
+def delta(index: int) -> OutgoingRecord:
+    return encode(CODEC, Envelope.wrap(AssistantDelta(run_id="a", index=index, text="x"), key="a", actor=ACTOR), topic="in")
+
+
+async def caught_up(log: EmbeddedLog, group: str, topic: str, *, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await log.committed(group=group, topic=topic) < await log.end_offset(topic):
+        assert asyncio.get_running_loop().time() < deadline, "the position was never committed"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("delay_s", [0.5, 60.0])
+async def test_batches_that_deliver_nothing_cost_no_write_of_their_own(log: EmbeddedLog, monkeypatch, delay_s) -> None:
+    """Every token delta wakes each consumer of `run-events`; one that skips it must not pay a log write for it.
+    Its position is committed after a delay (0.5 s) or by the next batch that is delivered (the delay 60 s)."""
+    monkeypatch.setattr(runtime, "IDLE_COMMIT_DELAY_S", delay_s)
+    append = log.append
+    writes: list[int] = []
+
+    async def counted(records, **options):
+        writes.append(len(records))
+        return await append(records, **options)
+
+    monkeypatch.setattr(log, "append", counted)  # the real log, its writes counted
+    handed: list[str] = []
+
+    async def react(deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
+        handed.extend(delivery.envelope.payload.run_id for delivery in deliveries)
+        return []
+
+    processor = Processor(group="beats", topics=("in",), react=react, reacts_to=frozenset({"RunHeartbeat"}))
+    task = asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
+    try:
+        for index in range(5):
+            await append([delta(index)])
+        if delay_s > 10:
+            await append([beat("a")])  # delivered: its write carries the position past the deltas before it
+        await caught_up(log, "beats", "in")
+        assert writes == [0] and handed == ([] if delay_s < 10 else ["a"])
+    finally:
+        task.cancel()
