@@ -103,14 +103,56 @@ class Attempts:
             self._failures.pop((record.topic, record.partition, record.offset), None)
 
 
+# While a dependency stays down, its outage is logged again this often (one line, no traceback).
+OUTAGE_LOG_INTERVAL_S = 30.0
+
+
+class Outage:
+    """A dependency a processor needs is down: one line when it starts, one a while while it lasts, one when it ends.
+
+    The runtime retries every half second; a traceback each time would bury everything else in the log."""
+
+    def __init__(self, group: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._group = group
+        self._clock = clock
+        self._since: float | None = None
+        self._logged_at = 0.0
+        self._failures = 0
+
+    def failed(self, error: Unavailable) -> None:
+        now = self._clock()
+        self._failures += 1
+        if self._since is None:
+            self._since, self._logged_at = now, now
+            logger.warning("processor %s: %s; retrying until it is back", self._group, error.detail)
+        elif now - self._logged_at >= OUTAGE_LOG_INTERVAL_S:
+            self._logged_at = now
+            logger.warning(
+                "processor %s: still unavailable after %.0f s (%d tries): %s", self._group, now - self._since,
+                self._failures, error.detail,
+            )
+
+    def progressed(self) -> None:
+        if self._since is not None:
+            logger.warning("processor %s: available again after %.0f s", self._group, self._clock() - self._since)
+            self._since, self._failures = None, 0
+
+
 async def run_processor(processor: Processor, *, log: EventLog, codec: AvroCodec, retry_delay_s: float = 0.5) -> None:
     """Run `processor` until cancelled; after an unexpected failure, start again from the committed position."""
     attempts = Attempts()
+    outage = Outage(processor.group)
     while True:
         try:
-            await _consume(processor, log=log, codec=codec, attempts=attempts)
+            await _consume(processor, log=log, codec=codec, attempts=attempts, outage=outage)
         except asyncio.CancelledError:
             raise
+        except Unavailable as error:
+            outage.failed(error)
+            PROCESSOR_RESTARTS.labels(group=processor.group).inc()
+            if processor.on_reset is not None:
+                processor.on_reset()
+            await asyncio.sleep(retry_delay_s)
         except Exception:
             logger.exception("processor %s failed; restarting from its committed position", processor.group)
             PROCESSOR_RESTARTS.labels(group=processor.group).inc()
@@ -185,7 +227,9 @@ def _merged(earlier: ConsumerCommit | None, later: ConsumerCommit) -> ConsumerCo
     return ConsumerCommit(group=later.group, offsets=offsets)
 
 
-async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec, attempts: Attempts) -> None:
+async def _consume(
+    processor: Processor, *, log: EventLog, codec: AvroCodec, attempts: Attempts, outage: Outage | None = None
+) -> None:
     stream = log.consume(
         group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s
     )
@@ -194,6 +238,8 @@ async def _consume(processor: Processor, *, log: EventLog, codec: AvroCodec, att
         async for batch in stream:
             commit = ConsumerCommit.through(processor.group, batch)
             await process_batch(processor, batch, log=log, codec=codec, commit=commit, attempts=attempts, idle=idle)
+            if outage is not None:
+                outage.progressed()
             if processor.on_committed is not None:
                 processor.on_committed(batch)
     finally:

@@ -21,7 +21,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from kernel.codec import AvroCodec
 from events.kafka.log import KafkaLog
 from kernel.log import LogRecord
-from kernel.runtime import Attempts, Processor, process_batch
+from kernel.errors import Unavailable
+from kernel.runtime import Attempts, Outage, Processor, process_batch
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +138,19 @@ async def _process_until_durable(
 ) -> None:
     # The batch stays unacknowledged (so uncommitted) until its reactions are written: retry here
     # rather than let faust move past it.
+    outage = Outage(processor.group)
     while True:
         try:
             await process_batch(processor, batch, log=log, codec=codec, commit=None, attempts=attempts)
+            outage.progressed()
             return
         except asyncio.CancelledError:
             raise
+        except Unavailable as error:  # a dependency is down: one line now and then, not a traceback each retry
+            outage.failed(error)
+            if processor.on_reset is not None:
+                processor.on_reset()
+            await asyncio.sleep(retry_delay_s)
         except Exception:
             logger.exception("processor %s failed on a batch; retrying it", processor.group)
             if processor.on_reset is not None:
