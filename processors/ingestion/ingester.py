@@ -27,6 +27,7 @@ from kernel.codec import AvroCodec, UndecodableMessage
 from events.documents import FileDeleted, FileIndexed, FileIngestionFailed, FileIngestionProgressed, FileUploaded
 from events.erasure import SubjectErased
 from kernel.envelope import Envelope
+from kernel.errors import Unavailable
 from kernel.log import EventLog, OutgoingRecord
 from events.topics import DOCUMENTS
 from processors.ingestion.chunking import ChunkDraft, Tokenizer, chunk_document
@@ -196,6 +197,8 @@ class Ingester:
             read = await read_document(data, upload, tokenizer=self._tokenizer)
         except Unreadable as unreadable:
             return FileIngestionFailed(file_id=upload.file_id, reason=unreadable.reason)
+        except (ImportError, OSError) as error:  # the process's fault (a library, the disk), not the file's: retried
+            raise Unavailable(detail=f"files cannot be chunked now ({type(error).__name__}: {error})") from error
         except Exception as error:  # untrusted input drove the chunker into a bug: fail the file, not the partition
             logger.exception("file %s: chunking failed", upload.file_id)
             return FileIngestionFailed(file_id=upload.file_id, reason=f"turnlog could not process the file ({type(error).__name__})")

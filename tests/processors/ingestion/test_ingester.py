@@ -17,6 +17,7 @@ from kernel.codec import AvroCodec
 from events.documents import FileDeleted, FileIndexed, FileIngestionFailed, FileIngestionProgressed, FileUploaded
 from events.embedded import EmbeddedLog
 from kernel.envelope import Envelope, new_id
+from kernel.errors import Unavailable
 from kernel.log import LogRecord
 from events.topics import DOCUMENTS
 from kernel.envelope import Actor
@@ -162,6 +163,41 @@ async def test_a_file_whose_bytes_are_gone_fails_instead_of_crashing(plant: Plan
     await plant.blobs.delete(upload.digest)
     [failed] = await plant.react(record)
     assert isinstance(failed, FileIngestionFailed) and "upload the file again" in failed.reason
+
+
+class FailsOnce:
+    """The tokenizer the first time as when two first imports of transformers raced (the soak saw it): an ImportError."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.failed = False
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._inner, name)
+        return self._once(attribute) if callable(attribute) else attribute
+
+    def __call__(self, *args: object, **keywords: object) -> object:
+        return self._once(self._inner)(*args, **keywords)
+
+    def _once(self, function):
+        def call(*args: object, **keywords: object) -> object:
+            if not self.failed:
+                self.failed = True
+                raise ImportError("cannot import name 'PreTrainedTokenizerFast' from partially initialized module 'transformers'")
+            return function(*args, **keywords)
+
+        return call
+
+
+async def test_a_fault_of_the_process_not_the_file_is_retried_and_never_fails_the_file(plant: Plant, wordpiece) -> None:
+    flaky = FailsOnce(wordpiece)
+    plant.ingester = Ingester(log=plant.log, codec=CODEC, blobs=plant.blobs, index=plant.index, embedder=plant.embedder, tokenizer=flaky)
+    upload, record = await plant.upload(HANDBOOK.encode(), filename="h.md", media_type=MediaType.MARKDOWN)
+    with pytest.raises(Unavailable, match="files cannot be chunked now"):
+        await plant.react(record)  # the runtime retries the batch (and logs the outage once)
+    assert flaky.failed and "failed" not in states(await plant.history(upload.file_id))
+    [indexed] = await plant.react(record)
+    assert isinstance(indexed, FileIndexed)
 
 
 async def test_a_redelivered_upload_is_harmless(plant: Plant) -> None:
