@@ -13,7 +13,10 @@ process of its own; turnlog runs as `turnlog serve --engine openai-compatible` o
      looked up by the API (an untimed GET, as a client showing it would), and without. p50/p99,
      turnlog minus direct, turnlog over direct, and where turnlog's time goes (from the log's own
      timestamps). `--turnlog-slots N` gives turnlog a pools file whose one unsplit pool runs N
-     generations at once; 0 runs it without a pools file (the adapter's default, 16).
+     generations at once; 0 runs it without a pools file (the adapter's default, 16). Each level also
+     reports turns/s on both paths and turnlog's own CPU (its process, all threads) per token streamed.
+     Issue 17's scenario is this with 64-token answers at 0 and 20 ms between tokens:
+       --scenario A --answer-tokens 64 --decode-ms 0   and   --scenario A --answer-tokens 64 --decode-ms 20
   B. short turns under long prompts: short turns arrive every 1/rate s while long prompts
      (~5,000 words, ~6,500 tokens: above the 4,096-token short/long threshold) arrive as a Poisson
      process; the share of short turns whose TTFT meets --target-ms, (a) without a pools file (one
@@ -371,7 +374,7 @@ async def measure_direct(engine_url: str, levels: list[int], turns_per_level: in
 
 
 async def measure_through_turnlog(server: TurnlogServer, engine_url: str, levels: list[int], turns_per_level: int,
-                                  fake_pid: int, *, known_conversations: bool) -> dict:
+                                  fake_pid: int, *, known_conversations: bool, max_tokens: int) -> dict:
     """Every turn is its conversation's first; `known_conversations`: the API has already looked each
     one up (an untimed GET, as a client showing the conversation would), so its header is cached."""
     results = {}
@@ -388,7 +391,8 @@ async def measure_through_turnlog(server: TurnlogServer, engine_url: str, levels
             results[str(streams)] = await measure_level(
                 streams, turns_per_level,
                 lambda index: through_turnlog_first_token_s(client, conversations[index], short_prompt(index)),
-                engine_url=engine_url, pids=[server.process.pid, fake_pid],
+                engine_url=engine_url, pids=[server.process.pid, fake_pid], turnlog_pid=server.process.pid,
+                tokens_per_turn=max_tokens,
             )
     return results
 
@@ -399,10 +403,11 @@ def turns_for(streams: int, turns_per_level: int) -> int:
 
 
 async def measure_level(streams: int, turns_per_level: int, one_turn: Callable[[int], Awaitable[float]], *,
-                        engine_url: str, pids: list[int]) -> dict:
+                        engine_url: str, pids: list[int], turnlog_pid: int | None = None, tokens_per_turn: int = 0) -> dict:
     turns_per_stream = turns_for(streams, turns_per_level) // streams
     load_before, stats_before = load_average(), await fake_server_stats(engine_url)
     cpu_before = cpu_seconds(pids) if pids else 0.0
+    turnlog_cpu_before = cpu_seconds([turnlog_pid]) if turnlog_pid else 0.0
     started, window_start = time.perf_counter(), time.time()
     outcomes = await closed_loop(streams, turns_per_stream, one_turn)
     elapsed = time.perf_counter() - started
@@ -418,6 +423,11 @@ async def measure_level(streams: int, turns_per_level: int, one_turn: Callable[[
     }
     if pids:
         result["cpu_s_turnlog_plus_fake_server"] = round(cpu_seconds(pids) - cpu_before, 2)
+    if turnlog_pid:  # turnlog's own CPU (all its threads) over the tokens the streamed turns asked for
+        turnlog_cpu = cpu_seconds([turnlog_pid]) - turnlog_cpu_before
+        tokens = len(outcomes.first_token_s) * tokens_per_turn
+        result["cpu_s_turnlog"] = round(turnlog_cpu, 2)
+        result["turnlog_cpu_ms_per_token"] = round(turnlog_cpu * 1000 / tokens, 3) if tokens else None
     return result
 
 
@@ -464,7 +474,8 @@ def scenario_a(arguments: argparse.Namespace, timing: TimingModel) -> dict:
                                    context_tokens=arguments.context_tokens, pools_text=pools_text)
             try:
                 through[mode] = asyncio.run(measure_through_turnlog(
-                    server, fake.base_url, levels, arguments.turns_per_level, fake.pid, known_conversations=known))
+                    server, fake.base_url, levels, arguments.turns_per_level, fake.pid, known_conversations=known,
+                    max_tokens=timing.answer_tokens))
             finally:
                 server.stop()
             finish_server(server, through[mode], {level: through[mode][level] for level in map(str, levels)})
@@ -476,6 +487,9 @@ def scenario_a(arguments: argparse.Namespace, timing: TimingModel) -> dict:
             row[mode] = through[mode][level]["ttft"]
             row[f"{mode}_overhead"] = overhead(direct[level]["ttft"], through[mode][level]["ttft"])
             row[f"{mode}_failures"] = sum(through[mode][level]["failures"].values())
+            row[f"{mode}_turns_per_s"] = through[mode][level]["turns_per_s"]
+            row[f"{mode}_cpu_ms_per_token"] = through[mode][level].get("turnlog_cpu_ms_per_token")
+        row["direct_turns_per_s"] = direct[level]["turns_per_s"]
         rows.append(row)
     return {
         "turnlog_engine_slots": f"pools file: one pool not split by size, capacity {arguments.turnlog_slots}"
@@ -596,6 +610,14 @@ def markdown_tables(result: dict) -> str:
                           f"+{added.get('p99_ms_added')} ({added.get('p99_ms_ratio')}x)"]
             cells.append(f"{row['known_conversation_failures']} + {row['new_conversation_failures']}")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "turns/s (direct / known / new) and turnlog's CPU ms per token (known / new)",
+                  "| streams | turns/s | CPU ms/token |", "|---|---|---|"]
+        for row in scenario["table"]:
+            lines.append(
+                f"| {row['streams']} | {row['direct_turns_per_s']} / {row['known_conversation_turns_per_s']} / "
+                f"{row['new_conversation_turns_per_s']} | {row['known_conversation_cpu_ms_per_token']} / "
+                f"{row['new_conversation_cpu_ms_per_token']} |"
+            )
     scenario = result.get("B_short_turns_under_long_prompts")
     if scenario and "configurations" in scenario:
         lines += ["", f"B: short turns within {scenario['target_ms']:g} ms",
