@@ -26,10 +26,9 @@ class _PendingReply:
 class CommandHandler:
     """Decides each command against its conversation's state, appends the events, then replies.
 
-    The reply follows the events in a second append and names the offsets they landed at, so the
-    API can wait until readers see them before it answers: read-your-writes on any instance, even
-    where a log makes a transaction visible one partition at a time (Kafka). A reply lost in a crash
-    costs the client a retry with its Idempotency-Key, never a duplicate.
+    The reply follows the events in the same append (one transaction on Kafka) and names the offsets they
+    landed at, so the API can wait until readers see them before it answers: read-your-writes on any
+    instance, even where a log makes a transaction visible one partition at a time (Kafka).
     """
 
     def __init__(self, *, log: EventLog, codec: AvroCodec) -> None:
@@ -42,7 +41,8 @@ class CommandHandler:
 
     def processor(self) -> Processor:
         return Processor(
-            group=DECIDER_GROUP, topics=(COMMANDS,), react=self.react, on_reset=self._reset, then=self.replies
+            group=DECIDER_GROUP, topics=(COMMANDS,), react=self.react, on_reset=self._reset, then=self.replies,
+            on_committed=self._replied,
         )
 
     def _reset(self) -> None:
@@ -66,11 +66,14 @@ class CommandHandler:
         return outputs
 
     def replies(self, written: Sequence[LogRecord]) -> list[OutgoingRecord]:
-        """One reply per command decided in the committed batch, with where its events landed."""
+        """One reply per command decided in the batch being written, with where its events landed.
+
+        Called by the log's writer within the append (again if the write is retried): it only reads."""
         landed = {record.value: record for record in written}
-        replies = [self._reply(pending, [landed[record.value] for record in pending.records]) for pending in self._pending]
+        return [self._reply(pending, [landed[record.value] for record in pending.records]) for pending in self._pending]
+
+    def _replied(self, _batch: Sequence[LogRecord]) -> None:
         self._pending.clear()
-        return replies
 
     def _reply(self, pending: _PendingReply, events: list[LogRecord]) -> OutgoingRecord:
         command, outcome = pending.command, pending.decision.outcome

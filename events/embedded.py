@@ -12,21 +12,23 @@ back to the filesystem by incremental vacuum. A full disk (SQLITE_FULL) fails th
 """
 
 import asyncio
+import contextvars
 import fcntl
+import functools
 import logging
 import os
 import queue
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter, time_ns
 
 from kernel.errors import Unavailable
-from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
 from kernel.metrics import LOG_APPEND_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class _PendingAppend:
     durable: bool
     commit: ConsumerCommit | None
     done: asyncio.Future
+    then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None  # run in the caller's context
 
 
 class EmbeddedLog:
@@ -145,12 +148,14 @@ class EmbeddedLog:
         *,
         durable: bool = True,
         commit: ConsumerCommit | None = None,
+        then: FollowUps | None = None,
     ) -> list[LogRecord]:
         if self._writer is None or self._loop is None:
             raise RuntimeError("the log is not started")
         started = perf_counter()
         done = self._loop.create_future()
-        self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done))
+        follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
+        self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done, then=follow_ups))
         written = await done
         _APPENDS[durable].observe(perf_counter() - started)
         return written
@@ -195,22 +200,9 @@ class EmbeddedLog:
             timestamp_us = time_ns() // 1000
             timestamp = datetime.fromtimestamp(timestamp_us / 1_000_000, UTC)
             for item in batch:
-                written = []
-                for record in item.records:
-                    cursor = connection.execute(
-                        "INSERT INTO records (topic, key, value, timestamp_us) VALUES (?, ?, ?, ?)",
-                        (record.topic, record.key, record.value, timestamp_us),
-                    )
-                    written.append(
-                        LogRecord(
-                            topic=record.topic,
-                            partition=0,
-                            offset=cursor.lastrowid,
-                            key=record.key,
-                            value=record.value,
-                            timestamp=timestamp,
-                        )
-                    )
+                written = self._insert(connection, item.records, timestamp_us=timestamp_us, timestamp=timestamp)
+                if item.then is not None:  # built from where the records landed, written with them
+                    written += self._insert(connection, item.then(written), timestamp_us=timestamp_us, timestamp=timestamp)
                 if item.commit is not None:
                     connection.executemany(
                         "INSERT INTO consumer_offsets (group_id, topic, log_offset) VALUES (?, ?, ?) "
@@ -232,6 +224,24 @@ class EmbeddedLog:
             logger.warning("the event log %s has space again: appends succeed", self._path)
             self.full_since = None
         self._loop.call_soon_threadsafe(self._committed, batch, results)
+
+    @staticmethod
+    def _insert(
+        connection: sqlite3.Connection, records: Sequence[OutgoingRecord], *, timestamp_us: int, timestamp: datetime
+    ) -> list[LogRecord]:
+        written = []
+        for record in records:
+            cursor = connection.execute(
+                "INSERT INTO records (topic, key, value, timestamp_us) VALUES (?, ?, ?, ?)",
+                (record.topic, record.key, record.value, timestamp_us),
+            )
+            written.append(
+                LogRecord(
+                    topic=record.topic, partition=0, offset=cursor.lastrowid, key=record.key, value=record.value,
+                    timestamp=timestamp,
+                )
+            )
+        return written
 
     def _write_trim(self, connection: sqlite3.Connection, item: _PendingTrim) -> None:
         try:

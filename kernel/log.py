@@ -4,7 +4,7 @@ Adapters: `events.embedded` (SQLite, one machine) and the Kafka adapter (a fleet
 `tests/events/test_log_contract.py`. The log moves bytes; `kernel.codec` gives them meaning.
 """
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -50,6 +50,10 @@ class ConsumerCommit:
         return cls(group=group, offsets=offsets)
 
 
+# Records built from where an append's records landed, written in the same append (see `EventLog.append`).
+FollowUps = Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]]
+
+
 class EventLog(Protocol):
     """An append-only log of keyed records in topics."""
 
@@ -63,11 +67,15 @@ class EventLog(Protocol):
         *,
         durable: bool = True,
         commit: ConsumerCommit | None = None,
+        then: FollowUps | None = None,
     ) -> list[LogRecord]:
         """Append all records and the consumer commit atomically, or none of them.
 
         With `durable`, returns only once the records survive a machine crash (fsync / acks=all);
         without, once they survive a process crash (for provisional data such as token deltas).
+        `then` builds more records from where `records` landed (a reply naming its events' offsets); they are
+        written after them in the same atomic append and returned after them. It runs on the log's writer, in
+        the caller's context: it must only build records.
         """
         ...
 

@@ -52,8 +52,8 @@ class Processor:
     on_committed: Callable[[Sequence[LogRecord]], None] | None = None
     # Called when a batch failed and will be re-read: drop in-memory state derived from it.
     on_reset: Callable[[], None] | None = None
-    # Records to append once the reaction is committed, built from where it landed (replies that
-    # tell their reader the written offsets). Not atomic with the reaction: losing them is harmless.
+    # Records built from where the reaction landed (replies that tell their reader the written offsets), written
+    # after it in the same append (`EventLog.append`'s `then`: it may be called again if the write is retried).
     then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None
     # A reaction's span is recorded where it caused something (an envelope, a span inside it); with this, in every
     # batch, for each trace in it: for processors whose effects are not on the log (the projector's rows).
@@ -259,7 +259,7 @@ async def process_batch(
 ) -> None:
     """Decode, react, and append the reactions (atomically with `commit` where the runtime commits through the log).
 
-    Undecodable records become dead letters; `then`'s follow-ups are appended once the reactions are. With `idle`,
+    Undecodable records become dead letters; `then`'s follow-ups are written with the reactions. With `idle`,
     the commit of a batch that delivered nothing (every record of a type the processor ignores) waits there.
     """
     started = time.perf_counter()
@@ -293,20 +293,15 @@ async def process_batch(
         # flush of its own: losing its commit to a crash only means reading those records again, to the same nothing.
         if idle is not None and commit is not None and not deliveries and not outputs:
             idle.defer(commit)
-            written: list[LogRecord] = []
         else:
             if idle is not None:
                 commit = idle.carried_by(commit)
             durable = processor.durable and bool(deliveries or outputs)
-            written = await log.append(outputs, durable=durable, commit=commit)
+            await log.append(outputs, durable=durable, commit=commit, then=processor.then)
     attempts.done(batch)
     batch_seconds, records = _batch_metrics(processor.group)
     batch_seconds.observe(time.perf_counter() - started)
     records.inc(len(batch))
-    if processor.then is not None:
-        follow_ups = processor.then(written)
-        if follow_ups:
-            await log.append(follow_ups, durable=False)
 
 
 @functools.cache

@@ -18,6 +18,8 @@ whole topic (`follow`, `end_offset` and `committed` without a key) the docstring
 """
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -32,7 +34,7 @@ from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_b
 from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
-from kernel.log import ConsumerCommit, LogRecord, OutgoingRecord
+from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
 from kernel.metrics import LOG_APPEND_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -144,16 +146,19 @@ class KafkaLog:
         *,
         durable: bool = True,
         commit: ConsumerCommit | None = None,
+        then: FollowUps | None = None,
     ) -> list[LogRecord]:
         """One transaction for the records and the commit (shared with appends queued meanwhile).
 
         Kafka appends are always acks=all, so `durable=False` buys nothing here. An append of no
-        records commits the offsets directly: there is nothing for them to be atomic with.
+        records commits the offsets directly: there is nothing for them to be atomic with. `then`'s
+        records are produced in the same transaction once the records' offsets are known, to topics
+        the log already has (its own are provisioned at start).
         """
         if self._writer is None or self._loop is None:
             raise RuntimeError("the log is not started")
         _validate(records)
-        if not records:
+        if not records and then is None:
             if commit is not None:
                 await self.commit(commit)
             return []
@@ -161,7 +166,10 @@ class KafkaLog:
         await self._admin.ensure_topics({record.topic for record in records})
         done = self._loop.create_future()
         metadata = self._consumers.group_metadata(commit.group) if commit is not None and commit.offsets else None
-        self._writer.submit(_PendingAppend(records=records, commit=commit, group_metadata=metadata, done=done))
+        follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
+        self._writer.submit(
+            _PendingAppend(records=records, commit=commit, group_metadata=metadata, done=done, then=follow_ups)
+        )
         written = await done
         _APPENDS[durable].observe(time.perf_counter() - started)
         return written

@@ -33,6 +33,7 @@ class _PendingAppend:
     commit: ConsumerCommit | None
     group_metadata: object | None
     done: asyncio.Future
+    then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None  # run in the caller's context
 
 
 class _TransactionalWriter:
@@ -121,28 +122,43 @@ class _TransactionalWriter:
         if self._producer is None:
             self._producer = self._new_producer()
         producer = self._producer
-        reports: list[list[Message | KafkaError | None]] = [[None] * len(item.records) for item in batch]
+        records = [list(item.records) for item in batch]
+        reports: list[list[Message | KafkaError | None]] = [[None] * len(item_records) for item_records in records]
         try:
             producer.begin_transaction()
-            for item, item_reports in zip(batch, reports):
-                for index, record in enumerate(item.records):
-                    self._produce(producer, record, functools.partial(_keep_report, item_reports, index))
+            self._produce_all(producer, records, reports)
+            if any(item.then is not None for item in batch):
+                # Follow-ups name where the records landed: deliver those first, then produce them in this transaction.
+                self._delivered(producer, reports)
+                for item, item_records, item_reports in zip(batch, records, reports):
+                    if item.then is not None:
+                        follow_ups = list(item.then(_all_written(item_records, item_reports)))
+                        start = len(item_records)
+                        item_records += follow_ups
+                        item_reports += [None] * len(follow_ups)
+                        self._produce_all(producer, [item_records], [item_reports], start=start)
             for metadata, offsets in _merge_commits(batch, self._physical):
                 producer.send_offsets_to_transaction(offsets, metadata, self._timeout_s)
-            if producer.flush(self._timeout_s) > 0:
-                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "records were not delivered in time"))
-            for item_reports in reports:
-                for report in item_reports:
-                    if not isinstance(report, Message):
-                        raise KafkaException(report or KafkaError(KafkaError._FAIL, "no delivery report"))
+            self._delivered(producer, reports)
             self._commit(producer)
         except BaseException as error:
             self._abort(producer, error)
             raise
-        return [
-            [_written(record, report) for record, report in zip(item.records, item_reports)]
-            for item, item_reports in zip(batch, reports)
-        ]
+        return [_all_written(item_records, item_reports) for item_records, item_reports in zip(records, reports)]
+
+    def _produce_all(self, producer: Producer, records: list[list[OutgoingRecord]], reports: list[list], *, start: int = 0) -> None:
+        for item_records, item_reports in zip(records, reports):
+            for index in range(start, len(item_records)):
+                self._produce(producer, item_records[index], functools.partial(_keep_report, item_reports, index))
+
+    def _delivered(self, producer: Producer, reports: list[list[Message | KafkaError | None]]) -> None:
+        """Wait for every record produced so far; raise if one was not delivered."""
+        if producer.flush(self._timeout_s) > 0:
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "records were not delivered in time"))
+        for item_reports in reports:
+            for report in item_reports:
+                if not isinstance(report, Message):
+                    raise KafkaException(report or KafkaError(KafkaError._FAIL, "no delivery report"))
 
     def _produce(self, producer: Producer, record: OutgoingRecord, on_delivery: Callable) -> None:
         while True:
@@ -178,6 +194,10 @@ class _TransactionalWriter:
 
 def _keep_report(reports: list, index: int, error: KafkaError | None, message: Message) -> None:
     reports[index] = error if error is not None else message
+
+
+def _all_written(records: Sequence[OutgoingRecord], reports: Sequence[Message | KafkaError | None]) -> list[LogRecord]:
+    return [_written(record, report) for record, report in zip(records, reports)]
 
 
 def _written(record: OutgoingRecord, report: Message) -> LogRecord:

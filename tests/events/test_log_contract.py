@@ -1,6 +1,7 @@
 """The event log contract: every adapter of `kernel.log.EventLog` passes these."""
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -388,3 +389,34 @@ async def test_appended_records_are_readable_where_they_landed(log: EventLog) ->
     [written] = await log.append([record("t", "k", b"x")])
     assert await log.readable("t", key="k", offset=written.offset)
     assert not await log.readable("t", key="k", offset=written.offset + 1000)
+
+
+REQUEST = contextvars.ContextVar("request", default="none")
+
+
+async def test_follow_ups_are_built_from_where_the_records_landed_and_written_with_them(log: EventLog) -> None:
+    """The decider's reply names the offsets its events landed at, in the same append (one transaction on Kafka)."""
+    await log.append([record("r", "warm-up", b"the replies' topic exists")])
+    REQUEST.set("req-1")  # the follow-ups are built in the caller's context (its trace), wherever the writer runs
+
+    def replies(landed):
+        return [record("r", "reply", f"{landed[-1].offset} {REQUEST.get()}".encode())]
+
+    written = await log.append([record("t", "k", b"1"), record("t", "k", b"2")], then=replies)
+    assert [(r.topic, r.value) for r in written[:2]] == [("t", b"1"), ("t", b"2")]
+    assert [(r.topic, r.value) for r in written[2:]] == [("r", f"{written[1].offset} req-1".encode())]
+    assert [r.value for r in await log.read("r", key="reply")] == [f"{written[1].offset} req-1".encode()]
+
+    # No records of its own (a rejected command): the follow-ups are still written.
+    written = await log.append([], then=lambda landed: [record("r", "reply", b"rejected, nothing landed")])
+    assert [r.value for r in written] == [b"rejected, nothing landed"]
+
+
+async def test_a_follow_up_that_fails_fails_the_whole_append(embedded_log: EmbeddedLog) -> None:
+    # Embedded only: Tansu delivers an aborted transaction's records to read_committed readers (docs/kafka.md).
+    def broken(landed):
+        raise ValueError("cannot build the reply")
+
+    with pytest.raises(ValueError, match="cannot build the reply"):
+        await embedded_log.append([record("t", "k", b"never")], then=broken)
+    assert await embedded_log.read("t", key="k") == []
