@@ -2,7 +2,7 @@
 
 import asyncio
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from starlette.requests import Request
 
@@ -170,7 +170,7 @@ async def _started_run_envelope(context: ApiContext, principal: Principal, run_i
         case Ownership.CALLERS:
             first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
         case Ownership.LEGACY:
-            first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
+            first = await context.log.read(RUN_EVENTS, key=run_id, limit=1, since=written_since(run_id))
     started = context.codec.decode(first[0].value) if first else None
     visible = (
         started is not None
@@ -190,6 +190,17 @@ _LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before 
 _IN_FLIGHT = timedelta(seconds=30)
 
 
+# How far another process's clock may be behind the API's that minted an id: the id's records are looked for from
+# its minting time less this (a scan of minutes of a partition, not of its days of retention).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def written_since(resource_id: str) -> datetime | None:
+    """No record of the resource with this id was written before this (its id's minting time, less clock skew)."""
+    minted = minted_at(resource_id)
+    return minted - CLOCK_SKEW if minted is not None else None
+
+
 async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: int | None = None) -> list[LogRecord]:
     """The key's records; when none show and the key is a fresh id, looked for again for a moment before they are
     called missing.
@@ -202,7 +213,7 @@ async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: in
     minted = minted_at(key)
     fresh = minted is None or utc_now() - minted < _IN_FLIGHT
     for attempt in range(_LOOKUP_ATTEMPTS if fresh else 1):
-        records = await context.log.read(topic, key=key, limit=limit)
+        records = await context.log.read(topic, key=key, limit=limit, since=written_since(key))
         if records:
             return records
         await asyncio.sleep(0.02 * attempt)

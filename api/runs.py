@@ -16,7 +16,9 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from api.access import actor_of, authenticate, context_of, find_run, scope_of, started_run_actor, started_run_at
+from api.access import (
+    actor_of, authenticate, context_of, find_run, scope_of, started_run_actor, started_run_at, written_since,
+)
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
@@ -77,7 +79,7 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
     deltas = characters = tool_calls = 0
     route = prompt = backgrounded = None
     calls: dict[str, dict] = {}
-    for record in await context.log.read(RUN_EVENTS, key=run_id):
+    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
         try:
             event = context.codec.decode(record.value).payload
         except UndecodableMessage:
@@ -167,7 +169,7 @@ async def decide_tool_approval(request: Request) -> JSONResponse:
 async def _awaiting_approval(context: ApiContext, run_id: str, call_id: str) -> bool | None:
     """Whether the call waits for its owner's answer now; None when the run never proposed it."""
     asked = known = False
-    for record in await context.log.read(RUN_EVENTS, key=run_id):
+    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
         try:
             event = context.codec.decode(record.value).payload
         except UndecodableMessage:
@@ -205,7 +207,7 @@ async def refuse_expired_run(context: ApiContext, started: RunStarted) -> None:
     retention = context.limits.run_events_retention
     if retention is None:
         return
-    [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1)
+    [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1, since=written_since(started.run_id))
     if not stream_expired(first.timestamp, now=utc_now(), retention=retention):
         return
     raise Gone(

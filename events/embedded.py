@@ -346,7 +346,8 @@ class EmbeddedLog:
         return batch[:limit]
 
     async def read(
-        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
+        since: datetime | None = None,  # unused: the records are indexed by key
     ) -> list[LogRecord]:
         rows = self._connection().execute(
             "SELECT log_offset, key, value, timestamp_us FROM records "

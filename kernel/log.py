@@ -94,9 +94,15 @@ class EventLog(Protocol):
         ...
 
     async def read(
-        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
+        since: datetime | None = None,
     ) -> list[LogRecord]:
-        """The records of `key` in `topic` with `after < offset < before`, in order (the first `limit`)."""
+        """The records of `key` in `topic` with `after < offset < before`, in order (the first `limit`).
+
+        `since`: the caller knows the key has no record written before it (an id's minting time, less a margin
+        for clocks); a log without an index by key starts its scan there (Kafka: its time index), not at the
+        partition's start. Records written before it may be left out.
+        """
         ...
 
     def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from api.access import written_since
 from api.context import ApiContext
 from events.runs import RunFinished
 from events.topics import RUN_EVENTS
@@ -31,7 +32,7 @@ async def follow_run(context: ApiContext, run_id: str) -> AsyncIterator[object]:
 async def read_run(context: ApiContext, run_id: str) -> list[Envelope]:
     """The run's events on the log now, in their envelopes."""
     envelopes = []
-    for record in await context.log.read(RUN_EVENTS, key=run_id):
+    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
         try:
             envelopes.append(context.codec.decode(record.value))
         except UndecodableMessage:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -138,6 +139,11 @@ class _Admin:
             self._stable[(topic, partition)] = stable
             ranges[partition] = (starts[partition], stable)
         return ranges
+
+    async def offset_at(self, topic: str, partition: int, when: datetime) -> int:
+        """The offset of the partition's first record with a timestamp at or after `when`; -1 when there is none."""
+        spec = OffsetSpec.for_timestamp(int(when.timestamp() * 1000))
+        return (await self._list(topic, [partition], spec, IsolationLevel.READ_COMMITTED))[partition]
 
     async def _list(self, topic: str, partitions: list[int], spec: OffsetSpec, isolation: IsolationLevel) -> dict[int, int]:
         if self._client is None:

@@ -215,19 +215,29 @@ class KafkaLog:
             await self._consumers.leave(group, client)
 
     async def read(
-        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None
+        self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
+        since: datetime | None = None,
     ) -> list[LogRecord]:
         """The key's records in `after < offset < before`, by scanning its partition from `after + 1`.
 
         Kafka keeps no index by key, so this reads every record of the partition in that range (and
         of every other key sharing the partition) up to `before` or the partition's end at call time.
-        It is exact and fine for bounded ranges (a run's events, one conversation's recent turns); state
-        kept per key at scale belongs in a changelog table, not in repeated scans.
+        With `since` the scan starts at the partition's first record written then or later, found in
+        the broker's time index: a run's or a file's events, looked up by an id that says when it was
+        made, cost a scan of what was written since, not of the partition's whole retention.
         """
         await self._admin.ensure_topics([topic])
         partition = partition_for(key, self._admin.partition_count(topic))
-        log_start, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
-        start = max(after + 1, log_start)
+        if since is None:
+            log_start, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
+            start = max(after + 1, log_start)
+        else:
+            ranges, written_since = await asyncio.gather(
+                self._admin.offset_ranges(topic, [partition]), self._admin.offset_at(topic, partition, since)
+            )
+            log_start, stable_end = ranges[partition]
+            # -1: nothing was written since (Tansu answers 0 instead, which only costs the whole scan).
+            start = max(after + 1, log_start, written_since if written_since >= 0 else stable_end)
         stop = stable_end if before is None else min(before, stable_end)
         if start >= stop or limit == 0:
             return []
