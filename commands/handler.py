@@ -70,7 +70,8 @@ class CommandHandler:
 
         Called by the log's writer within the append (again if the write is retried): it only reads."""
         landed = {record.value: record for record in written}
-        return [self._reply(pending, [landed[record.value] for record in pending.records]) for pending in self._pending]
+        decided = tuple(self._pending)  # one atomic copy: the event loop's thread may reset the list meanwhile
+        return [self._reply(pending, [landed[record.value] for record in pending.records]) for pending in decided]
 
     def _replied(self, _batch: Sequence[LogRecord]) -> None:
         self._pending.clear()
