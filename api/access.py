@@ -126,7 +126,13 @@ class ConversationDirectory:
 
 async def find_run(request: Request, principal: Principal, run_id: str) -> RunRow:
     context = context_of(request)
-    started = await started_run(context, principal, run_id)  # the run exists: the log says so
+    try:
+        started = await started_run(context, principal, run_id)  # the run exists: the log says so
+    except NotFound:
+        expired = await expired_run(context, principal, run_id)
+        if expired is None:
+            raise
+        return expired
     await context.caught_up(key=started.conversation_id)  # the conversation's partition, not the whole topic
     # On Kafka a transaction's records can become visible on one partition a moment before another,
     # so the fence may pass just before the run's row lands; the run exists, so wait for it briefly.
@@ -136,6 +142,20 @@ async def find_run(request: Request, principal: Principal, run_id: str) -> RunRo
             return run
         await asyncio.sleep(0.02)
     raise Unavailable(detail=f"run {run_id} is not in the read models yet; retry shortly", retry_after_s=1)
+
+
+async def expired_run(context: ApiContext, principal: Principal, run_id: str) -> RunRow | None:
+    """The caller's run whose records the log no longer holds, from the read models; None for any other id.
+
+    On Kafka a segment of `run-events` is deleted whole once it is older than the retention period, the run's
+    `RunStarted` with its deltas: its answer is durable in the read models, so the run is expired, not unknown.
+    Only an id minted before the retention period is looked for there, whosever it is (a guess takes this path too).
+    """
+    retention = context.limits.run_events_retention
+    minted = minted_at(run_id)
+    if retention is None or minted is None or utc_now() - minted <= retention:
+        return None
+    return await context.read_models.run(scope_of(principal), run_id)
 
 
 async def started_run(context: ApiContext, principal: Principal, run_id: str) -> RunStarted:

@@ -11,13 +11,14 @@ any more: 410 problem+json naming where its answer is.
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from api.access import (
-    actor_of, authenticate, context_of, find_run, scope_of, started_run_actor, started_run_at, written_since,
+    actor_of, authenticate, context_of, expired_run, find_run, scope_of, started_run_actor, started_run_at,
+    written_since,
 )
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
@@ -191,7 +192,16 @@ async def stream_run(request: Request) -> StreamingResponse:
     )
     run_id = request.path_params["run_id"]
     context = context_of(request)
-    started, first_offset = await started_run_at(context, principal, run_id)
+    try:
+        started, first_offset = await started_run_at(context, principal, run_id)
+    except NotFound:
+        expired = await expired_run(context, principal, run_id)
+        if expired is None:
+            raise
+        raise _stream_gone(
+            run_id, conversation_id=expired.conversation_id, turn_seq=expired.turn_seq, started_at=expired.created_at,
+            retention=context.limits.run_events_retention,
+        ) from None
     await refuse_expired_run(context, started)
     events = run_events(context, run_id, start_offset=first_offset, already_sent=last_event_id or 0)
     return StreamingResponse(
@@ -210,13 +220,20 @@ async def refuse_expired_run(context: ApiContext, started: RunStarted) -> None:
     [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1, since=written_since(started.run_id))
     if not stream_expired(first.timestamp, now=utc_now(), retention=retention):
         return
-    raise Gone(
-        detail=f"run {started.run_id} started more than {_days(retention)} ago, so its stream has expired: its"
-        f" token deltas are kept only that long. Its answer is durable: GET /v1/runs/{started.run_id} (result) or"
-        f" GET /v1/conversations/{started.conversation_id}/turns",
+    raise _stream_gone(
+        started.run_id, conversation_id=started.conversation_id, turn_seq=started.turn_seq, started_at=first.timestamp,
+        retention=retention,
+    )
+
+
+def _stream_gone(run_id: str, *, conversation_id: str, turn_seq: int, started_at: datetime, retention: timedelta) -> Gone:
+    return Gone(
+        detail=f"run {run_id} started more than {_days(retention)} ago, so its stream has expired: its"
+        f" token deltas are kept only that long. Its answer is durable: GET /v1/runs/{run_id} (result) or"
+        f" GET /v1/conversations/{conversation_id}/turns",
         extra={
-            "runId": started.run_id, "conversationId": started.conversation_id, "turnSeq": started.turn_seq,
-            "startedAt": iso(first.timestamp), "retentionSeconds": int(retention.total_seconds()),
+            "runId": run_id, "conversationId": conversation_id, "turnSeq": turn_seq,
+            "startedAt": iso(started_at), "retentionSeconds": int(retention.total_seconds()),
         },
     )
 

@@ -58,5 +58,21 @@ async def test_a_recent_stream_resumes_and_an_expired_one_answers_410(tmp_path: 
             assert run["status"] == "completed" and e2e.text_of_turn({"content": run["result"]["content"]}) == answer
             turns = await e2e.list_turns(client, conversation_id)
             assert e2e.text_of_turn(turns[-1]) == answer
+
+        # Kafka deletes an expired segment of run-events whole, the run's first record too (the embedded log keeps
+        # it): with the server stopped, the run's records go as they would there. The run is expired, not unknown.
+        server.stop()
+        with sqlite3.connect(server.data_dir / "log.db") as log:
+            log.execute("DELETE FROM records WHERE topic = 'run-events' AND key = ?", (run_id,))
+        server.start()
+        async with user.client() as client:
+            run = await e2e.get_run(client, run_id)
+            assert run["status"] == "completed" and e2e.text_of_turn({"content": run["result"]["content"]}) == answer
+            problem = assert_problem(await client.get(f"/v1/runs/{run_id}/stream"), 410)
+            assert problem["runId"] == run_id and problem["conversationId"] == conversation_id
+        other = server.new_user()  # and for anyone else it is still no run at all
+        async with other.client() as client:
+            assert_problem(await client.get(f"/v1/runs/{run_id}"), 404)
+            assert_problem(await client.get(f"/v1/runs/{run_id}/stream"), 404)
     finally:
         server.stop()
