@@ -2,7 +2,7 @@
 
 import asyncio
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from starlette.requests import Request
 
@@ -13,6 +13,7 @@ from api.edge import refuse_when_over
 from api.oidc import principal_from_bearer
 from api.scoped_ids import Ownership, conversation_scope, matching_scope, minted_at, ownership, run_scope
 from api.session_cookies import session_principal
+from kernel.ids import written_since
 from kernel.log import LogRecord
 from events.runs import RunStarted
 from events.topics import RUN_EVENTS
@@ -208,17 +209,6 @@ _LOOKUP_ATTEMPTS = 12  # waits 0.02 * (0 + 1 + ... + 11) = 1.32 s in all before 
 # An id older than this had its records readable everywhere long ago, or never will: the command that creates a
 # resource is answered (or given up, 503) within the bus's reply and readability waits, 10 s each.
 _IN_FLIGHT = timedelta(seconds=30)
-
-
-# How far another process's clock may be behind the API's that minted an id: the id's records are looked for from
-# its minting time less this (a scan of minutes of a partition, not of its days of retention).
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-def written_since(resource_id: str) -> datetime | None:
-    """No record of the resource with this id was written before this (its id's minting time, less clock skew)."""
-    minted = minted_at(resource_id)
-    return minted - CLOCK_SKEW if minted is not None else None
 
 
 async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: int | None = None) -> list[LogRecord]:

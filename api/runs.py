@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from api.access import (
     actor_of, authenticate, context_of, expired_run, find_run, scope_of, started_run_actor, started_run_at,
-    written_since,
 )
+from kernel.ids import written_since
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id

@@ -17,18 +17,18 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
-from datetime import datetime
 from enum import Enum
 
-from ulid import ULID
 
 from kernel.envelope import new_id
+from kernel.ids import minted_at
+
+__all__ = ["minted_at"]  # re-exported: when an id was made is kernel's (it bounds log scans too)
 
 _CONTEXT = b"turnlog id tag v1\0"
 _TAG_CHARS = 8  # 40 bits of base32: a guessed tag is right once in about 10^12 tries
 _TAGGED = re.compile(r"^(?P<prefix>[a-z]+)_(?P<ulid>[0-9A-HJKMNP-TV-Z]{26})_(?P<tag>[a-z2-7]{8})$")
 _LEGACY = re.compile(r"^[a-z]+_[0-9A-HJKMNP-TV-Z]{26}$")
-_LEGACY_ULID = re.compile(r"^[a-z]+_(?P<ulid>[0-9A-HJKMNP-TV-Z]{26})$")
 
 
 class Ownership(Enum):
@@ -76,17 +76,6 @@ def ownership(secret: bytes, resource_id: str, *, prefix: str, scopes: Iterable[
         if hmac.compare_digest(_tag(secret, prefix, tagged["ulid"], scope), tagged["tag"]):
             return Ownership.CALLERS
     return Ownership.NOT_CALLERS
-
-
-def minted_at(resource_id: str) -> datetime | None:
-    """When an id (tagged or legacy) was made, from its ULID's timestamp; None for anything else."""
-    match = _TAGGED.match(resource_id) or _LEGACY_ULID.match(resource_id)
-    if match is None:
-        return None
-    try:
-        return ULID.from_str(match["ulid"]).datetime
-    except ValueError:
-        return None
 
 
 def run_scope(org_id: str, user_id: str) -> tuple[str, ...]:

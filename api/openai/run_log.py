@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from api.access import written_since
 from api.context import ApiContext
 from events.runs import RunFinished
 from events.topics import RUN_EVENTS
 from kernel.codec import UndecodableMessage
 from kernel.envelope import Envelope
+from kernel.ids import written_since
 
 
 async def follow_run(context: ApiContext, run_id: str) -> AsyncIterator[object]:
