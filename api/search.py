@@ -44,6 +44,6 @@ async def search(request: Request) -> JSONResponse:
             )
             for hit in hits
         ],
-        covered=context.search.covers(hits),
+        covered=await context.search.covers_question(scope, body.query, hits),
     )
     return JSONResponse(results.wire())

@@ -30,6 +30,14 @@ weight scored on the development half (even positions) and on the held-out half 
 the weight the development half picks, and how it does on the held-out half against each list
 alone. The held-out figures are the ones that did not help choose it.
 
+The relevance gate (`processors/relevance.py`) is calibrated the same way, on both collections'
+development halves together: for each question, answerable or not (`unanswerable` in the eval set,
+or `data/relevance_gate_questions.json`), the best candidate's cosine similarity and the share of its
+content words in none of the candidates nor the BM25 list (`unmatched_share`, what the retriever
+reads); the constants (a base threshold and a rise per unmatched share) declining the most
+unanswerable questions with at most 5% of answerable ones declined, and the same rule with the
+similarity alone (the gate before), each checked on the held-out halves (`gate_calibration`).
+
     .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
         [--overlap-tokens 40] [--embed-context none|heading] [--bm25-weight W] [--out path]
 
@@ -67,7 +75,12 @@ GATE_QUESTIONS = BENCHMARKS / "data" / "relevance_gate_questions.json"  # the re
 COLLECTIONS = ("reference", "stdlib")
 Collection = Literal["reference", "stdlib"]
 GATE_CANDIDATES = 24  # what a run's search reads (`DocumentRetriever`)
-GATE_THRESHOLDS = tuple(round(0.30 + 0.025 * step, 3) for step in range(13))  # 0.30 .. 0.60
+# The relevance gate's calibration grid: the bar's base (a cosine) and its rise per unit share of
+# unmatched question words. The gate before 2026-12-05's second calibration was the similarity alone
+# (penalty 0) on the coarser grid `GATE_THRESHOLDS_BEFORE`; both are reported.
+GATE_THRESHOLDS = tuple(round(0.30 + 0.0125 * step, 4) for step in range(25))  # 0.30 .. 0.60
+GATE_THRESHOLDS_BEFORE = tuple(round(0.30 + 0.025 * step, 3) for step in range(13))
+GATE_PENALTIES = tuple(round(0.05 * step, 2) for step in range(13))  # 0 .. 0.6
 MAX_FALSE_DECLINES = 0.05
 DIVERSITY_WEIGHTS = (0.1, 0.25, 0.5, 1.0)  # MMR weights the prompt-passage figures compare
 RESULTS = BENCHMARKS / "results"
@@ -504,7 +517,9 @@ async def evaluate(
 ) -> dict:
     from processors.grounding import choose_passages
     from processors.passage_selection import DEFAULT_DIVERSITY
-    from processors.relevance import DEFAULT_MIN_SIMILARITY, RelevanceGate
+    from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY, RelevanceGate
+    from processors.retrieval import KEYWORD_WINDOW
+    from processors.relevance import unmatched_share
     from processors.small_talk import is_small_talk
     from processors.ingestion.chunking import load_embedding_tokenizer
     from projections.search.embedded import RANK_WINDOW, EmbeddedSearchIndex
@@ -537,6 +552,7 @@ async def evaluate(
             runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
             deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
             candidates: list[list] = []  # what a run's search reads, for the gate and the prompt's passages
+            keyword_windows: list[list] = []  # the BM25 list the gate reads when the candidates leave it undecided
             query_seconds: list[float] = []
             for question, vector in zip(questions, query_vectors):
                 for mode in MODES:
@@ -548,10 +564,15 @@ async def evaluate(
                 started = time.perf_counter()
                 candidates.append(await index.search(scope, text=question.question, vector=vector, limit=GATE_CANDIDATES))
                 query_seconds.append(time.perf_counter() - started)
+                keyword_windows.append(await index.search(scope, text=question.question, vector=None, limit=KEYWORD_WINDOW, mode="bm25"))
             unanswerable_vectors = await embedder.embed([entry["question"] for entry in unanswerable])
             unanswerable_hits = [
                 await index.search(scope, text=entry["question"], vector=vector, limit=GATE_CANDIDATES)
                 for entry, vector in zip(unanswerable, unanswerable_vectors)
+            ]
+            unanswerable_keyword_windows = [
+                await index.search(scope, text=entry["question"], vector=None, limit=KEYWORD_WINDOW, mode="bm25")
+                for entry in unanswerable
             ]
         finally:
             await index.close()
@@ -652,21 +673,52 @@ async def evaluate(
     def best_similarity(hits) -> float:
         return max((hit.similarity for hit in hits if hit.similarity is not None), default=-1.0)
 
-    answerable_best = [best_similarity(hits) for hits in candidates]
-    unanswerable_best = [best_similarity(hits) for hits in unanswerable_hits]
+    product_gate = RelevanceGate()
+
+    def gate_inputs(text: str, hits, keyword_window) -> dict:
+        """What the gate reads for one question, as `DocumentRetriever` gathers it (the keyword window only where it decides)."""
+        on_candidates = unmatched_share(text, hits)
+        needed = product_gate.undecided(hits, unmatched=on_candidates)
+        return {
+            "best_similarity": round(best_similarity(hits), 4),
+            # Over the candidates and the keyword window: the calibration's input (the product reads the
+            # window only when it decides, which gives the same verdict at the product's constants).
+            "unmatched": round(unmatched_share(text, [*hits, *keyword_window]), 4),
+            "unmatched_candidates": round(on_candidates, 4),
+            "keyword_window_read": needed,
+        }
+
+    answerable_gate = [gate_inputs(q.question, hits, window) for q, hits, window in zip(questions, candidates, keyword_windows)]
+    unanswerable_gate = [
+        {"kind": entry["kind"]} | gate_inputs(entry["question"], hits, window)
+        for entry, hits, window in zip(unanswerable, unanswerable_hits, unanswerable_keyword_windows)
+    ]
+
+    def declined_at(inputs: Sequence[dict], threshold: float, penalty: float) -> list[bool]:
+        return [gate_declines(entry, threshold, penalty) for entry in inputs]
+
+    product = (DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY)
     gate = {
-        "answerable_best_similarity": [round(value, 4) for value in answerable_best],
-        "unanswerable": [{"kind": entry["kind"], "best_similarity": round(value, 4)} for entry, value in zip(unanswerable, unanswerable_best)],
+        "answerable": answerable_gate,
+        "unanswerable": unanswerable_gate,
         "split": "development = even positions of each set, held out = odd positions",
-        "at_product_threshold": {
-            "threshold": DEFAULT_MIN_SIMILARITY,
-            "all": gate_rates(answerable_best, unanswerable_best, DEFAULT_MIN_SIMILARITY),
-            "held_out": gate_rates(answerable_best[1::2], unanswerable_best[1::2], DEFAULT_MIN_SIMILARITY),
+        "at_product_gate": {
+            "min_similarity": DEFAULT_MIN_SIMILARITY,
+            "unmatched_penalty": DEFAULT_UNMATCHED_PENALTY,
+            "all": gate_rates(answerable_gate, unanswerable_gate, *product),
+            "held_out": gate_rates(answerable_gate[1::2], unanswerable_gate[1::2], *product),
             "unanswerable_declined_by_kind": {
-                kind: round(float(np.mean([value < DEFAULT_MIN_SIMILARITY for value, entry in zip(unanswerable_best, unanswerable)
+                kind: round(float(np.mean([declined for declined, entry in zip(declined_at(unanswerable_gate, *product), unanswerable)
                                            if entry["kind"] == kind])), 4)
                 for kind in sorted({entry["kind"] for entry in unanswerable})
             },
+            "keyword_window_read": round(float(np.mean([entry["keyword_window_read"] for entry in answerable_gate + unanswerable_gate])), 4),
+        },
+        "before": {
+            "min_similarity": 0.40,
+            "unmatched_penalty": 0.0,
+            "all": gate_rates(answerable_gate, unanswerable_gate, 0.40, 0.0),
+            "held_out": gate_rates(answerable_gate[1::2], unanswerable_gate[1::2], 0.40, 0.0),
         },
         "small_talk": {
             "recognised": round(float(np.mean([is_small_talk(text) for text in gate_set["small_talk"]])), 4),
@@ -683,9 +735,8 @@ async def evaluate(
         f"collapsed + MMR, diversity {weight}": weight for weight in DIVERSITY_WEIGHTS if weight != DEFAULT_DIVERSITY
     }
     passages: dict[str, dict[str, list[float]]] = {variant: {} for variant in variants}
-    relevance_gate = RelevanceGate()
-    for question, hits in zip(questions, candidates):
-        passed = relevance_gate.passages(hits)
+    for question, hits, inputs in zip(questions, candidates, answerable_gate):
+        passed = product_gate.passages(hits, unmatched=inputs["unmatched"])
         for variant, diversity in variants.items():
             sources = choose_passages(passed, max_tokens=1_500, count_tokens=count_tokens, diversity=diversity).sources if passed else ()
             held = [normalized_words(source.text) for source in sources]
@@ -752,42 +803,119 @@ async def evaluate(
     }
 
 
-def gate_rates(answerable: Sequence[float], unanswerable: Sequence[float], threshold: float) -> dict[str, float]:
-    """Unanswerable questions declined, and answerable ones wrongly declined, when the best similarity must reach `threshold`."""
+def gate_declines(inputs: dict, threshold: float, penalty: float) -> bool:
+    """Whether the gate (`processors/relevance.py`) at these constants declines a question with these inputs."""
+    return inputs["best_similarity"] < threshold + penalty * inputs["unmatched"]
+
+
+def gate_rates(answerable: Sequence[dict], unanswerable: Sequence[dict], threshold: float, penalty: float) -> dict[str, float]:
+    """Unanswerable questions declined, and answerable ones wrongly declined, by the gate at these constants."""
     return {
-        "unanswerable_declined": round(float(np.mean(np.asarray(unanswerable) < threshold)), 4),
-        "answerable_wrongly_declined": round(float(np.mean(np.asarray(answerable) < threshold)), 4),
+        "unanswerable_declined": round(float(np.mean([gate_declines(entry, threshold, penalty) for entry in unanswerable])), 4),
+        "answerable_wrongly_declined": round(float(np.mean([gate_declines(entry, threshold, penalty) for entry in answerable])), 4),
     }
 
 
-def choose_gate_threshold(answerable: Sequence[float], unanswerable: Sequence[float]) -> float:
-    """The threshold declining the most unanswerable questions with at most 5% of answerable ones declined (ties: the lowest)."""
-    allowed = [t for t in GATE_THRESHOLDS if np.mean(np.asarray(answerable) < t) <= MAX_FALSE_DECLINES] or [GATE_THRESHOLDS[0]]
-    return max(allowed, key=lambda t: (float(np.mean(np.asarray(unanswerable) < t)), -t))
+def choose_gate(answerable: Sequence[dict], unanswerable: Sequence[dict], *, thresholds: Sequence[float],
+                penalties: Sequence[float]) -> tuple[float, float]:
+    """The (threshold, penalty) declining the most unanswerable questions with at most 5% of answerable ones declined.
+
+    Ties: the fewest answerable declined, then the smallest penalty, then the lowest threshold.
+    """
+    def rank(candidate: tuple[float, float]) -> tuple:
+        rates = gate_rates(answerable, unanswerable, *candidate)
+        allowed = rates["answerable_wrongly_declined"] <= MAX_FALSE_DECLINES
+        return (allowed, rates["unanswerable_declined"], -rates["answerable_wrongly_declined"], -candidate[1], -candidate[0])
+
+    return max(((threshold, penalty) for penalty in penalties for threshold in thresholds), key=rank)
 
 
 def gate_calibration(results: Sequence[dict]) -> dict:
-    """The relevance threshold chosen on the development halves of every collection run, checked on the held-out halves."""
-    def pooled(key: str, positions: slice) -> list[float]:
-        values: list[float] = []
+    """The gate's constants chosen on the development halves of every collection run, checked on the held-out halves.
+
+    Twice: the similarity alone (penalty 0, the coarser grid: the gate as it was), and the
+    similarity with the bar raised by unmatched words (the gate as it is).
+    """
+    def pooled(key: str, positions: slice) -> list[dict]:
+        values: list[dict] = []
         for result in results:
-            gate = result["relevance_gate"]
-            series = gate["answerable_best_similarity"] if key == "answerable" else [u["best_similarity"] for u in gate["unanswerable"]]
-            values += series[positions]
+            values += result["relevance_gate"][key][positions]
         return values
 
     development = (pooled("answerable", slice(0, None, 2)), pooled("unanswerable", slice(0, None, 2)))
     held_out = (pooled("answerable", slice(1, None, 2)), pooled("unanswerable", slice(1, None, 2)))
-    chosen = choose_gate_threshold(*development)
+    before = choose_gate(*development, thresholds=GATE_THRESHOLDS_BEFORE, penalties=(0.0,))
+    chosen = choose_gate(*development, thresholds=GATE_THRESHOLDS, penalties=GATE_PENALTIES)
     return {
         "collections": [result["collection_key"] for result in results],
-        "rule": f"most unanswerable declined with at most {MAX_FALSE_DECLINES:.0%} of answerable wrongly declined, on development",
-        "candidates": [
-            {"threshold": t, "development": gate_rates(*development, t), "held_out": gate_rates(*held_out, t)} for t in GATE_THRESHOLDS
-        ],
-        "chosen_on_development": chosen,
-        "held_out_at_chosen": gate_rates(*held_out, chosen),
+        "questions": {"development": {"answerable": len(development[0]), "unanswerable": len(development[1])},
+                      "held_out": {"answerable": len(held_out[0]), "unanswerable": len(held_out[1])}},
+        "rule": f"most unanswerable declined with at most {MAX_FALSE_DECLINES:.0%} of answerable wrongly declined, on development;"
+                " ties: fewest answerable declined, smallest penalty, lowest threshold",
+        "similarity_alone": {
+            "candidates": [
+                {"threshold": t, "development": gate_rates(*development, t, 0.0), "held_out": gate_rates(*held_out, t, 0.0)}
+                for t in GATE_THRESHOLDS_BEFORE
+            ],
+            "chosen_on_development": before[0],
+            "development_at_chosen": gate_rates(*development, *before),
+            "held_out_at_chosen": gate_rates(*held_out, *before),
+        },
+        "with_unmatched_words": {
+            "candidates": [
+                {"threshold": t, "penalty": p, "development": gate_rates(*development, t, p), "held_out": gate_rates(*held_out, t, p)}
+                for p in GATE_PENALTIES for t in GATE_THRESHOLDS
+            ],
+            "chosen_on_development": {"threshold": chosen[0], "penalty": chosen[1]},
+            "development_at_chosen": gate_rates(*development, *chosen),
+            "held_out_at_chosen": gate_rates(*held_out, *chosen),
+        },
+        "random_halves": gate_resampled(results),
     }
+
+
+def gate_resampled(results: Sequence[dict], *, samples: int = 1_000, seed: int = 0) -> dict:
+    """How each calibration rule does on questions it did not see, over random halves instead of the one fixed split.
+
+    Each sample splits every (collection, answerable or not) group of questions in two at random,
+    chooses the constants on one half by `choose_gate`'s rule and measures them on the other. The
+    fixed held-out halves hold 30 unanswerable and 72 answerable questions: one question is 3.3 or
+    1.4 points, so a single split says little about a difference of a few points.
+    """
+    entries = [(index, label, entry) for index, result in enumerate(results)
+               for label in ("answerable", "unanswerable") for entry in result["relevance_gate"][label]]
+    best = np.array([entry["best_similarity"] for _, _, entry in entries])
+    unmatched = np.array([entry["unmatched"] for _, _, entry in entries])
+    answerable = np.array([label == "answerable" for _, label, _ in entries])
+    groups = [np.array([i for i, (index, label, _) in enumerate(entries) if (index, label) == group])
+              for group in dict.fromkeys((index, label) for index, label, _ in entries)]
+    generator = np.random.default_rng(seed)
+    figures = {}
+    for name, thresholds, penalties in (("similarity_alone", GATE_THRESHOLDS_BEFORE, (0.0,)),
+                                        ("with_unmatched_words", GATE_THRESHOLDS, GATE_PENALTIES)):
+        grid = [(threshold, penalty) for penalty in penalties for threshold in thresholds]
+        declined = np.array([best < threshold + penalty * unmatched for threshold, penalty in grid])
+        # choose_gate's order of preference: allowed, most declined, fewest wrongly declined, smallest penalty, lowest threshold
+        tie_order = np.array([(-penalty, -threshold) for threshold, penalty in grid])
+        outcomes = []
+        for _ in range(samples):
+            chosen_half = np.zeros(len(entries), dtype=bool)
+            for group in groups:
+                chosen_half[generator.permutation(group)[: len(group) // 2]] = True
+            false_declines = declined[:, answerable & chosen_half].mean(axis=1)
+            true_declines = declined[:, ~answerable & chosen_half].mean(axis=1)
+            order = np.lexsort((tie_order[:, 1], tie_order[:, 0], -false_declines, true_declines, false_declines <= MAX_FALSE_DECLINES))
+            pick = order[-1]
+            outcomes.append((declined[pick, ~answerable & ~chosen_half].mean(), declined[pick, answerable & ~chosen_half].mean()))
+        true_rates, false_rates = np.array(outcomes).T
+        figures[name] = {
+            "unanswerable_declined_mean": round(float(true_rates.mean()), 4),
+            "unanswerable_declined_5_95": [round(float(v), 4) for v in np.percentile(true_rates, [5, 95])],
+            "answerable_wrongly_declined_mean": round(float(false_rates.mean()), 4),
+            "answerable_wrongly_declined_5_95": [round(float(v), 4) for v in np.percentile(false_rates, [5, 95])],
+            "share_meeting_both_targets": round(float(np.mean((true_rates >= 0.9) & (false_rates <= MAX_FALSE_DECLINES))), 4),
+        }
+    return {"samples": samples, "seed": seed} | figures
 
 
 def _cpu_count() -> int:
@@ -827,9 +955,12 @@ def table(result: dict) -> str:
         f"{style} ({row['questions']}): " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in MODES)
         for style, row in result["held_out_by_style"].items()
     ))
-    gate = result["relevance_gate"]["at_product_threshold"]
-    lines.append(f"relevance gate at {gate['threshold']}: all {gate['all']}, held out {gate['held_out']}, "
-                 f"by kind {gate['unanswerable_declined_by_kind']}; small talk {result['relevance_gate']['small_talk']}")
+    gate = result["relevance_gate"]["at_product_gate"]
+    lines.append(f"relevance gate at {gate['min_similarity']} + {gate['unmatched_penalty']} x unmatched: all {gate['all']}, "
+                 f"held out {gate['held_out']}, by kind {gate['unanswerable_declined_by_kind']}, keyword window read "
+                 f"{gate['keyword_window_read']}; small talk {result['relevance_gate']['small_talk']}")
+    before = result["relevance_gate"]["before"]
+    lines.append(f"relevance gate before (similarity >= 0.40 alone): all {before['all']}, held out {before['held_out']}")
     lines.append(f"prompt passages: {result['prompt_passages']}")
     lines.append(f"query (embedded, hybrid, 24 hits, question already embedded): {result['query_seconds_hybrid_24']}")
     held_out = tuning["held_out"]
@@ -870,8 +1001,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(table(result), file=sys.stderr)
         print(file=sys.stderr)
     calibration = gate_calibration(results)
-    print(f"relevance gate chosen on the development halves of {calibration['collections']}: {calibration['chosen_on_development']}; "
-          f"held out there: {calibration['held_out_at_chosen']}", file=sys.stderr)
+    for name, figures in (("similarity alone", calibration["similarity_alone"]), ("with unmatched words", calibration["with_unmatched_words"])):
+        print(f"relevance gate ({name}) chosen on the development halves of {calibration['collections']}: "
+              f"{figures['chosen_on_development']}; development {figures['development_at_chosen']}, "
+              f"held out {figures['held_out_at_chosen']}", file=sys.stderr)
+    print(f"relevance gate over random halves: {calibration['random_halves']}", file=sys.stderr)
     combined = {"runs": results, "relevance_gate_calibration": calibration}
     print(json.dumps({"runs": [{key: value for key, value in result.items() if key not in ("per_question", "relevance_gate")}
                                for result in results], "relevance_gate_calibration": calibration}, indent=2))

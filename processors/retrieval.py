@@ -8,7 +8,11 @@ from kernel import tracing
 from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
-from processors.relevance import RelevanceGate
+from processors.relevance import RelevanceGate, unmatched_share
+
+# How deep the keyword list is read when the candidates alone cannot decide the relevance gate: the
+# index's own BM25 window (`RANK_WINDOW` of both adapters), as the gate was calibrated.
+KEYWORD_WINDOW = 50
 
 
 def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
@@ -39,16 +43,37 @@ class DocumentRetriever:
         attributes = {"turnlog.search.candidates": self._candidates, "turnlog.search.file_ids": len(scope.file_ids or ())}
         with tracing.span("retrieval", attributes=attributes) as searching:
             found = await self.ranked(scope, question, limit=self._candidates)
-            hits = self._gate.passages(found)
+            unmatched = await self._unmatched_share(scope, question, found)
+            hits = self._gate.passages(found, unmatched=unmatched)
             if searching.is_recording():
                 searching.set_attribute("turnlog.search.hits", len(hits))
+                searching.set_attribute("turnlog.search.unmatched_share", round(unmatched, 4))
                 best = max((hit.similarity for hit in found if hit.similarity is not None), default=None)
                 if best is not None:
                     searching.set_attribute("turnlog.search.best_similarity", round(best, 4))
             return hits
 
+    async def covers_question(self, scope: SearchScope, question: str, hits: Sequence[SearchHit]) -> bool:
+        """Whether the relevance gate says `hits` (the index's ranking for `question` in `scope`) are about it: what a turn's search decides."""
+        return self._gate.covers(hits, unmatched=await self._unmatched_share(scope, question, hits))
+
+    async def _unmatched_share(self, scope: SearchScope, question: str, hits: Sequence[SearchHit]) -> float:
+        """The question's content words in none of `hits`, or where that leaves the gate undecided, in none of them nor the keyword window.
+
+        The keyword window (the index's BM25 list, `KEYWORD_WINDOW` deep) is one more keyword query,
+        run only when it can change the verdict (about one search in seven on the benchmark's questions).
+        """
+        unmatched = unmatched_share(question, hits)
+        if not self._gate.undecided(hits, unmatched=unmatched):
+            return unmatched
+        keyword_window = await self._index.search(scope, text=question, vector=None, limit=KEYWORD_WINDOW, mode="bm25")
+        return unmatched_share(question, [*hits, *keyword_window])
+
     def covers(self, hits: Sequence[SearchHit]) -> bool:
-        """Whether the relevance gate says `hits` (the index's ranking) are about the question."""
+        """Whether `hits` (the index's ranking) pass the relevance gate's similarity stage: its lowest bar, as if every word matched.
+
+        A necessary condition only; `covers_question` is the whole gate, unmatched words included.
+        """
         return self._gate.covers(hits)
 
     async def ranked(self, scope: SearchScope, query: str, *, limit: int) -> list[SearchHit]:

@@ -19,7 +19,7 @@ from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, instance_id_option, integer_option, number_option
 from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
-from processors.relevance import DEFAULT_MIN_SIMILARITY
+from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 from turnlog.logs import LOG_FORMATS
 from turnlog.web import origins_option, with_sign_in_link
@@ -122,8 +122,9 @@ def _add_deployment_options(parser: CommandParser) -> None:
     )
     parser.add_option(
         "--relevance-threshold", type=number_option(at_least=-1.0), default=DEFAULT_MIN_SIMILARITY, metavar="COSINE",
-        help="a search whose best passage is less similar to the question than this found nothing"
-        " (the answer says the documents do not cover it); see docs/retrieval-quality.md",
+        help="the relevance gate's bar: a search whose best passage is less similar to the question than this found"
+        f" nothing (the answer says the documents do not cover it); the bar rises by {DEFAULT_UNMATCHED_PENALTY} times the share of the question's"
+        " words that no passage found contains; see docs/retrieval-quality.md",
     )
     parser.add_option(
         "--embed-batch-size", type=integer_option(at_least=1, at_most=1024), default=DEFAULT_EMBED_BATCH_SIZE, metavar="N",

@@ -58,7 +58,9 @@ class Settings:
     source_tokens: int = 1_500  # retrieved passages' share of a prompt (processors/grounding.py)
     max_sources: int = 8  # passages a prompt carries at most
     embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE  # texts per forward pass of the embedding model (projections/search/embedding.py)
-    relevance_threshold: float = DEFAULT_MIN_SIMILARITY  # the relevance gate's cosine threshold (processors/relevance.py, docs/retrieval-quality.md)
+    # The relevance gate's bar, a cosine, for a question all of whose words the passages contain; each word they lack
+    # raises it (processors/relevance.py, docs/retrieval-quality.md).
+    relevance_threshold: float = DEFAULT_MIN_SIMILARITY
     run_lease_s: float = 30.0
     run_events_retention_s: float = 7 * 24 * 3600.0  # deltas and heartbeats older than this are trimmed (0: never)
     trim_interval_s: float = 300.0  # how often the embedded log's owner trims them

@@ -13,8 +13,11 @@ step for large clusters; it is not done here, as one huge org would make one hot
 Fusion. `fusion="rrf_retriever"` (the default) sends one search with Elasticsearch's `rrf`
 retriever over a standard (BM25) retriever and a kNN retriever (Elasticsearch 8.14+; the `rrf`
 retriever needs an Enterprise or trial licence). It does not report per-list ranks, so hits have
-`bm25_rank` and `vector_rank` None. `fusion="client"` sends both searches in one `_msearch` and
-fuses them here with `projections.search.fusion` (any licence; ranks reported).
+`bm25_rank` and `vector_rank` None, nor a kNN score; their vectors come back with them (384 floats a
+hit, about 4 kB of JSON) and their cosine similarity to the query is computed here, so the relevance
+gate can judge them (an engine that leaves vectors out of `_source` leaves it None: unjudged).
+`fusion="client"` sends both searches in one `_msearch` and fuses them here with
+`projections.search.fusion` (any licence; ranks reported; BM25-only hits carry no similarity).
 
 Blue/green. `fresh_generation()` creates the next index (refresh off while it is filled);
 `switch_to()` restores its refresh interval, refreshes it, moves the alias in one `_aliases`
@@ -62,7 +65,8 @@ BULK_BATCH = 500
 Fusion = Literal["rrf_retriever", "client"]
 
 _CHUNK_FIELDS = ("chunk_id", "file_id", "org_id", "workspace_id", "owner_id", "acl", "title", "location", "ordinal", "text")
-_SOURCE = {"excludes": ["vector"]}  # hits never carry the 384 floats back
+_SOURCE = {"excludes": ["vector"]}  # hits carry the 384 floats back only where no score gives the similarity
+_SOURCE_WITH_VECTOR = {"includes": [*_CHUNK_FIELDS, "vector"]}
 # Title repeats on every chunk of a file, so it counts half (the embedded index does the same).
 _TEXT_FIELDS = ["title^0.5", "location", "text"]
 
@@ -158,7 +162,7 @@ def hybrid_search_body(scope: SearchScope, *, text: str, vector: np.ndarray, lim
             }
         },
         "size": limit,
-        "_source": _SOURCE,
+        "_source": _SOURCE_WITH_VECTOR,  # the rrf score says nothing of similarity: it is computed from the vectors
         "track_total_hits": False,
     }
 
@@ -342,7 +346,7 @@ class ElasticsearchIndex:
             assert vector is not None
             response = await client.search(index=self._target, **hybrid_search_body(scope, text=text, vector=vector, limit=limit))
             return [
-                _hit(raw, score=float(raw["_score"]), bm25_rank=None, vector_rank=None)
+                _hit(raw, score=float(raw["_score"]), bm25_rank=None, vector_rank=None, similarity=_cosine_to(raw, vector))
                 for raw in _stably_ranked(response["hits"]["hits"])
             ]
         if mode != "hybrid":
@@ -466,6 +470,19 @@ def _similarity(raw: Mapping[str, Any]) -> float | None:
     """The cosine similarity of a kNN hit: Elasticsearch scores `cosine` fields as (1 + cosine) / 2."""
     score = raw.get("_score")
     return None if score is None else 2.0 * float(score) - 1.0
+
+
+def _cosine_to(raw: Mapping[str, Any], query: np.ndarray) -> float | None:
+    """The cosine similarity of a hit's returned vector to the query's; None when the hit came back without one."""
+    stored = raw["_source"].get("vector")
+    if stored is None:
+        return None
+    chunk_vector = np.asarray(stored, dtype=np.float32)
+    query_vector = np.asarray(query, dtype=np.float32)
+    norms = float(np.linalg.norm(chunk_vector) * np.linalg.norm(query_vector))
+    if chunk_vector.shape != query_vector.shape or norms == 0.0:
+        return None
+    return float(chunk_vector @ query_vector) / norms
 
 
 def _error_type(error: BadRequestError) -> str | None:

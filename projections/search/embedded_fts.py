@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from projections.search.embedded_schema import IN_SCOPE
-from projections.search.queries import QUESTION_WORDS, keyword_words
+from projections.search.queries import ENGLISH_STOP_WORDS, QUERY_STOP_WORDS, keyword_words
 
 __all__ = ["BM25_QUERY", "ENGLISH_STOP_WORDS", "MAX_QUERY_WORDS", "fts_match_expression", "scope_token"]
 
@@ -27,14 +27,9 @@ ORDER BY score, c.file_id, c.ordinal
 LIMIT :window
 """
 
-# Elasticsearch's `_english_` stop words (Lucene's EnglishAnalyzer set), dropped from queries only:
-# they match nearly every chunk, cost most of the BM25 time and add almost nothing to the ranking.
-# A query made only of them is searched as it is.
-ENGLISH_STOP_WORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these they"
-    " this to was will with".split()
-)
-QUERY_STOP_WORDS = ENGLISH_STOP_WORDS | QUESTION_WORDS
+# Stop words (`queries.ENGLISH_STOP_WORDS`, Elasticsearch's `_english_` set) are dropped from queries only: they
+# match nearly every chunk, cost most of the BM25 time and add almost nothing to the ranking. A query made only
+# of them is searched as it is.
 
 
 def scope_token(org_id: str, workspace_id: str) -> str:

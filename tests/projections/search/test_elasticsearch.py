@@ -96,7 +96,8 @@ def test_hybrid_is_one_rrf_retriever_with_the_filter_inside_both_retrievers() ->
     assert standard == {"standard": {"query": bm25_query(SCOPE, "holiday policy")}}
     assert knn == {"knn": knn_clause(SCOPE, unit(1), k=50)}
     assert rrf["rank_constant"] == 60 and rrf["rank_window_size"] == 50
-    assert body["size"] == 10 and body["_source"] == {"excludes": ["vector"]}
+    # the rrf score says nothing of similarity: the vectors come back so the relevance gate can judge the hits
+    assert body["size"] == 10 and "vector" in body["_source"]["includes"] and "text" in body["_source"]["includes"]
     assert "query" not in body and "knn" not in body  # nothing outside the retrievers could bypass the filter
 
 
@@ -177,6 +178,9 @@ async def test_hybrid_search_sends_the_body_and_reads_hits(elasticsearch_index: 
         (search,) = recording_server.calls("POST", "/turnlog-chunks/_search")
         assert search.body == hybrid_search_body(scope, text="handbook", vector=unit(1), limit=5)
         assert (hits[0].bm25_rank, hits[0].vector_rank) == (None, None) and hits[0].score == 1.0
+        # no per-list score either: the similarity is the cosine of the returned vector to the query's
+        assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert hits[1].similarity == pytest.approx(float(unit(2) @ unit(1)), abs=1e-5)
 
 
 async def test_single_list_searches_report_their_rank(elasticsearch_index: ElasticsearchIndex, recording_server) -> None:
@@ -273,6 +277,15 @@ def test_equal_scores_are_ordered_by_the_chunk_not_by_shard_order() -> None:
     for order in (arrived, list(reversed(arrived))):
         assert [hit["_id"] for hit in _stably_ranked(order)] == ["f3:0", "f0:0", "f1:0", "f2:0"]
     assert _similarity(raw("f1:0", 0.75)) == pytest.approx(0.5)  # cosine fields score (1 + cos) / 2
+
+
+def test_a_hit_without_its_vector_has_no_similarity_and_one_with_it_has_its_cosine() -> None:
+    from projections.search.elasticsearch import _cosine_to
+
+    source = {"chunk_id": "f1:0", "file_id": "f1", "title": "Guide", "ordinal": 0}
+    assert _cosine_to({"_source": source}, unit(1)) is None  # an engine that keeps vectors out of _source: unjudged
+    assert _cosine_to({"_source": source | {"vector": (2 * unit(3)).tolist()}}, unit(3)) == pytest.approx(1.0, abs=1e-5)
+    assert _cosine_to({"_source": source | {"vector": [0.0] * 384}}, unit(3)) is None
 
 
 async def test_an_unreachable_elasticsearch_is_unavailable_for_searches_and_writes(recording_server) -> None:
