@@ -13,6 +13,12 @@ Every `--sample-s` seconds the server's resident memory (VmRSS), open file descr
 data-dir size are sampled from /proc. After the load stops it idles `--idle-s` seconds and samples
 again, so the handles can be compared with the baseline taken before the load began.
 
+With `--probe FILE`, the server also writes what grows inside it to FILE, one JSON line every
+`--probe-every-s` (Python objects by type, glibc's heap, chDB's caches; with `--tracemalloc`, the
+source lines whose allocations grew): benchmarks/soak_probe/sitecustomize.py. The probe holds the
+server up for a second or more at each sample (`probe_s` in each line); its objects are transient.
+`--keyed-states-capacity N` is an experiment: the server's per-key state caches keep N keys, not 10,000.
+
 Memory is judged after warm-up (`--warmup-minutes`: models loaded, caches filled): the least-squares
 slope of RSS over the rest of the run, in MiB per 10 minutes, and the rise from the end of warm-up
 to the end. Prints JSON (and writes it with --out).
@@ -28,6 +34,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,6 +95,9 @@ def process_sample(pid: int, data_dir: Path) -> dict:
                 continue
     return {
         "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+        # Anonymous (heaps, stacks) apart from file-backed (libraries, mapped models and data files).
+        "rss_anon_mib": int(fields["RssAnon"].split()[0]) / 1024,
+        "rss_file_mib": int(fields["RssFile"].split()[0]) / 1024,
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": int(fields["Threads"]),
         "data_mib": data_bytes / 2**20,
@@ -116,7 +126,10 @@ def leftovers(pid: int) -> dict:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        kinds[target.split(":")[0] if ":" in target else Path(target).suffix or target] += 1
+        if target.startswith("/proc/"):  # a thread's own /proc files (chDB's per-query metrics): one kind per file name
+            kinds[f"/proc/{pid}/task/*/{Path(target).name}"] += 1
+        else:
+            kinds[target.split(":")[0] if ":" in target else Path(target).suffix or target] += 1
     return {"threads": dict(threads.most_common()), "fds": dict(kinds.most_common())}
 
 
@@ -277,6 +290,11 @@ def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespa
             "after_idle": idle[-1]["rss_mib"] if idle else None,
             "slope_after_warmup_mib_per_10_min": round(slope_per_10_min([(s["t_s"], s["rss_mib"]) for s in warm]), 2),
         },
+        "rss_anon_mib": {
+            "end_of_warmup": warm[0]["rss_anon_mib"] if warm else None,
+            "end_of_load": load[-1]["rss_anon_mib"] if load else None,
+            "slope_after_warmup_mib_per_10_min": round(slope_per_10_min([(s["t_s"], s["rss_anon_mib"]) for s in warm]), 2),
+        },
         "fds": {
             "baseline": baseline[-1]["fds"] if baseline else None,
             "max": max(sample["fds"] for sample in samples),
@@ -298,10 +316,26 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=30)
     parser.add_argument("--token-delay-ms", default="20")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--probe", type=Path, help="the server writes what grows inside it here (JSON lines)")
+    parser.add_argument("--probe-every-s", type=float, default=120)
+    parser.add_argument("--tracemalloc", action="store_true", help="with --probe: trace Python allocations too")
+    parser.add_argument("--keyed-states-capacity", type=int,
+                        help="an experiment: the server's per-key state caches (kernel/keyed_state.py) keep this many keys")
     arguments = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="turnlog-soak-"))
     port = free_port()
+    if arguments.probe or arguments.keyed_states_capacity:
+        probe_folder = str(Path(__file__).resolve().parent / "soak_probe")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [probe_folder, os.environ.get("PYTHONPATH")]))
+    if arguments.keyed_states_capacity:
+        os.environ["TURNLOG_SOAK_KEYED_STATES_CAPACITY"] = str(arguments.keyed_states_capacity)
+    if arguments.probe:
+        os.environ["TURNLOG_SOAK_PROBE"] = str(arguments.probe.resolve())
+        os.environ["TURNLOG_SOAK_PROBE_S"] = str(arguments.probe_every_s)
+        os.environ["TURNLOG_SOAK_PROBE_CHDB"] = str(data_dir / "read-models")
+        if arguments.tracemalloc:
+            os.environ["PYTHONTRACEMALLOC"] = "1"
     url = f"http://127.0.0.1:{port}"
     process = turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", arguments.token_delay_ms,
                               "--answer-tokens", "40", "--port", str(port), "--data-dir", str(data_dir))
@@ -319,6 +353,7 @@ def main() -> None:
         result = asyncio.run(soak(arguments, url, process.pid, data_dir))
     finally:
         stop_all([process])
+        shutil.rmtree(data_dir, ignore_errors=True)
     summary = {key: value for key, value in result.items() if key != "samples"}
     print(json.dumps(summary, indent=2))
     if arguments.out:

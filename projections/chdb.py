@@ -25,6 +25,19 @@ What chDB 4.4 (ClickHouse 26.9) does, checked by hand and by the contract suite:
   (pinned to UTC here so `DateTime` without a zone never depends on the host).
 - A JSON number too big for its column wraps around instead of failing (300 into UInt8
   reads back 44): range checks belong in the code that builds the rows.
+- The engine is configured by a ClickHouse XML file named in the connection string
+  (`config-file=`), written into the data directory as `turnlog-chdb.xml` before the session
+  opens (`ENGINE_CONFIG`: why each setting is there). `key=value` options in the string set
+  server settings too, but not the `<merge_tree>` table defaults.
+- The engine's global thread pool keeps the threads it started, idle, each holding three
+  descriptors of its own `/proc/thread-self` files; `max_thread_pool_free_size` does not
+  shrink it (0 in the string, 4 in the file: no change). What grows it is the cleanup of
+  outdated parts: clickhouse-local drops a part as soon as a merge replaces it
+  (`old_parts_lifetime` 0), every `cleanup_delay_period` (30 s), and once more than
+  `concurrent_part_removal_threshold` (100) are due, it removes them on up to 128 pool
+  threads at once: ~120 more threads and ~360 more descriptors, never given back. The
+  read models insert small batches (a part each), so under load a cleanup often has that
+  many; `ENGINE_CONFIG` keeps removal on the cleanup thread.
 
 Every chDB call blocks, so all of them run on one dedicated thread: the event loop never
 waits on the engine, calls never overlap, and the session is used from the thread that
@@ -34,6 +47,7 @@ opened it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -43,7 +57,18 @@ from chdb.session import Session
 from projections.clickhouse_text import decode_rows, insert_statement, json_each_row, parameter_text
 from projections.store import SqlError
 
-__all__ = ["ChdbStore"]
+__all__ = ["ENGINE_CONFIG", "ChdbStore"]
+
+# Outdated parts are removed one after another on the engine's cleanup thread: they are
+# small (one insert batch, or a merge's inputs), and each parallel removal would leave
+# ~120 idle threads in the global pool for good (see the module docstring).
+ENGINE_CONFIG = """<clickhouse>
+    <merge_tree>
+        <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
+    </merge_tree>
+</clickhouse>
+"""
+_CONFIG_FILE_NAME = "turnlog-chdb.xml"
 
 _Result = TypeVar("_Result")
 
@@ -54,6 +79,8 @@ class ChdbStore:
     def __init__(self, path: str) -> None:
         if "?" in path:
             raise ValueError(f"a chDB data path cannot contain '?' (it starts options): {path!r}")
+        if "&" in os.path.abspath(path):
+            raise ValueError(f"a chDB data path cannot contain '&' (it separates options): {path!r}")
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chdb")
         self._closed = False
@@ -109,8 +136,9 @@ class ChdbStore:
 
 
 def _open_session(path: str) -> Session:
+    config_file = _write_engine_config(path)
     try:
-        return Session(f"{path}?session_timezone=UTC")
+        return Session(f"{path}?session_timezone=UTC&config-file={config_file}")
     except RuntimeError as error:
         # chDB's own message for a path locked by another process is just "Error initializing
         # EmbeddedServer" (the reason goes to stderr), so name both rules here.
@@ -118,6 +146,18 @@ def _open_session(path: str) -> Session:
             f"cannot open chDB at {path!r} (a data path belongs to one process, and a process"
             f" serves one path at a time): {error}"
         ) from error
+
+
+def _write_engine_config(path: str) -> str:
+    # Written whole and renamed into place: another process may be reading it (to fail on
+    # the locked path), and a file left from an older ENGINE_CONFIG is replaced.
+    config_file = os.path.join(os.path.abspath(path), _CONFIG_FILE_NAME)
+    os.makedirs(os.path.dirname(config_file), exist_ok=True)
+    partial = f"{config_file}.{os.getpid()}.partial"
+    with open(partial, "w", encoding="utf-8") as file:
+        file.write(ENGINE_CONFIG)
+    os.replace(partial, config_file)
+    return config_file
 
 
 def _run(session: Session, sql: str, parameter_texts: dict[str, str]) -> bytes:

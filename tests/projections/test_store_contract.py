@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -347,13 +348,17 @@ async def test_a_closed_store_refuses_calls(store: SqlStore) -> None:
 
 async def test_chdb_serves_one_data_path_per_process(tmp_path: Path) -> None:
     first = ChdbStore(str(tmp_path / "first"))
-    second = ChdbStore(str(tmp_path / "second"))
     try:
+        # Opened before the second store exists: each store opens on a thread of its own, so two
+        # opens in flight at once would race for the engine.
         await first.query("SELECT 1")
-        with pytest.raises(SqlError, match="one path at a time"):
-            await second.query("SELECT 1")
+        second = ChdbStore(str(tmp_path / "second"))
+        try:
+            with pytest.raises(SqlError, match="one path at a time"):
+                await second.query("SELECT 1")
+        finally:
+            await second.close()
     finally:
-        await second.close()
         await first.close()
 
     # Once the first path is closed, another one opens.
@@ -395,3 +400,38 @@ async def open_held_path() -> None:
 
 asyncio.run(open_held_path())
 """
+
+
+async def test_chdb_removes_outdated_parts_without_growing_its_thread_pool(tmp_path: Path) -> None:
+    # Past 100 outdated parts the engine would remove them on ~120 pool threads, idle for
+    # good afterwards; ENGINE_CONFIG keeps removal on the cleanup thread (projections/chdb.py).
+    store = ChdbStore(str(tmp_path / "parts"))
+    try:
+        await store.execute(
+            "CREATE TABLE parts (n UInt64) ENGINE = MergeTree ORDER BY n"
+            " SETTINGS cleanup_delay_period = 1, cleanup_delay_period_random_add = 0"
+        )
+        threads_before = _thread_count()
+        for number in range(300):  # one part each; merges make them outdated
+            await store.execute(f"INSERT INTO parts SELECT {number} SETTINGS async_insert = 0")
+        deadline = time.monotonic() + 30
+        while await _outdated_parts(store) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+        assert await _outdated_parts(store) == 0
+        assert _thread_count() - threads_before < 30
+        setting = await store.query(
+            "SELECT value FROM system.merge_tree_settings WHERE name = 'concurrent_part_removal_threshold'"
+        )
+        assert setting == [{"value": "1000000000"}]
+    finally:
+        await store.close()
+
+
+async def _outdated_parts(store: SqlStore) -> int:
+    rows = await store.query("SELECT count() AS parts FROM system.parts WHERE table = 'parts' AND NOT active")
+    return int(rows[0]["parts"])  # type: ignore[call-overload]
+
+
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
