@@ -14,7 +14,12 @@ State = TypeVar("State")
 
 
 class KeyedStates(Generic[State]):
-    """`fold(evolve, initial, events of key)`, kept for the most recently used keys."""
+    """`fold(evolve, initial, events of key)`, kept for the most recently used keys.
+
+    At most `capacity` keys, and with `weigh`, at most `budget` of their weight together (the characters of the
+    transcripts a prompt builder keeps: a key count alone lets a few thousand long conversations fill the memory).
+    The most recently used key is always kept.
+    """
 
     def __init__(
         self,
@@ -25,14 +30,22 @@ class KeyedStates(Generic[State]):
         initial: State,
         evolve: Callable[[State, Envelope], State],
         capacity: int = 10_000,
+        weigh: Callable[[State], int] | None = None,
+        budget: int | None = None,
     ) -> None:
+        if (weigh is None) != (budget is None):
+            raise ValueError("KeyedStates: give `weigh` and `budget` together")
         self._log = log
         self._codec = codec
         self._topic = topic
         self._initial = initial
         self._evolve = evolve
         self._capacity = capacity
+        self._weigh = weigh
+        self._budget = budget
         self._states: OrderedDict[str, State] = OrderedDict()
+        self._weights: dict[str, int] = {}
+        self._weight = 0
 
     async def get(self, key: str, *, before: int | None = None) -> State:
         """The state of `key`; on a miss, folded from the log's records of `key` with offset < `before`."""
@@ -51,8 +64,23 @@ class KeyedStates(Generic[State]):
     def put(self, key: str, state: State) -> None:
         self._states[key] = state
         self._states.move_to_end(key)
-        while len(self._states) > self._capacity:
-            self._states.popitem(last=False)
+        if self._weigh is not None:
+            weight = self._weigh(state)
+            self._weight += weight - self._weights.get(key, 0)
+            self._weights[key] = weight
+        while len(self._states) > 1 and (
+            len(self._states) > self._capacity or (self._budget is not None and self._weight > self._budget)
+        ):
+            evicted, _ = self._states.popitem(last=False)
+            self._weight -= self._weights.pop(evicted, 0)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._states
+
+    @property
+    def weight(self) -> int:
+        """The kept states' weight together (0 without `weigh`)."""
+        return self._weight
 
     def apply(self, key: str, envelope: Envelope) -> State:
         """Fold one more event into a cached key (the caller has just loaded or is holding it)."""
@@ -62,3 +90,5 @@ class KeyedStates(Generic[State]):
 
     def clear(self) -> None:
         self._states.clear()
+        self._weights.clear()
+        self._weight = 0

@@ -96,6 +96,16 @@ class PromptPolicy:
         return self.context_tokens - self.max_output_tokens
 
 
+# The transcripts a prompt builder or summarizer keeps, in characters of their turns' text together (about as
+# many bytes, for text that is mostly ASCII, plus their objects): a cache miss folds one from the log again.
+TRANSCRIPT_CACHE_CHARACTERS = 16_000_000
+
+
+def transcript_weight(transcript: Transcript) -> int:
+    """What a transcript costs to keep: its turns' characters, and a little for each turn's objects."""
+    return sum(len(turn.text) + 200 for turn in transcript.turns.values())
+
+
 def evolve_transcript(transcript: Transcript, envelope: Envelope) -> Transcript:
     event = envelope.payload
     match event:
@@ -306,7 +316,8 @@ class PromptBuilder:
         self._safety = safety
         self._violations = violations or IgnoredViolations()
         self._transcripts = KeyedStates(
-            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
+            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
+            weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
         )
 
     def processor(self) -> Processor:

@@ -17,7 +17,9 @@ from kernel.log import EventLog, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, SUMMARIES
 from inference.tokenizers import PromptTokenizer
 from kernel.keyed_state import KeyedStates
-from processors.prompting import Transcript, branch_of, evolve_transcript
+from processors.prompting import (
+    TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_weight,
+)
 from kernel.runtime import Delivery, Processor, encode
 from processors.summaries import FoldedTurn, roll_summary
 
@@ -73,7 +75,8 @@ class Summarizer:
         self._tokenizer = tokenizer
         self._policy = policy or SummaryPolicy()
         self._transcripts = KeyedStates(
-            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript
+            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
+            weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
         )
         # The summarizer is the only writer of summaries: its cache follows its own appends.
         self._summaries: KeyedStates[ConversationSummarized | None] = KeyedStates(
