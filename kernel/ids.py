@@ -30,4 +30,6 @@ def minted_at(resource_id: str) -> datetime | None:
 def written_since(resource_id: str) -> datetime | None:
     """No record keyed by this id was written before this (its minting time less the clock skew); None: no bound."""
     minted = minted_at(resource_id)
-    return minted - CLOCK_SKEW if minted is not None else None
+    if minted is None or minted.timestamp() <= CLOCK_SKEW.total_seconds():
+        return None  # no bound from an id made up with a zero time (a bound before 1970 is none a log takes)
+    return minted - CLOCK_SKEW

@@ -142,7 +142,7 @@ class _Admin:
 
     async def offset_at(self, topic: str, partition: int, when: datetime) -> int:
         """The offset of the partition's first record with a timestamp at or after `when`; -1 when there is none."""
-        spec = OffsetSpec.for_timestamp(int(when.timestamp() * 1000))
+        spec = OffsetSpec.for_timestamp(max(int(when.timestamp() * 1000), 0))  # a time before 1970 is none Kafka takes
         return (await self._list(topic, [partition], spec, IsolationLevel.READ_COMMITTED))[partition]
 
     async def _list(self, topic: str, partitions: list[int], spec: OffsetSpec, isolation: IsolationLevel) -> dict[int, int]:
