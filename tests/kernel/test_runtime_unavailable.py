@@ -23,6 +23,20 @@ def beat(run_id: str) -> OutgoingRecord:
     return encode(CODEC, Envelope.wrap(RunHeartbeat(run_id=run_id, worker_id="w"), key=run_id, actor=ACTOR), topic="in")
 
 
+async def run_until_caught_up(log: EmbeddedLog, react, *, retry_delay_s: float) -> None:
+    """Run a processor of group `folds` over topic `in` until it has committed past the topic's end."""
+    task = asyncio.create_task(
+        run_processor(Processor(group="folds", topics=("in",), react=react), log=log, codec=CODEC, retry_delay_s=retry_delay_s)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while await log.committed(group="folds", topic="in") < await log.end_offset("in"):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_store_that_is_down_is_retried_until_it_is_back_and_nothing_is_dead_lettered(embedded_log: EmbeddedLog) -> None:
     log = embedded_log
     outage = {"failures_left": MAX_ATTEMPTS * 3}  # longer than any poison message is given
@@ -36,16 +50,7 @@ async def test_a_store_that_is_down_is_retried_until_it_is_back_and_nothing_is_d
         return []
 
     await log.append([beat("a"), beat("b"), beat("c")])
-    task = asyncio.create_task(
-        run_processor(Processor(group="folds", topics=("in",), react=react), log=log, codec=CODEC, retry_delay_s=0.01)
-    )
-    try:
-        async with asyncio.timeout(30):
-            while await log.committed(group="folds", topic="in") < await log.end_offset("in"):
-                await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until_caught_up(log, react, retry_delay_s=0.01)
     assert sorted(seen) == ["a", "b", "c"]
     assert await log.end_offset(DEAD_LETTERS) == -1
 
@@ -64,16 +69,7 @@ async def test_an_outage_is_one_log_line_then_one_now_and_then_and_one_when_it_e
         return []
 
     await log.append([beat("a")])
-    task = asyncio.create_task(
-        run_processor(Processor(group="folds", topics=("in",), react=react), log=log, codec=CODEC, retry_delay_s=0.001)
-    )
-    try:
-        async with asyncio.timeout(30):
-            while await log.committed(group="folds", topic="in") < await log.end_offset("in"):
-                await asyncio.sleep(0.02)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until_caught_up(log, react, retry_delay_s=0.001)
     lines = [record for record in caplog.records if record.name == "kernel.runtime"]
     assert [record.getMessage() for record in lines][:1] == [
         "processor folds: the read-model store is unreachable; retrying until it is back"
