@@ -28,7 +28,7 @@ from pathlib import Path
 from time import perf_counter, time_ns
 
 from kernel.errors import Unavailable
-from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
+from kernel.log import QUIET_WAKE_S, ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
 from kernel.metrics import LOG_APPEND_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,9 @@ class _PendingAppend:
 class EmbeddedLog:
     """The `EventLog` port on SQLite."""
 
-    def __init__(self, *, path: Path) -> None:
+    def __init__(self, *, path: Path, quiet_wake_s: float = QUIET_WAKE_S) -> None:
         self._path = path
+        self._quiet_wake_s = quiet_wake_s
         self._pending: queue.SimpleQueue[_PendingAppend | _PendingTrim | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -100,6 +101,8 @@ class EmbeddedLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_offset: dict[str, int] = {}
         self._waiters: dict[tuple[str, str | None], list[asyncio.Future]] = defaultdict(list)
+        # Consumers that wait for a record they want, per topic (`consume`'s `wake_for`): the test and the waiter.
+        self._wanted_waiters: dict[str, list[tuple[Callable[[LogRecord], bool], asyncio.Future]]] = defaultdict(list)
         # The writer connection's `PRAGMA synchronous`, set only when a group needs another (the writer thread's own).
         self._synchronous: str | None = None
         # Since when appends fail for want of space (None: the last write fit); readiness reports it.
@@ -136,6 +139,11 @@ class EmbeddedLog:
                 if not waiter.done():
                     waiter.cancel()
         self._waiters.clear()
+        for entries in self._wanted_waiters.values():
+            for _, waiter in entries:
+                if not waiter.done():
+                    waiter.cancel()
+        self._wanted_waiters.clear()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -283,6 +291,12 @@ class EmbeddedLog:
             for waiter in self._waiters.pop(waiter_key, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+        if self._wanted_waiters:
+            for written in results:
+                for record in written:
+                    for wanted, waiter in self._wanted_waiters.get(record.topic, ()):
+                        if not waiter.done() and wanted(record):
+                            waiter.set_result(None)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -323,7 +337,8 @@ class EmbeddedLog:
     # -- reads -------------------------------------------------------------------------------
 
     async def consume(
-        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
+        wake_for: Callable[[LogRecord], bool] | None = None,
     ) -> AsyncIterator[list[LogRecord]]:
         positions = {topic: await self.committed(group=group, topic=topic) for topic in topics}
         while True:
@@ -331,6 +346,11 @@ class EmbeddedLog:
             if not batch:
                 await self._wait_for_any(topics, positions)
                 continue
+            if wake_for is not None and len(batch) < max_batch and not any(map(wake_for, batch)):
+                # Only records the consumer skips (a run's token deltas): let them gather rather than wake it for
+                # each; the next record it wants, or the quiet interval, delivers them together.
+                await self._wait_for_wanted(topics, wake_for, timeout_s=self._quiet_wake_s)
+                batch = self._select_after(topics, positions, max_batch)
             if linger_s > 0 and len(batch) < max_batch:
                 await asyncio.sleep(linger_s)
                 batch = self._select_after(topics, positions, max_batch)
@@ -422,6 +442,22 @@ class EmbeddedLog:
             if await self.end_offset(topic) > positions[topic]:
                 return
         await self._await_waiter([(topic, None) for topic in topics])
+
+    async def _wait_for_wanted(self, topics: Sequence[str], wanted: Callable[[LogRecord], bool], *, timeout_s: float) -> None:
+        """Sleep until a commit brings a record of `topics` that `wanted` accepts, or for `timeout_s`."""
+        waiter = self._loop.create_future()
+        entry = (wanted, waiter)
+        for topic in topics:
+            self._wanted_waiters[topic].append(entry)
+        try:
+            await asyncio.wait((waiter,), timeout=timeout_s)
+        finally:
+            for topic in topics:
+                waiters = self._wanted_waiters.get(topic)
+                if waiters and entry in waiters:
+                    waiters.remove(entry)
+                    if not waiters:
+                        del self._wanted_waiters[topic]
 
     async def _await_waiter(self, waiter_keys: list[tuple[str, str | None]]) -> None:
         waiter = self._loop.create_future()

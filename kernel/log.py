@@ -53,6 +53,10 @@ class ConsumerCommit:
 # Records built from where an append's records landed, written in the same append (see `EventLog.append`).
 FollowUps = Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]]
 
+# How long records a consumer skips may wait to be delivered when nothing it wants follows them (`consume`'s
+# `wake_for`): its position, and its lag, stay that fresh.
+QUIET_WAKE_S = 1.0
+
 
 class EventLog(Protocol):
     """An append-only log of keyed records in topics."""
@@ -84,12 +88,15 @@ class EventLog(Protocol):
         ...
 
     def consume(
-        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
+        wake_for: Callable[[LogRecord], bool] | None = None,
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches of records after the group's committed positions, waiting (without polling) for more.
 
         With `linger_s`, a batch that is not full waits that long for more records first (fewer,
         larger batches for consumers whose writes have a high fixed cost).
+        With `wake_for`, a hint: records it rejects (what the consumer skips, e.g. token deltas) need not wake the
+        consumer; the log may hold them back until a record it accepts arrives, or for up to `QUIET_WAKE_S`.
         """
         ...
 

@@ -231,7 +231,8 @@ async def _consume(
     processor: Processor, *, log: EventLog, codec: AvroCodec, attempts: Attempts, outage: Outage | None = None
 ) -> None:
     stream = log.consume(
-        group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s
+        group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s,
+        wake_for=None if processor.reacts_to is None else functools.partial(_reacted_to, codec, processor.reacts_to),
     )
     idle = IdleCommits(log, delay_s=IDLE_COMMIT_DELAY_S)
     try:
@@ -245,6 +246,12 @@ async def _consume(
     finally:
         idle.close()
         await stream.aclose()
+
+
+def _reacted_to(codec: AvroCodec, reacts_to: frozenset[str], record: LogRecord) -> bool:
+    """Whether the processor reacts to the record (one it cannot tell without decoding counts as one)."""
+    event_type = codec.envelope_type(record.value)
+    return event_type is None or event_type in reacts_to
 
 
 async def process_batch(

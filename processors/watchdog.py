@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from commands.catalog import FinishRun
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.envelope import Envelope
-from kernel.log import ConsumerCommit, EventLog, OutgoingRecord, TopicPartition
+from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord, TopicPartition
 from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeartbeat, RunStarted
 from events.topics import COMMANDS, RUN_EVENTS
 from events.values import Usage
@@ -24,6 +24,7 @@ from kernel.runtime import encode
 
 logger = logging.getLogger(__name__)
 WATCHDOG_GROUP = "run-watchdog"
+_LEASE_RENEWALS = frozenset({AssistantDelta.__name__, RunHeartbeat.__name__})
 
 
 @dataclass(kw_only=True)
@@ -35,7 +36,6 @@ class WatchedRun:
     first_offset: int
     claimed: bool = False
     last_seen: float = 0.0
-    text_parts: list[str] = field(default_factory=list)
     reported: bool = False
 
 
@@ -57,20 +57,30 @@ class RunWatchdog:
 
     async def run(self) -> None:
         sweeper = asyncio.create_task(self._sweep_forever())
-        stream = self._log.consume(group=WATCHDOG_GROUP, topics=(RUN_EVENTS,))
+        # Deltas need not wake it one by one: a generating worker also beats every third of the lease, and the deltas
+        # themselves arrive within the log's quiet interval (a second).
+        stream = self._log.consume(group=WATCHDOG_GROUP, topics=(RUN_EVENTS,), wake_for=self._wakes_for)
         try:
             async for batch in stream:
                 for record in batch:
+                    self._positions[record.partition] = record.offset
+                    # A delta or heartbeat only renews its run's lease (the record's key is the run): no decoding,
+                    # no decryption. Only the starts, claims and ends of runs are opened.
+                    if self._codec.envelope_type(record.value) in _LEASE_RENEWALS:
+                        self._renew(record.key)
+                        continue
                     try:
                         envelope = self._codec.decode(record.value)
                     except UndecodableMessage:
                         continue  # the processors that act on run events dead-letter it
                     self._observe(envelope, record.partition, record.offset)
-                    self._positions[record.partition] = record.offset
         finally:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
             await stream.aclose()
+
+    def _wakes_for(self, record: LogRecord) -> bool:
+        return self._codec.envelope_type(record.value) != AssistantDelta.__name__
 
     def _observe(self, envelope: Envelope, partition: int, offset: int) -> None:
         event = envelope.payload
@@ -88,16 +98,16 @@ class RunWatchdog:
             case RunFinished():
                 self._runs.pop(event.run_id, None)
                 return
-        run = self._runs.get(getattr(event, "run_id", ""))
+        if isinstance(event, (GenerationStarted, AssistantDelta, RunHeartbeat)):
+            self._renew(event.run_id, claimed=isinstance(event, GenerationStarted), now=now)
+
+    def _renew(self, run_id: str, *, claimed: bool = False, now: float | None = None) -> None:
+        """Any sign of life renews the run's lease; a claim also starts it."""
+        run = self._runs.get(run_id)
         if run is None:
             return
-        if not isinstance(event, (GenerationStarted, AssistantDelta, RunHeartbeat)):
-            return
-        run.last_seen = now  # any sign of life renews the lease
-        if isinstance(event, GenerationStarted):
-            run.claimed = True
-        elif isinstance(event, AssistantDelta):
-            run.text_parts.append(event.text)
+        run.last_seen = self._clock() if now is None else now
+        run.claimed = run.claimed or claimed
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -106,6 +116,20 @@ class RunWatchdog:
                 await self.sweep()
             except Exception:
                 logger.exception("watchdog sweep failed; will retry")
+
+    async def _streamed_text(self, run: WatchedRun) -> str:
+        """The text the run streamed before it fell silent: read back from the log, rarely (only for a lapsed run)."""
+        parts = []
+        for record in await self._log.read(RUN_EVENTS, key=run.run_id, after=run.first_offset - 1):
+            if self._codec.envelope_type(record.value) not in (AssistantDelta.__name__, None):
+                continue
+            try:
+                event = self._codec.decode(record.value).payload
+            except UndecodableMessage:
+                continue
+            if isinstance(event, AssistantDelta):
+                parts.append(event.text)
+        return "".join(parts)
 
     async def sweep(self) -> None:
         """End lapsed runs, then commit the low-water mark of the runs still watched."""
@@ -116,7 +140,7 @@ class RunWatchdog:
                 conversation_id=run.conversation_id,
                 run_id=run.run_id,
                 status="failed",
-                text="".join(run.text_parts),
+                text=await self._streamed_text(run),
                 reason=f"interrupted: its worker stopped responding (no output for {silent_s:.0f}s)",
                 usage=Usage(output_tokens=0),
             )

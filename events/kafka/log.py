@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,7 +188,8 @@ class KafkaLog:
     # -- reads -------------------------------------------------------------------------------
 
     async def consume(
-        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0
+        self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
+        wake_for: Callable[[LogRecord], bool] | None = None,  # unused: a fetch returns whatever has arrived
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches for this member of `group`: Kafka assigns it partitions (the first join takes a
         few seconds) and each starts after the group's committed offset. Closing the stream leaves the group.

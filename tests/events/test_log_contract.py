@@ -221,6 +221,44 @@ async def test_linger_gathers_records_that_arrive_meanwhile(log: EventLog) -> No
     await stream.aclose()
 
 
+async def test_records_a_consumer_skips_all_arrive_in_order_with_the_next_it_wants(log: EventLog) -> None:
+    """`wake_for` is a hint: whatever a log makes of it, every record is delivered once, in order."""
+    stream = log.consume(group="g", topics=["t"], wake_for=lambda r: not r.value.startswith(b"skip"))
+    seen: list[bytes] = []
+
+    async def read_until(last: bytes) -> None:
+        while not seen or seen[-1] != last:
+            seen.extend(r.value for r in await anext(stream))
+
+    await log.append([record("t", "k", b"skip 1")])
+    await log.append([record("t", "k", b"skip 2")])
+    await log.append([record("t", "k", b"wanted")])
+    await asyncio.wait_for(read_until(b"wanted"), 30)
+    await log.append([record("t", "k", b"skip 3")])  # nothing it wants follows: delivered within the quiet interval
+    await asyncio.wait_for(read_until(b"skip 3"), 30)
+    assert seen == [b"skip 1", b"skip 2", b"wanted", b"skip 3"]
+    await stream.aclose()
+
+
+async def test_embedded_skipped_records_do_not_wake_the_consumer_one_by_one(tmp_path: Path) -> None:
+    log = EmbeddedLog(path=tmp_path / "log.db", quiet_wake_s=3600)  # no quiet interval runs out during the test
+    await log.start()
+    stream = log.consume(group="g", topics=["t"], wake_for=lambda r: r.value != b"delta")
+    try:
+        await log.append([record("t", "r", b"started")])
+        assert [r.value for r in await asyncio.wait_for(anext(stream), 10)] == [b"started"]
+        pending = asyncio.create_task(anext(stream))
+        for _ in range(5):
+            await log.append([record("t", "r", b"delta")])
+        assert not pending.done()
+        await log.append([record("t", "r", b"finished")])
+        # One batch for the lot: the deltas waited for the record the consumer wants.
+        assert [r.value for r in await asyncio.wait_for(pending, 10)] == [b"delta"] * 5 + [b"finished"]
+    finally:
+        await stream.aclose()
+        await log.close()
+
+
 # -- Kafka only ----------------------------------------------------------------------------------
 
 
