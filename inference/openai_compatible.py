@@ -15,8 +15,9 @@ the first fragment of a call carries its `id` and `function.name`, later ones pi
 the step finishes with "tool_calls" whenever whole calls came (SGLang and vLLM say so; a server that
 says "stop" instead is not believed), and a step cut short ("length") proposes nothing.
 
-Cancellation is the client hanging up: closing the response closes its connection, and these
-servers stop generating a request whose client disconnected. `abort(request_id)` does that from
+The HTTP client is aiohttp: its parser is C, and a token chunk costs it about half of httpx's CPU
+(`benchmarks/engine_client.py`). Cancellation is the client hanging up: releasing a response before
+its end closes its connection, and these servers stop generating a request whose client disconnected. `abort(request_id)` does that from
 outside the stream, at once, even while the server is still silent in prefill.
 
 Errors are typed for the worker and a future circuit breaker: timeouts, refused or dropped
@@ -34,7 +35,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from kernel.sse import iter_sse
 from inference.engine import (
@@ -53,6 +54,8 @@ from inference.engine import (
 )
 
 ENGINE_NAME = "openai-compatible"
+# The longest SSE line read (a chunk whose tool call arguments come whole can be long).
+_LINE_LIMIT_BYTES = 4 * 1024 * 1024
 
 # How servers word "this does not fit the context window" (SGLang, vLLM, llama.cpp, OpenAI).
 _CONTEXT_TOKENS = (
@@ -343,7 +346,6 @@ class OpenAICompatibleEngine:
         read_timeout_s: float = 60.0,
         sampling: Mapping[str, Any] | None = None,
         continuous_usage_stats: bool = True,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """`base_url` is the API root, with or without `/v1`; `read_timeout_s` bounds each silence
         (queueing and prefill included); `sampling` goes into every request (`temperature`, ...)."""
@@ -352,11 +354,11 @@ class OpenAICompatibleEngine:
         self.model = model
         self._api_key = api_key
         self.max_concurrency = max_concurrency
-        self._timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=connect_timeout_s, pool=connect_timeout_s)
+        # `connect` also bounds the wait for a free connection of the pool; `sock_read`, each silence.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=read_timeout_s)
         self._sampling = dict(sampling or {})
         self._continuous_usage_stats = continuous_usage_stats
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._streams: dict[str, _Stream] = {}
 
     async def start(self) -> None:
@@ -365,12 +367,12 @@ class OpenAICompatibleEngine:
         headers = {"Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
+        self._client = aiohttp.ClientSession(
             headers=headers,
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
-            transport=self._transport,
+            connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+            read_bufsize=_LINE_LIMIT_BYTES // 2,  # a line may be twice the buffer
+            raise_for_status=False,
         )
 
     async def close(self) -> None:
@@ -378,7 +380,7 @@ class OpenAICompatibleEngine:
         for stream in self._streams.values():
             stream.items.put_nowait(_Failed(EngineUnavailable(engine=self.name, reason="the engine was closed")))
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     def abort(self, request_id: str) -> bool:
         stream = self._streams.get(request_id)
@@ -438,10 +440,8 @@ class OpenAICompatibleEngine:
             if self._streams.get(request.request_id) is stream:
                 del self._streams[request.request_id]
             if read_to_the_end:
-                # The reader is closing the response: let it finish. Cancelled in the middle of that,
-                # httpcore leaves the connection checked out of the pool for good, and once
-                # `max_concurrency` are lost every request times out waiting for one.
-                await asyncio.wait({reader}, timeout=self._timeout.pool)
+                # The reader is giving the connection back: let it finish rather than cut that short.
+                await asyncio.wait({reader}, timeout=self._timeout.connect)
             # Otherwise the consumer left early: cancelling the reader closes the response, hence the
             # connection, so the server sees the client leave and stops generating.
             reader.cancel()
@@ -468,7 +468,7 @@ class OpenAICompatibleEngine:
         return body
 
     async def _read(
-        self, client: httpx.AsyncClient, request: GenerationRequest, tools: list[dict[str, Any]], stream: _Stream
+        self, client: aiohttp.ClientSession, request: GenerationRequest, tools: list[dict[str, Any]], stream: _Stream
     ) -> None:
         """Streams the completion into `stream.items`; every way out but cancellation leaves a last item."""
         max_tokens = request.max_output_tokens
@@ -484,33 +484,42 @@ class OpenAICompatibleEngine:
                     max_tokens = min(max_tokens, room.context_tokens - room.prompt_tokens)
         except asyncio.CancelledError:
             raise
-        except httpx.TimeoutException as error:
-            stream.items.put_nowait(_Failed(EngineUnavailable(engine=self.name, reason=f"{type(error).__name__}: timed out")))
-        except httpx.HTTPError as error:  # refused, reset, cut off mid-body, protocol errors
+        except TimeoutError as error:  # connecting, waiting for a connection, or a silence past the read timeout
+            reason = (
+                f"read timeout: nothing from the server for {self._timeout.sock_read:g} s"
+                if isinstance(error, aiohttp.SocketTimeoutError) else f"{type(error).__name__}: timed out"
+            )
+            stream.items.put_nowait(_Failed(EngineUnavailable(engine=self.name, reason=reason)))
+        except aiohttp.ClientError as error:  # refused, reset, cut off mid-body, protocol errors
             stream.items.put_nowait(_Failed(EngineUnavailable(engine=self.name, reason=f"{type(error).__name__}: {error}")))
         except BaseException as error:  # noqa: BLE001 - handed to the generation, raised there
             stream.items.put_nowait(_Failed(error))
 
     async def _post(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         request: GenerationRequest,
         max_tokens: int,
         tools: list[dict[str, Any]],
         stream: _Stream,
     ) -> None:
-        async with client.stream(
-            "POST",
-            "/chat/completions",
+        async with client.post(
+            f"{self.base_url}/chat/completions",
             json=self._body(request.messages, max_tokens, tools),
             headers={"X-Request-Id": request.request_id},
         ) as response:
-            if response.status_code != 200:
-                await response.aread()
+            if response.status != 200:
+                raw = await response.read()
                 try:
-                    body = response.json()
+                    body = json.loads(raw)
                 except ValueError:
-                    body = {"message": response.text[:500] or response.reason_phrase}
-                raise error_from_body(body, status_code=response.status_code)
-            async for item in completion_chunks(response.aiter_lines()):
+                    body = {"message": raw.decode(errors="replace")[:500] or response.reason or ""}
+                raise error_from_body(body, status_code=response.status)
+            async for item in completion_chunks(_lines(response.content)):
                 stream.items.put_nowait(item)
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body's lines without their line ends (SSE's `\n` or `\r\n`)."""
+    async for line in content:
+        yield line.decode().rstrip("\r\n")

@@ -469,7 +469,7 @@ async def test_a_server_that_stays_silent_past_the_read_timeout_is_unavailable(c
     chat_server.behaviour.first_token_delay_s = 2.0
     engine = await started(chat_server, read_timeout_s=0.2)
     try:
-        with pytest.raises(EngineUnavailable, match="ReadTimeout"):
+        with pytest.raises(EngineUnavailable, match="read timeout: nothing from the server for 0.2 s"):
             await run(engine, chat("Say hello.", request_id=unique("run-silent")))
     finally:
         await engine.close()
@@ -482,7 +482,7 @@ async def test_a_server_that_is_not_there_is_unavailable() -> None:
     engine = OpenAICompatibleEngine(base_url=f"http://127.0.0.1:{port}", model="m", connect_timeout_s=1.0)
     await engine.start()
     try:
-        with pytest.raises(EngineUnavailable, match="ConnectError"):
+        with pytest.raises(EngineUnavailable, match="Cannot connect to host 127.0.0.1"):
             await run(engine, chat("Say hello."))
     finally:
         await engine.close()
@@ -491,7 +491,7 @@ async def test_a_server_that_is_not_there_is_unavailable() -> None:
 @pytest.mark.parametrize(
     ("behaviour", "message"),
     [
-        ("drop_connection_after_tokens", "RemoteProtocolError"),
+        ("drop_connection_after_tokens", "ClientPayloadError: Response payload is not completed"),
         ("end_body_after_tokens", "ended before a finish_reason"),
         ("error_chunk_after_tokens", "Scheduler hit an internal error"),
     ],
