@@ -97,6 +97,31 @@ def start_fleet(
     return processes
 
 
+def trace_timeline(spans: list) -> list[dict]:
+    """Where a turn's time goes: per span name, when it starts (and how long it lasts) from its trace's first span,
+    medians over the traces that have it (each name's first span per trace; names in at least a tenth of them), by start."""
+    traces: dict[str, list] = {}
+    for span in spans:
+        traces.setdefault(span.trace_id, []).append(span)
+    starts: dict[str, list[float]] = {}
+    durations: dict[str, list[float]] = {}
+    for members in traces.values():
+        origin = min(span.start_ns for span in members)
+        seen: set[str] = set()
+        for span in sorted(members, key=lambda span: span.start_ns):
+            if span.name in seen:
+                continue
+            seen.add(span.name)
+            starts.setdefault(span.name, []).append((span.start_ns - origin) / 1e6)
+            durations.setdefault(span.name, []).append((span.end_ns - span.start_ns) / 1e6)
+    rows = [
+        {"span": name, "traces": len(starts[name]), "start_ms_p50": round(statistics.median(starts[name]), 2),
+         "duration_ms_p50": round(statistics.median(durations[name]), 2)}
+        for name in starts if len(starts[name]) * 10 >= len(traces)
+    ]
+    return sorted(rows, key=lambda row: row["start_ms_p50"])
+
+
 def stop_all(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         process.terminate()
@@ -251,7 +276,8 @@ def main() -> None:
         latency, throughput = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
         if collector is not None:
             stop_all(processes)  # their last batches are exported as they stop
-            traced = {"exports": collector.requests, "spans": len(collector.spans())}
+            spans = collector.spans()
+            traced = {"exports": collector.requests, "spans": len(spans), "timeline": trace_timeline(spans)}
     deployment = "embedded: one process"
     if arguments.kafka:
         deployment = f"Kafka (Tansu) + ClickHouse over HTTP: 1 API, 1 processor worker, {arguments.inference_workers} inference"

@@ -110,9 +110,15 @@ class _Consumers:
 
     def group_metadata(self, group: str) -> object:
         """The group's identity for `send_offsets_to_transaction`: a live member's (with its
-        generation, so a member that lost its partitions cannot commit them), else the bare group's."""
-        consumer = self.member_consumer(group) or self.group_handle(group)
-        return consumer.consumer_group_metadata()
+        generation, so a member that lost its partitions cannot commit them), else the bare group's.
+
+        A member's is the one its thread took after its last poll: asking its consumer here would wait for the poll
+        in progress (librdkafka serializes calls on a handle), up to `_POLL_S`, with the event loop blocked.
+        """
+        for client in reversed(self._members.get(group, [])):
+            if client.group_metadata is not None:
+                return client.group_metadata
+        return self.group_handle(group).consumer_group_metadata()
 
     # -- scanning ----------------------------------------------------------------------------
 
@@ -179,6 +185,7 @@ class _ConsumerThread:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{name}")
         self._closed = False
         self.consumer: Consumer | None = None
+        self.group_metadata: object | None = None  # a group member's, as of its last poll (`_poll_batch`)
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run `function(consumer, *args)` on this consumer's thread (creating the consumer first)."""
@@ -222,6 +229,11 @@ def _poll_batch(consumer: Consumer, max_batch: int, linger_s: float) -> list[Mes
     if linger_s > 0 and len(messages) < max_batch:
         messages.extend(consumer.consume(max_batch - len(messages), linger_s))
     return messages
+
+
+def _poll_member_batch(consumer: Consumer, max_batch: int, linger_s: float) -> tuple[list[Message], object]:
+    """A group member's `_poll_batch`, with its group metadata as of this poll (a rebalance happens inside one)."""
+    return _poll_batch(consumer, max_batch, linger_s), consumer.consumer_group_metadata()
 
 
 def _checked(messages: list[Message]) -> list[Message]:

@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition as KafkaTopicPartition
 
 from events.kafka.admin import _Admin
-from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_batch
+from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_batch, _poll_member_batch
 from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
@@ -202,7 +202,7 @@ class KafkaLog:
         try:
             await client.call(Consumer.subscribe, [self._physical(topic) for topic in topics])
             while True:
-                messages = await client.call(_poll_batch, max_batch, linger_s)
+                messages, client.group_metadata = await client.call(_poll_member_batch, max_batch, linger_s)
                 batch = []
                 for message in _checked(messages):
                     position = (message.topic(), message.partition())
