@@ -345,6 +345,25 @@ async def test_kafka_failed_commit_aborts_the_records_and_the_offsets(kafka: Kaf
     assert await kafka.committed(group="proc", topic="in", key="k") == source.offset
 
 
+async def test_kafka_a_members_commit_in_a_transaction_names_it_without_asking_its_polling_consumer(
+    kafka: KafkaLog,
+) -> None:
+    """librdkafka serializes calls on a consumer: asking a polling member for its group metadata waited for the poll
+    (250 ms, with the event loop blocked) on every claim. The metadata its thread took after its last poll is used."""
+    [source] = await kafka.append([record("in", "k", b"request")])
+    stream = kafka.consume(group="proc", topics=["in"])
+    try:
+        batch = await asyncio.wait_for(anext(stream), 60)
+        assert [r.value for r in batch] == [b"request"]
+        [member] = kafka._consumers._members["proc"]
+        assert member.group_metadata is not None
+        assert kafka._consumers.group_metadata("proc") is member.group_metadata
+        await kafka.append([record("out", "k", b"claimed")], commit=ConsumerCommit.through("proc", batch))
+        assert await kafka.committed(group="proc", topic="in", key="k") == source.offset
+    finally:
+        await stream.aclose()
+
+
 async def test_kafka_consume_commits_per_partition(kafka: KafkaLog) -> None:
     keys = ["a", "b", "c", "d", "e", "f"]
     assert len({partition_for(key, 3) for key in keys}) == 3
