@@ -12,7 +12,6 @@ streamed answer costs turnlog. The clients alternate, `--rounds` times each; CPU
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import resource
 import statistics
