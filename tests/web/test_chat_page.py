@@ -193,6 +193,40 @@ def test_regenerate_adds_a_sibling_answer_and_the_arrows_move_between_them(signe
     expect(page.get_by_role("button", name="Previous answer")).to_be_focused()  # focus stays on the arrows
 
 
+def test_a_conversation_started_before_the_first_list_arrives_stays_listed(web_server: WebServer, browser) -> None:
+    """The page lists the conversations as it opens; a first message sent before that list arrives starts a
+    conversation the list cannot hold yet, and the late list must not drop it (CI once saw an empty sidebar)."""
+    user = web_server.server.new_user()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    try:
+        assert context.request.post(
+            f"{web_server.base_url}/v1/sessions", headers={"Authorization": f"Bearer {user.token}"}
+        ).status == 201
+        page = context.new_page()
+        held = []
+        # The first list is fetched at once (empty) but held back from the page; any later one goes through.
+        page.route(
+            re.compile(r".*/v1/conversations\?workspaceId=.*"),
+            lambda route: route.continue_() if held else held.append((route, route.fetch())),
+        )
+        page.goto(web_server.base_url)
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert held, "the page never asked for its conversations"
+        ask(page, "What is a spring tide")
+        listed = page.get_by_role("navigation", name="Conversations").get_by_role("link", name="What is a spring tide")
+        expect(listed).to_be_visible()
+        with page.expect_response(lambda response: "/v1/conversations?workspaceId=" in response.url):
+            route, early_list = held[0]
+            route.fulfill(response=early_list)  # the list from before the conversation existed
+        page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 200))")  # the page has read it by now
+        expect(listed).to_be_visible()
+    finally:
+        context.close()
+
+
 def test_a_conversation_is_renamed_in_place_and_keeps_its_name_after_a_reload(signed_in) -> None:
     page, _ = signed_in
     ask(page, "What is a neap tide")

@@ -137,11 +137,21 @@ async function changeWorkspace() {
 }
 
 async function loadConversations({ more = false } = {}) {
-  const query = new URLSearchParams({ workspaceId: state.workspaceId, limit: "30" });
+  const workspaceId = state.workspaceId;
+  const query = new URLSearchParams({ workspaceId, limit: "30" });
   if (more && state.nextBefore) query.set("before", state.nextBefore);
   try {
     const page = await get(`/v1/conversations?${query}`);
-    state.conversations = more ? [...state.conversations, ...page.conversations] : page.conversations;
+    if (state.workspaceId !== workspaceId) return; // another workspace was chosen meanwhile: its own load lists it
+    if (more) {
+      state.conversations = [...state.conversations, ...page.conversations];
+    } else {
+      // A conversation started while the list was on its way is not in it: keep it on top rather than drop it.
+      const listed = new Set(page.conversations.map((item) => item.conversationId));
+      const startedMeanwhile = state.conversations.filter(
+        (item) => item.startedHere && item.workspaceId === workspaceId && !listed.has(item.conversationId));
+      state.conversations = [...startedMeanwhile, ...page.conversations];
+    }
     state.nextBefore = page.nextBefore;
   } catch (problem) {
     showProblem(problem, "Could not list the conversations");
@@ -534,7 +544,9 @@ async function createConversation(firstMessage) {
   const created = await post("/v1/conversations", { workspaceId: state.workspaceId, title });
   state.conversationId = created.conversationId;
   state.title = title;
-  state.conversations.unshift({ conversationId: created.conversationId, workspaceId: state.workspaceId, title, createdAt: created.createdAt });
+  state.conversations.unshift({
+    conversationId: created.conversationId, workspaceId: state.workspaceId, title, createdAt: created.createdAt, startedHere: true,
+  });
   // Mark the address without reopening: a reload comes back here.
   history.pushState(null, "", `#${created.conversationId}`);
   $("conversation-title").textContent = title;
