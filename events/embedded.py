@@ -453,11 +453,7 @@ class EmbeddedLog:
             await asyncio.wait((waiter,), timeout=timeout_s)
         finally:
             for topic in topics:
-                waiters = self._wanted_waiters.get(topic)
-                if waiters and entry in waiters:
-                    waiters.remove(entry)
-                    if not waiters:
-                        del self._wanted_waiters[topic]
+                _unregister(self._wanted_waiters, topic, entry)
 
     async def _await_waiter(self, waiter_keys: list[tuple[str, str | None]]) -> None:
         waiter = self._loop.create_future()
@@ -468,11 +464,7 @@ class EmbeddedLog:
         finally:  # a cancelled follower (a closed stream) must not stay registered
             if not waiter.done():
                 for waiter_key in waiter_keys:
-                    waiters = self._waiters.get(waiter_key)
-                    if waiters and waiter in waiters:
-                        waiters.remove(waiter)
-                        if not waiters:
-                            del self._waiters[waiter_key]
+                    _unregister(self._waiters, waiter_key, waiter)
 
     def _connection(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -501,6 +493,15 @@ def _record(topic: str, row: tuple) -> LogRecord:
         value=bytes(value),
         timestamp=datetime.fromtimestamp(timestamp_us / 1_000_000, UTC),
     )
+
+
+def _unregister(registry: dict, key: object, entry: object) -> None:
+    """Take a waiter's entry off `registry[key]`, and the key with it once nothing waits there."""
+    entries = registry.get(key)
+    if entries and entry in entries:
+        entries.remove(entry)
+        if not entries:
+            del registry[key]
 
 
 def _fail(future: asyncio.Future, error: Exception) -> None:

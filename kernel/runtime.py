@@ -274,10 +274,8 @@ async def process_batch(
     outputs: list[OutgoingRecord] = []
     reacts_to = processor.reacts_to
     for record in batch:
-        if reacts_to is not None:
-            event_type = codec.envelope_type(record.value)
-            if event_type is not None and event_type not in reacts_to:
-                continue
+        if reacts_to is not None and not _reacted_to(codec, reacts_to, record):
+            continue
         try:
             envelope = codec.decode(record.value)
             if isinstance(envelope.payload, Erased):
