@@ -210,10 +210,16 @@ async def check_attachments(
 
     `field`: the body's name for the list, in the errors (`fileIds` for a search).
     """
-    unique = list(dict.fromkeys(file_ids))
-    for file_id in unique:
+    scope = [file_scope(principal.org_id, workspace_id)]
+    # Only an id tagged for this workspace can name one of its files: another tenant's id and an unknown one are
+    # refused alike, at once, without waiting for their partitions' projections (api/scoped_ids.py).
+    candidates = [
+        file_id for file_id in dict.fromkeys(file_ids)
+        if ownership(context.secret, file_id, prefix="file", scopes=scope) is not Ownership.NOT_CALLERS
+    ]
+    for file_id in candidates:
         await context.caught_up(key=file_id, topic=DOCUMENTS)
-    views = await context.read_models.files_by_id(scope_of(principal), unique)
+    views = await context.read_models.files_by_id(scope_of(principal), candidates)
     errors = []
     for position, file_id in enumerate(file_ids):
         view = views.get(file_id)
