@@ -7,7 +7,9 @@ decider, prompt builder, projector and watchdog, and `--inference-workers N` inf
   1. latency: sequential turns; per turn, POST accepted -> first `assistant.delta` at the client
      (the client opens the stream right after the 202), and POST sent -> first delta;
   2. throughput: N concurrent conversations, each posting a turn and reading its stream to the end,
-     for a fixed time; turns/s, and server CPU seconds per streamed SSE event.
+     for a fixed time; turns/s, and server CPU seconds per streamed SSE event;
+  3. idle: nothing sent for `--idle-seconds`; each server process's CPU meanwhile, in % of one core
+     (what its consumers and timers cost with no work to do).
 Prints a summary and writes JSON (--out).
 
     python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
@@ -95,6 +97,13 @@ def start_fleet(
     processes.append(turnlog_process("worker", *processors, *shared, *governance))
     processes += [turnlog_process("worker", "--role=inference", *shared) for _ in range(inference_workers)]
     return processes
+
+
+def process_roles(arguments: argparse.Namespace) -> list[str]:
+    """The server processes' names, in the order `start_fleet` (or the embedded run) starts them."""
+    if not arguments.kafka:
+        return ["serve"]
+    return ["api", "processor worker", *(f"inference worker {n + 1}" for n in range(arguments.inference_workers))]
 
 
 def trace_timeline(spans: list) -> list[dict]:
@@ -220,7 +229,16 @@ async def throughput_phase(client: Client, concurrency: int, seconds: float, ser
     return result
 
 
-async def measure(url: str, token: str, arguments: argparse.Namespace, pids: list[int]) -> tuple[dict, dict]:
+async def idle_phase(seconds: float, server_pids: list[int]) -> list[float]:
+    """Each process's CPU in % of one core while no request arrives for `seconds` (a measuring window, not a wait)."""
+    before = [cpu_seconds([pid]) for pid in server_pids]
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    return [round((cpu_seconds([pid]) - cpu) / elapsed * 100, 1) for pid, cpu in zip(server_pids, before)]
+
+
+async def measure(url: str, token: str, arguments: argparse.Namespace, pids: list[int]) -> tuple[dict, dict, list[float]]:
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
         for _ in range(600):
             try:
@@ -232,7 +250,8 @@ async def measure(url: str, token: str, arguments: argparse.Namespace, pids: lis
         client = Client(http, token)
         latency = await latency_phase(client, arguments.turns)
         throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, pids)
-    return latency, throughput
+        idle = await idle_phase(arguments.idle_seconds, pids) if pids and arguments.idle_seconds > 0 else []
+    return latency, throughput, idle
 
 
 def main() -> None:
@@ -240,6 +259,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=10, help="the idle phase's length (0: none)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--url", help="benchmark a running server instead (needs --data-dir for its secret)")
     parser.add_argument("--data-dir", type=Path)
@@ -273,7 +293,7 @@ def main() -> None:
                                              "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety)]
             stack.callback(stop_all, processes)
         token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
-        latency, throughput = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
+        latency, throughput, idle = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
         if collector is not None:
             stop_all(processes)  # their last batches are exported as they stop
             spans = collector.spans()
@@ -290,6 +310,7 @@ def main() -> None:
         "tracing": f"on, OTLP/HTTP to a local collector: {traced}" if arguments.trace else "off",
         "latency": latency,
         "throughput": throughput,
+        "idle_cpu_percent_of_a_core": dict(zip(process_roles(arguments), idle)),
     }
     print(json.dumps(result, indent=2))
     if arguments.out:
