@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from turnlog.allocator import limit_malloc_arenas
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.erase import add_erase_parser, run_erase
@@ -375,6 +376,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     from turnlog.system import running_system
 
     _configure_logging(arguments)
+    limit_malloc_arenas()  # before the system starts its threads
     stopped_roles: list[str] = []
     limits = connection_limits(arguments)
 
@@ -412,6 +414,7 @@ def _work(arguments: argparse.Namespace, settings: Settings) -> int:
     from turnlog.system import RoleStoppedError
 
     _configure_logging(arguments)
+    limit_malloc_arenas()  # before the workers start their threads
     try:
         asyncio.run(_until_signalled(run_workers(settings)))
     except RoleStoppedError as error:

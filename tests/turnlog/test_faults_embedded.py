@@ -115,7 +115,7 @@ async def test_a_full_disk_under_the_log_answers_503_writes_nothing_half_and_rec
                     await asyncio.sleep(0.2)
             for key, run_id in runs.items():
                 run = await e2e.wait_for_run(client, run_id, timeout_s=60)
-                assert run["status"] == "completed", run
+                assert run["status"] == "completed", (run, server.output()[-6000:])
                 turns = await list_turns(client, sent[key])
                 assert [turn["role"] for turn in turns] == ["user", "assistant"], turns  # exactly once, whole
             assert server.process.poll() is None, server.output()
