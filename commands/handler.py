@@ -14,6 +14,16 @@ from kernel.keyed_state import KeyedStates
 from kernel.runtime import Delivery, Processor, encode
 
 DECIDER_GROUP = "decider"
+# The conversations' states a decider keeps, in estimated bytes together (besides 10,000 conversations at most): a
+# state keeps every run of its conversation, so a key count alone let a few long conversations fill the memory.
+STATE_CACHE_BYTES = 16_000_000
+# What each kept entry costs, measured with tracemalloc on folded states (tests/commands/test_handler_memory.py).
+_BYTES_PER_STATE, _BYTES_PER_ENTRY = 3_000, 350
+
+
+def state_weight(state: ConversationState) -> int:
+    """A conversation's state in estimated bytes: its runs, idempotency keys and recently decided commands."""
+    return _BYTES_PER_STATE + _BYTES_PER_ENTRY * (len(state.runs) + len(state.idempotency) + len(state.decided))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +45,8 @@ class CommandHandler:
         self._codec = codec
         # The decider is the only writer of conversation-events, so a miss can load the whole key.
         self._states = KeyedStates(
-            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve
+            log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve,
+            weigh=state_weight, budget=STATE_CACHE_BYTES,
         )
         self._pending: list[_PendingReply] = []
 
