@@ -1,11 +1,8 @@
 """The embedded event log: a durable single-node log in one SQLite file (WAL, fsync on durable commits).
 
 One writer thread group-commits every append queued while the previous commit was flushing, so
-concurrent appends share one fsync. An append that need not be durable (a token delta, a consumer's
-progress) is written on the event loop itself when nothing is queued for the writer: no fsync waits,
-and two thread hand-offs per delta are spared (each a wake-up that cost more CPU than the write).
-Reads run on the event loop's own connection (WAL readers never block the writer). Subscribers are
-woken in-process by the commit itself: no sleep polling.
+concurrent appends share one fsync. Reads run on the event loop's own connection (WAL readers never
+block the writer). Subscribers are woken in-process by the commit itself: no sleep polling.
 Every topic has a single partition (0); offsets are global and increase across topics.
 
 Retention (`events/retention.py` decides what): `trim` deletes chosen old records in small transactions on
@@ -64,14 +61,8 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 _VACUUM_PAGES = 1_024
 # How long a client should wait after a full disk: an operator has to free space first.
 FULL_RETRY_AFTER_S = 30
-# The writer thread folds the WAL back into the database every half second once it holds SQLite's own threshold
-# (1,000 pages). The WAL file then keeps that size and is written again from its start: room that small appends
-# still find when the disk fills up.
-_CHECKPOINT_EVERY_S = 0.5
-_CHECKPOINT_WAL_BYTES = 1_000 * 4_096
 # Free space that ends a full-disk outage (readiness reports the log until then), whatever small appends still fit.
 _ROOM_AGAIN_BYTES = 4 * 2**20
-_CHECKPOINT = object()  # the writer thread's own wake-up: time to checkpoint
 
 
 class DataDirectoryBusy(RuntimeError):
@@ -104,16 +95,9 @@ class EmbeddedLog:
 
     def __init__(self, *, path: Path, quiet_wake_s: float = QUIET_WAKE_S) -> None:
         self._path = path
-        self._wal = path.with_name(f"{path.name}-wal")
         self._quiet_wake_s = quiet_wake_s
         self._pending: queue.SimpleQueue[_PendingAppend | _PendingTrim | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._writer_connection: sqlite3.Connection | None = None
-        # Held by whichever thread writes: the writer thread, or the event loop writing an append inline.
-        self._write_lock = threading.Lock()
-        # Appends and trims handed to the writer thread whose outcome the loop has not had back yet (the loop's
-        # own count): an append is written inline only at 0, so it never lands before one queued earlier.
-        self._handed_off = 0
         self._reader: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,17 +124,15 @@ class EmbeddedLog:
         self._loop = asyncio.get_running_loop()
         writer = _connect(self._path)
         writer.executescript(_SCHEMA)
-        self._writer_connection = writer
         self._reader = _connect(self._path)
         self._writer = threading.Thread(target=self._write_forever, args=(writer,), name="embedded-log-writer", daemon=True)
         self._writer.start()
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None  # appends refuse from here on, inline ones included
-        if writer is not None:
+        if self._writer is not None:
             self._pending.put(None)
-            await asyncio.to_thread(writer.join)
-            self._writer_connection = None
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -182,16 +164,8 @@ class EmbeddedLog:
             raise RuntimeError("the log is not started")
         started = perf_counter()
         done = self._loop.create_future()
-        if not durable and self._handed_off == 0 and self._write_lock.acquire(blocking=False):
-            item = _PendingAppend(records=records, durable=False, commit=commit, done=done, then=then)
-            try:
-                outcome = self._write_group(self._writer_connection, [item])
-            finally:
-                self._write_lock.release()
-            self._settle([item], outcome, handed_off=False)
-        else:
-            follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
-            self._hand_off(_PendingAppend(records=records, durable=durable, commit=commit, done=done, then=follow_ups))
+        follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
+        self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done, then=follow_ups))
         written = await done
         _APPENDS[durable].observe(perf_counter() - started)
         return written
@@ -200,23 +174,9 @@ class EmbeddedLog:
         await self.append((), durable=False, commit=commit)
 
     def _write_forever(self, connection: sqlite3.Connection) -> None:
-        # Checkpoints run here, not in whichever commit crosses SQLite's threshold: that may be an inline one,
-        # and a checkpoint copies and syncs megabytes.
-        connection.execute("PRAGMA wal_autocheckpoint = 0")
-        last_checkpoint = perf_counter()
         try:
             while True:
-                try:
-                    first = self._pending.get(timeout=_CHECKPOINT_EVERY_S)
-                except queue.Empty:
-                    first = _CHECKPOINT
-                if perf_counter() - last_checkpoint >= _CHECKPOINT_EVERY_S:
-                    if _size(self._wal) >= _CHECKPOINT_WAL_BYTES:
-                        with self._write_lock:
-                            _checkpoint(connection)
-                    last_checkpoint = perf_counter()
-                if first is _CHECKPOINT:
-                    continue
+                first = self._pending.get()
                 if first is None:
                     return
                 batch = [first]
@@ -241,19 +201,7 @@ class EmbeddedLog:
         finally:
             connection.close()
 
-    def _hand_off(self, item: _PendingAppend | _PendingTrim) -> None:
-        self._handed_off += 1
-        self._pending.put(item)
-
     def _write_batch(self, connection: sqlite3.Connection, batch: list[_PendingAppend]) -> None:
-        with self._write_lock:
-            outcome = self._write_group(connection, batch)
-        self._loop.call_soon_threadsafe(self._settle, batch, outcome)
-
-    def _write_group(
-        self, connection: sqlite3.Connection, batch: list[_PendingAppend]
-    ) -> list[list[LogRecord]] | Exception:
-        """Write `batch` in one transaction (the caller holds the write lock): what each item wrote, or why none did."""
         durable = any(item.durable for item in batch)
         try:
             self._set_synchronous(connection, "FULL" if durable else "NORMAL")
@@ -279,11 +227,13 @@ class EmbeddedLog:
             if isinstance(error, LogStorageFull) and self.full_since is None:
                 self.full_since = datetime.now(UTC)
                 logger.error("the event log %s is out of space (SQLITE_FULL): appends fail until space is freed", self._path)
-            return error
+            for item in batch:
+                self._loop.call_soon_threadsafe(_fail, item.done, error)
+            return
         if self.full_since is not None and _has_room(self._path):
             logger.warning("the event log %s has space again: appends succeed", self._path)
             self.full_since = None
-        return results
+        self._loop.call_soon_threadsafe(self._committed, batch, results)
 
     @staticmethod
     def _insert(
@@ -304,11 +254,6 @@ class EmbeddedLog:
         return written
 
     def _write_trim(self, connection: sqlite3.Connection, item: _PendingTrim) -> None:
-        with self._write_lock:
-            outcome = self._trim_now(connection, item)
-        self._loop.call_soon_threadsafe(self._trimmed, item, outcome)
-
-    def _trim_now(self, connection: sqlite3.Connection, item: _PendingTrim) -> int | Exception:
         try:
             self._set_synchronous(connection, "NORMAL")  # a trim lost to a crash is simply done again
             connection.execute("BEGIN IMMEDIATE")
@@ -325,32 +270,14 @@ class EmbeddedLog:
             connection.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES});")
         except Exception as error:
             _roll_back(connection)
-            return _storage_error(error)
-        return len(item.offsets)
+            self._loop.call_soon_threadsafe(_fail, item.done, _storage_error(error))
+            return
+        self._loop.call_soon_threadsafe(_resolve, item.done, len(item.offsets))
 
     def _set_synchronous(self, connection: sqlite3.Connection, level: str) -> None:
         if self._synchronous != level:
             connection.execute(f"PRAGMA synchronous = {level}")
             self._synchronous = level
-
-    def _settle(
-        self, batch: list[_PendingAppend], outcome: list[list[LogRecord]] | Exception, *, handed_off: bool = True
-    ) -> None:
-        """Runs on the event loop: the outcome of a group the writer thread (or the loop itself) wrote."""
-        if handed_off:
-            self._handed_off -= len(batch)
-        if isinstance(outcome, Exception):
-            for item in batch:
-                _fail(item.done, outcome)
-        else:
-            self._committed(batch, outcome)
-
-    def _trimmed(self, item: _PendingTrim, outcome: int | Exception) -> None:
-        self._handed_off -= 1
-        if isinstance(outcome, Exception):
-            _fail(item.done, outcome)
-        else:
-            _resolve(item.done, outcome)
 
     def _committed(self, batch: list[_PendingAppend], results: list[list[LogRecord]]) -> None:
         """Runs on the event loop: resolve the appends, then wake whoever waits for these topics and keys."""
@@ -401,7 +328,7 @@ class EmbeddedLog:
         if self._writer is None or self._loop is None:
             raise RuntimeError("the log is not started")
         done = self._loop.create_future()
-        self._hand_off(_PendingTrim(topic=topic, offsets=tuple(offsets), through=through, done=done))
+        self._pending.put(_PendingTrim(topic=topic, offsets=tuple(offsets), through=through, done=done))
         return await done
 
     def file_pages(self) -> tuple[int, int]:
@@ -593,26 +520,11 @@ def _timestamp_us(record: LogRecord) -> int:
     return int(record.timestamp.timestamp() * 1_000_000)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _has_room(path: Path) -> bool:
     """Whether the log's filesystem has room again: a small append can fit in a full disk's WAL, so its success alone
     does not say so."""
     stats = os.statvfs(path.parent)
     return stats.f_bavail * stats.f_frsize >= _ROOM_AGAIN_BYTES
-
-
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    """Copy the WAL's committed pages into the database; readers in the way just leave some for the next one."""
-    try:
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.Error as error:  # a full disk, say: the WAL keeps the data, and the next checkpoint tries again
-        logger.debug("checkpoint of the event log failed: %s", error)  # appends report a full disk themselves
 
 
 def _roll_back(connection: sqlite3.Connection) -> None:
