@@ -28,8 +28,9 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from opentelemetry.trace import Span, SpanKind
 
@@ -206,7 +207,11 @@ class InferenceWorker:
                 lane.changed.set()
 
     async def _claim_what_fits(self, lane: _Lane) -> None:
-        """Claim waiting requests while slots are free: the tenant holding the fewest slots first."""
+        """Claim waiting requests while slots are free: the tenant holding the fewest slots first.
+
+        Everything admitted in one pass is claimed in one append (one transaction on Kafka, where each costs
+        round trips to the coordinator): claimed one by one, 16 requests that arrived together waited ~1.5 s
+        for the last claim on Tansu."""
         read_ahead = lane.read_ahead
         while True:
             junk = read_ahead.undecodable()
@@ -215,23 +220,30 @@ class InferenceWorker:
                 letter = dead_letter(self._codec, group=lane.group, record=junk.record, reason=junk.problem)
                 await self._log.append([letter], commit=self._commit(lane))
                 continue
-            waiting_tenants = read_ahead.waiting_tenants()
-            tenant_id = lane.admission.next_tenant(waiting_tenants)
+            admitted: list[tuple[str, Waiting[Envelope[InferenceRequested]]]] = []
             depth = QUEUE_DEPTH.labels(pool=self._pool.name, size_class=lane.size)
-            if tenant_id is None:
-                depth.set(len(waiting_tenants))
-                return
-            waiting = read_ahead.oldest_of(tenant_id)
-            assert waiting is not None and lane.admission.try_admit(tenant_id, waiting=waiting_tenants)
-            depth.set(len(waiting_tenants) - 1)
-            self._count_in_flight(lane)
-            read_ahead.resolve(waiting)
+            while read_ahead.undecodable() is None:
+                waiting_tenants = read_ahead.waiting_tenants()
+                tenant_id = lane.admission.next_tenant(waiting_tenants)
+                if tenant_id is None:
+                    break
+                waiting = read_ahead.oldest_of(tenant_id)
+                assert waiting is not None and lane.admission.try_admit(tenant_id, waiting=waiting_tenants)
+                self._count_in_flight(lane)
+                read_ahead.resolve(waiting)
+                admitted.append((tenant_id, waiting))
+            depth.set(len(read_ahead.waiting_tenants()))
+            if not admitted:
+                if read_ahead.undecodable() is None:
+                    return
+                continue
             lane.room.set()
-            task = await self._claim(lane, waiting)
-            if task is None:
-                lane.admission.release(tenant_id)
-            else:
-                task.add_done_callback(lambda _, tenant_id=tenant_id: self._release(lane, tenant_id))
+            tasks = await self._claim(lane, [waiting for _, waiting in admitted])
+            for (tenant_id, _), task in zip(admitted, tasks):
+                if task is None:
+                    lane.admission.release(tenant_id)
+                else:
+                    task.add_done_callback(lambda _, tenant_id=tenant_id: self._release(lane, tenant_id))
 
     def _release(self, lane: _Lane, tenant_id: str) -> None:
         lane.admission.release(tenant_id)
@@ -245,32 +257,50 @@ class InferenceWorker:
         offsets = lane.read_ahead.commit_offsets()
         return ConsumerCommit(group=lane.group, offsets=offsets) if offsets else None
 
-    async def _claim(self, lane: _Lane, waiting: Waiting[Envelope[InferenceRequested]]) -> asyncio.Task | None:
-        request_envelope = waiting.payload
-        assert request_envelope is not None
-        request = request_envelope.payload
-        commit = self._commit(lane)
-        claim_key = f"{request.run_id}:{request.step}"
-        if claim_key in self._recently_claimed or (waiting.check and await self._claimed_before(request.run_id, request.step)):
+    async def _claim(
+        self, lane: _Lane, admitted: Sequence[Waiting[Envelope[InferenceRequested]]]
+    ) -> list[asyncio.Task | None]:
+        """Claim the admitted requests in one append with the lane's commit; their generations, None where a request
+        needs none (claimed before, or cancelled before it started)."""
+        records: list[OutgoingRecord] = []
+        claimed: list[Envelope[InferenceRequested] | None] = []
+        claim_keys = []
+        for waiting in admitted:
+            request_envelope = waiting.payload
+            assert request_envelope is not None
+            request = request_envelope.payload
+            claim_key = f"{request.run_id}:{request.step}"
+            if claim_key in self._recently_claimed or (
+                waiting.check and await self._claimed_before(request.run_id, request.step)
+            ):
+                self._recently_claimed.add(claim_key)
+                claimed.append(None)
+                continue
             self._recently_claimed.add(claim_key)
-            if commit is not None:
-                await self._log.append([], commit=commit)
-            return None
-        self._recently_claimed.add(claim_key)
-        if request.run_id in self._recently_cancelled:
-            finish = self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage())
-            await self._log.append([finish], commit=commit)
-            return None
-        claim = GenerationStarted(
-            run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step, model=self._model
-        )
-        try:
-            await self._log.append([self._event(claim, request_envelope)], commit=commit)
-        except Unavailable:
-            self._recently_claimed.discard(claim_key)  # nothing was written: it is claimed when read again
-            raise
+            claim_keys.append(claim_key)
+            if request.run_id in self._recently_cancelled:
+                records.append(self._finish(request_envelope, "", "cancelled", "cancelled before it started", Usage()))
+                claimed.append(None)
+                continue
+            claim = GenerationStarted(
+                run_id=request.run_id, worker_id=self.worker_id, pool=self._pool.name, step=request.step, model=self._model
+            )
+            records.append(self._event(claim, request_envelope))
+            claimed.append(request_envelope)
+        commit = self._commit(lane)
+        if records or commit is not None:
+            try:
+                await self._log.append(records, commit=commit)
+            except Unavailable:
+                for claim_key in claim_keys:  # nothing was written: they are claimed when read again
+                    self._recently_claimed.discard(claim_key)
+                raise
         # From the request's routing (the prompt builder wrapped it) to its claim: the queue, whichever reader held it.
         claimed_at = utc_now()
+        return [self._start(lane, request_envelope, claimed_at) if request_envelope else None for request_envelope in claimed]
+
+    def _start(self, lane: _Lane, request_envelope: Envelope[InferenceRequested], claimed_at: datetime) -> asyncio.Task:
+        request = request_envelope.payload
         waited_s = (claimed_at - request_envelope.occurred_at).total_seconds()
         ADMISSION_WAIT.labels(pool=self._pool.name, size_class=lane.size).observe(max(0.0, waited_s))
         tracing.record(

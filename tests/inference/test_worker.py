@@ -105,6 +105,25 @@ async def test_a_poison_request_is_dead_lettered_and_the_worker_goes_on(log: Emb
     assert (await next_payload(log, COMMANDS, FinishRun)).run_id == "run_after"
 
 
+async def test_requests_waiting_together_are_claimed_in_one_append(log: EmbeddedLog, start_worker) -> None:
+    """Each append is a transaction on Kafka: claimed one by one, the last of 16 waited for 15 transactions first."""
+    for index in range(8):
+        await request(log, f"run_w{index}")
+    appended: list[list[str]] = []
+    append = log.append
+
+    async def counting_append(records, **options):
+        appended.append([type(CODEC.decode(record.value).payload).__name__ for record in records if record.topic == RUN_EVENTS])
+        return await append(records, **options)
+
+    log.append = counting_append  # observes the real log's appends: which claims go in which
+    await start_worker(ScriptedEngine(answer_tokens=3))
+    for index in range(8):
+        await next_payload(log, RUN_EVENTS, GenerationStarted, key=f"run_w{index}")
+    claims = [names.count("GenerationStarted") for names in appended if "GenerationStarted" in names]
+    assert claims == [8], claims
+
+
 async def test_no_more_claims_than_the_engine_can_run(log: EmbeddedLog, start_worker) -> None:
     await start_worker(ScriptedEngine(answer_tokens=20, token_delay_s=0.01, max_concurrency=1))
     await request(log, "run_a")
@@ -161,7 +180,7 @@ async def test_a_cancel_between_claim_and_start_still_reports_the_run(log: Embed
     [lane] = worker._lanes()
     waiting = lane.read_ahead.add(record, tenant_id=ACTOR.org_id, payload=CODEC.decode(record.value))
     lane.read_ahead.resolve(waiting)
-    task = await worker._claim(lane, waiting)  # claimed; its task has not run a single line yet
+    [task] = await worker._claim(lane, [waiting])  # claimed; its task has not run a single line yet
     worker._cancel_requested.add("run_early")  # what the listener records for a claimed run
     await asyncio.wait_for(task, 5)
     listener.cancel()
