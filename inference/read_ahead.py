@@ -7,9 +7,11 @@ partition commits through the record just before its oldest waiting request.
 
 So a worker that dies can leave claimed requests past its commit point, and the next reader of the
 partition gets them again. Those can only be among the first `limit` records after a break in what
-a reader sees (its start, a redelivery, a partition that another worker moved on); such records are
-marked `check`, and the worker looks in the log for a claim before it generates one. Elsewhere the
-log's order already proves a request new. Pure bookkeeping: no I/O.
+a reader sees (its start, a redelivery, a partition that another worker moved on), and only among those
+already in the log when the break was seen (the caller says up to where: an earlier reader cannot have
+read what was written after it); such records are marked `check`, and the worker looks in the log for a
+claim before it generates one. Elsewhere the log's order already proves a request new. Pure
+bookkeeping: no I/O.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ReadAhead(Generic[Payload]):
         self._committed: dict[TopicPartition, int] = {}
         self._last_seen: dict[TopicPartition, int] = {}
         self._checks_left: dict[TopicPartition, int] = {}
+        self._checked_through: dict[TopicPartition, int | None] = {}  # None: no bound was given
 
     def __len__(self) -> int:
         """Records past the commit point, resolved or not: what bounds the reading."""
@@ -57,15 +60,27 @@ class ReadAhead(Generic[Payload]):
     def full(self) -> bool:
         return len(self) >= self.limit
 
-    def add(self, record: LogRecord, *, tenant_id: str, payload: Payload | None, problem: str = "") -> Waiting[Payload]:
+    def breaks_at(self, record: LogRecord) -> bool:
+        """Whether `record` starts a break in what this reader sees (its first record of a partition, a jump, a
+        redelivery): the caller then gives `add` the partition's last offset as of now."""
+        last = self._last_seen.get(TopicPartition(topic=record.topic, partition=record.partition))
+        return last is None or record.offset <= last or record.offset > last + _MAX_STEP
+
+    def add(
+        self, record: LogRecord, *, tenant_id: str, payload: Payload | None, problem: str = "",
+        written_through: int | None = None,
+    ) -> Waiting[Payload]:
         """Take in a record read from the topic (records of one partition arrive in offset order); an
-        undecodable one comes with no payload and the `problem` it has."""
+        undecodable one comes with no payload and the `problem` it has. At a break, `written_through` is the
+        partition's last offset when the break was seen: later records are new to every reader, so never checked
+        (without it, the `limit` records after the break are)."""
         position = TopicPartition(topic=record.topic, partition=record.partition)
-        last = self._last_seen.get(position)
-        if last is None or record.offset <= last or record.offset > last + _MAX_STEP:
+        if self.breaks_at(record):
             self._checks_left[position] = self.limit  # a break: an earlier reader may have claimed what follows
+            self._checked_through[position] = written_through
         self._last_seen[position] = record.offset
-        check = self._checks_left.get(position, 0) > 0
+        through = self._checked_through.get(position)
+        check = self._checks_left.get(position, 0) > 0 and (through is None or record.offset <= through)
         if check:
             self._checks_left[position] -= 1
         waiting = Waiting(record=record, tenant_id=tenant_id, payload=payload, check=check, problem=problem)

@@ -190,20 +190,28 @@ class InferenceWorker:
     async def _read(self, lane: _Lane, stream: AsyncIterator[list[LogRecord]]) -> None:
         """Take requests into the read-ahead while it has room (back-pressure: past that, nothing is fetched)."""
         async for batch in stream:
+            ends: dict[int, int] | None = None
             for record in batch:
                 while lane.read_ahead.full:
                     lane.room.clear()
                     await lane.room.wait()
+                written_through = None
+                if lane.read_ahead.breaks_at(record):
+                    # Only what was written by now can have been read, and claimed, by an earlier reader: on a fresh
+                    # start that is a lookup for the requests already queued, not for the next `limit` of each partition.
+                    ends = ends or await self._log.end_offsets(lane.topic)
+                    written_through = max(ends.get(record.partition, -1), record.offset)
                 try:
                     envelope = self._codec.decode(record.value)
                 except UndecodableMessage as error:
-                    lane.read_ahead.add(record, tenant_id="", payload=None, problem=str(error))
+                    lane.read_ahead.add(record, tenant_id="", payload=None, problem=str(error), written_through=written_through)
                 else:
                     if isinstance(envelope.payload, Erased):  # its user was erased while it queued: nothing to answer
-                        lane.read_ahead.add(record, tenant_id="", payload=None, problem=f"{envelope.payload.key_id} was erased")
+                        lane.read_ahead.add(record, tenant_id="", payload=None, problem=f"{envelope.payload.key_id} was erased",
+                                            written_through=written_through)
                         lane.changed.set()
                         continue
-                    lane.read_ahead.add(record, tenant_id=envelope.actor.org_id, payload=envelope)
+                    lane.read_ahead.add(record, tenant_id=envelope.actor.org_id, payload=envelope, written_through=written_through)
                 lane.changed.set()
 
     async def _claim_what_fits(self, lane: _Lane) -> None:

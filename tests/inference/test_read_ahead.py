@@ -79,6 +79,19 @@ def test_records_after_a_break_are_checked_and_a_steady_stream_is_not() -> None:
     assert read_ahead.add(record(22), tenant_id="a", payload="r").check  # delivered again
 
 
+def test_after_a_break_only_records_already_written_then_are_checked() -> None:
+    read_ahead: ReadAhead[str] = ReadAhead(limit=100)
+    assert read_ahead.breaks_at(record(10))  # a start
+    checks = [
+        read_ahead.add(record(offset), tenant_id="a", payload="r", written_through=11 if offset == 10 else None).check
+        for offset in (10, 11, 12, 13)
+    ]
+    assert checks == [True, True, False, False]  # 12 and 13 came after the break was seen: no earlier reader had them
+    assert not read_ahead.breaks_at(record(14))
+    assert read_ahead.breaks_at(record(13))  # delivered again
+    assert read_ahead.add(record(13), tenant_id="a", payload="r", written_through=20).check
+
+
 def test_a_record_at_or_below_the_commit_is_not_taken_again() -> None:
     read_ahead: ReadAhead[str] = ReadAhead(limit=5)
     read_ahead.resolve(read_ahead.add(record(0), tenant_id="a", payload="r"))
