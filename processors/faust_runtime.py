@@ -38,8 +38,8 @@ class _BatchingStream(faust.Stream):
     """faust's stream, with batches that wait for their first event.
 
     `noack_take(max, within)` yields every `within` seconds whether anything came or not: at the few milliseconds
-    the decider and the prompt builder linger, each idle agent woke hundreds of times a second (the processor
-    worker took 29% of a core doing nothing). `noack_batches` waits for a first event without a timeout, then at
+    the decider and the prompt builder linger, each idle agent woke 500 times a second (docs/benchmarks.md has the
+    processor worker's idle CPU before and after). `noack_batches` waits for a first event without a timeout, then at
     most `linger_s` for the batch to fill. The buffering is faust's own (a passive processor that holds the stream
     while a batch is handled), so acknowledgement and rebalancing behave as with `noack_take`.
     """
