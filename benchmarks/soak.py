@@ -17,7 +17,8 @@ With `--probe FILE`, the server also writes what grows inside it to FILE, one JS
 `--probe-every-s` (Python objects by type, glibc's heap, chDB's caches; with `--tracemalloc`, the
 source lines whose allocations grew): benchmarks/soak_probe/sitecustomize.py. The probe holds the
 server up for a second or more at each sample (`probe_s` in each line); its objects are transient.
-`--keyed-states-capacity N` is an experiment: the server's per-key state caches keep N keys, not 10,000.
+`--cached-conversations N` is passed to the server (`turnlog serve --cached-conversations`, default 10,000): a small N
+fills the per-conversation caches within the run, so what memory does once they are full shows.
 
 Memory is judged after warm-up (`--warmup-minutes`: models loaded, caches filled): the least-squares
 slope of RSS over the rest of the run, in MiB per 10 minutes, and the rise from the end of warm-up
@@ -319,17 +320,15 @@ def main() -> None:
     parser.add_argument("--probe", type=Path, help="the server writes what grows inside it here (JSON lines)")
     parser.add_argument("--probe-every-s", type=float, default=120)
     parser.add_argument("--tracemalloc", action="store_true", help="with --probe: trace Python allocations too")
-    parser.add_argument("--keyed-states-capacity", type=int,
-                        help="an experiment: the server's per-key state caches (kernel/keyed_state.py) keep this many keys")
+    parser.add_argument("--cached-conversations", type=int,
+                        help="the server's --cached-conversations (default: the server's, 10,000)")
     arguments = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="turnlog-soak-"))
     port = free_port()
-    if arguments.probe or arguments.keyed_states_capacity:
+    if arguments.probe:
         probe_folder = str(Path(__file__).resolve().parent / "soak_probe")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [probe_folder, os.environ.get("PYTHONPATH")]))
-    if arguments.keyed_states_capacity:
-        os.environ["TURNLOG_SOAK_KEYED_STATES_CAPACITY"] = str(arguments.keyed_states_capacity)
     if arguments.probe:
         os.environ["TURNLOG_SOAK_PROBE"] = str(arguments.probe.resolve())
         os.environ["TURNLOG_SOAK_PROBE_S"] = str(arguments.probe_every_s)
@@ -338,7 +337,9 @@ def main() -> None:
             os.environ["PYTHONTRACEMALLOC"] = "1"
     url = f"http://127.0.0.1:{port}"
     process = turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", arguments.token_delay_ms,
-                              "--answer-tokens", "40", "--port", str(port), "--data-dir", str(data_dir))
+                              "--answer-tokens", "40", "--port", str(port), "--data-dir", str(data_dir),
+                              *(("--cached-conversations", str(arguments.cached_conversations))
+                                if arguments.cached_conversations else ()))
     try:
         deadline = time.monotonic() + 120
         while True:

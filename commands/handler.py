@@ -10,11 +10,11 @@ from kernel.log import EventLog, LogRecord, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
 from kernel.envelope import Actor
 from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, key_of, topic_of
-from kernel.keyed_state import KeyedStates
+from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
 from kernel.runtime import Delivery, Processor, encode
 
 DECIDER_GROUP = "decider"
-# The conversations' states a decider keeps, in estimated bytes together (besides 10,000 conversations at most): a
+# The conversations' states a decider keeps, in estimated bytes together (besides `capacity` conversations): a
 # state keeps every run of its conversation, so a key count alone let a few long conversations fill the memory.
 STATE_CACHE_BYTES = 16_000_000
 # What each kept entry costs, measured with tracemalloc on folded states (tests/commands/test_handler_memory.py).
@@ -41,12 +41,12 @@ class CommandHandler:
     instance, even where a log makes a transaction visible one partition at a time (Kafka).
     """
 
-    def __init__(self, *, log: EventLog, codec: AvroCodec) -> None:
+    def __init__(self, *, log: EventLog, codec: AvroCodec, capacity: int = DEFAULT_CAPACITY) -> None:
         self._codec = codec
         # The decider is the only writer of conversation-events, so a miss can load the whole key.
         self._states = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve,
-            weigh=state_weight, budget=STATE_CACHE_BYTES,
+            capacity=capacity, weigh=state_weight, budget=STATE_CACHE_BYTES,
         )
         self._pending: list[_PendingReply] = []
 

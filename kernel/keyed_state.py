@@ -11,6 +11,8 @@ from kernel.log import EventLog
 from kernel.sealing import Erased
 
 State = TypeVar("State")
+# The keys a cache keeps unless told otherwise (`turnlog serve --cached-conversations`).
+DEFAULT_CAPACITY = 10_000
 
 
 class KeyedStates(Generic[State]):
@@ -29,7 +31,7 @@ class KeyedStates(Generic[State]):
         topic: str,
         initial: State,
         evolve: Callable[[State, Envelope], State],
-        capacity: int = 10_000,
+        capacity: int = DEFAULT_CAPACITY,
         weigh: Callable[[State], int] | None = None,
         budget: int | None = None,
     ) -> None:

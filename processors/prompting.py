@@ -50,7 +50,7 @@ from processors.small_talk import is_small_talk
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
-from kernel.keyed_state import KeyedStates
+from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
 from processors.summaries import summary_text
 from processors.retrieval import DocumentRetriever, scope_of
 from kernel.runtime import Delivery, Processor, encode
@@ -302,6 +302,7 @@ class PromptBuilder:
         tools: ToolCatalog | None = None,
         safety: SafetyStages | None = None,
         violations: ViolationReporter | None = None,  # where flagged inputs are reported (default: nowhere)
+        cached_conversations: int = DEFAULT_CAPACITY,  # transcripts kept in memory (besides their byte budget)
     ) -> None:
         self._log = log
         self._codec = codec
@@ -317,7 +318,7 @@ class PromptBuilder:
         self._violations = violations or IgnoredViolations()
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
-            weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
+            capacity=cached_conversations, weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
         )
 
     def processor(self) -> Processor:

@@ -16,7 +16,7 @@ from kernel.envelope import Envelope, utc_now
 from kernel.log import EventLog, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, SUMMARIES
 from inference.tokenizers import PromptTokenizer
-from kernel.keyed_state import KeyedStates
+from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
 from processors.prompting import (
     TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_weight,
 )
@@ -69,18 +69,20 @@ class Summarizer:
     """Keeps every conversation's rolling summary within reach of its prompts."""
 
     def __init__(
-        self, *, log: EventLog, codec: AvroCodec, tokenizer: PromptTokenizer, policy: SummaryPolicy | None = None
+        self, *, log: EventLog, codec: AvroCodec, tokenizer: PromptTokenizer, policy: SummaryPolicy | None = None,
+        cached_conversations: int = DEFAULT_CAPACITY,
     ) -> None:
         self._codec = codec
         self._tokenizer = tokenizer
         self._policy = policy or SummaryPolicy()
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
-            weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
+            capacity=cached_conversations, weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
         )
         # The summarizer is the only writer of summaries: its cache follows its own appends.
         self._summaries: KeyedStates[ConversationSummarized | None] = KeyedStates(
-            log=log, codec=codec, topic=SUMMARIES, initial=None, evolve=lambda _, envelope: envelope.payload
+            log=log, codec=codec, topic=SUMMARIES, initial=None, evolve=lambda _, envelope: envelope.payload,
+            capacity=cached_conversations,
         )
 
     def processor(self) -> Processor:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from kernel.keyed_state import DEFAULT_CAPACITY
 from turnlog.allocator import limit_malloc_arenas
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
@@ -116,6 +117,11 @@ def _add_deployment_options(parser: CommandParser) -> None:
     parser.add_option(
         "--source-tokens", type=integer_option(at_least=1), default=1500, metavar="N",
         help="the most tokens a prompt's retrieved passages take together",
+    )
+    parser.add_option(
+        "--cached-conversations", type=integer_option(at_least=1), default=DEFAULT_CAPACITY, metavar="N",
+        help="conversations whose state the decider, the prompt builder and the summarizer each keep in memory (within"
+        " byte budgets too); a conversation not kept is read back from the log when it is next used",
     )
     parser.add_option(
         "--max-sources", type=integer_option(at_least=1, at_most=64), default=8, metavar="N",
@@ -311,6 +317,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         context_tokens=arguments.context_tokens,
         source_tokens=arguments.source_tokens,
         max_sources=arguments.max_sources,
+        cached_conversations=arguments.cached_conversations,
         embed_batch_size=arguments.embed_batch_size,
         relevance_threshold=arguments.relevance_threshold,
         run_lease_s=arguments.run_lease_s,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from kernel.keyed_state import DEFAULT_CAPACITY
 from processors.relevance import DEFAULT_MIN_SIMILARITY
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 
@@ -57,6 +58,7 @@ class Settings:
     context_tokens: int = 8_192  # the engine's context window: prompts are budgeted against it
     source_tokens: int = 1_500  # retrieved passages' share of a prompt (processors/grounding.py)
     max_sources: int = 8  # passages a prompt carries at most
+    cached_conversations: int = DEFAULT_CAPACITY  # conversations whose state the decider, prompt builder and summarizer keep
     embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE  # texts per forward pass of the embedding model (projections/search/embedding.py)
     # The relevance gate's bar, a cosine, for a question all of whose words the passages contain; each word they lack
     # raises it (processors/relevance.py, docs/retrieval-quality.md).

@@ -158,17 +158,6 @@ def _probe(out: str, every_s: float) -> None:
         time.sleep(every_s)
 
 
-def _cap_keyed_states(capacity: int) -> None:
-    # An experiment, not a setting: every KeyedStates cache made with the default capacity gets this one.
-    sys.path.insert(0, os.getcwd())
-    from kernel.keyed_state import KeyedStates
-
-    KeyedStates.__init__.__kwdefaults__["capacity"] = capacity
-
-
-if os.environ.get("TURNLOG_SOAK_KEYED_STATES_CAPACITY"):
-    _cap_keyed_states(int(os.environ.pop("TURNLOG_SOAK_KEYED_STATES_CAPACITY")))
-
 if os.environ.get("TURNLOG_SOAK_PROBE"):
     # Taken out of the environment, so processes the server starts do not probe too.
     threading.Thread(

@@ -257,6 +257,16 @@ def test_the_embedding_batch_size_defaults_to_16_and_reaches_the_settings(monkey
         cli.build_parser().parse_args([*ingester, "--embed-batch-size", "0"])
 
 
+def test_the_cached_conversations_default_to_10_000_and_reach_the_settings(monkeypatch) -> None:
+    decider = ["worker", "--role", "decider"]
+    assert cli._settings(cli.build_parser().parse_args(decider)).cached_conversations == 10_000
+    monkeypatch.setenv("TURNLOG_CACHED_CONVERSATIONS", "500")
+    assert cli._settings(cli.build_parser().parse_args(decider)).cached_conversations == 500
+    assert cli._settings(cli.build_parser().parse_args(["serve", "--cached-conversations", "200"])).cached_conversations == 200
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*decider, "--cached-conversations", "0"])
+
+
 def test_an_empty_variable_counts_as_unset_and_only_the_command_run_reads_its_variables(monkeypatch) -> None:
     monkeypatch.setenv("TURNLOG_PORT", "")
     monkeypatch.setenv("TURNLOG_WORKSPACE", " , ")
