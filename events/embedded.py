@@ -392,12 +392,13 @@ class EmbeddedLog:
                 await self._wait(topic, key)
 
     async def end_offset(self, topic: str, *, key: str | None = None) -> int:
-        if topic not in self._last_offset:
-            row = self._connection().execute(
-                "SELECT max(log_offset) FROM records WHERE topic = ?", (topic,)
-            ).fetchone()
-            self._last_offset[topic] = row[0] if row[0] is not None else -1
-        return self._last_offset[topic]
+        # Read from the file, not only from the commit notices: a reader can see a commit before its notice reaches
+        # the loop (the writer thread may be descheduled in between), and the read-your-writes fence must count
+        # every record any reader was given. The remembered end keeps it from moving back after a trim.
+        row = self._connection().execute("SELECT max(log_offset) FROM records WHERE topic = ?", (topic,)).fetchone()
+        end = max(self._last_offset.get(topic, -1), row[0] if row[0] is not None else -1)
+        self._last_offset[topic] = end
+        return end
 
     async def committed(self, *, group: str, topic: str, key: str | None = None) -> int:
         row = self._connection().execute(

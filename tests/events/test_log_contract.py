@@ -259,6 +259,49 @@ async def test_embedded_skipped_records_do_not_wake_the_consumer_one_by_one(tmp_
         await log.close()
 
 
+class _LateNotices(EmbeddedLog):
+    """An embedded log whose commit notices reach the event loop only when the test lets them: a writer thread
+    descheduled on a loaded machine between its COMMIT and its call into the loop does the same."""
+
+    def __init__(self, **keywords) -> None:
+        super().__init__(**keywords)
+        self.held: list[tuple] = []
+
+    def _committed(self, batch, results) -> None:
+        self.held.append((batch, results))
+
+    def deliver_notices(self) -> None:
+        held, self.held = self.held, []
+        for batch, results in held:
+            super()._committed(batch, results)
+
+
+async def test_embedded_end_offset_covers_every_record_a_reader_was_given(tmp_path: Path) -> None:
+    # The read-your-writes fence trusts end_offset: a client that saw a run's last event (one topic) and then
+    # reads the read models must have the turn written in the same commit (another topic) counted in the end.
+    log = _LateNotices(path=tmp_path / "log.db")
+    await log.start()
+    try:
+        first = asyncio.create_task(log.append([record("turns", "c", b"submitted")]))
+        while not first.done():
+            log.deliver_notices()
+            await asyncio.sleep(0.01)
+        assert await log.end_offset("turns", key="c") == first.result()[0].offset
+        appended = asyncio.create_task(log.append([record("turns", "c", b"finished"), record("runs", "r", b"ended")]))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await log.read("runs", key="r"):  # committed, visible to readers, not yet announced
+            assert asyncio.get_running_loop().time() < deadline, "the append never committed"
+            await asyncio.sleep(0.01)
+        [seen] = await log.read("runs", key="r")
+        assert await log.end_offset("turns", key="c") == seen.offset - 1
+        assert await log.readable("turns", key="c", offset=seen.offset - 1)
+        log.deliver_notices()
+        assert [r.value for r in await asyncio.wait_for(appended, 10)] == [b"finished", b"ended"]
+    finally:
+        log.deliver_notices()
+        await log.close()
+
+
 # -- Kafka only ----------------------------------------------------------------------------------
 
 
