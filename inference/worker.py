@@ -537,6 +537,9 @@ class InferenceWorker:
 
     async def _listen_for_cancellations(self, after: int) -> None:
         async for record in self._log.follow(CONVERSATION_EVENTS, after=after):
+            event_type = self._codec.envelope_type(record.value)
+            if event_type is not None and event_type != RunCancellationRequested.__name__:
+                continue  # told from the header: the conversation's other events are not decoded (nor decrypted)
             try:
                 event = self._codec.decode(record.value).payload
             except UndecodableMessage:
