@@ -17,7 +17,7 @@ With `--probe FILE`, the server also writes what grows inside it to FILE, one JS
 `--probe-every-s` (Python objects by type, glibc's heap, chDB's caches; with `--tracemalloc`, the
 source lines whose allocations grew): benchmarks/soak_probe/sitecustomize.py. The probe holds the
 server up for a second or more at each sample (`probe_s` in each line); its objects are transient.
-`--cached-conversations N` is passed to the server (`turnlog serve --cached-conversations`, default 10,000): a small N
+`--cached-conversations N` is passed to the server (`turnlog serve --cached-conversations`, default 1,000 here): a small N
 fills the per-conversation caches within the run, so what memory does once they are full shows.
 
 Memory is judged after warm-up (`--warmup-minutes`: models loaded, caches filled): the least-squares
@@ -321,7 +321,7 @@ def main() -> None:
     parser.add_argument("--probe-every-s", type=float, default=120)
     parser.add_argument("--tracemalloc", action="store_true", help="with --probe: trace Python allocations too")
     parser.add_argument("--cached-conversations", type=int,
-                        help="the server's --cached-conversations (default: the server's, 10,000)")
+                        help="the server's --cached-conversations (default: the server's, 1,000 on the embedded log)")
     arguments = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="turnlog-soak-"))

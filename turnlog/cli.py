@@ -9,7 +9,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from kernel.keyed_state import DEFAULT_CAPACITY
 from turnlog.allocator import limit_malloc_arenas
 from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
@@ -20,7 +19,13 @@ from turnlog.oidc import add_oidc_options, oidc_config
 from turnlog.sql import add_sql_parser, run_sql
 from turnlog.extras import Requirement, missing_extras, required_extras
 from turnlog.options import CommandParser, instance_id_option, integer_option, number_option
-from turnlog.settings import PROCESSOR_ROLES, PROCESSOR_RUNTIMES, Settings
+from turnlog.settings import (
+    CACHED_CONVERSATIONS_EMBEDDED,
+    CACHED_CONVERSATIONS_KAFKA,
+    PROCESSOR_ROLES,
+    PROCESSOR_RUNTIMES,
+    Settings,
+)
 from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 from turnlog.logs import LOG_FORMATS
@@ -119,9 +124,11 @@ def _add_deployment_options(parser: CommandParser) -> None:
         help="the most tokens a prompt's retrieved passages take together",
     )
     parser.add_option(
-        "--cached-conversations", type=integer_option(at_least=1), default=DEFAULT_CAPACITY, metavar="N",
+        "--cached-conversations", type=integer_option(at_least=1), metavar="N",
+        shown_default=f"{CACHED_CONVERSATIONS_EMBEDDED} on the embedded log, {CACHED_CONVERSATIONS_KAFKA} on Kafka",
         help="conversations whose state the decider, the prompt builder and the summarizer each keep in memory (within"
-        " byte budgets too); a conversation not kept is read back from the log when it is next used",
+        " byte budgets too); a conversation not kept is read back from the log when it is next used (an indexed read"
+        " on the embedded log, a scan of its partition on Kafka)",
     )
     parser.add_option(
         "--max-sources", type=integer_option(at_least=1, at_most=64), default=8, metavar="N",

@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from kernel.keyed_state import DEFAULT_CAPACITY
 from processors.relevance import DEFAULT_MIN_SIMILARITY
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 
 if TYPE_CHECKING:
     from api.oidc import OidcConfig
+
+# The conversations whose state the decider, the prompt builder and the summarizer each keep, unless
+# `--cached-conversations` says: a conversation not kept is read back from the log when it is next used, an indexed
+# read on the embedded log (milliseconds: one machine's recently active conversations are plenty) and a scan of the
+# key's partition from the conversation's creation on Kafka (worth more memory). The byte budgets bind too.
+CACHED_CONVERSATIONS_EMBEDDED = 1_000
+CACHED_CONVERSATIONS_KAFKA = 10_000
 
 # The processes a deployment can split: every role runs in `turnlog serve` unless told otherwise.
 PROCESSOR_ROLES = ("decider", "prompt-builder", "projector", "inference", "watchdog", "ingester", "tools", "governance")
@@ -58,7 +64,7 @@ class Settings:
     context_tokens: int = 8_192  # the engine's context window: prompts are budgeted against it
     source_tokens: int = 1_500  # retrieved passages' share of a prompt (processors/grounding.py)
     max_sources: int = 8  # passages a prompt carries at most
-    cached_conversations: int = DEFAULT_CAPACITY  # conversations whose state the decider, prompt builder and summarizer keep
+    cached_conversations: int | None = None  # None: by the log (`conversations_to_cache`)
     embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE  # texts per forward pass of the embedding model (projections/search/embedding.py)
     # The relevance gate's bar, a cosine, for a question all of whose words the passages contain; each word they lack
     # raises it (processors/relevance.py, docs/retrieval-quality.md).
@@ -94,6 +100,13 @@ class Settings:
         if self.processor_runtime == "auto":
             return url_scheme(self.log) == "kafka"
         return self.processor_runtime == "faust"
+
+    @property
+    def conversations_to_cache(self) -> int:
+        """The conversations whose state the decider, the prompt builder and the summarizer each keep."""
+        if self.cached_conversations is not None:
+            return self.cached_conversations
+        return CACHED_CONVERSATIONS_KAFKA if url_scheme(self.log) == "kafka" else CACHED_CONVERSATIONS_EMBEDDED
 
     @property
     def log(self) -> str:

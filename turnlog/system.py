@@ -260,7 +260,7 @@ async def running_roles(
             tasks.append(task)
 
         if "decider" in settings.roles:
-            spawn(run(CommandHandler(log=log, codec=codec, capacity=settings.cached_conversations).processor()), "decider")
+            spawn(run(CommandHandler(log=log, codec=codec, capacity=settings.conversations_to_cache).processor()), "decider")
         if "prompt-builder" in settings.roles:
             # The prompt builder and the summarizer share the prompt's budget and tokenizer: one role.
             pools = load_pools(settings)
@@ -279,14 +279,14 @@ async def running_roles(
                 tools=tools.catalog if tools else None,
                 safety=safety,
                 violations=violations,
-                cached_conversations=settings.cached_conversations,
+                cached_conversations=settings.conversations_to_cache,
             )
             spawn(run(builder.processor()), "prompt-builder")
             breakers = BreakerStates(builder.health, tuple(pool.name for pool in pools.pools))
             register_collector(breakers)
             stack.callback(unregister_collector, breakers)
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
-            summarizer = Summarizer(log=log, codec=codec, tokenizer=tokenizer, cached_conversations=settings.cached_conversations)
+            summarizer = Summarizer(log=log, codec=codec, tokenizer=tokenizer, cached_conversations=settings.conversations_to_cache)
             spawn(run(summarizer.processor()), "summarizer")
         if "projector" in settings.roles:
             assert read_models is not None, "the projector role writes read models: open them"

@@ -257,12 +257,15 @@ def test_the_embedding_batch_size_defaults_to_16_and_reaches_the_settings(monkey
         cli.build_parser().parse_args([*ingester, "--embed-batch-size", "0"])
 
 
-def test_the_cached_conversations_default_to_10_000_and_reach_the_settings(monkeypatch) -> None:
+def test_the_cached_conversations_default_by_the_log_and_reach_the_settings(monkeypatch) -> None:
+    # A miss is an indexed read on the embedded log, a partition scan on Kafka: Kafka keeps more by default.
     decider = ["worker", "--role", "decider"]
-    assert cli._settings(cli.build_parser().parse_args(decider)).cached_conversations == 10_000
+    assert cli._settings(cli.build_parser().parse_args(decider)).conversations_to_cache == 1_000
+    on_kafka = cli._settings(cli.build_parser().parse_args([*decider, "--log", "kafka://127.0.0.1:9092"]))
+    assert on_kafka.conversations_to_cache == 10_000
     monkeypatch.setenv("TURNLOG_CACHED_CONVERSATIONS", "500")
-    assert cli._settings(cli.build_parser().parse_args(decider)).cached_conversations == 500
-    assert cli._settings(cli.build_parser().parse_args(["serve", "--cached-conversations", "200"])).cached_conversations == 200
+    assert cli._settings(cli.build_parser().parse_args(decider)).conversations_to_cache == 500
+    assert cli._settings(cli.build_parser().parse_args(["serve", "--cached-conversations", "200"])).conversations_to_cache == 200
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([*decider, "--cached-conversations", "0"])
 
