@@ -340,7 +340,7 @@ class EmbeddedLog:
 
     async def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
-        wake_for: Callable[[LogRecord], bool] | None = None, hurry: asyncio.Event | None = None,
+        wake_for: Callable[[LogRecord], bool] | None = None,
     ) -> AsyncIterator[list[LogRecord]]:
         positions = {topic: await self.committed(group=group, topic=topic) for topic in topics}
         while True:
@@ -354,10 +354,8 @@ class EmbeddedLog:
                 await self._wait_for_wanted(topics, wake_for, timeout_s=self._quiet_wake_s)
                 batch = self._select_after(topics, positions, max_batch)
             if linger_s > 0 and len(batch) < max_batch:
-                await _linger(linger_s, hurry)
+                await asyncio.sleep(linger_s)
                 batch = self._select_after(topics, positions, max_batch)
-            if hurry is not None:
-                hurry.clear()  # this batch holds what was written by now: a waiter for later records hurries again
             for record in batch:
                 positions[record.topic] = max(positions[record.topic], record.offset)
             yield batch
@@ -498,16 +496,6 @@ def _record(topic: str, row: tuple) -> LogRecord:
         value=bytes(value),
         timestamp=datetime.fromtimestamp(timestamp_us / 1_000_000, UTC),
     )
-
-
-async def _linger(linger_s: float, hurry: asyncio.Event | None) -> None:
-    if hurry is None:
-        await asyncio.sleep(linger_s)
-    elif not hurry.is_set():
-        try:
-            await asyncio.wait_for(hurry.wait(), linger_s)
-        except TimeoutError:
-            pass
 
 
 def _unregister(registry: dict, key: object, entry: object) -> None:

@@ -4,7 +4,6 @@ Adapters: `events.embedded` (SQLite, one machine) and the Kafka adapter (a fleet
 `tests/events/test_log_contract.py`. The log moves bytes; `kernel.codec` gives them meaning.
 """
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,14 +89,12 @@ class EventLog(Protocol):
 
     def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
-        wake_for: Callable[[LogRecord], bool] | None = None, hurry: asyncio.Event | None = None,
+        wake_for: Callable[[LogRecord], bool] | None = None,
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches of records after the group's committed positions, waiting (without polling) for more.
 
         With `linger_s`, a batch that is not full waits that long for more records first (fewer,
-        larger batches for consumers whose writes have a high fixed cost). `hurry`, once set, ends a linger at once
-        (someone waits for this consumer's progress); the log clears it as it takes a batch. Only logs that say
-        so (`EmbeddedLog`) honour it: Kafka's consumer lingers inside librdkafka's fetch.
+        larger batches for consumers whose writes have a high fixed cost).
         With `wake_for`, a hint: records it rejects (what the consumer skips, e.g. token deltas) need not wake the
         consumer; the log may hold them back until a record it accepts arrives, or for up to `QUIET_WAKE_S`.
         """

@@ -48,8 +48,6 @@ class Processor:
     durable: bool = True
     max_batch: int = 500
     linger_s: float = 0.0
-    # Set by whoever waits for this processor's progress: ends its linger at once (logs that honour it, see `consume`).
-    hurry: asyncio.Event | None = None
     # Called after each committed batch (e.g. to wake read-your-writes waiters).
     on_committed: Callable[[Sequence[LogRecord]], None] | None = None
     # Called when a batch failed and will be re-read: drop in-memory state derived from it.
@@ -235,7 +233,6 @@ async def _consume(
     stream = log.consume(
         group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s,
         wake_for=None if processor.reacts_to is None else functools.partial(_reacted_to, codec, processor.reacts_to),
-        hurry=processor.hurry,
     )
     idle = IdleCommits(log, delay_s=IDLE_COMMIT_DELAY_S)
     try:

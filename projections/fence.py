@@ -5,8 +5,7 @@ named, such as `documents`), the projector group's committed offset with the par
 (transaction markers take offsets but are not records to apply), or with an offset the caller names. Every
 runtime commits exactly what the projector applied (processors/faust_runtime.py says why faust needs help). A
 process that runs the projector calls `notify()` after each batch, so its own queries wake at once;
-an API-only process polls briefly instead. A waiting query sets `hurry`: a projector in the same process that
-lingers for a fuller batch (fewer inserts) stops lingering at once.
+an API-only process polls briefly instead.
 """
 
 import asyncio
@@ -23,7 +22,6 @@ class ReadYourWritesFence:
         self._group = group
         self._poll_s = poll_s
         self._progress = asyncio.Event()
-        self.hurry = asyncio.Event()
 
     def notify(self) -> None:
         """The projector committed a batch: waiters look again."""
@@ -51,7 +49,6 @@ class ReadYourWritesFence:
                 return any(done.get(partition, -1) < end for partition, end in targets.items())
 
         while await behind():
-            self.hurry.set()  # again each time: the projector clears it as it takes a batch
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)

@@ -16,12 +16,6 @@ from projections.folds import RowBatch, fold
 from projections.read_models import ReadModels
 
 READ_MODELS_GROUP = "read-models"
-# How long a batch waits to fill: every insert writes a new part, ~4-5 ms of the engine's CPU (threads, files, merges
-# later), so a turn's events are better written with the next turns'. A fenced read does not wait for it: it hurries
-# the projector (`ReadYourWritesFence.hurry`) on a log that honours that (the embedded one); on Kafka, whose consumer
-# lingers inside the fetch, the projector runs with `SHORT_LINGER_S`.
-LINGER_S = 0.5
-SHORT_LINGER_S = 0.02
 PROJECTED_TOPICS = (CONVERSATION_EVENTS, DOCUMENTS)
 
 
@@ -33,7 +27,7 @@ class ReadModelProjector:
         codec: AvroCodec,
         read_models: ReadModels,
         fence: ReadYourWritesFence | None = None,
-        linger_s: float = LINGER_S,
+        linger_s: float = 0.02,
     ) -> None:
         self._codec = codec
         self._read_models = read_models
@@ -46,8 +40,8 @@ class ReadModelProjector:
             topics=PROJECTED_TOPICS,
             react=self.react,
             max_batch=2_000,
+            # Every insert writes a new part, a fixed cost of milliseconds: fewer, larger batches.
             linger_s=self._linger_s,
-            hurry=self.fence.hurry,
             durable=False,  # only progress is written; replaying a batch is idempotent
             on_committed=lambda batch: self.fence.notify(),
             span_every_batch=True,  # its work is rows, not envelopes: a turn's trace shows each projection of it

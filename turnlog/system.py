@@ -34,9 +34,7 @@ from kernel.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.api_keys import ApiKeyView
 from projections.fence import ReadYourWritesFence
-from projections.projector import LINGER_S as PROJECTOR_LINGER_S
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
-from projections.projector import SHORT_LINGER_S as PROJECTOR_SHORT_LINGER_S
 from projections.read_models import ReadModels
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
@@ -290,9 +288,7 @@ async def running_roles(
             spawn(run(summarizer.processor()), "summarizer")
         if "projector" in settings.roles:
             assert read_models is not None, "the projector role writes read models: open them"
-            # A fenced read hurries a lingering projector only on the embedded log (where the API shares its process).
-            linger_s = PROJECTOR_LINGER_S if isinstance(log, EmbeddedLog) else PROJECTOR_SHORT_LINGER_S
-            projector = ReadModelProjector(log=log, codec=codec, read_models=read_models, linger_s=linger_s)
+            projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
             spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
             if settings.tools_file is not None:  # without tools, no run-events for it to read

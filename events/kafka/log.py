@@ -190,7 +190,6 @@ class KafkaLog:
     async def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
         wake_for: Callable[[LogRecord], bool] | None = None,  # unused: a fetch returns whatever has arrived
-        hurry: asyncio.Event | None = None,  # unused: the linger is librdkafka's, inside the fetch
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches for this member of `group`: Kafka assigns it partitions (the first join takes a
         few seconds) and each starts after the group's committed offset. Closing the stream leaves the group.

@@ -259,22 +259,6 @@ async def test_embedded_skipped_records_do_not_wake_the_consumer_one_by_one(tmp_
         await log.close()
 
 
-async def test_embedded_hurry_ends_a_linger_at_once(embedded_log: EmbeddedLog) -> None:
-    hurry = asyncio.Event()
-    stream = embedded_log.consume(group="g", topics=["t"], linger_s=3600, hurry=hurry)
-    try:
-        await embedded_log.append([record("t", "k", b"1")])
-        pending = asyncio.create_task(anext(stream))
-        await asyncio.sleep(0.05)  # the consumer is lingering now (an hour, unless hurried)
-        assert not pending.done()
-        await embedded_log.append([record("t", "k", b"2")])
-        hurry.set()
-        assert [r.value for r in await asyncio.wait_for(pending, 10)] == [b"1", b"2"]
-        assert not hurry.is_set()  # taken with the batch: the next linger runs its course unless hurried again
-    finally:
-        await stream.aclose()
-
-
 class _LateNotices(EmbeddedLog):
     """An embedded log whose commit notices reach the event loop only when the test lets them: a writer thread
     descheduled on a loaded machine between its COMMIT and its call into the loop does the same."""

@@ -53,23 +53,3 @@ async def test_a_fence_given_its_own_write_waits_for_that_offset_not_for_later_w
     await fence.caught_up(key="c", offset=own[-1].offset, timeout_s=0.5)
     with pytest.raises(Unavailable):  # the partition's end is still ahead
         await fence.caught_up(key="c", timeout_s=0.05)
-
-
-async def test_a_waiting_read_hurries_a_lingering_projector(embedded_log: EmbeddedLog) -> None:
-    fence = ReadYourWritesFence(log=embedded_log, group="read-models")
-
-    async def projector() -> None:  # what the runtime does with the projector's Processor
-        async for batch in embedded_log.consume(group="read-models", topics=[CONVERSATION_EVENTS], linger_s=3600, hurry=fence.hurry):
-            await embedded_log.commit(ConsumerCommit.through("read-models", batch))
-            fence.notify()
-
-    running = asyncio.create_task(projector())
-    try:
-        await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
-        # Lingering, the projector would hold this batch for an hour; the read makes it write now.
-        await fence.caught_up(key="c", timeout_s=10)
-        await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"y")])
-        await fence.caught_up(key="c", timeout_s=10)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
