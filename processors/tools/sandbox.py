@@ -594,6 +594,19 @@ class Sandbox:
         return disk.f_bavail * disk.f_frsize < self._disk_floor_bytes or low_inodes
 
 
+def _proportional_resident_bytes(pid: int) -> int:
+    """The process's PSS from /proc (its RSS where smaps cannot be read: a process we may not trace)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except PermissionError:
+        pass
+    with open(f"/proc/{pid}/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
+
+
 class _SandboxInit:
     """The sandbox's init (pid 1 inside), as bubblewrap reports it: killing it kills all; its exit means all are gone."""
 
@@ -622,7 +635,11 @@ class _SandboxInit:
             return  # already gone, or no status: the parent's death takes it down (--die-with-parent)
 
     def resident_bytes(self) -> int:
-        """Resident memory of the init and all its descendants (pages they share counted in each), 0 if unknown."""
+        """Resident memory of the init and all its descendants, 0 if unknown.
+
+        Each process's proportional share (PSS): a page that forked processes share counts once among them, so
+        64 forks of the interpreter weigh what they take, not 64 copies of its pages (their RSS summed passed
+        512 MiB within half a second for a fork bomb that used far less)."""
         if self.pidfd is None:
             return 0
         total, pending, seen = 0, [self.pid], set()
@@ -632,8 +649,7 @@ class _SandboxInit:
                 continue
             seen.add(pid)
             try:
-                with open(f"/proc/{pid}/statm", "rb") as statm:
-                    total += int(statm.read().split()[1]) * PAGE_BYTES
+                total += _proportional_resident_bytes(pid)
                 for thread in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{thread}/children", "rb") as children:
                         pending.extend(int(child) for child in children.read().split())
