@@ -160,7 +160,10 @@ class ApiKeyView:
             if remaining <= 0:
                 raise Unavailable(detail=f"API keys on the log are not in this instance's view within {timeout_s:g} s; retry shortly", retry_after_s=1)
             try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that comes as the event is set,
+                # and `close()` then waited forever for `_confirm` (a CI run hung 120 s; about 1 start in 90 here).
+                async with asyncio.timeout(remaining):
+                    await self._progress.wait()
             except TimeoutError:
                 pass
 

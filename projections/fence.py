@@ -54,6 +54,7 @@ class ReadYourWritesFence:
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)
             progress = self._progress
             try:
-                await asyncio.wait_for(progress.wait(), min(self._poll_s, remaining))
+                async with asyncio.timeout(min(self._poll_s, remaining)):  # wait_for can swallow a cancel on 3.11
+                    await progress.wait()
             except TimeoutError:
                 pass

@@ -86,7 +86,9 @@ def test_a_large_chunked_body_sent_at_once_is_received_whole() -> None:
 
 def test_a_body_the_app_has_not_asked_for_yet_is_not_timed() -> None:
     """With `Expect: 100-continue` the client sends the body once the app reads: its wait is not a slow body."""
-    limits = ConnectionLimits(body_grace_s=0.2, min_body_bytes_per_s=10_000)
+    # The grace is shorter than the app's 2 s before it reads (so a clock started with the request would run out),
+    # and long enough for this client to answer `100 Continue` on a loaded machine (0.2 s was not, once in CI).
+    limits = ConnectionLimits(body_grace_s=1.5, min_body_bytes_per_s=10_000)
     with serving(limits) as port, raw.connect(port) as connection:
         body = b"z" * 5000
         connection.sendall(raw.request("POST", "/slow", headers=[("Expect", "100-continue")], body=body)[: -len(body)])
