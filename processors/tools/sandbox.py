@@ -598,11 +598,11 @@ def _proportional_resident_bytes(pid: int) -> int:
     """The process's PSS from /proc (its RSS where smaps cannot be read: a process we may not trace)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-            for line in rollup:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
+            pss = next((line for line in rollup if line.startswith(b"Pss:")), None)
     except PermissionError:
-        pass
+        pss = None
+    if pss is not None:
+        return int(pss.split()[1]) * 1024
     with open(f"/proc/{pid}/statm", "rb") as statm:
         return int(statm.read().split()[1]) * PAGE_BYTES
 
