@@ -29,15 +29,19 @@ What chDB 4.4 (ClickHouse 26.9) does, checked by hand and by the contract suite:
   (`config-file=`), written into the data directory as `turnlog-chdb.xml` before the session
   opens (`ENGINE_CONFIG`: why each setting is there). `key=value` options in the string set
   server settings too, but not the `<merge_tree>` table defaults.
-- The engine's global thread pool keeps the threads it started, idle, each holding three
-  descriptors of its own `/proc/thread-self` files; `max_thread_pool_free_size` does not
-  shrink it (0 in the string, 4 in the file: no change). What grows it is the cleanup of
-  outdated parts: clickhouse-local drops a part as soon as a merge replaces it
-  (`old_parts_lifetime` 0), every `cleanup_delay_period` (30 s), and once more than
-  `concurrent_part_removal_threshold` (100) are due, it removes them on up to 128 pool
-  threads at once: ~120 more threads and ~360 more descriptors, never given back. The
-  read models insert small batches (a part each), so under load a cleanup often has that
-  many; `ENGINE_CONFIG` keeps removal on the cleanup thread.
+- The engine's global thread pool keeps up to `max_thread_pool_free_size` threads idle (the
+  server default: 1,000), each holding three descriptors of its own `/proc/thread-self`
+  files. The pool is sized once per process, when `import chdb` starts the engine for a
+  throwaway connection, from the first config file that connection finds (`./config.xml`,
+  `./clickhouse-local.xml`, `$HOME/.clickhouse-local/config.xml`): a session's own
+  `config-file=` comes too late for it. So the import runs with HOME pointing at a
+  directory holding `PROCESS_CONFIG` (`_start_engine`).
+- The cleanup of outdated parts can start many pool threads at once: clickhouse-local drops
+  a part as soon as a merge replaces it (`old_parts_lifetime` 0), every
+  `cleanup_delay_period` (30 s), and once more than `concurrent_part_removal_threshold`
+  (100) are due, it removes them on up to 128 pool threads. The read models insert small
+  batches (a part each), so under load a cleanup often has that many; `ENGINE_CONFIG` keeps
+  removal on the cleanup thread.
 
 Every chDB call blocks, so all of them run on one dedicated thread: the event loop never
 waits on the engine, calls never overlap, and the session is used from the thread that
@@ -48,21 +52,36 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
-
-from chdb.session import Session
 
 from projections.clickhouse_text import decode_rows, insert_statement, json_each_row, parameter_text
 from projections.store import SqlError
 
-__all__ = ["ENGINE_CONFIG", "ChdbStore"]
+__all__ = ["ENGINE_CONFIG", "IDLE_ENGINE_THREADS", "PROCESS_CONFIG", "ChdbStore"]
 
-# Outdated parts are removed one after another on the engine's cleanup thread: they are
-# small (one insert batch, or a merge's inputs), and each parallel removal would leave
-# ~120 idle threads in the global pool for good (see the module docstring).
-ENGINE_CONFIG = """<clickhouse>
+# What the engine's pool keeps idle after a burst: the read models' steady work (one call at
+# a time, plus merges) reuses about 8 (a bound of 4 cost 5-10% more CPU per insert and
+# query, created afresh; 8 and 16 cost nothing measurable), and the threads of a burst beyond it
+# end instead of holding their descriptors for the life of the process.
+IDLE_ENGINE_THREADS = 8
+
+# Read by the engine when `import chdb` starts it, the one time its global pool is sized.
+PROCESS_CONFIG = f"""<clickhouse>
+    <max_thread_pool_free_size>{IDLE_ENGINE_THREADS}</max_thread_pool_free_size>
+</clickhouse>
+"""
+
+# The session's own config. Outdated parts are removed one after another on the engine's
+# cleanup thread: they are small (one insert batch, or a merge's inputs), and a parallel
+# removal would start ~120 pool threads at once (see the module docstring). The pool's
+# bound is repeated so that system.server_settings tells the truth about it.
+ENGINE_CONFIG = f"""<clickhouse>
+    <max_thread_pool_free_size>{IDLE_ENGINE_THREADS}</max_thread_pool_free_size>
     <merge_tree>
         <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
     </merge_tree>
@@ -71,6 +90,33 @@ ENGINE_CONFIG = """<clickhouse>
 _CONFIG_FILE_NAME = "turnlog-chdb.xml"
 
 _Result = TypeVar("_Result")
+
+
+def _start_engine() -> None:
+    """Import chdb (which starts its engine) with PROCESS_CONFIG as the config it finds.
+
+    HOME is swapped only while the import runs; a process that imported chdb before keeps
+    the pool it got then.
+    """
+    if "chdb" in sys.modules:
+        return
+    with tempfile.TemporaryDirectory(prefix="turnlog-chdb-") as home:
+        config = Path(home, ".clickhouse-local", "config.xml")
+        config.parent.mkdir()
+        config.write_text(PROCESS_CONFIG, encoding="utf-8")
+        previous_home = os.environ.get("HOME")
+        os.environ["HOME"] = home
+        try:
+            import chdb  # noqa: F401
+        finally:
+            if previous_home is None:
+                del os.environ["HOME"]
+            else:
+                os.environ["HOME"] = previous_home
+
+
+_start_engine()
+from chdb.session import Session  # noqa: E402  (after the engine has started with PROCESS_CONFIG)
 
 
 class ChdbStore:

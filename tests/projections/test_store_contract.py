@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.chdb import ChdbStore
+from projections.chdb import IDLE_ENGINE_THREADS, ChdbStore
 from projections.store import SqlError, SqlStore
 
 MOMENT = datetime(2024, 5, 17, 9, 30, 1, 123456, tzinfo=timezone.utc)
@@ -426,6 +426,47 @@ async def test_chdb_removes_outdated_parts_without_growing_its_thread_pool(tmp_p
         assert setting == [{"value": "1000000000"}]
     finally:
         await store.close()
+
+
+def test_chdb_gives_back_the_threads_of_a_burst_beyond_its_idle_bound(tmp_path: Path) -> None:
+    # The engine's pool is sized when chdb is imported, so this runs in a fresh interpreter.
+    # Under the server default (1,000 idle) the burst's threads stay, ~25 of them here.
+    home = str(tmp_path / "home")
+    os.mkdir(home)
+    burst = subprocess.run(
+        [sys.executable, "-c", _BURST, str(tmp_path / "burst")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": home},
+    )
+
+    assert burst.returncode == 0, burst.stderr
+    idle_threads, home_after_import = burst.stdout.split()
+    assert int(idle_threads) <= IDLE_ENGINE_THREADS
+    assert home_after_import == home
+    assert os.listdir(home) == []  # the user's own clickhouse-local config is neither read nor written
+
+
+_BURST = """
+import asyncio, os, sys
+from projections.chdb import ChdbStore
+
+async def burst() -> None:
+    store = ChdbStore(sys.argv[1])
+    try:
+        for _ in range(3):
+            await store.query("SELECT sum(number) FROM numbers_mt(20000000) SETTINGS max_threads = 48")
+        rows = await store.query(
+            "SELECT sumIf(value, metric = 'GlobalThread') - sumIf(value, metric = 'GlobalThreadActive') AS idle"
+            " FROM system.metrics"
+        )
+        print(rows[0]["idle"], os.environ["HOME"])
+    finally:
+        await store.close()
+
+asyncio.run(burst())
+"""
 
 
 async def _outdated_parts(store: SqlStore) -> int:
