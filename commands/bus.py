@@ -62,7 +62,8 @@ class CommandBus:
         self._waiting[envelope.event_id] = reply
         try:
             await self._log.append([OutgoingRecord(topic=COMMANDS, key=envelope.key, value=self._codec.encode(envelope))])
-            outcome = await asyncio.wait_for(reply, self._reply_timeout_s)
+            async with asyncio.timeout(self._reply_timeout_s):
+                outcome = await reply
         except TimeoutError:
             raise Unavailable(
                 detail="the command is on the log but was not decided in time; retry with the same Idempotency-Key",

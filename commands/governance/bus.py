@@ -103,7 +103,8 @@ class GovernanceBus:
             # Not flushed: the decider's answer is (and, on the embedded log, its flush covers this record too); a
             # request lost in a power cut is never answered, which the caller sees as a 503 and retries.
             await self._append(envelope, durable=False)
-            return await asyncio.wait_for(asyncio.shield(waiting.answered), self._answer_timeout_s)
+            async with asyncio.timeout(self._answer_timeout_s):
+                return await asyncio.shield(waiting.answered)
         except TimeoutError:
             raise Unavailable(
                 detail=f"governance did not answer {type(request).__name__} within {self._answer_timeout_s:g} s; retry shortly",

@@ -103,7 +103,8 @@ async def run_classifiers(
 
 async def _run_one(classifier: Classifier, text: str, timeout_s: float) -> Classification | ClassifierFailure:
     try:
-        classification = await asyncio.wait_for(classifier.classify(text), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            classification = await classifier.classify(text)
     except TimeoutError:
         return ClassifierFailure(classifier=classifier.name, kind="timeout", detail=f"timed out after {_seconds(timeout_s)}")
     except Exception as error:  # any failure of an adapter is the policy's to judge, not the stage's to crash on

@@ -673,7 +673,8 @@ class _SandboxInit:
             return
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(_readable(loop, self.pidfd), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await _readable(loop, self.pidfd)
         except TimeoutError:
             pass
         finally:
