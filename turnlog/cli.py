@@ -487,6 +487,7 @@ def _token(arguments: argparse.Namespace) -> int:
 
 async def _replay(settings: Settings, *, projection: str) -> int:
     from events.embedded import DataDirectoryBusy
+    from projections.ledger_erasure import WithoutErased
     from projections.ledger_replay import refold_ledgers
     from projections.projector import rebuild
     from turnlog.adapters import build_codec, build_key_store
@@ -500,10 +501,12 @@ async def _replay(settings: Settings, *, projection: str) -> int:
             return 1
     try:
         async with opened_storage(settings) as (log, live):
-            codec = build_codec(build_key_store(settings))  # sealed events open with the data dir's keys
+            keys = build_key_store(settings)
+            codec = build_codec(keys)  # sealed events open with the data dir's keys
             replayed = await rebuild(log=log, codec=codec, live=live, fresh=live.sibling("__rebuild"))
             snapshot = await live.snapshot()
-            refolded = await refold_ledgers(log=log, codec=codec, store=live.store)  # in place: see the module
+            # In place (see the module), leaving out erased subjects' rows: their usage and charges are not sealed.
+            refolded = await refold_ledgers(log=log, codec=codec, store=WithoutErased(live.store, keys))
     except DataDirectoryBusy:
         print(f"turnlog replay: a server is running on {settings.data_dir}; stop it first", file=sys.stderr)
         return 1

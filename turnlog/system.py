@@ -36,6 +36,7 @@ from projections.api_keys import ApiKeyView
 from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
+from projections.ledger_erasure import LedgerEraser, WithoutErased
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
 from projections.safety_decisions import SafetyLedger
@@ -290,14 +291,17 @@ async def running_roles(
             assert read_models is not None, "the projector role writes read models: open them"
             projector = ReadModelProjector(log=log, codec=codec, read_models=read_models)
             spawn(run(projector.processor()), "projector")
-            spawn(run(UsageLedger(read_models.store).processor()), "usage-ledger")
+            # The ledgers write through a store that leaves out erased subjects' rows; the eraser deletes theirs.
+            ledgers = WithoutErased(read_models.store, build_key_store(settings))
+            spawn(run(LedgerEraser(read_models.store).processor()), "ledger-eraser")
+            spawn(run(UsageLedger(ledgers).processor()), "usage-ledger")
             if settings.tools_file is not None:  # without tools, no run-events for it to read
-                spawn(run(ToolCallLedger(read_models.store).processor()), "tool-call-ledger")
+                spawn(run(ToolCallLedger(ledgers).processor()), "tool-call-ledger")
             if settings.policies_file is not None:  # without policies, no decisions for it to read
-                spawn(run(SafetyLedger(read_models.store).processor()), "safety-ledger")
+                spawn(run(SafetyLedger(ledgers).processor()), "safety-ledger")
             # Routes, manifests and timings of every run, and (with a tiers file) what each run was charged.
-            spawn(run(RunLedger(read_models.store).processor()), "run-ledger")
-            spawn(run(ChargeLedger(read_models.store).processor()), "charge-ledger")
+            spawn(run(RunLedger(ledgers).processor()), "run-ledger")
+            spawn(run(ChargeLedger(ledgers).processor()), "charge-ledger")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()

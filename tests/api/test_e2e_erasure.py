@@ -27,8 +27,10 @@ from e2e_server import assert_problem, create_conversation, list_turns, read_str
 from events.blobs import blob_key
 from events.documents import FileUploaded
 from events.key_files import KeyFileStore
+from events.topics import DOCUMENTS
 from kernel.envelope import Envelope
 from kernel.sealing import Erased
+from projections.ledger_erasure import LEDGER_ERASURE_GROUP, LEDGER_TABLES
 from projections.read_models import ReadModels
 from projections.search.embedded import EmbeddedSearchIndex
 from turnlog.adapters import build_codec
@@ -202,13 +204,19 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_readable_while_others_are
         assert "full moon" in text_of_turn(again), again
         assert [citation["sourceId"] for citation in again["citations"]] == [bob_file]
 
+        await eventually(lambda: asyncio.sleep(0, result=ledger_eraser_read_all(server.data_dir)), "the ledgers' eraser reads it")
+
     # The read models the live projector left: nothing of Alice's, Bob's all there. A rebuild from the log agrees.
+    # The analysts' ledgers likewise (their usage and charges are not sealed: they are deleted, and a refold skips them).
     server.stop()
     live = await read_models_of(server.data_dir)
     assert not owned_rows(live, alice.user_id, alice_file) and owned_rows(live, bob.user_id, bob_file)
+    ledgers = await ledger_owners(server.data_dir)
+    assert alice.user_id not in ledgers and {bob.user_id, carol.user_id} <= ledgers
     replayed = turnlog("replay", "--data-dir", str(server.data_dir))
     assert replayed.returncode == 0, replayed.stderr
     assert await read_models_of(server.data_dir) == live
+    assert await ledger_owners(server.data_dir) == ledgers
 
     # `turnlog erase` (server stopped): Carol, by an operator.
     erased = turnlog("erase", "--data-dir", str(server.data_dir), "--org-id", org_id, "--user-id", carol.user_id)
@@ -223,8 +231,10 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_readable_while_others_are
         assert {conversation["conversationId"] for conversation in bobs} == {bob_conversation, fresh}
         assert BOB_WORDS in "".join(text_of_turn(turn) for turn in await list_turns(as_bob, bob_conversation))
         assert (await answered(as_bob, "GET", "/v1/files")).status_code == 200  # the projector has read Carol's erasure
+        await eventually(lambda: asyncio.sleep(0, result=ledger_eraser_read_all(server.data_dir)), "the ledgers' eraser reads it")
     server.stop()
     assert not owned_rows(await read_models_of(server.data_dir), carol.user_id, None)
+    assert await ledger_owners(server.data_dir) == ledgers - {carol.user_id}
     assert not any(CAROL_WORDS in repr(envelope.payload) for envelope in log_envelopes(server.data_dir))
 
 
@@ -237,6 +247,31 @@ async def read_models_of(data_dir: Path) -> dict[str, list[dict]]:
         return await ReadModels(store).snapshot()
     finally:
         await store.close()
+
+
+async def ledger_owners(data_dir: Path) -> set[str]:
+    """The user ids with rows in any of the stopped server's ledger tables."""
+    from projections.chdb import ChdbStore
+
+    store = ChdbStore(str(data_dir / "read-models"))
+    try:
+        return {
+            str(row["user_id"])
+            for table in LEDGER_TABLES
+            for row in await store.query(f"SELECT DISTINCT user_id FROM {table}")
+        }
+    finally:
+        await store.close()
+
+
+def ledger_eraser_read_all(data_dir: Path) -> bool:
+    """Whether the ledgers' eraser has committed past the last record on `documents` (the log read as it runs)."""
+    with closing(sqlite3.connect(f"file:{data_dir / 'log.db'}?mode=ro", uri=True)) as log:
+        (end,) = log.execute("SELECT max(log_offset) FROM records WHERE topic = ?", (DOCUMENTS,)).fetchone()
+        committed = log.execute(
+            "SELECT log_offset FROM consumer_offsets WHERE group_id = ? AND topic = ?", (LEDGER_ERASURE_GROUP, DOCUMENTS)
+        ).fetchone()
+    return committed is not None and committed[0] >= end
 
 
 def owned_rows(snapshot: dict[str, list[dict]], user_id: str, file_id: str | None) -> list[dict]:
