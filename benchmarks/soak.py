@@ -10,8 +10,10 @@ inference worker, the embedded log and store) and drives it with `--users` virtu
   - a search: `POST /v1/search` where the server has it, else a turn (which searches the workspace),
   - reads: the conversation list and the turns of the current conversation.
 Every `--sample-s` seconds the server's resident memory (VmRSS), open file descriptors, threads and
-data-dir size are sampled from /proc. After the load stops it idles `--idle-s` seconds and samples
-again, so the handles can be compared with the baseline taken before the load began.
+data-dir size are sampled from /proc. Before the load, a short run of the same mix (`--first-use-s`) and
+`--idle-s` idle: what the server starts only on first use (thread pools, models) is then running. After the
+load stops it idles `--idle-s` seconds and samples again, so the handles can be compared with both the server
+that never served (the baseline) and the one that has served and idled (after first use).
 
 With `--probe FILE`, the server also writes what grows inside it to FILE, one JSON line every
 `--probe-every-s` (Python objects by type, glibc's heap, chDB's caches; with `--tracemalloc`, the
@@ -254,20 +256,37 @@ async def soak(arguments: argparse.Namespace, url: str, pid: int, data_dir: Path
     phase = ["baseline"]
     sampling = asyncio.create_task(sampler(pid, data_dir, arguments.sample_s, started, phase, samples))
     await asyncio.sleep(arguments.sample_s * 1.5)  # two samples of the idle server
+
+    async def load(seconds: float, tally: Tally) -> None:
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(
+            virtual_user(number, url, issue_token(secret, user_id=f"soak{number}", org_id=f"org_soak{number % 3}",
+                                                  workspace_ids=[f"ws_soak{number}"]), f"ws_soak{number}", until, tally)
+            for number in range(arguments.users)
+        ))
+
+    async def idle(name: str) -> dict:
+        phase[0] = name
+        await asyncio.sleep(arguments.idle_s)
+        samples.append({"t_s": round(time.monotonic() - started, 1), "phase": name, **process_sample(pid, data_dir)})
+        return leftovers(pid)
+
+    # First use: a short run of the same mix starts what the server starts only when first needed (thread pools,
+    # models), then it idles; the handles after the long load are compared with that too, not only with a server
+    # that has never served a request.
+    phase[0] = "first use"
+    first_use = Tally()
+    await load(arguments.first_use_s, first_use)
+    left_after_first_use = await idle("first-use idle")
     tally = Tally()
     phase[0] = "load"
-    until = time.monotonic() + arguments.minutes * 60
-    users = [
-        virtual_user(number, url, issue_token(secret, user_id=f"soak{number}", org_id=f"org_soak{number % 3}",
-                                              workspace_ids=[f"ws_soak{number}"]), f"ws_soak{number}", until, tally)
-        for number in range(arguments.users)
-    ]
-    await asyncio.gather(*users)
-    phase[0] = "idle"
-    await asyncio.sleep(arguments.idle_s)
+    await load(arguments.minutes * 60, tally)
+    left_after_idle = await idle("idle")
     sampling.cancel()
-    samples.append({"t_s": round(time.monotonic() - started, 1), "phase": "idle", **process_sample(pid, data_dir)})
-    return {**summarise(samples, tally, arguments), "left_after_idle": leftovers(pid)}
+    return {
+        **summarise(samples, tally, arguments), "first_use_actions": dict(first_use.actions),
+        "left_after_first_use": left_after_first_use, "left_after_idle": left_after_idle,
+    }
 
 
 def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespace) -> dict:
@@ -277,6 +296,7 @@ def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespa
     warm_from = load[0]["t_s"] + arguments.warmup_minutes * 60 if load else 0
     warm = [sample for sample in load if sample["t_s"] >= warm_from]
     idle = [sample for sample in samples if sample["phase"] == "idle"]
+    first_use = [sample for sample in samples if sample["phase"] == "first-use idle"]
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "server": "turnlog serve --engine scripted (embedded defaults: SQLite log, chDB store, embedded index)",
@@ -298,10 +318,15 @@ def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespa
         },
         "fds": {
             "baseline": baseline[-1]["fds"] if baseline else None,
+            "after_first_use": first_use[-1]["fds"] if first_use else None,
             "max": max(sample["fds"] for sample in samples),
             "after_idle": idle[-1]["fds"] if idle else None,
         },
-        "threads": {"baseline": baseline[-1]["threads"] if baseline else None, "after_idle": idle[-1]["threads"] if idle else None},
+        "threads": {
+            "baseline": baseline[-1]["threads"] if baseline else None,
+            "after_first_use": first_use[-1]["threads"] if first_use else None,
+            "after_idle": idle[-1]["threads"] if idle else None,
+        },
         "data_mib_end": samples[-1]["data_mib"],
         "lost_samples": [sample for sample in all_samples if "error" in sample],
         "samples": samples,
@@ -315,6 +340,8 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=10)
     parser.add_argument("--warmup-minutes", type=float, default=5)
     parser.add_argument("--idle-s", type=float, default=30)
+    parser.add_argument("--first-use-s", type=float, default=30,
+                        help="a short run of the mix before the load, then --idle-s idle: the handles' warm baseline")
     parser.add_argument("--token-delay-ms", default="20")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--probe", type=Path, help="the server writes what grows inside it here (JSON lines)")
