@@ -95,8 +95,9 @@ _Result = TypeVar("_Result")
 def _start_engine() -> None:
     """Import chdb (which starts its engine) with PROCESS_CONFIG as the config it finds.
 
-    HOME is swapped only while the import runs; a process that imported chdb before keeps
-    the pool it got then.
+    HOME is swapped only while the import runs, best before the process starts threads
+    (`turnlog serve` and `replay` import this module first: `turnlog.adapters.load_store_engine`);
+    a process that imported chdb before keeps the pool it got then.
     """
     if "chdb" in sys.modules:
         return

@@ -81,6 +81,13 @@ def build_log(settings: Settings) -> EventLog:
     raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
 
 
+def load_store_engine(settings: Settings) -> None:
+    """Start the embedded store's engine now, before the caller starts threads: importing chDB swaps HOME for a
+    moment to size the engine's thread pool (projections/chdb.py), and the environment is best changed alone."""
+    if url_scheme(settings.store) == "chdb":
+        import projections.chdb  # noqa: F401
+
+
 def build_store(settings: Settings) -> SqlStore:
     match url_scheme(settings.store):
         case "chdb":

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from turnlog.allocator import limit_malloc_arenas
-from turnlog.adapters import load_policies, load_pools, load_tiers, load_tools
+from turnlog.adapters import load_policies, load_pools, load_store_engine, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.erase import add_erase_parser, run_erase
 from turnlog.keys import add_keys_parser, run_keys
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         case "worker":
             return _work(arguments, settings)
         case "replay":
+            load_store_engine(settings)  # before the log starts its threads
             return asyncio.run(_replay(settings, projection=arguments.projection))
     return 2
 
@@ -391,6 +392,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the system starts its threads
+    load_store_engine(settings)  # likewise
     stopped_roles: list[str] = []
     limits = connection_limits(arguments)
 
