@@ -96,7 +96,8 @@ def _start_engine() -> None:
     """Import chdb (which starts its engine) with PROCESS_CONFIG as the config it finds.
 
     HOME is swapped only while the import runs, best before the process starts threads
-    (`turnlog serve` and `replay` import this module first: `turnlog.adapters.load_store_engine`);
+    (`turnlog serve`, `replay` and a projector's `worker` import this module first:
+    `turnlog.adapters.load_store_engine`);
     a process that imported chdb before keeps the pool it got then.
     """
     if "chdb" in sys.modules:

@@ -431,6 +431,8 @@ def _work(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the workers start their threads
+    if "projector" in settings.roles:  # the only worker role that opens the store (turnlog/system.py, run_workers)
+        load_store_engine(settings)  # likewise
     try:
         asyncio.run(_until_signalled(run_workers(settings)))
     except RoleStoppedError as error:
