@@ -62,6 +62,9 @@ from kernel.runtime import dead_letter, encode
 logger = logging.getLogger(__name__)
 # How long a lane waits before reading again after the log refused a claim (a full disk).
 _LOG_RETRY_S = 1.0
+# How long a step's end is retried while the log refuses it (a full disk), so the run's stream ends once the log
+# takes writes again rather than when its lease lapses (the watchdog's way, the same FinishRun: the decider takes one).
+_STEP_END_RETRY_S = 60.0
 
 WORKER_GROUP_PREFIX = "inference-workers."
 
@@ -452,7 +455,7 @@ class InferenceWorker:
                 checked = [self._event(decision, request_envelope) for decision in decisions]
                 step_end = self._finish(request_envelope, text, final_status, final_reason, usage, calls, replaced)
             # One append: the step's end and what it cost land together (the ledger never misses a step).
-            await self._log.append([
+            await self._append_step_end([
                 *checked,
                 step_end,
                 encode(
@@ -472,6 +475,21 @@ class InferenceWorker:
         # Shielded: a cancel that lands after the text is done (the owner's, a heartbeat away from the
         # end) must not stop the run from being reported; the decider still marks it cancelled.
         await asyncio.shield(conclude())
+
+    async def _append_step_end(self, records: list[OutgoingRecord]) -> None:
+        """Append a step's end, retried while the log refuses it for up to `_STEP_END_RETRY_S`."""
+        deadline = time.monotonic() + _STEP_END_RETRY_S
+        pause = 0.1
+        while True:
+            try:
+                await self._log.append(records)
+                return
+            except Unavailable as error:
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("the end of a step waits for the log: %s; retrying in %g s", error.detail, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _observe_step(self, usage: Usage, *, outcome: str, duration_s: float) -> None:
         REQUEST_DURATION.labels(pool=self._pool.name, model=self._model, outcome=outcome).observe(duration_s)

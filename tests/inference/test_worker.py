@@ -9,7 +9,7 @@ from commands.catalog import COMMAND_TYPES, FinishRun
 from events.catalog import EVENT_TYPES
 from kernel.codec import AvroCodec
 from events.conversation import RunCancellationRequested
-from events.embedded import EmbeddedLog
+from events.embedded import EmbeddedLog, LogStorageFull
 from kernel.envelope import Envelope
 from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
@@ -122,6 +122,32 @@ async def test_requests_waiting_together_are_claimed_in_one_append(log: Embedded
         await next_payload(log, RUN_EVENTS, GenerationStarted, key=f"run_w{index}")
     claims = [names.count("GenerationStarted") for names in appended if "GenerationStarted" in names]
     assert claims == [8], claims
+
+
+async def test_a_run_a_full_log_interrupts_ends_once_the_log_takes_writes_again(log: EmbeddedLog, start_worker) -> None:
+    """The disk fills mid-run: the next delta fails the run, and its end is retried until the log takes it (before, the
+    end was dropped and the run stayed open until the watchdog saw its lease lapse)."""
+    await start_worker(ScriptedEngine(answer_tokens=500, token_delay_s=0.01))
+    await request(log, "run_f")
+    await next_payload(log, RUN_EVENTS, AssistantDelta, key="run_f")
+    refused: list[str] = []  # the topics of what the full disk refused
+    space_back = asyncio.Event()
+    append = log.append
+
+    async def full_disk(records, **options):  # the real log behind a full disk: it takes nothing, and says so
+        if not space_back.is_set():
+            refused.extend(record.topic for record in records)
+            raise LogStorageFull(detail="the event log's disk is full; nothing was written", retry_after_s=30)
+        return await append(records, **options)
+
+    log.append = full_disk
+    async with asyncio.timeout(30):
+        while COMMANDS not in refused:  # the step's end was refused at least once
+            await asyncio.sleep(0.01)
+    space_back.set()
+    finish = await next_payload(log, COMMANDS, FinishRun, key="conv_run_f", timeout=30)
+    assert finish.status == "failed" and "LogStorageFull" in finish.reason, finish.reason
+    assert finish.text and len(finish.text.split()) < 500  # what streamed before the disk filled
 
 
 async def test_no_more_claims_than_the_engine_can_run(log: EmbeddedLog, start_worker) -> None:
