@@ -130,20 +130,20 @@ async def test_a_run_a_full_log_interrupts_ends_once_the_log_takes_writes_again(
     await start_worker(ScriptedEngine(answer_tokens=500, token_delay_s=0.01))
     await request(log, "run_f")
     await next_payload(log, RUN_EVENTS, AssistantDelta, key="run_f")
-    refused: list[str] = []  # the topics of what the full disk refused
+    end_refused = asyncio.Event()  # the step's end (its FinishRun command) was refused at least once
     space_back = asyncio.Event()
     append = log.append
 
     async def full_disk(records, **options):  # the real log behind a full disk: it takes nothing, and says so
         if not space_back.is_set():
-            refused.extend(record.topic for record in records)
+            if any(record.topic == COMMANDS for record in records):
+                end_refused.set()
             raise LogStorageFull(detail="the event log's disk is full; nothing was written", retry_after_s=30)
         return await append(records, **options)
 
     log.append = full_disk
     async with asyncio.timeout(30):
-        while COMMANDS not in refused:  # the step's end was refused at least once
-            await asyncio.sleep(0.01)
+        await end_refused.wait()
     space_back.set()
     finish = await next_payload(log, COMMANDS, FinishRun, key="conv_run_f", timeout=30)
     assert finish.status == "failed" and "LogStorageFull" in finish.reason, finish.reason
