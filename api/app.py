@@ -116,7 +116,7 @@ def create_app(
         async with start() as context:
             app.state.context = context
             app.state.conversations = ConversationDirectory()
-            app.state.exports = ExportJobs()
+            app.state.exports = ExportJobs(blobs=context.blobs)
             try:
                 yield
             finally:

@@ -1,7 +1,7 @@
 """Background exports: the export document written into the blob store in parts, with progress, by this API process.
 
 A job lives in the memory of the API process that started it, and nowhere else: a restart loses every job (an
-unfinished one stops; a finished one's parts stay in the blob store, but nothing names them any more), and behind
+unfinished one stops; every job's parts are deleted as the process stops, since nothing would name them), and behind
 several API instances only the one that started a job answers for it (404 elsewhere: route a user's export calls
 to one instance, or use the streamed `GET /v1/export`, which any instance serves). The document is the one
 `GET /v1/export` streams, cut into parts of about `part_bytes` as it is written, each part a blob: the job never
@@ -23,7 +23,7 @@ from api.context import ApiContext
 from api.export_document import ExportRequest, export_pieces
 from api.presenters import iso
 from api.schemas.exports import Export, ExportState
-from events.blobs import BlobRef
+from events.blobs import BlobRef, BlobStore
 from events.topics import DOCUMENTS
 from kernel.envelope import new_id, utc_now
 from kernel.errors import Conflict, NotFound, TurnlogError, Unavailable
@@ -88,9 +88,11 @@ class ExportJobs:
     """The export jobs of this process (see the module's docstring for what that means behind several instances)."""
 
     def __init__(
-        self, *, part_bytes: int = PART_BYTES, kept_for_s: float = KEPT_FOR_S, max_jobs: int = MAX_JOBS,
+        self, *, blobs: BlobStore, part_bytes: int = PART_BYTES, kept_for_s: float = KEPT_FOR_S, max_jobs: int = MAX_JOBS,
         max_running: int = MAX_RUNNING,
     ) -> None:
+        self._blobs = blobs  # where the parts go, and whence they are deleted once their job is forgotten
+        self._deletions: set[asyncio.Task[None]] = set()
         self._part_bytes = part_bytes
         self._kept_for_s = kept_for_s
         self._max_jobs = max_jobs
@@ -135,6 +137,8 @@ class ExportJobs:
             if job.finished_at is None:  # cancelled before it began
                 job.state, job.failure_reason = "failed", _STOPPED
                 job.finished_at, job.finished_monotonic = utc_now(), time.monotonic()
+        # After a restart nothing names the parts: they go now, with those of jobs forgotten earlier.
+        await asyncio.gather(*self._deletions, *(self._delete_parts(job) for job in self._jobs.values()))
 
     async def _run(self, context: ApiContext, principal: Principal, job: ExportJob) -> None:
         try:
@@ -176,26 +180,41 @@ class ExportJobs:
                 part.append(encoded)
                 part_size += len(encoded)
                 if part_size >= self._part_bytes:
-                    await _put_part(context, job, b"".join(part))
+                    await self._put_part(job, b"".join(part))
                     part, part_size = [], 0
         finally:
             await pieces.aclose()
         if part:
-            await _put_part(context, job, b"".join(part))
+            await self._put_part(job, b"".join(part))
+
+    async def _put_part(self, job: ExportJob, data: bytes) -> None:
+        """A part of the document into the blob store, sealed under its user's data key (docs/encryption.md)."""
+        job.parts.append(await put_owned(self._blobs, data, owner=Subject(org_id=job.org_id, user_id=job.user_id)))
+        job.part_bytes.append(len(data))
+
+    async def _delete_parts(self, job: ExportJob) -> None:
+        parts, job.parts = job.parts, []
+        try:
+            for part in parts:
+                await self._blobs.delete(part)
+        except Unavailable as error:
+            logger.warning("export %s: %d parts stay in the blob store: %s", job.export_id, len(parts), error.detail)
 
     def _forget_old(self) -> None:
         now = time.monotonic()
         for export_id, job in list(self._jobs.items()):
             if job.finished_monotonic is not None and now - job.finished_monotonic > self._kept_for_s:
-                del self._jobs[export_id]
+                self._forget(export_id)
         for export_id, job in list(self._jobs.items()):
             if len(self._jobs) < self._max_jobs:
                 break
             if job.finished_at is not None:
-                del self._jobs[export_id]
+                self._forget(export_id)
 
-
-async def _put_part(context: ApiContext, job: ExportJob, data: bytes) -> None:
-    """A part of the document into the blob store, sealed under its user's data key (docs/encryption.md)."""
-    job.parts.append(await put_owned(context.blobs, data, owner=Subject(org_id=job.org_id, user_id=job.user_id)))
-    job.part_bytes.append(len(data))
+    def _forget(self, export_id: str) -> None:
+        """Drop a finished job, and delete its parts in the background (its download is a 404 from now on)."""
+        job = self._jobs.pop(export_id)
+        if job.parts:
+            deletion = asyncio.create_task(self._delete_parts(job), name=f"export {export_id} parts")
+            self._deletions.add(deletion)
+            deletion.add_done_callback(self._deletions.discard)

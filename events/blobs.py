@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from kernel.errors import NotFound, TurnlogError, Unavailable
@@ -99,6 +100,14 @@ class BlobStore(Protocol):
         """Remove a blob for good; deleting one that is not there is not an error."""
         ...
 
+    def digests(self) -> AsyncIterator[str]:
+        """Every stored blob's digest, in no set order (a blob put or deleted meanwhile may or may not appear)."""
+        ...
+
+    async def head(self, blob: BlobRef | str, size: int) -> bytes:
+        """The blob's first `size` bytes (all of a shorter one), unverified: for reading a header; `BlobNotFound`."""
+        ...
+
 
 def check_digest(digest: str) -> str:
     """`digest` if it is a SHA-256 hex digest (64 lowercase hex characters), else ValueError.
@@ -164,6 +173,19 @@ class DirectoryBlobStore:
         self._check_started()
         await asyncio.to_thread(self._delete, digest_of(blob))
 
+    async def digests(self) -> AsyncIterator[str]:
+        self._check_started()
+        shards = sorted(await asyncio.to_thread(_entries, self._root / "sha256"))
+        for shard in shards:
+            for name in await asyncio.to_thread(_entries, self._root / "sha256" / shard):
+                digest = shard + name
+                if _DIGEST.fullmatch(digest):  # not a temp file, nor anything else put there by hand
+                    yield digest
+
+    async def head(self, blob: BlobRef | str, size: int) -> bytes:
+        self._check_started()
+        return await asyncio.to_thread(self._head, digest_of(blob), size)
+
     # -- on a worker thread ------------------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -216,6 +238,13 @@ class DirectoryBlobStore:
             raise BlobNotFound(digest=digest) from None
         return verified(digest, data)
 
+    def _head(self, digest: str, size: int) -> bytes:
+        try:
+            with self._path(digest).open("rb") as stored:
+                return stored.read(size)
+        except FileNotFoundError:
+            raise BlobNotFound(digest=digest) from None
+
     def _delete(self, digest: str) -> None:
         path = self._path(digest)
         try:
@@ -230,6 +259,14 @@ class DirectoryBlobStore:
     def _check_started(self) -> None:
         if not self._started:
             raise RuntimeError("the blob store is not started")
+
+
+def _entries(directory: Path) -> list[str]:
+    """The names in a directory (none when it is not there)."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
 
 
 def fsync_directory(path: Path) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import re
 from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -20,7 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from events.blobs import BlobNotFound, BlobRef, BlobStoreUnavailable, blob_key, digest_of, verified
+from events.blobs import BlobNotFound, BlobRef, BlobStoreUnavailable, blob_key, check_digest, digest_of, verified
 
 __all__ = ["S3BlobStore", "S3Location", "parse_s3_url"]
 
@@ -89,8 +90,10 @@ class S3BlobStore:
         max_attempts: int = 3,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
+        list_page_size: int = 1000,  # S3's own most per listing request
     ) -> None:
         self._location = location
+        self._list_page_size = list_page_size
         self._config = Config(
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=connect_timeout_s,
@@ -168,6 +171,45 @@ class S3BlobStore:
     async def delete(self, blob: BlobRef | str) -> None:
         key = self._key(digest_of(blob))
         await self._call(self._started().delete_object, Bucket=self._location.bucket, Key=key)
+
+    async def digests(self) -> AsyncIterator[str]:
+        prefix = f"{self._location.prefix}sha256/"
+        arguments = {"Bucket": self._location.bucket, "Prefix": prefix, "MaxKeys": self._list_page_size}
+        while True:
+            page = await self._call(self._started().list_objects_v2, **arguments)
+            for entry in page.get("Contents", ()):
+                digest = entry["Key"][len(prefix):].replace("/", "")
+                try:
+                    yield check_digest(digest)
+                except ValueError:
+                    continue  # not a blob of this layout
+            if not page.get("IsTruncated"):
+                return
+            arguments["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def head(self, blob: BlobRef | str, size: int) -> bytes:
+        digest = digest_of(blob)
+        client = self._started()
+
+        def read() -> bytes:
+            try:
+                response = client.get_object(
+                    Bucket=self._location.bucket, Key=self._key(digest), Range=f"bytes=0-{max(size, 1) - 1}"
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # an empty object has no byte 0
+                raise
+            body = response["Body"]
+            try:
+                return body.read()[:size]
+            finally:
+                body.close()
+
+        try:
+            return await self._call(read)
+        except _Missing:
+            raise BlobNotFound(digest=digest) from None
 
     # -- internals ---------------------------------------------------------------------------
 

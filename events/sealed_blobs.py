@@ -9,9 +9,11 @@ ciphertext's, which is what the inner store verifies. `get` opens sealed blobs a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from events.blobs import BlobCorrupted, BlobNotFound, BlobRef, BlobStore, digest_of
 from kernel.key_store import KeyStore
-from kernel.sealing import SealBroken, Subject, blob_subject, seal_blob, unseal_blob
+from kernel.sealing import SEALED_HEADER_MAX_BYTES, SealBroken, Subject, blob_subject, seal_blob, unseal_blob
 
 
 class SealingBlobStore:
@@ -51,6 +53,32 @@ class SealingBlobStore:
 
     async def delete(self, blob: BlobRef | str) -> None:
         await self._inner.delete(blob)
+
+    def digests(self) -> AsyncIterator[str]:
+        return self._inner.digests()
+
+    async def head(self, blob: BlobRef | str, size: int) -> bytes:
+        return await self._inner.head(blob, size)
+
+    async def sweep_erased(self) -> int:
+        """Delete every blob sealed under an erased subject's key (unreadable already); returns how many went.
+
+        Whatever put them (uploads, export parts, tool results, the code interpreter's files), the blob's own
+        header names its subject, so nothing needs to have recorded them. A sealed blob is unique to its
+        subject (a fresh nonce each time), so no one else's blob can go with it.
+        """
+        swept = 0
+        async for digest in self._inner.digests():
+            try:
+                subject = blob_subject(await self._inner.head(digest, SEALED_HEADER_MAX_BYTES))
+            except BlobNotFound:
+                continue  # deleted meanwhile
+            except SealBroken:
+                continue  # a header turnlog did not write: not ours to judge
+            if subject is not None and self._keys.is_erased(subject):
+                await self._inner.delete(digest)
+                swept += 1
+        return swept
 
 
 async def put_owned(blobs: BlobStore, data: bytes, *, owner: Subject | None) -> BlobRef:

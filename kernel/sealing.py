@@ -19,9 +19,12 @@ DATA_KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's 96-bit nonce, random per seal: 2^32 seals per key stay far below the collision bound
 _AAD_VERSION = b"turnlog-seal/1"
 # Subject ids are parts of a key id (`/`-separated); key stores map them to their own names (key_files.py).
-_SUBJECT_ID = re.compile(r"[^/\x00]{1,256}")
+_SUBJECT_ID_CHARS = 256
+_SUBJECT_ID = re.compile(rf"[^/\x00]{{1,{_SUBJECT_ID_CHARS}}}")
 # A sealed blob names its key so any reader can open it: magic, key id length, key id, nonce, ciphertext.
 BLOB_MAGIC = b"TLSB\x01"
+# A sealed blob's header (magic, key id's length, `user/<org>/<user>` in UTF-8) fits in this many bytes.
+SEALED_HEADER_MAX_BYTES = len(BLOB_MAGIC) + 2 + len("user//") + 2 * _SUBJECT_ID_CHARS * 4
 
 
 class SealBroken(ValueError):

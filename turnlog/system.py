@@ -331,6 +331,7 @@ async def running_roles(
             spawn(run(governance.processor()), "governance")
             spawn(run(SettlementRouter(log=log, codec=codec).processor()), "settlement")
         if "ingester" in settings.roles:
+            from processors.ingestion.blob_erasure import BlobEraser
             from processors.ingestion.ingester import Ingester
 
             assert search is not None
@@ -340,6 +341,8 @@ async def running_roles(
                 log=log, codec=codec, blobs=blobs, index=search.index, embedder=search.embedder, tokenizer=search.tokenizer
             )
             spawn(run(ingester.processor()), "ingester")
+            if isinstance(blobs, SealingBlobStore):  # every process's store seals (opened_blobs)
+                spawn(run(BlobEraser(blobs).processor()), "blob-eraser")
         # Not a role: the consumer-lag metric of the groups above, sampled while they run.
         sampler = asyncio.create_task(sample_consumer_lag(log, lag_groups), name="consumer-lag")
         background = [sampler, *_trimming(settings, log=log, codec=codec)]

@@ -29,7 +29,7 @@ from events.documents import FileUploaded
 from events.key_files import KeyFileStore
 from events.topics import DOCUMENTS
 from kernel.envelope import Envelope
-from kernel.sealing import Erased
+from kernel.sealing import Erased, blob_subject
 from projections.ledger_erasure import LEDGER_ERASURE_GROUP, LEDGER_TABLES
 from projections.read_models import ReadModels
 from projections.search.embedded import EmbeddedSearchIndex
@@ -105,6 +105,12 @@ async def chunks_of(server: e2e_server.TurnlogServer, org_id: str, workspace_id:
         await index.close()
 
 
+def sealed_blobs_of(data_dir: Path, user_id: str) -> int:
+    """How many blobs in the store are sealed under the user's key (their header names it)."""
+    paths = [path for path in (data_dir / "blobs" / "sha256").rglob("*") if path.is_file() and not path.name.startswith(".")]
+    return sum(1 for path in paths if (subject := blob_subject(path.read_bytes())) is not None and subject.user_id == user_id)
+
+
 def raw_log_bytes(data_dir: Path) -> bytes:
     """Every byte the embedded log holds on disk: the database and its write-ahead log."""
     return b"".join(path.read_bytes() for path in sorted(data_dir.glob("log.db*")) if path.is_file())
@@ -141,6 +147,17 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_readable_while_others_are
         bob_answer = await grounded_answer(as_bob, bob_conversation, f"When do spring tides come? {BOB_WORDS}", bob_file)
         assert "full moon" in text_of_turn(bob_answer)
         await e2e_server.wait_for_run(as_carol, (await e2e_server.submit_turn(as_carol, carol_conversation, CAROL_WORDS))["runId"])
+        # Alice and Bob each leave a background export's parts in the blob store (never named on the log).
+        for client in (as_alice, as_bob):
+            started = await client.post("/v1/exports", json={})
+            assert started.status_code == 202, started.text
+
+            async def export_completed(client=client, location=started.headers["location"]) -> bool:
+                return (await client.get(location)).json()["state"] == "completed"
+
+            await eventually(export_completed, "the export completes")
+        assert sealed_blobs_of(server.data_dir, alice.user_id) >= 2  # her upload and her export's part
+        bobs_sealed_blobs = sealed_blobs_of(server.data_dir, bob.user_id)
 
         # Sealed at rest: neither the log nor the blob store ever held anyone's words.
         on_disk = raw_log_bytes(server.data_dir)
@@ -185,6 +202,10 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_readable_while_others_are
             lambda: asyncio.sleep(0, result=not (server.data_dir / "blobs" / blob_key(digests[alice_file])).exists()),
             "Alice's blob leaves the blob store",
         )
+        await eventually(  # and every other blob sealed under her key: the export's parts
+            lambda: asyncio.sleep(0, result=sealed_blobs_of(server.data_dir, alice.user_id) == 0),
+            "every blob sealed under Alice's key leaves the blob store",
+        )
 
         # The raw log: her events are still there (it is immutable) but none opens; everyone else's do.
         envelopes = log_envelopes(server.data_dir)
@@ -196,6 +217,7 @@ async def test_erasing_a_user_leaves_nothing_of_theirs_readable_while_others_are
         # Bob: untouched, and his documents still ground his answers.
         assert await chunks_of(server, org_id, workspace, bob_file) > 0
         assert (server.data_dir / "blobs" / blob_key(digests[bob_file])).is_file()
+        assert sealed_blobs_of(server.data_dir, bob.user_id) == bobs_sealed_blobs
         assert BOB_WORDS in "".join(text_of_turn(turn) for turn in await list_turns(as_bob, bob_conversation))
         # Listing files waits until the projector has read all of `documents`, the erasure included.
         assert [file["fileId"] for file in (await answered(as_bob, "GET", "/v1/files")).json()["files"]] == [bob_file]

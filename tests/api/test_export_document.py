@@ -17,7 +17,7 @@ from ulid import ULID
 from api.auth import Principal
 from api.context import ApiContext
 from api.export_document import ExportRequest, export_pieces
-from api.export_jobs import ExportJobs
+from api.export_jobs import ExportJob, ExportJobs
 from api.openapi import build_document
 from events.blobs import DirectoryBlobStore
 from kernel.errors import Conflict, NotFound, Unavailable
@@ -229,7 +229,7 @@ async def finished(jobs: ExportJobs, caller: Principal, export_id: str) -> dict:
 
 async def test_a_job_writes_the_document_in_parts_and_counts_its_progress(read_models, blobs) -> None:
     await seed(read_models, conversations=4, turns=6)
-    jobs = ExportJobs(part_bytes=1_000)
+    jobs = ExportJobs(blobs=blobs, part_bytes=1_000)
     ada = principal(ADA)
     job = jobs.start(api_context(read_models, blobs), ada, workspace_id=None)
     assert job.json()["state"] in ("queued", "running") and job.json()["downloadUrl"] is None
@@ -256,7 +256,7 @@ async def test_a_job_that_cannot_read_fails_with_its_reason_and_another_may_star
     async def lagging(**_: object) -> None:
         raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)
 
-    jobs = ExportJobs()
+    jobs = ExportJobs(blobs=blobs)
     ada = principal(ADA)
     job = jobs.start(api_context(read_models, blobs, caught_up=lagging), ada, workspace_id="ws_a")
     shown = await finished(jobs, ada, job.export_id)
@@ -272,10 +272,41 @@ async def test_closing_stops_a_running_job(read_models, blobs) -> None:
     async def never(**_: object) -> None:
         await stuck.wait()
 
-    jobs = ExportJobs()
+    jobs = ExportJobs(blobs=blobs)
     ada = principal(ADA)
     job = jobs.start(api_context(read_models, blobs, caught_up=never), ada, workspace_id=None)
     await asyncio.sleep(0)  # let it start waiting
     await jobs.close()
     shown = jobs.find(ada, job.export_id).json()
     assert shown["state"] == "failed" and "server stopped" in shown["failureReason"]
+
+
+async def ended(job: ExportJob) -> None:
+    async with asyncio.timeout(30):
+        while job.finished_at is None:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_forgotten_jobs_parts_leave_the_blob_store_and_closing_takes_the_rest(read_models, blobs) -> None:
+    await seed(read_models, conversations=2, turns=2)
+    jobs = ExportJobs(blobs=blobs, part_bytes=500, kept_for_s=0.0)  # forgotten as soon as anyone looks after it ends
+    ada, bob = principal(ADA), principal(BOB)
+    job = jobs.start(api_context(read_models, blobs), ada, workspace_id=None)
+    await ended(job)
+    parts = list(job.parts)
+    assert job.state == "completed" and parts and all([await blobs.exists(part) for part in parts])
+
+    # Bob's job starting forgets Ada's: its download is gone, and so are its parts.
+    bobs = jobs.start(api_context(read_models, blobs), bob, workspace_id=None)
+    with pytest.raises(NotFound):
+        jobs.find(ada, job.export_id)
+    async with asyncio.timeout(30):
+        while any([await blobs.exists(part) for part in parts]):
+            await asyncio.sleep(0.01)
+
+    # A restart would leave nothing naming Bob's parts: the process deletes them as it stops.
+    await ended(bobs)
+    bobs_parts = list(bobs.parts)
+    assert bobs_parts
+    await jobs.close()
+    assert not any([await blobs.exists(part) for part in bobs_parts])

@@ -207,6 +207,24 @@ async def test_delete_removes_the_blob_and_may_be_repeated(store: BlobStore, bac
     assert await store.get(kept) == b"kept"
 
 
+async def test_digests_lists_every_stored_blob_once(store: BlobStore) -> None:
+    refs = [await store.put(b"listed %d" % index) for index in range(7)]
+    await store.delete(refs[3])
+    listed = [digest async for digest in store.digests()]
+    assert sorted(listed) == sorted(ref.digest for index, ref in enumerate(refs) if index != 3)
+
+
+async def test_head_reads_the_first_bytes_unverified(store: BlobStore, backend: Backend) -> None:
+    ref = await store.put(b"TLSB header, then the rest")
+    assert await store.head(ref, 4) == b"TLSB"
+    assert await store.head(ref.digest, 1000) == b"TLSB header, then the rest"
+    assert await store.head(await store.put(b""), 16) == b""
+    backend.raw_write(ref.digest, b"TLSB altered")  # a header is read without the digest's check
+    assert await store.head(ref, 4) == b"TLSB"
+    with pytest.raises(BlobNotFound):
+        await store.head(hashlib.sha256(b"never stored").hexdigest(), 4)
+
+
 async def test_a_deleted_blob_can_be_put_again(store: BlobStore) -> None:
     ref = await store.put(b"uploaded again after erasure")
     await store.delete(ref)
@@ -384,6 +402,23 @@ async def test_s3_blobs_under_another_prefix_are_invisible(moto_server: MotoServ
 
 
 # -- choosing an adapter by URL --------------------------------------------------------------------
+
+
+async def test_s3_digests_reads_every_page_and_only_its_prefix(moto_server: MotoServer) -> None:
+    bucket = f"blobs-{uuid.uuid4().hex[:16]}"
+    moto_server.client().create_bucket(Bucket=bucket)
+    location = S3Location(bucket=bucket, prefix="one/", endpoint_url=moto_server.endpoint_url, region=REGION)
+    listed = S3BlobStore(location=location, list_page_size=2)
+    beside = build_blob_store(f"s3://{bucket}/two?endpoint={moto_server.endpoint_url}&region={REGION}")
+    await listed.start()
+    await beside.start()
+    try:
+        refs = [await listed.put(b"paged %d" % index) for index in range(5)]
+        await beside.put(b"under another prefix")
+        assert sorted([digest async for digest in listed.digests()]) == sorted(ref.digest for ref in refs)
+    finally:
+        await listed.close()
+        await beside.close()
 
 
 def test_build_blob_store_picks_the_adapter_by_scheme(tmp_path: Path) -> None:

@@ -81,3 +81,26 @@ async def test_put_owned_seals_where_the_store_seals(stores, tmp_path: Path) -> 
     await plain_store.start()
     plain = await put_owned(plain_store, PDF, owner=ALICE)  # a store that does not seal (a unit test's) keeps the bytes
     assert await plain_store.get(plain) == PDF
+
+
+async def test_a_sweep_deletes_what_erased_keys_sealed_and_nothing_else(stores) -> None:
+    blobs, keys, root = stores
+    carol = Subject(org_id="org_2", user_id="carol")
+    alices = [await blobs.put(b"alice's export part %d" % index, owner=ALICE) for index in range(3)]
+    bobs = await blobs.put(b"bob's tool result", owner=BOB)
+    carols = await blobs.put(b"carol's chart.png", owner=carol)
+    plaintext = await blobs.put(b"an upload from before sealing")
+    foreign = await blobs.put(b"TLSB\x01\x00\x05nokey and whatever follows")  # the magic, but no key id of ours
+    assert await blobs.sweep_erased() == 0  # nobody erased yet
+
+    keys.destroy(ALICE)
+    assert await blobs.sweep_erased() == 3
+    assert [await blobs.exists(ref) for ref in alices] == [False, False, False]
+    assert await blobs.get(bobs) == b"bob's tool result" and await blobs.get(carols) == b"carol's chart.png"
+    assert await blobs.get(plaintext) == b"an upload from before sealing" and await blobs.exists(foreign)
+    assert await blobs.sweep_erased() == 0  # again: nothing left to do
+
+    keys.destroy(Subject(org_id="org_1"))  # the org: every user's key with it
+    assert await blobs.sweep_erased() == 1
+    assert not await blobs.exists(bobs) and await blobs.get(carols) == b"carol's chart.png"
+    assert len(stored_bytes(root)) == 3  # carol's, the plaintext, the foreign one

@@ -1,0 +1,42 @@
+"""The blob eraser on `SubjectErased`: every blob sealed under the erased key leaves the store, whoever put it."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from events.blobs import DirectoryBlobStore
+from events.erasure import SubjectErased
+from events.key_files import KeyFileStore
+from events.sealed_blobs import SealingBlobStore
+from events.topics import DOCUMENTS
+from kernel.envelope import Actor, Envelope
+from kernel.runtime import Delivery, encode
+from kernel.sealing import Subject
+from processors.ingestion.blob_erasure import BLOB_ERASURE_GROUP, BlobEraser
+from turnlog.adapters import build_codec
+
+ADMIN = Actor(user_id="admin", org_id="org_acme", workspace_id="")
+ADA = Subject(org_id="org_acme", user_id="ada")
+BOB = Subject(org_id="org_acme", user_id="bob")
+
+
+async def test_an_erasure_sweeps_the_users_export_parts_and_tool_outputs_and_leaves_others(tmp_path: Path, embedded_log) -> None:
+    keys = KeyFileStore(root=tmp_path / "keys")
+    codec = build_codec(keys)
+    blobs = SealingBlobStore(inner=DirectoryBlobStore(root=tmp_path / "blobs"), keys=keys)
+    await blobs.start()
+    try:
+        adas = [await blobs.put(data, owner=ADA) for data in (b'{"conversations": [', b"a whole tool result", b"\x89PNG chart")]
+        bobs = await blobs.put(b"bob's export part", owner=BOB)
+        eraser = BlobEraser(blobs)
+        assert eraser.processor().group == BLOB_ERASURE_GROUP
+        assert eraser.processor().reacts_to == frozenset({"SubjectErased"})
+
+        keys.destroy(ADA)
+        erased = SubjectErased(org_id="org_acme", user_id="ada", requested_by="admin", erased_at=datetime(2026, 12, 5, tzinfo=UTC))
+        [record] = await embedded_log.append([encode(codec, Envelope.wrap(erased, key=erased.subject_key, actor=ADMIN), topic=DOCUMENTS)])
+        assert await eraser.react([Delivery(record=record, envelope=codec.decode(record.value))]) == []
+
+        assert [await blobs.exists(ref) for ref in adas] == [False, False, False]
+        assert await blobs.get(bobs) == b"bob's export part"
+    finally:
+        await blobs.close()
