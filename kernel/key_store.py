@@ -1,11 +1,10 @@
 """The key-store port: data keys per org and per user, and their destruction (the erasure primitive).
 
-Adapters: `events.key_files.KeyFileStore` (a key file per subject under the data directory, the
-default). A KMS adapter implements the same four methods, typically by envelope encryption: it keeps
-each data key wrapped by a KMS master key (in its own table or bucket), unwraps it through the KMS on
-first use and caches it; `destroy` deletes the wrapped key (and records the subject as erased) so no
-KMS call can bring it back. It plugs in at `turnlog.adapters.build_key_store` (a URL scheme, e.g.
-`kms://...`), and must pass `tests/events/test_key_store_contract.py`.
+Adapters: `events.key_files.KeyFileStore` (a key file per subject under the data directory, the default),
+and the same files holding keys wrapped by an AWS KMS key (`events.kms_keys`, `--keys kms:...`): envelope
+encryption, each data key unwrapped through the KMS on first use and cached; `destroy` deletes the wrapped
+key after recording the subject as erased, so no KMS call can bring it back. Adapters are chosen by URL
+scheme in `turnlog.adapters.build_key_store`, and pass `tests/events/test_key_store_contract.py`.
 
 The methods are synchronous: the codec seals and opens inside encode/decode. An adapter answers
 from memory after the first use of a key, so they stay cheap on the hot path.

@@ -37,6 +37,7 @@ e2e_server = load_test_module("e2e_server")
 kafka_harness = load_test_module("kafka_broker")
 clickhouse_http = load_test_module("clickhouse_http")
 trace_collector = load_test_module("trace_collector")
+moto_aws = load_test_module("moto_aws")
 
 # The ClickHouse test server's credentials: adapters must send them (URL-special characters included).
 CLICKHOUSE_USER = "turnlog"
@@ -104,6 +105,13 @@ async def embedded_log(tmp_path: Path):
         yield log
     finally:
         await log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[moto_aws.MotoServer]:
+    """A real `moto_server` process (S3 and KMS) for the session, with dummy credentials in the environment."""
+    with moto_aws.running_moto(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

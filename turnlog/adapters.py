@@ -52,12 +52,16 @@ def build_codec(keys: KeyStore | None = None) -> AvroCodec:
 
 
 def build_key_store(settings: Settings) -> KeyStore:
-    """The data keys: `file:///path` (key files, the default `<data dir>/keys`). A KMS adapter plugs in here by
-    scheme (kernel/key_store.py says what it must do)."""
+    """The data keys: `file:///path` (key files, the default `<data dir>/keys`) or `kms:<key id>` (key files
+    wrapped by an AWS KMS key, events/kms_keys.py)."""
     parts = urlsplit(settings.keys)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
         return KeyFileStore(root=Path(unquote(parts.path)))
-    raise ValueError(f"unsupported key store URL {settings.keys!r}; use file:///path")
+    if parts.scheme == "kms":
+        from events.kms_keys import kms_key_store, parse_kms_url
+
+        return kms_key_store(parse_kms_url(settings.keys, default_directory=settings.data_dir / "keys"))
+    raise ValueError(f"unsupported key store URL {settings.keys!r}; use file:///path or kms:<KMS key id, alias or ARN>")
 
 
 def build_log(settings: Settings) -> EventLog:

@@ -179,7 +179,8 @@ def _add_document_options(parser: CommandParser) -> None:
     )
     parser.add_option(
         "--keys", metavar="URL", shown_default="file:///<data-dir>/keys",
-        help="the data keys content is sealed with (docs/encryption.md): file:///path, kept out of the log's backups",
+        help="the data keys content is sealed with (docs/encryption.md): file:///path, kept out of the log's backups,"
+        " or kms:<KMS key id, alias or ARN>[?region=..&endpoint=..&dir=/path] for key files wrapped by an AWS KMS key",
     )
 
 

@@ -49,6 +49,8 @@ def required_extras(settings: Settings, *, api: bool) -> list[Requirement]:
             ))
     if (api or "ingester" in settings.roles) and url_scheme(settings.blobs) == "s3":
         needs.append(Requirement(extra="s3", modules=("boto3",), what="S3 blob storage (--blobs s3://)"))
+    if url_scheme(settings.keys) == "kms":  # every process seals or opens content
+        needs.append(Requirement(extra="kms", modules=("boto3",), what="data keys wrapped by an AWS KMS key (--keys kms:)"))
     if settings.searches:
         if url_scheme(settings.search) != "embedded":
             needs.append(Requirement(

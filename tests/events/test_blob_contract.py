@@ -1,25 +1,22 @@
 """The blob store contract: every adapter of `events.blobs.BlobStore` passes these.
 
-The S3 adapter runs against a real `moto_server` process (an in-memory S3 over HTTP), one bucket per test.
+The S3 adapter runs against a real `moto_server` process (an in-memory S3 over HTTP, `tests/moto_aws.py`), one
+bucket per test.
 """
 
 import asyncio
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from events.blobs import (
     BlobCorrupted,
@@ -30,71 +27,10 @@ from events.blobs import (
     DirectoryBlobStore,
     blob_key,
 )
+from moto_aws import REGION, MotoServer, free_port
 from turnlog.adapters import build_blob_store
 from events.s3_blobs import S3BlobStore, S3Location, parse_s3_url
 from kernel.errors import NotFound, Unavailable
-
-REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass(frozen=True, kw_only=True)
-class MotoServer:
-    endpoint_url: str
-
-    def client(self):
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=REGION, config=Config(s3={"addressing_style": "path"})
-        )
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """A real `moto_server` process for the session, with dummy credentials in the environment."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("AWS_ACCESS_KEY_ID", "turnlog-test")
-        environment.setenv("AWS_SECRET_ACCESS_KEY", "turnlog-test-secret")
-        environment.delenv("AWS_SESSION_TOKEN", raising=False)
-        environment.delenv("AWS_PROFILE", raising=False)
-        # Keep this machine's own AWS files and instance metadata out of the tests.
-        environment.setenv("AWS_CONFIG_FILE", str(log_path.with_name("no-aws-config")))
-        environment.setenv("AWS_SHARED_CREDENTIALS_FILE", str(log_path.with_name("no-aws-credentials")))
-        environment.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            endpoint_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"moto_server exited with {process.returncode}:\n{log_path.read_text()}")
-                try:
-                    with urllib.request.urlopen(endpoint_url, timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"moto_server did not answer in 30 s:\n{log_path.read_text()}") from None
-                    time.sleep(0.1)
-            yield MotoServer(endpoint_url=endpoint_url)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
 
 @dataclass(frozen=True, kw_only=True)
 class Backend:

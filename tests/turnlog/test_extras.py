@@ -49,6 +49,12 @@ def test_a_fleet_api_needs_clickhouse_s3_and_nothing_of_the_models() -> None:
     assert extras_of(api, api=True) == {"kafka", "clickhouse", "s3"}
 
 
+def test_kms_wrapped_keys_need_the_kms_extra_in_every_process() -> None:
+    for roles, api in (((), True), (("decider",), False), (("inference",), False)):
+        settings = Settings(keys_url="kms:alias/turnlog?region=eu-west-1", roles=roles)
+        assert "kms" in extras_of(settings, api=api)
+
+
 def test_search_roles_need_the_embeddings_and_their_index(tmp_path: Path) -> None:
     ingester = Settings(data_dir=tmp_path, search_url="elasticsearch://es:9200", roles=("ingester",))
     assert extras_of(ingester, api=False) == {"embeddings", "elasticsearch"}
