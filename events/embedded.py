@@ -331,6 +331,41 @@ class EmbeddedLog:
         self._pending.put(_PendingTrim(topic=topic, offsets=tuple(offsets), through=through, done=done))
         return await done
 
+    async def rewrite_values(self, transform: Callable[[bytes], bytes | None], *, batch: int = 500) -> int:
+        """Replace each record's value with `transform(value)` where that is not None; returns how many changed.
+
+        Maintenance for a stopped server (`turnlog reseal`): the log is immutable to everything else. The old
+        values are overwritten on disk, not only superseded (secure_delete, then a checkpoint that truncates the
+        WAL), since the point of a rewrite is that the old bytes are gone.
+        """
+        if self._writer is None:
+            raise RuntimeError("the log is not started")
+        return await asyncio.to_thread(self._rewrite_values, transform, batch)
+
+    def _rewrite_values(self, transform: Callable[[bytes], bytes | None], batch: int) -> int:
+        connection = _connect(self._path)
+        try:
+            connection.execute("PRAGMA secure_delete = ON")  # freed cells and pages are zeroed, not left behind
+            connection.execute("PRAGMA synchronous = FULL")
+            changed, after = 0, -1
+            while True:
+                rows = connection.execute(
+                    "SELECT log_offset, value FROM records WHERE log_offset > ? ORDER BY log_offset LIMIT ?", (after, batch)
+                ).fetchall()
+                if not rows:
+                    break
+                after = rows[-1][0]
+                updates = [(new, offset) for offset, value in rows if (new := transform(bytes(value))) is not None]
+                if updates:
+                    connection.execute("BEGIN IMMEDIATE")
+                    connection.executemany("UPDATE records SET value = ? WHERE log_offset = ?", updates)
+                    connection.execute("COMMIT")
+                    changed += len(updates)
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return changed
+        finally:
+            connection.close()
+
     def file_pages(self) -> tuple[int, int]:
         """The log file's pages: in all, and free (freed by trims, not yet handed back to the filesystem)."""
         connection = self._connection()

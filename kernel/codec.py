@@ -138,6 +138,27 @@ class AvroCodec:
         except UnicodeDecodeError:
             return None
 
+    def resealed(self, data: bytes) -> bytes | None:
+        """The envelope with its content payload sealed, when it was written in plaintext (before sealing); else None.
+
+        The payload's bytes are sealed as they are (in their own writer schema), so reading it back gives what was
+        written; an erased subject's payload is sealed under a key no one keeps (`PayloadSealing.seal_record`).
+        """
+        if self.sealing is None:
+            raise ValueError("resealing needs a codec built with the key store")
+        name, record = self._decode(data)
+        payload = record["payload"]
+        if name != "Envelope" or not self.sealing.seals(record["type"]):
+            return None
+        if bytes(payload[2:10]) == self._fingerprints[SEALED_PAYLOAD]:
+            return None  # sealed already
+        sealed = self.sealing.seal_record(
+            payload, type_name=record["type"], event_id=record["event_id"], actor=Actor(**record["actor"])
+        )
+        if sealed is None:
+            return None  # the system's own event: no org, no key
+        return self._encode("Envelope", {**record, "payload": self._encode(SEALED_PAYLOAD, sealed)})
+
     # -- sealed payloads (kernel/sealed_payloads.py) ----------------------------------------
 
     def _sealed(self, envelope: Envelope, payload: bytes) -> bytes:

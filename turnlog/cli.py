@@ -1,4 +1,4 @@
-"""The `turnlog` command: serve, worker, token, replay, credits, keys, erase, sql; each option also reads its `TURNLOG_*` variable."""
+"""The `turnlog` command: serve, worker, token, replay, credits, keys, erase, reseal, sql; each option also reads its `TURNLOG_*` variable."""
 
 import argparse
 import asyncio
@@ -13,6 +13,7 @@ from turnlog.allocator import limit_malloc_arenas
 from turnlog.adapters import load_policies, load_pools, load_store_engine, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.erase import add_erase_parser, run_erase
+from turnlog.reseal import add_reseal_parser, run_reseal
 from turnlog.keys import add_keys_parser, run_keys
 from turnlog.limits import add_connection_options, add_max_token_ttl_option, connection_limits
 from turnlog.oidc import add_oidc_options, oidc_config
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_credits_parser(commands)
     add_keys_parser(commands)
     add_erase_parser(commands)
+    add_reseal_parser(commands)
     add_sql_parser(commands)
     return parser
 
@@ -359,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_keys(arguments)
     if arguments.command == "erase":
         return run_erase(arguments)
+    if arguments.command == "reseal":
+        return run_reseal(arguments)
     if arguments.command == "sql":
         return run_sql(arguments)
     try:
