@@ -19,7 +19,7 @@ from kernel.log import EventLog, OutgoingRecord
 from events.outcomes import CommandAccepted, CommandRejected
 from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
 from kernel.envelope import Actor
-from kernel.errors import Conflict, IdempotencyKeyReused, InvalidRequest, NotFound, TurnlogError, Unavailable
+from kernel.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidRequest, NotFound, TurnlogError, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def rejection_error(rejected: CommandRejected, command: Command) -> TurnlogError
             return NotFound(detail=rejected.detail)
         case "conflict":
             return Conflict(detail=rejected.detail)
+        case "erased":
+            return Forbidden(detail=rejected.detail)
         case "idempotency_key_reused":
             key = getattr(command, "idempotency_key", None) or ""
             return IdempotencyKeyReused(detail=rejected.detail, idempotency_key=key)

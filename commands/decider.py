@@ -94,7 +94,7 @@ class Accepted:
 
 @dataclass(frozen=True, kw_only=True)
 class Rejected:
-    code: str  # not_found | conflict | idempotency_key_reused | invalid
+    code: str  # not_found | conflict | idempotency_key_reused | invalid | erased (its sender's data was erased)
     detail: str
 
 

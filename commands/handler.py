@@ -12,6 +12,7 @@ from kernel.envelope import Actor
 from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, key_of, topic_of
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
 from kernel.runtime import Delivery, Processor, encode
+from kernel.sealing import Erased
 
 DECIDER_GROUP = "decider"
 # The conversations' states a decider keeps, in estimated bytes together (besides `capacity` conversations): a
@@ -53,7 +54,7 @@ class CommandHandler:
     def processor(self) -> Processor:
         return Processor(
             group=DECIDER_GROUP, topics=(COMMANDS,), react=self.react, on_reset=self._reset, then=self.replies,
-            on_committed=self._replied,
+            on_committed=self._replied, sees_erased=True,  # its sender waits for a reply
         )
 
     def _reset(self) -> None:
@@ -64,6 +65,11 @@ class CommandHandler:
         outputs: list[OutgoingRecord] = []
         for delivery in deliveries:
             command = delivery.envelope
+            if isinstance(command.payload, Erased):
+                # Sent as its user was erased, so sealed under a key no one keeps: nothing to decide, but an answer.
+                refused = Rejected(code="erased", detail=f"the data of {command.payload.key_id} was erased")
+                self._pending.append(_PendingReply(command=command, decision=Decision(outcome=refused), records=()))
+                continue
             state = await self._states.get(command.key)
             decision = decide(command, state)
             records = []
@@ -89,7 +95,8 @@ class CommandHandler:
 
     def _reply(self, pending: _PendingReply, events: list[LogRecord]) -> OutgoingRecord:
         command, outcome = pending.command, pending.decision.outcome
-        conversation_id = command.payload.conversation_id
+        # An erased command's payload no longer opens; commands are keyed by their conversation.
+        conversation_id = command.key if isinstance(command.payload, Erased) else command.payload.conversation_id
         if isinstance(outcome, Rejected):
             reply: object = CommandRejected(
                 command_id=command.event_id, conversation_id=conversation_id, code=outcome.code, detail=outcome.detail

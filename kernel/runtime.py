@@ -61,6 +61,9 @@ class Processor:
     # The payload types (record names) the reaction looks at, where it ignores every other: the others are committed
     # past without being decoded or opened (a token delta costs such a processor no decryption). None: every type.
     reacts_to: frozenset[str] | None = None
+    # Deliver payloads whose subject was erased (`Erased`) to the reaction instead of skipping them: for a processor
+    # that must answer for them (the decider replies to an erased user's command still in flight).
+    sees_erased: bool = False
 
 
 def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecord:
@@ -278,7 +281,7 @@ async def process_batch(
             continue
         try:
             envelope = codec.decode(record.value)
-            if isinstance(envelope.payload, Erased):
+            if isinstance(envelope.payload, Erased) and not processor.sees_erased:
                 continue  # its subject's key is destroyed (docs/encryption.md): nothing left to react to
             deliveries.append(Delivery(record=record, envelope=envelope))
         except UndecodableMessage as error:
