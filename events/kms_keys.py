@@ -20,12 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from events.aws_urls import url_options
 from events.key_files import KeyFileStore
 from kernel.errors import Unavailable
 from kernel.sealing import DATA_KEY_BYTES, Subject
@@ -59,21 +60,12 @@ def parse_kms_url(url: str, *, default_directory: Path) -> KmsLocation:
     key_id = unquote(parts.netloc + parts.path).strip("/")
     if not key_id:
         raise ValueError(f"a KMS key store URL names the KMS key: kms:alias/turnlog or kms:<key id or ARN>, got {url!r}")
-    options: dict[str, str] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)):
-        if name not in _URL_OPTIONS:
-            raise ValueError(f"unknown KMS URL option {name!r}; options are {', '.join(sorted(_URL_OPTIONS))}")
-        if name in options:
-            raise ValueError(f"the KMS URL option {name!r} is given twice in {url!r}")
-        options[name] = value
-    endpoint = options.get("endpoint") or None
-    if endpoint is not None and (urlsplit(endpoint).scheme not in ("http", "https") or not urlsplit(endpoint).hostname):
-        raise ValueError(f"a KMS endpoint is an http(s)://host[:port] URL, got {endpoint!r}")
+    options = url_options(url, allowed=_URL_OPTIONS, what="KMS")
     return KmsLocation(
         key_id=key_id,
         directory=Path(options["dir"]) if options.get("dir") else default_directory,
         region=options.get("region") or None,
-        endpoint_url=endpoint,
+        endpoint_url=options.get("endpoint") or None,
     )
 
 

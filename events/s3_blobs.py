@@ -15,12 +15,13 @@ import re
 from dataclasses import dataclass
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from events.aws_urls import url_options
 from events.blobs import BlobNotFound, BlobRef, BlobStoreUnavailable, blob_key, check_digest, digest_of, verified
 
 __all__ = ["S3BlobStore", "S3Location", "parse_s3_url"]
@@ -59,23 +60,12 @@ def parse_s3_url(url: str) -> S3Location:
     bucket = parts.netloc  # not .hostname, which lowercases: S3 would refuse the name we were given
     if _BUCKET.fullmatch(bucket) is None or ".." in bucket:
         raise ValueError(f"an S3 URL starts with a valid bucket name (s3://bucket/prefix), got {url!r}")
-    options: dict[str, str] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)):
-        if name not in _URL_OPTIONS:
-            raise ValueError(f"unknown S3 URL option {name!r}; options are {', '.join(sorted(_URL_OPTIONS))}")
-        if name in options:
-            raise ValueError(f"the S3 URL option {name!r} is given twice in {url!r}")
-        options[name] = value
-    endpoint = options.get("endpoint") or None
-    if endpoint is not None:
-        endpoint_parts = urlsplit(endpoint)
-        if endpoint_parts.scheme not in ("http", "https") or not endpoint_parts.hostname:
-            raise ValueError(f"an S3 endpoint is an http(s)://host[:port] URL, got {endpoint!r}")
+    options = url_options(url, allowed=_URL_OPTIONS, what="S3")
     prefix = unquote(parts.path).strip("/")
     return S3Location(
         bucket=bucket,
         prefix=f"{prefix}/" if prefix else "",
-        endpoint_url=endpoint,
+        endpoint_url=options.get("endpoint") or None,
         region=options.get("region") or None,
     )
 
