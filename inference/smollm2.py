@@ -7,8 +7,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,12 @@ def bundled_smollm2_dir() -> Path:
 
 # Reading a GGUF file is slow (about 15 s for this one on two cores, most of it parsing the vocabulary),
 # and transformers reads it again for the tokenizer and the model. The first load therefore keeps its
-# conversion, a plain Hugging Face directory, in a cache that later processes load in about a second.
-# The key names the file by its size and modification time and the transformers version that converted it.
+# conversion, a plain Hugging Face directory (about 520 MB), in a cache that later processes load in about a
+# second. The key names the file by its content (its size and a digest of its first and last MiB: the header,
+# the vocabulary, the last tensors) and the transformers version that converted it, not by its path or time:
+# every install of the same weights (a new virtual environment, a clean clone) shares one conversion.
+_FINGERPRINT_BYTES = 2**20
+_STALE_CONVERSION_S = 7 * 24 * 3600
 
 
 def conversion_cache() -> Path:
@@ -62,9 +68,20 @@ def converted(model_dir: Path, gguf_file: str, part: str) -> Path:
     import transformers
 
     gguf = model_dir / gguf_file
-    stat = gguf.stat()
-    identity = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}"
+    identity = f"{_content_fingerprint(gguf)}:{transformers.__version__}"
     return conversion_cache() / f"{gguf.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}" / part
+
+
+def _content_fingerprint(path: Path) -> str:
+    """The file's size and a SHA-256 of its first and last MiB: which weights these are, read in milliseconds."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as file:
+        digest.update(file.read(_FINGERPRINT_BYTES))
+        if size > _FINGERPRINT_BYTES:
+            file.seek(max(_FINGERPRINT_BYTES, size - _FINGERPRINT_BYTES))
+            digest.update(file.read())
+    return digest.hexdigest()
 
 
 def load_from_gguf(model_dir: Path, gguf_file: str, part: str, load: Callable[..., Any]) -> Any:
@@ -82,9 +99,27 @@ def load_from_gguf(model_dir: Path, gguf_file: str, part: str, load: Callable[..
             staging.rename(cached)  # atomic: a process that converted at the same time keeps its own copy
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
+        _remove_stale_conversions(cached.parent)
     except (OSError, ValueError) as error:  # a read-only home, a model transformers will not save: read the GGUF each time
         logger.warning("cannot cache the converted %s in %s: %s", part, cached.parent, error)
     return loaded
+
+
+def _remove_stale_conversions(kept: Path) -> None:
+    """Other conversions of the same GGUF name untouched for `_STALE_CONVERSION_S` (other weights, another transformers,
+    or keyed by path as before): each is about 520 MB, and nothing else ever removes them. A process still using one
+    only converts again."""
+    now = time.time()
+    same_name = re.compile(re.escape(kept.name.rsplit("-", 1)[0]) + r"-[0-9a-f]{16}")
+    for other in kept.parent.iterdir():
+        try:
+            if other == kept or not same_name.fullmatch(other.name) or not other.is_dir():
+                continue
+            if now - other.stat().st_mtime > _STALE_CONVERSION_S:
+                shutil.rmtree(other)
+                logger.info("removed the stale model conversion %s", other)
+        except OSError:
+            pass  # another process removed it first, or it is not ours to remove
 
 
 def _forget_gguf_origin(loaded: Any) -> None:
