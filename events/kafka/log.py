@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition as
 from events.kafka.admin import _Admin
 from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_batch, _poll_member_batch
 from events.kafka.errors import LogUnavailable, _is_unavailable
+from events.kafka.followers import PartitionFollowers
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
 from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
@@ -99,6 +100,11 @@ class KafkaLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _TransactionalWriter | None = None
         self._admin = _Admin(specs=topics, physical=self._physical, translate=self._translate, timeout_s=timeout_s)
+        self._followers = PartitionFollowers(
+            open_client=lambda: self._consumers.open_follower("shared"),
+            close_client=lambda client: self._consumers.close_client(client),
+            record=self._record,
+        )
         self._consumers = _Consumers(
             config=self._consumer_config,
             client_id=client_id,
@@ -135,6 +141,7 @@ class KafkaLog:
         if self._writer is not None:
             await asyncio.to_thread(self._writer.stop)
             self._writer = None
+        await self._followers.close()
         await self._consumers.close()
         self._admin.close()
 
@@ -258,11 +265,26 @@ class KafkaLog:
         partitions = [partition_for(key, count)] if key is not None else range(count)
         # Explicit offsets: librdkafka's own lookup of "the beginning" can cost a 500 ms retry.
         ranges = await self._admin.offset_ranges(topic, partitions)
-        if key is not None or after < 0:
+        if key is not None:
+            # A key's records come from its partition's reader, shared with every other keyed follow of it here.
+            [(partition, (log_start, end))] = ranges.items()
+
+            def backlog(start: int, stop: int) -> Awaitable[list[LogRecord]]:
+                return self.read(topic, key=key, after=start - 1, before=stop)
+
+            shared = self._followers.follow(
+                self._physical(topic), partition, key=key, start=max(after + 1, log_start), end=end, backlog=backlog
+            )
+            try:
+                async for record in shared:
+                    yield record
+            finally:
+                await shared.aclose()
+            return
+        if after < 0:
             starts = {partition: max(after + 1, log_start) for partition, (log_start, _) in ranges.items()}
         else:
             starts = {partition: max(min(after + 1, end), log_start) for partition, (log_start, end) in ranges.items()}
-        wanted = None if key is None else key.encode()
         client = self._consumers.open_follower(topic)
         try:
             assignment = [KafkaTopicPartition(self._physical(topic), partition, start) for partition, start in starts.items()]
@@ -270,7 +292,7 @@ class KafkaLog:
             while True:
                 messages = await client.call(_poll_batch, 500, 0.0)
                 for message in _checked(messages):
-                    if message.offset() >= starts[message.partition()] and wanted in (None, message.key()):
+                    if message.offset() >= starts[message.partition()]:
                         yield self._record(message)
         finally:
             await self._consumers.close_client(client)

@@ -448,6 +448,46 @@ async def test_kafka_follow_without_key_from_the_end_sees_only_new_records(kafka
     assert sorted(r.key for r in seen) == keys and {r.value for r in seen} == {b"new"}
 
 
+async def test_kafka_keyed_follows_of_a_partition_share_one_reader_and_each_gets_its_key_once_in_order(kafka: KafkaLog) -> None:
+    keys = [key for key in (f"run{n}" for n in range(200)) if partition_for(key, 3) == 0][:6]
+    opened = []
+    open_follower = kafka._consumers.open_follower
+    kafka._consumers.open_follower = lambda topic: opened.append(topic) or open_follower(topic)
+    history = await kafka.append([record("t", key, b"old %d" % n) for n in range(3) for key in keys])
+    middle = history[len(history) // 2].offset
+
+    async def followed(key: str, after: int) -> list[tuple[int, bytes]]:
+        """The key's records until its last one, `end`."""
+        seen: list[tuple[int, bytes]] = []
+        follower = kafka.follow("t", key=key, after=after)
+        try:
+            while not seen or seen[-1][1] != b"end":
+                got = await asyncio.wait_for(anext(follower), 20)
+                assert got.key == key
+                seen.append((got.offset, got.value))
+        finally:
+            await follower.aclose()
+        return seen
+
+    first = asyncio.create_task(followed(keys[0], -1))  # starts the partition's reader at its start
+    await asyncio.sleep(0.5)
+    later = [  # join the running reader: from the start (a backlog), from the middle (a resume), from the end
+        asyncio.create_task(followed(keys[1], -1)),
+        asyncio.create_task(followed(keys[2], middle)),
+        asyncio.create_task(followed(keys[3], await kafka.end_offset("t", key=keys[3]))),
+    ]
+    for n in range(20):  # interleaved with the joins: the keys' new records, several in one append
+        await kafka.append([record("t", key, b"new %d" % n) for key in keys[: 2 + n % 5]] + [record("t", keys[4], b"x")])
+    await kafka.append([record("t", key, b"end") for key in keys])
+    results = await asyncio.gather(first, *later)
+
+    on_log = {key: [(r.offset, r.value) for r in await kafka.read("t", key=key)] for key in keys[:4]}
+    assert results[0] == on_log[keys[0]] and results[1] == on_log[keys[1]]
+    assert results[2] == [entry for entry in on_log[keys[2]] if entry[0] > middle]
+    assert results[3] == on_log[keys[3]][3:]
+    assert len(opened) == 1  # one reader for the partition, shared by the four follows
+
+
 async def test_kafka_provisions_topics_from_their_specs(kafka_broker) -> None:
     topics = turnlog_topics(partitions=4)
     adapter = KafkaLog(kafka_broker.bootstrap_servers, topics=topics, topic_prefix=f"spec-{uuid.uuid4().hex[:8]}.")
