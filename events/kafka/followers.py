@@ -3,9 +3,9 @@
 Each SSE stream follows one run's key, and Kafka can only read the key's whole partition. With a consumer per
 stream, 64 streams were 64 librdkafka clients (their threads and connections) fetching the same partitions,
 each polling the broker. Here the first follow of a partition starts a reader; later follows of any key on it
-register with that reader and get their key's records from it. A follow that starts before the reader's
-position first reads its backlog (a scan of what lies between), then takes the reader's records: registered
-before the scan, so none falls between the two and none comes twice. A reader whose last follower left
+register with that reader and get their key's records from it. A reader starts at the partition's end, and a
+follow that starts before the reader's position first reads its backlog (a scan of what lies between), then
+takes the reader's records: registered before the scan, so none falls between the two and none comes twice. A reader whose last follower left
 lingers `linger_s` (a stream per turn would otherwise open a client per turn), then closes.
 """
 
@@ -94,8 +94,10 @@ class PartitionFollowers:
         follower = _Follower(key=key.encode())
         reader = self._readers.get((topic, partition))
         if reader is None:
-            # Never past the end: a later follower's backlog would end at the end while the reader skipped ahead.
-            reader = self._start(topic, partition, start=min(start, end))
+            # At the end, whatever this follower's start: a reader started behind would hold back every later follower
+            # of the partition (one reading a run from the partition's start would drag them through days of
+            # deltas), and one past the end would skip what a later follower's backlog (which ends there) leaves.
+            reader = self._start(topic, partition, start=end)
         # From here, with no await in between: the reader hands this follower everything after `delivered_through`.
         reader.add(follower)
         caught_up_to = reader.delivered_through
