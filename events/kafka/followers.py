@@ -2,18 +2,24 @@
 
 Each SSE stream follows one run's key, and Kafka can only read the key's whole partition. With a consumer per
 stream, 64 streams were 64 librdkafka clients (their threads and connections) fetching the same partitions,
-each polling the broker. Here the first follow of a partition starts a reader; later follows of any key on it
-register with that reader and get their key's records from it. A reader starts at the partition's end, and a
-follow that starts before the reader's position first reads its backlog (a scan of what lies between), then
-takes the reader's records: registered before the scan, so none falls between the two and none comes twice. A reader whose last follower left
-lingers `linger_s` (a stream per turn would otherwise open a client per turn), then closes.
+each polling the broker. Here the first follow of a partition starts a reader at the partition's end (or at
+that follower's start, if it is near the end); the reader keeps the records it reads lately (every key's,
+bounded), and each follower registers with it and takes its key's
+records: those kept since its start, in memory, then the rest as they are read. Registering and taking the kept
+ones happen together, with no await between, so no record is missed or repeated. A follow that starts before
+what the reader keeps (a stream opened long after its run began, a resume from far back) is left to read the
+partition with a consumer of its own (`follow` returns None). A reader whose last follower left lingers
+`linger_s` (a stream per turn would otherwise open a client per turn), then closes.
+
+No scan fills the gap instead: Tansu's lookup of a partition's stable end can lag what its consumers already
+see, and a scan bounded by it missed records (a stress of 16 concurrent streams lost a run's first events).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +33,12 @@ logger = logging.getLogger(__name__)
 
 # How long a partition's reader outlives its last follower.
 DEFAULT_LINGER_S = 30.0
+# The records a reader keeps for followers that start behind it (every key's): a run's stream opened after its
+# first events, a resume. Older starts read the partition with a consumer of their own.
+HISTORY_RECORDS = 20_000
+HISTORY_BYTES = 16 * 2**20
+# How far before the partition's end a new reader may start, for the follower that starts it (offsets).
+NEAR_THE_END = 1_000
 
 
 @dataclass(eq=False, kw_only=True)
@@ -37,13 +49,30 @@ class _Follower:
 
 @dataclass(eq=False, kw_only=True)
 class _PartitionReader:
-    """One partition's consumer and the followers it feeds; `delivered_through`: the last offset handed out."""
+    """One partition's consumer, the followers it feeds, and the records it read lately (every key's).
+
+    `history` holds every record the reader read at `history_from` or later, in order: a follower starting there
+    or later takes its backlog from it, in memory, with no scan.
+    """
 
     client: _ConsumerThread
-    delivered_through: int
+    history_from: int
+    history: deque[LogRecord] = field(default_factory=deque)
+    history_bytes: int = 0
     followers: dict[bytes, set[_Follower]] = field(default_factory=lambda: defaultdict(set))
     task: asyncio.Task | None = None
     closing: asyncio.TimerHandle | None = None
+
+    def remember(self, record: LogRecord) -> None:
+        self.history.append(record)
+        self.history_bytes += len(record.value)
+        while len(self.history) > HISTORY_RECORDS or self.history_bytes > HISTORY_BYTES:
+            oldest = self.history.popleft()
+            self.history_bytes -= len(oldest.value)
+            self.history_from = oldest.offset + 1
+
+    def backlog(self, key: str, start: int) -> list[LogRecord]:
+        return [record for record in self.history if record.offset >= start and record.key == key]
 
     def add(self, follower: _Follower) -> None:
         self.followers[follower.key].add(follower)
@@ -79,34 +108,35 @@ class PartitionFollowers:
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
         self._retiring: set[asyncio.Task] = set()
 
-    async def follow(
-        self,
-        topic: str,
-        partition: int,
-        *,
-        key: str,
-        start: int,
-        end: int,
-        backlog: Callable[[int, int], Awaitable[list[LogRecord]]],
-    ) -> AsyncIterator[LogRecord]:
-        """`key`'s records of `topic`[`partition`] from offset `start`, the partition's end being `end` now;
-        `backlog(start, stop)` reads the key's records with `start <= offset < stop`."""
-        follower = _Follower(key=key.encode())
+    def follow(
+        self, topic: str, partition: int, *, key: str, start: int, end: int,
+    ) -> AsyncIterator[LogRecord] | None:
+        """`key`'s records of `topic`[`partition`] from offset `start` (the partition's end being `end` now), from the
+        partition's shared reader; None when `start` is older than what the reader keeps (read it alone)."""
         reader = self._readers.get((topic, partition))
         if reader is None:
-            # At the end, whatever this follower's start: a reader started behind would hold back every later follower
-            # of the partition (one reading a run from the partition's start would drag them through days of
-            # deltas), and one past the end would skip what a later follower's backlog (which ends there) leaves.
-            reader = self._start(topic, partition, start=end)
-        # From here, with no await in between: the reader hands this follower everything after `delivered_through`.
+            # At this follower's start when that is close to the end, else at the end: a reader started far behind
+            # would hold back every later follower (one reading a run from the partition's start would drag them all
+            # through days of deltas).
+            reader = self._start(topic, partition, start=start if 0 <= end - start <= NEAR_THE_END else end)
+        if start < reader.history_from:
+            if not reader.followers and reader.closing is None:
+                self._schedule_retire(topic, partition, reader)  # made for later followers: it goes if none come
+            return None
+        # From here, with no await in between: the backlog is what the reader kept, the rest comes as it reads.
+        follower = _Follower(key=key.encode())
         reader.add(follower)
-        caught_up_to = reader.delivered_through
+        return self._followed(topic, partition, reader, follower, reader.backlog(key, start), start)
+
+    async def _followed(
+        self, topic: str, partition: int, reader: _PartitionReader, follower: _Follower, backlog: list[LogRecord],
+        start: int,
+    ) -> AsyncIterator[LogRecord]:
         try:
             last = start - 1
-            if start <= caught_up_to:
-                for record in await backlog(start, caught_up_to + 1):
-                    last = record.offset
-                    yield record
+            for record in backlog:
+                last = record.offset
+                yield record
             while True:
                 item = await follower.records.get()
                 if isinstance(item, BaseException):
@@ -130,7 +160,7 @@ class PartitionFollowers:
     # -- readers -------------------------------------------------------------------------------
 
     def _start(self, topic: str, partition: int, *, start: int) -> _PartitionReader:
-        reader = _PartitionReader(client=self._open_client(), delivered_through=start - 1)
+        reader = _PartitionReader(client=self._open_client(), history_from=start)
         self._readers[(topic, partition)] = reader
         reader.task = asyncio.create_task(self._read(topic, partition, reader, start), name=f"follow {topic}[{partition}]")
         return reader
@@ -141,14 +171,12 @@ class PartitionFollowers:
             while True:
                 messages = await reader.client.call(_poll_batch, 500, 0.0)
                 for message in _checked(messages):
-                    if message.offset() <= reader.delivered_through:
+                    if reader.history and message.offset() <= reader.history[-1].offset:
                         continue
-                    reader.delivered_through = message.offset()
-                    followers = reader.followers.get(message.key() or b"")
-                    if followers:
-                        record = self._record(message)
-                        for follower in followers:
-                            follower.records.put_nowait(record)
+                    record = self._record(message)
+                    reader.remember(record)
+                    for follower in reader.followers.get(message.key() or b"", ()):
+                        follower.records.put_nowait(record)
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # the followers fail with it; the next follow starts a new reader
@@ -158,8 +186,10 @@ class PartitionFollowers:
             await self._close_client(reader.client)
 
     def _leave(self, topic: str, partition: int, reader: _PartitionReader, follower: _Follower) -> None:
-        if not reader.remove(follower) or self._readers.get((topic, partition)) is not reader:
-            return
+        if reader.remove(follower) and self._readers.get((topic, partition)) is reader:
+            self._schedule_retire(topic, partition, reader)
+
+    def _schedule_retire(self, topic: str, partition: int, reader: _PartitionReader) -> None:
         reader.closing = asyncio.get_running_loop().call_later(self._linger_s, self._retire_later, topic, partition, reader)
 
     def _retire_later(self, topic: str, partition: int, reader: _PartitionReader) -> None:

@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -266,25 +266,24 @@ class KafkaLog:
         # Explicit offsets: librdkafka's own lookup of "the beginning" can cost a 500 ms retry.
         ranges = await self._admin.offset_ranges(topic, partitions)
         if key is not None:
-            # A key's records come from its partition's reader, shared with every other keyed follow of it here.
+            # A key's records come from its partition's reader, shared with every other keyed follow of it here,
+            # unless the follow starts before what that reader keeps (then it reads on its own, below).
             [(partition, (log_start, end))] = ranges.items()
-
-            def backlog(start: int, stop: int) -> Awaitable[list[LogRecord]]:
-                return self.read(topic, key=key, after=start - 1, before=stop)
-
             shared = self._followers.follow(
-                self._physical(topic), partition, key=key, start=max(after + 1, log_start), end=end, backlog=backlog
+                self._physical(topic), partition, key=key, start=max(after + 1, log_start), end=end
             )
-            try:
-                async for record in shared:
-                    yield record
-            finally:
-                await shared.aclose()
-            return
-        if after < 0:
+            if shared is not None:
+                try:
+                    async for record in shared:
+                        yield record
+                finally:
+                    await shared.aclose()
+                return
+        if key is not None or after < 0:
             starts = {partition: max(after + 1, log_start) for partition, (log_start, _) in ranges.items()}
         else:
             starts = {partition: max(min(after + 1, end), log_start) for partition, (log_start, end) in ranges.items()}
+        wanted = None if key is None else key.encode()
         client = self._consumers.open_follower(topic)
         try:
             assignment = [KafkaTopicPartition(self._physical(topic), partition, start) for partition, start in starts.items()]
@@ -292,7 +291,7 @@ class KafkaLog:
             while True:
                 messages = await client.call(_poll_batch, 500, 0.0)
                 for message in _checked(messages):
-                    if message.offset() >= starts[message.partition()]:
+                    if message.offset() >= starts[message.partition()] and wanted in (None, message.key()):
                         yield self._record(message)
         finally:
             await self._consumers.close_client(client)

@@ -1,6 +1,7 @@
 """The event log contract: every adapter of `kernel.log.EventLog` passes these."""
 
 import asyncio
+import time
 import contextvars
 import uuid
 from collections.abc import AsyncIterator
@@ -453,8 +454,7 @@ async def test_kafka_keyed_follows_of_a_partition_share_one_reader_and_each_gets
     opened = []
     open_follower = kafka._consumers.open_follower
     kafka._consumers.open_follower = lambda topic: opened.append(topic) or open_follower(topic)
-    history = await kafka.append([record("t", key, b"old %d" % n) for n in range(3) for key in keys])
-    middle = history[len(history) // 2].offset
+    await kafka.append([record("t", key, b"old %d" % n) for n in range(3) for key in keys])
 
     async def followed(key: str, after: int) -> list[tuple[int, bytes]]:
         """The key's records until its last one, `end`."""
@@ -469,23 +469,65 @@ async def test_kafka_keyed_follows_of_a_partition_share_one_reader_and_each_gets
             await follower.aclose()
         return seen
 
-    first = asyncio.create_task(followed(keys[0], -1))  # starts the partition's reader at its start
+    # The first follow from the partition's end starts its reader there.
+    first = asyncio.create_task(followed(keys[0], await kafka.end_offset("t", key=keys[0])))
     await asyncio.sleep(0.5)
-    later = [  # join the running reader: from the start (a backlog), from the middle (a resume), from the end
-        asyncio.create_task(followed(keys[1], -1)),
-        asyncio.create_task(followed(keys[2], middle)),
-        asyncio.create_task(followed(keys[3], await kafka.end_offset("t", key=keys[3]))),
+    [fresh] = await kafka.append([record("t", keys[1], b"new, before its stream opened")])
+    await asyncio.sleep(0.5)  # the reader has it by now: the next follow takes it from memory
+    later = [
+        asyncio.create_task(followed(keys[1], fresh.offset - 1)),  # a stream opened after its run's first record
+        asyncio.create_task(followed(keys[2], -1)),  # from before the reader began: reads on its own
     ]
     for n in range(20):  # interleaved with the joins: the keys' new records, several in one append
         await kafka.append([record("t", key, b"new %d" % n) for key in keys[: 2 + n % 5]] + [record("t", keys[4], b"x")])
     await kafka.append([record("t", key, b"end") for key in keys])
     results = await asyncio.gather(first, *later)
 
-    on_log = {key: [(r.offset, r.value) for r in await kafka.read("t", key=key)] for key in keys[:4]}
-    assert results[0] == on_log[keys[0]] and results[1] == on_log[keys[1]]
-    assert results[2] == [entry for entry in on_log[keys[2]] if entry[0] > middle]
-    assert results[3] == on_log[keys[3]][3:]
-    assert len(opened) == 1  # one reader for the partition, shared by the four follows
+    on_log = {key: [(r.offset, r.value) for r in await kafka.read("t", key=key)] for key in keys[:3]}
+    assert results[0] == on_log[keys[0]][3:]
+    assert results[1] == [entry for entry in on_log[keys[1]] if entry[0] >= fresh.offset]
+    assert results[2] == on_log[keys[2]]
+    assert len(opened) == 2  # the partition's reader, shared by the first two, and the third one's own
+
+
+@pytest.mark.slow  # 16 streams of short runs for 8 s on the broker
+async def test_kafka_streams_opened_right_after_their_runs_start_miss_nothing(kafka: KafkaLog) -> None:
+    """As the API does: a run's first record appended, its stream follows it from there while its deltas land."""
+    lost: list[tuple[str, list[bytes]]] = []
+    expected = [b"start", *(b"delta %d" % i for i in range(10)), b"end"]
+
+    async def one_run() -> None:
+        key = f"run_{uuid.uuid4().hex[:10]}"
+        [started] = await kafka.append([record("t", key, b"start")])
+        follower = kafka.follow("t", key=key, after=started.offset - 1)
+
+        async def generate() -> None:
+            for value in expected[1:]:
+                await kafka.append([record("t", key, value)])
+
+        generating = asyncio.create_task(generate())
+        seen: list[bytes] = []
+        try:
+            while not seen or seen[-1] != b"end":
+                seen.append((await asyncio.wait_for(anext(follower), 20)).value)
+        except TimeoutError:
+            pass
+        finally:
+            await follower.aclose()
+            await generating
+        if seen != expected:
+            lost.append((key, seen))
+
+    async def stream(until: float) -> int:
+        runs = 0
+        while time.monotonic() < until:
+            await one_run()
+            runs += 1
+        return runs
+
+    until = time.monotonic() + 8
+    runs = sum(await asyncio.gather(*(stream(until) for _ in range(16))))
+    assert runs > 16 and lost == []
 
 
 async def test_kafka_provisions_topics_from_their_specs(kafka_broker) -> None:
