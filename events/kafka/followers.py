@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LINGER_S = 30.0
 # The records a reader keeps for followers that start behind it (every key's): a run's stream opened after its
 # first events, a resume. Older starts read the partition with a consumer of their own.
-HISTORY_RECORDS = 20_000
-HISTORY_BYTES = 16 * 2**20
+HISTORY_RECORDS = 5_000
+HISTORY_BYTES = 2 * 2**20  # a process follows up to 12 partitions of run-events: 24 MiB at most
 # How far before the partition's end a new reader may start, for the follower that starts it (offsets).
 NEAR_THE_END = 1_000
 
