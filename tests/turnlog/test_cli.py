@@ -91,7 +91,7 @@ def help_text(capsys, *argv: str) -> str:
 def test_the_commands_are_serve_worker_token_replay_and_credits() -> None:
     credits = [f"credits {action}" for action in ("budget", "grant", "refill", "reinstate", "suspend")]
     keys = [f"keys {action}" for action in ("create", "list", "revoke")]
-    assert sorted(command_parsers()) == [*credits, "erase", *keys, "replay", "serve", "sql", "token", "worker"]
+    assert sorted(command_parsers()) == [*credits, "erase", *keys, "replay", "reseal", "serve", "sql", "token", "worker"]
 
 
 @pytest.mark.parametrize("command", sorted(command_parsers()))
