@@ -125,7 +125,7 @@ class KmsKeyWrapping:
 
 
 class _NotOurs(Exception):
-    pass
+    """The KMS says the stored ciphertext is not one this key and context open."""
 
 
 def kms_key_store(location: KmsLocation) -> KeyFileStore:

@@ -470,10 +470,16 @@ async def test_kafka_keyed_follows_of_a_partition_share_one_reader_and_each_gets
         return seen
 
     # The first follow from the partition's end starts its reader there.
+    async def until(condition) -> None:
+        async with asyncio.timeout(20):
+            while not condition():
+                await asyncio.sleep(0.01)
+
     first = asyncio.create_task(followed(keys[0], await kafka.end_offset("t", key=keys[0])))
-    await asyncio.sleep(0.5)
+    await until(lambda: kafka._followers._readers)
     [fresh] = await kafka.append([record("t", keys[1], b"new, before its stream opened")])
-    await asyncio.sleep(0.5)  # the reader has it by now: the next follow takes it from memory
+    [reader] = kafka._followers._readers.values()
+    await until(lambda: any(kept.offset == fresh.offset for kept in reader.history))  # the next follow takes it from memory
     later = [
         asyncio.create_task(followed(keys[1], fresh.offset - 1)),  # a stream opened after its run's first record
         asyncio.create_task(followed(keys[2], -1)),  # from before the reader began: reads on its own
