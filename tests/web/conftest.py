@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,55 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
+# What a failed browser test adds to its report: the page's requests and console, and the server's log.
+FAILURE_DIAGNOSIS = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed:
+        for name, describe in item.stash.get(FAILURE_DIAGNOSIS, []):
+            report.sections.append((name, describe()))
+    return report
+
+
+class PageTraffic:
+    """The page's requests with their status and duration (a request never answered shows as pending), and its
+    console messages: when a browser test times out, these tell a slow server from a page that never asked."""
+
+    def __init__(self, page) -> None:
+        self.started = time.monotonic()
+        self.lines: list[str] = []
+        self.pending: dict[object, tuple[float, str]] = {}
+        page.on("request", self._request)
+        page.on("requestfinished", lambda request: self._ended(request, "finished"))
+        page.on("requestfailed", lambda request: self._ended(request, f"failed: {request.failure}"))
+        page.on("console", lambda message: self._line(f"console {message.type}: {message.text}"))
+
+    def _line(self, text: str) -> None:
+        self.lines.append(f"{time.monotonic() - self.started:8.3f} s  {text}")
+
+    def _request(self, request) -> None:
+        self.pending[request] = (time.monotonic(), f"{request.method} {request.url}")
+        self._line(f"-> {request.method} {request.url}")
+
+    def _ended(self, request, how: str) -> None:
+        started, what = self.pending.pop(request, (time.monotonic(), request.url))
+        response = request.response() if how == "finished" else None
+        status = response.status if response else ""
+        self._line(f"<- {what} {status} {how} after {1000 * (time.monotonic() - started):.0f} ms")
+
+    def describe(self) -> str:
+        now = time.monotonic()
+        waiting = [f"pending {1000 * (now - started):.0f} ms: {what}" for started, what in self.pending.values()]
+        return "\n".join([*self.lines[-200:], *waiting])
+
+
 @pytest.fixture
-def signed_in(web_server: WebServer, browser) -> Iterator[tuple[object, e2e_server.User]]:
+def signed_in(
+    web_server: WebServer, browser, request: pytest.FixtureRequest
+) -> Iterator[tuple[object, e2e_server.User]]:
     """A page of a fresh browser context, signed in as a fresh user (a session made from their bearer token)."""
     user = web_server.server.new_user()
     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -100,6 +148,10 @@ def signed_in(web_server: WebServer, browser) -> Iterator[tuple[object, e2e_serv
         )
         assert response.status == 201, response.text()
         page = context.new_page()
+        traffic = PageTraffic(page)
+        request.node.stash[FAILURE_DIAGNOSIS] = [
+            ("page traffic", traffic.describe), ("turnlog server log (tail)", web_server.server.output),
+        ]
         page.goto(web_server.base_url)
         yield page, user
     finally:

@@ -251,8 +251,9 @@ function textOf(turn) {
   return (turn.content || []).filter((part) => part.type === "text").map((part) => part.text).join("");
 }
 
-// `focus`: selectors of what to focus once drawn, the first that can be (a disabled button cannot).
-function renderMessages(focus = []) {
+// `focus`: selectors of what to focus once drawn, the first that can be (a disabled button cannot); by default
+// whatever had focus among the messages keeps it (a redraw replaces the elements).
+function renderMessages(focus = focusedInMessages()) {
   const steps = thread();
   const items = steps.map((step, index) => (step.turn.role === "user"
     ? userTurnElement(step)
@@ -265,6 +266,14 @@ function renderMessages(focus = []) {
       break;
     }
   }
+}
+
+// A selector that finds the focused control again in the redrawn messages: its turn and its classes.
+function focusedInMessages() {
+  const focused = document.activeElement;
+  const turn = focused && focused !== document.body && $("messages").contains(focused) ? focused.closest("[data-turn-seq]") : null;
+  if (!turn || !focused.classList.length) return [];
+  return [`[data-turn-seq="${turn.dataset.turnSeq}"] ${focused.localName}.${[...focused.classList].map((name) => CSS.escape(name)).join(".")}`];
 }
 
 function siblingSwitcher(step) {
@@ -308,7 +317,7 @@ function assistantTurnElement(step, last) {
   if (status === "failed") item.append(el("p", { class: "badge failed" }, `Failed${turn.reason ? `: ${turn.reason}` : ""}`));
   if (turn.citations && turn.citations.length) item.append(citationList(turn.citations));
   const footer = el("div", { class: "turn-footer" }, siblingSwitcher(step));
-  const canRegenerate = last && !state.live && status !== "in_progress" && turn.parentTurnSeq === latestUserTurnSeq();
+  const canRegenerate = last && !state.live && !turn.settling && status !== "in_progress" && turn.parentTurnSeq === latestUserTurnSeq();
   if (canRegenerate) footer.append(el("button", { type: "button", class: "quiet regenerate", onclick: regenerate }, "Regenerate"));
   item.append(footer);
   return item;
@@ -438,6 +447,9 @@ async function finish(live, type, data) {
   turn.state = turnState;
   turn.reason = data.reason;
   turn.toolCalls = [...live.tools.values()];
+  // Regenerate waits until the stored turn is read: that read re-renders the turn, and a button replaced between
+  // mouse-down and mouse-up would swallow the click.
+  turn.settling = true;
   state.turns.set(turn.turnSeq, turn);
   state.live = null;
   setStatus({ completed: "Answer complete.", cancelled: "Stopped.", failed: `The answer failed${data.reason ? `: ${data.reason}` : ""}.` }[turnState]);
@@ -445,7 +457,12 @@ async function finish(live, type, data) {
   updateComposer();
   const conversationId = state.conversationId;
   const stored = await storedTurn(conversationId, turn.turnSeq);
-  if (!stored || state.conversationId !== conversationId) return;
+  delete turn.settling;
+  if (state.conversationId !== conversationId) return;
+  if (!stored) {
+    renderMessages();
+    return;
+  }
   // The stored calls are the tool loop's; a document search streamed as a call too, and stays shown.
   const streamed = new Map(turn.toolCalls.map((toolCall) => [toolCall.callId, toolCall]));
   const storedCalls = (stored.toolCalls || []).map((toolCall) => ({ ...toolCall, arguments: streamed.get(toolCall.callId)?.arguments }));
