@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from api.access import read_patiently
 from api.context import ApiContext
 from events.runs import RunFinished
 from events.topics import RUN_EVENTS
@@ -14,8 +15,13 @@ from kernel.ids import written_since
 
 
 async def follow_run(context: ApiContext, run_id: str) -> AsyncIterator[object]:
-    """The run's events from its first to its RunFinished; closing this stops only the reading, never the run."""
-    follower = context.log.follow(RUN_EVENTS, key=run_id, after=-1)
+    """The run's events from its first to its RunFinished; closing this stops only the reading, never the run.
+
+    It follows from the run's first record, found through the id's minting time: following from the partition's start
+    would read (on Kafka) days of other runs' deltas, with a consumer of its own instead of the partition's shared one.
+    """
+    first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
+    follower = context.log.follow(RUN_EVENTS, key=run_id, after=first[0].offset - 1 if first else -1)
     try:
         async for record in follower:
             try:

@@ -142,6 +142,21 @@ async def test_a_streamed_completion_ends_with_its_usage(server):
         assert text_of_turn(turns[-1]) == text
 
 
+async def test_streams_follow_the_run_on_either_log(fast_server):
+    """On Kafka too (a fleet of two API instances): each stream follows its run from the run's first record."""
+    async with sdk(fast_server, fast_server.new_user()) as client:
+        for attempt in range(3):
+            prompt = f"stream number {attempt}"
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], stream=True
+            )
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+            assert looks_like_scripted_answer_prefix(text, prompt), text
+            events = [event async for event in await client.responses.create(model=MODEL, input=prompt, stream=True)]
+            [completed] = [event for event in events if event.type == "response.completed"]
+            assert looks_like_scripted_answer_prefix(completed.response.output_text, prompt)
+
+
 async def test_earlier_messages_are_folded_into_the_turn_as_a_transcript(server):
     user = server.new_user()
     messages = [
