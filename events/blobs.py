@@ -30,11 +30,14 @@ __all__ = [
     "DirectoryBlobStore",
     "blob_key",
     "check_digest",
+    "check_owner",
     "digest_of",
+    "mark_key",
     "verified",
 ]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_OWNER = re.compile(r"[a-z0-9-]{1,64}(?:/[a-z0-9-]{1,64}){0,7}")
 # A temp file this old was left by a crashed writer: no put takes an hour between create and rename.
 _STALE_TEMP_S = 3600.0
 _TEMP_PREFIX = ".tmp-"
@@ -108,6 +111,35 @@ class BlobStore(Protocol):
         """The blob's first `size` bytes (all of a shorter one), unverified: for reading a header; `BlobNotFound`."""
         ...
 
+    # An index of blobs by owner: marks are empty entries at `marks/<owner>/<digest>`, beside the blobs.
+
+    async def mark(self, owner: str, digest: str) -> None:
+        """Note, durably, that the blob `digest` belongs to `owner` (a path: `check_owner`); marking twice is one mark."""
+        ...
+
+    async def unmark(self, owner: str, digest: str) -> None:
+        """Remove a mark; removing one that is not there is not an error."""
+        ...
+
+    def marked(self, owner: str) -> AsyncIterator[tuple[str, str]]:
+        """Every (owner, digest) marked at `owner` or at a path below it, in no set order."""
+        ...
+
+
+def check_owner(owner: str) -> str:
+    """`owner` if it is 1-8 segments of 1-64 lowercase letters, digits and '-', joined by '/', else ValueError.
+
+    Owners become directory names and key prefixes, so nothing else may pass (no `..`, no empty segment).
+    """
+    if not isinstance(owner, str) or _OWNER.fullmatch(owner) is None:
+        raise ValueError(f"a blob owner is 1-8 segments of [a-z0-9-] joined by '/', got {owner!r}")
+    return owner
+
+
+def mark_key(owner: str, digest: str) -> str:
+    """The relative path of a mark in every adapter: `marks/<owner>/<digest>`."""
+    return f"marks/{check_owner(owner)}/{check_digest(digest)}"
+
 
 def check_digest(digest: str) -> str:
     """`digest` if it is a SHA-256 hex digest (64 lowercase hex characters), else ValueError.
@@ -138,7 +170,8 @@ def verified(digest: str, data: bytes) -> bytes:
 
 
 class DirectoryBlobStore:
-    """The `BlobStore` port on a local directory: `<root>/sha256/ab/cdef...`, one file per blob.
+    """The `BlobStore` port on a local directory: `<root>/sha256/ab/cdef...`, one file per blob (and an empty file
+    per mark at `<root>/marks/<owner>/<digest>`).
 
     A blob appears under its final name only whole: it is written to a temp file in the same
     directory, fsynced, renamed over the final name (atomic on POSIX), and the directory is
@@ -185,6 +218,24 @@ class DirectoryBlobStore:
     async def head(self, blob: BlobRef | str, size: int) -> bytes:
         self._check_started()
         return await asyncio.to_thread(self._head, digest_of(blob), size)
+
+    async def mark(self, owner: str, digest: str) -> None:
+        self._check_started()
+        await asyncio.to_thread(self._mark, self._root / mark_key(owner, digest))
+
+    async def unmark(self, owner: str, digest: str) -> None:
+        self._check_started()
+        path = self._root / mark_key(owner, digest)
+        await asyncio.to_thread(self._unmark, path)
+
+    async def marked(self, owner: str) -> AsyncIterator[tuple[str, str]]:
+        self._check_started()
+        top = self._root / "marks"
+        for directory, names in await asyncio.to_thread(_marks_below, top / check_owner(owner)):
+            found = directory.relative_to(top).as_posix()
+            for name in names:
+                if _DIGEST.fullmatch(name):
+                    yield found, name
 
     # -- on a worker thread ------------------------------------------------------------------
 
@@ -253,6 +304,22 @@ class DirectoryBlobStore:
             return
         fsync_directory(path.parent)
 
+    def _mark(self, path: Path) -> None:
+        if path.exists():
+            return
+        created = _make_directories(path.parent)
+        path.touch()
+        fsync_directory(path.parent)
+        for directory in created:  # outermost last: each new directory's entry is made durable in its parent
+            fsync_directory(directory.parent)
+
+    def _unmark(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(path.parent)
+
     def _path(self, digest: str) -> Path:
         return self._root / blob_key(digest)
 
@@ -267,6 +334,22 @@ def _entries(directory: Path) -> list[str]:
         return os.listdir(directory)
     except FileNotFoundError:
         return []
+
+
+def _make_directories(directory: Path) -> list[Path]:
+    """Create `directory` and its missing parents; returns those created, innermost first."""
+    created = []
+    while not directory.is_dir():
+        created.append(directory)
+        directory = directory.parent
+    for path in reversed(created):
+        path.mkdir(exist_ok=True)
+    return created
+
+
+def _marks_below(top: Path) -> list[tuple[Path, list[str]]]:
+    """Each directory at or below `top`, with the files in it (nothing when `top` is not there)."""
+    return [(Path(directory), files) for directory, _, files in os.walk(top)]
 
 
 def fsync_directory(path: Path) -> None:

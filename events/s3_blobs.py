@@ -1,9 +1,9 @@
 """The S3 blob store: the `BlobStore` port on S3 or an S3-compatible server (MinIO), via boto3.
 
-Objects live at `<prefix>sha256/ab/cdef...` in one bucket, the embedded adapter's layout. boto3 is
-blocking, so every call runs on a worker thread (`asyncio.to_thread`); a boto3 client is thread-safe.
-Credentials come from the standard AWS chain (environment, shared config files, instance roles),
-never from the URL, so a URL can be logged. Uploads carry their SHA-256, which S3 checks on arrival;
+Objects live at `<prefix>sha256/ab/cdef...` (and empty marks at `<prefix>marks/<owner>/<digest>`) in one bucket,
+the embedded adapter's layout. boto3 is blocking, so every call runs on a worker thread (`asyncio.to_thread`); a
+boto3 client is thread-safe. Credentials come from the standard AWS chain (environment, shared config files,
+instance roles), never from the URL, so a URL can be logged. Uploads carry their SHA-256, which S3 checks on arrival;
 reads are checked again here.
 """
 
@@ -22,7 +22,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from events.aws_urls import url_options
-from events.blobs import BlobNotFound, BlobRef, BlobStoreUnavailable, blob_key, check_digest, digest_of, verified
+from events.blobs import (
+    BlobNotFound, BlobRef, BlobStoreUnavailable, blob_key, check_digest, check_owner, digest_of, mark_key, verified,
+)
 
 __all__ = ["S3BlobStore", "S3Location", "parse_s3_url"]
 
@@ -164,18 +166,11 @@ class S3BlobStore:
 
     async def digests(self) -> AsyncIterator[str]:
         prefix = f"{self._location.prefix}sha256/"
-        arguments = {"Bucket": self._location.bucket, "Prefix": prefix, "MaxKeys": self._list_page_size}
-        while True:
-            page = await self._call(self._started().list_objects_v2, **arguments)
-            for entry in page.get("Contents", ()):
-                digest = entry["Key"][len(prefix):].replace("/", "")
-                try:
-                    yield check_digest(digest)
-                except ValueError:
-                    continue  # not a blob of this layout
-            if not page.get("IsTruncated"):
-                return
-            arguments["ContinuationToken"] = page["NextContinuationToken"]
+        async for key in self._keys_under(prefix):
+            try:
+                yield check_digest(key[len(prefix):].replace("/", ""))
+            except ValueError:
+                continue  # not a blob of this layout
 
     async def head(self, blob: BlobRef | str, size: int) -> bytes:
         digest = digest_of(blob)
@@ -201,7 +196,35 @@ class S3BlobStore:
         except _Missing:
             raise BlobNotFound(digest=digest) from None
 
+    async def mark(self, owner: str, digest: str) -> None:
+        key = f"{self._location.prefix}{mark_key(owner, digest)}"
+        await self._call(self._started().put_object, Bucket=self._location.bucket, Key=key, Body=b"")
+
+    async def unmark(self, owner: str, digest: str) -> None:
+        key = f"{self._location.prefix}{mark_key(owner, digest)}"
+        await self._call(self._started().delete_object, Bucket=self._location.bucket, Key=key)
+
+    async def marked(self, owner: str) -> AsyncIterator[tuple[str, str]]:
+        top = f"{self._location.prefix}marks/"
+        async for key in self._keys_under(f"{top}{check_owner(owner)}/"):
+            found, _, digest = key[len(top):].rpartition("/")
+            try:
+                yield check_owner(found), check_digest(digest)
+            except ValueError:
+                continue  # not a mark of this layout
+
     # -- internals ---------------------------------------------------------------------------
+
+    async def _keys_under(self, prefix: str) -> AsyncIterator[str]:
+        """Every key that starts with `prefix`, a page of `list_page_size` at a time."""
+        arguments = {"Bucket": self._location.bucket, "Prefix": prefix, "MaxKeys": self._list_page_size}
+        while True:
+            page = await self._call(self._started().list_objects_v2, **arguments)
+            for entry in page.get("Contents", ()):
+                yield entry["Key"]
+            if not page.get("IsTruncated"):
+                return
+            arguments["ContinuationToken"] = page["NextContinuationToken"]
 
     def _connect(self) -> Any:
         session = boto3.session.Session()  # sessions are not thread-safe: one of its own, used here only

@@ -243,6 +243,7 @@ async def running_roles(
         projector = None
         lag_groups: dict[str, tuple[str, ...]] = {}  # the consumer groups this process runs, for the lag metric
         stopping: list[bool] = []  # set once the roles are being stopped: what ends then has not crashed
+        indexing: list[asyncio.Task] = []  # the blob owner index's one sweep of older blobs (ingester role)
 
         def run(processor) -> object:
             lag_groups[processor.group] = tuple(processor.topics)
@@ -342,10 +343,12 @@ async def running_roles(
             )
             spawn(run(ingester.processor()), "ingester")
             if isinstance(blobs, SealingBlobStore):  # every process's store seals (opened_blobs)
-                spawn(run(BlobEraser(blobs).processor()), "blob-eraser")
+                eraser = BlobEraser(blobs)
+                spawn(run(eraser.processor()), "blob-eraser")
+                indexing.append(asyncio.create_task(eraser.index_existing(), name="blob-owner-index"))
         # Not a role: the consumer-lag metric of the groups above, sampled while they run.
         sampler = asyncio.create_task(sample_consumer_lag(log, lag_groups), name="consumer-lag")
-        background = [sampler, *_trimming(settings, log=log, codec=codec)]
+        background = [sampler, *indexing, *_trimming(settings, log=log, codec=codec)]
         try:
             yield Roles(tasks=tuple(tasks), projector=projector, search=search)
         finally:

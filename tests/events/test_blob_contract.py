@@ -161,6 +161,38 @@ async def test_head_reads_the_first_bytes_unverified(store: BlobStore, backend: 
         await store.head(hashlib.sha256(b"never stored").hexdigest(), 4)
 
 
+async def test_marks_list_by_owner_and_below_it(store: BlobStore) -> None:
+    one, two, three = (hashlib.sha256(b"%d" % index).hexdigest() for index in range(3))
+    await store.mark("org-a/user/u1", one)
+    await store.mark("org-a/user/u1", one)  # twice is one mark
+    await store.mark("org-a/user/u2", two)
+    await store.mark("org-a/org", three)
+    await store.mark("org-b/org", one)
+    assert sorted([found async for found in store.marked("org-a/user/u1")]) == [("org-a/user/u1", one)]
+    assert sorted([found async for found in store.marked("org-a")]) == sorted(
+        [("org-a/user/u1", one), ("org-a/user/u2", two), ("org-a/org", three)]
+    )
+    assert [found async for found in store.marked("org-a/user")] != []
+    assert [found async for found in store.marked("org-c")] == []
+    assert [found async for found in store.marked("org")] == []  # a prefix of a segment is not a path above it
+    await store.unmark("org-a/user/u2", two)
+    await store.unmark("org-a/user/u2", two)  # not there any more: not an error
+    assert sorted([found async for found in store.marked("org-a/user")]) == [("org-a/user/u1", one)]
+    assert [digest async for digest in store.digests()] == []  # marks are not blobs
+
+
+@pytest.mark.parametrize("owner", ["", "../x", "a//b", "A", "a/", "/a", "a b", "x" * 65, "/".join("a" * 9)])
+async def test_a_malformed_owner_is_refused_before_touching_storage(store: BlobStore, owner: str) -> None:
+    digest = hashlib.sha256(b"x").hexdigest()
+    for call in (store.mark, store.unmark):
+        with pytest.raises(ValueError, match="blob owner"):
+            await call(owner, digest)
+    with pytest.raises(ValueError, match="blob owner"):
+        [found async for found in store.marked(owner)]
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        await store.mark("org-a", "../../etc")
+
+
 async def test_a_deleted_blob_can_be_put_again(store: BlobStore) -> None:
     ref = await store.put(b"uploaded again after erasure")
     await store.delete(ref)
@@ -355,6 +387,21 @@ async def test_s3_digests_reads_every_page_and_only_its_prefix(moto_server: Moto
     finally:
         await listed.close()
         await beside.close()
+
+
+async def test_s3_marked_reads_every_page(moto_server: MotoServer) -> None:
+    bucket = f"blobs-{uuid.uuid4().hex[:16]}"
+    moto_server.client().create_bucket(Bucket=bucket)
+    location = S3Location(bucket=bucket, prefix="one/", endpoint_url=moto_server.endpoint_url, region=REGION)
+    listed = S3BlobStore(location=location, list_page_size=2)
+    await listed.start()
+    try:
+        digests = [hashlib.sha256(b"%d" % index).hexdigest() for index in range(5)]
+        for digest in digests:
+            await listed.mark("org-a/user/u1", digest)
+        assert sorted([digest async for _, digest in listed.marked("org-a")]) == sorted(digests)
+    finally:
+        await listed.close()
 
 
 def test_build_blob_store_picks_the_adapter_by_scheme(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import pytest
 
 from events.blobs import BlobCorrupted, BlobNotFound, DirectoryBlobStore
 from events.key_files import KeyFileStore
-from events.sealed_blobs import SealingBlobStore, put_owned
+from events.sealed_blobs import SealingBlobStore, owners_within, put_owned
 from kernel.key_store import SubjectErased
-from kernel.sealing import Subject
+from kernel.sealing import Subject, seal_blob
 
 ALICE = Subject(org_id="org_1", user_id="alice")
 BOB = Subject(org_id="org_1", user_id="bob")
@@ -25,6 +25,16 @@ async def stores(tmp_path: Path):
         yield blobs, keys, tmp_path / "blobs"
     finally:
         await blobs.close()
+
+
+class HeaderCounting(DirectoryBlobStore):
+    """The directory adapter, counting the headers read: a sweep by marks must read no one else's."""
+
+    heads = 0
+
+    async def head(self, blob, size: int) -> bytes:
+        self.heads += 1
+        return await super().head(blob, size)
 
 
 def stored_bytes(root: Path) -> list[bytes]:
@@ -104,3 +114,63 @@ async def test_a_sweep_deletes_what_erased_keys_sealed_and_nothing_else(stores) 
     assert await blobs.sweep_erased() == 1
     assert not await blobs.exists(bobs) and await blobs.get(carols) == b"carol's chart.png"
     assert len(stored_bytes(root)) == 3  # carol's, the plaintext, the foreign one
+
+
+async def marks_of(blobs: SealingBlobStore, subject: Subject) -> list[str]:
+    return sorted([digest async for _, digest in blobs.marked(owners_within(subject))])
+
+
+async def test_an_owners_blobs_are_marked_as_theirs_and_unmarked_when_deleted(stores) -> None:
+    blobs, _, _ = stores
+    alices = [await blobs.put(b"alice %d" % index, owner=ALICE) for index in range(2)]
+    bobs = await blobs.put(b"bob", owner=BOB)
+    await blobs.put(b"nobody's")  # no owner, no mark
+    assert await marks_of(blobs, ALICE) == sorted(ref.digest for ref in alices)
+    assert await marks_of(blobs, BOB) == [bobs.digest]
+    assert len(await marks_of(blobs, Subject(org_id="org_1"))) == 3  # the org's listing holds its users'
+    await blobs.delete(alices[0])
+    assert await marks_of(blobs, ALICE) == [alices[1].digest]
+
+
+async def test_an_erasure_deletes_the_subjects_marked_blobs_without_reading_anyone_elses(tmp_path: Path) -> None:
+    keys = KeyFileStore(root=tmp_path / "keys")
+    inner = HeaderCounting(root=tmp_path / "blobs")
+    blobs = SealingBlobStore(inner=inner, keys=keys)
+    await blobs.start()
+    carol = Subject(org_id="org_2", user_id="carol")
+    alices = [await blobs.put(b"alice's export part %d" % index, owner=ALICE) for index in range(3)]
+    bobs = await blobs.put(b"bob's tool result", owner=BOB)
+    carols = [await blobs.put(b"carol's file %d" % index, owner=carol) for index in range(20)]
+    with pytest.raises(ValueError, match="not erased"):
+        await blobs.sweep_subject(ALICE)
+
+    keys.destroy(ALICE)
+    inner.heads = 0
+    assert await blobs.sweep_subject(ALICE) == 3
+    assert inner.heads == 0
+    assert [await blobs.exists(ref) for ref in alices] == [False] * 3 and await marks_of(blobs, ALICE) == []
+    assert await blobs.get(bobs) == b"bob's tool result"
+    assert await blobs.sweep_subject(ALICE) == 0  # again: nothing left
+
+    keys.destroy(Subject(org_id="org_1"))  # the org: its users' blobs with its own
+    assert await blobs.sweep_subject(Subject(org_id="org_1")) == 1
+    assert not await blobs.exists(bobs)
+    assert all([await blobs.exists(ref) for ref in carols]) and len(await marks_of(blobs, carol)) == 20
+
+
+async def test_a_whole_sweep_marks_older_blobs_and_completes_the_index(stores) -> None:
+    blobs, keys, root = stores
+    # Sealed before marks existed: the bytes a sealing store writes, stored without a mark.
+    unmarked = DirectoryBlobStore(root=root)
+    await unmarked.start()
+    legacy_alice = await unmarked.put(seal_blob(keys.data_key(ALICE), b"alice, long ago", subject=ALICE))
+    legacy_bob = await unmarked.put(seal_blob(keys.data_key(BOB), b"bob, long ago", subject=BOB))
+    assert not await blobs.index_complete()
+    assert await marks_of(blobs, ALICE) == []
+
+    keys.destroy(ALICE)
+    assert await blobs.sweep_erased() == 1  # alice's deleted on the way, bob's marked
+    assert not await blobs.exists(legacy_alice)
+    assert await marks_of(blobs, BOB) == [legacy_bob.digest]
+    assert await blobs.index_complete()
+

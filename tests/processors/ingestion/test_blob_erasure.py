@@ -3,14 +3,14 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
-from events.blobs import DirectoryBlobStore
+from events.blobs import BlobStoreUnavailable, DirectoryBlobStore
 from events.erasure import SubjectErased
 from events.key_files import KeyFileStore
-from events.sealed_blobs import SealingBlobStore
+from events.sealed_blobs import SealingBlobStore, owners_within
 from events.topics import DOCUMENTS
 from kernel.envelope import Actor, Envelope
 from kernel.runtime import Delivery, encode
-from kernel.sealing import Subject
+from kernel.sealing import Subject, seal_blob
 from processors.ingestion.blob_erasure import BLOB_ERASURE_GROUP, BlobEraser
 from turnlog.adapters import build_codec
 
@@ -38,5 +38,49 @@ async def test_an_erasure_sweeps_the_users_export_parts_and_tool_outputs_and_lea
 
         assert [await blobs.exists(ref) for ref in adas] == [False, False, False]
         assert await blobs.get(bobs) == b"bob's export part"
+    finally:
+        await blobs.close()
+
+
+async def test_blobs_stored_before_marks_are_marked_once_and_an_erased_subjects_deleted(tmp_path: Path) -> None:
+    keys = KeyFileStore(root=tmp_path / "keys")
+    unmarked = DirectoryBlobStore(root=tmp_path / "blobs")  # what an older turnlog wrote: sealed, no marks
+    await unmarked.start()
+    adas = await unmarked.put(seal_blob(keys.data_key(ADA), b"ada's upload", subject=ADA))
+    bobs = await unmarked.put(seal_blob(keys.data_key(BOB), b"bob's upload", subject=BOB))
+    blobs = SealingBlobStore(inner=DirectoryBlobStore(root=tmp_path / "blobs"), keys=keys)
+    await blobs.start()
+    try:
+        keys.destroy(ADA)
+        eraser = BlobEraser(blobs)
+        assert await blobs.sweep_subject(ADA) == 0  # no marks yet: the erasure alone cannot find it
+        await eraser.index_existing()
+        assert not await blobs.exists(adas)
+        assert await blobs.index_complete()
+        keys.destroy(BOB)
+        assert await blobs.sweep_subject(BOB) == 1 and not await blobs.exists(bobs)
+    finally:
+        await blobs.close()
+
+
+async def test_marking_older_blobs_waits_out_an_unavailable_store_and_starts_over(tmp_path: Path) -> None:
+    keys = KeyFileStore(root=tmp_path / "keys")
+    inner = DirectoryBlobStore(root=tmp_path / "blobs")
+    blobs = SealingBlobStore(inner=inner, keys=keys)
+    await blobs.start()
+    try:
+        await inner.put(seal_blob(keys.data_key(BOB), b"bob's upload", subject=BOB))
+        outages = [BlobStoreUnavailable(detail="the S3 bucket refused the request: SlowDown")]
+        listing = inner.digests
+
+        def digests():
+            if outages:
+                raise outages.pop()
+            return listing()
+
+        inner.digests = digests
+        await BlobEraser(blobs).index_existing(retry_s=0.01)
+        assert outages == [] and await blobs.index_complete()
+        assert len([mark async for mark in blobs.marked(owners_within(BOB))]) == 1
     finally:
         await blobs.close()
