@@ -79,6 +79,7 @@ class Answer:
     model: type[BaseModel] | None = None
     events: Sequence[type[BaseModel]] = ()  # a `text/event-stream`: each `data:` is one of these
     events_note: str = ""
+    events_json: bool = True  # every `data:` is one of `events` as JSON (so a fuzzer may check each against them)
     location: bool = False  # a `Location` header names what was created or started
     headers: tuple[tuple[str, str], ...] = ()  # other headers it always has: (name, what it says)
 
@@ -388,6 +389,7 @@ OPERATIONS: tuple[Operation, ...] = (
             events=(ChatCompletionChunk,),
             events_note="Each `data:` line is a chunk; the stream ends with `data: [DONE]`, or with `data: {\"error\": ...}`"
             " (no [DONE]) when the run failed or was cancelled.",
+            events_json=False,
         ),),
     ),
     Operation(
@@ -539,12 +541,20 @@ def _answer(answer: Answer, refs: dict) -> dict:
         content[JSON] = {"schema": refs[(answer.model, "serialization")]}
     if answer.events:
         events = [refs[(event, "serialization")] for event in answer.events]
+        payload = {"oneOf": events} if len(events) > 1 else events[0]
+        data: dict = {"type": "string", "description": "one of `x-sse-data`, as JSON"}
+        if answer.events_json:
+            data.update(contentMediaType=JSON, contentSchema=payload)
         content[SSE_MEDIA_TYPE] = {
+            # One event of the stream, as SSE parses it (OpenAPI 3.2 names this `itemSchema`; tools reading 3.1, such
+            # as schemathesis, validate each event against `schema`).
             "schema": {
-                "type": "string",
+                "type": "object",
                 "description": "Server-sent events; each event's `data:` is one of `x-sse-data`. " + answer.events_note,
+                "properties": {"event": {"type": "string"}, "id": {"type": "string"}, "data": data},
+                "required": ["data"],
             },
-            "x-sse-data": {"oneOf": events} if len(events) > 1 else events[0],
+            "x-sse-data": payload,
         }
     if answer.status == 200 and answer.model is None and not answer.events:
         content[JSON] = {"schema": {"type": "object"}}
