@@ -76,15 +76,18 @@ def turnlog_process(*arguments: str) -> subprocess.Popen:
 
 def start_fleet(
     stack: ExitStack, data_dir: Path, port: int, inference_workers: int, governance: tuple[str, ...] = (),
-    safety: tuple[str, ...] = (),
+    safety: tuple[str, ...] = (), *, beside: dict[str, int] | None = None,
 ) -> list[subprocess.Popen]:
-    """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes."""
+    """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes, and puts the
+    broker's and ClickHouse's process ids in `beside` (their CPU is counted apart)."""
     broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
     broker.start()
     stack.callback(broker.stop)
     clickhouse = test_support("clickhouse_http").ClickHouseHttpServer(data_dir=data_dir / "clickhouse")
     clickhouse.start()
     stack.callback(clickhouse.stop)
+    if beside is not None:
+        beside.update({"tansu": broker.pid, "clickhouse (chDB over HTTP)": clickhouse.process.pid})
     asyncio.run(clickhouse.create_database("bench"))
     shared = [
         "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10", "--store", clickhouse.url("bench"),
@@ -196,7 +199,9 @@ async def latency_phase(client: Client, turns: int) -> dict:
     return {"turns": turns, "accepted_to_first_delta": summary(from_accepted), "sent_to_first_delta": summary(from_sent)}
 
 
-async def throughput_phase(client: Client, concurrency: int, seconds: float, server_pids: list[int]) -> dict:
+async def throughput_phase(
+    client: Client, concurrency: int, seconds: float, server_pids: list[int], named_pids: dict[str, int]
+) -> dict:
     conversations = [await client.conversation() for _ in range(concurrency)]
     deadline = time.perf_counter() + seconds
     completed = 0
@@ -212,6 +217,7 @@ async def throughput_phase(client: Client, concurrency: int, seconds: float, ser
             index += 1
 
     cpu_before = cpu_seconds(server_pids) if server_pids else 0.0
+    each_before = {name: cpu_seconds([pid]) for name, pid in named_pids.items()}
     started = time.perf_counter()
     await asyncio.gather(*(converse(conversation_id) for conversation_id in conversations))
     elapsed = time.perf_counter() - started
@@ -226,6 +232,10 @@ async def throughput_phase(client: Client, concurrency: int, seconds: float, ser
         cpu = cpu_seconds(server_pids) - cpu_before
         result["server_cpu_s"] = round(cpu, 2)
         result["server_cpu_us_per_sse_event"] = round(cpu / events * 1e6, 1)
+    if named_pids:  # where the CPU went, turnlog's processes and those beside them, in % of one core
+        result["cpu_percent_of_a_core"] = {
+            name: round((cpu_seconds([pid]) - each_before[name]) / elapsed * 100, 1) for name, pid in named_pids.items()
+        }
     return result
 
 
@@ -238,7 +248,9 @@ async def idle_phase(seconds: float, server_pids: list[int]) -> list[float]:
     return [round((cpu_seconds([pid]) - cpu) / elapsed * 100, 1) for pid, cpu in zip(server_pids, before)]
 
 
-async def measure(url: str, token: str, arguments: argparse.Namespace, pids: list[int]) -> tuple[dict, dict, list[float]]:
+async def measure(
+    url: str, token: str, arguments: argparse.Namespace, pids: list[int], beside: dict[str, int]
+) -> tuple[dict, dict, list[float]]:
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=200)) as http:
         for _ in range(600):
             try:
@@ -249,7 +261,8 @@ async def measure(url: str, token: str, arguments: argparse.Namespace, pids: lis
             await asyncio.sleep(0.1)
         client = Client(http, token)
         latency = await latency_phase(client, arguments.turns)
-        throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, pids)
+        named = {**dict(zip(process_roles(arguments), pids)), **beside} if pids else {}
+        throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, pids, named)
         idle = await idle_phase(arguments.idle_seconds, pids) if pids and arguments.idle_seconds > 0 else []
     return latency, throughput, idle
 
@@ -282,18 +295,20 @@ def main() -> None:
             collector = test_support("trace_collector").OtlpCollector().start()
             stack.callback(collector.stop)
             os.environ.update(collector.env(schedule_delay_ms=None))
-        url, processes = arguments.url, []
+        url, processes, beside = arguments.url, [], {}
         if url is None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             if arguments.kafka:
-                processes = start_fleet(stack, data_dir, port, arguments.inference_workers, governance, safety)
+                processes = start_fleet(stack, data_dir, port, arguments.inference_workers, governance, safety, beside=beside)
             else:
                 processes = [turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens",
                                              "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety)]
             stack.callback(stop_all, processes)
         token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
-        latency, throughput, idle = asyncio.run(measure(url, token, arguments, [process.pid for process in processes]))
+        latency, throughput, idle = asyncio.run(
+            measure(url, token, arguments, [process.pid for process in processes], beside)
+        )
         if collector is not None:
             stop_all(processes)  # their last batches are exported as they stop
             spans = collector.spans()

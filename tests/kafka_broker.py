@@ -46,6 +46,11 @@ class TansuBroker:
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (benchmarks count its CPU)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, *, timeout_s: float = 20.0) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         with self._log_path.open("wb") as output:
