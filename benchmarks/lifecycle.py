@@ -76,7 +76,7 @@ def turnlog_process(*arguments: str) -> subprocess.Popen:
 
 def start_fleet(
     stack: ExitStack, data_dir: Path, port: int, inference_workers: int, governance: tuple[str, ...] = (),
-    safety: tuple[str, ...] = (), *, beside: dict[str, int] | None = None,
+    safety: tuple[str, ...] = (), *, beside: dict[str, int] | None = None, fetch_wait_ms: int = 10,
 ) -> list[subprocess.Popen]:
     """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes, and puts the
     broker's and ClickHouse's process ids in `beside` (their CPU is counted apart)."""
@@ -90,7 +90,7 @@ def start_fleet(
         beside.update({"tansu": broker.pid, "clickhouse (chDB over HTTP)": clickhouse.process.pid})
     asyncio.run(clickhouse.create_database("bench"))
     shared = [
-        "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10", "--store", clickhouse.url("bench"),
+        "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms={fetch_wait_ms}", "--store", clickhouse.url("bench"),
         "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens", "20", *safety,
     ]
     processors = [f"--role={role}" for role in ("decider", "prompt-builder", "projector", "watchdog")]
@@ -240,7 +240,8 @@ async def throughput_phase(
 
 
 async def idle_phase(seconds: float, server_pids: list[int]) -> list[float]:
-    """Each process's CPU in % of one core while no request arrives for `seconds` (a measuring window, not a wait)."""
+    """Each process's CPU in % of one core while no request arrives for `seconds` (a measuring window, not a wait);
+    the broker's and ClickHouse's too, after turnlog's processes, when they are given."""
     before = [cpu_seconds([pid]) for pid in server_pids]
     started = time.perf_counter()
     await asyncio.sleep(seconds)
@@ -263,7 +264,7 @@ async def measure(
         latency = await latency_phase(client, arguments.turns)
         named = {**dict(zip(process_roles(arguments), pids)), **beside} if pids else {}
         throughput = await throughput_phase(client, arguments.concurrency, arguments.seconds, pids, named)
-        idle = await idle_phase(arguments.idle_seconds, pids) if pids and arguments.idle_seconds > 0 else []
+        idle = await idle_phase(arguments.idle_seconds, [*pids, *beside.values()]) if pids and arguments.idle_seconds > 0 else []
     return latency, throughput, idle
 
 
@@ -278,6 +279,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--kafka", action="store_true", help="a fleet on Kafka + ClickHouse, not one embedded process")
     parser.add_argument("--inference-workers", type=int, default=1, help="with --kafka: inference worker processes")
+    parser.add_argument(
+        "--fetch-wait-ms", type=int, default=10,
+        help="with --kafka: the consumers' fetch.wait.max.ms (Tansu answers an empty fetch only when it runs out)",
+    )
     parser.add_argument("--tiers", type=Path, help="a tiers file: governance on (each turn admitted before it is sent)")
     parser.add_argument("--policies", type=Path, help="a safety policies file: the input, context and output stages check")
     parser.add_argument(
@@ -300,7 +305,10 @@ def main() -> None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             if arguments.kafka:
-                processes = start_fleet(stack, data_dir, port, arguments.inference_workers, governance, safety, beside=beside)
+                processes = start_fleet(
+                    stack, data_dir, port, arguments.inference_workers, governance, safety, beside=beside,
+                    fetch_wait_ms=arguments.fetch_wait_ms,
+                )
             else:
                 processes = [turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens",
                                              "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety)]
@@ -315,7 +323,10 @@ def main() -> None:
             traced = {"exports": collector.requests, "spans": len(spans), "timeline": trace_timeline(spans)}
     deployment = "embedded: one process"
     if arguments.kafka:
-        deployment = f"Kafka (Tansu) + ClickHouse over HTTP: 1 API, 1 processor worker, {arguments.inference_workers} inference"
+        deployment = (
+            f"Kafka (Tansu) + ClickHouse over HTTP: 1 API, 1 processor worker, {arguments.inference_workers} inference;"
+            f" fetch.wait.max.ms={arguments.fetch_wait_ms}"
+        )
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "engine": "scripted, 0 ms/token, 20-token answers",
@@ -325,7 +336,7 @@ def main() -> None:
         "tracing": f"on, OTLP/HTTP to a local collector: {traced}" if arguments.trace else "off",
         "latency": latency,
         "throughput": throughput,
-        "idle_cpu_percent_of_a_core": dict(zip(process_roles(arguments), idle)),
+        "idle_cpu_percent_of_a_core": dict(zip([*process_roles(arguments), *beside], idle)),
     }
     print(json.dumps(result, indent=2))
     if arguments.out:
