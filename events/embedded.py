@@ -375,7 +375,7 @@ class EmbeddedLog:
 
     async def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
-        wake_for: Callable[[LogRecord], bool] | None = None,
+        wake_for: Callable[[LogRecord], bool] | None = None, background: bool = False,  # a wait here costs nothing
     ) -> AsyncIterator[list[LogRecord]]:
         positions = {topic: await self.committed(group=group, topic=topic) for topic in topics}
         while True:

@@ -89,7 +89,7 @@ class EventLog(Protocol):
 
     def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
-        wake_for: Callable[[LogRecord], bool] | None = None,
+        wake_for: Callable[[LogRecord], bool] | None = None, background: bool = False,
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches of records after the group's committed positions, waiting (without polling) for more.
 
@@ -97,6 +97,8 @@ class EventLog(Protocol):
         larger batches for consumers whose writes have a high fixed cost).
         With `wake_for`, a hint: records it rejects (what the consumer skips, e.g. token deltas) need not wake the
         consumer; the log may hold them back until a record it accepts arrives, or for up to `QUIET_WAKE_S`.
+        With `background`, a hint: nothing waits for this consumer's output within a request, so the log may deliver
+        less promptly to cost less (on Kafka a longer fetch wait: `BACKGROUND_FETCH_WAIT_MS`).
         """
         ...
 

@@ -64,6 +64,10 @@ class Processor:
     # Deliver payloads whose subject was erased (`Erased`) to the reaction instead of skipping them: for a processor
     # that must answer for them (the decider replies to an erased user's command still in flight).
     sees_erased: bool = False
+    # Nothing waits for its output within a request (ledgers, summaries, erasure sweeps): the log may deliver to it
+    # less promptly to cost less (`EventLog.consume`'s `background`; on Kafka a longer fetch wait, which matters on
+    # a broker that holds every fetch for its whole wait, such as Tansu).
+    background: bool = False
 
 
 def encode(codec: AvroCodec, envelope: Envelope, *, topic: str) -> OutgoingRecord:
@@ -236,6 +240,7 @@ async def _consume(
     stream = log.consume(
         group=processor.group, topics=processor.topics, max_batch=processor.max_batch, linger_s=processor.linger_s,
         wake_for=None if processor.reacts_to is None else functools.partial(_reacted_to, codec, processor.reacts_to),
+        background=processor.background,
     )
     idle = IdleCommits(log, delay_s=IDLE_COMMIT_DELAY_S)
     try:

@@ -115,8 +115,10 @@ def _transport_for(fetch_wait_max_ms: int) -> type[faust_aiokafka.Transport]:
     thread = type("ConsumerThread", (_ReadCommittedConsumerThread,), {"fetch_wait_max_ms": fetch_wait_max_ms})
 
     class _Consumer(faust_aiokafka.Consumer):
+        consumer_thread_class = thread
+
         def _new_consumer_thread(self):
-            return thread(self, loop=self.loop, beacon=self.beacon)
+            return self.consumer_thread_class(self, loop=self.loop, beacon=self.beacon)
 
     return type("Transport", (faust_aiokafka.Transport,), {"Consumer": _Consumer})
 
@@ -159,7 +161,7 @@ def processor_app(processor: Processor, *, log: KafkaLog, data_dir: Path) -> fau
         loghandlers=[],
         datadir=str(faust_dir / "{conf.name}-data"),
     )
-    app.transport_class = _transport_for(log.consumer_timing_ms("fetch.wait.max.ms"))
+    app.transport_class = _transport_for(log.fetch_wait_ms(background=processor.background))
     return app
 
 

@@ -89,7 +89,7 @@ class Summarizer:
         # Summaries may lag: batching a tenth of a second of history keeps its commits off the hot path.
         return Processor(
             group=SUMMARIZER_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._reset,
-            durable=False, max_batch=2_000, linger_s=0.1,
+            durable=False, max_batch=2_000, linger_s=0.1, background=True,
         )
 
     def _reset(self) -> None:

@@ -47,6 +47,7 @@ class LedgerEraser:
             react=self.react,
             reacts_to=frozenset({SubjectErased.__name__}),  # uploads and their progress pass undecoded
             durable=False,  # only progress is written; deleting again is harmless
+            background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

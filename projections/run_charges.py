@@ -50,7 +50,8 @@ class ChargeLedger:
     def processor(self) -> Processor:
         # Nobody waits on the ledger: gather half a second of charges into one insert (one ClickHouse part).
         return Processor(
-            group=CHARGE_LEDGER_GROUP, topics=(GOVERNANCE,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False
+            group=CHARGE_LEDGER_GROUP, topics=(GOVERNANCE,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
+            background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

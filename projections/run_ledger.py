@@ -148,7 +148,8 @@ class RunLedger:
     def processor(self) -> Processor:
         # Nobody waits on the ledger: gather half a second of events into one insert per table (one part each).
         return Processor(
-            group=RUN_LEDGER_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False
+            group=RUN_LEDGER_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
+            background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

@@ -154,7 +154,7 @@ class SafetyLedger:
         # Nobody waits on the ledger: gather half a second of decisions into one insert (one ClickHouse part).
         return Processor(
             group=SAFETY_LEDGER_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
-            reacts_to=frozenset({SafetyDecision.__name__}),
+            reacts_to=frozenset({SafetyDecision.__name__}), background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

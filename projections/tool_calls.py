@@ -109,7 +109,7 @@ class ToolCallLedger:
         # Nobody waits on the ledger: gather half a second of calls into one insert (one ClickHouse part).
         return Processor(
             group=TOOL_CALLS_GROUP, topics=(RUN_EVENTS,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
-            reacts_to=frozenset({ToolCallFinished.__name__}),
+            reacts_to=frozenset({ToolCallFinished.__name__}), background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

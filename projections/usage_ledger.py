@@ -78,7 +78,8 @@ class UsageLedger:
     def processor(self) -> Processor:
         # Nobody waits on the ledger: gather half a second of runs into one insert (one ClickHouse part).
         return Processor(
-            group=USAGE_LEDGER_GROUP, topics=(USAGE,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False
+            group=USAGE_LEDGER_GROUP, topics=(USAGE,), react=self.react, max_batch=5_000, linger_s=0.5, durable=False,
+            background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

@@ -60,9 +60,11 @@ class _Consumers:
 
     # -- group members and followers ---------------------------------------------------------
 
-    def join(self, group: str) -> "_ConsumerThread":
+    def join(self, group: str, *, fetch_wait_ms: int | None = None) -> "_ConsumerThread":
         """A consumer for a member of `group`, counted among its members until `leave` closes it."""
         config = {**self._consumer_config, "group.id": self._physical(group)}
+        if fetch_wait_ms is not None:
+            config["fetch.wait.max.ms"] = fetch_wait_ms
         if self._group_instance_id is not None and not self._members.get(group):
             config["group.instance.id"] = self._group_instance_id  # one static member per group and process
         client = self._open_client(config, name=f"consume-{group}")

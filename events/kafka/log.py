@@ -40,6 +40,9 @@ from kernel.metrics import LOG_APPEND_SECONDS
 
 logger = logging.getLogger(__name__)
 _APPENDS = {durable: LOG_APPEND_SECONDS.labels(log="kafka", durable=str(durable).lower()) for durable in (True, False)}
+# A background consumer's fetch wait at least (`EventLog.consume`'s `background`): its output is waited for by no
+# request, and on Tansu each consumer's polls cost the broker CPU in proportion to its partitions over its wait.
+BACKGROUND_FETCH_WAIT_MS = 500
 # Keeps the name it had before the adapter became a package.
 _librdkafka_logger = logging.getLogger(f"{__package__}.librdkafka")
 
@@ -197,12 +200,13 @@ class KafkaLog:
     async def consume(
         self, *, group: str, topics: Sequence[str], max_batch: int = 500, linger_s: float = 0.0,
         wake_for: Callable[[LogRecord], bool] | None = None,  # unused: a fetch returns whatever has arrived
+        background: bool = False,
     ) -> AsyncIterator[list[LogRecord]]:
         """Batches for this member of `group`: Kafka assigns it partitions (the first join takes a
         few seconds) and each starts after the group's committed offset. Closing the stream leaves the group.
         """
         await self._admin.ensure_topics(topics)
-        client = self._consumers.join(group)
+        client = self._consumers.join(group, fetch_wait_ms=self.fetch_wait_ms(background=background))
         # After a rebalance a partition restarts from the committed offset; what this stream already
         # handed out is not handed out again (a failed commit raises, and the caller starts a new stream).
         delivered: dict[tuple[str, int], int] = {}
@@ -366,6 +370,13 @@ class KafkaLog:
     def consumer_timing_ms(self, setting: str) -> int:
         """A consumer timing this log runs with (`session.timeout.ms`, `fetch.wait.max.ms`, ...)."""
         return int(self._consumer_config[setting])
+
+    def fetch_wait_ms(self, *, background: bool = False) -> int:
+        """A consumer's `fetch.wait.max.ms`: the log's, or for a background consumer at least
+        `BACKGROUND_FETCH_WAIT_MS` (a broker answers a fetch when data arrives, so this costs such a consumer no
+        latency there; Tansu holds every fetch for its whole wait and reads storage for each, docs/kafka.md)."""
+        wait = self.consumer_timing_ms("fetch.wait.max.ms")
+        return max(wait, BACKGROUND_FETCH_WAIT_MS) if background else wait
 
     @property
     def group_instance_id(self) -> str | None:

@@ -42,6 +42,7 @@ class BlobEraser:
             react=self.react,
             reacts_to=frozenset({SubjectErased.__name__}),  # uploads and their progress pass undecoded
             durable=False,  # only progress is written; sweeping again is harmless
+            background=True,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:

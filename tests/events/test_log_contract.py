@@ -99,6 +99,20 @@ async def test_consume_resumes_after_commit_and_sees_only_its_topics(log: EventL
     assert await log.committed(group="g", topic="t") == batch[0].offset
 
 
+async def test_a_background_consumer_gets_every_record_too(log: EventLog) -> None:
+    """`background` may make delivery less prompt (a longer fetch wait on Kafka), never lose or reorder anything."""
+    await log.append([record("t", "k", b"1"), record("t", "k", b"2")])
+    stream = log.consume(group="g", topics=["t"], background=True)
+    values = []
+    while len(values) < 3:
+        batch = await anext(stream)
+        values += [r.value for r in batch]
+        if values == [b"1", b"2"]:
+            await log.append([record("t", "k", b"3")])
+    assert values == [b"1", b"2", b"3"]
+    await stream.aclose()
+
+
 async def test_consumer_wakes_on_append_without_polling(log: EventLog) -> None:
     stream = log.consume(group="g", topics=["t"])
     waiting = asyncio.create_task(anext(stream))

@@ -197,3 +197,25 @@ def test_a_process_named_in_the_log_url_is_a_static_member_of_its_groups_and_onl
     unnamed = KafkaLog("127.0.0.1:9", topics=turnlog_topics())
     assert unnamed.group_instance_id is None
     assert processor_app(echo_processor([]), log=unnamed, data_dir=tmp_path).conf.consumer_group_instance_id is None
+
+
+def test_a_background_processor_fetches_with_a_long_wait_and_the_others_with_the_logs(tmp_path: Path) -> None:
+    """Tansu holds every fetch for its whole wait and reads storage for each: consumers whose output no request waits
+    for (ledgers, summaries, sweeps) poll it less (docs/kafka.md); on Kafka a fetch returns when data arrives."""
+    from events.kafka.log import BACKGROUND_FETCH_WAIT_MS
+
+    log = KafkaLog("127.0.0.1:9", topics=turnlog_topics(), consumer_config={"fetch.wait.max.ms": 10})
+    hot = echo_processor([])
+    background = dataclasses.replace(hot, background=True)
+
+    def fetch_wait(processor: Processor) -> int:
+        app = processor_app(processor, log=log, data_dir=tmp_path)
+        return app.transport_class.Consumer.consumer_thread_class.fetch_wait_max_ms
+
+    assert (fetch_wait(hot), fetch_wait(background)) == (10, BACKGROUND_FETCH_WAIT_MS)
+    consumers = log._consumers
+    assert consumers.join("decider", fetch_wait_ms=log.fetch_wait_ms())._config["fetch.wait.max.ms"] == 10
+    waited = consumers.join("usage-ledger", fetch_wait_ms=log.fetch_wait_ms(background=True))._config["fetch.wait.max.ms"]
+    assert waited == BACKGROUND_FETCH_WAIT_MS
+    patient = KafkaLog("127.0.0.1:9", topics=turnlog_topics(), consumer_config={"fetch.wait.max.ms": 900})
+    assert patient.fetch_wait_ms(background=True) == 900  # never shorter than the log's own
