@@ -58,8 +58,11 @@ class RunWatchdog:
     async def run(self) -> None:
         sweeper = asyncio.create_task(self._sweep_forever())
         # Deltas need not wake it one by one: a generating worker also beats every third of the lease, and the deltas
-        # themselves arrive within the log's quiet interval (a second).
-        stream = self._log.consume(group=WATCHDOG_GROUP, topics=(RUN_EVENTS,), wake_for=self._wakes_for)
+        # themselves arrive within the log's quiet interval (a second). For the same reason it is a background
+        # consumer: a lease is seconds long, so a delivery half a second late changes nothing.
+        stream = self._log.consume(
+            group=WATCHDOG_GROUP, topics=(RUN_EVENTS,), wake_for=self._wakes_for, background=True
+        )
         try:
             async for batch in stream:
                 for record in batch:
