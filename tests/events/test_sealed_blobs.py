@@ -174,3 +174,31 @@ async def test_a_whole_sweep_marks_older_blobs_and_completes_the_index(stores) -
     assert await marks_of(blobs, BOB) == [legacy_bob.digest]
     assert await blobs.index_complete()
 
+
+
+async def test_on_s3_an_erasure_lists_the_subjects_marks_across_pages(moto_server, tmp_path: Path) -> None:
+    """The same index on the S3 adapter (a real moto_server), listed two keys a page."""
+    import uuid
+
+    from events.s3_blobs import S3BlobStore, S3Location
+    from moto_aws import REGION
+
+    bucket = f"sealed-{uuid.uuid4().hex[:12]}"
+    moto_server.client().create_bucket(Bucket=bucket)
+    location = S3Location(bucket=bucket, prefix="uploads/", endpoint_url=moto_server.endpoint_url, region=REGION)
+    keys = KeyFileStore(root=tmp_path / "keys")
+    blobs = SealingBlobStore(inner=S3BlobStore(location=location, list_page_size=2), keys=keys)
+    await blobs.start()
+    try:
+        alices = [await blobs.put(b"alice's part %d" % index, owner=ALICE) for index in range(5)]
+        bobs = [await blobs.put(b"bob's part %d" % index, owner=BOB) for index in range(3)]
+        keys.destroy(ALICE)
+        assert await blobs.sweep_subject(ALICE) == 5
+        assert [await blobs.exists(ref) for ref in alices] == [False] * 5
+        assert [await blobs.get(ref) for ref in bobs] == [b"bob's part %d" % index for index in range(3)]
+        assert not await blobs.index_complete()
+        assert await blobs.sweep_erased() == 0  # nothing of Alice's left; Bob's were marked already
+        assert await blobs.index_complete()
+        assert len(await marks_of(blobs, BOB)) == 3 and await marks_of(blobs, ALICE) == []
+    finally:
+        await blobs.close()
