@@ -7,13 +7,15 @@ decider, prompt builder, projector and watchdog, and `--inference-workers N` inf
   1. latency: sequential turns; per turn, POST accepted -> first `assistant.delta` at the client
      (the client opens the stream right after the 202), and POST sent -> first delta;
   2. throughput: N concurrent conversations, each posting a turn and reading its stream to the end,
-     for a fixed time; turns/s, and server CPU seconds per streamed SSE event;
-  3. idle: nothing sent for `--idle-seconds`; each server process's CPU meanwhile, in % of one core
+     for a fixed time; turns/s, server CPU seconds per streamed SSE event, and each process's CPU in % of
+     one core (with `--kafka`, the broker's and ClickHouse's too);
+  3. idle: nothing sent for `--idle-seconds`; each process's CPU meanwhile, in % of one core
      (what its consumers and timers cost with no work to do).
 Prints a summary and writes JSON (--out).
 
     python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
     python benchmarks/lifecycle.py --kafka --inference-workers 2 [...]
+    python benchmarks/lifecycle.py --kafka --fetch-wait-ms 50 [...]   # the consumers' fetch.wait.max.ms (10 by default)
     python benchmarks/lifecycle.py --tiers benchmarks/tiers.bench.toml [...]   # governance on: every turn admitted first
     python benchmarks/lifecycle.py --policies benchmarks/policies.bench.toml [...]   # safety on: every stage checks
     python benchmarks/lifecycle.py --trace [...]   # tracing on: every process exports its spans to a local collector
