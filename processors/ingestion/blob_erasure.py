@@ -1,6 +1,6 @@
 """Erasure in the blob store: every blob sealed under an erased subject's key is deleted.
 
-The ingester deletes an erased user's uploads, which `SubjectErased` names. The subject's other blobs
+The ingester deletes an erased subject's uploads, which `SubjectErased` names. The subject's other blobs
 (export parts, whole tool results, files the code interpreter wrote) are named only inside sealed events
 or in an API process's memory, unreadable once the keys are gone; but every blob sealed for a subject is
 marked as theirs when it is stored, so the eraser lists the subject's marks and deletes those blobs
