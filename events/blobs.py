@@ -225,8 +225,7 @@ class DirectoryBlobStore:
 
     async def unmark(self, owner: str, digest: str) -> None:
         self._check_started()
-        path = self._root / mark_key(owner, digest)
-        await asyncio.to_thread(self._unmark, path)
+        await asyncio.to_thread(self._unmark, self._root / mark_key(owner, digest))
 
     async def marked(self, owner: str) -> AsyncIterator[tuple[str, str]]:
         self._check_started()

@@ -122,7 +122,10 @@ class SealingBlobStore:
     async def index_complete(self) -> bool:
         """Whether every blob in the store is marked (a whole sweep has run), so `sweep_subject` finds them all."""
         owner, digest = _INDEX_COMPLETE
-        return any([found async for found in self._inner.marked(owner) if found[1] == digest])
+        async for _, found in self._inner.marked(owner):
+            if found == digest:
+                return True
+        return False
 
     async def sweep_erased(self) -> int:
         """Read every blob's header: delete those sealed under an erased subject's key, mark the others as their

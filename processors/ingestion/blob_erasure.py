@@ -56,7 +56,12 @@ class BlobEraser:
     async def index_existing(self, *, retry_s: float = INDEX_RETRY_S) -> None:
         """Mark the blobs stored before marks existed (deleting erased subjects' on the way), once per store."""
         try:
-            while not await self._retrying(self._blobs.index_complete, retry_s):
+            while True:
+                complete = await self._retrying(self._blobs.index_complete, retry_s)
+                if complete:
+                    return
+                if complete is None:
+                    continue  # the store was away: ask again before sweeping it all
                 swept = await self._retrying(self._blobs.sweep_erased, retry_s)
                 if swept is not None:
                     logger.info("every sealed blob is marked by owner; %d of erased subjects' left the store", swept)

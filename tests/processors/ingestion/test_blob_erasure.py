@@ -84,3 +84,28 @@ async def test_marking_older_blobs_waits_out_an_unavailable_store_and_starts_ove
         assert len([mark async for mark in blobs.marked(owners_within(BOB))]) == 1
     finally:
         await blobs.close()
+
+
+async def test_a_store_away_when_asked_is_asked_again_before_a_whole_sweep(tmp_path: Path) -> None:
+    keys = KeyFileStore(root=tmp_path / "keys")
+    blobs = SealingBlobStore(inner=DirectoryBlobStore(root=tmp_path / "blobs"), keys=keys)
+    await blobs.start()
+    try:
+        await blobs.sweep_erased()  # the index is complete
+        answers = [BlobStoreUnavailable(detail="the S3 bucket refused the request: SlowDown")]
+        asked, sweeps = blobs.index_complete, []
+
+        async def index_complete() -> bool:
+            if answers:
+                raise answers.pop()
+            return await asked()
+
+        async def sweep_erased() -> int:
+            sweeps.append(True)
+            return 0
+
+        blobs.index_complete, blobs.sweep_erased = index_complete, sweep_erased
+        await BlobEraser(blobs).index_existing(retry_s=0.01)
+        assert answers == [] and sweeps == []
+    finally:
+        await blobs.close()
