@@ -21,8 +21,9 @@ from fastavro.schema import fingerprint, load_schema, parse_schema, to_parsing_c
 import schemas
 from kernel.envelope import Envelope
 from kernel.envelope import Actor
+from kernel.recent_decodes import RecentDecodes
 from kernel.sealed_payloads import SEALED_PAYLOAD, PayloadSealing
-from kernel.sealing import SealBroken
+from kernel.sealing import Erased, SealBroken, Subject
 
 MAGIC = b"\xc3\x01"
 
@@ -60,6 +61,7 @@ class AvroCodec:
         # With sealing, the declared content types' payloads are sealed on encode (docs/encryption.md); without,
         # nothing is sealed and a sealed payload on the log is undecodable here.
         self.sealing = sealing
+        self._recent = RecentDecodes()  # the consumers of one process share what each decodes
         for name in [*self._types, "Envelope", SEALED_PAYLOAD]:
             schema = load_schema(str(schema_directory / f"{name}.avsc"))
             self._reader_schemas[name] = schema
@@ -105,19 +107,31 @@ class AvroCodec:
         )
 
     def decode(self, data: bytes) -> Envelope:
+        memorable = type(data) is bytes  # hashable and immutable: what the logs hand out
+        if memorable:
+            recent = self._recent.get(data, key_exists=self._key_exists)
+            if recent is not None:
+                return recent
         name, record = self._decode(data)
         if name != "Envelope":
             raise UndecodableMessage(f"expected an Envelope, got {name}")
-        return Envelope(
+        payload, subject = self._opened(record)
+        envelope = Envelope(
             event_id=record["event_id"],
             key=record["key"],
             occurred_at=record["occurred_at"],
             actor=Actor(**record["actor"]),
-            payload=self._opened(record),
+            payload=payload,
             causation_id=record["causation_id"],
             correlation_id=record["correlation_id"],
             trace_parent=record["trace_parent"],
         )
+        if memorable and not isinstance(payload, Erased):
+            self._recent.put(data, envelope, subject)
+        return envelope
+
+    def _key_exists(self, subject: Subject) -> bool:
+        return self.sealing is not None and self.sealing.keys.existing_key(subject) is not None
 
     def envelope_type(self, data: bytes) -> str | None:
         """The payload type an envelope names, read from its header without decoding the rest or opening the payload.
@@ -167,10 +181,11 @@ class AvroCodec:
         sealed = self.sealing.seal_record(payload, type_name=envelope.type, event_id=envelope.event_id, actor=envelope.actor)
         return payload if sealed is None else self._encode(SEALED_PAYLOAD, sealed)
 
-    def _opened(self, record: dict) -> object:
+    def _opened(self, record: dict) -> tuple[object, Subject | None]:
+        """The envelope's payload, and the subject whose key sealed it (None for a plaintext payload)."""
         payload = record["payload"]
         if bytes(payload[2:10]) != self._fingerprints[SEALED_PAYLOAD]:
-            return self.decode_payload(payload)  # plaintext: not a content type, or written before sealing
+            return self.decode_payload(payload), None  # plaintext: not a content type, or written before sealing
         if self.sealing is None:
             raise UndecodableMessage(f"a sealed {record['type']} payload, and this codec holds no keys")
         _, sealed = self._decode(payload)
@@ -181,11 +196,11 @@ class AvroCodec:
         except SealBroken as error:
             raise UndecodableMessage(str(error)) from None
         if not isinstance(opened, bytes):
-            return opened  # Erased: the subject's key is destroyed
+            return opened, None  # Erased: the subject's key is destroyed
         payload_type, body = self._decode(opened)
         if payload_type != record["type"] or payload_type not in self._types:
             raise UndecodableMessage(f"a sealed payload names {payload_type}, its envelope {record['type']}")
-        return _from_avro(self._types[payload_type], body)
+        return _from_avro(self._types[payload_type], body), Subject.from_key_id(sealed["key_id"])
 
     # -- single-object encoding ------------------------------------------------------------
 

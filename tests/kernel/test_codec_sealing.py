@@ -124,3 +124,22 @@ def test_an_envelopes_type_is_read_from_its_header_without_opening_a_sealed_payl
     assert codec.envelope_type(codec.encode_payload(turn())) is None  # a payload, not an envelope
     assert codec.envelope_type(b"garbage") is None
     assert codec.envelope_type(sealed[:12]) is None  # cut short inside its header
+
+
+def test_the_same_bytes_decode_once_for_every_consumer_until_their_key_is_destroyed(keys: KeyFileStore) -> None:
+    codec = build_codec(keys)
+    alices = codec.encode(Envelope.wrap(turn(), key="conv_1", actor=ALICE))
+    first = codec.decode(alices)
+    assert codec.decode(bytes(alices)) is first  # an equal copy, as another consumer reads it: shared, not decoded again
+    keys.destroy(Subject(org_id="org_1", user_id="alice"))
+    # The memo is no way around the erasure: the next read sees it, as a fresh decode would.
+    assert codec.decode(alices).payload == Erased(type="TurnSubmitted", key_id="user/org_1/alice")
+
+
+def test_a_codec_that_loses_its_keys_does_not_serve_sealed_payloads_it_decoded_before(keys: KeyFileStore) -> None:
+    codec = build_codec(keys)
+    alices = codec.encode(Envelope.wrap(turn(), key="conv_1", actor=ALICE))
+    codec.decode(alices)
+    codec.sealing = None
+    with pytest.raises(UndecodableMessage):
+        codec.decode(alices)
