@@ -301,7 +301,9 @@ class InferenceWorker:
         commit = self._commit(lane)
         if records or commit is not None:
             try:
-                await self._log.append(records, commit=commit)
+                # Not durable, like the deltas after it: a machine crash that takes a claim back takes its request's
+                # position too, and the request is claimed again (a later durable append makes it durable anyway).
+                await self._log.append(records, durable=False, commit=commit)
             except Unavailable:
                 for claim_key in claim_keys:  # nothing was written: they are claimed when read again
                     self._recently_claimed.discard(claim_key)

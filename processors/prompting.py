@@ -322,8 +322,12 @@ class PromptBuilder:
         )
 
     def processor(self) -> Processor:
+        # Not durable: what it writes is derived from a durable `RunRequested`, and its position commits with it, so a
+        # machine crash that takes the prompt back takes the position too and the prompt is built again. (A later
+        # durable append makes it durable anyway: the embedded log's writes survive in order.)
         return Processor(
-            group=PROMPTING_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._transcripts.clear
+            group=PROMPTING_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, on_reset=self._transcripts.clear,
+            durable=False,
         )
 
     async def react(self, deliveries: Sequence[Delivery]) -> list[OutgoingRecord]:
