@@ -33,7 +33,7 @@ class DocumentRetriever:
         self._gate = gate or RelevanceGate()
 
     async def has_documents(self, *, org_id: str, workspace_id: str) -> bool:
-        return await self._index.count(org_id=org_id, workspace_id=workspace_id) > 0
+        return await self._index.has_chunks(org_id=org_id, workspace_id=workspace_id)
 
     async def search(self, scope: SearchScope, question: str) -> list[SearchHit]:
         """The passages the relevance gate lets through, best first (none: the documents do not cover it); a span of its own.

@@ -324,6 +324,13 @@ class ElasticsearchIndex:
         return int(response["count"])
 
     @_unavailable_when_unreachable
+    async def has_chunks(self, *, org_id: str, workspace_id: str) -> bool:
+        response = await self._started().count(
+            index=self._target, query=file_query(org_id=org_id, workspace_id=workspace_id, file_id=None), terminate_after=1
+        )
+        return int(response["count"]) > 0
+
+    @_unavailable_when_unreachable
     async def search(
         self,
         scope: SearchScope,

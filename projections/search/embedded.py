@@ -102,6 +102,14 @@ class EmbeddedSearchIndex:
             lambda: self._current().count(org_id=org_id, workspace_id=workspace_id, file_id=file_id)
         )
 
+    async def has_chunks(self, *, org_id: str, workspace_id: str) -> bool:
+        generation = self._current()
+        if generation.has_idle_connection:
+            # One index probe on a pooled connection (microseconds), asked on the way to every turn's first token:
+            # cheaper than a hop to a thread and back, which on a busy event loop waits behind whatever is queued.
+            return generation.has_chunks(org_id=org_id, workspace_id=workspace_id)
+        return await asyncio.to_thread(lambda: generation.has_chunks(org_id=org_id, workspace_id=workspace_id))
+
     async def search(
         self,
         scope: SearchScope,

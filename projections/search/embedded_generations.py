@@ -222,6 +222,18 @@ class Generation:
             ).fetchone()
         return count
 
+    def has_chunks(self, *, org_id: str, workspace_id: str) -> bool:
+        with self.connection() as connection:
+            (held,) = connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM chunks WHERE org_id = ? AND workspace_id = ?)", (org_id, workspace_id)
+            ).fetchone()
+        return bool(held)
+
+    @property
+    def has_idle_connection(self) -> bool:
+        """Whether a connection waits in the pool (taking one then opens nothing: no file opened, no WAL set up)."""
+        return not self._idle.empty()
+
     def search(
         self,
         scope: SearchScope,

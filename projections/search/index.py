@@ -117,6 +117,10 @@ class SearchIndex(Protocol):
         """Chunks held for a workspace (or one of its files), whoever may see them."""
         ...
 
+    async def has_chunks(self, *, org_id: str, workspace_id: str) -> bool:
+        """Whether a workspace holds any chunk: what every turn asks before it searches, so cheaper than `count`."""
+        ...
+
     async def search(
         self,
         scope: SearchScope,

@@ -136,6 +136,11 @@ async def test_upserts_are_counted_per_workspace_and_file(index: SearchIndex) ->
     assert await index.count(org_id="acme", workspace_id="legal") == 1
     assert await index.count(org_id="globex", workspace_id="handbook") == 1
     assert await index.count(org_id="initech", workspace_id="handbook") == 0
+    assert await index.has_chunks(org_id="acme", workspace_id="legal")
+    assert not await index.has_chunks(org_id="initech", workspace_id="handbook")
+    assert not await index.has_chunks(org_id="acme", workspace_id="HANDBOOK")  # exact ids, as every scope
+    await index.delete_file(org_id="acme", workspace_id="legal", file_id="file-invoice")
+    assert not await index.has_chunks(org_id="acme", workspace_id="legal")
 
 
 async def test_upsert_is_idempotent_by_chunk_id(index: SearchIndex) -> None:
