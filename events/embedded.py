@@ -1,8 +1,11 @@
 """The embedded event log: a durable single-node log in one SQLite file (WAL, fsync on durable commits).
 
 One writer thread group-commits every append queued while the previous commit was flushing, so
-concurrent appends share one fsync. Reads run on the event loop's own connection (WAL readers never
-block the writer). Subscribers are woken in-process by the commit itself: no sleep polling.
+concurrent appends share one fsync. An append that needs no fsync (a token delta, a consumer's position)
+is written on the event loop's own writing connection when the writer thread is idle: a small SQLite
+transaction costs less than the two thread hops it saves. WAL checkpoints run on the writer thread only,
+never inside a commit on the event loop. Reads run on the event loop's reading connection (WAL readers
+never block the writer). Subscribers are woken in-process by the commit itself: no sleep polling.
 Every topic has a single partition (0); offsets are global and increase across topics.
 
 Retention (`events/retention.py` decides what): `trim` deletes chosen old records in small transactions on
@@ -57,6 +60,12 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 
+# Appends written on the event loop between two WAL checkpoints (each a transaction of a few pages: about SQLite's
+# own 1,000-page interval). Its automatic checkpoint is off on that connection: it would run inside a commit there.
+_CHECKPOINT_EVERY = 256
+# The writer thread's signal to checkpoint (put on its queue).
+_CHECKPOINT = object()
+
 # Pages handed back to the filesystem after each trim batch: bounded, like the batch (4 MiB of 4 KiB pages).
 _VACUUM_PAGES = 1_024
 # How long a client should wait after a full disk: an operator has to free space first.
@@ -96,7 +105,7 @@ class EmbeddedLog:
     def __init__(self, *, path: Path, quiet_wake_s: float = QUIET_WAKE_S) -> None:
         self._path = path
         self._quiet_wake_s = quiet_wake_s
-        self._pending: queue.SimpleQueue[_PendingAppend | _PendingTrim | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[_PendingAppend | _PendingTrim | object | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._lock_file: int | None = None
@@ -107,6 +116,14 @@ class EmbeddedLog:
         self._wanted_waiters: dict[str, list[tuple[Callable[[LogRecord], bool], asyncio.Future]]] = defaultdict(list)
         # The writer connection's `PRAGMA synchronous`, set only when a group needs another (the writer thread's own).
         self._synchronous: str | None = None
+        # Held while a connection writes: by the writer thread for its groups and trims, and by an append written
+        # on the event loop (`_write_inline`), which only ever tries it, so the loop never waits for a group's fsync.
+        self._write_lock = threading.Lock()
+        self._inline: sqlite3.Connection | None = None  # the event loop's writing connection
+        self._inline_since_checkpoint = 0  # guarded by `_write_lock`
+        # Set while the writer thread waits for the lock: the loop then queues its appends behind, so a stream of
+        # deltas written on the loop cannot keep a group of durable appends (a turn's acceptance) waiting.
+        self._writer_waiting = False
         # Since when appends fail for want of space (None: the last write fit); readiness reports it.
         self.full_since: datetime | None = None
 
@@ -125,6 +142,10 @@ class EmbeddedLog:
         writer = _connect(self._path)
         writer.executescript(_SCHEMA)
         self._reader = _connect(self._path)
+        self._inline = _connect(self._path)
+        self._inline.execute("PRAGMA busy_timeout = 0")  # another process writing: leave it to the writer thread
+        self._inline.execute("PRAGMA synchronous = NORMAL")
+        self._inline.execute("PRAGMA wal_autocheckpoint = 0")
         self._writer = threading.Thread(target=self._write_forever, args=(writer,), name="embedded-log-writer", daemon=True)
         self._writer.start()
 
@@ -133,6 +154,9 @@ class EmbeddedLog:
             self._pending.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -165,8 +189,13 @@ class EmbeddedLog:
         started = perf_counter()
         done = self._loop.create_future()
         follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
-        self._pending.put(_PendingAppend(records=records, durable=durable, commit=commit, done=done, then=follow_ups))
-        written = await done
+        item = _PendingAppend(records=records, durable=durable, commit=commit, done=done, then=follow_ups)
+        if durable or not self._write_inline(item):
+            self._pending.put(item)
+            written = await done
+        else:
+            await asyncio.sleep(0)  # a batch of such appends still lets the loop's other tasks run between them
+            written = done.result()
         _APPENDS[durable].observe(perf_counter() - started)
         return written
 
@@ -191,20 +220,70 @@ class EmbeddedLog:
                         break
                     batch.append(item)
                 appends = [item for item in batch if isinstance(item, _PendingAppend)]
-                if appends:
-                    self._write_batch(connection, appends)
-                for item in batch:
-                    if isinstance(item, _PendingTrim):
-                        self._write_trim(connection, item)
+                self._writer_waiting = True
+                with self._write_lock:
+                    self._writer_waiting = False
+                    if appends:
+                        self._write_batch(connection, appends)
+                    for item in batch:
+                        if isinstance(item, _PendingTrim):
+                            self._write_trim(connection, item)
+                    if any(item is _CHECKPOINT for item in batch):
+                        self._checkpoint(connection)
                 if stop:
                     return
         finally:
-            connection.close()
+            with self._write_lock:
+                connection.close()
+
+    def _write_inline(self, item: _PendingAppend) -> bool:
+        """Write a non-durable append here, on the event loop, if no other write is under way; whether it did.
+
+        Its outcome is set on `item.done` (written, or the storage error). Not written when the writer thread has work
+        or holds the lock (a group commit or its fsync in progress), or another process holds SQLite's write lock.
+        """
+        if self._inline is None or self._writer_waiting or not self._pending.empty():
+            return False  # behind what is queued, in the writer thread's next group
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            try:
+                results = self._write_group(self._inline, [item])
+            except Exception as error:
+                if isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    return False  # another process writes: the writer thread waits for it, the loop must not
+                _fail(item.done, error)
+                return True
+            self._inline_since_checkpoint += 1
+            if self._inline_since_checkpoint == _CHECKPOINT_EVERY:
+                self._pending.put(_CHECKPOINT)
+        finally:
+            self._write_lock.release()
+        self._committed([item], results)
+        return True
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Copy the WAL back into the database (PASSIVE: waits for no reader), on the writer thread."""
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:  # a full disk, say: the next checkpoint tries again
+            logger.warning("checkpointing the event log %s failed: %s", self._path, error)
+        self._inline_since_checkpoint = 0
 
     def _write_batch(self, connection: sqlite3.Connection, batch: list[_PendingAppend]) -> None:
-        durable = any(item.durable for item in batch)
+        """The writer thread's group commit: its outcome reaches the appends on the event loop."""
         try:
-            self._set_synchronous(connection, "FULL" if durable else "NORMAL")
+            self._set_synchronous(connection, "FULL" if any(item.durable for item in batch) else "NORMAL")
+            results = self._write_group(connection, batch)
+        except Exception as error:
+            for item in batch:
+                self._loop.call_soon_threadsafe(_fail, item.done, error)
+            return
+        self._loop.call_soon_threadsafe(self._committed, batch, results)
+
+    def _write_group(self, connection: sqlite3.Connection, batch: list[_PendingAppend]) -> list[list[LogRecord]]:
+        """Write appends in one transaction: all of them, or (raising) none; what each wrote. Under `_write_lock`."""
+        try:
             connection.execute("BEGIN IMMEDIATE")
             results: list[list[LogRecord]] = []
             timestamp_us = time_ns() // 1000
@@ -223,17 +302,17 @@ class EmbeddedLog:
             connection.execute("COMMIT")
         except Exception as error:  # the whole group fails together; nothing of it was written
             _roll_back(connection)
-            error = _storage_error(error)
-            if isinstance(error, LogStorageFull) and self.full_since is None:
+            converted = _storage_error(error)
+            if isinstance(converted, LogStorageFull) and self.full_since is None:
                 self.full_since = datetime.now(UTC)
                 logger.error("the event log %s is out of space (SQLITE_FULL): appends fail until space is freed", self._path)
-            for item in batch:
-                self._loop.call_soon_threadsafe(_fail, item.done, error)
-            return
+            if converted is error:
+                raise
+            raise converted from error
         if self.full_since is not None and _has_room(self._path):
             logger.warning("the event log %s has space again: appends succeed", self._path)
             self.full_since = None
-        self._loop.call_soon_threadsafe(self._committed, batch, results)
+        return results
 
     @staticmethod
     def _insert(

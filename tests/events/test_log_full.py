@@ -29,7 +29,8 @@ def records(count: int, *, size: int = 16 * 1024) -> list[OutgoingRecord]:
     return [OutgoingRecord(topic="t", key=f"k{index}", value=b"x" * size) for index in range(count)]
 
 
-async def test_a_group_that_does_not_fit_is_refused_whole_and_the_log_recovers(small_disk: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False], ids=["durable (the writer thread)", "not durable (on the event loop)"])
+async def test_a_group_that_does_not_fit_is_refused_whole_and_the_log_recovers(small_disk: Path, durable: bool) -> None:
     ballast = small_disk / "ballast"
     ballast.write_bytes(b"\0" * (512 * 1024))  # what the operator frees later
     log = EmbeddedLog(path=small_disk / "log.db")
@@ -39,17 +40,18 @@ async def test_a_group_that_does_not_fit_is_refused_whole_and_the_log_recovers(s
         with pytest.raises(LogStorageFull) as full:
             while True:
                 commit = ConsumerCommit(group="g", offsets={TopicPartition(topic="t", partition=0): landed})
-                await log.append(records(8), commit=commit)
+                await log.append(records(8), commit=commit, durable=durable)
                 landed = await log.end_offset("t")
         assert isinstance(full.value, Unavailable) and full.value.retry_after_s == FULL_RETRY_AFTER_S
         end, committed, stored = await log.end_offset("t"), await log.committed(group="g", topic="t"), await count(log)
         assert stored % 8 == 0 and committed < end  # whole groups only; the refused group's commit did not land
         with pytest.raises(LogStorageFull):  # still full: refused again, nothing of it written
-            await log.append(records(8), commit=ConsumerCommit(group="g", offsets={TopicPartition(topic="t", partition=0): end}))
+            await log.append(records(8), commit=ConsumerCommit(group="g", offsets={TopicPartition(topic="t", partition=0): end}),
+                             durable=durable)
         assert (await count(log), await log.committed(group="g", topic="t")) == (stored, committed)
 
         ballast.unlink()
-        written = await log.append(records(8))
+        written = await log.append(records(8), durable=durable)
         assert [record.offset for record in written] == list(range(written[0].offset, written[0].offset + 8))
         assert written[0].offset > end
     finally:
