@@ -305,6 +305,7 @@ def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespa
         "search": "POST /v1/search" if tally.search_api else "turns with a workspace file search",
         "rss_mib": {
             "baseline": baseline[-1]["rss_mib"] if baseline else None,
+            "after_first_use": first_use[-1]["rss_mib"] if first_use else None,
             "end_of_warmup": warm[0]["rss_mib"] if warm else None,
             "end_of_load": load[-1]["rss_mib"] if load else None,
             "max": max(sample["rss_mib"] for sample in samples),
@@ -312,6 +313,7 @@ def summarise(all_samples: list[dict], tally: Tally, arguments: argparse.Namespa
             "slope_after_warmup_mib_per_10_min": round(slope_per_10_min([(s["t_s"], s["rss_mib"]) for s in warm]), 2),
         },
         "rss_anon_mib": {
+            "after_first_use": first_use[-1]["rss_anon_mib"] if first_use else None,
             "end_of_warmup": warm[0]["rss_anon_mib"] if warm else None,
             "end_of_load": load[-1]["rss_anon_mib"] if load else None,
             "slope_after_warmup_mib_per_10_min": round(slope_per_10_min([(s["t_s"], s["rss_anon_mib"]) for s in warm]), 2),
@@ -341,7 +343,8 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=5)
     parser.add_argument("--idle-s", type=float, default=30)
     parser.add_argument("--first-use-s", type=float, default=30,
-                        help="a short run of the mix before the load, then --idle-s idle: the handles' warm baseline")
+                        help="a run of the mix before the load, then --idle-s idle: the warm baseline (long enough, and"
+                             " with --warmup-minutes 0, a warm-up after which the whole load is judged)")
     parser.add_argument("--token-delay-ms", default="20")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--probe", type=Path, help="the server writes what grows inside it here (JSON lines)")
