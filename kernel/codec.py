@@ -190,7 +190,7 @@ class AvroCodec:
             raise UndecodableMessage(f"a sealed {record['type']} payload, and this codec holds no keys")
         _, sealed = self._decode(payload)
         try:
-            opened = self.sealing.open_record(
+            opened, subject = self.sealing.open_record(
                 sealed, type_name=record["type"], event_id=record["event_id"], actor=Actor(**record["actor"])
             )
         except SealBroken as error:
@@ -200,7 +200,7 @@ class AvroCodec:
         payload_type, body = self._decode(opened)
         if payload_type != record["type"] or payload_type not in self._types:
             raise UndecodableMessage(f"a sealed payload names {payload_type}, its envelope {record['type']}")
-        return _from_avro(self._types[payload_type], body), Subject.from_key_id(sealed["key_id"])
+        return _from_avro(self._types[payload_type], body), subject
 
     # -- single-object encoding ------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from kernel.envelope import Envelope
 from kernel.sealing import Subject
 
-# Encoded bytes the memo keeps (the decoded objects are a few times more): some thousands of deltas, enough for every consumer of a busy process to catch up
-# with what its neighbours just decoded.
+# Encoded bytes the memo keeps (the decoded objects take a few times more): some thousands of deltas, enough for
+# every consumer of a busy process to catch up with what its neighbours just decoded.
 BUDGET_BYTES = 2 * 1024 * 1024
 
 

@@ -40,16 +40,20 @@ class PayloadSealing:
         nonce, ciphertext = seal(key, payload, subject=subject, purpose=_purpose(type_name, event_id))
         return {"key_id": subject.key_id, "nonce": nonce, "ciphertext": ciphertext}
 
-    def open_record(self, record: dict, *, type_name: str, event_id: str, actor: Actor) -> bytes | Erased:
-        """The payload bytes a `SealedPayload` record seals, or `Erased` when its key is gone; `SealBroken`."""
+    def open_record(
+        self, record: dict, *, type_name: str, event_id: str, actor: Actor
+    ) -> tuple[bytes | Erased, Subject]:
+        """The payload bytes a `SealedPayload` record seals, or `Erased` when its key is gone, and whose key sealed
+        it; `SealBroken`."""
         subject = Subject.from_key_id(record["key_id"])
         # The key must be the envelope's own tenant's: a sealed payload copied under another actor does not open.
         if subject.org_id != actor.org_id or (subject.user_id is not None and subject.user_id != actor.user_id):
             raise SealBroken(f"a payload sealed for {subject.key_id} travels in an envelope of another actor")
         key = self.keys.existing_key(subject)
         if key is None:
-            return Erased(type=type_name, key_id=subject.key_id)
-        return unseal(key, record["nonce"], record["ciphertext"], subject=subject, purpose=_purpose(type_name, event_id))
+            return Erased(type=type_name, key_id=subject.key_id), subject
+        purpose = _purpose(type_name, event_id)
+        return unseal(key, record["nonce"], record["ciphertext"], subject=subject, purpose=purpose), subject
 
 
 def subject_of(actor: Actor) -> Subject | None:
