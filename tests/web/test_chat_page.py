@@ -271,6 +271,40 @@ def test_an_error_shows_the_problem_detail(signed_in) -> None:
     expect(page.locator(".attachment")).to_have_count(0)
 
 
+def test_a_problem_met_while_the_page_opens_stays_shown(web_server: WebServer, browser) -> None:
+    """An upload refused before the first list of conversations arrives, and that list failing: opening the page's
+    empty conversation afterwards must not wipe either problem (CI once saw the upload's alert vanish)."""
+    user = web_server.server.new_user()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    try:
+        assert context.request.post(
+            f"{web_server.base_url}/v1/sessions", headers={"Authorization": f"Bearer {user.token}"}
+        ).status == 201
+        page = context.new_page()
+        held = []
+        page.route(re.compile(r".*/v1/conversations\?workspaceId=.*"), lambda route: held.append(route))  # held back
+        page.goto(web_server.base_url)
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert held, "the page never asked for its conversations"
+        page.locator("#file-input").set_input_files(
+            files=[{"name": "notes.bin", "mimeType": "application/octet-stream", "buffer": bytes(range(256)) * 4}]
+        )
+        problems = page.get_by_role("alert")
+        expect(problems.filter(has_text="Could not upload notes.bin")).to_be_visible()
+        with page.expect_response(lambda response: "/v1/conversations?workspaceId=" in response.url):
+            held[0].fulfill(status=500, content_type="application/problem+json",  # a 503 would be asked again
+                            body='{"title": "Internal Server Error", "status": 500, "detail": "the read models failed"}')
+        expect(page.get_by_role("main")).to_be_visible()
+        expect(problems.filter(has_text="Could not list the conversations")).to_contain_text("the read models failed")
+        expect(problems.filter(has_text="Could not upload notes.bin")).to_be_visible()
+    finally:
+        context.unroute_all(behavior="ignoreErrors")
+        context.close()
+
+
 @pytest.mark.slow  # the first upload loads the embedding model
 def test_an_uploaded_document_shows_its_progress_and_the_answer_cites_it(signed_in) -> None:
     page, _ = signed_in

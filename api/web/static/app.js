@@ -120,7 +120,8 @@ async function showApp() {
   $("workspace").replaceChildren(...workspaceIds.map((id) => el("option", { value: id, selected: id === state.workspaceId }, id)));
   $("workspace").disabled = workspaceIds.length < 2;
   await loadConversations();
-  await openConversation(conversationInLocation());
+  // What went wrong while the page opened (the list, an upload started meanwhile) stays shown.
+  await openConversation(conversationInLocation(), { keepProblems: true });
 }
 
 function conversationInLocation() {
@@ -132,8 +133,9 @@ async function changeWorkspace() {
   state.workspaceId = $("workspace").value;
   localStorage.setItem(WORKSPACE_KEY, state.workspaceId);
   history.pushState(null, "", location.pathname);
+  clearProblems();
   await loadConversations();
-  await openConversation(null);
+  await openConversation(null, { keepProblems: true }); // a failed list of the new workspace stays shown
 }
 
 async function loadConversations({ more = false } = {}) {
@@ -174,9 +176,9 @@ function closeLive() {
   state.live = null;
 }
 
-async function openConversation(conversationId) {
+async function openConversation(conversationId, { keepProblems = false } = {}) {
   closeLive();
-  clearProblems();
+  if (!keepProblems) clearProblems();
   state.conversationId = conversationId;
   state.turns = new Map();
   state.chosen = new Map();
