@@ -61,7 +61,11 @@ class CommandBus:
         reply = asyncio.get_running_loop().create_future()
         self._waiting[envelope.event_id] = reply
         try:
-            await self._log.append([OutgoingRecord(topic=COMMANDS, key=envelope.key, value=self._codec.encode(envelope))])
+            # Not fsynced on its own: the reply comes only after the decider's durable append, which is written after
+            # the command and so makes it durable too (the embedded log's WAL keeps prefix order; Kafka is acks=all).
+            # A command lost to a power cut was never answered; the client retries with its Idempotency-Key.
+            command = OutgoingRecord(topic=COMMANDS, key=envelope.key, value=self._codec.encode(envelope))
+            await self._log.append([command], durable=False)
             async with asyncio.timeout(self._reply_timeout_s):
                 outcome = await reply
         except TimeoutError:
