@@ -360,14 +360,16 @@ class EmbeddedLog:
 
     def _committed(self, batch: list[_PendingAppend], results: list[list[LogRecord]]) -> None:
         """Runs on the event loop: resolve the appends, then wake whoever waits for these topics and keys."""
-        woken: set[tuple[str, str | None]] = set()
+        # In the order the records were written, so a record's readers wake before those of the records after it: a
+        # turn's prompt builder (conversation-events) before the reply to its command (command-outcomes).
+        woken: dict[tuple[str, str | None], None] = {}
         for item, written in zip(batch, results):
             if not item.done.done():
                 item.done.set_result(written)
             for record in written:
                 self._last_offset[record.topic] = record.offset
-                woken.add((record.topic, None))
-                woken.add((record.topic, record.key))
+                woken[(record.topic, None)] = None
+                woken[(record.topic, record.key)] = None
         for waiter_key in woken:
             for waiter in self._waiters.pop(waiter_key, ()):
                 if not waiter.done():
