@@ -517,6 +517,10 @@ class OpenAICompatibleEngine:
                 raise error_from_body(body, status_code=response.status)
             async for item in completion_chunks(_lines(response.content)):
                 stream.items.put_nowait(item)
+                if item.text:
+                    # Hand each token on before parsing what arrived with it: when a burst lands at once (a fast
+                    # model, a cached answer), the first delta and its SSE frame go out before the rest is read.
+                    await asyncio.sleep(0)
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:

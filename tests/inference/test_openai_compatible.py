@@ -139,6 +139,25 @@ async def test_without_usage_from_the_server_each_chunk_counts_as_a_token(chat_s
     assert (finished.output_tokens, finished.prompt_tokens) == (len(pieces), 0)
 
 
+async def test_each_token_is_handed_on_before_the_rest_of_a_burst_is_read(chat_server) -> None:
+    """A server that sends a whole answer at once (a fast model, a cache hit): the first token goes out as soon as
+    its chunk is parsed, not after every chunk that arrived with it (the run's first delta waits for nothing)."""
+    chat_server.behaviour.token_delay_s = 0.0
+    chat_server.behaviour.first_token_delay_s = 0.05  # the reader waits, then the chunks land together
+    engine = await started(chat_server)
+    request_id = unique("run-burst")
+    queued_behind: list[int] = []
+    try:
+        async for event in engine.generate(chat(STORY, request_id=request_id, max_output_tokens=LONG)):
+            if isinstance(event, TokenText):
+                queued_behind.append(engine._streams[request_id].items.qsize())
+    finally:
+        await engine.close()
+
+    assert len(queued_behind) == LONG
+    assert max(queued_behind) <= 1, f"chunks parsed ahead of the tokens handed on: up to {max(queued_behind)}"
+
+
 # --- tool calls --------------------------------------------------------------------------------
 
 WEATHER = ToolSpec(
