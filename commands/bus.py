@@ -64,8 +64,8 @@ class CommandBus:
             # Not fsynced on its own: the reply comes only after the decider's durable append, which is written after
             # the command and so makes it durable too (the embedded log's WAL keeps prefix order; Kafka is acks=all).
             # A command lost to a power cut was never answered; the client retries with its Idempotency-Key.
-            command = OutgoingRecord(topic=COMMANDS, key=envelope.key, value=self._codec.encode(envelope))
-            await self._log.append([command], durable=False)
+            record = OutgoingRecord(topic=COMMANDS, key=envelope.key, value=self._codec.encode(envelope))
+            await self._log.append([record], durable=False)
             async with asyncio.timeout(self._reply_timeout_s):
                 outcome = await reply
         except TimeoutError:
