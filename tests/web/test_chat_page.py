@@ -6,12 +6,14 @@ for about 3.2 s: long enough to stop it, cut its connection or reload the page i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.web.conftest import WebServer, screenshot
 
@@ -68,6 +70,35 @@ def streaming_with(page: Page, fragment: str) -> None:
         }""",
         arg=fragment,
     )
+
+
+CONVERSATION_LIST = re.compile(r".*/v1/conversations\?workspaceId=.*")
+
+
+@contextlib.contextmanager
+def opened_with_its_first_list_held(web_server: WebServer, browser, hold: Callable[[Route], None]) -> Iterator[Page]:
+    """A page signed in as a fresh user and opened with its requests for the conversation list given to `hold`; it
+    returns once the first of them came (the page asks for the list as it opens)."""
+    user = web_server.server.new_user()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    try:
+        assert context.request.post(
+            f"{web_server.base_url}/v1/sessions", headers={"Authorization": f"Bearer {user.token}"}
+        ).status == 201
+        page = context.new_page()
+        asked: list[Route] = []
+        page.route(CONVERSATION_LIST, lambda route: (asked.append(route), hold(route)))
+        page.goto(web_server.base_url)
+        deadline = time.monotonic() + 60
+        while not asked and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert asked, "the page never asked for its conversations"
+        yield page
+    finally:
+        # A list still held (the test failed before letting it in) would keep close() waiting on its handler.
+        context.unroute_all(behavior="ignoreErrors")
+        context.close()
 
 
 def test_the_printed_link_signs_in_once_and_signing_out_ends_the_session(web_server: WebServer, browser) -> None:
@@ -196,25 +227,10 @@ def test_regenerate_adds_a_sibling_answer_and_the_arrows_move_between_them(signe
 def test_a_conversation_started_before_the_first_list_arrives_stays_listed(web_server: WebServer, browser) -> None:
     """The page lists the conversations as it opens; a first message sent before that list arrives starts a
     conversation the list cannot hold yet, and the late list must not drop it (CI once saw an empty sidebar)."""
-    user = web_server.server.new_user()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(30_000)
-    try:
-        assert context.request.post(
-            f"{web_server.base_url}/v1/sessions", headers={"Authorization": f"Bearer {user.token}"}
-        ).status == 201
-        page = context.new_page()
-        held = []
-        # The first list is fetched at once (empty) but held back from the page; any later one goes through.
-        page.route(
-            re.compile(r".*/v1/conversations\?workspaceId=.*"),
-            lambda route: route.continue_() if held else held.append((route, route.fetch())),
-        )
-        page.goto(web_server.base_url)
-        deadline = time.monotonic() + 60
-        while not held and time.monotonic() < deadline:
-            page.wait_for_timeout(50)
-        assert held, "the page never asked for its conversations"
+    held = []
+    # The first list is fetched at once (empty) but held back from the page; any later one goes through.
+    hold = lambda route: route.continue_() if held else held.append((route, route.fetch()))  # noqa: E731
+    with opened_with_its_first_list_held(web_server, browser, hold) as page:
         ask(page, "What is a spring tide")
         listed = page.get_by_role("navigation", name="Conversations").get_by_role("link", name="What is a spring tide")
         expect(listed).to_be_visible()
@@ -223,10 +239,6 @@ def test_a_conversation_started_before_the_first_list_arrives_stays_listed(web_s
             route.fulfill(response=early_list)  # the list from before the conversation existed
         page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 200))")  # the page has read it by now
         expect(listed).to_be_visible()
-    finally:
-        # A list still held (the test failed before letting it in) would keep close() waiting on its handler.
-        context.unroute_all(behavior="ignoreErrors")
-        context.close()
 
 
 def test_a_conversation_is_renamed_in_place_and_keeps_its_name_after_a_reload(signed_in) -> None:
@@ -274,21 +286,8 @@ def test_an_error_shows_the_problem_detail(signed_in) -> None:
 def test_a_problem_met_while_the_page_opens_stays_shown(web_server: WebServer, browser) -> None:
     """An upload refused before the first list of conversations arrives, and that list failing: opening the page's
     empty conversation afterwards must not wipe either problem (CI once saw the upload's alert vanish)."""
-    user = web_server.server.new_user()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(30_000)
-    try:
-        assert context.request.post(
-            f"{web_server.base_url}/v1/sessions", headers={"Authorization": f"Bearer {user.token}"}
-        ).status == 201
-        page = context.new_page()
-        held = []
-        page.route(re.compile(r".*/v1/conversations\?workspaceId=.*"), lambda route: held.append(route))  # held back
-        page.goto(web_server.base_url)
-        deadline = time.monotonic() + 60
-        while not held and time.monotonic() < deadline:
-            page.wait_for_timeout(50)
-        assert held, "the page never asked for its conversations"
+    held: list[Route] = []
+    with opened_with_its_first_list_held(web_server, browser, held.append) as page:
         page.locator("#file-input").set_input_files(
             files=[{"name": "notes.bin", "mimeType": "application/octet-stream", "buffer": bytes(range(256)) * 4}]
         )
@@ -300,9 +299,6 @@ def test_a_problem_met_while_the_page_opens_stays_shown(web_server: WebServer, b
         expect(page.get_by_role("main")).to_be_visible()
         expect(problems.filter(has_text="Could not list the conversations")).to_contain_text("the read models failed")
         expect(problems.filter(has_text="Could not upload notes.bin")).to_be_visible()
-    finally:
-        context.unroute_all(behavior="ignoreErrors")
-        context.close()
 
 
 @pytest.mark.slow  # the first upload loads the embedding model
