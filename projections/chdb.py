@@ -156,8 +156,8 @@ class ChdbStore:
     async def insert(self, table: str, rows: Sequence[Mapping[str, object]]) -> None:
         if not rows:
             return
-        # One thread per insert: the read models' batches are small, and a pipeline spread over the pool cost 10-17%
-        # more CPU per insert than one thread (docs/benchmarks.md, "2026-12-06"). Queries keep the engine's default.
+        # One engine thread per insert: the read models' batches are small, and timed alone a one-row insert cost the
+        # process ~10% less CPU so (docs/benchmarks.md, "2026-12-06"). Queries keep the engine's default.
         statement = f"{insert_statement(table, rows)} SETTINGS max_threads = 1"
         await self._on_engine_thread(lambda session: _stream_insert(session, statement, rows))
 
