@@ -12,7 +12,7 @@ import time
 import pytest
 
 from api.scoped_ids import file_scope, new_scoped_id, run_scope
-from e2e_server import create_conversation, read_stream, submit_turn
+from e2e_server import create_conversation, indexed_file, read_stream, submit_turn
 
 PROBES = 31
 # Both kinds of probe take one path (auth, then a tag check), so their medians differ by noise alone. A lookup that
@@ -41,10 +41,8 @@ async def test_another_tenants_id_and_an_unknown_id_take_the_same_time(fast_serv
         conversation_id = await create_conversation(client, owner.workspace)
         run_id = (await submit_turn(client, conversation_id, "mine alone"))["runId"]
         await read_stream(client, run_id)
-        uploaded = await client.post("/v1/files", files={"file": ("notes.md", b"# Notes\n\nPrivate.\n")},
-                                     data={"workspaceId": owner.workspace})
-        assert uploaded.status_code == 201, uploaded.text
-        file_id = uploaded.json()["fileId"]
+        # Indexed before the probes: a server still embedding the upload would time them against its own busy cores.
+        file_id = await indexed_file(client, owner.workspace, "notes.md", b"# Notes\n\nPrivate.\n")
     # Ids of the same form that exist nowhere (tagged under another secret, as a guess would be).
     guess_secret = b"g" * 32
     unknown_run = new_scoped_id(guess_secret, "run", run_scope(owner.org_id, owner.user_id))
@@ -53,9 +51,15 @@ async def test_another_tenants_id_and_an_unknown_id_take_the_same_time(fast_serv
     existing, unknown = [], []
     async with prober.client() as client:
         await timed_404(client, method, path.format(run=unknown_run, file=unknown_file))  # warm the connection
-        for _ in range(PROBES):
-            existing.append(await timed_404(client, method, path.format(run=run_id, file=file_id)))
-            unknown.append(await timed_404(client, method, path.format(run=unknown_run, file=unknown_file)))
+        for index in range(PROBES):
+            # Each pair in turn leads with the other kind, so whatever the first request of a pair pays falls on both.
+            existing_url, unknown_url = path.format(run=run_id, file=file_id), path.format(run=unknown_run, file=unknown_file)
+            if index % 2:
+                unknown.append(await timed_404(client, method, unknown_url))
+                existing.append(await timed_404(client, method, existing_url))
+            else:
+                existing.append(await timed_404(client, method, existing_url))
+                unknown.append(await timed_404(client, method, unknown_url))
     # The probes alternate, so each pair saw the same load: the median of the pairs' differences is the systematic gap,
     # which a busy machine's noise (it moves both medians by several ms at a load of 13) does not fake or hide.
     gap = abs(statistics.median(e - u for e, u in zip(existing, unknown)))
