@@ -63,8 +63,7 @@ def _running(request: pytest.FixtureRequest, name: str, *, token_delay_ms: float
     asyncio.run(clickhouse.create_database(name))
     return e2e_server.TurnlogFleet(
         data_dir=base / "data",
-        # Tansu answers an empty fetch only when fetch.wait.max.ms runs out: keep it short.
-        log_url=f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10",
+        log_url=broker.log_url,
         store_url=clickhouse.url(name),
         token_delay_ms=token_delay_ms,
         answer_tokens=answer_tokens,

@@ -31,6 +31,12 @@ def tansu_binary() -> Path:
     return binary
 
 
+# Tansu answers an empty fetch only when fetch.wait.max.ms runs out, so each idle consumer asks again at that rate:
+# at 10 ms a fleet's consumers kept the broker near a core of the two; at 50 ms the Kafka end-to-end tests take ~20%
+# less time and ~35% less CPU (a turn's hops are no slower: on two cores they waited for the broker's CPU).
+FETCH_WAIT_MS = 50
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -45,6 +51,11 @@ class TansuBroker:
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
+
+    @property
+    def log_url(self) -> str:
+        """turnlog's `--log` for this broker, with the tests' fetch wait."""
+        return f"kafka://{self.bootstrap_servers}?fetch.wait.max.ms={FETCH_WAIT_MS}"
 
     @property
     def pid(self) -> int | None:

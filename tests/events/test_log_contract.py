@@ -25,8 +25,10 @@ from events.topology import TopicSpec, TopicSpecs, murmur2, partition_for, turnl
 # Several partitions, so the contract holds per key and not only on one partition.
 KAFKA_TEST_TOPICS = TopicSpecs(named={}, default=TopicSpec(partitions=3, retention=timedelta(hours=1)))
 # Tansu makes a joining member wait about half the session timeout for others (6 s: 3 s; 2 s: 1 s),
-# and answers an empty fetch only when fetch.wait.max.ms runs out.
-KAFKA_TEST_CONSUMERS = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 400, "fetch.wait.max.ms": 10}
+# and answers an empty fetch only when fetch.wait.max.ms runs out (the harness says why 50 ms).
+KAFKA_TEST_CONSUMERS = {
+    "session.timeout.ms": 2000, "heartbeat.interval.ms": 400, "fetch.wait.max.ms": kafka_broker_harness.FETCH_WAIT_MS,
+}
 
 
 def kafka_log(bootstrap_servers: str) -> KafkaLog:

@@ -23,7 +23,7 @@ def instances(tmp_path_factory) -> Iterator[tuple[e2e_server.TurnlogServer, e2e_
     base = tmp_path_factory.mktemp("api_keys_fleet")
     broker = kafka_harness.TansuBroker(log_path=base / "tansu.log")
     broker.start()
-    log_url = f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10"
+    log_url = broker.log_url
     data_dir = base / "data"
 
     def api(name: str) -> e2e_server.TurnlogServer:

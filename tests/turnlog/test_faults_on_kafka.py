@@ -37,7 +37,7 @@ def fleet(broker, clickhouse_server, tmp_path_factory) -> Iterator[e2e_server.Tu
     asyncio.run(clickhouse_server.create_database("faults"))
     fleet = e2e_server.TurnlogFleet(
         data_dir=tmp_path_factory.mktemp("faults-fleet") / "data",
-        log_url=f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10",
+        log_url=broker.log_url,
         store_url=clickhouse_server.url("faults"),
         token_delay_ms=40,
         answer_tokens=150,

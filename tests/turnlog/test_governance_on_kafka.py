@@ -46,7 +46,7 @@ def fleet(clickhouse_server, tmp_path_factory) -> Iterator[tuple[e2e_server.Turn
     asyncio.run(clickhouse_server.create_database("governance_fleet"))
     tiers = base / "tiers.toml"
     tiers.write_text(TIERS)
-    log_url = f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10"
+    log_url = broker.log_url
     shared = ("--log", log_url, "--store", clickhouse_server.url("governance_fleet"), "--tiers", str(tiers))
     data_dir = base / "data"  # shared only for the token-signing secret
     everything = e2e_server.TurnlogServer(data_dir=data_dir, extra_args=shared, startup_deadline_s=90)

@@ -32,7 +32,7 @@ async def test_one_turn_is_one_trace_across_the_fleets_processes(clickhouse_serv
     await clickhouse_server.create_database("traces")
     fleet = e2e_server.TurnlogFleet(
         data_dir=tmp_path / "data",
-        log_url=f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms=10",
+        log_url=broker.log_url,
         store_url=clickhouse_server.url("traces"),
         answer_tokens=8,
         env=collector.env(schedule_delay_ms=100),
