@@ -41,8 +41,9 @@ async def test_another_tenants_id_and_an_unknown_id_take_the_same_time(fast_serv
         conversation_id = await create_conversation(client, owner.workspace)
         run_id = (await submit_turn(client, conversation_id, "mine alone"))["runId"]
         await read_stream(client, run_id)
-        # Indexed before the probes: a server still embedding the upload would time them against its own busy cores.
-        file_id = await indexed_file(client, owner.workspace, "notes.md", b"# Notes\n\nPrivate.\n")
+        # Only the file probes need a file. Indexed before they start: a server still embedding the upload would time
+        # them against its own busy cores.
+        file_id = await indexed_file(client, owner.workspace, "notes.md", b"# Notes\n\nPrivate.\n") if "{file}" in path else ""
     # Ids of the same form that exist nowhere (tagged under another secret, as a guess would be).
     guess_secret = b"g" * 32
     unknown_run = new_scoped_id(guess_secret, "run", run_scope(owner.org_id, owner.user_id))
