@@ -49,18 +49,15 @@ async def test_another_tenants_id_and_an_unknown_id_take_the_same_time(fast_serv
     unknown_run = new_scoped_id(guess_secret, "run", run_scope(owner.org_id, owner.user_id))
     unknown_file = new_scoped_id(guess_secret, "file", file_scope(owner.org_id, owner.workspace))
 
+    existing_url, unknown_url = path.format(run=run_id, file=file_id), path.format(run=unknown_run, file=unknown_file)
     existing, unknown = [], []
     async with prober.client() as client:
-        await timed_404(client, method, path.format(run=unknown_run, file=unknown_file))  # warm the connection
+        await timed_404(client, method, unknown_url)  # warm the connection
         for index in range(PROBES):
             # Each pair in turn leads with the other kind, so whatever the first request of a pair pays falls on both.
-            existing_url, unknown_url = path.format(run=run_id, file=file_id), path.format(run=unknown_run, file=unknown_file)
-            if index % 2:
-                unknown.append(await timed_404(client, method, unknown_url))
-                existing.append(await timed_404(client, method, existing_url))
-            else:
-                existing.append(await timed_404(client, method, existing_url))
-                unknown.append(await timed_404(client, method, unknown_url))
+            pair = [(existing, existing_url), (unknown, unknown_url)]
+            for times, url in reversed(pair) if index % 2 else pair:
+                times.append(await timed_404(client, method, url))
     # The probes alternate, so each pair saw the same load: the median of the pairs' differences is the systematic gap,
     # which a busy machine's noise (it moves both medians by several ms at a load of 13) does not fake or hide.
     gap = abs(statistics.median(e - u for e, u in zip(existing, unknown)))
