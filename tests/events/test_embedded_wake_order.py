@@ -30,11 +30,14 @@ async def test_readers_wake_in_the_order_their_records_were_written(tmp_path: Pa
     readers = [asyncio.create_task(read_one(topic, "k" if index % 2 else None)) for index, topic in enumerate(reversed(TOPICS))]
     try:
         # Each reader reads, finds nothing and waits: the append below must find all of them waiting.
+        def waiting() -> int:
+            return sum(len(waiters) for waiters in log._waiters.values())
+
         for _ in range(100):
-            if sum(len(waiters) for waiters in log._waiters.values()) == len(TOPICS):
+            if waiting() == len(TOPICS):
                 break
             await asyncio.sleep(0)  # a yield, not a timed wait: the readers register in their first steps
-        assert sum(len(waiters) for waiters in log._waiters.values()) == len(TOPICS)
+        assert waiting() == len(TOPICS)
         await log.append([OutgoingRecord(topic=topic, key="k", value=b"v") for topic in TOPICS], durable=durable)
         await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
     finally:

@@ -228,8 +228,14 @@ def test_a_conversation_started_before_the_first_list_arrives_stays_listed(web_s
     """The page lists the conversations as it opens; a first message sent before that list arrives starts a
     conversation the list cannot hold yet, and the late list must not drop it (CI once saw an empty sidebar)."""
     held = []
-    # The first list is fetched at once (empty) but held back from the page; any later one goes through.
-    hold = lambda route: route.continue_() if held else held.append((route, route.fetch()))  # noqa: E731
+
+    def hold(route: Route) -> None:
+        """The first list is fetched at once (empty) but held back from the page; any later one goes through."""
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
     with opened_with_its_first_list_held(web_server, browser, hold) as page:
         ask(page, "What is a spring tide")
         listed = page.get_by_role("navigation", name="Conversations").get_by_role("link", name="What is a spring tide")
