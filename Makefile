@@ -49,10 +49,13 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/turnlog serve $(ARGS)
 
+# The suite in two parts (tests/conftest.py, `--suite-part`): most tests wait on servers and subprocesses more than
+# they compute, so they run on two pytest workers; the Kafka fleets, the browser and `alone` tests run after, one at a time.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --suite-part shared -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest --suite-part alone $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

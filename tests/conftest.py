@@ -160,15 +160,40 @@ def _in_the_browser(item: pytest.Item) -> bool:
     return "tests/web/" in item.nodeid
 
 
+def _runs_alone(item: pytest.Item) -> bool:
+    """Run in the suite's one-at-a-time part: a Kafka fleet's consumers poll their broker all along (two workers'
+    fleets would share two cores with their brokers: tests that start a broker of their own are marked `alone`), the
+    browser keeps an event loop in the session's thread (see below), and other `alone` tests need the machine to
+    themselves."""
+    return _on_kafka(item) or _in_the_browser(item) or item.get_closest_marker("alone") is not None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--suite-part",
+        choices=("shared", "alone"),
+        default=None,
+        help="only the tests that can share the machine with other pytest workers (`make test` runs them with -n 2),"
+        " or only those that run one at a time (then, without workers); default: every test, in one run",
+    )
+
+
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests on Kafka run after the others, in the order pytest gave them: a Kafka fleet, once started, lives to
     the end of the session and its idle consumers poll the broker all along, so started late it no longer slows
     the rest. The browser tests come last of all: their Playwright (sync API) keeps an event loop running in this
-    thread until the session ends, and a fixture that calls `asyncio.run` after them would fail."""
+    thread until the session ends, and a fixture that calls `asyncio.run` after them would fail.
+
+    `--suite-part` keeps one part of them and deselects the rest (`make test` runs both parts, one after the other)."""
     browser = [item for item in items if _in_the_browser(item)]
     others = [item for item in items if not _in_the_browser(item)]
     items[:] = [item for item in others if not _on_kafka(item)] + [item for item in others if _on_kafka(item)] + browser
+    part = config.getoption("--suite-part")
+    if part is not None:
+        keep = [item for item in items if _runs_alone(item) == (part == "alone")]
+        config.hook.pytest_deselected(items=[item for item in items if _runs_alone(item) != (part == "alone")])
+        items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True)

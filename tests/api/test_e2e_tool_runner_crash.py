@@ -31,7 +31,7 @@ import kafka_broker as kafka_harness
 from processors.tools.loop import RUNNER_GRACE
 from turnlog.settings import PROCESSOR_ROLES
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(420)]
 
 MCP_SERVER = Path(__file__).resolve().parents[1] / "processors" / "tools" / "mcp_test_server.py"
 PROCESSOR_ROLES_BUT_TOOLS = tuple(role for role in PROCESSOR_ROLES if role != "tools")

@@ -19,7 +19,7 @@ from kernel.log import OutgoingRecord
 from turnlog.adapters import build_log
 from turnlog.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 # The child opens a transaction the way the log's writer does, writes one record in it, and waits to be killed.
 HOLDS_A_TRANSACTION_OPEN = """

@@ -15,7 +15,7 @@ import e2e_server
 import kafka_broker as kafka_harness
 from projections.api_keys import DEFAULT_MAX_STALENESS_S
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # a broker of its own and two servers start first
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(300)]  # a broker of its own and two servers start first
 
 
 @pytest.fixture(scope="module")

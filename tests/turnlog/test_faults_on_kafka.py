@@ -18,7 +18,7 @@ from kernel.dead_letters import DEAD_LETTERS
 from events.topology import turnlog_topics
 from turnlog.adapters import build_codec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 CODEC = build_codec()
 
 

@@ -21,7 +21,7 @@ from events.topics import GOVERNANCE
 from events.topology import turnlog_topics
 from turnlog.adapters import build_codec
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # two servers on a broker of their own start first
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(300)]  # two servers on a broker of their own start first
 
 ORG = e2e_server.unique("org_fleet")
 TIERS = f"""

@@ -15,7 +15,7 @@ import e2e_server
 import trace_collector
 from kafka_broker import TansuBroker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 TURN_ROUTE = "POST /v1/conversations/{conversation_id}/turns"
 # The turn's stages, by span name (the generation's is `chat <model>`: the scripted engine's model is `scripted`).

@@ -398,6 +398,7 @@ print(child.returncode, repr(child.stdout))
     assert outcome.stdout == "-31 ''\n"  # SIGSYS
 
 
+@pytest.mark.alone  # looks for its processes among the host's by their script's path, which every run shares
 async def test_a_fork_bomb_is_held_to_the_process_limit_and_ends_at_the_wall_clock(sandbox: Sandbox) -> None:
     counted = await run(sandbox, """
 import os, time
@@ -436,6 +437,7 @@ async def test_allocating_2_gib_is_a_memory_error_under_the_default_limits(sandb
     assert outcome.max_rss_bytes < 512 * 2**20
 
 
+@pytest.mark.alone  # looks for its processes among the host's by their script's path, which every run shares
 async def test_memory_spread_over_processes_is_held_to_the_limit_in_all(sandbox: Sandbox) -> None:
     code = """
 import os, time
