@@ -62,13 +62,18 @@ from typing import TypeVar
 from projections.clickhouse_text import decode_rows, insert_statement, json_each_row, parameter_text
 from projections.store import SqlError
 
-__all__ = ["ENGINE_CONFIG", "IDLE_ENGINE_THREADS", "PROCESS_CONFIG", "ChdbStore"]
+__all__ = ["ENGINE_CONFIG", "IDLE_ENGINE_THREADS", "MEMORY_WORKER_PERIOD_MS", "PROCESS_CONFIG", "ChdbStore"]
 
 # What the engine's pool keeps idle after a burst: the read models' steady work (one call at
 # a time, plus merges) reuses about 8 (a bound of 4 cost 5-10% more CPU per insert and
 # query, created afresh; 8 and 16 cost nothing measurable), and the threads of a burst beyond it
 # end instead of holding their descriptors for the life of the process.
 IDLE_ENGINE_THREADS = 8
+
+# How often the engine's memory worker reads the process's resident memory to correct its memory tracking. The
+# server default, 100 ms, woke it 20 times a second and was a third of an idle server's CPU here; the read models'
+# memory moves slowly. Read from the session's config (ENGINE_CONFIG), not from PROCESS_CONFIG.
+MEMORY_WORKER_PERIOD_MS = 1000
 
 # Read by the engine when `import chdb` starts it, the one time its global pool is sized.
 PROCESS_CONFIG = f"""<clickhouse>
@@ -82,6 +87,7 @@ PROCESS_CONFIG = f"""<clickhouse>
 # bound is repeated so that system.server_settings tells the truth about it.
 ENGINE_CONFIG = f"""<clickhouse>
     <max_thread_pool_free_size>{IDLE_ENGINE_THREADS}</max_thread_pool_free_size>
+    <memory_worker_period_ms>{MEMORY_WORKER_PERIOD_MS}</memory_worker_period_ms>
     <merge_tree>
         <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
     </merge_tree>

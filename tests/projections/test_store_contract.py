@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from projections.chdb import IDLE_ENGINE_THREADS, ChdbStore
+from projections.chdb import IDLE_ENGINE_THREADS, MEMORY_WORKER_PERIOD_MS, ChdbStore
 from projections.store import SqlError, SqlStore
 
 MOMENT = datetime(2024, 5, 17, 9, 30, 1, 123456, tzinfo=timezone.utc)
@@ -446,6 +446,47 @@ def test_chdb_gives_back_the_threads_of_a_burst_beyond_its_idle_bound(tmp_path: 
     assert int(idle_threads) <= IDLE_ENGINE_THREADS
     assert home_after_import == home
     assert os.listdir(home) == []  # the user's own clickhouse-local config is neither read nor written
+
+
+def test_chdb_memory_worker_wakes_once_a_period_not_ten_times_a_second(tmp_path: Path) -> None:
+    # Under the server default (100 ms) the worker sleeps and wakes twice a period: ~60 switches in 3 s. A busy
+    # machine can only make it wake less often, never more, so the bound holds under load.
+    measured = subprocess.run(
+        [sys.executable, "-c", _MEMORY_WORKER_WAKES, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert measured.returncode == 0, measured.stderr
+    switches, elapsed_s = measured.stdout.split()
+    periods = float(elapsed_s) * 1000 / MEMORY_WORKER_PERIOD_MS
+    assert int(switches) <= 2 * periods + 4, (switches, elapsed_s)
+
+
+_MEMORY_WORKER_WAKES = """
+import asyncio, os, sys, time
+from projections.chdb import ChdbStore
+
+def memory_worker_switches() -> int:
+    for thread in os.listdir("/proc/self/task"):
+        if open(f"/proc/self/task/{thread}/comm").read().strip() == "MemoryWorker":
+            status = open(f"/proc/self/task/{thread}/status").read().splitlines()
+            return next(int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt_switches"))
+    raise SystemExit("no MemoryWorker thread")
+
+async def measure() -> None:
+    store = ChdbStore(sys.argv[1])
+    try:
+        await store.query("SELECT 1")
+        before, started = memory_worker_switches(), time.monotonic()
+        await asyncio.sleep(3)
+        print(memory_worker_switches() - before, time.monotonic() - started)
+    finally:
+        await store.close()
+
+asyncio.run(measure())
+"""
 
 
 _BURST = """
