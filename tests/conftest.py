@@ -191,9 +191,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in others if not _on_kafka(item)] + [item for item in others if _on_kafka(item)] + browser
     part = config.getoption("--suite-part")
     if part is not None:
-        keep = [item for item in items if _runs_alone(item) == (part == "alone")]
-        config.hook.pytest_deselected(items=[item for item in items if _runs_alone(item) != (part == "alone")])
-        items[:] = keep
+        alone = part == "alone"
+        config.hook.pytest_deselected(items=[item for item in items if _runs_alone(item) != alone])
+        items[:] = [item for item in items if _runs_alone(item) == alone]
 
 
 @pytest.hookimpl(wrapper=True)
