@@ -9,11 +9,14 @@ an API-only process polls briefly instead.
 """
 
 import asyncio
+import logging
 import time
 
 from kernel.log import EventLog
 from events.topics import CONVERSATION_EVENTS
 from kernel.errors import Unavailable
+
+logger = logging.getLogger(__name__)
 
 
 class ReadYourWritesFence:
@@ -39,18 +42,28 @@ class ReadYourWritesFence:
             # and never waits for later writes of other keys that share the partition.
             target = offset if offset is not None else await self._log.end_offset(topic, key=key)
 
-            async def behind() -> bool:
-                return await self._log.committed(group=self._group, topic=topic, key=key) < target
+            async def behind() -> list[str]:
+                done = await self._log.committed(group=self._group, topic=topic, key=key)
+                return [f"key {key}'s partition through {done} of {target}"] if done < target else []
         else:
             targets = await self._log.end_offsets(topic)
 
-            async def behind() -> bool:
+            async def behind() -> list[str]:
                 done = await self._log.committed_offsets(group=self._group, topic=topic)
-                return any(done.get(partition, -1) < end for partition, end in targets.items())
+                return [
+                    f"partition {partition} through {done.get(partition, -1)} of {end}"
+                    for partition, end in sorted(targets.items())
+                    if done.get(partition, -1) < end
+                ]
 
-        while await behind():
+        while lagging := await behind():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # The operator's side of the 503: which partition held it, and how far the projector had come.
+                logger.warning(
+                    "read-your-writes fence on %s gave up after %g s: group %s had committed %s",
+                    topic, timeout_s, self._group, ", ".join(lagging),
+                )
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)
             progress = self._progress
             try:

@@ -1,6 +1,7 @@
 """The read-your-writes fence: a query waits for the projector's committed offset to reach the log's end."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -22,12 +23,19 @@ async def test_waits_until_the_group_has_committed_the_end_of_the_partition(embe
     await asyncio.wait_for(waiting, 0.5)
 
 
-async def test_an_idle_log_is_caught_up_and_a_stuck_projector_times_out(embedded_log: EmbeddedLog) -> None:
+async def test_an_idle_log_is_caught_up_and_a_stuck_projector_times_out(
+    embedded_log: EmbeddedLog, caplog: pytest.LogCaptureFixture
+) -> None:
     fence = ReadYourWritesFence(log=embedded_log, group="read-models")
     await fence.caught_up()
-    await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
-    with pytest.raises(Unavailable):
+    written = await embedded_log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="c", value=b"x")])
+    with caplog.at_level(logging.WARNING, logger="projections.fence"), pytest.raises(Unavailable):
         await fence.caught_up(timeout_s=0.05)
+    # The operator learns which partition held the read back, and how far the projector had come.
+    assert f"group read-models had committed partition 0 through -1 of {written[-1].offset}" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="projections.fence"), pytest.raises(Unavailable):
+        await fence.caught_up(key="c", timeout_s=0.05)
+    assert f"key c's partition through -1 of {written[-1].offset}" in caplog.text
 
 
 async def test_a_fence_on_another_topic_waits_for_that_topic_alone(embedded_log: EmbeddedLog) -> None:
