@@ -42,16 +42,16 @@ class ReadYourWritesFence:
             # and never waits for later writes of other keys that share the partition.
             target = offset if offset is not None else await self._log.end_offset(topic, key=key)
 
-            async def behind() -> list[str]:
+            async def behind() -> list[tuple[str, int, int]]:
                 done = await self._log.committed(group=self._group, topic=topic, key=key)
-                return [f"key {key}'s partition through {done} of {target}"] if done < target else []
+                return [(f"key {key}'s partition", done, target)] if done < target else []
         else:
             targets = await self._log.end_offsets(topic)
 
-            async def behind() -> list[str]:
+            async def behind() -> list[tuple[str, int, int]]:
                 done = await self._log.committed_offsets(group=self._group, topic=topic)
                 return [
-                    f"partition {partition} through {done.get(partition, -1)} of {end}"
+                    (f"partition {partition}", done.get(partition, -1), end)
                     for partition, end in sorted(targets.items())
                     if done.get(partition, -1) < end
                 ]
@@ -62,7 +62,10 @@ class ReadYourWritesFence:
                 # The operator's side of the 503: which partition held it, and how far the projector had come.
                 logger.warning(
                     "read-your-writes fence on %s gave up after %g s: group %s had committed %s",
-                    topic, timeout_s, self._group, ", ".join(lagging),
+                    topic,
+                    timeout_s,
+                    self._group,
+                    ", ".join(f"{where} through {done} of {end}" for where, done, end in lagging),
                 )
                 raise Unavailable(detail="the read models are catching up with the log; retry shortly", retry_after_s=1)
             progress = self._progress
