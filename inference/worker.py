@@ -9,11 +9,12 @@ slot while another tenant waits: when a slot frees, the tenant holding the fewes
 A claim (`GenerationStarted`) and the consumer commit land together; the commit stops before the
 oldest request still waiting (`inference/read_ahead.py`), and a request that an earlier reader may
 have claimed is looked up in the log before it is generated, so a request is generated at most
-once. A worker that dies mid-run is noticed by the watchdog through its lapsed lease, and the run
-ends as failed with its partial text. Output is coalesced into `AssistantDelta` events (first token
-at once) appended without fsync: deltas are provisional, and only the `FinishRun` command that ends
-a run is durable. Every run's end carries its usage, and whether the engine was unavailable (the
-prompt builder's breakers count those).
+once. The engine is asked while the claim is written (its prefill overlaps the write, a transaction on
+Kafka); nothing of the run is appended before the claim has landed. A worker that dies mid-run is
+noticed by the watchdog through its lapsed lease, and the run ends as failed with its partial text.
+Output is coalesced into `AssistantDelta` events (first token at once) appended without fsync: deltas
+are provisional, and only the `FinishRun` command that ends a run is durable. Every run's end carries
+its usage, and whether the engine was unavailable (the prompt builder's breakers count those).
 
 With an output safety stage handed in (`inference/output_safety.py`, a port: the classifiers and policies
 live in `processors/safety/`), each step's answer is checked in windows as it streams (a `stop` ends the
@@ -299,32 +300,47 @@ class InferenceWorker:
             records.append(self._event(claim, request_envelope))
             claimed.append(request_envelope)
         commit = self._commit(lane)
-        if records or commit is not None:
-            try:
+        # The generations start before their claims are written, so the engine's prefill overlaps the claim's write (a
+        # transaction on Kafka); they append nothing of their runs until `landed` says the claims are in the log.
+        landed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        tasks = [self._start(lane, request_envelope, landed) if request_envelope else None for request_envelope in claimed]
+        try:
+            if records or commit is not None:
                 # Not durable, like the deltas after it: a machine crash that takes a claim back takes its request's
                 # position too, and the request is claimed again (a later durable append makes it durable anyway).
                 await self._log.append(records, durable=False, commit=commit)
-            except Unavailable:
-                for claim_key in claim_keys:  # nothing was written: they are claimed when read again
+        except BaseException as error:
+            landed.set_result(False)  # their generations stop now, unreported, the engine's requests aborted
+            for task in tasks:
+                if task is not None:
+                    task.cancel()
+            if isinstance(error, Unavailable):
+                for claim_key in claim_keys:  # nothing was written
                     self._recently_claimed.discard(claim_key)
-                raise
+            raise
+        landed.set_result(True)
         # From the request's routing (the prompt builder wrapped it) to its claim: the queue, whichever reader held it.
         claimed_at = utc_now()
-        return [self._start(lane, request_envelope, claimed_at) if request_envelope else None for request_envelope in claimed]
+        for request_envelope in claimed:
+            if request_envelope is not None:
+                self._observe_queue_wait(lane, request_envelope, claimed_at)
+        return tasks
 
-    def _start(self, lane: _Lane, request_envelope: Envelope[InferenceRequested], claimed_at: datetime) -> asyncio.Task:
-        request = request_envelope.payload
+    def _observe_queue_wait(self, lane: _Lane, request_envelope: Envelope[InferenceRequested], claimed_at: datetime) -> None:
         waited_s = (claimed_at - request_envelope.occurred_at).total_seconds()
         ADMISSION_WAIT.labels(pool=self._pool.name, size_class=lane.size).observe(max(0.0, waited_s))
         tracing.record(
             "queue wait", cause=request_envelope, start=min(request_envelope.occurred_at, claimed_at), end=claimed_at,
             attributes={"turnlog.pool": self._pool.name, "turnlog.size_class": lane.size, "messaging.destination.name": lane.topic},
         )
+
+    def _start(self, lane: _Lane, request_envelope: Envelope[InferenceRequested], landed: asyncio.Future[bool]) -> asyncio.Task:
+        request = request_envelope.payload
         if request.run_id in self._recently_cancelled:
-            self._cancel_requested.add(request.run_id)  # the cancel came while the claim was being written
-        task = asyncio.create_task(self._generate(request_envelope, lane.topic), name=f"generate-{request.run_id}")
+            self._cancel_requested.add(request.run_id)  # the cancel came while the request was being claimed
+        task = asyncio.create_task(self._generate(request_envelope, lane.topic, landed), name=f"generate-{request.run_id}")
         self._generations[request.run_id] = task
-        task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id))
+        task.add_done_callback(lambda _, run_id=request.run_id: self._forget(run_id, task))
         return task
 
     async def _claimed_before(self, run_id: str, step: int) -> bool:
@@ -339,12 +355,14 @@ class InferenceWorker:
                 continue
         return False
 
-    def _forget(self, run_id: str) -> None:
-        self._generations.pop(run_id, None)
+    def _forget(self, run_id: str, task: asyncio.Task) -> None:
+        if self._generations.get(run_id) is not task:
+            return  # a later claim of the same run (after the log refused this one's) is another generation's
+        del self._generations[run_id]
         self._cancel_requested.discard(run_id)
         self._started.discard(run_id)
 
-    async def _generate(self, request_envelope: Envelope[InferenceRequested], topic: str) -> None:
+    async def _generate(self, request_envelope: Envelope[InferenceRequested], topic: str, landed: asyncio.Future[bool]) -> None:
         # The generation's span (OpenTelemetry's GenAI conventions: `chat <model>`), current while it runs, so what it
         # appends (deltas, the step's end, its usage) and its output checks are its children; the first token is an
         # event on it.
@@ -354,9 +372,11 @@ class InferenceWorker:
             "turnlog.run_id": request.run_id, "turnlog.step": request.step,
         }
         with tracing.span(f"chat {self._model}", cause=request_envelope, kind=SpanKind.CLIENT, attributes=attributes) as span:
-            await self._generate_in(span, request_envelope, topic)
+            await self._generate_in(span, request_envelope, topic, landed)
 
-    async def _generate_in(self, span: Span, request_envelope: Envelope[InferenceRequested], topic: str) -> None:
+    async def _generate_in(
+        self, span: Span, request_envelope: Envelope[InferenceRequested], topic: str, landed: asyncio.Future[bool]
+    ) -> None:
         request = request_envelope.payload
         # From here to the first await below, nothing suspends: a cancel can only reach this task
         # inside the `try` that turns it into a reported run (one that reached a task not yet
@@ -391,11 +411,13 @@ class InferenceWorker:
                 await generation.aclose()
 
         deltas = coalesce(texts(), max_tokens=self._max_tokens_per_delta, max_delay_s=self._max_delta_delay_s)
-        heartbeat = asyncio.create_task(self._beat(request_envelope))
+        heartbeat = asyncio.create_task(self._beat(request_envelope, landed))
         try:
             if request.run_id in self._cancel_requested:
-                raise asyncio.CancelledError  # cancelled between its claim and its start
+                raise asyncio.CancelledError  # cancelled before it started
             async for text in deltas:
+                if not await _claimed(landed):
+                    break  # the log took no claim: nothing of this run is appended (below, nor its end)
                 if watch is not None:
                     verdict = await watch.delta(text)
                     if verdict is not None and verdict.stops:
@@ -425,6 +447,8 @@ class InferenceWorker:
 
         async def conclude() -> None:
             await deltas.aclose()
+            if not await _claimed(landed):
+                return  # never claimed: another reader claims the request and reports the run
             output_tokens = finished[0].output_tokens if finished else len(parts)
             usage = Usage(
                 prompt_tokens=finished[0].prompt_tokens if finished else 0,
@@ -548,11 +572,13 @@ class InferenceWorker:
                 )
         return Usage()
 
-    async def _beat(self, request_envelope: Envelope[InferenceRequested]) -> None:
+    async def _beat(self, request_envelope: Envelope[InferenceRequested], landed: asyncio.Future[bool]) -> None:
         """Renew the run's lease while it lives, even when no text flows (a long prefill, a slow tool)."""
         beat = RunHeartbeat(run_id=request_envelope.payload.run_id, worker_id=self.worker_id)
         while True:
             await asyncio.sleep(self._heartbeat_s)
+            if not await _claimed(landed):
+                return
             await self._log.append([self._event(beat, request_envelope)], durable=False)
 
     async def _listen_for_cancellations(self, after: int) -> None:
@@ -607,6 +633,13 @@ class _RecentIds:
 
     def discard(self, item: str) -> None:
         self._ids.pop(item, None)
+
+
+async def _claimed(landed: asyncio.Future[bool]) -> bool:
+    """Whether the run's claim is in the log, once its append has ended (shielded: `landed` is shared by a batch)."""
+    if not landed.done():
+        await asyncio.shield(landed)
+    return landed.result()
 
 
 def _added(usage: Usage, earlier: Usage) -> Usage:

@@ -199,19 +199,104 @@ async def test_a_worker_shutting_down_ends_its_runs_as_interrupted(log: Embedded
 
 async def test_a_cancel_between_claim_and_start_still_reports_the_run(log: EmbeddedLog) -> None:
     worker = InferenceWorker(log=log, codec=CODEC, engine=ScriptedEngine(answer_tokens=50, token_delay_s=0.01))
-    listener = asyncio.create_task(worker._listen_for_cancellations(-1))
-    await asyncio.sleep(0.01)
     await request(log, "run_early")
     [record] = await log.read(inference_topic("interactive"), key="run_early")
     [lane] = worker._lanes()
     waiting = lane.read_ahead.add(record, tenant_id=ACTOR.org_id, payload=CODEC.decode(record.value))
     lane.read_ahead.resolve(waiting)
-    [task] = await worker._claim(lane, [waiting])  # claimed; its task has not run a single line yet
-    worker._cancel_requested.add("run_early")  # what the listener records for a claimed run
+    landed = asyncio.get_running_loop().create_future()
+    task = worker._start(lane, waiting.payload, landed)  # its task has not run a single line yet
+    worker._cancel_requested.add("run_early")  # what the listener records for a run it finds not started
+    landed.set_result(True)
     await asyncio.wait_for(task, 5)
-    listener.cancel()
     [finish] = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_early")]
     assert finish.status == "cancelled" and finish.text == ""
+
+
+def holding_claims(log: EmbeddedLog, hold) -> None:
+    """Make the log await `hold(run_ids)` before it writes an append that claims runs (the real append after)."""
+    append = log.append
+
+    async def held(records, **options):
+        claimed = [payload.run_id for payload in (CODEC.decode(r.value).payload for r in records if r.topic == RUN_EVENTS)
+                   if isinstance(payload, GenerationStarted)]
+        if claimed:
+            await hold(claimed)
+        return await append(records, **options)
+
+    log.append = held
+
+
+async def test_the_engine_is_asked_while_the_claim_is_written(log: EmbeddedLog, start_worker) -> None:
+    """The engine's prefill overlaps the claim's write (a transaction on Kafka): the claim here is written only once
+    the engine has the request, which waited for the claim before."""
+    engine = ScriptedEngine(answer_tokens=5, token_delay_s=0.01)
+
+    async def until_the_engine_has_them(run_ids: list[str]) -> None:
+        async with asyncio.timeout(10):
+            while not set(run_ids) <= engine._running_request_ids:
+                await asyncio.sleep(0.005)
+
+    holding_claims(log, until_the_engine_has_them)
+    await start_worker(engine)
+    await request(log, "run_overlap")
+    finish = await next_payload(log, COMMANDS, FinishRun, key="conv_run_overlap", timeout=15)
+    assert finish.status == "completed" and finish.text
+    events = await payloads(log, RUN_EVENTS, "run_overlap")
+    assert isinstance(events[0], GenerationStarted), events  # nothing of the run went before its claim
+    assert sum(isinstance(event, AssistantDelta) for event in events) >= 1
+
+
+async def test_a_cancel_while_the_claim_is_written_ends_the_run_cancelled_after_its_claim(log: EmbeddedLog) -> None:
+    worker = InferenceWorker(log=log, codec=CODEC, engine=ScriptedEngine(answer_tokens=50, token_delay_s=0.01))
+
+    async def cancel_first(run_ids: list[str]) -> None:
+        cancel = Envelope.wrap(RunCancellationRequested(conversation_id="conv_run_c", run_id="run_c"), key="conv_run_c",
+                               actor=ACTOR)
+        await log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="conv_run_c", value=CODEC.encode(cancel))])
+        async with asyncio.timeout(10):  # the worker's listener has seen it
+            while "run_c" not in worker._cancel_requested:
+                await asyncio.sleep(0.005)
+
+    holding_claims(log, cancel_first)
+    task = asyncio.create_task(worker.run())
+    try:
+        await request(log, "run_c")
+        finish = await next_payload(log, COMMANDS, FinishRun, key="conv_run_c", timeout=15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert finish.status == "cancelled"
+    events = await payloads(log, RUN_EVENTS, "run_c")
+    assert isinstance(events[0], GenerationStarted), events
+    assert not any(isinstance(event, AssistantDelta) for event in events)
+
+
+async def test_a_claim_the_log_refuses_stops_its_generation_unreported_and_the_run_is_claimed_again(
+    log: EmbeddedLog, start_worker
+) -> None:
+    engine = ScriptedEngine(answer_tokens=5, token_delay_s=0.01)
+    refused: list[str] = []
+
+    async def refuse_the_first(run_ids: list[str]) -> None:
+        if not refused:
+            async with asyncio.timeout(10):  # its generation has begun: the refusal must stop it
+                while not set(run_ids) <= engine._running_request_ids:
+                    await asyncio.sleep(0.005)
+            refused.extend(run_ids)
+            raise LogStorageFull(detail="the event log's disk is full; nothing was written", retry_after_s=30)
+
+    holding_claims(log, refuse_the_first)
+    await start_worker(engine)
+    await request(log, "run_r")
+    finish = await next_payload(log, COMMANDS, FinishRun, key="conv_run_r", timeout=15)
+    assert refused == ["run_r"]
+    assert finish.status == "completed"
+    events = await payloads(log, RUN_EVENTS, "run_r")
+    assert [type(event).__name__ for event in events].count("GenerationStarted") == 1
+    assert isinstance(events[0], GenerationStarted), events
+    assert len([f for f in await payloads(log, COMMANDS, "conv_run_r")]) == 1  # the refused generation reported nothing
+    assert not engine._running_request_ids
 
 
 # --- pools: fairness, size classes, repeated claims, breaker outcomes -----------------------------
