@@ -16,6 +16,7 @@ Prints a summary and writes JSON (--out).
     python benchmarks/lifecycle.py [--turns 500] [--concurrency 16] [--seconds 20] [--out results.json]
     python benchmarks/lifecycle.py --kafka --inference-workers 2 [...]
     python benchmarks/lifecycle.py --kafka --fetch-wait-ms 50 [...]   # the consumers' fetch.wait.max.ms (10 by default)
+    python benchmarks/lifecycle.py --token-delay-ms 20 [...]   # 20 ms before each token (the first: a prefill's stand-in)
     python benchmarks/lifecycle.py --tiers benchmarks/tiers.bench.toml [...]   # governance on: every turn admitted first
     python benchmarks/lifecycle.py --policies benchmarks/policies.bench.toml [...]   # safety on: every stage checks
     python benchmarks/lifecycle.py --trace [...]   # tracing on: every process exports its spans to a local collector
@@ -79,6 +80,7 @@ def turnlog_process(*arguments: str) -> subprocess.Popen:
 def start_fleet(
     stack: ExitStack, data_dir: Path, port: int, inference_workers: int, governance: tuple[str, ...] = (),
     safety: tuple[str, ...] = (), *, beside: dict[str, int] | None = None, fetch_wait_ms: int = 10,
+    token_delay_ms: float = 0,
 ) -> list[subprocess.Popen]:
     """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes, and puts the
     broker's and ClickHouse's process ids in `beside` (their CPU is counted apart)."""
@@ -93,7 +95,8 @@ def start_fleet(
     asyncio.run(clickhouse.create_database("bench"))
     shared = [
         "--log", f"kafka://{broker.bootstrap_servers}?fetch.wait.max.ms={fetch_wait_ms}", "--store", clickhouse.url("bench"),
-        "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens", "20", *safety,
+        "--data-dir", str(data_dir), "--engine", "scripted", "--token-delay-ms", f"{token_delay_ms:g}",
+        "--answer-tokens", "20", *safety,
     ]
     processors = [f"--role={role}" for role in ("decider", "prompt-builder", "projector", "watchdog")]
     if governance:
@@ -285,6 +288,10 @@ def main() -> None:
         "--fetch-wait-ms", type=int, default=10,
         help="with --kafka: the consumers' fetch.wait.max.ms (Tansu answers an empty fetch only when it runs out)",
     )
+    parser.add_argument(
+        "--token-delay-ms", type=float, default=0,
+        help="the scripted engine's pause before each token, the first one included (so also a stand-in for prefill)",
+    )
     parser.add_argument("--tiers", type=Path, help="a tiers file: governance on (each turn admitted before it is sent)")
     parser.add_argument("--policies", type=Path, help="a safety policies file: the input, context and output stages check")
     parser.add_argument(
@@ -309,11 +316,13 @@ def main() -> None:
             if arguments.kafka:
                 processes = start_fleet(
                     stack, data_dir, port, arguments.inference_workers, governance, safety, beside=beside,
-                    fetch_wait_ms=arguments.fetch_wait_ms,
+                    fetch_wait_ms=arguments.fetch_wait_ms, token_delay_ms=arguments.token_delay_ms,
                 )
             else:
-                processes = [turnlog_process("serve", "--engine", "scripted", "--token-delay-ms", "0", "--answer-tokens",
-                                             "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety)]
+                processes = [turnlog_process(
+                    "serve", "--engine", "scripted", "--token-delay-ms", f"{arguments.token_delay_ms:g}", "--answer-tokens",
+                    "20", "--port", str(port), "--data-dir", str(data_dir), *governance, *safety,
+                )]
             stack.callback(stop_all, processes)
         token = issue_token(load_or_create_secret(data_dir), user_id="bench", org_id="org_bench", workspace_ids=["ws_bench"])
         latency, throughput, idle = asyncio.run(
@@ -331,7 +340,7 @@ def main() -> None:
         )
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "engine": "scripted, 0 ms/token, 20-token answers",
+        "engine": f"scripted, {arguments.token_delay_ms:g} ms/token, 20-token answers",
         "deployment": deployment,
         "governance": f"on, tiers file {arguments.tiers.name}" if arguments.tiers else "off",
         "safety": f"on, policies file {arguments.policies.name}" if arguments.policies else "off",
