@@ -299,6 +299,31 @@ async def test_a_claim_the_log_refuses_stops_its_generation_unreported_and_the_r
     assert not engine._running_request_ids
 
 
+
+async def test_a_refused_claim_s_generation_ending_late_leaves_the_next_claim_s_generation_registered(log: EmbeddedLog) -> None:
+    """The log refused a claim and the request was claimed again before the first generation had ended: the first one's
+    end must not unregister the second (cancels find a run's generation by its id)."""
+    engine = ScriptedEngine(answer_tokens=50, token_delay_s=0.01)
+    worker = InferenceWorker(log=log, codec=CODEC, engine=engine)
+    await request(log, "run_twice_claimed")
+    [record] = await log.read(inference_topic("interactive"), key="run_twice_claimed")
+    [lane] = worker._lanes()
+    waiting = lane.read_ahead.add(record, tenant_id=ACTOR.org_id, payload=CODEC.decode(record.value))
+    refused, landed = asyncio.get_running_loop().create_future(), asyncio.get_running_loop().create_future()
+    first = worker._start(lane, waiting.payload, refused)
+    async with asyncio.timeout(10):  # the first generation is under way: the engine has its request
+        while "run_twice_claimed" not in engine._running_request_ids:
+            await asyncio.sleep(0.005)
+    second = worker._start(lane, waiting.payload, landed)  # claimed again, while the first has not ended
+    refused.set_result(False)
+    await asyncio.wait_for(first, 5)
+    assert worker._generations["run_twice_claimed"] is second
+    landed.set_result(True)
+    await asyncio.wait_for(second, 5)
+    assert "run_twice_claimed" not in worker._generations
+    finishes = [CODEC.decode(r.value).payload for r in await log.read(COMMANDS, key="conv_run_twice_claimed")]
+    assert [finish.status for finish in finishes] == ["completed"]  # the refused generation reported nothing
+
 # --- pools: fairness, size classes, repeated claims, breaker outcomes -----------------------------
 
 
