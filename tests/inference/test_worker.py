@@ -213,6 +213,13 @@ async def test_a_cancel_between_claim_and_start_still_reports_the_run(log: Embed
     assert finish.status == "cancelled" and finish.text == ""
 
 
+async def until(condition, *, timeout_s: float = 10.0) -> None:
+    """Wait for `condition()` to hold (a deadline generous for a loaded two-core machine)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 def holding_claims(log: EmbeddedLog, hold) -> None:
     """Make the log await `hold(run_ids)` before it writes an append that claims runs (the real append after)."""
     append = log.append
@@ -233,9 +240,7 @@ async def test_the_engine_is_asked_while_the_claim_is_written(log: EmbeddedLog, 
     engine = ScriptedEngine(answer_tokens=5, token_delay_s=0.01)
 
     async def until_the_engine_has_them(run_ids: list[str]) -> None:
-        async with asyncio.timeout(10):
-            while not set(run_ids) <= engine._running_request_ids:
-                await asyncio.sleep(0.005)
+        await until(lambda: set(run_ids) <= engine._running_request_ids)
 
     holding_claims(log, until_the_engine_has_them)
     await start_worker(engine)
@@ -254,9 +259,7 @@ async def test_a_cancel_while_the_claim_is_written_ends_the_run_cancelled_after_
         cancel = Envelope.wrap(RunCancellationRequested(conversation_id="conv_run_c", run_id="run_c"), key="conv_run_c",
                                actor=ACTOR)
         await log.append([OutgoingRecord(topic=CONVERSATION_EVENTS, key="conv_run_c", value=CODEC.encode(cancel))])
-        async with asyncio.timeout(10):  # the worker's listener has seen it
-            while "run_c" not in worker._cancel_requested:
-                await asyncio.sleep(0.005)
+        await until(lambda: "run_c" in worker._cancel_requested)  # the worker's listener has seen it
 
     holding_claims(log, cancel_first)
     task = asyncio.create_task(worker.run())
@@ -280,9 +283,7 @@ async def test_a_claim_the_log_refuses_stops_its_generation_unreported_and_the_r
 
     async def refuse_the_first(run_ids: list[str]) -> None:
         if not refused:
-            async with asyncio.timeout(10):  # its generation has begun: the refusal must stop it
-                while not set(run_ids) <= engine._running_request_ids:
-                    await asyncio.sleep(0.005)
+            await until(lambda: set(run_ids) <= engine._running_request_ids)  # its generation has begun: the refusal must stop it
             refused.extend(run_ids)
             raise LogStorageFull(detail="the event log's disk is full; nothing was written", retry_after_s=30)
 
@@ -311,9 +312,7 @@ async def test_a_refused_claim_s_generation_ending_late_leaves_the_next_claim_s_
     waiting = lane.read_ahead.add(record, tenant_id=ACTOR.org_id, payload=CODEC.decode(record.value))
     refused, landed = asyncio.get_running_loop().create_future(), asyncio.get_running_loop().create_future()
     first = worker._start(lane, waiting.payload, refused)
-    async with asyncio.timeout(10):  # the first generation is under way: the engine has its request
-        while "run_twice_claimed" not in engine._running_request_ids:
-            await asyncio.sleep(0.005)
+    await until(lambda: "run_twice_claimed" in engine._running_request_ids)  # the first generation is under way
     second = worker._start(lane, waiting.payload, landed)  # claimed again, while the first has not ended
     refused.set_result(False)
     await asyncio.wait_for(first, 5)
