@@ -448,7 +448,7 @@ class InferenceWorker:
         async def conclude() -> None:
             await deltas.aclose()
             if not await _claimed(landed):
-                return  # never claimed: another reader claims the request and reports the run
+                return  # the claim's append failed: a refused claim is claimed again when read again
             output_tokens = finished[0].output_tokens if finished else len(parts)
             usage = Usage(
                 prompt_tokens=finished[0].prompt_tokens if finished else 0,
