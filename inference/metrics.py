@@ -26,7 +26,7 @@ from kernel.metrics import (
 
 TIME_TO_FIRST_TOKEN = Histogram(
     "gen_ai_server_time_to_first_token_seconds",
-    "Time from a generation's start (its claim by a worker) to its first output token.",
+    "Time from a generation's start (the worker asks the engine as it writes its claim) to its first output token.",
     ["pool", "model"],
     buckets=TIME_TO_FIRST_TOKEN_BUCKETS_S,
 )
