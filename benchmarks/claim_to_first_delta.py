@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import statistics
@@ -39,6 +38,7 @@ from inference.worker import InferenceWorker  # noqa: E402
 from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope  # noqa: E402
 from kernel.log import EventLog, OutgoingRecord  # noqa: E402
+from lifecycle import test_support  # noqa: E402  (the tests' harnesses, loaded by path)
 from turnlog.adapters import build_log  # noqa: E402
 from turnlog.settings import Settings  # noqa: E402
 
@@ -47,11 +47,7 @@ CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 
 
 def tansu_broker(stack: ExitStack, data_dir: Path):
-    spec = importlib.util.spec_from_file_location("kafka_broker", ROOT / "tests" / "kafka_broker.py")
-    harness = importlib.util.module_from_spec(spec)
-    sys.modules["kafka_broker"] = harness
-    spec.loader.exec_module(harness)
-    broker = harness.TansuBroker(log_path=data_dir / "tansu.log")
+    broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
     broker.start()
     stack.callback(broker.stop)
     return broker
