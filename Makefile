@@ -56,7 +56,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest --suite-part shared -n 2 $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest --suite-part alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest --suite-part alone -n 2 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

@@ -168,13 +168,31 @@ def _runs_alone(item: pytest.Item) -> bool:
     return _on_kafka(item) or _in_the_browser(item) or item.get_closest_marker("alone") is not None
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """The one-at-a-time part on two workers (`make test`: `--suite-part alone -n 2`): one takes every fleet's test,
+    the other the browser's, each one test at a time. The fleets mostly wait for their brokers and processes, so
+    the browser tests run beside them instead of after. (By scope, not `--dist loadgroup`: on pytest 9 that mode
+    no longer groups anything.)"""
+    if config.getoption("--suite-part") != "alone":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FleetsBesideTheBrowser(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if "tests/web/" in nodeid else "fleets"
+
+    return FleetsBesideTheBrowser(config, log)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--suite-part",
         choices=("shared", "alone"),
         default=None,
         help="only the tests that can share the machine with other pytest workers (`make test` runs them with -n 2),"
-        " or only those that run one at a time (then, without workers); default: every test, in one run",
+        " or only those that run one at a time (with -n 2, as `make test` runs them, the fleets' tests and the"
+        " browser's side by side, each one at a time); default: every test, in one run",
     )
 
 
