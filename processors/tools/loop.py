@@ -33,8 +33,6 @@ from events.tools import (
     ToolStepCompleted,
 )
 
-# A started call with no finish this long after its own timeout: its runner is presumed dead.
-RUNNER_GRACE = timedelta(seconds=15)
 # An idempotent call whose runners keep dying is given up after this many attempts.
 MAX_ATTEMPTS = 3
 
@@ -56,7 +54,8 @@ class LoopBudget:
     """Per run: how many calls and model steps, and how long; how long an approval may wait.
 
     A run whose tools take longer than `interactive_s` moves to the background (nobody should have
-    to watch a spinner that long); it still ends at `wall_clock_s`.
+    to watch a spinner that long); it still ends at `wall_clock_s`. A call with no finish
+    `runner_grace_s` after its own timeout has lost its runner: it is asked again or given up.
     """
 
     max_calls: int = 8
@@ -64,12 +63,13 @@ class LoopBudget:
     wall_clock_s: float = 600.0
     approval_timeout_s: float = 300.0
     interactive_s: float = 60.0
+    runner_grace_s: float = 15.0
 
     def __post_init__(self) -> None:
         for name in ("max_calls", "max_steps"):
             if getattr(self, name) < 1:
                 raise DeclarationError(field=name, problem=f"must be >= 1, got {getattr(self, name)}")
-        for name in ("wall_clock_s", "approval_timeout_s", "interactive_s"):
+        for name in ("wall_clock_s", "approval_timeout_s", "interactive_s", "runner_grace_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise DeclarationError(field=name, problem=f"must be a finite number > 0, got {value}")
@@ -320,7 +320,7 @@ def _tick(state: LoopState, tick: ToolLoopTicked, budget: LoopBudget) -> list[Lo
                 run_id=tick.run_id, call_id=call.call_id, approved=False, reason=waited, decided_by="timeout", decided_at=now,
             ))
             decided.append(_finish(call, "declined", waited, at=now))
-        elif call.status in ("requested", "started") and now >= call.since + timedelta(seconds=call.timeout_s) + RUNNER_GRACE:
+        elif call.status in ("requested", "started") and now >= call.since + timedelta(seconds=call.timeout_s + budget.runner_grace_s):
             decided.extend(_runner_lost(state, call, at=now))
     outgrown = state.started_at is not None and now >= state.started_at + timedelta(seconds=budget.interactive_s)
     if outgrown and not past_deadline and not state.backgrounded and state.open_calls() and state.run_id is not None:

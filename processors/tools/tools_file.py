@@ -197,6 +197,7 @@ _WEB_SEARCH_KEYS: Mapping[str, str] = {
 }
 _BUDGET_KEYS: Mapping[str, str] = {
     "max_calls": "int", "max_steps": "int", "wall_clock_s": "number", "interactive_s": "number", "approval_timeout_s": "number",
+    "runner_grace_s": "number",
 }
 _KIND_NAMES = {
     "str": "a string", "number": "a number", "int": "an integer", "bool": "true or false",

@@ -28,7 +28,6 @@ import pytest
 
 import e2e_server
 import kafka_broker as kafka_harness
-from processors.tools.loop import RUNNER_GRACE
 from turnlog.settings import PROCESSOR_ROLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(420)]
@@ -36,8 +35,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(420)]
 MCP_SERVER = Path(__file__).resolve().parents[1] / "processors" / "tools" / "mcp_test_server.py"
 PROCESSOR_ROLES_BUT_TOOLS = tuple(role for role in PROCESSOR_ROLES if role != "tools")
 CALL_SECONDS = 4.0  # how long each call runs: the kill lands in the middle
-TOOL_TIMEOUT_S = 8  # then the loop waits this plus RUNNER_GRACE before it acts on the silence
-DEADLINE_S = 90.0 + TOOL_TIMEOUT_S + RUNNER_GRACE.total_seconds()  # generous: a loaded two-core machine
+TOOL_TIMEOUT_S = 8  # then the loop waits this plus the runner's grace before it acts on the silence
+# Shorter than the default 15 s: the killed runner reports nothing however long the loop waits.
+RUNNER_GRACE_S = 3
+DEADLINE_S = 90.0 + TOOL_TIMEOUT_S + RUNNER_GRACE_S  # generous: a loaded two-core machine
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +104,7 @@ def cluster(mcp_server: McpServer, clickhouse_server, tmp_path_factory: pytest.T
         f'[[servers]]\nname = "remote"\ntransport = "streamable-http"\nurl = {json.dumps(mcp_server.url)}\n'
         f'[[tools]]\nserver = "remote"\nname = "keyed_sleep"\nidempotent = true\ntimeout_s = {TOOL_TIMEOUT_S}\n'
         f'[[tools]]\nserver = "remote"\nname = "sleep"\ntimeout_s = {TOOL_TIMEOUT_S}\n'
+        f"[budget]\nrunner_grace_s = {RUNNER_GRACE_S}\n"
     )
     broker = kafka_harness.TansuBroker(log_path=folder / "tansu.log")
     broker.start()

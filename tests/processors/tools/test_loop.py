@@ -1,6 +1,7 @@
 """The tool loop, pure: given the run's tool events, when something happens, then these events."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -18,7 +19,7 @@ from events.tools import (
 )
 from events.values import ToolCallProposal
 from events.runs import RunBackgrounded
-from processors.tools.loop import RUNNER_GRACE, LoopBudget, LoopState, RunCancelled, ToolRules, decide, fold
+from processors.tools.loop import LoopBudget, LoopState, RunCancelled, ToolRules, decide, fold
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
@@ -164,10 +165,21 @@ def test_a_vanished_runner_is_replaced_with_the_same_key_when_the_tool_is_idempo
     history = [proposed(oslo())]
     history += run([], history[0])
     history.append(ToolCallStarted(run_id="run_1", call_id="call_1", attempt=1, runner_id="r1", started_at=at(1)))
-    lapse = at(1) + timedelta(seconds=10) + RUNNER_GRACE
+    lapse = at(1) + timedelta(seconds=10 + BUDGET.runner_grace_s)  # the call's timeout, then the runner's grace
     assert run(history, ToolLoopTicked(run_id="run_1", now=lapse - timedelta(seconds=1))) == []
     [again] = run(history, ToolLoopTicked(run_id="run_1", now=lapse))
     assert isinstance(again, ToolCallRequested) and again.attempt == 2 and again.idempotency_key == "run_1:call_1"
+
+
+def test_the_runner_s_grace_is_the_budget_s() -> None:
+    history = [proposed(oslo())]
+    history += run([], history[0])
+    history.append(ToolCallStarted(run_id="run_1", call_id="call_1", attempt=1, runner_id="r1", started_at=at(1)))
+    brief = replace(BUDGET, runner_grace_s=2)
+    lapse = at(1 + 10 + 2)
+    assert decide(fold(history), ToolLoopTicked(run_id="run_1", now=lapse - timedelta(seconds=0.5)), rules=RULES, budget=brief) == []
+    [again] = decide(fold(history), ToolLoopTicked(run_id="run_1", now=lapse), rules=RULES, budget=brief)
+    assert isinstance(again, ToolCallRequested) and again.attempt == 2
 
 
 def test_a_vanished_runner_of_a_non_idempotent_call_is_an_unknown_outcome_never_a_second_run() -> None:

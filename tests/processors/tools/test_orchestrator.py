@@ -14,7 +14,7 @@ from kernel.codec import AvroCodec
 from kernel.envelope import Actor, Envelope, utc_now
 from kernel.log import ConsumerCommit
 from kernel.runtime import Delivery, encode
-from processors.tools.loop import RUNNER_GRACE, ToolRules
+from processors.tools.loop import LoopBudget, ToolRules
 from processors.tools.orchestrator import TOOL_LOOP_GROUP, ToolLoop
 
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
@@ -86,7 +86,7 @@ async def test_a_new_loop_takes_back_the_runs_an_earlier_one_left_with_open_call
     assert len(await events_of(log, "run_open", ToolLoopTicked)) == 1, "before recovering, it knows no open run"
 
     await later.recover()
-    past_the_grace = STARTED_AT + timedelta(seconds=SLOW.timeout_s) + RUNNER_GRACE
+    past_the_grace = STARTED_AT + timedelta(seconds=SLOW.timeout_s + LoopBudget().runner_grace_s)
     await later.tick(past_the_grace)
     await consume(later, log)
 

@@ -78,12 +78,12 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
     ]
     assert config.code_interpreter is not None and config.code_interpreter.by_org["org_acme"].memory_bytes == 1024 * 2**20
     assert config.web_search is not None and config.web_search.searxng_url == "http://searxng:8080"
-    assert (config.budget.max_calls, config.budget.interactive_s) == (8, 60)
+    assert (config.budget.max_calls, config.budget.interactive_s, config.budget.runner_grace_s) == (8, 60, 15)
     text = EXAMPLE.read_text(encoding="utf-8")
     for key in (
         "name", "transport", "url", "command", "args", "cwd", "headers", "env", "connect_timeout_s",
         "server", "orgs", "workspaces", "timeout_s", "idempotent", "require_approval", "long", "max_result_tokens",
-        "max_calls", "max_steps", "wall_clock_s", "interactive_s", "approval_timeout_s",
+        "max_calls", "max_steps", "wall_clock_s", "interactive_s", "approval_timeout_s", "runner_grace_s",
         "searxng_url", "search_timeout_s", "max_pages", "page_timeout_s", "max_page_bytes", "max_redirects",
         "passage_chars", "allow_hosts", "memory_mib", "cpu_s", "wall_s", "file_mib", "processes", "open_files", "output_kib",
     ):
