@@ -397,6 +397,17 @@ async def measure_through_turnlog(server: TurnlogServer, engine_url: str, levels
     return results
 
 
+def stream_levels(text: str) -> list[int]:
+    """`--streams`: concurrency levels, each once (the results are keyed by level: run again to repeat one)."""
+    try:
+        levels = [int(level) for level in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if any(level < 1 for level in levels) or len(set(levels)) != len(levels):
+        raise argparse.ArgumentTypeError(f"each level once and at least 1, got {text!r}: run again to repeat a level")
+    return levels
+
+
 def turns_for(streams: int, turns_per_level: int) -> int:
     """At least `turns_per_level` turns and at least three rounds of every stream."""
     return streams * max(3, math.ceil(turns_per_level / streams))
@@ -646,7 +657,7 @@ def source_state() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="A,B", help="A, B or A,B")
-    parser.add_argument("--streams", default="1,16,64", help="scenario A: concurrency levels")
+    parser.add_argument("--streams", type=stream_levels, default="1,16,64", help="scenario A: concurrency levels")
     parser.add_argument("--turns-per-level", type=int, default=64,
                         help="scenario A: turns per level and path (at least 3 per stream)")
     parser.add_argument("--target-ms", type=float, default=500, help="scenario B: a short turn's TTFT target")
@@ -670,7 +681,6 @@ def main() -> None:
     parser.add_argument("--note", default="", help="free text recorded with the figures (what was measured)")
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
-    arguments.streams = [int(level) for level in arguments.streams.split(",")]
     scenarios = {name.strip().upper() for name in arguments.scenario.split(",")}
     timing = TimingModel(max_running=arguments.max_running, prefill_ms_per_1k=arguments.prefill_ms_per_1k,
                          decode_ms=arguments.decode_ms, answer_tokens=arguments.answer_tokens)

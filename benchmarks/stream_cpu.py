@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fake_sglang_server import FakeSglangServer, TimingModel
 from lifecycle import Client, cpu_seconds
-from serving import MODEL, TurnlogServer, load_average, short_prompt, source_state, turnlog_http, turns_for
+from serving import MODEL, TurnlogServer, load_average, short_prompt, source_state, stream_levels, turnlog_http, turns_for
 
 
 class ProfiledServer(TurnlogServer):
@@ -89,14 +89,14 @@ async def measure(server: TurnlogServer, levels: list[int], turns_per_level: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decode-ms", default="0,20", help="the fake server's time between tokens, per run")
-    parser.add_argument("--streams", default="1,16,64")
+    parser.add_argument("--streams", type=stream_levels, default="1,16,64", help="concurrency levels, each once")
     parser.add_argument("--turns-per-level", type=int, default=48)
     parser.add_argument("--answer-tokens", type=int, default=64)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the server per pacing into this folder")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
-    levels = [int(level) for level in arguments.streams.split(",")]
+    levels = arguments.streams
     result: dict = {"note": arguments.note, "source": source_state(), "cores": os.cpu_count(), "pacings": {}}
     for decode_ms in [float(value) for value in arguments.decode_ms.split(",")]:
         timing = TimingModel(decode_ms=decode_ms, answer_tokens=arguments.answer_tokens)
