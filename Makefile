@@ -54,7 +54,8 @@ run: setup
 	$(BIN)/turnlog serve $(ARGS)
 
 # The suite in two parts (tests/conftest.py, `--suite-part`): most tests wait on servers and subprocesses more than
-# they compute, so they run on two pytest workers; the Kafka fleets, the browser and `alone` tests run after, one at a time.
+# they compute, so they run on two pytest workers; the Kafka fleets and `alone` tests run after, one at a time, beside
+# the browser tests on a second worker.
 # Exit status 5 is "no test selected": a PYTEST_ARGS that picks tests of one part only leaves the other part empty.
 # The tests keep their compiled files (pytest's rewritten test modules above all) even where the environment sets
 # PYTHONDONTWRITEBYTECODE: a pytest process then collects in ~14 s instead of ~27, after the first.
