@@ -219,7 +219,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     """A failing test on a fleet carries what the fleet's processes printed: on CI that is all there is to read."""
     report = yield
     if report.failed:
-        fleet = getattr(item, "funcargs", {}).get("fleet")
-        if isinstance(fleet, e2e_server.TurnlogFleet):
-            report.sections.append(("fleet processes", fleet.diagnostics()))
+        for name, value in getattr(item, "funcargs", {}).items():  # `fleet`, and the shared servers' Kafka fleets
+            if isinstance(value, e2e_server.TurnlogFleet):
+                report.sections.append((f"{name}: fleet processes", value.diagnostics()))
     return report
