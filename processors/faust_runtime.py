@@ -120,6 +120,14 @@ def _transport_for(fetch_wait_max_ms: int) -> type[faust_aiokafka.Transport]:
         def _new_consumer_thread(self):
             return self.consumer_thread_class(self, loop=self.loop, beacon=self.beacon)
 
+        async def commit(self, *_: object, **__: object) -> bool:
+            """faust's own commit (every 2.8 s, on revoke, on stop, on a task's error) commits nothing: the agent
+            commits each batch it applied (`commit_applied`). faust's computes its offsets, then awaits a flush
+            and a hop to the consumer's thread before it sends them, so a batch committed in between was seen
+            moved back by the stale commit that landed after it: the group's offset fell behind what was applied,
+            and with no later record on that partition the read-your-writes fence waited on it for good."""
+            return False
+
     return type("Transport", (faust_aiokafka.Transport,), {"Consumer": _Consumer})
 
 
@@ -238,21 +246,22 @@ def applied_positions(messages: Iterable[faust.types.Message]) -> dict[faust.typ
 
 
 async def commit_applied(consumer: faust.types.ConsumerT, positions: dict[faust.types.TP, int]) -> None:
-    """Commit exactly what the batch applied (the batches of a partition are applied in order).
+    """Commit exactly what the batch applied (the batches of a partition are applied in order, and this is the
+    only committer: faust's own `commit()` is switched off, see `_transport_for`).
 
     faust's own `commit()` returns without committing while another commit is in flight (its periodic
     one, every 2.8 s), and otherwise commits what its list of acknowledged offsets allows, which a
     transaction marker's hole (an offset never delivered) can hold back. Either way the group's offset
     trailed what was applied until a later commit, and the read-your-writes fence, which reads that
     offset, waited for it: 2-3 s for a read or a cancel during a run. `_commit_offsets` is faust's own
-    commit step: it skips partitions no longer assigned and records the offsets, so faust's periodic
-    and on-revoke commits never move them back.
+    commit step: it skips partitions no longer assigned and records what it committed.
     """
     newer = {tp: offset for tp, offset in positions.items() if consumer._should_commit(tp, offset)}
     if newer:
         await consumer._commit_offsets(newer)
     for tp, offset in positions.items():
-        # What faust's own commit would prune: acknowledged offsets and holes below the committed one.
+        # What faust's own commit would prune (it never runs here, and its lists would grow for ever): acknowledged
+        # offsets and holes below the committed one.
         acked = consumer._acked[tp]
         done = [acked_offset for acked_offset in acked if acked_offset < offset]
         if done:

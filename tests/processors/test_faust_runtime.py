@@ -13,6 +13,7 @@ from kernel.log import OutgoingRecord
 from kernel.dead_letters import DeadLetter
 from kernel.dead_letters import DEAD_LETTERS
 from events.topology import turnlog_topics
+from processors import faust_runtime
 from processors.faust_runtime import processor_app, run_processor_on_faust
 from kernel.runtime import MAX_ATTEMPTS, Delivery, Processor, encode
 from tests.events.test_log_contract import kafka_log
@@ -181,6 +182,55 @@ async def test_the_group_offset_reaches_each_transactions_last_record_once_its_b
             assert committed.get(last.partition, -1) >= last.offset, (committed, last.offset)
     finally:
         await stop(task)
+
+
+async def test_faust_s_own_commits_never_move_the_group_s_offset_back(log: KafkaLog, tmp_path: Path, monkeypatch) -> None:
+    """faust's periodic commit computes its offsets, then awaits a flush and a hop to the consumer's thread before
+    it sends them. When that took longer than the next batch (a loaded machine), its stale offsets landed after the
+    batch's commit and moved the group back; with no later record on the partition the read-your-writes fence
+    waited for good (the likely cause of a CI flake: `GET /v1/files` 503 for minutes). Here faust's commit comes
+    every 5 ms and is held 0.3 s before it sends: only the agent's commits may move the offset, and only forward."""
+    from faust.transport.consumer import Consumer
+
+    make_app = faust_runtime.processor_app
+
+    def committing_often(*args, **kwargs):
+        app = make_app(*args, **kwargs)
+        app.conf.broker_commit_interval = 0.005
+        return app
+
+    send_attached = Consumer._handle_attached
+
+    async def held(self, offsets):  # the step of faust's own commit between choosing its offsets and sending them
+        await asyncio.sleep(0.3)
+        return await send_attached(self, offsets)
+
+    monkeypatch.setattr(faust_runtime, "processor_app", committing_often)
+    monkeypatch.setattr(Consumer, "_handle_attached", held)
+    applied: asyncio.Queue[Sequence] = asyncio.Queue()
+    processor = dataclasses.replace(echo_processor([]), group="one-committer", on_committed=applied.put_nowait)
+    seen: list[int] = []
+
+    async def watch(partition: int) -> None:
+        while True:
+            seen.append((await log.committed_offsets(group="one-committer", topic="in")).get(partition, -1))
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(faust_runtime.run_processor_on_faust(processor, log=log, codec=CODEC, data_dir=tmp_path))
+    watcher = None
+    try:
+        for _ in range(20):  # transactions one after another on one partition, as a file's events come
+            last = (await log.append([beat("one-key")]))[-1]
+            watcher = watcher or asyncio.create_task(watch(last.partition))
+            while not any(record.offset >= last.offset for record in await asyncio.wait_for(applied.get(), 60)):
+                pass
+        await asyncio.sleep(0.5)  # longer than a held commit of faust's
+    finally:
+        if watcher is not None:
+            await stop(watcher)
+        await stop(task)
+    assert seen == sorted(seen), [offset for offset, before in zip(seen[1:], seen) if offset < before]
+    assert seen[-1] == last.offset
 
 
 def test_a_process_named_in_the_log_url_is_a_static_member_of_its_groups_and_only_there(tmp_path: Path) -> None:
