@@ -56,7 +56,7 @@ class RunWatchdog:
         self._positions: dict[int, int] = {}  # per partition of run-events: the last offset read
 
     async def run(self) -> None:
-        sweeper = asyncio.create_task(self._sweep_forever())
+        sweeper = asyncio.create_task(self._sweep_forever(owner=asyncio.current_task()))
         # Deltas need not wake it one by one: a generating worker also beats every third of the lease, and the deltas
         # themselves arrive within the log's quiet interval (a second). For the same reason it is a background
         # consumer: a lease is seconds long, so a delivery half a second late changes nothing.
@@ -112,12 +112,16 @@ class RunWatchdog:
         run.last_seen = self._clock() if now is None else now
         run.claimed = run.claimed or claimed
 
-    async def _sweep_forever(self) -> None:
+    async def _sweep_forever(self, *, owner: asyncio.Task | None) -> None:
         while True:
             await asyncio.sleep(max(self._lease_s / 4, 0.05))
             try:
                 await self.sweep()
             except Exception:
+                if owner is not None and owner.cancelling():
+                    # Stopping: the stream is closed before this task is, and on Kafka closing it leaves the group,
+                    # so a sweep's commit in between fails (Unknown member). The next start sweeps from the last commit.
+                    return
                 logger.exception("watchdog sweep failed; will retry")
 
     async def _streamed_text(self, run: WatchedRun) -> str:

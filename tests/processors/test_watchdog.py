@@ -1,6 +1,7 @@
 """The run watchdog ends runs whose worker fell silent, and only those."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -14,7 +15,7 @@ from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunHeart
 from events.topics import COMMANDS, RUN_EVENTS
 from kernel.envelope import Actor
 from events.values import Usage
-from processors.watchdog import RunWatchdog, WatchedRun, lapsed
+from processors.watchdog import WATCHDOG_GROUP, RunWatchdog, WatchedRun, lapsed
 
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -104,3 +105,46 @@ async def test_after_a_restart_the_watchdog_still_knows_the_open_runs(log: Embed
         assert finish.run_id == "old"
     finally:
         second.cancel()
+
+
+class LeavingLog(EmbeddedLog):
+    """The embedded log, with a Kafka member's way of stopping: closing a stream leaves its group (a round trip to
+    the broker, here held until a commit has come), and the group's commits fail from then on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.left = False
+        self.committed_after_leaving = asyncio.Event()
+
+    async def consume(self, **kwargs):
+        try:
+            async for batch in super().consume(**kwargs):
+                yield batch
+        finally:
+            self.left = True
+            async with asyncio.timeout(10):
+                await self.committed_after_leaving.wait()
+
+    async def append(self, records, *, commit=None, **kwargs):
+        if commit is not None and self.left:
+            self.committed_after_leaving.set()
+            raise RuntimeError("Commit failed: Broker: Unknown member")
+        return await super().append(records, commit=commit, **kwargs)
+
+
+async def test_a_sweep_that_fails_while_the_watchdog_stops_is_not_an_error(tmp_path, caplog) -> None:
+    """Seen on every few Kafka fleets' stops: a traceback logged as an error for a commit that could only fail."""
+    log = LeavingLog(path=tmp_path / "log.db")
+    await log.start()
+    try:
+        await emit(log, RunStarted(run_id="r", conversation_id="c", turn_seq=2))
+        task = await run_watchdog(log, lease_s=0.2)
+        async with asyncio.timeout(10):
+            while max((await log.committed_offsets(group=WATCHDOG_GROUP, topic=RUN_EVENTS)).values(), default=-1) < 0:
+                await asyncio.sleep(0.01)  # a first sweep has committed
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert log.committed_after_leaving.is_set()  # a sweep did commit while the stream was closing
+    finally:
+        await log.close()
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
