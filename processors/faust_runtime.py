@@ -122,7 +122,7 @@ def _transport_for(fetch_wait_max_ms: int) -> type[faust_aiokafka.Transport]:
 
         async def commit(self, *_: object, **__: object) -> bool:
             """faust's own commit (every 2.8 s, on revoke, on stop, on a task's error) commits nothing: the agent
-            commits each batch it applied (`commit_applied`). faust's computes its offsets, then awaits a flush
+            commits each batch it applied (`commit_applied`). faust's chooses its offsets, then awaits a flush
             and a hop to the consumer's thread before it sends them, so a batch committed in between was seen
             moved back by the stale commit that landed after it: the group's offset fell behind what was applied,
             and with no later record on that partition the read-your-writes fence waited on it for good."""
