@@ -45,6 +45,13 @@ async def settle(log: KafkaLog, group: str, topic: str, timeout_s: float = 60.0)
     raise AssertionError(f"{group} did not commit through the end of {topic}")
 
 
+async def applied_through(applied: asyncio.Queue[Sequence], offset: int) -> None:
+    """Wait for the batch that applies `offset` (a transaction may come in more than one batch)."""
+    batch = await asyncio.wait_for(applied.get(), 60)
+    while max(record.offset for record in batch) < offset:
+        batch = await asyncio.wait_for(applied.get(), 60)
+
+
 async def outputs(log: KafkaLog, keys: Sequence[str]) -> list[str]:
     return [CODEC.decode(r.value).payload.run_id for key in keys for r in await log.read("out", key=key)]
 
@@ -176,8 +183,7 @@ async def test_the_group_offset_reaches_each_transactions_last_record_once_its_b
     try:
         for size in (1, 3, 2, 1, 4, 2) * 5:  # transactions of a run's sizes, one after another, on one partition
             last = (await log.append([beat("one-key") for _ in range(size)]))[-1]
-            while not any(record.offset >= last.offset for record in await asyncio.wait_for(applied.get(), 60)):
-                pass  # a transaction may come in more than one batch
+            await applied_through(applied, last.offset)
             committed = await log.committed_offsets(group="marker-holes", topic="in")
             assert committed.get(last.partition, -1) >= last.offset, (committed, last.offset)
     finally:
@@ -222,8 +228,7 @@ async def test_faust_s_own_commits_never_move_the_group_s_offset_back(log: Kafka
         for _ in range(20):  # transactions one after another on one partition, as a file's events come
             last = (await log.append([beat("one-key")]))[-1]
             watcher = watcher or asyncio.create_task(watch(last.partition))
-            while not any(record.offset >= last.offset for record in await asyncio.wait_for(applied.get(), 60)):
-                pass
+            await applied_through(applied, last.offset)
         # (The transactions take over a second: the held commits of the first ones land while the watcher looks.)
     finally:
         if watcher is not None:
