@@ -1,10 +1,11 @@
-"""`POST /v1/search`: the passages of a workspace a caller may see for a query, ranked, with no model involved.
+"""`POST /v1/search`: the passages of a workspace a caller may see for a query, ranked, with no generating model involved.
 
 The same scope as a turn's document search: the caller's org, a workspace their token grants, the
 files they may read (a workspace's shared files and their own owner-only ones), applied inside the
 index's queries; `fileIds` only narrows it, and a file the caller cannot see there is a 422, as an
-attachment would be. The ranking is the index's own (hybrid, deterministic ties), ungated; `covered`
-says whether a turn's relevance gate would let it through.
+attachment would be. The ranking is the index's own (hybrid, deterministic ties), its head reordered
+by the reranking model where the server runs one (`--rerank-model`), ungated; `covered` says whether
+a turn's relevance gate would let it through.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def search(request: Request) -> JSONResponse:
         passages=[
             SearchPassage(
                 file_id=hit.file_id, chunk_id=hit.chunk_id, chunk=hit.ordinal, title=hit.title, location=hit.location,
-                text=hit.text, score=hit.score, similarity=hit.similarity,
+                text=hit.text, score=hit.score, similarity=hit.similarity, rerank_score=hit.rerank_score,
             )
             for hit in hits
         ],

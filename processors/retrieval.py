@@ -8,11 +8,15 @@ from kernel import tracing
 from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
+from projections.search.reranking import Reranker, reranked, reranking_text
 from processors.relevance import RelevanceGate, unmatched_share
 
 # How deep the keyword list is read when the candidates alone cannot decide the relevance gate: the
 # index's own BM25 window (`RANK_WINDOW` of both adapters), as the gate was calibrated.
 KEYWORD_WINDOW = 50
+# How many of the fused list's best hits a reranker reorders: each costs the model a forward pass, and the time
+# grows with the model's depth (docs/retrieval-quality.md "A reranking stage").
+DEFAULT_RERANK_DEPTH = 16
 
 
 def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
@@ -25,12 +29,23 @@ def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:
 class DocumentRetriever:
     """Searches one scope (org, workspace, user, optionally some files) for passages about a question."""
 
-    def __init__(self, *, index: SearchIndex, embedder: Embedder, candidates: int = 24, gate: RelevanceGate | None = None) -> None:
-        """`candidates`: hits read per search, more than a prompt takes, so duplicates and one document's repeats can give way."""
+    def __init__(
+        self, *, index: SearchIndex, embedder: Embedder, candidates: int = 24, gate: RelevanceGate | None = None,
+        reranker: Reranker | None = None, rerank_depth: int = DEFAULT_RERANK_DEPTH,
+    ) -> None:
+        """`candidates`: hits read per search, more than a prompt takes, so duplicates and one document's repeats can give way.
+
+        `reranker`: where given, the fused ranking's best `rerank_depth` hits are reordered by it (the rest follow in
+        fused order); the relevance gate still judges by the index's similarities, as it was calibrated.
+        """
+        if rerank_depth < 1:
+            raise ValueError(f"rerank_depth must be at least 1, got {rerank_depth}")
         self._index = index
         self._embedder = embedder
         self._candidates = candidates
         self._gate = gate or RelevanceGate()
+        self._reranker = reranker
+        self._rerank_depth = rerank_depth
 
     async def has_documents(self, *, org_id: str, workspace_id: str) -> bool:
         return await self._index.has_chunks(org_id=org_id, workspace_id=workspace_id)
@@ -77,9 +92,16 @@ class DocumentRetriever:
         return self._gate.covers(hits)
 
     async def ranked(self, scope: SearchScope, query: str, *, limit: int) -> list[SearchHit]:
-        """The index's ranking for `query` in `scope`, ungated: what the search API returns."""
+        """The ranking for `query` in `scope`, ungated: the index's, its head reordered by the reranker if there is one;
+        what the search API returns."""
         vector: np.ndarray = (await self._embedder.embed([query]))[0]
-        return await self._index.search(scope, text=query, vector=vector, limit=limit)
+        if self._reranker is None:
+            return await self._index.search(scope, text=query, vector=vector, limit=limit)
+        fused = await self._index.search(scope, text=query, vector=vector, limit=max(limit, self._rerank_depth))
+        head, rest = fused[: self._rerank_depth], fused[self._rerank_depth :]
+        with tracing.span("rerank", attributes={"turnlog.search.rerank_depth": len(head)}):
+            scores = await self._reranker.score(query, [reranking_text(hit) for hit in head])
+        return [*reranked(head, scores), *rest][:limit]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` by the embedding model's tokenizer (the generating model's comes with the router)."""

@@ -150,6 +150,29 @@ def embedder():
     asyncio.run(model.close())
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder saved to disk as an operator saves one for `--rerank-model`: BERT with one output and MiniLM's
+    tokenizer, two small layers of seeded random weights. No trained reranker ships in a package installable here
+    (docs/retrieval-quality.md), so tests check that the stage ranks by whatever the model scores, not its quality."""
+    from transformers import BertConfig, BertForSequenceClassification
+    import torch
+
+    from projections.search.embedding import load_minilm_tokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = load_minilm_tokenizer()
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, num_labels=1,
+        initializer_range=0.5,  # BERT's 0.02 gives near-equal scores (ties at 1e-6); these are far apart
+    )
+    torch.manual_seed(7)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def _on_kafka(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     params = callspec.params.values() if callspec is not None else ()

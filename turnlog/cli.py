@@ -28,6 +28,7 @@ from turnlog.settings import (
     Settings,
 )
 from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY
+from processors.retrieval import DEFAULT_RERANK_DEPTH
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 from turnlog.logs import LOG_FORMATS
 from turnlog.web import origins_option, with_sign_in_link
@@ -140,6 +141,15 @@ def _add_deployment_options(parser: CommandParser) -> None:
         help="the relevance gate's bar: a search whose best passage is less similar to the question than this found"
         f" nothing (the answer says the documents do not cover it); the bar rises by {DEFAULT_UNMATCHED_PENALTY} times the share of the question's"
         " words that no passage found contains; see docs/retrieval-quality.md",
+    )
+    parser.add_option(
+        "--rerank-model", type=Path, metavar="DIR", shown_default="none, no reranking",
+        help="a cross-encoder saved to disk (sentence-transformers, one output, e.g. ms-marco-TinyBERT-L-2-v2) that"
+        " reorders each document search's best --rerank-depth passages; see docs/retrieval-quality.md",
+    )
+    parser.add_option(
+        "--rerank-depth", type=integer_option(at_least=1, at_most=50), default=DEFAULT_RERANK_DEPTH, metavar="N",
+        help="how many of a search's best passages --rerank-model reorders (each costs the model a forward pass)",
     )
     parser.add_option(
         "--embed-batch-size", type=integer_option(at_least=1, at_most=1024), default=DEFAULT_EMBED_BATCH_SIZE, metavar="N",
@@ -330,6 +340,8 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         cached_conversations=arguments.cached_conversations,
         embed_batch_size=arguments.embed_batch_size,
         relevance_threshold=arguments.relevance_threshold,
+        rerank_model=arguments.rerank_model,
+        rerank_depth=arguments.rerank_depth,
         run_lease_s=arguments.run_lease_s,
         heartbeat_s=min(5.0, arguments.run_lease_s / 3),
         run_events_retention_s=arguments.run_events_retention_s,

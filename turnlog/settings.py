@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from processors.relevance import DEFAULT_MIN_SIMILARITY
+from processors.retrieval import DEFAULT_RERANK_DEPTH
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -69,6 +70,10 @@ class Settings:
     # The relevance gate's bar, a cosine, for a question all of whose words the passages contain; each word they lack
     # raises it (processors/relevance.py, docs/retrieval-quality.md).
     relevance_threshold: float = DEFAULT_MIN_SIMILARITY
+    # A cross-encoder saved to disk that reorders each search's best `rerank_depth` hits (projections/search/reranking.py);
+    # None: no reranking stage (no such model ships with turnlog).
+    rerank_model: Path | None = None
+    rerank_depth: int = DEFAULT_RERANK_DEPTH
     run_lease_s: float = 30.0
     run_events_retention_s: float = 7 * 24 * 3600.0  # deltas and heartbeats older than this are trimmed (0: never)
     trim_interval_s: float = 300.0  # how often the embedded log's owner trims them
@@ -91,6 +96,11 @@ class Settings:
             raise ValueError(f"--engine-concurrency must be >= 1, got {self.engine_concurrency}")
         if not self.max_upload_mb > 0:
             raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {self.max_upload_mb}")
+        if self.rerank_model is not None and not (self.rerank_model / "config.json").is_file():
+            raise ValueError(
+                f"--rerank-model: {self.rerank_model} is not a model directory (no config.json in it): save a"
+                " sentence-transformers cross-encoder there, e.g. with CrossEncoder(name).save(DIR)"
+            )
         if self.processor_runtime == "faust" and url_scheme(self.log) != "kafka":
             raise ValueError("--processor-runtime faust needs a Kafka log (--log kafka://host:9092)")
 

@@ -44,6 +44,7 @@ from projections.tool_calls import ToolCallLedger
 from projections.usage_ledger import UsageLedger
 from projections.search.embedding import Embedder
 from projections.search.index import SearchIndex
+from projections.search.reranking import CrossEncoderReranker, Reranker
 from turnlog.adapters import build_safety_classifiers, load_policies
 from turnlog.adapters import build_key_store
 from events.sealed_blobs import SealingBlobStore
@@ -83,12 +84,14 @@ class Search:
     index: SearchIndex
     embedder: Embedder
     tokenizer: Tokenizer
+    reranker: Reranker | None = None  # `--rerank-model`: loaded when the search plane opens, so a bad model fails the start
 
 
 def document_retriever(search: Search, settings: Settings) -> DocumentRetriever:
     """Searches as runs, the `file_search` tool and `POST /v1/search` do, behind the configured relevance gate."""
     return DocumentRetriever(
-        index=search.index, embedder=search.embedder, gate=RelevanceGate(min_similarity=settings.relevance_threshold)
+        index=search.index, embedder=search.embedder, gate=RelevanceGate(min_similarity=settings.relevance_threshold),
+        reranker=search.reranker, rerank_depth=settings.rerank_depth,
     )
 
 
@@ -101,9 +104,14 @@ async def opened_search(settings: Settings) -> AsyncIterator[Search]:
     await index.start()
     embedder = OnDemandEmbedder(batch_size=settings.embed_batch_size)
     await embedder.start()
+    reranker = CrossEncoderReranker(settings.rerank_model) if settings.rerank_model is not None else None
     try:
-        yield Search(index=index, embedder=embedder, tokenizer=OnDemandTokenizer(load_embedding_tokenizer))
+        if reranker is not None:
+            await reranker.start()
+        yield Search(index=index, embedder=embedder, tokenizer=OnDemandTokenizer(load_embedding_tokenizer), reranker=reranker)
     finally:
+        if reranker is not None:
+            await reranker.close()
         await embedder.close()
         await index.close()
 

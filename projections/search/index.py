@@ -82,6 +82,8 @@ class SearchHit(ChunkRecord):
     # Cosine similarity to the query vector, where the engine reports it (the relevance gate reads
     # it): the embedded index for every hit, Elasticsearch for its kNN hits.
     similarity: float | None = None
+    # The reranker's score where a reranking stage reordered the fused list's head (`reranking.py`); None elsewhere.
+    rerank_score: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,7 @@
 """Settings and the CLI's options: adapters by URL, roles by name, the environment as defaults."""
 
+from pathlib import Path
+
 import pytest
 
 from turnlog.cli import main
@@ -103,6 +105,7 @@ def test_document_options_come_from_the_environment_and_flags_win(tmp_path, monk
         ({"engine_concurrency": 0}, "--engine-concurrency must be >= 1, got 0"),
         ({"max_upload_mb": -1}, "--max-upload-mb must be a positive number of MiB, got -1"),
         ({"processor_runtime": "faust"}, "--processor-runtime faust needs a Kafka log (--log kafka://host:9092)"),
+        ({"rerank_model": Path("/nonexistent/reranker")}, "--rerank-model: /nonexistent/reranker is not a model directory"),
     ],
 )
 def test_refused_settings_name_the_option_that_sets_them(options, message) -> None:
