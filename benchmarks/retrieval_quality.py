@@ -514,11 +514,14 @@ async def evaluate(
     bm25_weight: float | None = None,
     eval_path: Path | None = None,
     collection: Collection = "reference",
+    rerank_model: Path | None = None,
+    rerank_depth: int | None = None,
 ) -> dict:
     from processors.grounding import choose_passages
     from processors.passage_selection import DEFAULT_DIVERSITY
     from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY, RelevanceGate
-    from processors.retrieval import KEYWORD_WINDOW
+    from processors.retrieval import DEFAULT_RERANK_DEPTH, KEYWORD_WINDOW
+    from projections.search.reranking import CrossEncoderReranker, reranked, reranking_text
     from processors.relevance import unmatched_share
     from processors.small_talk import is_small_talk
     from processors.ingestion.chunking import load_embedding_tokenizer
@@ -528,6 +531,10 @@ async def evaluate(
     from projections.search.index import SearchScope
 
     bm25_weight = DEFAULT_BM25_WEIGHT if bm25_weight is None else bm25_weight
+    rerank_depth = DEFAULT_RERANK_DEPTH if rerank_depth is None else rerank_depth
+    # "reranked": the product's search with a reranking stage, the 24 candidates' head reordered as `DocumentRetriever` does.
+    modes = (*MODES, "reranked") if rerank_model is not None else MODES
+    reranker = CrossEncoderReranker(rerank_model) if rerank_model is not None else None
     eval_path = eval_path or (STDLIB_EVAL_SET if collection == "stdlib" else EVAL_SET)
     header, questions = load_eval_set(eval_path)
     gate_set = json.loads(GATE_QUESTIONS.read_text())
@@ -537,6 +544,8 @@ async def evaluate(
     tokenizer = load_embedding_tokenizer()
     embedder = MiniLMEmbedder()
     await embedder.start()
+    if reranker is not None:
+        await reranker.start()
     scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER)
     with tempfile.TemporaryDirectory(prefix="turnlog-retrieval-") as directory:
         index = EmbeddedSearchIndex(directory=Path(directory) / "index", bm25_weight=bm25_weight)
@@ -549,7 +558,7 @@ async def evaluate(
             )
             ingest_seconds = time.perf_counter() - started
             query_vectors = await embedder.embed([question.question for question in questions])
-            runs: dict[str, list[list[str]]] = {mode: [] for mode in MODES}
+            runs: dict[str, list[list[str]]] = {mode: [] for mode in modes}
             deep: dict[str, list[list[str]]] = {"bm25": [], "vector": []}
             candidates: list[list] = []  # what a run's search reads, for the gate and the prompt's passages
             keyword_windows: list[list] = []  # the BM25 list the gate reads when the candidates leave it undecided
@@ -565,6 +574,10 @@ async def evaluate(
                 candidates.append(await index.search(scope, text=question.question, vector=vector, limit=GATE_CANDIDATES))
                 query_seconds.append(time.perf_counter() - started)
                 keyword_windows.append(await index.search(scope, text=question.question, vector=None, limit=KEYWORD_WINDOW, mode="bm25"))
+                if reranker is not None:
+                    head, rest = candidates[-1][:rerank_depth], candidates[-1][rerank_depth:]
+                    scores = await reranker.score(question.question, [reranking_text(hit) for hit in head])
+                    runs["reranked"].append([hit.chunk_id for hit in [*reranked(head, scores), *rest][:CUTOFF]])
             unanswerable_vectors = await embedder.embed([entry["question"] for entry in unanswerable])
             unanswerable_hits = [
                 await index.search(scope, text=entry["question"], vector=vector, limit=GATE_CANDIDATES)
@@ -577,6 +590,8 @@ async def evaluate(
         finally:
             await index.close()
             await embedder.close()
+            if reranker is not None:
+                await reranker.close()
 
     pdf_pages = (
         ingested.pages if fmt == "pdf"
@@ -597,8 +612,8 @@ async def evaluate(
             for question, ranking in zip(questions, rankings)
         ]
 
-    per_mode = {mode: score(runs[mode]) for mode in MODES}
-    summary = {mode: {name: round(value, 4) for name, value in mean_metrics(per_mode[mode]).items()} for mode in MODES}
+    per_mode = {mode: score(runs[mode]) for mode in modes}
+    summary = {mode: {name: round(value, 4) for name, value in mean_metrics(per_mode[mode]).items()} for mode in modes}
     by_style = {
         style: {
             mode: {
@@ -607,7 +622,7 @@ async def evaluate(
                     [metrics for question, metrics in zip(questions, per_mode[mode]) if question.style == style]
                 ).items()
             }
-            for mode in MODES
+            for mode in modes
         }
         | {"questions": sum(question.style == style for question in questions)}
         for style in sorted({question.style for question in questions})
@@ -663,9 +678,14 @@ async def evaluate(
             ),
         },
     }
+    if reranker is not None:
+        tuning["held_out"]["reranked"] = half(per_mode["reranked"], held_out)
+        tuning["held_out"]["reranked_minus_hybrid"] = paired_bootstrap(
+            [per_mode["reranked"][p]["ndcg"] for p in held_out], [per_mode["hybrid"][p]["ndcg"] for p in held_out]
+        )
     held_out_by_style = {
         style: {
-            mode: half(per_mode[mode], [p for p in held_out if questions[p].style == style])["ndcg"] for mode in MODES
+            mode: half(per_mode[mode], [p for p in held_out if questions[p].style == style])["ndcg"] for mode in modes
         } | {"questions": sum(questions[p].style == style for p in held_out)}
         for style in sorted({question.style for question in questions})
     }
@@ -778,6 +798,8 @@ async def evaluate(
         "unreachable_passages": unreachable,
         "metrics_at": CUTOFF,
         "relevance": "binary, per passage: a passage counts at the first rank whose chunk contains its quote (as words)",
+        "modes": list(modes),
+        "reranking": {"model": str(rerank_model), "depth": rerank_depth} if reranker is not None else None,
         "summary": summary,
         "by_style": by_style,
         "hybrid_vs": {
@@ -795,7 +817,7 @@ async def evaluate(
         "tuning": tuning,
         "per_question": [
             {"id": question.id, "style": question.style}
-            | {mode: {name: round(value, 4) for name, value in per_mode[mode][position].items()} for mode in MODES}
+            | {mode: {name: round(value, 4) for name, value in per_mode[mode][position].items()} for mode in modes}
             for position, question in enumerate(questions)
         ],
         "machine": {"machine": platform.machine(), "python": platform.python_version(), "cpus": _cpu_count()},
@@ -934,12 +956,13 @@ def table(result: dict) -> str:
         "",
         f"{'mode':<8} {'nDCG@10':>8} {'recall@10':>10} {'MRR@10':>8}",
     ]
-    for mode in MODES:
+    modes = result["modes"]
+    for mode in modes:
         metrics = result["summary"][mode]
         lines.append(f"{mode:<8} {metrics['ndcg']:>8.3f} {metrics['recall']:>10.3f} {metrics['mrr']:>8.3f}")
-    for style, modes in result["by_style"].items():
-        lines.append(f"  {style} ({modes['questions']} questions): "
-                     + ", ".join(f"{mode} {modes[mode]['ndcg']:.3f}" for mode in MODES))
+    for style, row in result["by_style"].items():
+        lines.append(f"  {style} ({row['questions']} questions): "
+                     + ", ".join(f"{mode} {row[mode]['ndcg']:.3f}" for mode in modes))
     for other, comparison in result["hybrid_vs"].items():
         ndcg = comparison["ndcg"]
         lines.append(f"hybrid - {other}: nDCG@10 {ndcg['mean_difference']:+.3f} (95% CI {ndcg['ci95'][0]:+.3f}..{ndcg['ci95'][1]:+.3f}; "
@@ -952,7 +975,7 @@ def table(result: dict) -> str:
         f"{row['bm25_weight']}: {row['development']['ndcg']:.3f} / {row['held_out']['ndcg']:.3f}" for row in tuning["candidates"]
     ))
     lines.append("held-out half by style, nDCG@10: " + "; ".join(
-        f"{style} ({row['questions']}): " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in MODES)
+        f"{style} ({row['questions']}): " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in modes)
         for style, row in result["held_out_by_style"].items()
     ))
     gate = result["relevance_gate"]["at_product_gate"]
@@ -971,6 +994,13 @@ def table(result: dict) -> str:
         f"hybrid {held_out['hybrid_with_chosen_weight']['ndcg']:.3f} (hybrid - vector {versus['mean_difference']:+.3f}, "
         f"95% CI {versus['ci95'][0]:+.3f}..{versus['ci95'][1]:+.3f})"
     )
+    if "reranked" in held_out:
+        gain = held_out["reranked_minus_hybrid"]
+        lines.append(
+            f"held-out half, reranked ({result['reranking']['depth']} deep, {result['reranking']['model']}): "
+            f"{held_out['reranked']['ndcg']:.3f} (reranked - hybrid {gain['mean_difference']:+.3f}, "
+            f"95% CI {gain['ci95'][0]:+.3f}..{gain['ci95'][1]:+.3f})"
+        )
     return "\n".join(lines)
 
 
@@ -986,6 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-set", type=Path, default=None, help="questions (default: the collection's own)")
     parser.add_argument("--collection", choices=(*COLLECTIONS, "both"), default="both",
                         help="the Language Reference topics, the stdlib API reference, or both (and the gate calibrated on both)")
+    parser.add_argument("--rerank-model", type=Path, default=None,
+                        help="also rank with a reranking stage: a cross-encoder saved to disk, as `turnlog serve --rerank-model` takes")
+    parser.add_argument("--rerank-depth", type=int, default=None, help="candidates the reranker reorders (default: the product's)")
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args(argv)
     collections = COLLECTIONS if arguments.collection == "both" else (arguments.collection,)
@@ -993,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(
             evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
                      embed_context=arguments.embed_context, bm25_weight=arguments.bm25_weight, eval_path=arguments.eval_set,
-                     collection=collection)
+                     collection=collection, rerank_model=arguments.rerank_model, rerank_depth=arguments.rerank_depth)
         )
         for collection in collections
     ]
