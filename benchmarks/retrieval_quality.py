@@ -520,8 +520,8 @@ async def evaluate(
     from processors.grounding import choose_passages
     from processors.passage_selection import DEFAULT_DIVERSITY
     from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY, RelevanceGate
-    from processors.retrieval import DEFAULT_RERANK_DEPTH, KEYWORD_WINDOW
-    from projections.search.reranking import CrossEncoderReranker, reranked, reranking_text
+    from processors.retrieval import KEYWORD_WINDOW
+    from projections.search.reranking import DEFAULT_RERANK_DEPTH, CrossEncoderReranker, reranked, reranking_text
     from processors.relevance import unmatched_share
     from processors.small_talk import is_small_talk
     from processors.ingestion.chunking import load_embedding_tokenizer

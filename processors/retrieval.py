@@ -8,15 +8,12 @@ from kernel import tracing
 from kernel.envelope import Actor
 from projections.search.embedding import Embedder
 from projections.search.index import SearchHit, SearchIndex, SearchScope
-from projections.search.reranking import Reranker, reranked, reranking_text
+from projections.search.reranking import DEFAULT_RERANK_DEPTH, Reranker, reranked, reranking_text
 from processors.relevance import RelevanceGate, unmatched_share
 
 # How deep the keyword list is read when the candidates alone cannot decide the relevance gate: the
 # index's own BM25 window (`RANK_WINDOW` of both adapters), as the gate was calibrated.
 KEYWORD_WINDOW = 50
-# How many of the fused list's best hits a reranker reorders: each costs the model a forward pass, and the time
-# grows with the model's depth (docs/retrieval-quality.md "A reranking stage").
-DEFAULT_RERANK_DEPTH = 16
 
 
 def scope_of(actor: Actor, file_ids: Sequence[str] = ()) -> SearchScope:

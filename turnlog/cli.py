@@ -28,7 +28,7 @@ from turnlog.settings import (
     Settings,
 )
 from processors.relevance import DEFAULT_MIN_SIMILARITY, DEFAULT_UNMATCHED_PENALTY
-from processors.retrieval import DEFAULT_RERANK_DEPTH
+from projections.search.reranking import DEFAULT_RERANK_DEPTH
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 from turnlog.logs import LOG_FORMATS
 from turnlog.web import origins_option, with_sign_in_link

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from processors.relevance import DEFAULT_MIN_SIMILARITY
-from processors.retrieval import DEFAULT_RERANK_DEPTH
+from projections.search.reranking import DEFAULT_RERANK_DEPTH
 from projections.search.embedding import DEFAULT_EMBED_BATCH_SIZE
 
 if TYPE_CHECKING:

@@ -29,7 +29,11 @@ from projections.search.ordering import comparable_score
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
-__all__ = ["CrossEncoderReranker", "Reranker", "reranked", "reranking_text"]
+__all__ = ["CrossEncoderReranker", "DEFAULT_RERANK_DEPTH", "Reranker", "reranked", "reranking_text"]
+
+# How many of the fused list's best hits a reranker reorders: each costs the model a forward pass, and the time
+# grows with the model's depth (docs/retrieval-quality.md "A reranking stage").
+DEFAULT_RERANK_DEPTH = 16
 
 
 class Reranker(Protocol):
