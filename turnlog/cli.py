@@ -545,7 +545,7 @@ async def _replay_search(settings: Settings) -> int:
     log = build_log(settings)
     await log.start()
     try:
-        async with opened_blobs(settings) as blobs, opened_search(settings) as search:
+        async with opened_blobs(settings) as blobs, opened_search(settings, answers_queries=False) as search:
             report = await rebuild_search_index(
                 log=log, codec=build_codec(build_key_store(settings)), blobs=blobs, index=search.index, embedder=search.embedder,
                 tokenizer=search.tokenizer, progress=lambda line: print(line, flush=True),

@@ -159,6 +159,12 @@ class Settings:
         """Whether this process runs a role that needs the search index and the embedder."""
         return bool(set(self.roles) & set(SEARCH_ROLES))
 
+    @property
+    def answers_queries(self) -> bool:
+        """Whether its roles search for questions (a run's retrieval, the tools role's `file_search`), not only write
+        the index: such a process loads the reranking model, where one is configured."""
+        return "prompt-builder" in self.roles or ("tools" in self.roles and self.tools_file is not None)
+
 
 def url_scheme(url: str) -> str:
     return urlsplit(url).scheme

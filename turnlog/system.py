@@ -96,7 +96,9 @@ def document_retriever(search: Search, settings: Settings) -> DocumentRetriever:
 
 
 @asynccontextmanager
-async def opened_search(settings: Settings) -> AsyncIterator[Search]:
+async def opened_search(settings: Settings, *, answers_queries: bool) -> AsyncIterator[Search]:
+    """The search plane; with `answers_queries` (runs, the `file_search` tool, the search API) the reranking model too,
+    where one is configured: an ingester or a rebuild only writes the index and never loads it."""
     from processors.ingestion.chunking import load_embedding_tokenizer
     from turnlog.on_demand import OnDemandEmbedder, OnDemandTokenizer
 
@@ -104,7 +106,8 @@ async def opened_search(settings: Settings) -> AsyncIterator[Search]:
     await index.start()
     embedder = OnDemandEmbedder(batch_size=settings.embed_batch_size)
     await embedder.start()
-    reranker = CrossEncoderReranker(settings.rerank_model) if settings.rerank_model is not None else None
+    reranks = answers_queries and settings.rerank_model is not None
+    reranker = CrossEncoderReranker(settings.rerank_model) if reranks else None
     try:
         if reranker is not None:
             await reranker.start()
@@ -119,11 +122,12 @@ async def opened_search(settings: Settings) -> AsyncIterator[Search]:
 @asynccontextmanager
 async def searching_for_api(settings: Settings, search: Search | None) -> AsyncIterator[Search]:
     """What `POST /v1/search` reads: the process's own search plane, or one opened for the API alone
-    (an API-only process: the index is opened, the embedding model loads on the first search)."""
-    if search is not None:
+    (an API-only process: the index is opened, the embedding model loads on the first search; or roles that only
+    write the index, where a reranking model is configured)."""
+    if search is not None and (search.reranker is not None or settings.rerank_model is None):
         yield search
         return
-    async with opened_search(settings) as opened:
+    async with opened_search(settings, answers_queries=True) as opened:
         yield opened
 
 
@@ -234,7 +238,10 @@ async def running_roles(
         uses_tools = {"prompt-builder", "tools"} & set(settings.roles)
         # The tools role runs `file_search` for the model: with a tools file, it searches too.
         searches = settings.searches or bool(uses_tools and settings.tools_file is not None)
-        search = await stack.enter_async_context(opened_search(settings)) if searches else None
+        search = (
+            await stack.enter_async_context(opened_search(settings, answers_queries=settings.answers_queries))
+            if searches else None
+        )
         if "tools" in settings.roles and settings.tools_file is not None and blobs is None:
             # whole results that were cut for the prompt, and files the code interpreter writes, are kept there
             blobs = await stack.enter_async_context(opened_blobs(settings))

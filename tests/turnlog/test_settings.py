@@ -112,3 +112,13 @@ def test_refused_settings_name_the_option_that_sets_them(options, message) -> No
     with pytest.raises(ValueError) as refused:
         Settings(**options)
     assert str(refused.value).startswith(message)
+
+
+def test_only_roles_that_search_for_questions_answer_queries(tmp_path) -> None:
+    tools = tmp_path / "tools.toml"
+    assert Settings().answers_queries  # every role
+    assert Settings(roles=("prompt-builder",)).answers_queries
+    assert Settings(roles=("tools",), tools_file=tools).answers_queries  # file_search for the model
+    assert not Settings(roles=("tools",)).answers_queries  # no tools file: no tools at all
+    assert not Settings(roles=("ingester",)).answers_queries  # writes the index, never searches it
+    assert not Settings(roles=("decider", "projector", "inference")).answers_queries
