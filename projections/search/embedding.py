@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
-    "DEFAULT_EMBED_BATCH_SIZE", "Embedder", "MiniLMEmbedder", "MINILM_DIMENSIONS", "go_offline", "load_minilm_tokenizer", "minilm_model_path",
+    "DEFAULT_EMBED_BATCH_SIZE", "Embedder", "MiniLMEmbedder", "MINILM_DIMENSIONS", "go_offline", "headed_text", "load_minilm_tokenizer",
+    "minilm_model_path",
 ]
 
 MINILM_DIMENSIONS = 384
@@ -41,6 +42,16 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """An (n, dimensions) float32 array, each row L2-normalised, in the order of `texts`."""
         ...
+
+
+def headed_text(title: str, heading: str | None, text: str) -> str:
+    """A passage under its document's title and heading ("Title > Heading", a blank line, the text), as models read it.
+
+    A passage alone often does not say what it is about ("It is called when ..."); with its title and heading a model
+    does: chunks are embedded so (+0.03 nDCG@10 for vectors, docs/retrieval-quality.md) and the reranker reads them so.
+    """
+    context = title if not heading or title.startswith(heading) else f"{title} > {heading}"
+    return f"{context}\n\n{text}" if context else text
 
 
 def minilm_model_path() -> Path:

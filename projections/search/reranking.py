@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from kernel.lazy_imports import lazy_attribute
-from projections.search.embedding import go_offline
+from projections.search.embedding import go_offline, headed_text
 from projections.search.index import SearchHit
 from projections.search.ordering import comparable_score
 
@@ -49,9 +49,8 @@ class Reranker(Protocol):
 
 
 def reranking_text(hit: SearchHit) -> str:
-    """What the reranker reads for a hit: its document's title and location above its text, as chunks are embedded."""
-    context = hit.title if not hit.location or hit.title.startswith(hit.location) else f"{hit.title} > {hit.location}"
-    return f"{context}\n\n{hit.text}" if context else hit.text
+    """What the reranker reads for a hit: its document's title and location (its heading, or page) above its text."""
+    return headed_text(hit.title, hit.location, hit.text)
 
 
 def reranked(hits: Sequence[SearchHit], scores: Sequence[float]) -> list[SearchHit]:
