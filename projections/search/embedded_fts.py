@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from projections.search.embedded_schema import IN_SCOPE
+from projections.search.maxscore import first_pass_words, idf_ceiling, word_bound, words_needed
 from projections.search.queries import ENGLISH_STOP_WORDS, QUERY_STOP_WORDS, keyword_words
 
-__all__ = ["BM25_QUERY", "ENGLISH_STOP_WORDS", "MAX_QUERY_WORDS", "fts_match_expression", "scope_token"]
+__all__ = [
+    "BM25_QUERY",
+    "ENGLISH_STOP_WORDS",
+    "FIRST_PASS_CHUNKS",
+    "MAX_QUERY_WORDS",
+    "KeywordRanking",
+    "fts_match_expression",
+    "match_expression",
+    "query_words",
+    "ranked_by_bm25",
+    "scope_token",
+]
 
 # Words of the query that reach FTS5; the rest of a pasted page adds cost, not recall.
 MAX_QUERY_WORDS = 64
@@ -42,6 +58,11 @@ def scope_token(org_id: str, workspace_id: str) -> str:
     return f"w{digest}0"
 
 
+def query_words(text: str) -> list[str]:
+    """The words of plain user text the keyword search matches: stop words left out unless nothing else is left."""
+    return keyword_words(text, stop_words=QUERY_STOP_WORDS)[:MAX_QUERY_WORDS]
+
+
 def fts_match_expression(text: str, *, scope: str) -> str | None:
     """An FTS5 MATCH expression for plain user text: any of its words, within the scope token.
 
@@ -49,8 +70,122 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
     so `NEAR`, `AND`, `*`, `-`, `^`, `:`, quotes and parentheses are words or nothing. Stop words
     are left out unless nothing else is left. None when the text has no words.
     """
-    words = keyword_words(text, stop_words=QUERY_STOP_WORDS)[:MAX_QUERY_WORDS]
+    words = query_words(text)
+    return match_expression(words, scope=scope) if words else None
+
+
+def match_expression(required: Sequence[str], *, scope: str, optional: Sequence[str] = ()) -> str:
+    """Chunks in the scope that hold any `required` word; `optional` words count in bm25() wherever they occur.
+
+    The optional words sit beside the scope token, which every chunk of the scope holds, so they match
+    nothing new; the scope token's column weighs 0, so it adds nothing to a score (not even rounding:
+    FTS5 adds an exact 0.0), and a chunk scores what it would if every word were required.
+    """
+    expression = f'scope_token : "{scope}" AND {{title location text}} : ({_any_of(required)})'
+    if optional:
+        expression += f' AND (scope_token : "{scope}" OR {{title location text}} : ({_any_of(optional)}))'
+    return expression
+
+
+def _any_of(words: Sequence[str]) -> str:
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+# -- ranking -----------------------------------------------------------------------------------
+
+# A first pass matches the rarest words while the chunks that hold them (in the whole index) stay within
+# this many. On 100k chunks 1,000 to 10,000 were tried; 5,000 gave the lowest median (docs/search.md).
+FIRST_PASS_CHUNKS = 5_000
+
+
+@dataclass(frozen=True)
+class KeywordRanking:
+    """The best chunks by BM25 (row id -> FTS5's score, lower is better) and how many words the search matched."""
+
+    scores: dict[int, float]
+    words: int
+    words_matched: int  # the rarest words a chunk had to hold to be scored; `words` where nothing was left out
+
+
+def ranked_by_bm25(
+    connection: sqlite3.Connection,
+    text: str,
+    *,
+    scope: str,
+    parameters: Mapping[str, Any],
+    window: int,
+    first_pass_chunks: int = FIRST_PASS_CHUNKS,
+) -> KeywordRanking:
+    """The `window` best chunks in the scope by FTS5's bm25(), exactly as one query over every word ranks them.
+
+    FTS5 scores every chunk that holds any query word: at 100k chunks a question's common words match
+    tens of thousands. Here a pass scores only the chunks holding one of the rarest words (all words still
+    count in their scores), and a second pass with more words runs only if the common words left out could
+    lift another chunk to the window's last score (`maxscore.py`). The words go to FTS5 rarest first in
+    every pass, so each chunk's score is summed in the same order, bit for bit. Runs inside the caller's
+    transaction (one snapshot).
+    """
+    words = query_words(text)
     if not words:
+        return KeywordRanking(scores={}, words=0, words_matched=0)
+    terms = _index_terms(connection, words)
+    if terms is None:  # a word FTS5 reads as several tokens, or none: no bound for it, so no pruning
+        return KeywordRanking(_bm25(connection, match_expression(words, scope=scope), parameters, window), len(words), len(words))
+    docs = _chunks_holding(connection, set(terms))
+    rows = _table_rows(connection)
+    by_rarity = sorted(zip(words, terms, strict=True), key=lambda pair: (docs.get(pair[1], 0), pair[0]))
+    ordered = [word for word, _ in by_rarity]
+    bounds = [word_bound(idf_ceiling(rows=rows, docs_at_least=docs.get(term, 0))) for _, term in by_rarity]
+    matched = first_pass_words([docs.get(term, 0) for _, term in by_rarity], budget=first_pass_chunks)
+    while True:
+        expression = match_expression(ordered[:matched], optional=ordered[matched:], scope=scope)
+        scores = _bm25(connection, expression, parameters, window)
+        threshold = -max(scores.values()) if len(scores) >= window else None
+        needed = words_needed(bounds, threshold)
+        if needed <= matched:
+            return KeywordRanking(scores=scores, words=len(words), words_matched=matched)
+        matched = needed
+
+
+def _bm25(connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int) -> dict[int, float]:
+    return dict(connection.execute(BM25_QUERY, {**parameters, "match": expression, "window": window}).fetchall())
+
+
+def _index_terms(connection: sqlite3.Connection, words: Sequence[str]) -> list[str] | None:
+    """Each word as FTS5's tokenizer indexes it (stemmed), read back from a one-row table of this connection."""
+    connection.execute("DELETE FROM temp.query_text")
+    connection.execute("INSERT INTO temp.query_text (rowid, text) VALUES (1, ?)", (" ".join(words),))
+    tokens = connection.execute("SELECT offset, term FROM temp.query_terms ORDER BY offset").fetchall()
+    if [offset for offset, _ in tokens] != list(range(len(words))):
         return None
-    any_word = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
-    return f'scope_token : "{scope}" AND {{title location text}} : ({any_word})'
+    return [term for _, term in tokens]
+
+
+def _chunks_holding(connection: sqlite3.Connection, terms: set[str]) -> dict[str, int]:
+    """For each term, at least how many chunks hold it: the most in any one searched column (a lower bound)."""
+    placeholders = ", ".join("?" for _ in terms)
+    return dict(
+        connection.execute(
+            f"SELECT term, max(doc) FROM temp.chunk_terms WHERE term IN ({placeholders})"
+            " AND col IN ('title', 'location', 'text') GROUP BY term",
+            sorted(terms),
+        ).fetchall()
+    )
+
+
+def _table_rows(connection: sqlite3.Connection) -> int:
+    """The row count bm25() uses: the first varint of FTS5's averages record (its file format, stable as SQLite's)."""
+    row = connection.execute("SELECT block FROM chunks_fts_data WHERE id = 1").fetchone()
+    return _varint(row[0]) if row is not None and row[0] else 0
+
+
+def _varint(data: bytes) -> int:
+    """SQLite's variable-length integer: 7 bits a byte, high bit set while more follow; a ninth byte gives all 8."""
+    value = 0
+    for position, byte in enumerate(data[:9]):
+        if position == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            return value
+    return value

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from projections.search.embedded_fts import BM25_QUERY, fts_match_expression, scope_token
+from projections.search.embedded_fts import ranked_by_bm25, scope_token
 from projections.search.embedded_schema import (
     ACCESS_COLUMNS,
     BUMP_VERSION,
     CHUNK_COLUMNS,
     FETCH_QUERY,
     INSERT_CHUNK,
+    QUERY_TERM_TABLES,
     SCHEMA,
     STORED_CHUNK,
 )
@@ -156,6 +157,7 @@ class Generation:
             # FULL: callers commit their log position once a write returns; a write a power cut
             # took back would stay missing until the next rebuild.
             connection.execute("PRAGMA synchronous = FULL")
+            connection.executescript(QUERY_TERM_TABLES)
         try:
             yield connection
         finally:
@@ -257,9 +259,8 @@ class Generation:
             vector_ranked: dict[int, float] = {}
             vectors = None
             if mode in ("hybrid", "bm25"):
-                match = fts_match_expression(text, scope=scope_token(scope.org_id, scope.workspace_id))
-                if match is not None:
-                    bm25_scores = dict(connection.execute(BM25_QUERY, {**parameters, "match": match, "window": window}).fetchall())
+                token = scope_token(scope.org_id, scope.workspace_id)
+                bm25_scores = ranked_by_bm25(connection, text, scope=token, parameters=parameters, window=window).scores
             if mode in ("hybrid", "vector"):
                 assert vector is not None
                 vectors = self._vector_cache.workspace_vectors(connection, scope.org_id, scope.workspace_id)

@@ -7,8 +7,10 @@ __all__ = [
     "BUMP_VERSION",
     "CHUNK_COLUMNS",
     "FETCH_QUERY",
+    "FTS_TOKENIZER",
     "INSERT_CHUNK",
     "IN_SCOPE",
+    "QUERY_TERM_TABLES",
     "SCHEMA",
     "STORED_CHUNK",
 ]
@@ -17,12 +19,15 @@ ACCESS_COLUMNS = ("chunk_id", "file_id", "org_id", "workspace_id", "owner_id", "
 _TEXT_COLUMNS = ("title", "location", "text")
 CHUNK_COLUMNS = (*ACCESS_COLUMNS, *_TEXT_COLUMNS)
 
+# How FTS5 splits and stems the chunks' text, and the query's words when their index terms are looked up.
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
 # Three tables per chunk, joined by row_id: `chunks` stays narrow (ids and access columns) so the
 # scope filter, run on every BM25 candidate, reads few pages; `chunk_texts` is the FTS5 index's
 # content; `chunk_vectors` holds the embeddings. A chunk's rows are never updated in place: an
 # upsert that changes a chunk deletes it and inserts it under a new row id, so the vector cache can
 # catch up by reading only rows above the highest id it holds (and the ids that are gone).
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     -- AUTOINCREMENT: row ids only grow and are never reused.
@@ -47,7 +52,7 @@ CREATE TABLE IF NOT EXISTS chunk_vectors (row_id INTEGER PRIMARY KEY, vector BLO
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     title, location, text, scope_token,
     content='chunk_texts', content_rowid='row_id',
-    tokenize='porter unicode61 remove_diacritics 2'
+    tokenize='{FTS_TOKENIZER}'
 );
 CREATE TRIGGER IF NOT EXISTS chunk_texts_inserted AFTER INSERT ON chunk_texts BEGIN
     INSERT INTO chunks_fts (rowid, title, location, text, scope_token)
@@ -68,6 +73,15 @@ CREATE TABLE IF NOT EXISTS workspace_versions (
     version INTEGER NOT NULL,
     PRIMARY KEY (org_id, workspace_id)
 ) WITHOUT ROWID;
+"""
+
+# Each connection's own (temporary) tables for the keyword search's pruning (`embedded_fts.py`): the query's
+# words tokenized by FTS5 itself, one row of `query_text` at a time, and how many chunks hold an index term,
+# per column.
+QUERY_TERM_TABLES = f"""
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_text USING fts5(text, tokenize='{FTS_TOKENIZER}');
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query_text, instance);
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_terms USING fts5vocab(main, chunks_fts, col);
 """
 
 # The scope filter, on `chunks` aliased `c`. Parameters: org, workspace, user, file ids (a JSON

@@ -1,0 +1,214 @@
+"""The embedded index's keyword ranking leaves common words out of what it matches, and ranks exactly as before.
+
+Over a real index (FTS5 in the generation's SQLite file), every search is compared with the one FTS5 query
+over all the words that it replaces: the same chunks in the same order with the same scores, bit for bit
+when that query names the words in the same order (FTS5 sums a chunk's score word by word).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from projections.search.embedded import EmbeddedSearchIndex
+from projections.search.embedded_fts import (
+    BM25_QUERY,
+    _chunks_holding,
+    _index_terms,
+    _table_rows,
+    _varint,
+    fts_match_expression,
+    match_expression,
+    query_words,
+    ranked_by_bm25,
+    scope_token,
+)
+from projections.search.embedded_schema import QUERY_TERM_TABLES
+from projections.search.index import IndexedChunk
+
+# Zipf-like: a few words in most chunks, most words in few. Stems collide ("index", "indexes", "indexing").
+VOCABULARY = [
+    "index", "indexes", "indexing", "query", "queries", "file", "files", "table", "row", "column", "value",
+    "returns", "error", "option", "default", "server", "client", "stream", "token", "cache", "page", "write",
+] + [f"term{number}" for number in range(400)]
+WEIGHTS = [1.0 / (rank + 1) ** 1.1 for rank in range(len(VOCABULARY))]
+
+
+def chunk_text(generator: random.Random) -> str:
+    if generator.random() < 0.03:
+        # One common word many times: its score from that word alone comes near the bound (idf x (k1 + 1)).
+        return " ".join([generator.choice(VOCABULARY[:22])] * generator.randint(100, 400))
+    return " ".join(generator.choices(VOCABULARY, weights=WEIGHTS, k=generator.randint(15, 90)))
+
+
+def unit(generator: np.random.Generator) -> np.ndarray:
+    vector = generator.standard_normal(384).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture(scope="module")
+def keyword_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    """2,000 chunks in two workspaces (10% owner-only, repeated passages), a file deleted; a connection to its file."""
+    directory: Path = tmp_path_factory.mktemp("keyword") / "search"
+    generator, vectors = random.Random(5), np.random.default_rng(5)
+    chunks = []
+    for number in range(2_000):
+        workspace = "ws" if number < 1_500 else "ws2"
+        text = chunks[number - 7].text if number % 50 == 49 else chunk_text(generator)  # the same passage again
+        owner_only = generator.random() < 0.1
+        chunks.append(
+            IndexedChunk(
+                chunk_id=f"chunk-{number:05d}", file_id=f"file-{number // 20:03d}", org_id="org", workspace_id=workspace,
+                owner_id="bob" if owner_only else "alice", acl="owner" if owner_only else "workspace",
+                title=f"Manual {number // 20} {generator.choice(VOCABULARY)}", location=f"page {number % 20}",
+                ordinal=number % 20, text=text, vector=unit(vectors),
+            )
+        )
+
+    async def build() -> str:
+        index = EmbeddedSearchIndex(directory=directory)
+        await index.start()
+        try:
+            for start in range(0, len(chunks), 500):
+                await index.upsert(chunks[start : start + 500])
+            await index.delete_file(org_id="org", workspace_id="ws", file_id="file-003")
+            return index.generation
+        finally:
+            await index.close()
+
+    generation = asyncio.run(build())
+    connection = sqlite3.connect(directory / generation, isolation_level=None)
+    connection.executescript(QUERY_TERM_TABLES)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def parameters(*, user: str = "alice", workspace: str = "ws", file_ids: str | None = None) -> dict:
+    return {"org_id": "org", "workspace_id": workspace, "user_id": user, "file_ids": file_ids}
+
+
+def queries(count: int, seed: int) -> list[str]:
+    generator = random.Random(seed)
+    made = []
+    for _ in range(count):
+        words = generator.choices(VOCABULARY, weights=WEIGHTS, k=generator.randint(1, 4))
+        words += generator.sample(VOCABULARY, generator.randint(0, 3))  # rarer words too
+        if generator.random() < 0.1:
+            words.append("absentword")
+        if generator.random() < 0.1:
+            words += ["the", "of"]  # stop words: left out
+        generator.shuffle(words)
+        made.append(" ".join(words))
+    return made
+
+
+def one_query_over_every_word(connection: sqlite3.Connection, text: str, *, words_in: str, window: int, **scope) -> list:
+    """What FTS5 ranks with every word matched: the words in the question's order, or rarest first (as pruning sends them)."""
+    words = query_words(text)
+    if words_in == "rarity":
+        terms = _index_terms(connection, words)
+        assert terms is not None
+        held = _chunks_holding(connection, set(terms))
+        words = [word for word, term in sorted(zip(words, terms), key=lambda pair: (held.get(pair[1], 0), pair[0]))]
+    expression = match_expression(words, scope=scope_token("org", scope.get("workspace", "ws")))
+    return connection.execute(BM25_QUERY, {**parameters(**scope), "match": expression, "window": window}).fetchall()
+
+
+@pytest.mark.parametrize("window", [10, 50])
+@pytest.mark.parametrize(
+    ("scope", "pruned_at_least"),
+    # In a small scope a first pass seldom fills the window, and the search goes on to every word.
+    [({}, 20), ({"user": "bob"}, 20), ({"workspace": "ws2"}, 5), ({"file_ids": '["file-001", "file-004", "file-010", "file-020"]'}, 1)],
+    ids=["workspace", "another-user", "another-workspace", "four-files"],
+)
+def test_pruned_rankings_are_the_full_query_s_rankings(
+    keyword_index: sqlite3.Connection, window: int, scope: dict, pruned_at_least: int
+) -> None:
+    pruned_searches = 0
+    for text in queries(120, seed=window):
+        keyword_index.execute("BEGIN")
+        ranking = ranked_by_bm25(
+            keyword_index, text, scope=scope_token("org", scope.get("workspace", "ws")), parameters=parameters(**scope),
+            window=window, first_pass_chunks=150,  # small, for a small index: most searches prune
+        )
+        same_order = one_query_over_every_word(keyword_index, text, words_in="rarity", window=window, **scope)
+        question_order = one_query_over_every_word(keyword_index, text, words_in="question", window=window, **scope)
+        keyword_index.execute("COMMIT")
+        assert list(ranking.scores.items()) == same_order, text
+        assert list(ranking.scores) == [row_id for row_id, _ in question_order], text
+        assert all(abs(ranking.scores[row_id] - score) <= 1e-9 * abs(score) for row_id, score in question_order), text
+        pruned_searches += ranking.words_matched < ranking.words
+    assert pruned_searches >= pruned_at_least  # the pruned path ran, not only the full query
+
+
+def test_a_word_fts5_splits_in_two_is_searched_without_pruning(keyword_index: sqlite3.Connection) -> None:
+    # U+19B0 is a letter to Python (one word) and a separator to SQLite 3.40's tokenizer (two tokens).
+    text = "index term3 a\u19b0b query"
+    assert "a\u19b0b" in query_words(text) and _index_terms(keyword_index, query_words(text)) is None
+    keyword_index.execute("BEGIN")
+    ranking = ranked_by_bm25(keyword_index, text, scope=scope_token("org", "ws"), parameters=parameters(), window=20)
+    expression = fts_match_expression(text, scope=scope_token("org", "ws"))
+    expected = keyword_index.execute(BM25_QUERY, {**parameters(), "match": expression, "window": 20}).fetchall()
+    keyword_index.execute("COMMIT")
+    assert ranking.words_matched == ranking.words == 4
+    assert list(ranking.scores.items()) == expected
+
+
+def test_a_query_without_words_ranks_nothing(keyword_index: sqlite3.Connection) -> None:
+    ranking = ranked_by_bm25(keyword_index, "?! ()", scope=scope_token("org", "ws"), parameters=parameters(), window=10)
+    assert ranking.scores == {} and ranking.words == 0
+
+
+def test_the_row_count_is_the_one_fts5_keeps(keyword_index: sqlite3.Connection) -> None:
+    (rows,) = keyword_index.execute("SELECT count(*) FROM chunks_fts").fetchone()
+    assert _table_rows(keyword_index) == rows == 1_980  # 2,000 less the deleted file's 20
+
+
+def test_sqlite_varints() -> None:
+    assert _varint(bytes([0x05])) == 5
+    assert _varint(bytes([0x86, 0x8D, 0x20])) == 100_000
+    assert _varint(bytes([0xFF] * 8 + [0x01])) == (2**56 - 1) << 8 | 1  # the ninth byte keeps all 8 bits
+
+
+async def test_a_chunk_scoring_near_the_common_word_s_bound_is_still_found(tmp_path: Path) -> None:
+    """A chunk of one common word said 300 times scores 98% of that word's bound (idf x 2.2), just above the window's
+    last chunk holding the rare word: a looser bound than FTS5's own would leave it out."""
+    vectors = np.random.default_rng(1)
+    texts = [" ".join(["filler"] * 40 + (["common"] if number % 4 == 0 else [])) for number in range(400)]
+    texts += [" ".join(["filler"] * 128 + ["rare"]) for _ in range(5)]  # weak: one "rare" in a long chunk
+    texts.append(" ".join(["common"] * 300))
+    chunks = [
+        IndexedChunk(
+            chunk_id=f"chunk-{number:03d}", file_id="file", org_id="org", workspace_id="ws", owner_id="alice",
+            acl="workspace", title="", location="", ordinal=number, text=text, vector=unit(vectors),
+        )
+        for number, text in enumerate(texts)
+    ]
+    index = EmbeddedSearchIndex(directory=tmp_path / "search")
+    await index.start()
+    try:
+        await index.upsert(chunks)
+        generation = tmp_path / "search" / index.generation
+    finally:
+        await index.close()
+    connection = sqlite3.connect(generation, isolation_level=None)
+    connection.executescript(QUERY_TERM_TABLES)
+    try:
+        ranking = ranked_by_bm25(
+            connection, "rare common", scope=scope_token("org", "ws"), parameters=parameters(), window=5, first_pass_chunks=10
+        )
+        expected = one_query_over_every_word(connection, "rare common", words_in="rarity", window=5)
+        (spam_row,) = connection.execute("SELECT row_id FROM chunks WHERE chunk_id = 'chunk-405'").fetchone()
+    finally:
+        connection.close()
+    assert spam_row in dict(expected)  # the premise: it belongs in the window
+    assert list(ranking.scores.items()) == expected
+    assert ranking.words_matched == 2  # the first pass (the rare word) was not enough
