@@ -17,7 +17,7 @@ figures are the median of the rounds' percentiles with their spread (min-max). P
 benchmarks/results/rerank_cost-<date>.json (or --out).
 
     .venv/bin/python benchmarks/rerank_cost.py [--models minilm-l6 tinybert-l2 DIR] [--depths 8 16 24]
-        [--sizes 10000 100000] [--index-depth 16] [--queries 40] [--rounds 3] [--out path]
+        [--sizes 10000 100000] [--index-depth 16] [--queries 40] [--rounds 3] [--blas-threads N] [--out path]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.embedding import MiniLMEmbedder, load_minilm_tokenizer
 from projections.search.index import SearchScope
 from projections.search.reranking import CrossEncoderReranker, reranked, reranking_text
+from turnlog.blas_threads import BLAS_THREADS, limit_blas_threads
 
 from search_speed import (  # the same corpus, queries and index records as the search-speed benchmark
     CHUNKS_PER_FILE, ORG, USER, WORKSPACE, chunk_texts, chunks_for, corpus_sentences, query_texts, random_unit_vectors,
@@ -190,9 +191,14 @@ def main() -> None:
     parser.add_argument("--index-depth", type=int, default=16, help="passages reranked per query in part two")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
+                        help="numpy's BLAS threads; the default is what turnlog's servers use, 0 leaves numpy's own (one per core)")
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
+    if arguments.blas_threads:
+        limit_blas_threads(arguments.blas_threads)
     result = asyncio.run(run(arguments))
+    result["blas_threads"] = arguments.blas_threads or "numpy's default (one per core)"
     text = json.dumps(result, indent=2)
     print(text)
     out = arguments.out or Path(__file__).parent / "results" / f"rerank_cost-{result['date']}.json"

@@ -18,7 +18,7 @@ three files), one at a time. `--runs` repeats all of it on a fresh index and rep
 and the spread of the runs' percentiles. Prints JSON and writes it to
 benchmarks/results/search_speed-<date>.json (or --out).
 
-    .venv/bin/python benchmarks/search_speed.py [--sizes 10000 100000] [--queries 300] [--runs 3] [--out path]
+    .venv/bin/python benchmarks/search_speed.py [--sizes 10000 100000] [--queries 300] [--runs 3] [--blas-threads N] [--out path]
 """
 
 import argparse
@@ -43,6 +43,7 @@ import numpy as np
 from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.embedding import MiniLMEmbedder
 from projections.search.index import IndexedChunk, SearchScope
+from turnlog.blas_threads import BLAS_THREADS, limit_blas_threads
 
 ORG, WORKSPACE, USER = "org_bench", "ws_bench", "user_bench"
 CHUNKS_PER_FILE = 40
@@ -242,9 +243,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--real-vectors", type=int, default=1_000, help="chunks embedded with the real model")
     parser.add_argument("--runs", type=int, default=3, help="repeat the measurements on a fresh index")
+    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
+                        help="numpy's BLAS threads; the default is what turnlog's servers use, 0 leaves numpy's own (one per core)")
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
+    if arguments.blas_threads:
+        limit_blas_threads(arguments.blas_threads)
     result = asyncio.run(run(arguments))
+    result["blas_threads"] = arguments.blas_threads or "numpy's default (one per core)"
     text = json.dumps(result, indent=2)
     print(text)
     out = arguments.out or Path(__file__).with_name("results") / f"search_speed-{result['date']}.json"

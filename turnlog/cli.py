@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from turnlog.allocator import limit_malloc_arenas
+from turnlog.blas_threads import limit_blas_threads
 from turnlog.adapters import load_policies, load_pools, load_store_engine, load_tiers, load_tools
 from turnlog.credits import add_credits_parser, run_credits
 from turnlog.erase import add_erase_parser, run_erase
@@ -409,6 +410,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the system starts its threads
+    limit_blas_threads()
     load_store_engine(settings)  # likewise
     stopped_roles: list[str] = []
     limits = connection_limits(arguments)
@@ -448,6 +450,7 @@ def _work(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the workers start their threads
+    limit_blas_threads()
     if "projector" in settings.roles:  # the only worker role that opens the store (turnlog/system.py, run_workers)
         load_store_engine(settings)  # likewise
     try:
