@@ -128,8 +128,8 @@ def ranked_by_bm25(
     words = query_words(text)
     if not words:
         return KeywordRanking(scores={}, words=0, words_matched=0)
-    # Within named files bm25() runs only on those files' chunks (the scope filter comes first): nothing to prune.
-    terms = None if parameters["file_ids"] is not None else _index_terms(connection, words)
+    # Nothing to prune: one word, or named files (there bm25() runs only on their chunks: the scope filter comes first).
+    terms = None if len(words) < 2 or parameters["file_ids"] is not None else _index_terms(connection, words)
     if terms is None:  # or a word FTS5 reads as several tokens, or none: no bound for it
         return KeywordRanking(_bm25(connection, match_expression(words, scope=scope), parameters, window), len(words), len(words))
     docs = _chunks_holding(connection, set(terms))
