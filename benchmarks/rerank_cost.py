@@ -41,11 +41,10 @@ from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.embedding import MiniLMEmbedder, load_minilm_tokenizer
 from projections.search.index import SearchScope
 from projections.search.reranking import CrossEncoderReranker, reranked, reranking_text
-from turnlog.blas_threads import BLAS_THREADS, limit_blas_threads
 
 from search_speed import (  # the same corpus, queries and index records as the search-speed benchmark
-    CHUNKS_PER_FILE, ORG, USER, WORKSPACE, chunk_texts, chunks_for, corpus_sentences, query_texts, random_unit_vectors,
-    summary,
+    CHUNKS_PER_FILE, ORG, USER, WORKSPACE, add_blas_threads_option, chunk_texts, chunks_for, corpus_sentences, query_texts,
+    random_unit_vectors, summary, use_blas_threads,
 )
 
 # The shapes of two public MS MARCO cross-encoders (their config.json); weights are seeded random.
@@ -191,14 +190,12 @@ def main() -> None:
     parser.add_argument("--index-depth", type=int, default=16, help="passages reranked per query in part two")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
-                        help="numpy's BLAS threads; the default is what turnlog's servers use, 0 leaves numpy's own (one per core)")
+    add_blas_threads_option(parser)
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
-    if arguments.blas_threads:
-        limit_blas_threads(arguments.blas_threads)
+    blas_threads = use_blas_threads(arguments)
     result = asyncio.run(run(arguments))
-    result["blas_threads"] = arguments.blas_threads or "numpy's default (one per core)"
+    result["blas_threads"] = blas_threads
     text = json.dumps(result, indent=2)
     print(text)
     out = arguments.out or Path(__file__).parent / "results" / f"rerank_cost-{result['date']}.json"

@@ -237,20 +237,31 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+def add_blas_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
+                        help="numpy's BLAS threads; the default is what turnlog's servers use, 0 leaves numpy's own (one per core)")
+
+
+def use_blas_threads(arguments: argparse.Namespace) -> int | str:
+    """Numpy's BLAS limited as `--blas-threads` says (turnlog/blas_threads.py); what it is, for the results."""
+    if arguments.blas_threads:
+        limit_blas_threads(arguments.blas_threads)
+        return arguments.blas_threads
+    return "numpy's default (one per core)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--real-vectors", type=int, default=1_000, help="chunks embedded with the real model")
     parser.add_argument("--runs", type=int, default=3, help="repeat the measurements on a fresh index")
-    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
-                        help="numpy's BLAS threads; the default is what turnlog's servers use, 0 leaves numpy's own (one per core)")
+    add_blas_threads_option(parser)
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
-    if arguments.blas_threads:
-        limit_blas_threads(arguments.blas_threads)
+    blas_threads = use_blas_threads(arguments)
     result = asyncio.run(run(arguments))
-    result["blas_threads"] = arguments.blas_threads or "numpy's default (one per core)"
+    result["blas_threads"] = blas_threads
     text = json.dumps(result, indent=2)
     print(text)
     out = arguments.out or Path(__file__).with_name("results") / f"search_speed-{result['date']}.json"
