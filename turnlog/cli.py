@@ -410,8 +410,8 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the system starts its threads
-    limit_blas_threads()
     load_store_engine(settings)  # likewise
+    limit_blas_threads()
     stopped_roles: list[str] = []
     limits = connection_limits(arguments)
 
@@ -450,9 +450,9 @@ def _work(arguments: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(arguments)
     limit_malloc_arenas()  # before the workers start their threads
-    limit_blas_threads()
     if "projector" in settings.roles:  # the only worker role that opens the store (turnlog/system.py, run_workers)
         load_store_engine(settings)  # likewise
+    limit_blas_threads()
     try:
         asyncio.run(_until_signalled(run_workers(settings)))
     except RoleStoppedError as error:
