@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -44,7 +43,7 @@ from projections.search.reranking import CrossEncoderReranker, reranked, reranki
 
 from search_speed import (  # the same corpus, queries and index records as the search-speed benchmark
     CHUNKS_PER_FILE, ORG, USER, WORKSPACE, add_blas_threads_option, chunk_texts, chunks_for, corpus_sentences, query_texts,
-    random_unit_vectors, summary, use_blas_threads,
+    random_unit_vectors, summary, use_blas_threads, write_results,
 )
 
 # The shapes of two public MS MARCO cross-encoders (their config.json); weights are seeded random.
@@ -196,10 +195,7 @@ def main() -> None:
     blas_threads = use_blas_threads(arguments)
     result = asyncio.run(run(arguments))
     result["blas_threads"] = blas_threads
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = arguments.out or Path(__file__).parent / "results" / f"rerank_cost-{result['date']}.json"
-    out.write_text(text + "\n")
+    write_results(result, arguments.out, name="rerank_cost")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,15 @@ def use_blas_threads(arguments: argparse.Namespace) -> int | str:
     return "numpy's default (one per core)"
 
 
+def write_results(result: dict, out: Path | None, *, name: str) -> None:
+    """Print a benchmark's result as JSON and write it to `out`, or to results/<name>-<date>.json beside this file."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    out = out or Path(__file__).with_name("results") / f"{name}-{result['date']}.json"
+    out.write_text(text + "\n")
+    print(f"written to {out}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -262,11 +271,7 @@ def main() -> None:
     blas_threads = use_blas_threads(arguments)
     result = asyncio.run(run(arguments))
     result["blas_threads"] = blas_threads
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = arguments.out or Path(__file__).with_name("results") / f"search_speed-{result['date']}.json"
-    out.write_text(text + "\n")
-    print(f"written to {out}", file=sys.stderr)
+    write_results(result, arguments.out, name="search_speed")
 
 
 if __name__ == "__main__":
