@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from projections.search.embedded_schema import (
     SCHEMA,
     STORED_CHUNK,
 )
-from projections.search.embedded_vectors import WorkspaceVectorCache, unit_vector
+from projections.search.embedded_vectors import WorkspaceVectorCache, rank_beside, unit_vector
 from projections.search.fusion import DEFAULT_RANK_CONSTANT, reciprocal_rank_fusion
 from projections.search.index import IndexedChunk, SearchHit, SearchMode, SearchScope
 from projections.search.ordering import stable_ranking, tie_break_key
@@ -256,15 +257,17 @@ class Generation:
         with self.connection() as connection:
             connection.execute("BEGIN")  # one snapshot for both lists and the final read
             bm25_scores: dict[int, float] = {}
-            vector_ranked: dict[int, float] = {}
+            vector_ranking: Future[list[tuple[int, float]]] | None = None
             vectors = None
-            if mode in ("hybrid", "bm25"):
-                token = scope_token(scope.org_id, scope.workspace_id)
-                bm25_scores = ranked_by_bm25(connection, text, scope=token, parameters=parameters, window=window).scores
             if mode in ("hybrid", "vector"):
                 assert vector is not None
                 vectors = self._vector_cache.workspace_vectors(connection, scope.org_id, scope.workspace_id)
-                vector_ranked = dict(vectors.rank(scope, vector, window=window)) if vectors is not None else {}
+                if vectors is not None:
+                    vector_ranking = rank_beside(vectors, scope, vector, window=window, alone=mode == "vector")
+            if mode in ("hybrid", "bm25"):
+                token = scope_token(scope.org_id, scope.workspace_id)
+                bm25_scores = ranked_by_bm25(connection, text, scope=token, parameters=parameters, window=window).scores
+            vector_ranked = dict(vector_ranking.result()) if vector_ranking is not None else {}
             candidates = {*bm25_scores, *vector_ranked}
             rows = {
                 row[0]: dict(zip(CHUNK_COLUMNS, row[1:]))

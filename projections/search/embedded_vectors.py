@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,7 +15,7 @@ import numpy as np
 from projections.search.index import SearchScope
 from projections.search.ordering import SCORE_DIGITS
 
-__all__ = ["WorkspaceVectorCache", "WorkspaceVectors", "unit_vector"]
+__all__ = ["PARALLEL_RANK_ROWS", "WorkspaceVectorCache", "WorkspaceVectors", "rank_beside", "unit_vector"]
 
 
 def unit_vector(vector: np.ndarray, dimensions: int, *, what: str) -> np.ndarray:
@@ -161,6 +163,36 @@ class WorkspaceVectors:
             return {}
         scores = self.matrix[[position for _, position in found]] @ query
         return {row_id: float(score) for (row_id, _), score in zip(found, scores.tolist())}
+
+
+# A workspace this large is ranked on a thread of its own while FTS5 scores the keyword list (numpy's
+# product and SQLite's steps both let go of the GIL), so a hybrid search waits for the slower of the
+# two lists, not their sum. Below it the hand-off costs more than the product: ranked in place.
+PARALLEL_RANK_ROWS = 20_000
+_RANKING_THREADS = os.cpu_count() or 2
+_ranking_pool = ThreadPoolExecutor(max_workers=_RANKING_THREADS, thread_name_prefix="vector-rank")
+_free_ranking_threads = threading.BoundedSemaphore(_RANKING_THREADS)
+
+
+def rank_beside(
+    vectors: WorkspaceVectors, scope: SearchScope, query: np.ndarray, *, window: int, alone: bool
+) -> Future[list[tuple[int, float]]]:
+    """`vectors.rank(...)`, on a ranking thread when it is worth one and one is free, else here and now.
+
+    `alone`: the caller has nothing to do meanwhile (a vector-only search). A busy server ranks in
+    place rather than queue behind other searches' products: the cores are taken either way.
+    """
+    if alone or vectors.size < PARALLEL_RANK_ROWS or not _free_ranking_threads.acquire(blocking=False):
+        ranked: Future[list[tuple[int, float]]] = Future()
+        ranked.set_result(vectors.rank(scope, query, window=window))
+        return ranked
+    try:
+        ranking = _ranking_pool.submit(vectors.rank, scope, query, window=window)
+    except BaseException:
+        _free_ranking_threads.release()
+        raise
+    ranking.add_done_callback(lambda _: _free_ranking_threads.release())
+    return ranking
 
 
 class WorkspaceVectorCache:
