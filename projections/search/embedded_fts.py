@@ -43,6 +43,18 @@ ORDER BY score, c.file_id, c.ordinal
 LIMIT :window
 """
 
+# The same ranking in two steps, for a whole workspace (the scope token in the MATCH already keeps to it): FTS5
+# alone ranks its best matches, and only those are looked up in `chunks` for the ACL and the tie-break, instead
+# of every match (tens of thousands at 100k chunks: 10-20% of the query's time).
+_BEST_MATCHES = f"""
+SELECT rowid, {_BM25} AS score FROM chunks_fts WHERE chunks_fts MATCH :match ORDER BY score LIMIT :limit
+"""
+_VISIBLE = f"""
+SELECT c.row_id, c.file_id, c.ordinal
+FROM json_each(:row_ids) AS wanted CROSS JOIN chunks AS c ON c.row_id = wanted.value
+WHERE {IN_SCOPE}
+"""
+
 # Stop words (`queries.ENGLISH_STOP_WORDS`, Elasticsearch's `_english_` set) are dropped from queries only: they
 # match nearly every chunk, cost most of the BM25 time and add almost nothing to the ranking. A query made only
 # of them is searched as it is.
@@ -149,7 +161,32 @@ def ranked_by_bm25(
 
 
 def _bm25(connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int) -> dict[int, float]:
+    if parameters["file_ids"] is None:
+        ranked = _bm25_then_visible(connection, expression, parameters, window)
+        if ranked is not None:
+            return ranked
     return dict(connection.execute(BM25_QUERY, {**parameters, "match": expression, "window": window}).fetchall())
+
+
+def _bm25_then_visible(
+    connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int
+) -> dict[int, float] | None:
+    """`BM25_QUERY`'s answer from FTS5's best `2 x window + 16` matches of the workspace; None if they cannot tell it.
+
+    Every match scoring below the last one fetched is among them, so when `window` of those are visible to the
+    caller, the window is theirs: the same chunks, ties cut by file and position as `BM25_QUERY` cuts them. A
+    caller who sees few of the workspace's chunks (most are others' own) may not find enough: then None.
+    """
+    limit = 2 * window + 16
+    best = connection.execute(_BEST_MATCHES, {"match": expression, "limit": limit}).fetchall()
+    scores = dict(best)
+    visible = connection.execute(_VISIBLE, {**parameters, "row_ids": json.dumps(list(scores))}).fetchall()
+    ranked = sorted((scores[row_id], file_id, ordinal, row_id) for row_id, file_id, ordinal in visible)
+    if len(best) == limit:  # more matches may follow, at the last score or above: only those below it are sure
+        ranked = [entry for entry in ranked if entry[0] < best[-1][1]]
+        if len(ranked) < window:
+            return None
+    return {row_id: score for score, _, _, row_id in ranked[:window]}
 
 
 def _index_terms(connection: sqlite3.Connection, words: Sequence[str]) -> list[str] | None:

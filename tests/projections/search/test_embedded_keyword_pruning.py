@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from projections.search import embedded_fts
 from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.embedded_fts import (
     BM25_QUERY,
@@ -216,3 +217,51 @@ async def test_a_chunk_scoring_near_the_common_word_s_bound_is_still_found(tmp_p
     assert spam_row in dict(expected)  # the premise: it belongs in the window
     assert list(ranking.scores.items()) == expected
     assert ranking.words_matched == 2  # the first pass (the rare word) was not enough
+
+
+async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_query_s_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS5 ranks the workspace's best matches before `chunks` says which the caller may see; when most are someone
+    else's own chunks, too few are left to tell the window, and the one query that joins every match answers."""
+    generator, vectors = random.Random(9), np.random.default_rng(9)
+    chunks = [
+        IndexedChunk(
+            chunk_id=f"chunk-{number:03d}", file_id=f"file-{number // 10:02d}", org_id="org", workspace_id="ws",
+            owner_id="bob" if number % 20 else "alice", acl="owner" if number % 20 else "workspace", title="Notes",
+            location="", ordinal=number % 10, text=chunk_text(generator), vector=unit(vectors),
+        )
+        for number in range(400)
+    ]
+    index = EmbeddedSearchIndex(directory=tmp_path / "search")
+    await index.start()
+    try:
+        await index.upsert(chunks)
+        generation = tmp_path / "search" / index.generation
+    finally:
+        await index.close()
+    answers: list[bool] = []
+    two_steps = embedded_fts._bm25_then_visible
+
+    def recording(*arguments, **keywords):
+        ranked = two_steps(*arguments, **keywords)
+        answers.append(ranked is not None)
+        return ranked
+
+    monkeypatch.setattr(embedded_fts, "_bm25_then_visible", recording)
+    connection = sqlite3.connect(generation, isolation_level=None)
+    connection.executescript(QUERY_TERM_TABLES)
+    try:
+        for user in ("alice", "bob"):
+            answers.clear()
+            for text in queries(40, seed=3):
+                ranking = ranked_by_bm25(
+                    connection, text, scope=scope_token("org", "ws"), parameters=parameters(user=user), window=10,
+                    first_pass_chunks=10_000,  # no pruning: each search is one query over every word
+                )
+                expected = one_query_over_every_word(connection, text, words_in="rarity", window=10, user=user)
+                assert list(ranking.scores.items()) == expected, (user, text)
+            # alice sees 1 chunk in 20: her windows come from the full query; bob sees them all: from FTS5's best.
+            assert answers.count(False) >= 30 if user == "alice" else all(answers)
+    finally:
+        connection.close()
