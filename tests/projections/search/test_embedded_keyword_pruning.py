@@ -183,6 +183,20 @@ def test_sqlite_varints() -> None:
     assert _varint(bytes([0xFF] * 8 + [0x01])) == (2**56 - 1) << 8 | 1  # the ninth byte keeps all 8 bits
 
 
+async def connection_to_an_index_of(chunks: list[IndexedChunk], directory: Path) -> sqlite3.Connection:
+    """A real index of `chunks` built in `directory`, and a connection to its generation as the index opens them."""
+    index = EmbeddedSearchIndex(directory=directory / "search")
+    await index.start()
+    try:
+        await index.upsert(chunks)
+        generation = directory / "search" / index.generation
+    finally:
+        await index.close()
+    connection = sqlite3.connect(generation, isolation_level=None)
+    connection.executescript(QUERY_TERM_TABLES)
+    return connection
+
+
 async def test_a_chunk_scoring_near_the_common_word_s_bound_is_still_found(tmp_path: Path) -> None:
     """A chunk of one common word said 300 times scores 98% of that word's bound (idf x 2.2), just above the window's
     last chunk holding the rare word: a looser bound than FTS5's own would leave it out."""
@@ -197,15 +211,7 @@ async def test_a_chunk_scoring_near_the_common_word_s_bound_is_still_found(tmp_p
         )
         for number, text in enumerate(texts)
     ]
-    index = EmbeddedSearchIndex(directory=tmp_path / "search")
-    await index.start()
-    try:
-        await index.upsert(chunks)
-        generation = tmp_path / "search" / index.generation
-    finally:
-        await index.close()
-    connection = sqlite3.connect(generation, isolation_level=None)
-    connection.executescript(QUERY_TERM_TABLES)
+    connection = await connection_to_an_index_of(chunks, tmp_path)
     try:
         ranking = ranked_by_bm25(
             connection, "rare common", scope=scope_token("org", "ws"), parameters=parameters(), window=5, first_pass_chunks=10
@@ -233,13 +239,7 @@ async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_que
         )
         for number in range(400)
     ]
-    index = EmbeddedSearchIndex(directory=tmp_path / "search")
-    await index.start()
-    try:
-        await index.upsert(chunks)
-        generation = tmp_path / "search" / index.generation
-    finally:
-        await index.close()
+    connection = await connection_to_an_index_of(chunks, tmp_path)
     answers: list[bool] = []
     two_steps = embedded_fts._bm25_then_visible
 
@@ -249,8 +249,6 @@ async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_que
         return ranked
 
     monkeypatch.setattr(embedded_fts, "_bm25_then_visible", recording)
-    connection = sqlite3.connect(generation, isolation_level=None)
-    connection.executescript(QUERY_TERM_TABLES)
     try:
         for user in ("alice", "bob"):
             answers.clear()
