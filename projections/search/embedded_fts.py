@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.search.embedded_schema import IN_SCOPE
+from projections.search.embedded_schema import IN_SCOPE, VISIBLE_QUERY
 from projections.search.maxscore import first_pass_words, idf_ceiling, word_bound, words_needed
 from projections.search.queries import ENGLISH_STOP_WORDS, QUERY_STOP_WORDS, keyword_words
 
@@ -48,11 +48,6 @@ LIMIT :window
 # of every match (tens of thousands at 100k chunks: 10-20% of the query's time).
 _BEST_MATCHES = f"""
 SELECT rowid, {_BM25} AS score FROM chunks_fts WHERE chunks_fts MATCH :match ORDER BY score LIMIT :limit
-"""
-_VISIBLE = f"""
-SELECT c.row_id, c.file_id, c.ordinal
-FROM json_each(:row_ids) AS wanted CROSS JOIN chunks AS c ON c.row_id = wanted.value
-WHERE {IN_SCOPE}
 """
 
 # Stop words (`queries.ENGLISH_STOP_WORDS`, Elasticsearch's `_english_` set) are dropped from queries only: they
@@ -180,7 +175,7 @@ def _bm25_then_visible(
     limit = 2 * window + 16
     best = connection.execute(_BEST_MATCHES, {"match": expression, "limit": limit}).fetchall()
     scores = dict(best)
-    visible = connection.execute(_VISIBLE, {**parameters, "row_ids": json.dumps(list(scores))}).fetchall()
+    visible = connection.execute(VISIBLE_QUERY, {**parameters, "row_ids": json.dumps(list(scores))}).fetchall()
     ranked = sorted((scores[row_id], file_id, ordinal, row_id) for row_id, file_id, ordinal in visible)
     if len(best) == limit:  # more matches may follow, at the last score or above: only those below it are sure
         ranked = [entry for entry in ranked if entry[0] < best[-1][1]]
