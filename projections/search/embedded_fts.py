@@ -36,7 +36,7 @@ _BM25 = "bm25(chunks_fts, 0.5, 1.0, 1.0, 0.0)"
 # Ties (the same passage on several pages) are cut at the window by file and position, not by row
 # id, so a rebuild keeps the same candidates; the caller orders ties fully (`ordering.py`).
 BM25_QUERY = f"""
-SELECT c.row_id, {_BM25} AS score
+SELECT c.row_id, {_BM25} AS score, c.file_id, c.ordinal
 FROM chunks_fts JOIN chunks AS c ON c.row_id = chunks_fts.rowid
 WHERE chunks_fts MATCH :match AND {IN_SCOPE}
 ORDER BY score, c.file_id, c.ordinal
@@ -81,14 +81,21 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
     return match_expression(words, scope=scope) if words else None
 
 
-def match_expression(required: Sequence[str], *, scope: str, optional: Sequence[str] = ()) -> str:
-    """Chunks in the scope that hold any `required` word; `optional` words count in bm25() wherever they occur.
+def match_expression(
+    required: Sequence[str], *, scope: str, optional: Sequence[str] = (), excluded: Sequence[str] = ()
+) -> str:
+    """Chunks in the scope that hold any `required` word and no `excluded` one; `optional` words count in bm25()
+    wherever they occur.
 
     The optional words sit beside the scope token, which every chunk of the scope holds, so they match
     nothing new; the scope token's column weighs 0, so it adds nothing to a score (not even rounding:
-    FTS5 adds an exact 0.0), and a chunk scores what it would if every word were required.
+    FTS5 adds an exact 0.0), and a chunk scores what it would if every word were required. An excluded
+    word is in no chunk that matches, so it adds an exact 0.0 too.
     """
-    expression = f'scope_token : "{scope}" AND {{title location text}} : ({_any_of(required)})'
+    held = f"{{title location text}} : ({_any_of(required)})"
+    if excluded:
+        held = f"({held} NOT {{title location text}} : ({_any_of(excluded)}))"
+    expression = f'scope_token : "{scope}" AND {held}'
     if optional:
         expression += f' AND (scope_token : "{scope}" OR {{title location text}} : ({_any_of(optional)}))'
     return expression
@@ -114,6 +121,10 @@ class KeywordRanking:
     words_matched: int  # the rarest words a chunk had to hold to be scored; `words` where nothing was left out
 
 
+# A ranked chunk as the window orders it: FTS5's score (lower is better), then file and position, then row id.
+_Ranked = tuple[float, str, int, int]
+
+
 def ranked_by_bm25(
     connection: sqlite3.Connection,
     text: str,
@@ -128,7 +139,8 @@ def ranked_by_bm25(
     FTS5 scores every chunk that holds any query word: at 100k chunks a question's common words match
     tens of thousands. Here a pass scores only the chunks holding one of the rarest words (all words still
     count in their scores), and a second pass with more words runs only if the common words left out could
-    lift another chunk to the window's last score (`maxscore.py`). The words go to FTS5 rarest first in
+    lift another chunk to the window's last score (`maxscore.py`); it scores only the chunks the first did
+    not (those without its words), and the window is the best of both. The words go to FTS5 rarest first in
     every pass, so each chunk's score is summed in the same order, bit for bit. Runs inside the caller's
     transaction (one snapshot).
     """
@@ -138,34 +150,44 @@ def ranked_by_bm25(
     # Nothing to prune: one word, or named files (there bm25() runs only on their chunks: the scope filter comes first).
     terms = None if len(words) < 2 or parameters["file_ids"] is not None else _index_terms(connection, words)
     if terms is None:  # or a word FTS5 reads as several tokens, or none: no bound for it
-        return KeywordRanking(_bm25(connection, match_expression(words, scope=scope), parameters, window), len(words), len(words))
+        ranked = _bm25(connection, match_expression(words, scope=scope), parameters, window)
+        return KeywordRanking(_scores(ranked), len(words), len(words))
     docs = _chunks_holding(connection, set(terms))
     rows = _table_rows(connection)
     by_rarity = sorted(zip(words, terms, strict=True), key=lambda pair: (docs.get(pair[1], 0), pair[0]))
     ordered = [word for word, _ in by_rarity]
     bounds = [word_bound(idf_ceiling(rows=rows, docs_at_least=docs.get(term, 0))) for _, term in by_rarity]
-    matched = first_pass_words([docs.get(term, 0) for _, term in by_rarity], budget=first_pass_chunks)
+    scored, matched = 0, first_pass_words([docs.get(term, 0) for _, term in by_rarity], budget=first_pass_chunks)
+    ranked: list[_Ranked] = []
     while True:
-        expression = match_expression(ordered[:matched], optional=ordered[matched:], scope=scope)
-        scores = _bm25(connection, expression, parameters, window)
-        threshold = -max(scores.values()) if len(scores) >= window else None
+        expression = match_expression(
+            ordered[scored:matched], optional=ordered[matched:], excluded=ordered[:scored], scope=scope
+        )
+        ranked = sorted(ranked + _bm25(connection, expression, parameters, window))[:window]
+        threshold = -ranked[-1][0] if len(ranked) >= window else None
         needed = words_needed(bounds, threshold)
         if needed <= matched:
-            return KeywordRanking(scores=scores, words=len(words), words_matched=matched)
-        matched = needed
+            return KeywordRanking(scores=_scores(ranked), words=len(words), words_matched=matched)
+        scored, matched = matched, needed
 
 
-def _bm25(connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int) -> dict[int, float]:
+def _scores(ranked: Sequence[_Ranked]) -> dict[int, float]:
+    return {row_id: score for score, _, _, row_id in ranked}
+
+
+def _bm25(connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int) -> list[_Ranked]:
+    """The window of the chunks `expression` matches that the caller may see, best first."""
     if parameters["file_ids"] is None:
         ranked = _bm25_then_visible(connection, expression, parameters, window)
         if ranked is not None:
             return ranked
-    return dict(connection.execute(BM25_QUERY, {**parameters, "match": expression, "window": window}).fetchall())
+    rows = connection.execute(BM25_QUERY, {**parameters, "match": expression, "window": window})
+    return [(score, file_id, ordinal, row_id) for row_id, score, file_id, ordinal in rows]
 
 
 def _bm25_then_visible(
     connection: sqlite3.Connection, expression: str, parameters: Mapping[str, Any], window: int
-) -> dict[int, float] | None:
+) -> list[_Ranked] | None:
     """`BM25_QUERY`'s answer from FTS5's best `2 x window + 16` matches of the workspace; None if they cannot tell it.
 
     Every match scoring below the last one fetched is among them, so when `window` of those are visible to the
@@ -181,7 +203,7 @@ def _bm25_then_visible(
         ranked = [entry for entry in ranked if entry[0] < best[-1][1]]
         if len(ranked) < window:
             return None
-    return {row_id: score for score, _, _, row_id in ranked[:window]}
+    return ranked[:window]
 
 
 def _index_terms(connection: sqlite3.Connection, words: Sequence[str]) -> list[str] | None:

@@ -111,16 +111,21 @@ def queries(count: int, seed: int) -> list[str]:
     return made
 
 
+def rarest_first(connection: sqlite3.Connection, text: str) -> list[str]:
+    """The question's words in the order pruning sends them to FTS5."""
+    words = query_words(text)
+    terms = _index_terms(connection, words)
+    assert terms is not None
+    held = _chunks_holding(connection, set(terms))
+    return [word for word, term in sorted(zip(words, terms), key=lambda pair: (held.get(pair[1], 0), pair[0]))]
+
+
 def one_query_over_every_word(connection: sqlite3.Connection, text: str, *, words_in: str, window: int, **scope) -> list:
     """What FTS5 ranks with every word matched: the words in the question's order, or rarest first (as pruning sends them)."""
-    words = query_words(text)
-    if words_in == "rarity":
-        terms = _index_terms(connection, words)
-        assert terms is not None
-        held = _chunks_holding(connection, set(terms))
-        words = [word for word, term in sorted(zip(words, terms), key=lambda pair: (held.get(pair[1], 0), pair[0]))]
+    words = rarest_first(connection, text) if words_in == "rarity" else query_words(text)
     expression = match_expression(words, scope=scope_token("org", scope.get("workspace", "ws")))
-    return connection.execute(BM25_QUERY, {**parameters(**scope), "match": expression, "window": window}).fetchall()
+    rows = connection.execute(BM25_QUERY, {**parameters(**scope), "match": expression, "window": window})
+    return [(row_id, score) for row_id, score, _, _ in rows]
 
 
 @pytest.mark.parametrize("window", [10, 50])
@@ -154,6 +159,41 @@ def test_pruned_rankings_are_the_full_query_s_rankings(
         assert pruned_searches == 0
 
 
+def test_a_second_pass_scores_only_the_chunks_the_first_did_not(
+    keyword_index: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first pass that did not settle the window is not done again: the second leaves out the chunks holding its
+    words, and the two together score each chunk holding one of the words the search ended on, once."""
+    expressions: list[str] = []
+    bm25 = embedded_fts._bm25
+
+    def recording(connection: sqlite3.Connection, expression: str, *rest):
+        expressions.append(expression)
+        return bm25(connection, expression, *rest)
+
+    monkeypatch.setattr(embedded_fts, "_bm25", recording)
+    second_passes = 0
+    for text in queries(120, seed=4):
+        expressions.clear()
+        keyword_index.execute("BEGIN")
+        ranking = ranked_by_bm25(
+            keyword_index, text, scope=scope_token("org", "ws"), parameters=parameters(), window=10, first_pass_chunks=150
+        )
+        passes = [matched_rows(keyword_index, expression) for expression in expressions]
+        if len(passes) == 2:
+            second_passes += 1
+            required = rarest_first(keyword_index, text)[: ranking.words_matched]
+            assert not passes[0] & passes[1], text
+            assert passes[0] | passes[1] == matched_rows(keyword_index, match_expression(required, scope=scope_token("org", "ws")))
+        keyword_index.execute("COMMIT")
+        assert len(passes) <= 2, text
+    assert second_passes >= 20
+
+
+def matched_rows(connection: sqlite3.Connection, expression: str) -> set[int]:
+    return {row_id for (row_id,) in connection.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (expression,))}
+
+
 def test_a_word_fts5_splits_in_two_is_searched_without_pruning(keyword_index: sqlite3.Connection) -> None:
     # U+19B0 is a letter to Python (one word) and a separator to SQLite 3.40's tokenizer (two tokens).
     text = "index term3 a\u19b0b query"
@@ -161,7 +201,7 @@ def test_a_word_fts5_splits_in_two_is_searched_without_pruning(keyword_index: sq
     keyword_index.execute("BEGIN")
     ranking = ranked_by_bm25(keyword_index, text, scope=scope_token("org", "ws"), parameters=parameters(), window=20)
     expression = fts_match_expression(text, scope=scope_token("org", "ws"))
-    expected = keyword_index.execute(BM25_QUERY, {**parameters(), "match": expression, "window": 20}).fetchall()
+    expected = [row[:2] for row in keyword_index.execute(BM25_QUERY, {**parameters(), "match": expression, "window": 20})]
     keyword_index.execute("COMMIT")
     assert ranking.words_matched == ranking.words == 4
     assert list(ranking.scores.items()) == expected
