@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.search.embedded_schema import IN_SCOPE, VISIBLE_QUERY
+from projections.search.embedded_schema import IN_SCOPE, OTHER_WORKSPACES_HOLD_CHUNKS, VISIBLE_QUERY
 from projections.search.maxscore import first_pass_words, idf_ceiling, word_bound, words_needed
 from projections.search.queries import ENGLISH_STOP_WORDS, QUERY_STOP_WORDS, keyword_words
 
@@ -82,7 +82,12 @@ def fts_match_expression(text: str, *, scope: str) -> str | None:
 
 
 def match_expression(
-    required: Sequence[str], *, scope: str, optional: Sequence[str] = (), excluded: Sequence[str] = ()
+    required: Sequence[str],
+    *,
+    scope: str,
+    optional: Sequence[str] = (),
+    excluded: Sequence[str] = (),
+    require_scope: bool = True,
 ) -> str:
     """Chunks in the scope that hold any `required` word and no `excluded` one; `optional` words count in bm25()
     wherever they occur.
@@ -90,12 +95,13 @@ def match_expression(
     The optional words sit beside the scope token, which every chunk of the scope holds, so they match
     nothing new; the scope token's column weighs 0, so it adds nothing to a score (not even rounding:
     FTS5 adds an exact 0.0), and a chunk scores what it would if every word were required. An excluded
-    word is in no chunk that matches, so it adds an exact 0.0 too.
+    word is in no chunk that matches, so it adds an exact 0.0 too. `require_scope=False` leaves the scope
+    token out of the filter, for an index whose every chunk holds it (it would filter nothing).
     """
     held = f"{{title location text}} : ({_any_of(required)})"
     if excluded:
         held = f"({held} NOT {{title location text}} : ({_any_of(excluded)}))"
-    expression = f'scope_token : "{scope}" AND {held}'
+    expression = f'scope_token : "{scope}" AND {held}' if require_scope else held
     if optional:
         expression += f' AND (scope_token : "{scope}" OR {{title location text}} : ({_any_of(optional)}))'
     return expression
@@ -147,10 +153,13 @@ def ranked_by_bm25(
     words = query_words(text)
     if not words:
         return KeywordRanking(scores={}, words=0, words_matched=0)
+    # Where every chunk is the workspace's, requiring its token filters nothing, yet bm25() would have FTS5 walk the
+    # token's postings (every chunk) to count them for its idf: ~3 ms a pass at 100k chunks.
+    require_scope = connection.execute(OTHER_WORKSPACES_HOLD_CHUNKS, parameters).fetchone()[0] == 1
     # Nothing to prune: one word, or named files (there bm25() runs only on their chunks: the scope filter comes first).
     terms = None if len(words) < 2 or parameters["file_ids"] is not None else _index_terms(connection, words)
     if terms is None:  # or a word FTS5 reads as several tokens, or none: no bound for it
-        ranked = _bm25(connection, match_expression(words, scope=scope), parameters, window)
+        ranked = _bm25(connection, match_expression(words, scope=scope, require_scope=require_scope), parameters, window)
         return KeywordRanking(_scores(ranked), len(words), len(words))
     docs = _chunks_holding(connection, set(terms))
     rows = _table_rows(connection)
@@ -161,7 +170,8 @@ def ranked_by_bm25(
     ranked: list[_Ranked] = []
     while True:
         expression = match_expression(
-            ordered[scored:matched], optional=ordered[matched:], excluded=ordered[:scored], scope=scope
+            ordered[scored:matched], optional=ordered[matched:], excluded=ordered[:scored], scope=scope,
+            require_scope=require_scope,
         )
         ranked = sorted(ranked + _bm25(connection, expression, parameters, window))[:window]
         threshold = -ranked[-1][0] if len(ranked) >= window else None

@@ -10,6 +10,7 @@ __all__ = [
     "FTS_TOKENIZER",
     "INSERT_CHUNK",
     "IN_SCOPE",
+    "OTHER_WORKSPACES_HOLD_CHUNKS",
     "QUERY_TERM_TABLES",
     "SCHEMA",
     "STORED_CHUNK",
@@ -106,6 +107,14 @@ FETCH_QUERY = f"""
 SELECT c.row_id, {", ".join(f"c.{column}" for column in ACCESS_COLUMNS)}, {", ".join(f"t.{column}" for column in _TEXT_COLUMNS)}
 {_LISTED_CHUNKS} JOIN chunk_texts AS t ON t.row_id = c.row_id
 WHERE {IN_SCOPE}
+"""
+
+# Whether the index holds a chunk of any workspace but this one: four seeks in `chunks_by_file`, whatever its size.
+OTHER_WORKSPACES_HOLD_CHUNKS = """
+SELECT EXISTS (SELECT 1 FROM chunks WHERE org_id < :org_id)
+    OR EXISTS (SELECT 1 FROM chunks WHERE org_id > :org_id)
+    OR EXISTS (SELECT 1 FROM chunks WHERE org_id = :org_id AND workspace_id < :workspace_id)
+    OR EXISTS (SELECT 1 FROM chunks WHERE org_id = :org_id AND workspace_id > :workspace_id)
 """
 
 # Which of FTS5's best matches the caller may see, with the keys ties are cut by (`embedded_fts`).

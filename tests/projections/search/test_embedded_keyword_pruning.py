@@ -11,6 +11,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,40 @@ async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_que
             assert answers.count(False) >= 30 if user == "alice" else all(answers)
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("other_workspace", [False, True], ids=["one-workspace", "two-workspaces"])
+async def test_the_scope_token_is_required_only_where_another_workspace_holds_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_workspace: bool
+) -> None:
+    """Where every chunk is the workspace's, requiring its token filters nothing (and has FTS5 count its postings for
+    bm25()'s idf): the search leaves it out and ranks exactly as the scoped query does. One chunk elsewhere puts it back."""
+    generator, vectors = random.Random(11), np.random.default_rng(11)
+    chunks = [
+        IndexedChunk(
+            chunk_id=f"chunk-{number:03d}", file_id=f"file-{number // 10:02d}", org_id="org", workspace_id="ws",
+            owner_id="alice", acl="workspace", title="Notes", location="", ordinal=number % 10,
+            text=chunk_text(generator), vector=unit(vectors),
+        )
+        for number in range(300)
+    ]
+    if other_workspace:
+        chunks.append(replace(chunks[0], chunk_id="elsewhere", workspace_id="ws-other"))
+    connection = await connection_to_an_index_of(chunks, tmp_path)
+    expressions: list[str] = []
+    bm25 = embedded_fts._bm25
+
+    def recording(connection: sqlite3.Connection, expression: str, *rest):
+        expressions.append(expression)
+        return bm25(connection, expression, *rest)
+
+    monkeypatch.setattr(embedded_fts, "_bm25", recording)
+    scope = scope_token("org", "ws")
+    try:
+        for text in queries(40, seed=6):
+            ranking = ranked_by_bm25(connection, text, scope=scope, parameters=parameters(), window=10, first_pass_chunks=60)
+            assert list(ranking.scores.items()) == one_query_over_every_word(connection, text, words_in="rarity", window=10)
+    finally:
+        connection.close()
+    required = [expression.startswith(f'scope_token : "{scope}" AND ') for expression in expressions]
+    assert all(required) if other_workspace else not any(required)
