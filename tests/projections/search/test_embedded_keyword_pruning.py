@@ -160,19 +160,23 @@ def test_pruned_rankings_are_the_full_query_s_rankings(
         assert pruned_searches == 0
 
 
-def test_a_second_pass_scores_only_the_chunks_the_first_did_not(
-    keyword_index: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A first pass that did not settle the window is not done again: the second leaves out the chunks holding its
-    words, and the two together score each chunk holding one of the words the search ended on, once."""
-    expressions: list[str] = []
+@pytest.fixture
+def expressions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The MATCH expressions of each keyword pass, in order, as the searches of a test send them to FTS5."""
+    sent: list[str] = []
     bm25 = embedded_fts._bm25
 
     def recording(connection: sqlite3.Connection, expression: str, *rest):
-        expressions.append(expression)
+        sent.append(expression)
         return bm25(connection, expression, *rest)
 
     monkeypatch.setattr(embedded_fts, "_bm25", recording)
+    return sent
+
+
+def test_a_second_pass_scores_only_the_chunks_the_first_did_not(keyword_index: sqlite3.Connection, expressions: list[str]) -> None:
+    """A first pass that did not settle the window is not done again: the second leaves out the chunks holding its
+    words, and the two together score each chunk holding one of the words the search ended on, once."""
     second_passes = 0
     for text in queries(120, seed=4):
         expressions.clear()
@@ -308,7 +312,7 @@ async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_que
 
 @pytest.mark.parametrize("other_workspace", [False, True], ids=["one-workspace", "two-workspaces"])
 async def test_the_scope_token_is_required_only_where_another_workspace_holds_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_workspace: bool
+    tmp_path: Path, expressions: list[str], other_workspace: bool
 ) -> None:
     """Where every chunk is the workspace's, requiring its token filters nothing (and has FTS5 count its postings for
     bm25()'s idf): the search leaves it out and ranks exactly as the scoped query does. One chunk elsewhere puts it back."""
@@ -324,14 +328,6 @@ async def test_the_scope_token_is_required_only_where_another_workspace_holds_ch
     if other_workspace:
         chunks.append(replace(chunks[0], chunk_id="elsewhere", workspace_id="ws-other"))
     connection = await connection_to_an_index_of(chunks, tmp_path)
-    expressions: list[str] = []
-    bm25 = embedded_fts._bm25
-
-    def recording(connection: sqlite3.Connection, expression: str, *rest):
-        expressions.append(expression)
-        return bm25(connection, expression, *rest)
-
-    monkeypatch.setattr(embedded_fts, "_bm25", recording)
     scope = scope_token("org", "ws")
     try:
         for text in queries(40, seed=6):
