@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import inspect
 import os
 import platform
 import sqlite3
@@ -68,6 +69,8 @@ async def compare(size: int, rankers: dict[str, Callable], queries: list[str], r
                     timed: dict = {}
 
                     def ranked_by_bm25(*arguments, ranker=rankers[label], timed=timed, **keywords):
+                        # What one tree's ranker takes of what the index passes (an older one may take less).
+                        keywords = {name: value for name, value in keywords.items() if name in inspect.signature(ranker).parameters}
                         started = time.perf_counter()
                         ranking = ranker(*arguments, **keywords)
                         timed["ms"], timed["scores"] = (time.perf_counter() - started) * 1000, list(ranking.scores.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "fts_match_expression",
     "match_expression",
     "query_words",
+    "TermCounts",
     "ranked_by_bm25",
     "scope_token",
 ]
@@ -139,6 +141,7 @@ def ranked_by_bm25(
     parameters: Mapping[str, Any],
     window: int,
     first_pass_chunks: int = FIRST_PASS_CHUNKS,
+    term_counts: TermCounts | None = None,
 ) -> KeywordRanking:
     """The `window` best chunks in the scope by FTS5's bm25(), exactly as one query over every word ranks them.
 
@@ -148,7 +151,7 @@ def ranked_by_bm25(
     lift another chunk to the window's last score (`maxscore.py`); it scores only the chunks the first did
     not (those without its words), and the window is the best of both. The words go to FTS5 rarest first in
     every pass, so each chunk's score is summed in the same order, bit for bit. Runs inside the caller's
-    transaction (one snapshot).
+    transaction (one snapshot); `term_counts` keeps the words' chunk counts between searches of one index.
     """
     words = query_words(text)
     if not words:
@@ -161,8 +164,11 @@ def ranked_by_bm25(
     if terms is None:  # or a word FTS5 reads as several tokens, or none: no bound for it
         ranked = _bm25(connection, match_expression(words, scope=scope, require_scope=require_scope), parameters, window)
         return KeywordRanking(_scores(ranked), len(words), len(words))
-    docs = _chunks_holding(connection, set(terms))
-    rows = _table_rows(connection)
+    rows, contents = _index_records(connection)
+    if term_counts is None:
+        docs = _chunks_holding(connection, set(terms))
+    else:
+        docs = term_counts.chunks_holding(connection, set(terms), contents=contents)
     by_rarity = sorted(zip(words, terms, strict=True), key=lambda pair: (docs.get(pair[1], 0), pair[0]))
     ordered = [word for word, _ in by_rarity]
     bounds = [word_bound(idf_ceiling(rows=rows, docs_at_least=docs.get(term, 0))) for _, term in by_rarity]
@@ -238,10 +244,51 @@ def _chunks_holding(connection: sqlite3.Connection, terms: set[str]) -> dict[str
     )
 
 
-def _table_rows(connection: sqlite3.Connection) -> int:
-    """The row count bm25() uses: the first varint of FTS5's averages record (its file format, stable as SQLite's)."""
-    row = connection.execute("SELECT block FROM chunks_fts_data WHERE id = 1").fetchone()
-    return _varint(row[0]) if row is not None and row[0] else 0
+class TermCounts:
+    """How many chunks hold each index term, remembered while the FTS5 index holds what it held when counted.
+
+    fts5vocab counts a term by walking its whole postings list (milliseconds for a common word at 100k chunks,
+    a tenth of a keyword search), and a term's count changes only when the index does. Every write to FTS5
+    writes its averages record (the row and token totals) and, flushing a new segment, its structure record
+    (the segments and a write counter), so the two records as the caller's snapshot reads them name what was
+    counted: a write by any connection or process changes them, and the counts kept are dropped. Shared by the
+    threads searching one generation's file.
+    """
+
+    def __init__(self, *, max_terms: int = 50_000) -> None:
+        self._lock = threading.Lock()
+        self._contents: tuple[bytes | None, ...] | None = None
+        self._counts: dict[str, int] = {}
+        self._max_terms = max_terms
+
+    def chunks_holding(
+        self, connection: sqlite3.Connection, terms: set[str], *, contents: tuple[bytes | None, ...]
+    ) -> dict[str, int]:
+        """`_chunks_holding`'s answer (0 for a term no chunk holds), counting only the terms not yet counted."""
+        with self._lock:
+            kept = self._counts if contents == self._contents else {}
+            known = {term: kept[term] for term in terms if term in kept}
+        missing = terms - known.keys()
+        if not missing:
+            return known
+        counted = _chunks_holding(connection, missing)
+        counted = {term: counted.get(term, 0) for term in missing}
+        with self._lock:
+            if contents != self._contents or len(self._counts) + len(counted) > self._max_terms:
+                self._contents, self._counts = contents, {}
+            self._counts.update(counted)
+        return known | counted
+
+
+def _index_records(connection: sqlite3.Connection) -> tuple[int, tuple[bytes | None, ...]]:
+    """The row count bm25() uses, and FTS5's averages and structure records (what the index holds, as a key)."""
+    records = dict(connection.execute("SELECT id, block FROM chunks_fts_data WHERE id IN (1, 10)").fetchall())
+    return _rows_of(records.get(1)), (records.get(1), records.get(10))
+
+
+def _rows_of(averages: bytes | None) -> int:
+    """The first varint of FTS5's averages record: its row count (the file format, stable as SQLite's)."""
+    return _varint(averages) if averages else 0
 
 
 def _varint(data: bytes) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from projections.search.embedded_fts import ranked_by_bm25, scope_token
+from projections.search.embedded_fts import TermCounts, ranked_by_bm25, scope_token
 from projections.search.embedded_schema import (
     ACCESS_COLUMNS,
     BUMP_VERSION,
@@ -120,7 +120,7 @@ def _set_wal(connection: sqlite3.Connection, *, attempts: int = 100) -> None:
 
 
 class Generation:
-    """One generation's SQLite file: a pool of connections and the workspace vector cache."""
+    """One generation's SQLite file: a pool of connections, the workspace vector cache and the terms' chunk counts."""
 
     def __init__(self, *, path: Path, dimensions: int, max_cached_vectors: int) -> None:
         self.path = path
@@ -128,6 +128,7 @@ class Generation:
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._write_lock = threading.Lock()
         self._vector_cache = WorkspaceVectorCache(dimensions=dimensions, max_cached_vectors=max_cached_vectors)
+        self._term_counts = TermCounts()
         self._retired = False
 
     def open(self) -> None:
@@ -266,7 +267,9 @@ class Generation:
                     vector_ranking = rank_beside(vectors, scope, vector, window=window, alone=mode == "vector")
             if mode in ("hybrid", "bm25"):
                 token = scope_token(scope.org_id, scope.workspace_id)
-                bm25_scores = ranked_by_bm25(connection, text, scope=token, parameters=parameters, window=window).scores
+                bm25_scores = ranked_by_bm25(
+                    connection, text, scope=token, parameters=parameters, window=window, term_counts=self._term_counts
+                ).scores
             vector_ranked = dict(vector_ranking.result()) if vector_ranking is not None else {}
             candidates = {*bm25_scores, *vector_ranked}
             rows = {

@@ -22,8 +22,8 @@ from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.embedded_fts import (
     BM25_QUERY,
     _chunks_holding,
+    _index_records,
     _index_terms,
-    _table_rows,
     _varint,
     fts_match_expression,
     match_expression,
@@ -219,7 +219,7 @@ def test_a_query_without_words_ranks_nothing(keyword_index: sqlite3.Connection) 
 
 def test_the_row_count_is_the_one_fts5_keeps(keyword_index: sqlite3.Connection) -> None:
     (rows,) = keyword_index.execute("SELECT count(*) FROM chunks_fts").fetchone()
-    assert _table_rows(keyword_index) == rows == 1_980  # 2,000 less the deleted file's 20
+    assert _index_records(keyword_index)[0] == rows == 1_980  # 2,000 less the deleted file's 20
 
 
 def test_sqlite_varints() -> None:
