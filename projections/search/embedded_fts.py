@@ -20,10 +20,10 @@ __all__ = [
     "FIRST_PASS_CHUNKS",
     "MAX_QUERY_WORDS",
     "KeywordRanking",
+    "TermCounts",
     "fts_match_expression",
     "match_expression",
     "query_words",
-    "TermCounts",
     "ranked_by_bm25",
     "scope_token",
 ]
@@ -165,10 +165,7 @@ def ranked_by_bm25(
         ranked = _bm25(connection, match_expression(words, scope=scope, require_scope=require_scope), parameters, window)
         return KeywordRanking(_scores(ranked), len(words), len(words))
     rows, contents = _index_records(connection)
-    if term_counts is None:
-        docs = _chunks_holding(connection, set(terms))
-    else:
-        docs = term_counts.chunks_holding(connection, set(terms), contents=contents)
+    docs = (term_counts or TermCounts()).chunks_holding(connection, set(terms), contents=contents)
     by_rarity = sorted(zip(words, terms, strict=True), key=lambda pair: (docs.get(pair[1], 0), pair[0]))
     ordered = [word for word, _ in by_rarity]
     bounds = [word_bound(idf_ceiling(rows=rows, docs_at_least=docs.get(term, 0))) for _, term in by_rarity]
@@ -281,14 +278,11 @@ class TermCounts:
 
 
 def _index_records(connection: sqlite3.Connection) -> tuple[int, tuple[bytes | None, ...]]:
-    """The row count bm25() uses, and FTS5's averages and structure records (what the index holds, as a key)."""
+    """The row count bm25() uses (the first varint of FTS5's averages record: its file format, stable as SQLite's),
+    and FTS5's averages and structure records themselves: what the index holds, as a key."""
     records = dict(connection.execute("SELECT id, block FROM chunks_fts_data WHERE id IN (1, 10)").fetchall())
-    return _rows_of(records.get(1)), (records.get(1), records.get(10))
-
-
-def _rows_of(averages: bytes | None) -> int:
-    """The first varint of FTS5's averages record: its row count (the file format, stable as SQLite's)."""
-    return _varint(averages) if averages else 0
+    averages = records.get(1)
+    return (_varint(averages) if averages else 0), (averages, records.get(10))
 
 
 def _varint(data: bytes) -> int:
