@@ -6,11 +6,12 @@ machine's drift falls on both alike. `--before` names a checkout (e.g. `git work
 `projections/search/embedded_fts.py` is loaded beside this tree's; every search runs through this tree's index
 (`EmbeddedSearchIndex.search`, keyword mode) with one tree's `ranked_by_bm25` or the other's, and the two must rank
 the same chunks with the same scores (the run stops if not). Figures are the keyword ranking alone, per size: p50,
-p95 and mean over `--queries` queries x `--rounds` rounds a side. The corpus and queries are `search_speed.py`'s.
+p95 and mean over `--queries` queries x `--rounds` rounds a side. The corpus and queries are `search_speed.py`'s;
+`--files N` searches within N files picked at random for each query (as its `hybrid_3_files`), not the workspace.
 Prints JSON and writes it to benchmarks/results/keyword_ranking_ab-<date>.json (or --out).
 
     .venv/bin/python benchmarks/keyword_ranking_ab.py --before /tmp/before [--sizes 10000 100000] [--queries 300]
-        [--rounds 2] [--out path]
+        [--rounds 2] [--files N] [--out path]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import importlib.util
 import inspect
 import os
 import platform
+import random
 import sqlite3
 import sys
 import tempfile
@@ -35,7 +37,7 @@ from projections.search.embedded import EmbeddedSearchIndex
 from projections.search.index import SearchScope
 
 from search_speed import (  # the same corpus, queries and index records as the search-speed benchmark
-    ORG, USER, WORKSPACE, chunk_texts, chunks_for, corpus_sentences, query_texts, random_unit_vectors, summary, write_results,
+    CHUNKS_PER_FILE, ORG, USER, WORKSPACE, chunk_texts, chunks_for, corpus_sentences, query_texts, random_unit_vectors, summary, write_results,
 )
 
 
@@ -51,7 +53,9 @@ def keyword_module_of(checkout: Path) -> ModuleType:
     return module
 
 
-async def compare(size: int, rankers: dict[str, Callable], queries: list[str], rounds: int, directory: Path) -> dict:
+async def compare(
+    size: int, rankers: dict[str, Callable], queries: list[str], rounds: int, files: int, directory: Path
+) -> dict:
     texts = chunk_texts(corpus_sentences(), size, seed=3)
     index = EmbeddedSearchIndex(directory=directory / f"index-{size}")
     await index.start()
@@ -59,10 +63,17 @@ async def compare(size: int, rankers: dict[str, Callable], queries: list[str], r
         chunks = chunks_for(texts, random_unit_vectors(size, 384, seed=9), seed=7)  # vectors unread: keyword mode
         for batch in range(0, size, 1000):
             await index.upsert(chunks[batch : batch + 1000])
-        scope = SearchScope(org_id=ORG, workspace_id=WORKSPACE, user_id=USER)
+        generator, file_count = random.Random(11), (size + CHUNKS_PER_FILE - 1) // CHUNKS_PER_FILE
+        scopes = [
+            SearchScope(
+                org_id=ORG, workspace_id=WORKSPACE, user_id=USER,
+                file_ids=tuple(f"file-{number:05d}" for number in generator.sample(range(file_count), files)) if files else None,
+            )
+            for _ in queries
+        ]
         latencies: dict[str, list[float]] = {label: [] for label in rankers}
         for round_ in range(rounds):
-            for number, query in enumerate(queries):
+            for number, (query, scope) in enumerate(zip(queries, scopes)):
                 labels = list(rankers) if (round_ + number) % 2 == 0 else list(reversed(rankers))
                 rankings = {}
                 for label in labels:
@@ -94,7 +105,10 @@ async def run(arguments: argparse.Namespace) -> dict:
     load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="turnlog-keyword-ab-") as scratch:
-            sizes = [await compare(size, rankers, queries, arguments.rounds, Path(scratch)) for size in sorted(arguments.sizes)]
+            sizes = [
+                await compare(size, rankers, queries, arguments.rounds, arguments.files, Path(scratch))
+                for size in sorted(arguments.sizes)
+            ]
     finally:
         embedded_generations.ranked_by_bm25 = this_tree
     for measured in sizes:
@@ -106,6 +120,7 @@ async def run(arguments: argparse.Namespace) -> dict:
         "before": str(arguments.before),
         "measured": f"the keyword ranking alone (ranked_by_bm25, a search's window for limit 10), {arguments.queries} queries"
         f" x {arguments.rounds} rounds a side, alternating query by query; both trees ranked every query the same",
+        "scope": f"{arguments.files} files picked at random per query" if arguments.files else "the whole workspace",
         "sizes": sizes,
     }
 
@@ -116,6 +131,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--files", type=int, default=0, help="search within this many random files per query (0: the workspace)")
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
     write_results(asyncio.run(run(arguments)), arguments.out, name="keyword_ranking_ab")

@@ -8,6 +8,7 @@ when that query names the words in the same order (FTS5 sums a chunk's score wor
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import tempfile
@@ -33,6 +34,7 @@ from projections.search.embedded_fts import (
     match_expression,
     query_words,
     ranked_by_bm25,
+    row_ranges,
     scope_token,
 )
 from projections.search.embedded_schema import QUERY_TERM_TABLES
@@ -396,3 +398,52 @@ def test_any_small_corpus_ranks_as_the_full_query_with_counts_kept_across_its_se
                 assert list(ranking.scores.items()) == expected, text
         finally:
             connection.close()
+
+
+def test_row_ranges_run_on_across_small_gaps() -> None:
+    assert row_ranges([], gap=2) == []
+    assert row_ranges([5, 6, 7, 10, 14, 20], gap=2) == [(5, 10), (14, 14), (20, 20)]
+    assert row_ranges([5, 6, 7, 10, 14, 20], gap=3) == [(5, 14), (20, 20)]
+    assert row_ranges([1, 2, 3], gap=0) == [(1, 3)]
+
+
+@pytest.mark.parametrize(
+    ("gap", "most_ranges", "by_ranges"),
+    [(256, 8, True), (0, 1_000, True), (0, 8, False)],
+    ids=["a-range-a-file", "a-range-a-chunk", "too-many-ranges"],
+)
+async def test_a_search_within_named_files_ranks_as_the_joined_query_whatever_their_row_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gap: int, most_ranges: int, by_ranges: bool
+) -> None:
+    """Twelve files whose chunks interleave (each file's row ids spread over the whole table), other users' own
+    chunks among them: ranked one range of row ids at a time or by the joined query, the windows are that query's."""
+    generator, vectors = random.Random(13), np.random.default_rng(13)
+    chunks = [
+        IndexedChunk(
+            chunk_id=f"chunk-{number:03d}", file_id=f"file-{number % 12:02d}", org_id="org", workspace_id="ws",
+            owner_id="bob" if number % 7 == 0 else "alice", acl="owner" if number % 7 == 0 else "workspace",
+            title="Notes", location="", ordinal=number // 12, text=chunk_text(generator), vector=unit(vectors),
+        )
+        for number in range(480)
+    ]
+    connection = await connection_to_an_index_of(chunks, tmp_path)
+    monkeypatch.setattr(embedded_fts, "ROW_RANGE_GAP", gap)
+    monkeypatch.setattr(embedded_fts, "MAX_ROW_RANGES", most_ranges)
+    answers: list[bool] = []
+    in_ranges = embedded_fts._bm25_in_row_ranges
+
+    def recording(*arguments, **keywords):
+        ranked = in_ranges(*arguments, **keywords)
+        answers.append(ranked is not None)
+        return ranked
+
+    monkeypatch.setattr(embedded_fts, "_bm25_in_row_ranges", recording)
+    try:
+        for number, text in enumerate(queries(40, seed=8)):
+            files = json.dumps(sorted({f"file-{(number + step * 5) % 12:02d}" for step in range(1 + number % 3)}))
+            scope = {"file_ids": files, "user": "alice"}
+            ranking = ranked_by_bm25(connection, text, scope=scope_token("org", "ws"), parameters=parameters(**scope), window=10)
+            assert list(ranking.scores.items()) == one_query_over_every_word(connection, text, words_in="question", window=10, **scope), text
+    finally:
+        connection.close()
+    assert answers and all(answers) if by_ranges else not any(answers)
