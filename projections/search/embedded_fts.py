@@ -39,7 +39,6 @@ MAX_QUERY_WORDS = 64
 _BM25 = "bm25(chunks_fts, 0.5, 1.0, 1.0, 0.0)"
 
 
-
 def _bm25_query(*, rows: str = "") -> str:
     # Ties (the same passage on several pages) are cut at the window by file and position, not by row
     # id, so a rebuild keeps the same candidates; the caller orders ties fully (`ordering.py`).
@@ -56,7 +55,7 @@ BM25_QUERY = _bm25_query()
 
 # Within named files, one range of their row ids at a time: FTS5 takes a rowid range beside MATCH and walks only
 # that stretch of each word's postings, where `BM25_QUERY` walks every match in the index and drops those outside
-# the files (100k chunks, three files: p50 42 -> 14 ms). bm25()'s statistics are the whole index's whatever the
+# the files (100k chunks, three files: p50 21 -> 8 ms). bm25()'s statistics are the whole index's whatever the
 # range, so a chunk scores as it does there. A file's chunks are written together, so its row ids mostly run on.
 _BM25_IN_ROWS = _bm25_query(rows="AND chunks_fts.rowid BETWEEN :first_row AND :last_row")
 _FILES_ROWS = """
