@@ -234,6 +234,20 @@ def test_sqlite_varints() -> None:
     assert _varint(bytes([0xFF] * 8 + [0x01])) == (2**56 - 1) << 8 | 1  # the ninth byte keeps all 8 bits
 
 
+def answers_of(monkeypatch: pytest.MonkeyPatch, step: str) -> list[bool]:
+    """For each call of `embedded_fts.<step>` (a way of ranking that may decline with None), whether it answered."""
+    answers: list[bool] = []
+    ranking = getattr(embedded_fts, step)
+
+    def recording(*arguments, **keywords):
+        ranked = ranking(*arguments, **keywords)
+        answers.append(ranked is not None)
+        return ranked
+
+    monkeypatch.setattr(embedded_fts, step, recording)
+    return answers
+
+
 async def connection_to_an_index_of(chunks: list[IndexedChunk], directory: Path) -> sqlite3.Connection:
     """A real index of `chunks` built in `directory`, and a connection to its generation as the index opens them."""
     index = EmbeddedSearchIndex(directory=directory / "search")
@@ -291,15 +305,7 @@ async def test_a_caller_who_sees_few_of_the_workspace_s_chunks_gets_the_full_que
         for number in range(400)
     ]
     connection = await connection_to_an_index_of(chunks, tmp_path)
-    answers: list[bool] = []
-    two_steps = embedded_fts._bm25_then_visible
-
-    def recording(*arguments, **keywords):
-        ranked = two_steps(*arguments, **keywords)
-        answers.append(ranked is not None)
-        return ranked
-
-    monkeypatch.setattr(embedded_fts, "_bm25_then_visible", recording)
+    answers = answers_of(monkeypatch, "_bm25_then_visible")
     try:
         for user in ("alice", "bob"):
             answers.clear()
@@ -429,15 +435,7 @@ async def test_a_search_within_named_files_ranks_as_the_joined_query_whatever_th
     connection = await connection_to_an_index_of(chunks, tmp_path)
     monkeypatch.setattr(embedded_fts, "ROW_RANGE_GAP", gap)
     monkeypatch.setattr(embedded_fts, "MAX_ROW_RANGES", most_ranges)
-    answers: list[bool] = []
-    in_ranges = embedded_fts._bm25_in_row_ranges
-
-    def recording(*arguments, **keywords):
-        ranked = in_ranges(*arguments, **keywords)
-        answers.append(ranked is not None)
-        return ranked
-
-    monkeypatch.setattr(embedded_fts, "_bm25_in_row_ranges", recording)
+    answers = answers_of(monkeypatch, "_bm25_in_row_ranges")
     try:
         for number, text in enumerate(queries(40, seed=8)):
             files = json.dumps(sorted({f"file-{(number + step * 5) % 12:02d}" for step in range(1 + number % 3)}))
