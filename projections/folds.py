@@ -16,6 +16,10 @@ from kernel.envelope import Envelope
 from events.values import Usage
 from projections.read_models import ConversationRow, FileRow, FileStateRow, RunRow, TurnRow
 
+# A deletion is final. The ingester may append a file's progress or outcome after its deletion (it was mid-file when
+# the deletion came), and those must not bring the file back: a deleted row's version outranks every offset.
+DELETED_FILE_VERSION = 1 << 62
+
 
 @dataclass(kw_only=True)
 class RowBatch:
@@ -222,7 +226,7 @@ def _fold_file(batch: RowBatch, envelope: Envelope, *, offset: int) -> None:
                 org_id=org_id, file_id=event.file_id, state="failed", failure_reason=event.reason, version=offset
             )
         case FileDeleted():
-            state = FileStateRow(org_id=org_id, file_id=event.file_id, state="deleted", version=offset)
+            state = FileStateRow(org_id=org_id, file_id=event.file_id, state="deleted", version=DELETED_FILE_VERSION + offset)
         case _:
             return
     batch.file_states.append(state)

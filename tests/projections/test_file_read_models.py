@@ -92,6 +92,24 @@ async def test_a_failed_file_keeps_its_reason_and_a_deleted_one_disappears(proje
     assert [view.file_id for view in await projection.read_models.files(scope(ADA), limit=10)] == [broken.file_id]
 
 
+async def test_a_deleted_file_stays_deleted_whatever_the_ingester_appends_after_its_deletion(projection: Projection) -> None:
+    """The ingester was mid-file when the deletion came: its progress and its outcome land after the deletion."""
+    failed, indexed = uploaded(ADA, filename="scan.pdf"), uploaded(ADA, filename="manual.pdf")
+    await projection.apply(
+        (ADA, failed), (ADA, indexed),
+        (ADA, FileIngestionProgressed(file_id=failed.file_id, state="extracting")),
+        (ADA, FileDeleted(file_id=failed.file_id, deleted_at=UPLOADED_AT)),
+        (ADA, FileDeleted(file_id=indexed.file_id, deleted_at=UPLOADED_AT)),
+        (ADA, FileIngestionFailed(file_id=failed.file_id, reason="no text found in the PDF's page")),
+        (ADA, FileIngestionProgressed(file_id=indexed.file_id, state="indexing", pages=2, chunks_total=4, chunks_indexed=2)),
+    )
+    await projection.apply((ADA, FileIndexed(file_id=indexed.file_id, title="Manual", pages=2, chunks=4)))  # a later batch
+    for file_id in (failed.file_id, indexed.file_id):
+        assert await projection.read_models.file(scope(ADA), file_id) is None
+    assert await projection.read_models.files(scope(ADA), limit=10) == []
+    assert await projection.read_models.files_by_id(scope(ADA), [failed.file_id, indexed.file_id]) == {}
+
+
 async def test_shared_files_are_seen_by_the_workspace_and_owner_only_ones_by_their_owner(projection: Projection) -> None:
     shared, private = uploaded(ADA, acl="workspace"), uploaded(ADA, acl="owner")
     elsewhere = uploaded(ADA, workspace_id="ws_secret")
