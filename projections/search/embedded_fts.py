@@ -182,7 +182,7 @@ def ranked_by_bm25(
     # Where every chunk is the workspace's, requiring its token filters nothing, yet bm25() would have FTS5 walk the
     # token's postings (every chunk) to count them for its idf: ~3 ms a pass at 100k chunks.
     require_scope = connection.execute(OTHER_WORKSPACES_HOLD_CHUNKS, parameters).fetchone()[0] == 1
-    # Nothing to prune: one word, or named files (there bm25() runs only on their chunks: the scope filter comes first).
+    # Nothing to prune: one word, or named files (there FTS5 ranks only their rows' ranges: `_bm25_in_row_ranges`).
     terms = None if len(words) < 2 or parameters["file_ids"] is not None else _index_terms(connection, words)
     if terms is None:  # or a word FTS5 reads as several tokens, or none: no bound for it
         ranked = _bm25(connection, match_expression(words, scope=scope, require_scope=require_scope), parameters, window)
