@@ -181,6 +181,7 @@ class Ingester:
         """The file's final event (FileIndexed or FileIngestionFailed), or None when there is nothing to do."""
         if any(isinstance(event, _FINISHED) for event in await self._events_after(upload.file_id, offset)):
             return None  # a redelivery: this upload was already indexed, failed or deleted
+        last_check = time.monotonic()
         await self._progress(envelope, FileIngestionProgressed(file_id=upload.file_id, state="extracting"))
         try:
             data = await self._blobs.get(upload.digest)
@@ -203,8 +204,14 @@ class Ingester:
         await self._progress(
             envelope, FileIngestionProgressed(file_id=upload.file_id, state="indexing", pages=pages, chunks_total=total)
         )
-        last_check = time.monotonic()
         for start in range(0, total, self._embed_batch):
+            # Deleted while it was read or indexed (checked every few seconds, extraction's time included): stop,
+            # and take out what earlier batches put in the index.
+            if time.monotonic() - last_check >= self._deletion_check_s:
+                last_check = time.monotonic()
+                if any(isinstance(event, FileDeleted) for event in await self._events_after(upload.file_id, offset)):
+                    await self._index.delete_file(org_id=org_id, workspace_id=upload.workspace_id, file_id=upload.file_id)
+                    return None
             batch = read.chunks[start : start + self._embed_batch]
             vectors = await self._embedder.embed([embedded_text(read.title, chunk) for chunk in batch])
             await self._index.upsert(indexed_chunks(upload, org_id=org_id, title=read.title, chunks=batch, vectors=vectors))
@@ -216,11 +223,6 @@ class Ingester:
                         file_id=upload.file_id, state="indexing", pages=pages, chunks_total=total, chunks_indexed=done
                     ),
                 )
-                if time.monotonic() - last_check >= self._deletion_check_s:
-                    last_check = time.monotonic()
-                    if any(isinstance(event, FileDeleted) for event in await self._events_after(upload.file_id, offset)):
-                        await self._index.delete_file(org_id=org_id, workspace_id=upload.workspace_id, file_id=upload.file_id)
-                        return None  # deleted while it was being indexed: stop, and leave nothing behind
         logger.info("file %s indexed: %d chunks, %d pages", upload.file_id, total, pages)
         return FileIndexed(file_id=upload.file_id, title=read.title, pages=pages, chunks=total)
 

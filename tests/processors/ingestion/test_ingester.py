@@ -250,6 +250,34 @@ async def test_a_file_deleted_while_it_is_indexed_stops_and_leaves_nothing(plant
     assert not any(isinstance(event, FileIndexed) for event in await plant.history(upload.file_id))
 
 
+async def test_a_file_deleted_while_it_is_read_is_never_embedded(plant: Plant, embedder) -> None:
+    """A deletion that lands while the file's bytes are read and chunked (a big PDF takes seconds) is seen before the
+    first batch is embedded, not after it."""
+    holder: dict[str, str] = {}
+    embedded: list[str] = []
+    blobs = plant.blobs
+
+    class DeletedOnRead:
+        async def get(self, digest: str) -> bytes:
+            await plant.append(FileDeleted(file_id=holder["file_id"], deleted_at=NOW))
+            return await blobs.get(digest)
+
+    class Counting:
+        async def embed(self, texts: Sequence[str]) -> np.ndarray:
+            embedded.extend(texts)
+            return await embedder.embed(texts)
+
+    plant.ingester._blobs = DeletedOnRead()
+    plant.ingester._embedder = Counting()
+    plant.ingester._deletion_check_s = 0.0  # every check is due: the test does not wait out the interval
+    upload, record = await plant.upload(HANDBOOK.encode(), filename="h.md", media_type=MediaType.MARKDOWN)
+    holder["file_id"] = upload.file_id
+    assert await plant.react(record) == []
+    assert embedded == []
+    assert await plant.count(upload.file_id) == 0
+    assert not any(isinstance(event, FileIndexed) for event in await plant.history(upload.file_id))
+
+
 async def test_the_ingester_runs_as_a_processor_on_the_log(plant: Plant) -> None:
     task = asyncio.create_task(run_processor(plant.ingester.processor(), log=plant.log, codec=CODEC))
     try:
