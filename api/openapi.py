@@ -119,6 +119,15 @@ ERROR_DESCRIPTIONS = {
     503: "a dependency is briefly unavailable; retry after `Retry-After`",
 }
 AUTHENTICATED_ERRORS = (401, 403, 429, 503)  # 403: also a caller whose data was erased (docs/encryption.md)
+# What the connection answers before any operation sees the request (api/connections.py), so every operation may.
+CONNECTION_ERROR_DESCRIPTIONS = {
+    400: "the HTTP parser refused the request (a broken request line or chunked body, control bytes in a header)",
+    408: "the request's head, or its body, came too slowly",
+    414: "the URL is longer than the server reads (`maxBytes`): send long parameters in a request body",
+    429: "this client's address holds the most connections one address may (`Retry-After`)",
+    431: "a header line, the number of header lines or the whole request head is over its limit",
+    503: "the server holds the most connections it takes (`Retry-After`)",
+}
 
 
 def _query(name: str, schema: dict, description: str = "", *, empty_is_absent: bool = True) -> Parameter:
@@ -515,11 +524,19 @@ def _operation(operation: Operation, refs: dict) -> dict:
     errors = operation.errors if operation.public else (*AUTHENTICATED_ERRORS, *operation.errors)
     error_schema = refs[(OpenAIError, "serialization")] if operation.openai else refs[(Problem, "serialization")]
     error_media = JSON if operation.openai else PROBLEM_MEDIA_TYPE
-    for status in sorted(set(errors)):
-        response: dict = {"description": ERROR_DESCRIPTIONS[status], "content": {error_media: {"schema": error_schema}}}
-        if operation.openai and status == 404:
-            # A path under /openai/v1 that no route of the facade matches is answered by the main API.
-            response["content"][PROBLEM_MEDIA_TYPE] = {"schema": refs[(Problem, "serialization")]}
+    problem_schema = refs[(Problem, "serialization")]
+    for status in sorted({*errors, *CONNECTION_ERROR_DESCRIPTIONS}):
+        descriptions, content = [], {}
+        if status in errors:
+            descriptions.append(ERROR_DESCRIPTIONS[status])
+            content[error_media] = {"schema": error_schema}
+            if operation.openai and status == 404:
+                # A path under /openai/v1 that no route of the facade matches is answered by the main API.
+                content[PROBLEM_MEDIA_TYPE] = {"schema": problem_schema}
+        if status in CONNECTION_ERROR_DESCRIPTIONS:
+            descriptions.append(f"before the request reaches the API: {CONNECTION_ERROR_DESCRIPTIONS[status]}")
+            content[PROBLEM_MEDIA_TYPE] = {"schema": problem_schema}
+        response: dict = {"description": "; or ".join(descriptions), "content": content}
         if status == 401:
             response["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
         responses[str(status)] = response

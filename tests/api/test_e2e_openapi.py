@@ -158,3 +158,21 @@ async def test_every_kind_of_answer_matches_the_document(server: e2e.TurnlogServ
 
         created_session = await client.post("/v1/sessions")
         doc.check(created_session, "POST", "/v1/sessions")
+
+
+async def test_what_the_connection_refuses_is_documented_on_every_operation(server: e2e.TurnlogServer) -> None:
+    """A URL or a header over its limit is refused by the connection before any route is chosen (api/connections.py):
+    every operation, public or not, the facade's included, documents those answers as they come."""
+    user = server.new_user()
+    async with user.client() as client:
+        doc = Document((await client.get("/openapi.json")).json())
+        operations = [(method.upper(), path) for path, item in doc.document["paths"].items() for method in item]
+        assert len(operations) > 30
+        for method, path in operations:
+            url = "/".join("x" if piece.startswith("{") else piece for piece in path.split("/"))
+            too_long = await client.request(method, url, params={"q": "x" * 9000})
+            assert too_long.status_code == 414, (method, path, too_long.text)
+            doc.check(too_long, method, path)
+            too_large = await client.request(method, url, headers={"X-Padding": "x" * 17_000})
+            assert too_large.status_code == 431, (method, path, too_large.text)
+            doc.check(too_large, method, path)

@@ -18,7 +18,7 @@ from api.openai.errors import UnsupportedParameter, error_json
 from api.openai.models import ServedModel, model_json
 from api.openai.response_objects import ResponseEvents, ResponseState
 from api.openai.response_request import response_request_schema
-from api.openapi import BROWSER_ROUTES, OPERATIONS, build_document
+from api.openapi import BROWSER_ROUTES, CONNECTION_ERROR_DESCRIPTIONS, OPERATIONS, build_document
 from api.presenters import conversation_json, run_finished_json, run_json, turn_json
 from api.safety_review import decision_json
 from events.runs import AssistantDelta, GenerationStarted, RunFinished, RunStarted
@@ -76,6 +76,7 @@ def test_every_route_is_in_the_document_and_every_operation_is_a_route(document:
 
 
 def test_every_operation_documents_its_errors_as_problems_or_openai_errors(document: dict) -> None:
+    connection = {str(status) for status in CONNECTION_ERROR_DESCRIPTIONS}  # answered before any route, as problems
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
@@ -83,10 +84,12 @@ def test_every_operation_documents_its_errors_as_problems_or_openai_errors(docum
                     media = set(response["content"])
                     if not path.startswith("/openai/"):
                         assert media == {"application/problem+json"}, (method, path, status)
-                    elif status == "404":  # a path the facade does not route is the main API's 404
-                        assert media == {"application/json", "application/problem+json"}, (method, path, status)
+                    elif status in connection or status == "404":  # 404: a path the facade does not route
+                        assert "application/problem+json" in media, (method, path, status)
+                        assert media <= {"application/json", "application/problem+json"}, (method, path, status)
                     else:
                         assert media == {"application/json"}, (method, path, status)
+            assert connection <= set(operation["responses"]), (method, path)
             if operation.get("security") != []:
                 assert {"401", "429", "503"} <= set(operation["responses"]), (method, path)
 
