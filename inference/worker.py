@@ -70,7 +70,7 @@ _STEP_END_RETRY_S = 60.0
 # Deltas after the first: at most this many tokens, or what came within the window (the bound a reader sees).
 # At model speeds below ~1,000 tokens/s the window flushes first; the count binds when tokens come in bursts (a
 # fast model, an engine that sends several at once, a worker catching up under load), where each delta saved is
-# ~1.5 ms of the path's CPU (32 against 8: -15 to -25% CPU per token at 0 ms pacing, docs/benchmarks.md).
+# ~1.5 ms of the path's CPU (32 against 8: 8-20% less CPU per token at 0 ms pacing, docs/benchmarks.md).
 MAX_TOKENS_PER_DELTA = 32
 MAX_DELTA_DELAY_S = 0.03
 

@@ -15,9 +15,9 @@ class FieldProblem(BaseModel):
 
 
 class Problem(BaseModel):
-    """`application/problem+json`. Extension members carry a leaf's data: `errors` (400), `maxBytes` (413, 414, 431), `maxHeaders` (431), `maxConnections` (429),
-    `retryAfter` (503, 429), `idempotencyKey` (422), and governance's `reason`, `violated-policies`, `balance`,
-    `available`, `refillsAt`, `suspendedUntil` (429, 403)."""
+    """`application/problem+json`. Extension members carry a leaf's data: `errors` (400), `maxBytes` (413, 414,
+    431), `maxHeaders` (431), `maxConnections` (429), `retryAfter` (503, 429), `idempotencyKey` (422), and
+    governance's `reason`, `violated-policies`, `balance`, `available`, `refillsAt`, `suspendedUntil` (429, 403)."""
 
     model_config = ConfigDict(extra="allow")
 
