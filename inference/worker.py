@@ -47,7 +47,7 @@ from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, R
 from events.tools import ToolCallsProposed, call_summaries
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, USAGE
 from events.values import ToolCallSummary, Usage
-from inference.coalesce import coalesce
+from inference.coalesce import MAX_DELTA_DELAY_S, MAX_TOKENS_PER_DELTA, coalesce
 from inference.engine import EngineUnavailable, GenerationFinished, GenerationRequest, InferenceEngine, TokenText
 from inference.output_safety import OutputSafety, OutputVerdict, OutputWatch
 from inference.pools import SIZE_CLASSES, PoolConfig, SizeClass, default_pools
@@ -66,13 +66,6 @@ _LOG_RETRY_S = 1.0
 # How long a step's end is retried while the log refuses it (a full disk), so the run's stream ends once the log
 # takes writes again rather than when its lease lapses (the watchdog's way, the same FinishRun: the decider takes one).
 _STEP_END_RETRY_S = 60.0
-
-# Deltas after the first: at most this many tokens, or what came within the window (the bound a reader sees).
-# At model speeds below ~1,000 tokens/s the window flushes first; the count binds when tokens come in bursts (a
-# fast model, an engine that sends several at once, a worker catching up under load), where each delta saved is
-# ~1.5 ms of the path's CPU (32 against 8: 8-20% less CPU per token at 0 ms pacing, docs/benchmarks.md).
-MAX_TOKENS_PER_DELTA = 32
-MAX_DELTA_DELAY_S = 0.03
 
 WORKER_GROUP_PREFIX = "inference-workers."
 
