@@ -1,4 +1,11 @@
-"""HTML: a page's visible text in reading order, h1-h6 as headings, table rows as lines of cells."""
+"""HTML: a page's content in reading order, h1-h6 as headings, table rows as lines of cells.
+
+A page of a documentation site or a web page carries its site's chrome around the content: menus, a table of
+contents of the whole site, search boxes, theme pickers, footers, "¶" links after every heading. Repeated on every
+page, it would be indexed on every page (and put into prompts). The page's own markup says what is content, in the
+standard's terms: its main landmark (`<main>`, `role="main"`) when it has one, never the navigation, search, banner
+and contentinfo landmarks nor what is hidden, and a heading's self-link glyph is not part of its text.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,12 @@ from processors.ingestion.extraction.sections import SectionBuilder, clean_title
 __all__ = ["add_html_text", "extract_html", "parse_html"]
 
 _HTML_DROPPED = ("script", "style", "nav", "noscript", "template", "title")
+# WAI-ARIA landmarks that are never the page's content; `header` and `footer` are the banner and contentinfo when
+# they belong to the page, not to an article or section (HTML-AAM).
+_CHROME_ROLES = frozenset({"navigation", "search", "banner", "contentinfo"})
+_SECTIONING = ["article", "aside", "main", "nav", "section"]
+# What a permalink shows instead of words: Sphinx and MkDocs "¶", Node's "#", "§", an icon.
+_PERMALINK_GLYPHS = frozenset({"", "¶", "#", "§", "🔗"})
 _HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _HTML_BLOCKS = frozenset(
     "address article aside blockquote body caption dd details dialog div dl dt fieldset figcaption figure footer "
@@ -24,8 +37,9 @@ def extract_html(data: bytes) -> ExtractedDocument:
     text_or_refuse(data, MediaType.HTML)
     soup = parse_html(data)  # the bytes, not our decoding: bs4 honours the page's own <meta charset>
     page_title = clean_title(soup.title.get_text()) if soup.title is not None else None
+    _drop_what_is_not_content(soup)
     sections = SectionBuilder()
-    add_html_text(soup, sections)
+    _add_text(_main_landmark(soup) or soup, sections)
     built = sections.build()
     title = page_title or sections.first_heading or first_line(built)
     return ExtractedDocument(title=title, sections=built)
@@ -44,11 +58,19 @@ def parse_html(markup: bytes | str):
 
 def add_html_text(soup, sections: SectionBuilder) -> None:
     """The text of parsed HTML, in reading order: h1-h6 start sections, blocks are paragraphs, rows are lines."""
+    _drop_what_is_not_content(soup)
+    _add_text(soup, sections)
+
+
+def _drop_what_is_not_content(soup) -> None:
+    for dropped in [*soup.find_all(list(_HTML_DROPPED)), *soup.find_all(_is_chrome)]:
+        dropped.decompose()
+
+
+def _add_text(soup, sections: SectionBuilder) -> None:
     from bs4 import NavigableString, Tag
     from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
 
-    for dropped in soup.find_all(list(_HTML_DROPPED)):
-        dropped.decompose()
     line: list[str] = []
     paragraph_break = object()
 
@@ -92,3 +114,30 @@ def add_html_text(soup, sections: SectionBuilder) -> None:
             else:
                 stack.extend(reversed(item.contents))
     end_paragraph()
+
+
+def _main_landmark(soup):
+    """The page's one main landmark, outermost, if it has text; None when there is none, or several."""
+    mains = [tag for tag in soup.find_all(_is_main) if tag.find_parent(_is_main) is None]
+    if len(mains) == 1 and mains[0].get_text(strip=True):
+        return mains[0]
+    return None
+
+
+def _is_main(tag) -> bool:
+    return tag.name == "main" or _role(tag) == "main"
+
+
+def _is_chrome(tag) -> bool:
+    """Landmarks and marks that say "not content": navigation, search, the page's banner and footer, hidden things."""
+    if _role(tag) in _CHROME_ROLES or tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true":
+        return True
+    if tag.name in ("header", "footer") and tag.find_parent(_SECTIONING) is None and not tag.has_attr("role"):
+        return True
+    return tag.name == "a" and str(tag.get("href", "")).startswith("#") and tag.get_text(strip=True) in _PERMALINK_GLYPHS
+
+
+def _role(tag) -> str:
+    # A role attribute may list fallbacks ("main region"); the first one a browser knows is used, the first here.
+    roles = str(tag.get("role", "")).split()
+    return roles[0].lower() if roles else ""

@@ -201,6 +201,77 @@ def test_an_html_page_without_a_title_element_is_titled_by_its_first_heading() -
     assert document.sections == (Section(text="Intro line."), Section(text="Install it.", heading="Setup"))
 
 
+# A documentation site's page as mdBook, Sphinx and Node's generator write them: the site's table of contents,
+# search, theme menu and help around the page's main landmark, a "¶" link in each heading.
+DOCS_SITE_PAGE = """<!DOCTYPE html>
+<html><head><title>Ownership - The Book</title></head>
+<body>
+  <div id="help-popup"><h2>Keyboard shortcuts</h2><p>Press S or / to search in the book</p></div>
+  <nav id="sidebar" aria-label="Table of contents"><ol><li>Getting Started</li><li>Ownership</li></ol></nav>
+  <div id="menu-bar">
+    <ul role="menu"><li role="none"><button role="menuitem">Light</button></li></ul>
+    <div role="search"><input placeholder="Search this book"><p>Search results</p></div>
+  </div>
+  <main>
+    <h1>What is Ownership?<a class="headerlink" href="#ownership" title="Link to this heading">\u00b6</a></h1>
+    <p>Each value has an <a href="#owner">owner</a>.</p>
+    <div class="admonition note" role="note"><p>There is one owner at a time.</p></div>
+    <dl><dt>drop(value)<a class="headerlink" href="#drop">\u00b6</a></dt><dd>Runs when the owner goes out of scope.</dd></dl>
+    <h2>The Stack<span><a class="mark" href="#stack">#</a></span><a aria-hidden="true" id="legacy_stack"></a></h2>
+    <p>Last in, first out.</p>
+  </main>
+  <nav class="nav-wrapper" aria-label="Page navigation"><a href="ch03.html">Previous</a></nav>
+</body></html>
+""".encode()
+
+
+def test_a_documentation_page_is_its_main_landmark_without_the_site_around_it() -> None:
+    document = extract(DOCS_SITE_PAGE, MediaType.HTML)
+    assert document == ExtractedDocument(
+        title="Ownership - The Book",
+        sections=(
+            Section(
+                text="Each value has an owner.\n\nThere is one owner at a time.\n\n"
+                "drop(value)\n\nRuns when the owner goes out of scope.",
+                heading="What is Ownership?",  # a link made of a glyph that points into the page is no word
+            ),
+            Section(text="Last in, first out.", heading="The Stack"),
+        ),
+    )
+
+
+def test_a_page_without_a_main_landmark_drops_what_its_markup_says_is_not_content() -> None:
+    page = b"""<html><head><title>Release notes</title></head><body>
+      <header><a href="/">Example Corp</a> <form role="search"><p>Search the site</p></form></header>
+      <div role="navigation"><a href="/a">Products</a> <a href="/b">Pricing</a></div>
+      <div class="content">
+        <article>
+          <header><h1>Version 2.0</h1><p>Released in March.</p></header>
+          <p>Faster startup.</p>
+          <footer><p>Filed under releases.</p></footer>
+        </article>
+        <p hidden>Subscribe to our newsletter</p><span aria-hidden="true">*</span>
+        <section><footer>Section note.</footer></section>
+      </div>
+      <div role="contentinfo">Contact us</div>
+      <footer><p>Copyright 2026 Example Corp</p></footer>
+    </body></html>"""
+    document = extract(page, MediaType.HTML)
+    # An article's (or a section's) own header and footer are its content; the page's are its banner and footer.
+    assert document.sections == (
+        Section(text="Released in March.\n\nFaster startup.\n\nFiled under releases.\n\nSection note.", heading="Version 2.0"),
+    )
+
+
+def test_a_page_with_several_main_landmarks_or_an_empty_one_is_read_whole() -> None:
+    several = b"<body><p>Intro.</p><main><p>One.</p></main><div role='main'><p>Two.</p></div></body>"
+    assert extract(several, MediaType.HTML).sections == (Section(text="Intro.\n\nOne.\n\nTwo."),)
+    empty = b"<body><main> </main><div><p>The text is out here.</p></div></body>"
+    assert extract(empty, MediaType.HTML).sections == (Section(text="The text is out here."),)
+    nested = b"<body><p>Menu.</p><main><div role='main'><p>Inside.</p></div><p>Also main.</p></main></body>"
+    assert extract(nested, MediaType.HTML).sections == (Section(text="Inside.\n\nAlso main."),)
+
+
 def test_an_html_page_without_text_is_refused() -> None:
     page = b"<html><head><title>Empty</title><script>app()</script></head><body><nav>Menu</nav></body></html>"
     assert failure(page, MediaType.HTML).reason == "no text found in the HTML page"
