@@ -4,7 +4,8 @@ A page of a documentation site or a web page carries its site's chrome around th
 contents of the whole site, search boxes, theme pickers, footers, "¶" links after every heading. Repeated on every
 page, it would be indexed on every page (and put into prompts). The page's own markup says what is content, in the
 standard's terms: its main landmark (`<main>`, `role="main"`) when it has one, never the navigation, search, banner
-and contentinfo landmarks nor what is hidden, and a heading's self-link glyph is not part of its text.
+and contentinfo landmarks, and a heading's self-link glyph is not part of its text. What is merely hidden stays: a
+documentation page hides the tabs not shown ("yarn" beside "npm"), and they are content.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def _is_main(tag) -> bool:
 
 
 def _is_chrome(tag) -> bool:
-    """Landmarks and marks that say "not content": navigation, search, the page's banner and footer, hidden things."""
-    if _role(tag) in _CHROME_ROLES or tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true":
+    """Landmarks and marks that say "not content": navigation, search, the page's banner and footer, permalinks."""
+    if _role(tag) in _CHROME_ROLES:
         return True
     if tag.name in ("header", "footer") and tag.find_parent(_SECTIONING) is None and not tag.has_attr("role"):
         return True

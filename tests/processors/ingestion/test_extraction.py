@@ -250,16 +250,21 @@ def test_a_page_without_a_main_landmark_drops_what_its_markup_says_is_not_conten
           <p>Faster startup.</p>
           <footer><p>Filed under releases.</p></footer>
         </article>
-        <p hidden>Subscribe to our newsletter</p><span aria-hidden="true">*</span>
+        <div role="tabpanel"><p>Install with npm.</p></div><div role="tabpanel" hidden><p>Install with yarn.</p></div>
         <section><footer>Section note.</footer></section>
       </div>
       <div role="contentinfo">Contact us</div>
       <footer><p>Copyright 2026 Example Corp</p></footer>
     </body></html>"""
     document = extract(page, MediaType.HTML)
-    # An article's (or a section's) own header and footer are its content; the page's are its banner and footer.
+    # An article's (or a section's) own header and footer are its content; the page's are its banner and footer. A tab
+    # not shown is hidden, and content all the same.
     assert document.sections == (
-        Section(text="Released in March.\n\nFaster startup.\n\nFiled under releases.\n\nSection note.", heading="Version 2.0"),
+        Section(
+            text="Released in March.\n\nFaster startup.\n\nFiled under releases.\n\nInstall with npm.\n\n"
+            "Install with yarn.\n\nSection note.",
+            heading="Version 2.0",
+        ),
     )
 
 
