@@ -8,7 +8,9 @@ Each kept topic is rendered as a real file (HTML by default; Markdown, plain tex
 `--format`) and goes through the product's own pipeline: media type detection and extraction
 (`processors.ingestion.extraction`), token-budgeted chunking on MiniLM's tokenizer
 (`processors.ingestion.chunking`), all-MiniLM-L6-v2 embeddings (`projections.search.embedding`) and
-a fresh embedded index in a temporary directory (`projections.search.embedded`).
+a fresh embedded index in a temporary directory (`projections.search.embedded`). The standard
+library's API reference (`stdlib_docs.py`) is the second collection; the Rust book's HTML pages, as a
+Rust toolchain ships them, a third that no choice was tuned on (`--collection rustbook`).
 
 The questions are in benchmarks/data/retrieval_eval.json: each names the passage(s) that answer
 it by a verbatim quote. A passage is found at the first rank whose chunk contains its quote,
@@ -40,6 +42,7 @@ similarity alone (the gate before), each checked on the held-out halves (`gate_c
 
     .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
         [--overlap-tokens 40] [--embed-context none|heading] [--bm25-weight W] [--out path]
+        [--collection reference|stdlib|both|rustbook] [--rust-book DIR]
 
 Prints a table and the JSON, and writes benchmarks/results/retrieval_quality-<date>.json (or --out).
 """
@@ -54,6 +57,7 @@ import json
 import math
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -69,11 +73,16 @@ import numpy as np
 BENCHMARKS = Path(__file__).resolve().parent
 EVAL_SET = BENCHMARKS / "data" / "retrieval_eval.json"
 STDLIB_EVAL_SET = BENCHMARKS / "data" / "retrieval_eval_stdlib.json"
+RUSTBOOK_EVAL_SET = BENCHMARKS / "data" / "retrieval_eval_rustbook.json"
 GATE_QUESTIONS = BENCHMARKS / "data" / "relevance_gate_questions.json"  # the reference collection's unanswerable questions
 # Two collections of different kinds: the Language Reference's prose topics, and the standard
 # library's API reference from docstrings (`stdlib_docs.py`). Each has its own questions.
 COLLECTIONS = ("reference", "stdlib")
-Collection = Literal["reference", "stdlib"]
+# A third, never tuned on: a site's real HTML pages, with the chrome around their content, as a user uploads them:
+# the Rust book as the local Rust toolchain ships it (`--rust-book`). Measured only when asked for
+# (`--collection rustbook`): it is on machines with a Rust toolchain's docs, not on every one.
+HELD_OUT_COLLECTIONS = ("rustbook",)
+Collection = Literal["reference", "stdlib", "rustbook"]
 GATE_CANDIDATES = 24  # what a run's search reads (`DocumentRetriever`)
 # The relevance gate's calibration grid: the bar's base (a cosine) and its rise per unit share of
 # unmatched question words. The gate before 2026-12-05's second calibration was the similarity alone
@@ -314,8 +323,13 @@ class SourceFile:
     data: bytes
 
 
-def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, collection: Collection = "reference") -> list[SourceFile]:
+def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, collection: Collection = "reference",
+                     rust_book: Path | None = None) -> list[SourceFile]:
     """Every document of the collection rendered in `fmt`, in name order (the reference: every kept topic)."""
+    if collection == "rustbook":
+        if fmt != "html":
+            raise SystemExit("the rustbook collection is HTML pages as they are: run it with --format html")
+        return rust_book_pages(rust_book or default_rust_book())
     if collection == "stdlib":
         from stdlib_docs import stdlib_documents
 
@@ -326,6 +340,36 @@ def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, colle
     for topic, blocks in documents.items():
         name, data = render(topic, blocks, fmt)
         files.append(SourceFile(topic=topic, name=name, data=data))
+    return files
+
+
+RUST_BOOK_PAGE = re.compile(r"(?:ch\d\d-.+|appendix-\d\d(?:-.+)?)\.html")  # ch04-01-what-is-ownership.html, appendix-00.html
+REDIRECT = re.compile(rb"<meta[^>]+http-equiv=[\"']?refresh", re.IGNORECASE)
+
+
+def default_rust_book() -> Path:
+    """The Rust book of the toolchain `rustc` runs (rustup installs it with the `rust-docs` component)."""
+    try:
+        sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise SystemExit(f"no Rust toolchain to find the Rust book in ({error}): name its folder with --rust-book") from None
+    return Path(sysroot, "share", "doc", "rust", "html", "book")
+
+
+def rustc_version() -> str | None:
+    try:
+        return subprocess.run(["rustc", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def rust_book_pages(directory: Path) -> list[SourceFile]:
+    """The book's chapters and appendices, each page's bytes as they are; not the pages that only redirect to them."""
+    pages = sorted(page for page in directory.glob("*.html") if RUST_BOOK_PAGE.fullmatch(page.name))
+    files = [SourceFile(topic=page.stem, name=page.name, data=page.read_bytes()) for page in pages]
+    files = [file for file in files if not REDIRECT.search(file.data[:2048])]  # old chapter names: "Redirecting..."
+    if not files:
+        raise SystemExit(f"no Rust book pages (ch*.html, appendix-*.html) in {directory}: name its folder with --rust-book")
     return files
 
 
@@ -355,6 +399,7 @@ class Ingested:
     chunks: int = 0
     tokens: int = 0
     chunk_texts: dict[str, str] = field(default_factory=dict)  # chunk_id -> text
+    document_words: dict[str, str] = field(default_factory=dict)  # topic -> its extracted text as `normalized_words`
     stages: StageSeconds = field(default_factory=StageSeconds)  # wall-clock
     stages_cpu: StageSeconds = field(default_factory=StageSeconds)  # process CPU time
 
@@ -427,6 +472,7 @@ async def ingest(
         result.chunks += len(drafts)
         result.tokens += sum(draft.token_count for draft in drafts)
         result.chunk_texts.update((chunk.chunk_id, chunk.text) for chunk in chunks)
+        result.document_words[source.topic] = normalized_words("\n".join(section.text for section in document.sections))
     return result
 
 
@@ -516,6 +562,7 @@ async def evaluate(
     collection: Collection = "reference",
     rerank_model: Path | None = None,
     rerank_depth: int | None = None,
+    rust_book: Path | None = None,
 ) -> dict:
     from processors.grounding import choose_passages
     from processors.passage_selection import DEFAULT_DIVERSITY
@@ -535,12 +582,14 @@ async def evaluate(
     # "reranked": the product's search with a reranking stage, the 24 candidates' head reordered as `DocumentRetriever` does.
     modes = (*MODES, "reranked") if rerank_model is not None else MODES
     reranker = CrossEncoderReranker(rerank_model) if rerank_model is not None else None
-    eval_path = eval_path or (STDLIB_EVAL_SET if collection == "stdlib" else EVAL_SET)
+    eval_path = eval_path or {"stdlib": STDLIB_EVAL_SET, "rustbook": RUSTBOOK_EVAL_SET}.get(collection, EVAL_SET)
     header, questions = load_eval_set(eval_path)
     gate_set = json.loads(GATE_QUESTIONS.read_text())
     unanswerable = json.loads(eval_path.read_text()).get("unanswerable") or gate_set["unanswerable"]
     topics = reference_topics() if collection == "reference" else None
-    files = collection_files(fmt, topics, collection=collection)
+    if collection == "rustbook":
+        rust_book = rust_book or default_rust_book()
+    files = collection_files(fmt, topics, collection=collection, rust_book=rust_book)
     tokenizer = load_embedding_tokenizer()
     embedder = MiniLMEmbedder()
     await embedder.start()
@@ -595,8 +644,19 @@ async def evaluate(
 
     pdf_pages = (
         ingested.pages if fmt == "pdf"
+        else None if collection == "rustbook"  # real pages, not rendered from text
         else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics, collection=collection))
     )
+    if collection == "rustbook":  # pages of another toolchain's book may have changed under the questions
+        misquoted = [
+            f"{entry['id']}: {passage['doc']}"
+            for entry in header["questions"]
+            for passage in entry["relevant"]
+            if normalized_words(passage["quote"]) not in ingested.document_words.get(passage["doc"], "")
+        ]
+        if misquoted:
+            raise SystemExit(f"{len(misquoted)} quotes are not in their pages of {rust_book} ({rustc_version()}; the questions "
+                             f"were written on {header['collection'].get('rustc')}): {', '.join(misquoted)}")
     texts = ingested.chunk_texts
     normalized_chunks = [normalized_words(text) for text in texts.values()]
     unreachable = [
@@ -777,7 +837,7 @@ async def evaluate(
         "benchmark": "retrieval_quality",
         "date": date.today().isoformat(),
         "collection_key": collection,
-        "collection": header["collection"],
+        "collection": header["collection"] | ({"pages_from": str(rust_book), "rustc": rustc_version()} if collection == "rustbook" else {}),
         "format": fmt,
         "chunking": {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens},
         "embed_context": embed_context,
@@ -1014,8 +1074,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bm25-weight", type=float, default=None,
                         help="the BM25 list's weight in the index's hybrid fusion (default: the index's own)")
     parser.add_argument("--eval-set", type=Path, default=None, help="questions (default: the collection's own)")
-    parser.add_argument("--collection", choices=(*COLLECTIONS, "both"), default="both",
-                        help="the Language Reference topics, the stdlib API reference, or both (and the gate calibrated on both)")
+    parser.add_argument("--collection", choices=(*COLLECTIONS, *HELD_OUT_COLLECTIONS, "both"), default="both",
+                        help="the Language Reference topics, the stdlib API reference, or both (and the gate calibrated on both);"
+                             " or the Rust book's HTML pages, never tuned on")
+    parser.add_argument("--rust-book", type=Path, default=None,
+                        help="the Rust book's folder of HTML pages (default: the one of the toolchain `rustc` runs)")
     parser.add_argument("--rerank-model", type=Path, default=None,
                         help="also rank with a reranking stage: a cross-encoder saved to disk, as `turnlog serve --rerank-model` takes")
     parser.add_argument("--rerank-depth", type=int, default=None, help="candidates the reranker reorders (default: the product's)")
@@ -1026,7 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(
             evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,
                      embed_context=arguments.embed_context, bm25_weight=arguments.bm25_weight, eval_path=arguments.eval_set,
-                     collection=collection, rerank_model=arguments.rerank_model, rerank_depth=arguments.rerank_depth)
+                     collection=collection, rerank_model=arguments.rerank_model, rerank_depth=arguments.rerank_depth,
+                     rust_book=arguments.rust_book)
         )
         for collection in collections
     ]
