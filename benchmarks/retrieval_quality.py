@@ -491,6 +491,7 @@ class Question:
     style: str
     question: str
     passages: tuple[str, ...]  # the quotes, as normalized words
+    pages: tuple[str, ...]  # the documents holding them
 
 
 def load_eval_set(path: Path = EVAL_SET) -> tuple[dict, list[Question]]:
@@ -502,6 +503,7 @@ def load_eval_set(path: Path = EVAL_SET) -> tuple[dict, list[Question]]:
             style=entry["style"],
             question=entry["question"],
             passages=tuple(normalized_words(passage["quote"]) for passage in entry["relevant"]),
+            pages=tuple(dict.fromkeys(passage["doc"] for passage in entry["relevant"])),
         )
         for entry in data["questions"]
     ]
@@ -515,6 +517,20 @@ def passage_ranks(question: Question, ranked_texts: Sequence[str]) -> list[int |
     for passage in question.passages:
         ranks.append(next((rank for rank, text in enumerate(normalized, start=1) if passage in text), None))
     return ranks
+
+
+def page_ranks(question: Question, pages_of_ranked_chunks: Sequence[str]) -> list[int | None]:
+    """For each page of the question, its 1-based rank among the pages of the ranked chunks, each page at its first chunk.
+
+    Graded by whole pages, as an evaluation that reads a run's sources by their files does: another chunk of the
+    right page counts, and a page's second chunk takes no rank.
+    """
+    ranked_pages = list(dict.fromkeys(pages_of_ranked_chunks))
+    return [ranked_pages.index(page) + 1 if page in ranked_pages else None for page in question.pages]
+
+
+def chunk_page(chunk_id: str) -> str:
+    return chunk_id.rsplit(":", 1)[0]  # "<topic>:<ordinal>", as `ingest` names chunks
 
 
 def question_metrics(ranks: Sequence[int | None], *, cutoff: int = CUTOFF) -> dict[str, float]:
@@ -673,6 +689,11 @@ async def evaluate(
         ]
 
     per_mode = {mode: score(runs[mode]) for mode in modes}
+    per_mode_by_page = {
+        mode: [question_metrics(page_ranks(question, [chunk_page(chunk_id) for chunk_id in ranking[:CUTOFF]]))
+               for question, ranking in zip(questions, runs[mode])]
+        for mode in modes
+    }
     summary = {mode: {name: round(value, 4) for name, value in mean_metrics(per_mode[mode]).items()} for mode in modes}
     by_style = {
         style: {
@@ -716,6 +737,16 @@ async def evaluate(
 
     def half(per_question: list[dict[str, float]], positions: list[int]) -> dict[str, float]:
         return rounded(mean_metrics([per_question[position] for position in positions]))
+
+    by_page = {
+        "grading": "whole pages: each relevant page at the rank of its first chunk among the 10 (page_ranks)",
+        "all": {mode: rounded(mean_metrics(per_mode_by_page[mode])) for mode in modes},
+        "held_out": {mode: half(per_mode_by_page[mode], held_out) for mode in modes},
+        "held_out_by_style": {
+            style: {mode: half(per_mode_by_page[mode], [p for p in held_out if questions[p].style == style])["ndcg"] for mode in modes}
+            for style in sorted({question.style for question in questions})
+        },
+    }
 
     weighted = {weight: score(fused(DEFAULT_RANK_CONSTANT, RANK_WINDOW, weight)) for weight in BM25_WEIGHTS}
     chosen = max(BM25_WEIGHTS, key=lambda weight: (half(weighted[weight], development)["ndcg"], weight))
@@ -826,6 +857,8 @@ async def evaluate(
             figures.setdefault("relevant_passages_held", []).append(
                 sum(any(passage in text for text in held) for passage in question.passages) / len(question.passages)
             )
+            # The sources as a run returns them, graded by whole pages (a question the gate declines has none).
+            figures.setdefault("page_ndcg", []).append(question_metrics(page_ranks(question, [s.file_id for s in sources]))["ndcg"])
     prompt_passages = {
         variant: {name: round(float(np.mean(values)), 3) for name, values in figures.items()}
         | {f"{name}_{split}": round(float(np.mean(values[positions])), 3)
@@ -868,6 +901,7 @@ async def evaluate(
             for other in ("bm25", "vector")
         },
         "held_out_by_style": held_out_by_style,
+        "by_page": by_page,
         "relevance_gate": gate,
         "prompt_passages": prompt_passages,
         "query_seconds_hybrid_24": {"median": round(float(np.median(query_seconds)), 4),
@@ -1038,6 +1072,16 @@ def table(result: dict) -> str:
         f"{style} ({row['questions']}): " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in modes)
         for style, row in result["held_out_by_style"].items()
     ))
+    if "by_page" in result:
+        pages = result["by_page"]
+        lines.append("graded by whole pages, nDCG@10 all / held out: " + ", ".join(
+            f"{mode} {pages['all'][mode]['ndcg']:.3f} / {pages['held_out'][mode]['ndcg']:.3f}" for mode in modes
+        ) + "; held out by style: " + "; ".join(
+            f"{style}: " + ", ".join(f"{mode} {row[mode]:.3f}" for mode in modes) for style, row in pages["held_out_by_style"].items()
+        ))
+        sources = result["prompt_passages"]["collapsed + MMR"]
+        lines.append(f"a run's sources (gate, collapsed, MMR), graded by whole pages, nDCG@10 all / development / held out: "
+                     f"{sources['page_ndcg']:.3f} / {sources['page_ndcg_development']:.3f} / {sources['page_ndcg_held_out']:.3f}")
     gate = result["relevance_gate"]["at_product_gate"]
     lines.append(f"relevance gate at {gate['min_similarity']} + {gate['unmatched_penalty']} x unmatched: all {gate['all']}, "
                  f"held out {gate['held_out']}, by kind {gate['unanswerable_declined_by_kind']}, keyword window read "
@@ -1074,9 +1118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bm25-weight", type=float, default=None,
                         help="the BM25 list's weight in the index's hybrid fusion (default: the index's own)")
     parser.add_argument("--eval-set", type=Path, default=None, help="questions (default: the collection's own)")
-    parser.add_argument("--collection", choices=(*COLLECTIONS, *HELD_OUT_COLLECTIONS, "both"), default="both",
+    parser.add_argument("--collection", choices=(*COLLECTIONS, *HELD_OUT_COLLECTIONS, "both", "all"), default="both",
                         help="the Language Reference topics, the stdlib API reference, or both (and the gate calibrated on both);"
-                             " or the Rust book's HTML pages, never tuned on")
+                             " the Rust book's HTML pages; or all three (the gate calibrated on the three)")
     parser.add_argument("--rust-book", type=Path, default=None,
                         help="the Rust book's folder of HTML pages (default: the one of the toolchain `rustc` runs)")
     parser.add_argument("--rerank-model", type=Path, default=None,
@@ -1084,7 +1128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rerank-depth", type=int, default=None, help="candidates the reranker reorders (default: the product's)")
     parser.add_argument("--out", type=Path, default=None)
     arguments = parser.parse_args(argv)
-    collections = COLLECTIONS if arguments.collection == "both" else (arguments.collection,)
+    collections = {"both": COLLECTIONS, "all": (*COLLECTIONS, *HELD_OUT_COLLECTIONS)}.get(arguments.collection, (arguments.collection,))
     results = [
         asyncio.run(
             evaluate(fmt=arguments.format, max_tokens=arguments.max_tokens, overlap_tokens=arguments.overlap_tokens,

@@ -129,6 +129,10 @@ def test_metrics_count_each_passage_once_at_its_first_rank() -> None:
     two = metrics([2, None])
     assert two["recall"] == 0.5 and two["mrr"] == 0.5
     assert two["ndcg"] == pytest.approx((1 / 1.584962500721156) / (1 + 1 / 1.584962500721156))
-    question = retrieval_quality.Question(id="q", style="keyword", question="?", passages=("a b", "c d"))
+    question = retrieval_quality.Question(id="q", style="keyword", question="?", passages=("a b", "c d"), pages=("p", "r"))
     # Overlapping chunks repeat a passage: only its first rank counts.
     assert retrieval_quality.passage_ranks(question, ["x A, b", "a b c", "C\nd."]) == [1, 3]
+    # Graded by pages: a page takes the rank of its first chunk, its other chunks none.
+    pages = [retrieval_quality.chunk_page(chunk_id) for chunk_id in ["q:0", "r:4", "q:1", "r:0", "p:7"]]
+    assert retrieval_quality.page_ranks(question, pages) == [3, 2]
+    assert retrieval_quality.page_ranks(question, ["q", "ch04-01"]) == [None, None]
