@@ -2,6 +2,7 @@
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -238,6 +239,20 @@ def test_a_documentation_page_is_its_main_landmark_without_the_site_around_it() 
             Section(text="Last in, first out.", heading="The Stack"),
         ),
     )
+
+
+def test_a_real_sphinx_page_is_read_without_its_breadcrumbs_sidebar_footer_or_pilcrows() -> None:
+    # Sphinx's own output: CPython ships IDLE's help as a Sphinx 5 page (Lib/idlelib/help.html, PSF licence),
+    # copied here from CPython 3.11.7.
+    page = (Path(__file__).with_name("fixtures") / "sphinx-idle-help.html").read_bytes()
+    document = extract(page, MediaType.HTML)
+    headings = [section.heading for section in document.sections]
+    text = "\n\n".join(section.text for section in document.sections)
+    assert headings[:3] == ["IDLE", "Menus", "File menu (Shell and Editor)"]  # before: "Navigation", "IDLE¶", "Menus¶"
+    assert document.sections[0].text.startswith("Source code: Lib/idlelib/\n\nIDLE is Python’s Integrated Development")
+    assert text.endswith("feature changes can be backported (see PEP 434).")  # the page's last paragraph, then no footer
+    for chrome in ("Python »", "Previous topic", "Show Source", "Created using Sphinx", "Found a bug", "¶"):
+        assert chrome not in text and not any(chrome in heading for heading in headings if heading), chrome
 
 
 def test_a_page_without_a_main_landmark_drops_what_its_markup_says_is_not_content() -> None:
