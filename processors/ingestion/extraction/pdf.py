@@ -1,4 +1,7 @@
-"""PDF: each page's text, under the outline's bookmarks as headings; a password or images alone are refused."""
+"""PDF: each page's text without its running heads and feet, under the outline's bookmarks as headings.
+
+A password or images alone are refused.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from processors.ingestion.extraction.document import (
     Section,
     describe_error,
 )
+from processors.ingestion.extraction.page_furniture import without_page_furniture
 from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
 
 __all__ = ["extract_pdf"]
@@ -39,15 +43,15 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     if page_count == 0:
         raise failed("the PDF has no pages")
     headings = _pdf_outline_headings(reader)
+    # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
+    printed = [clean_text(unicodedata.normalize("NFKC", page.extract_text() or "")) for page in reader.pages]
     sections: list[Section] = []
     carried: str | None = None
-    for number, page in enumerate(reader.pages, start=1):
+    for number, text in enumerate(without_page_furniture(printed), start=1):
         on_page = headings.get(number, [])
         heading = on_page[0] if on_page else carried
         if on_page:
             carried = on_page[-1]
-        # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
-        text = clean_text(unicodedata.normalize("NFKC", page.extract_text() or ""))
         if text:
             sections.append(Section(text=text, page=number, heading=heading))
     if not sections:
@@ -55,7 +59,8 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
         raise failed(
             f"no text found in the PDF's {pages}: it holds only images, and a scanned PDF needs OCR, which turnlog does not do"
         )
-    title = clean_title(_pdf_metadata_title(reader)) or first_line(sections)
+    # A running head is often the document's name: the first line is read from the pages as printed.
+    title = clean_title(_pdf_metadata_title(reader)) or first_line(Section(text=text) for text in printed)
     return ExtractedDocument(title=title, sections=tuple(sections), pages=page_count)
 
 

@@ -1,0 +1,72 @@
+"""Running heads and feet: the lines a paged document repeats at the top or bottom of its pages.
+
+A manual prints its title, the chapter's name and the page number on every page ("Chapter 3: Utilities 7",
+"Shared MIME-info Database", "10"). Read as text, they land in every page's chunk: the same words indexed on every
+page, quotes that start with a chapter's name, a page number glued to a sentence. A line is furniture when it is one
+of a page's first or last lines and the same line stands at that edge of at least `MIN_PAGES` pages: the same
+words (a title, a notice), or the same words around a number that counts the pages, growing by one from page to page
+whatever it starts at ("7", "Page 7 of 36", "Chapter 3: Utilities 7"; "© 2026 Acme" is the same words). A line of
+content does not open or close three pages word for word, and a numbered one ("Question 4") counts the pages only
+where there is exactly one per page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = ["EDGE_LINES", "MIN_PAGES", "without_page_furniture"]
+
+EDGE_LINES = 2  # a head or a foot is at most this many lines (a title over a chapter's name; a page number under a notice)
+MIN_PAGES = 3
+
+_NUMBER = re.compile(r"\d+")
+
+
+def without_page_furniture(pages: Sequence[str]) -> list[str]:
+    """Each page's text without its running heads and feet; pages and their other lines as they were."""
+    lines = [page.split("\n") for page in pages]
+    running_heads = _running([_edge(page, top=True) for page in lines])
+    running_feet = _running([_edge(page, top=False) for page in lines])
+    return [
+        "\n".join(_trimmed(page, index, running_heads, running_feet)).strip("\n") for index, page in enumerate(lines)
+    ]
+
+
+def _running(edges: list[list[str]]) -> set[tuple[str, int | None]]:
+    """The (words, page-number offset) of the lines that run along this edge; the offset is None for unnumbered lines."""
+    seen: Counter[tuple[str, int | None]] = Counter()
+    for index, edge in enumerate(edges):
+        seen.update({mark for line in edge for mark in _marks(line, index)})
+    return {mark for mark, pages in seen.items() if pages >= MIN_PAGES}
+
+
+def _trimmed(page: list[str], index: int, running_heads: set, running_feet: set) -> list[str]:
+    start, end = 0, len(page)
+    for _ in range(EDGE_LINES):  # from the top, only while each line is furniture: the rest of the page is content
+        while start < end and not page[start].strip():
+            start += 1
+        if start < end and running_heads.intersection(_marks(page[start], index)):
+            start += 1
+    for _ in range(EDGE_LINES):
+        while end > start and not page[end - 1].strip():
+            end -= 1
+        if end > start and running_feet.intersection(_marks(page[end - 1], index)):
+            end -= 1
+    return page[start:end]
+
+
+def _edge(page: list[str], *, top: bool) -> list[str]:
+    lines = [line for line in page if line.strip()]
+    return lines[:EDGE_LINES] if top else lines[-EDGE_LINES:]
+
+
+def _marks(line: str, index: int) -> set[tuple[str, int | None]]:
+    """What makes a line the same on another page: the line itself, or its words around a number counting the pages."""
+    exact = " ".join(line.casefold().split())
+    if not exact:
+        return set()
+    words = _NUMBER.sub("#", exact)
+    # A page number is the page's position plus the same offset on every page (front matter, a cover); a year is not.
+    return {(exact, None)} | {(words, int(number) - index) for number in _NUMBER.findall(exact) if len(number) <= 6}

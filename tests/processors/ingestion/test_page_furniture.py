@@ -1,0 +1,73 @@
+"""Running heads and feet leave a paged document's text; its content stays, numbered or repeated."""
+
+from __future__ import annotations
+
+from fpdf import FPDF
+
+from processors.ingestion.extraction.dispatch import extract
+from processors.ingestion.extraction.document import MediaType
+from processors.ingestion.extraction.page_furniture import without_page_furniture
+
+
+def test_a_title_a_chapter_head_with_its_page_number_a_notice_and_page_numbers_leave_every_page() -> None:
+    notice = "© 2026 Acme. All rights reserved."
+    pages = [
+        f"Router Manual\nChapter 1: Setup 5\nPlug the router in.\nWait for the light.\n{notice}\n5",
+        f"Router Manual\nChapter 1: Setup 6\nOpen the admin page.\n{notice}\n6",
+        f"Router Manual\nChapter 1: Setup 7\nLog in.\n{notice}\n7",
+        f"Router Manual\nChapter 2: Wi-Fi 8\nPick a channel.\n{notice}\n8",
+        f"Router Manual\nChapter 2: Wi-Fi 9\nSet a password.\n\n{notice}\n9\n",
+    ]
+    assert without_page_furniture(pages) == [
+        "Plug the router in.\nWait for the light.",
+        "Open the admin page.",
+        "Log in.",
+        # A chapter of two pages keeps its head: it takes three pages to tell a head from a line of content.
+        "Chapter 2: Wi-Fi 8\nPick a channel.",
+        "Chapter 2: Wi-Fi 9\nSet a password.",
+    ]
+
+
+def test_numbered_lines_that_do_not_count_the_pages_and_lines_inside_a_page_stay() -> None:
+    pages = [
+        "Question 1\nWhat is DNS?\nQuestion 2\nWhat is DHCP?\nPage 1 of 3",
+        "Question 3\nWhat is NAT?\nPage 2 of 3",
+        "Question 4\nRouter Manual\nWhat is a VLAN?\nQuestion 5\nPage 3 of 3",
+    ]
+    # "Question N" opens every page, but not one per page; "of 3" is the same on every page, the page's number is not.
+    assert without_page_furniture(pages) == [
+        "Question 1\nWhat is DNS?\nQuestion 2\nWhat is DHCP?",
+        "Question 3\nWhat is NAT?",
+        "Question 4\nRouter Manual\nWhat is a VLAN?\nQuestion 5",
+    ]
+
+
+def test_a_line_on_two_pages_only_or_a_document_of_two_pages_keeps_it() -> None:
+    two_of_four = ["Summary\nA.", "Summary\nB.", "Details\nC.", "Details and more\nD."]
+    assert without_page_furniture(two_of_four) == ["Summary\nA.", "Summary\nB.", "Details\nC.", "Details and more\nD."]
+    assert without_page_furniture(["Memo\nFirst page.\n1", "Memo\nSecond page.\n2"]) == ["Memo\nFirst page.\n1", "Memo\nSecond page.\n2"]
+
+
+def test_a_pdf_manual_printed_with_running_heads_and_feet_is_read_without_them() -> None:
+    class Manual(FPDF):
+        def header(self) -> None:
+            self.set_font("Helvetica", size=9)
+            self.cell(0, 8, "Acme Router Manual", new_x="LMARGIN", new_y="NEXT")
+
+        def footer(self) -> None:
+            self.set_y(-15)
+            self.set_font("Helvetica", size=9)
+            self.cell(0, 8, f"Page {self.page_no()} of {{nb}}", align="C")
+
+    pdf = Manual()
+    pdf.set_font("Helvetica", size=12)
+    for text in ("Plug the router in and wait for the light.", "Open the admin page.", "Pick a channel.", "Set a password."):
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 6, text)
+    document = extract(bytes(pdf.output()), MediaType.PDF)
+    assert [section.text for section in document.sections] == [
+        "Plug the router in and wait for the light.", "Open the admin page.", "Pick a channel.", "Set a password."
+    ]
+    assert [section.page for section in document.sections] == [1, 2, 3, 4]
+    assert document.title == "Acme Router Manual"  # no title in the metadata: the first line, as printed
