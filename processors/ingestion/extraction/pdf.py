@@ -1,4 +1,5 @@
-"""PDF: each page's text without its running heads and feet, under the outline's bookmarks as headings.
+"""PDF: each page's text without its running heads and feet, words broken at line ends joined again, under the
+outline's bookmarks as headings.
 
 A password or images alone are refused.
 """
@@ -15,6 +16,7 @@ from processors.ingestion.extraction.document import (
     Section,
     describe_error,
 )
+from processors.ingestion.extraction.hyphenation import rejoined_words
 from processors.ingestion.extraction.page_furniture import without_page_furniture
 from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
 
@@ -47,7 +49,7 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     printed = [clean_text(unicodedata.normalize("NFKC", page.extract_text() or "")) for page in reader.pages]
     sections: list[Section] = []
     carried: str | None = None
-    for number, text in enumerate(without_page_furniture(printed), start=1):
+    for number, text in enumerate(rejoined_words(without_page_furniture(printed)), start=1):
         on_page = headings.get(number, [])
         heading = on_page[0] if on_page else carried
         if on_page:
