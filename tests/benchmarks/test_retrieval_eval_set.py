@@ -6,7 +6,6 @@ benchmarks/retrieval_quality.py (loaded by path: benchmarks/ is not a package).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -14,22 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_test_module
+
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_SET = ROOT / "benchmarks" / "data" / "retrieval_eval.json"
-
-
-def _load_benchmark():
-    if "retrieval_quality" in sys.modules:
-        return sys.modules["retrieval_quality"]
-    spec = importlib.util.spec_from_file_location("retrieval_quality", ROOT / "benchmarks" / "retrieval_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["retrieval_quality"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-retrieval_quality = _load_benchmark()
+retrieval_quality = load_test_module("retrieval_quality", beside=ROOT / "benchmarks" / "retrieval_quality.py")
 
 
 @pytest.fixture(scope="module")

@@ -6,30 +6,16 @@ score a run whose pages miss a quote (`evaluate`, "misquoted"). Here: the set's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
+from tests.conftest import load_test_module
 
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-retrieval_quality = _load("retrieval_quality")
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+retrieval_quality = load_test_module("retrieval_quality", beside=BENCHMARKS / "retrieval_quality.py")
 
 
 @pytest.fixture(scope="module")

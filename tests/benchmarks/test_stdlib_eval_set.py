@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = ROOT / "benchmarks"
+from tests.conftest import load_test_module
 
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there; stdlib_docs imports retrieval_quality by name
-    spec.loader.exec_module(module)
-    return module
-
-
-retrieval_quality = _load("retrieval_quality")
-stdlib_docs = _load("stdlib_docs")
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# Registered by name: dataclasses look their module up there, and stdlib_docs imports retrieval_quality by name.
+retrieval_quality = load_test_module("retrieval_quality", beside=BENCHMARKS / "retrieval_quality.py")
+stdlib_docs = load_test_module("stdlib_docs", beside=BENCHMARKS / "stdlib_docs.py")
 
 
 @pytest.fixture(scope="module")
