@@ -23,8 +23,8 @@ _HTML_DROPPED = ("script", "style", "nav", "noscript", "template", "title")
 # they belong to the page, not to an article or section (HTML-AAM).
 _CHROME_ROLES = frozenset({"navigation", "search", "banner", "contentinfo"})
 _SECTIONING = ["article", "aside", "main", "nav", "section"]
-# What a permalink shows instead of words: Sphinx and MkDocs "¶", Node's "#", "§", an icon.
-_PERMALINK_GLYPHS = frozenset({"", "¶", "#", "§", "🔗"})
+# What a permalink shows instead of words: Sphinx and MkDocs "¶", Node's "#", "§", Docusaurus' zero-width space, an icon.
+_PERMALINK_GLYPHS = frozenset({"", "¶", "#", "§", "\u200b", "🔗"})
 _HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _HTML_BLOCKS = frozenset(
     "address article aside blockquote body caption dd details dialog div dl dt fieldset figcaption figure footer "

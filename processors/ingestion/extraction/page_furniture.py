@@ -22,6 +22,8 @@ EDGE_LINES = 2  # a head or a foot is at most this many lines (a title over a ch
 MIN_PAGES = 3
 
 _NUMBER = re.compile(r"\d+")
+# A line as another page may repeat it: its words, and None or the offset from the page's position of a number in it.
+_Mark = tuple[str, int | None]
 
 
 def without_page_furniture(pages: Sequence[str]) -> list[str]:
@@ -34,15 +36,15 @@ def without_page_furniture(pages: Sequence[str]) -> list[str]:
     ]
 
 
-def _running(edges: list[list[str]]) -> set[tuple[str, int | None]]:
-    """The (words, page-number offset) of the lines that run along this edge; the offset is None for unnumbered lines."""
-    seen: Counter[tuple[str, int | None]] = Counter()
+def _running(edges: list[list[str]]) -> set[_Mark]:
+    """The marks of the lines that run along this edge: each on at least `MIN_PAGES` pages."""
+    seen: Counter[_Mark] = Counter()
     for index, edge in enumerate(edges):
         seen.update({mark for line in edge for mark in _marks(line, index)})
     return {mark for mark, pages in seen.items() if pages >= MIN_PAGES}
 
 
-def _trimmed(page: list[str], index: int, running_heads: set, running_feet: set) -> list[str]:
+def _trimmed(page: list[str], index: int, running_heads: set[_Mark], running_feet: set[_Mark]) -> list[str]:
     start, end = 0, len(page)
     for _ in range(EDGE_LINES):  # from the top, only while each line is furniture: the rest of the page is content
         while start < end and not page[start].strip():
@@ -62,7 +64,7 @@ def _edge(page: list[str], *, top: bool) -> list[str]:
     return lines[:EDGE_LINES] if top else lines[-EDGE_LINES:]
 
 
-def _marks(line: str, index: int) -> set[tuple[str, int | None]]:
+def _marks(line: str, index: int) -> set[_Mark]:
     """What makes a line the same on another page: the line itself, or its words around a number counting the pages."""
     exact = " ".join(line.casefold().split())
     if not exact:

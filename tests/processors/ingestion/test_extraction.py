@@ -202,7 +202,7 @@ def test_an_html_page_without_a_title_element_is_titled_by_its_first_heading() -
     assert document.sections == (Section(text="Intro line."), Section(text="Install it.", heading="Setup"))
 
 
-# A documentation site's page as mdBook, Sphinx and Node's generator write them: the site's table of contents,
+# A documentation site's page as mdBook, Sphinx, Node's generator and Docusaurus write them: the site's table of contents,
 # search, theme menu and help around the page's main landmark, a "¶" link in each heading.
 DOCS_SITE_PAGE = """<!DOCTYPE html>
 <html><head><title>Ownership - The Book</title></head>
@@ -218,7 +218,8 @@ DOCS_SITE_PAGE = """<!DOCTYPE html>
     <p>Each value has an <a href="#owner">owner</a>.</p>
     <div class="admonition note" role="note"><p>There is one owner at a time.</p></div>
     <dl><dt>drop(value)<a class="headerlink" href="#drop">\u00b6</a></dt><dd>Runs when the owner goes out of scope.</dd></dl>
-    <h2>The Stack<span><a class="mark" href="#stack">#</a></span><a aria-hidden="true" id="legacy_stack"></a></h2>
+    <h2>The Stack<span><a class="mark" href="#stack">#</a></span><a aria-hidden="true" id="legacy_stack"></a><a
+      class="hash-link" href="#stack" aria-label="Direct link to The Stack">\u200b</a></h2>
     <p>Last in, first out.</p>
   </main>
   <nav class="nav-wrapper" aria-label="Page navigation"><a href="ch03.html">Previous</a></nav>
