@@ -42,7 +42,7 @@ similarity alone (the gate before), each checked on the held-out halves (`gate_c
 
     .venv/bin/python benchmarks/retrieval_quality.py [--format html|markdown|text|pdf] [--max-tokens 200]
         [--overlap-tokens 40] [--embed-context none|heading] [--bm25-weight W] [--out path]
-        [--collection reference|stdlib|both|rustbook] [--rust-book DIR]
+        [--collection reference|stdlib|both|rustbook|all] [--rust-book DIR]
 
 Prints a table and the JSON, and writes benchmarks/results/retrieval_quality-<date>.json (or --out).
 """
