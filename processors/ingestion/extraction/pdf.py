@@ -1,5 +1,6 @@
 """PDF: each page's text without its running heads and feet, words broken at line ends joined again, under the
-outline's bookmarks as headings.
+outline's bookmarks as headings; a line printing a bookmark's title ("3.3 Invoking asn1Decoding") is a paragraph of
+its own, so neither a chunk nor a citation's quote runs it into the sentence after it.
 
 A password or images alone are refused.
 """
@@ -7,6 +8,7 @@ A password or images alone are refused.
 from __future__ import annotations
 
 import io
+import re
 import unicodedata
 
 from processors.ingestion.extraction.document import (
@@ -55,7 +57,7 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
         if on_page:
             carried = on_page[-1]
         if text:
-            sections.append(Section(text=text, page=number, heading=heading))
+            sections.append(Section(text=titles_apart(text, on_page), page=number, heading=heading))
     if not sections:
         pages = "page" if page_count == 1 else f"{page_count} pages"
         raise failed(
@@ -64,6 +66,33 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     # A running head is often the document's name: the first line is read from the pages as printed.
     title = clean_title(_pdf_metadata_title(reader)) or first_line(Section(text=text) for text in printed)
     return ExtractedDocument(title=title, sections=tuple(sections), pages=page_count)
+
+
+def titles_apart(text: str, titles: list[str]) -> str:
+    """The page's text with each line that prints one of its bookmarks' titles set apart by blank lines."""
+    lines = text.split("\n")
+    marked: set[int] = set()
+    for title in titles:  # in outline order, each after the one before: a title printed twice is the first
+        after = max(marked) + 1 if marked else 0
+        found = next((index for index in range(after, len(lines)) if _prints_title(lines[index], title)), None)
+        if found is not None:
+            marked.add(found)
+    parts: list[str] = []
+    for index, line in enumerate(lines):
+        parts += ["", line, ""] if index in marked else [line]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).strip("\n")
+
+
+# A section's number before its title as printed: "3.3", "A.1", "12.", "IV".
+_SECTION_NUMBER = re.compile(r"(?:\d+|[A-Z]|[IVXLC]+)(?:\.\d+)*\.?")
+
+
+def _prints_title(line: str, title: str) -> bool:
+    printed, wanted = " ".join(line.split()).casefold(), " ".join(title.split()).casefold()
+    if printed == wanted:
+        return True
+    number, _, rest = printed.partition(" ")
+    return rest == wanted and _SECTION_NUMBER.fullmatch(number.upper()) is not None
 
 
 def _pdf_metadata_title(reader) -> str | None:

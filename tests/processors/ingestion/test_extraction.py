@@ -39,6 +39,35 @@ def test_a_pdf_is_read_page_by_page_with_its_bookmarks_as_headings(report_pdf: b
         assert " ".join(section.text.split()) == " ".join(" ".join(paragraphs).split())
 
 
+def test_a_pdf_line_printing_a_bookmarks_title_is_a_paragraph_of_its_own() -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=12)
+    pdf.add_page()
+    for number, title, paragraph in ((1, "Install", "Run the installer."), (2, "Configure", "Edit the settings file.")):
+        pdf.start_section(title)
+        pdf.multi_cell(0, 6, f"{number} {title}\n{paragraph}", new_x="LMARGIN", new_y="NEXT")
+    pdf.add_page()
+    pdf.multi_cell(0, 6, "Restart after each edit.\n3 Upgrade\nBack up first.", new_x="LMARGIN", new_y="NEXT")
+    pdf.start_section("Upgrade")  # on page 2, after the line that prints it: still found
+    document = extract(bytes(pdf.output()), MediaType.PDF)
+    assert [(section.page, section.heading, section.text) for section in document.sections] == [
+        (1, "Install", "1 Install\n\nRun the installer.\n\n2 Configure\n\nEdit the settings file."),
+        (2, "Upgrade", "Restart after each edit.\n\n3 Upgrade\n\nBack up first."),
+    ]
+
+
+def test_only_lines_printing_the_pages_own_titles_in_outline_order_are_set_apart() -> None:
+    from processors.ingestion.extraction.pdf import titles_apart
+
+    text = "Contents\n2.1 Naming . . . 4\nNaming rules vary.\n2.1 Naming\nA name is a path.\nA.2 Limits\nIV. Naming"
+    assert titles_apart(text, ["Naming", "Limits"]) == (
+        "Contents\n2.1 Naming . . . 4\nNaming rules vary.\n\n2.1 Naming\n\nA name is a path.\n\nA.2 Limits\n\nIV. Naming"
+    )
+    assert titles_apart("Setup\nRun it.", []) == "Setup\nRun it."
+
+
 def test_a_pdf_without_a_metadata_title_is_titled_by_its_first_line(make_pdf) -> None:
     document = extract(make_pdf([["Annual meeting minutes", "Present: everyone."]]), MediaType.PDF)
     assert document.title == "Annual meeting minutes"
