@@ -5,11 +5,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fpdf import FPDF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.ingestion.extraction.dispatch import extract
 from processors.ingestion.extraction.document import ExtractedDocument, ExtractionFailed, MediaType, Section
+from processors.ingestion.extraction.pdf import titles_apart
 from kernel.errors import InvalidRequest
 
 OLE_HEADER = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -40,8 +42,6 @@ def test_a_pdf_is_read_page_by_page_with_its_bookmarks_as_headings(report_pdf: b
 
 
 def test_a_pdf_line_printing_a_bookmarks_title_is_a_paragraph_of_its_own() -> None:
-    from fpdf import FPDF
-
     pdf = FPDF()
     pdf.set_font("Helvetica", size=12)
     pdf.add_page()
@@ -59,8 +59,6 @@ def test_a_pdf_line_printing_a_bookmarks_title_is_a_paragraph_of_its_own() -> No
 
 
 def test_only_lines_printing_the_pages_own_titles_in_outline_order_are_set_apart() -> None:
-    from processors.ingestion.extraction.pdf import titles_apart
-
     text = "Contents\n2.1 Naming . . . 4\nNaming rules vary.\n2.1 Naming\nA name is a path.\nA.2 Limits\nIV. Naming"
     assert titles_apart(text, ["Naming", "Limits"]) == (
         "Contents\n2.1 Naming . . . 4\nNaming rules vary.\n\n2.1 Naming\n\nA name is a path.\n\nA.2 Limits\n\nIV. Naming"
