@@ -1,8 +1,15 @@
-"""Word (.docx): paragraphs and tables in body order, under the document's Title and Heading styles."""
+"""Word (.docx): paragraphs and tables in body order, under the document's Title and Heading styles.
+
+Text inside content controls counts: a template's fields, a form's answers, a cover page's title are content controls
+(`w:sdt`), which python-docx's own iteration skips, block and inline alike. So do tracked insertions. Word's own table of
+contents is left out: its entries repeat the headings.
+"""
 
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Iterator
 
 from processors.ingestion.extraction.detection import OLE_MAGIC
 from processors.ingestion.extraction.document import ExtractedDocument, ExtractionFailed, MediaType
@@ -14,7 +21,6 @@ __all__ = ["extract_docx"]
 def extract_docx(data: bytes) -> ExtractedDocument:
     import docx
     from docx.table import Table
-    from docx.text.paragraph import Paragraph
 
     if data.startswith(OLE_MAGIC):
         raise ExtractionFailed(
@@ -24,14 +30,14 @@ def extract_docx(data: bytes) -> ExtractedDocument:
     document = docx.Document(io.BytesIO(data))
     sections = SectionBuilder()
     styled_title: str | None = None
-    for block in document.iter_inner_content():
+    for block in _blocks(document.element.body, document):
         if isinstance(block, Table):
             sections.paragraph(_docx_table_text(block))
             continue
-        if not isinstance(block, Paragraph):
-            continue
-        text = block.text
+        text = _paragraph_text(block)
         style = block.style.name if block.style is not None else ""
+        if _TOC_ENTRY.fullmatch(style or ""):
+            continue  # an entry of a table of contents made by a TOC field
         if style == "Title" or (style or "").startswith("Heading"):
             if style == "Title" and styled_title is None:
                 styled_title = clean_title(text)
@@ -56,11 +62,56 @@ def _docx_table_text(table) -> str:
                 continue
             seen.add(id(cell._tc))
             parts = []
-            for block in cell.iter_inner_content():
-                parts.append(_docx_table_text(block) if isinstance(block, Table) else block.text)
+            for block in _blocks(cell._tc, cell):
+                parts.append(_docx_table_text(block) if isinstance(block, Table) else _paragraph_text(block))
             text = " ".join(" ".join(parts).split())
             if text:
                 cells.append(text)
         if cells:
             rows.append(" | ".join(cells))
     return "\n".join(rows)
+
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+_TOC_ENTRY = re.compile(r"toc \d", re.IGNORECASE)  # the built-in styles "toc 1" .. "toc 9"
+# Where a run inside a paragraph is not the paragraph's text: deleted or moved away, in a nested paragraph (a text box),
+# or in the copy of a drawing kept for old readers.
+_NOT_THE_PARAGRAPHS = frozenset({f"{_W}p", f"{_W}del", f"{_W}moveFrom", f"{_W}txbxContent", _MC_FALLBACK})
+
+
+def _blocks(container, parent) -> Iterator:
+    """The paragraphs and tables of a body or a table cell in order, those inside content controls included."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in container.iterchildren():
+        if child.tag == f"{_W}p":
+            yield Paragraph(child, parent)
+        elif child.tag == f"{_W}tbl":
+            yield Table(child, parent)
+        elif child.tag == f"{_W}sdt" and not _is_table_of_contents(child):
+            content = child.find(f"{_W}sdtContent")
+            if content is not None:
+                yield from _blocks(content, parent)
+
+
+def _is_table_of_contents(sdt) -> bool:
+    gallery = sdt.find(f"{_W}sdtPr/{_W}docPartObj/{_W}docPartGallery")
+    return gallery is not None and gallery.get(f"{_W}val") == "Table of Contents"
+
+
+def _paragraph_text(paragraph) -> str:
+    """The paragraph's runs in order: in hyperlinks, fields, inline content controls and tracked insertions too."""
+    from docx.text.run import Run
+
+    return "".join(Run(run, paragraph).text for run in paragraph._p.iter(f"{_W}r") if _of_paragraph(run, paragraph._p))
+
+
+def _of_paragraph(run, p) -> bool:
+    node = run.getparent()
+    while node is not None and node is not p:
+        if node.tag in _NOT_THE_PARAGRAPHS:
+            return False
+        node = node.getparent()
+    return node is p

@@ -158,6 +158,49 @@ def test_a_docx_title_comes_from_its_properties_else_its_title_style_else_its_fi
     assert failure(saved(empty), MediaType.DOCX).reason == "no text found in the Word document"
 
 
+def test_a_docx_keeps_its_content_controls_and_tracked_insertions_and_leaves_out_its_table_of_contents() -> None:
+    import docx
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.oxml import parse_xml
+
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+
+    def run(text: str) -> str:
+        return f'<w:r><w:t xml:space="preserve">{text}</w:t></w:r>'
+
+    document = docx.Document()
+    body = document.element.body
+    toc = (f'<w:sdt {w}><w:sdtPr><w:docPartObj><w:docPartGallery w:val="Table of Contents"/></w:docPartObj></w:sdtPr>'
+           f"<w:sdtContent><w:p>{run('Contents')}</w:p><w:p>{run('Results 1')}</w:p></w:sdtContent></w:sdt>")
+    body.insert(0, parse_xml(toc))
+    document.styles.add_style("toc 1", WD_STYLE_TYPE.PARAGRAPH)
+    document.add_paragraph("Results\t1", style="toc 1")  # a TOC field's entry
+    document.add_heading("Results", level=1)
+    cover = f"<w:sdt {w}><w:sdtContent><w:p>{run('Prepared for the board.')}</w:p></w:sdtContent></w:sdt>"
+    body.insert(len(body) - 1, parse_xml(cover))
+    filled = document.add_paragraph("Author: ")
+    filled._p.append(parse_xml(f"<w:sdt {w}><w:sdtContent>{run('Ada Lovelace')}</w:sdtContent></w:sdt>"))
+    revised = document.add_paragraph("Revenue ")
+    revised._p.append(parse_xml(f"<w:ins {w} w:id='1' w:author='A' w:date='2026-01-01T00:00:00Z'>{run('rose')}</w:ins>"))
+    revised._p.append(parse_xml(
+        f"<w:del {w} w:id='2' w:author='A' w:date='2026-01-01T00:00:00Z'><w:r><w:delText>fell</w:delText></w:r></w:del>"
+    ))
+    revised.add_run(" this year.")
+    boxed = document.add_paragraph("Beside a box.")
+    boxed._p.append(parse_xml(f"<w:r {w}><w:pict><w:txbxContent><w:p>{run('Box text')}</w:p></w:txbxContent></w:pict></w:r>"))
+    table = document.add_table(rows=1, cols=1)
+    table.cell(0, 0)._tc.append(parse_xml(f"<w:sdt {w}><w:sdtContent><w:p>{run('In a cell control')}</w:p></w:sdtContent></w:sdt>"))
+    output = io.BytesIO()
+    document.save(output)
+    assert extract(output.getvalue(), MediaType.DOCX).sections == (
+        Section(
+            text="Prepared for the board.\n\nAuthor: Ada Lovelace\n\nRevenue rose this year.\n\nBeside a box.\n\n"
+            "In a cell control",
+            heading="Results",
+        ),
+    )
+
+
 def test_a_truncated_docx_is_refused_as_damaged(report_docx: bytes) -> None:
     error = failure(report_docx[: len(report_docx) // 2], MediaType.DOCX)
     assert error.reason.startswith("the Word document is damaged: ")
