@@ -1,8 +1,8 @@
 """Word (.docx): paragraphs and tables in body order, under the document's Title and Heading styles.
 
 Text inside content controls counts: a template's fields, a form's answers, a cover page's title are content controls
-(`w:sdt`), which python-docx's own iteration skips, block and inline alike. So do tracked insertions. Word's own table of
-contents is left out: its entries repeat the headings.
+(`w:sdt`), which python-docx's own iteration skips, block and inline alike. So do tracked insertions and text boxes (read
+after the paragraph they are anchored in). Word's own table of contents is left out: its entries repeat the headings.
 """
 
 from __future__ import annotations
@@ -88,12 +88,26 @@ def _blocks(container, parent) -> Iterator:
     for child in container.iterchildren():
         if child.tag == f"{_W}p":
             yield Paragraph(child, parent)
+            for box in _text_boxes(child):  # a text box's paragraphs follow the paragraph it is anchored in
+                yield from _blocks(box, parent)
         elif child.tag == f"{_W}tbl":
             yield Table(child, parent)
         elif child.tag == f"{_W}sdt" and not _is_table_of_contents(child):
             content = child.find(f"{_W}sdtContent")
             if content is not None:
                 yield from _blocks(content, parent)
+
+
+def _text_boxes(p) -> list:
+    """The text boxes anchored in a paragraph, each once: not the copy kept for old readers, not one inside another."""
+    boxes = []
+    for box in p.iter(f"{_W}txbxContent"):
+        node = box.getparent()
+        while node is not p and node.tag not in (_MC_FALLBACK, f"{_W}txbxContent"):
+            node = node.getparent()
+        if node is p:
+            boxes.append(box)
+    return boxes
 
 
 def _is_table_of_contents(sdt) -> bool:

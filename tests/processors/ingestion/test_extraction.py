@@ -158,7 +158,7 @@ def test_a_docx_title_comes_from_its_properties_else_its_title_style_else_its_fi
     assert failure(saved(empty), MediaType.DOCX).reason == "no text found in the Word document"
 
 
-def test_a_docx_keeps_its_content_controls_and_tracked_insertions_and_leaves_out_its_table_of_contents() -> None:
+def test_a_docx_keeps_its_content_controls_tracked_insertions_and_text_boxes_and_leaves_out_its_table_of_contents() -> None:
     import docx
     from docx.enum.style import WD_STYLE_TYPE
     from docx.oxml import parse_xml
@@ -187,14 +187,19 @@ def test_a_docx_keeps_its_content_controls_and_tracked_insertions_and_leaves_out
     ))
     revised.add_run(" this year.")
     boxed = document.add_paragraph("Beside a box.")
-    boxed._p.append(parse_xml(f"<w:r {w}><w:pict><w:txbxContent><w:p>{run('Box text')}</w:p></w:txbxContent></w:pict></w:r>"))
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    box = f"<w:txbxContent><w:p>{run('Box text')}</w:p></w:txbxContent>"
+    boxed._p.append(parse_xml(  # a drawing, and the copy of it kept for old readers: one text box
+        f"<w:r {w} {mc}><mc:AlternateContent><mc:Choice Requires='wps'><w:drawing>{box}</w:drawing></mc:Choice>"
+        f"<mc:Fallback><w:pict>{box}</w:pict></mc:Fallback></mc:AlternateContent></w:r>"
+    ))
     table = document.add_table(rows=1, cols=1)
     table.cell(0, 0)._tc.append(parse_xml(f"<w:sdt {w}><w:sdtContent><w:p>{run('In a cell control')}</w:p></w:sdtContent></w:sdt>"))
     output = io.BytesIO()
     document.save(output)
     assert extract(output.getvalue(), MediaType.DOCX).sections == (
         Section(
-            text="Prepared for the board.\n\nAuthor: Ada Lovelace\n\nRevenue rose this year.\n\nBeside a box.\n\n"
+            text="Prepared for the board.\n\nAuthor: Ada Lovelace\n\nRevenue rose this year.\n\nBeside a box.\n\nBox text\n\n"
             "In a cell control",
             heading="Results",
         ),
