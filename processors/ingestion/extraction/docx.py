@@ -73,11 +73,14 @@ def _docx_table_text(table) -> str:
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_P, _TBL, _SDT, _RUN, _TEXT_BOX = f"{_W}p", f"{_W}tbl", f"{_W}sdt", f"{_W}r", f"{_W}txbxContent"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 _TOC_ENTRY = re.compile(r"toc \d", re.IGNORECASE)  # the built-in styles "toc 1" .. "toc 9"
 # Where a run inside a paragraph is not the paragraph's text: deleted or moved away, in a nested paragraph (a text box),
 # or in the copy of a drawing kept for old readers.
-_NOT_THE_PARAGRAPHS = frozenset({f"{_W}p", f"{_W}del", f"{_W}moveFrom", f"{_W}txbxContent", _MC_FALLBACK})
+_NOT_THE_PARAGRAPHS = frozenset({_P, f"{_W}del", f"{_W}moveFrom", _TEXT_BOX, _MC_FALLBACK})
+# Where a text box inside a paragraph is not the paragraph's own: inside another box, or in that copy.
+_NOT_ITS_OWN_BOX = frozenset({_TEXT_BOX, _MC_FALLBACK})
 
 
 def _blocks(container, parent) -> Iterator:
@@ -86,28 +89,17 @@ def _blocks(container, parent) -> Iterator:
     from docx.text.paragraph import Paragraph
 
     for child in container.iterchildren():
-        if child.tag == f"{_W}p":
+        if child.tag == _P:
             yield Paragraph(child, parent)
-            for box in _text_boxes(child):  # a text box's paragraphs follow the paragraph it is anchored in
-                yield from _blocks(box, parent)
-        elif child.tag == f"{_W}tbl":
+            for box in child.iter(_TEXT_BOX):  # a text box's paragraphs follow the paragraph it is anchored in
+                if _belongs_to(box, child, _NOT_ITS_OWN_BOX):
+                    yield from _blocks(box, parent)
+        elif child.tag == _TBL:
             yield Table(child, parent)
-        elif child.tag == f"{_W}sdt" and not _is_table_of_contents(child):
+        elif child.tag == _SDT and not _is_table_of_contents(child):
             content = child.find(f"{_W}sdtContent")
             if content is not None:
                 yield from _blocks(content, parent)
-
-
-def _text_boxes(p) -> list:
-    """The text boxes anchored in a paragraph, each once: not the copy kept for old readers, not one inside another."""
-    boxes = []
-    for box in p.iter(f"{_W}txbxContent"):
-        node = box.getparent()
-        while node is not p and node.tag not in (_MC_FALLBACK, f"{_W}txbxContent"):
-            node = node.getparent()
-        if node is p:
-            boxes.append(box)
-    return boxes
 
 
 def _is_table_of_contents(sdt) -> bool:
@@ -119,13 +111,15 @@ def _paragraph_text(paragraph) -> str:
     """The paragraph's runs in order: in hyperlinks, fields, inline content controls and tracked insertions too."""
     from docx.text.run import Run
 
-    return "".join(Run(run, paragraph).text for run in paragraph._p.iter(f"{_W}r") if _of_paragraph(run, paragraph._p))
+    p = paragraph._p
+    return "".join(Run(run, paragraph).text for run in p.iter(_RUN) if _belongs_to(run, p, _NOT_THE_PARAGRAPHS))
 
 
-def _of_paragraph(run, p) -> bool:
-    node = run.getparent()
+def _belongs_to(element, p, not_through: frozenset[str]) -> bool:
+    """Whether `element`, found inside paragraph `p`, is reached from it without passing any element in `not_through`."""
+    node = element.getparent()
     while node is not None and node is not p:
-        if node.tag in _NOT_THE_PARAGRAPHS:
+        if node.tag in not_through:
             return False
         node = node.getparent()
     return node is p
