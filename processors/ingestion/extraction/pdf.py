@@ -1,6 +1,7 @@
-"""PDF: each page's text without its running heads and feet, words broken at line ends joined again, under the
-outline's bookmarks as headings; a line printing a bookmark's title ("3.3 Invoking asn1Decoding") is a paragraph of
-its own, so neither a chunk nor a citation's quote runs it into the sentence after it.
+"""PDF: each page's text in paragraphs (from where its lines stand), without its running heads and feet, words broken
+at line ends joined again, under the outline's bookmarks as headings; a line printing a bookmark's title ("3.3
+Invoking asn1Decoding") is a paragraph of its own, so neither a chunk nor a citation's quote runs it into the sentence
+after it.
 
 A password or images alone are refused.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
+from collections import Counter
 
 from processors.ingestion.extraction.document import (
     ExtractedDocument,
@@ -20,6 +22,7 @@ from processors.ingestion.extraction.document import (
 )
 from processors.ingestion.extraction.hyphenation import rejoined_words
 from processors.ingestion.extraction.page_furniture import without_page_furniture
+from processors.ingestion.extraction.paragraph_breaks import PrintedLine, paragraphed
 from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
 
 __all__ = ["extract_pdf"]
@@ -48,7 +51,7 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
         raise failed("the PDF has no pages")
     headings = _pdf_outline_headings(reader)
     # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
-    printed = [clean_text(unicodedata.normalize("NFKC", page.extract_text() or "")) for page in reader.pages]
+    printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed([_printed_lines(page) for page in reader.pages])]
     sections: list[Section] = []
     carried: str | None = None
     for number, text in enumerate(rejoined_words(without_page_furniture(printed)), start=1):
@@ -66,6 +69,48 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     # A running head is often the document's name: the first line is read from the pages as printed.
     title = clean_title(_pdf_metadata_title(reader)) or first_line(Section(text=text) for text in printed)
     return ExtractedDocument(title=title, sections=tuple(sections), pages=page_count)
+
+
+def _printed_lines(page) -> list[PrintedLine]:
+    """The page's extracted text, line by line, each with the height of its baseline and its font size (the
+    size and baseline most of its characters have: a superscript or a bullet's font does not move a line)."""
+    pieces: list[tuple[str, float, float]] = []
+
+    def printed(text: str, cm: list[float], tm: list[float], font: object, size: float) -> None:
+        a, b, c, d, e, f = _on_page(tm, cm)
+        pieces.append((text, f, size * (b * b + d * d) ** 0.5))
+
+    text = page.extract_text(visitor_text=printed) or ""
+    if "".join(piece for piece, _, _ in pieces) != text:  # not how this pypdf builds its text: lines without positions
+        return [PrintedLine(text=line) for line in text.split("\n")]
+    lines: list[PrintedLine] = []
+    line_text: list[str] = []
+    baselines: Counter[float] = Counter()
+    sizes: Counter[float] = Counter()
+    for piece, baseline, size in pieces:
+        for index, part in enumerate(piece.split("\n")):
+            if index:
+                lines.append(_line(line_text, baselines, sizes))
+                line_text, baselines, sizes = [], Counter(), Counter()
+            line_text.append(part)
+            if printed_characters := len(part.strip()):
+                baselines[round(baseline, 1)] += printed_characters
+                sizes[round(size, 1)] += printed_characters
+    lines.append(_line(line_text, baselines, sizes))
+    return lines
+
+
+def _line(text: list[str], baselines: Counter[float], sizes: Counter[float]) -> PrintedLine:
+    if not baselines:
+        return PrintedLine(text="".join(text))
+    return PrintedLine(text="".join(text), baseline=baselines.most_common(1)[0][0], size=sizes.most_common(1)[0][0])
+
+
+def _on_page(text_matrix: list[float], current_matrix: list[float]) -> tuple[float, ...]:
+    """The text matrix in page space: the text matrix times the current transformation matrix (PDF 32000, 9.4.4)."""
+    a, b, c, d, e, f = text_matrix
+    ca, cb, cc, cd, ce, cf = current_matrix
+    return (a * ca + b * cc, a * cb + b * cd, c * ca + d * cc, c * cb + d * cd, e * ca + f * cc + ce, e * cb + f * cd + cf)
 
 
 def titles_apart(text: str, titles: list[str]) -> str:
