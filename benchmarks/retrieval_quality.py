@@ -330,17 +330,54 @@ def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, colle
         if fmt != "html":
             raise SystemExit("the rustbook collection is HTML pages as they are: run it with --format html")
         return rust_book_pages(rust_book or default_rust_book())
-    if collection == "stdlib":
-        from stdlib_docs import stdlib_documents
-
-        documents = stdlib_documents()
-    else:
-        documents = {topic: topic_blocks(text) for topic, text in (topics if topics is not None else reference_topics()).items()}
     files = []
-    for topic, blocks in documents.items():
+    for topic, blocks in collection_documents(collection, topics).items():
         name, data = render(topic, blocks, fmt)
         files.append(SourceFile(topic=topic, name=name, data=data))
     return files
+
+
+def collection_documents(collection: Collection, topics: dict[str, str] | None = None) -> dict[str, list[Block]]:
+    """The reference's or stdlib's documents as their blocks (headings, paragraphs, code), before any format renders them."""
+    if collection == "stdlib":
+        from stdlib_docs import stdlib_documents
+
+        return stdlib_documents()
+    if collection != "reference":
+        raise ValueError(f"the {collection} collection is pages as they are, not blocks this benchmark renders")
+    return {topic: topic_blocks(text) for topic, text in (topics if topics is not None else reference_topics()).items()}
+
+
+def quotes_within_paragraphs(fmt: Format, documents: dict[str, list[Block]]) -> dict:
+    """Whether a citation's quote stays inside one paragraph: of the sentences a quote is chosen from (each document
+    rendered in `fmt`, extracted by the product, its sections cut as a passage is), how many lie inside one block of
+    the source, compared as words; one that does not runs a paragraph, list item or code block into the next."""
+    from inference.citations import quote_candidates
+    from processors.ingestion.extraction.dispatch import extract
+    from processors.ingestion.extraction.document import MediaType
+
+    media_type = {"pdf": MediaType.PDF, "html": MediaType.HTML, "markdown": MediaType.MARKDOWN, "text": MediaType.TEXT}[fmt]
+    within = across = 0
+    for topic, blocks in documents.items():
+        _, data = render(topic, blocks, fmt)
+        printed = [_as_printed(block.text, fmt) for block in blocks]
+        for section in extract(data, media_type).sections:
+            for sentence in quote_candidates(section.text):
+                words = normalized_words(sentence)
+                if len(words.split()) < 3:  # a number, a lone symbol: inside anything
+                    continue
+                if any(words in block for block in printed):
+                    within += 1
+                else:
+                    across += 1
+    return {"sentences": within + across, "within_one_paragraph": within, "across_paragraphs": across,
+            "share_across": round(across / max(within + across, 1), 4)}
+
+
+def _as_printed(text: str, fmt: Format) -> str:
+    if fmt == "pdf":  # the core PDF fonts print Latin-1 (`render_pdf`)
+        text = text.translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
+    return normalized_words(text)
 
 
 RUST_BOOK_PAGE = re.compile(r"(?:ch\d\d-.+|appendix-\d\d(?:-.+)?)\.html")  # ch04-01-what-is-ownership.html, appendix-00.html
@@ -886,6 +923,7 @@ async def evaluate(
             "tokens": ingested.tokens,
             "seconds": round(ingest_seconds, 2),
         },
+        "quotes": quotes_within_paragraphs(fmt, collection_documents(collection, topics)) if collection != "rustbook" else None,
         "questions": len(questions),
         "passages": sum(len(question.passages) for question in questions),
         "unreachable_passages": unreachable,
@@ -1047,6 +1085,8 @@ def table(result: dict) -> str:
         f"{result['ingested']['chunks']} chunks, {result['ingested']['characters']:,} characters"
         + f" ({result['ingested']['pdf_pages_of_the_same_text']} pages as PDF)",
         f"questions: {result['questions']} ({result['passages']} passages, {len(result['unreachable_passages'])} in no chunk)",
+        *([f"sentences a quote is chosen from: {result['quotes']['sentences']}, {result['quotes']['across_paragraphs']} run "
+           f"across the source's paragraphs ({result['quotes']['share_across']:.1%})"] if result.get("quotes") else []),
         "",
         f"{'mode':<8} {'nDCG@10':>8} {'recall@10':>10} {'MRR@10':>8}",
     ]

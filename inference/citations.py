@@ -56,7 +56,7 @@ def best_quote(passage: str, claim: str) -> str:
     compared by a crude stem, so "rises" supports "rise"; dividing by the square root of one more than the
     sentence's terms keeps a long sentence from winning by size alone.
     """
-    sentences = [sentence for block in _blocks(passage) for sentence in _SENTENCES.split(block) if sentence.strip()]
+    sentences = quote_candidates(passage)
     if not sentences:
         return ""
     claim_terms = _terms(claim)
@@ -67,6 +67,11 @@ def best_quote(passage: str, claim: str) -> str:
 
     best = " ".join(max(sentences, key=support).split())  # max keeps the first of equals
     return best if len(best) <= MAX_QUOTE_CHARS else best[: MAX_QUOTE_CHARS - 1].rstrip() + "…"
+
+
+def quote_candidates(passage: str) -> list[str]:
+    """The sentences a quote is chosen from: the passage cut into paragraphs and list items, then into sentences."""
+    return [sentence for block in _blocks(passage) for sentence in _SENTENCES.split(block) if sentence.strip()]
 
 
 def _blocks(passage: str) -> list[str]:
