@@ -6,19 +6,25 @@ bugs to: ..."). Typesetters set paragraphs, list items, code blocks and headings
 leading between a paragraph's own lines (TeX: 13.1 pt between lines at 10.9 pt, 16.1 between paragraphs), or by
 another font size. So a blank line goes between two lines of a page when the second stands lower than the first by
 more than `MORE_THAN_LEADING` times the leading of their font size, or is set in another size, or starts higher on
-the page (another column). The leading of a size is read from the whole document: the lower quartile of the gaps
-between consecutive lines of that size, since most gaps in running text are between a paragraph's own lines.
+the page (another column). The leading of a size is read from the whole document: the smallest gap between two
+consecutive lines of that size that recurs (a paragraph's own lines are set at it; paragraphs of one line each, as in
+a glossary, leave only the wider gaps between them, and the narrowest of those is not the leading: a document with no
+line set at its leading is left as it was). A gap under `MIN_LEADING` times the size is no line spacing (a subscript
+set as a line of its own).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MORE_THAN_LEADING", "PrintedLine", "paragraphed"]
+__all__ = ["MIN_LEADING", "MORE_THAN_LEADING", "PrintedLine", "paragraphed"]
 
 MORE_THAN_LEADING = 1.15  # TeX's paragraph skip adds ~23% to the leading; line-to-line jitter is ~1%
+MIN_LEADING = 0.9  # times the font size: lines are set at least about their size apart (1.2 is usual)
+_RECURS = 0.05  # the leading is a gap that this share of a size's gaps (and at least two) are within 5% of
 _OTHER_SIZE = 1.15  # a heading is set 30% or more larger; a size within this ratio is the same text face
 _SAME_BASELINE = 1.0  # points: two pieces of one visual line that the extractor put on two lines (a table's cells)
 
@@ -66,7 +72,7 @@ def _paragraph_between(above: PrintedLine, below: PrintedLine, leading: dict[flo
 
 
 def _leading_by_size(pages: Sequence[Sequence[PrintedLine]]) -> dict[float, float]:
-    """Font size -> the usual gap between two consecutive lines of that size: the lower quartile of those gaps."""
+    """Font size -> the gap between two consecutive lines of one paragraph in that size, where the document has one."""
     gaps: dict[float, list[float]] = defaultdict(list)
     for lines in pages:
         printed = [line for line in lines if line.baseline is not None and line.size]
@@ -75,7 +81,17 @@ def _leading_by_size(pages: Sequence[Sequence[PrintedLine]]) -> dict[float, floa
             gap = above.baseline - below.baseline
             if gap > _SAME_BASELINE and _size_key(above.size) == _size_key(below.size):
                 gaps[_size_key(above.size)].append(gap)
-    return {size: sorted(found)[len(found) // 4] for size, found in gaps.items()}
+    leading = {size: _smallest_recurring(found, size) for size, found in gaps.items()}
+    return {size: gap for size, gap in leading.items() if gap is not None}
+
+
+def _smallest_recurring(gaps: list[float], size: float) -> float | None:
+    plausible = sorted(gap for gap in gaps if gap >= MIN_LEADING * size)
+    needed = max(2, round(_RECURS * len(plausible)))
+    for index, gap in enumerate(plausible):
+        if bisect_right(plausible, gap * 1.05) - index >= needed:
+            return gap
+    return None
 
 
 def _size_key(size: float) -> float:

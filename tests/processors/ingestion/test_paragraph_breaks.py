@@ -50,6 +50,34 @@ def test_the_leading_is_read_from_the_whole_document_so_a_page_of_one_line_parag
     assert paragraphed([prose, one_line_paragraphs])[1] == "First item.\n\nSecond item.\n\nThird item."
 
 
+def test_a_glossary_of_one_line_paragraphs_is_split_at_the_gaps_wider_than_its_few_wrapped_lines() -> None:
+    # Terms and one-line definitions, 7.5 mm apart (fpdf2: 5 mm lines, 2.5 mm after each paragraph); two wrap.
+    terms = [(text, 800.0 - 21.26 * number, 10.0) for number, text in enumerate(
+        ["object.__dict__", "A mapping that stores an object's attributes.", "class.__mro__", "A tuple of classes.",
+         "class.__bases__", "A tuple of base classes.", "class.__name__", "The name of the class."]
+    )]
+    wrapped = [("The qualified name of the class,", 600.0, 10.0), ("from the module's top level.", 585.83, 10.0),
+               ("Each class keeps a list of weak", 564.57, 10.0), ("references to its subclasses.", 550.4, 10.0)]
+    assert paragraphed([lines(*terms, *wrapped)]) == [
+        "object.__dict__\n\nA mapping that stores an object's attributes.\n\nclass.__mro__\n\nA tuple of classes.\n\n"
+        "class.__bases__\n\nA tuple of base classes.\n\nclass.__name__\n\nThe name of the class.\n\n"
+        "The qualified name of the class,\nfrom the module's top level.\n\nEach class keeps a list of weak\nreferences to its subclasses."
+    ]
+    # With no line set at the leading, no gap says where a paragraph ends: the text is left as it was.
+    assert paragraphed([lines(*terms)]) == ["\n".join(text for text, _, _ in terms)]
+
+
+def test_a_gap_narrower_than_any_line_spacing_does_not_become_the_leading() -> None:
+    # A subscript the extractor put on a line of its own, 3 pt under its line, several times.
+    page = lines(*(piece for number in range(4) for piece in (
+        (f"the sum of x over the items of group {number} is", 700.0 - 30.0 * number, 10.0),
+        ("i", 697.0 - 30.0 * number, 10.0),
+        ("written out once more below", 688.0 - 30.0 * number, 10.0),
+    )))
+    texts = paragraphed([page])[0].split("\n\n")
+    assert len(texts) == 4  # 3 and 9 pt apart inside a group, 18 pt between groups: not every line a paragraph
+
+
 def test_lines_without_a_position_are_kept_where_they_are_and_a_document_without_positions_is_left_as_it_was() -> None:
     page = [PrintedLine(text="Title"), PrintedLine(text=""), PrintedLine(text="Body")]
     assert paragraphed([page]) == ["Title\n\nBody"]
