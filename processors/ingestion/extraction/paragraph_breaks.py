@@ -15,6 +15,7 @@ set as a line of its own).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
@@ -47,27 +48,39 @@ def paragraphed(pages: Sequence[Sequence[PrintedLine]]) -> list[str]:
     texts = []
     for lines in pages:
         parts: list[str] = []
-        above: PrintedLine | None = None
+        above: _Position | None = None
         for line in lines:
-            if above is not None and line.baseline is not None and _paragraph_between(above, line, leading):
+            position = _position(line)
+            if above is not None and position is not None and _paragraph_between(above, position, leading):
                 parts.append("")
             parts.append(line.text)
-            if line.baseline is not None:
-                above = line
+            above = position or above
         texts.append("\n".join(parts))
     return texts
 
 
-def _paragraph_between(above: PrintedLine, below: PrintedLine, leading: dict[float, float]) -> bool:
-    assert above.baseline is not None and below.baseline is not None and above.size and below.size
-    gap = above.baseline - below.baseline  # PDF heights grow upwards
+_Position = tuple[float, float]  # a line's baseline and font size
+
+
+def _position(line: PrintedLine) -> _Position | None:
+    """Where the line stands, if the page says so plainly (no position, a zero size, a broken matrix: it does not)."""
+    if line.baseline is None or line.size is None:
+        return None
+    if not (math.isfinite(line.baseline) and math.isfinite(line.size) and line.size > 0):
+        return None
+    return line.baseline, line.size
+
+
+def _paragraph_between(above: _Position, below: _Position, leading: dict[float, float]) -> bool:
+    (above_baseline, above_size), (below_baseline, below_size) = above, below
+    gap = above_baseline - below_baseline  # PDF heights grow upwards
     if abs(gap) <= _SAME_BASELINE:
         return False
     if gap < 0:  # the next line stands higher: another column, a figure's caption, a footnote's order
         return True
-    if max(above.size, below.size) > _OTHER_SIZE * min(above.size, below.size):
+    if max(above_size, below_size) > _OTHER_SIZE * min(above_size, below_size):
         return True
-    usual = max(leading.get(_size_key(above.size), 0.0), leading.get(_size_key(below.size), 0.0))
+    usual = max(leading.get(_size_key(above_size), 0.0), leading.get(_size_key(below_size), 0.0))
     return bool(usual) and gap > MORE_THAN_LEADING * usual
 
 
@@ -75,12 +88,11 @@ def _leading_by_size(pages: Sequence[Sequence[PrintedLine]]) -> dict[float, floa
     """Font size -> the gap between two consecutive lines of one paragraph in that size, where the document has one."""
     gaps: dict[float, list[float]] = defaultdict(list)
     for lines in pages:
-        printed = [line for line in lines if line.baseline is not None and line.size]
-        for above, below in zip(printed, printed[1:]):
-            assert above.baseline is not None and below.baseline is not None and above.size and below.size
-            gap = above.baseline - below.baseline
-            if gap > _SAME_BASELINE and _size_key(above.size) == _size_key(below.size):
-                gaps[_size_key(above.size)].append(gap)
+        positions = [position for position in map(_position, lines) if position is not None]
+        for (above_baseline, above_size), (below_baseline, below_size) in zip(positions, positions[1:]):
+            gap = above_baseline - below_baseline
+            if gap > _SAME_BASELINE and _size_key(above_size) == _size_key(below_size):
+                gaps[_size_key(above_size)].append(gap)
     leading = {size: _smallest_recurring(found, size) for size, found in gaps.items()}
     return {size: gap for size, gap in leading.items() if gap is not None}
 

@@ -83,6 +83,9 @@ def test_lines_without_a_position_are_kept_where_they_are_and_a_document_without
     assert paragraphed([page]) == ["Title\n\nBody"]
     one_line = lines(("alone", 700.0, 10.0))
     assert paragraphed([one_line, []]) == ["alone", ""]
+    # A hostile or broken page: a zero size (invisible OCR text), a matrix of infinities or NaN. Read as unpositioned.
+    broken = lines(("zero", 700.0, 0.0), ("inf", float("inf"), 10.0), ("nan", 680.0, float("nan")), ("ok", 670.0, 10.0))
+    assert paragraphed([broken]) == ["zero\ninf\nnan\nok"]
 
 
 def test_a_pdfs_paragraphs_come_apart_and_a_quote_stays_inside_one() -> None:
