@@ -324,14 +324,15 @@ class SourceFile:
 
 
 def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, collection: Collection = "reference",
-                     rust_book: Path | None = None) -> list[SourceFile]:
-    """Every document of the collection rendered in `fmt`, in name order (the reference: every kept topic)."""
+                     rust_book: Path | None = None, documents: dict[str, list[Block]] | None = None) -> list[SourceFile]:
+    """Every document of the collection rendered in `fmt`, in name order (the reference: every kept topic); `documents`:
+    the collection's blocks where the caller has them already (`collection_documents`)."""
     if collection == "rustbook":
         if fmt != "html":
             raise SystemExit("the rustbook collection is HTML pages as they are: run it with --format html")
         return rust_book_pages(rust_book or default_rust_book())
     files = []
-    for topic, blocks in collection_documents(collection, topics).items():
+    for topic, blocks in (documents if documents is not None else collection_documents(collection, topics)).items():
         name, data = render(topic, blocks, fmt)
         files.append(SourceFile(topic=topic, name=name, data=data))
     return files
@@ -642,7 +643,8 @@ async def evaluate(
     topics = reference_topics() if collection == "reference" else None
     if collection == "rustbook":
         rust_book = rust_book or default_rust_book()
-    files = collection_files(fmt, topics, collection=collection, rust_book=rust_book)
+    documents = collection_documents(collection, topics) if collection != "rustbook" else None
+    files = collection_files(fmt, topics, collection=collection, rust_book=rust_book, documents=documents)
     tokenizer = load_embedding_tokenizer()
     embedder = MiniLMEmbedder()
     await embedder.start()
@@ -698,7 +700,7 @@ async def evaluate(
     pdf_pages = (
         ingested.pages if fmt == "pdf"
         else None if collection == "rustbook"  # real pages, not rendered from text
-        else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics, collection=collection))
+        else sum(pdf_page_count(source.data) for source in collection_files("pdf", topics, collection=collection, documents=documents))
     )
     if collection == "rustbook":  # pages of another toolchain's book may have changed under the questions
         misquoted = [
@@ -923,7 +925,7 @@ async def evaluate(
             "tokens": ingested.tokens,
             "seconds": round(ingest_seconds, 2),
         },
-        "quotes": quotes_within_paragraphs(fmt, collection_documents(collection, topics)) if collection != "rustbook" else None,
+        "quotes": quotes_within_paragraphs(fmt, documents) if documents is not None else None,
         "questions": len(questions),
         "passages": sum(len(question.passages) for question in questions),
         "unreachable_passages": unreachable,

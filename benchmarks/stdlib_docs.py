@@ -52,6 +52,8 @@ def _module_blocks(name: str) -> list[Block]:
             for method_name, method in sorted(vars(member).items()):
                 if method_name.startswith("_") or not callable(method) or not method.__doc__:
                     continue
+                if getattr(method, "__module__", None) not in (None, member.__module__):
+                    continue  # patched in by another library once imported (transformers: `Logger.warning_once`)
                 method_doc = inspect.getdoc(method)
                 if method_doc and method_doc != doc:
                     blocks += [
@@ -63,8 +65,10 @@ def _module_blocks(name: str) -> list[Block]:
 
 def _signature(member: object) -> str:
     try:
-        # Defaults that are functions print their address ("<function copy2 at 0x7f..>"): not the same twice.
-        return re.sub(r" at 0x[0-9a-f]+", "", str(inspect.signature(member)))  # type: ignore[arg-type]
+        # Defaults that are functions print their address ("<function copy2 at 0x7f..>"): not the same twice. A list
+        # of weak references (`logging.shutdown`'s handlers) is whatever the process has made so far.
+        signature = re.sub(r" at 0x[0-9a-f]+", "", str(inspect.signature(member)))  # type: ignore[arg-type]
+        return re.sub(r"\[<weakref[^\]]*\]", "[...]", signature)
     except (TypeError, ValueError):
         return "(...)"
 

@@ -42,6 +42,18 @@ def test_the_documents_are_the_same_bytes_every_time() -> None:
     assert not any(b" at 0x" in data for data in rendered)  # no object addresses in signatures
 
 
+def test_the_documents_do_not_depend_on_what_the_process_imported_or_configured_before() -> None:
+    """transformers patches `logging.Logger` with methods of its own when imported, and `logging.shutdown`'s default
+    lists every handler made so far: the benchmark imports the model libraries before it ends, so neither may count."""
+    import logging
+
+    before = retrieval_quality.collection_documents("stdlib")
+    import transformers.utils.logging  # noqa: F401  (its import patches `logging.Logger`)
+
+    logging.getLogger("turnlog.tests.stdlib-docs").addHandler(logging.NullHandler())
+    assert retrieval_quality.collection_documents("stdlib") == before
+
+
 def test_the_gate_questions_are_unanswerable_and_small_talk_by_kind() -> None:
     gate = json.loads((BENCHMARKS / "data" / "relevance_gate_questions.json").read_text())
     assert len(gate["unanswerable"]) >= 30 and {u["kind"] for u in gate["unanswerable"]} == {"near", "far"}
