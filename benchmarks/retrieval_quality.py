@@ -44,6 +44,8 @@ similarity alone (the gate before), each checked on the held-out halves (`gate_c
         [--overlap-tokens 40] [--embed-context none|heading] [--bm25-weight W] [--out path]
         [--collection reference|stdlib|both|rustbook|all] [--rust-book DIR]
 
+The Rust book is read as HTML, or with `--format pdf` as Chromium prints its pages (Chromium needed).
+
 Prints a table and the JSON, and writes benchmarks/results/retrieval_quality-<date>.json (or --out).
 """
 
@@ -57,6 +59,7 @@ import json
 import math
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -328,9 +331,12 @@ def collection_files(fmt: Format, topics: dict[str, str] | None = None, *, colle
     """Every document of the collection rendered in `fmt`, in name order (the reference: every kept topic); `documents`:
     the collection's blocks where the caller has them already (`collection_documents`)."""
     if collection == "rustbook":
+        directory = rust_book or default_rust_book()
+        if fmt == "pdf":
+            return printed_pages(directory, rust_book_pages(directory))
         if fmt != "html":
-            raise SystemExit("the rustbook collection is HTML pages as they are: run it with --format html")
-        return rust_book_pages(rust_book or default_rust_book())
+            raise SystemExit("the rustbook collection is HTML pages as they are, or as a browser prints them: --format html or pdf")
+        return rust_book_pages(directory)
     files = []
     for topic, blocks in (documents if documents is not None else collection_documents(collection, topics)).items():
         name, data = render(topic, blocks, fmt)
@@ -409,6 +415,25 @@ def rust_book_pages(directory: Path) -> list[SourceFile]:
     if not files:
         raise SystemExit(f"no Rust book pages (ch*.html, appendix-*.html) in {directory}: name its folder with --rust-book")
     return files
+
+
+def printed_pages(directory: Path, pages: Sequence[SourceFile]) -> list[SourceFile]:
+    """The pages as a reader saves them from a browser: printed to PDF by headless Chromium (its layout, fonts and
+    drawing order; no header and footer, so that two runs print the same text)."""
+    browser = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
+    if browser is None:
+        raise SystemExit("printing the Rust book's pages to PDF needs Chromium (Debian: apt-get install chromium)")
+    printed = []
+    with tempfile.TemporaryDirectory(prefix="turnlog-printed-") as output:
+        for page in pages:
+            pdf = Path(output, f"{page.topic}.pdf")
+            subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--no-pdf-header-footer", f"--print-to-pdf={pdf}", (directory / page.name).resolve().as_uri()],
+                capture_output=True, check=True, timeout=120,
+            )
+            printed.append(SourceFile(topic=page.topic, name=pdf.name, data=pdf.read_bytes()))
+    return printed
 
 
 # -- ingestion through the product's pipeline ----------------------------------------------------

@@ -1,7 +1,7 @@
-"""PDF: each page's text in paragraphs (from where its lines stand), without its running heads and feet, words broken
-at line ends joined again, under the outline's bookmarks as headings; a line printing a bookmark's title ("3.3
-Invoking asn1Decoding") is a paragraph of its own, so neither a chunk nor a citation's quote runs it into the sentence
-after it.
+"""PDF: each page's text in reading order and in paragraphs (from where its lines stand), without its running heads
+and feet, words broken at line ends joined again, under the outline's bookmarks as headings; a line printing a
+bookmark's title ("3.3 Invoking asn1Decoding") is a paragraph of its own, so neither a chunk nor a citation's quote
+runs it into the sentence after it.
 
 A password or images alone are refused.
 """
@@ -22,7 +22,7 @@ from processors.ingestion.extraction.document import (
 )
 from processors.ingestion.extraction.hyphenation import rejoined_words
 from processors.ingestion.extraction.page_furniture import without_page_furniture
-from processors.ingestion.extraction.paragraph_breaks import PrintedLine, paragraphed
+from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed
 from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
 
 __all__ = ["extract_pdf"]
@@ -51,7 +51,7 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
         raise failed("the PDF has no pages")
     headings = _pdf_outline_headings(reader)
     # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
-    printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed([_printed_lines(page) for page in reader.pages])]
+    printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed([in_reading_order(_printed_lines(page)) for page in reader.pages])]
     sections: list[Section] = []
     carried: str | None = None
     for number, text in enumerate(rejoined_words(without_page_furniture(printed)), start=1):
@@ -72,38 +72,52 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
 
 
 def _printed_lines(page) -> list[PrintedLine]:
-    """The page's extracted text, line by line, each with the height of its baseline and its font size (the
-    size and baseline most of its characters have: a superscript or a bullet's font does not move a line)."""
-    pieces: list[tuple[str, float, float]] = []
+    """The page's extracted text, line by line, each with the height of its baseline, its font size (the size and
+    baseline most of its characters have: a superscript or a bullet's font does not move a line) and where it starts."""
+    pieces: list[tuple[str, float, float, float]] = []
 
     def printed(text: str, cm: list[float], tm: list[float], font: object, size: float) -> None:
         a, b, c, d, e, f = _on_page(tm, cm)
-        pieces.append((text, f, size * (b * b + d * d) ** 0.5))
+        pieces.append((text, e, f, size * (b * b + d * d) ** 0.5))
 
     text = page.extract_text(visitor_text=printed) or ""
-    if "".join(piece for piece, _, _ in pieces) != text:  # not how this pypdf builds its text: lines without positions
+    if "".join(piece[0] for piece in pieces) != text:  # not how this pypdf builds its text: lines without positions
         return [PrintedLine(text=line) for line in text.split("\n")]
     lines: list[PrintedLine] = []
-    line_text: list[str] = []
-    baselines: Counter[float] = Counter()
-    sizes: Counter[float] = Counter()
-    for piece, baseline, size in pieces:
+    line = _Line()
+    for piece, left, baseline, size in pieces:
         for index, part in enumerate(piece.split("\n")):
             if index:
-                lines.append(_line(line_text, baselines, sizes))
-                line_text, baselines, sizes = [], Counter(), Counter()
-            line_text.append(part)
-            if printed_characters := len(part.strip()):
-                baselines[round(baseline, 1)] += printed_characters
-                sizes[round(size, 1)] += printed_characters
-    lines.append(_line(line_text, baselines, sizes))
+                lines.append(line.printed())
+                line = _Line()
+            line.add(part, left=left, baseline=baseline, size=size)
+    lines.append(line.printed())
     return lines
 
 
-def _line(text: list[str], baselines: Counter[float], sizes: Counter[float]) -> PrintedLine:
-    if not baselines:
-        return PrintedLine(text="".join(text))
-    return PrintedLine(text="".join(text), baseline=baselines.most_common(1)[0][0], size=sizes.most_common(1)[0][0])
+class _Line:
+    """A line as its pieces come: its text, and by how many printed characters each baseline and size was seen."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.baselines: Counter[float] = Counter()
+        self.sizes: Counter[float] = Counter()
+        self.left: float | None = None
+
+    def add(self, part: str, *, left: float, baseline: float, size: float) -> None:
+        self.text.append(part)
+        if printed_characters := len(part.strip()):
+            self.baselines[round(baseline, 1)] += printed_characters
+            self.sizes[round(size, 1)] += printed_characters
+            self.left = left if self.left is None else min(self.left, left)
+
+    def printed(self) -> PrintedLine:
+        if not self.baselines:
+            return PrintedLine(text="".join(self.text))
+        return PrintedLine(
+            text="".join(self.text), baseline=self.baselines.most_common(1)[0][0], size=self.sizes.most_common(1)[0][0],
+            left=self.left,
+        )
 
 
 def _on_page(text_matrix: list[float], current_matrix: list[float]) -> tuple[float, ...]:

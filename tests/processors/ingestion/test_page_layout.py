@@ -1,17 +1,77 @@
-"""A PDF's paragraphs are read from where its lines stand: more space than the leading, another size, another column."""
+"""A PDF page's lines in reading order and its paragraphs, read from where its lines stand: a block drawn out of order
+goes back to its place; a paragraph ends at more space than the leading, another size, another column."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fpdf import FPDF
+from pypdf import PdfReader
 
 from inference.citations import best_quote
 from processors.ingestion.extraction.dispatch import extract
 from processors.ingestion.extraction.document import MediaType
-from processors.ingestion.extraction.paragraph_breaks import PrintedLine, paragraphed
+from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed
 
 
 def lines(*printed: tuple[str, float, float]) -> list[PrintedLine]:
-    return [PrintedLine(text=text, baseline=baseline, size=size) for text, baseline, size in printed]
+    return [PrintedLine(text=text, baseline=baseline, size=size, left=72.0) for text, baseline, size in printed]
+
+
+def placed(*printed: tuple[str, float, float]) -> list[PrintedLine]:
+    """Lines of 10 pt text, each at (text, baseline, left)."""
+    return [PrintedLine(text=text, baseline=baseline, size=10.0, left=left) for text, baseline, left in printed]
+
+
+def texts(printed: list[PrintedLine]) -> list[str]:
+    return [line.text for line in printed]
+
+
+def test_blocks_a_browser_draws_after_the_text_go_back_to_the_gaps_they_stand_in() -> None:
+    page = placed(
+        ("Running text, first line", 700, 72), ("its second line.", 688, 72),
+        ("Text after the first code block.", 640, 72),  # a gap from 688 to 640: the first block stands in it
+        ("Text after the second.", 580, 72),
+        ("first block, line 1", 670, 84), ("first block, line 2", 658, 84),  # drawn after all the text
+        ("second block", 610, 84),
+        ("A running head drawn last", 760, 72),
+    )
+    assert texts(in_reading_order(page)) == [
+        "A running head drawn last", "Running text, first line", "its second line.", "first block, line 1",
+        "first block, line 2", "Text after the first code block.", "second block", "Text after the second.",
+    ]
+
+
+def test_the_second_column_and_a_superscript_keep_their_place() -> None:
+    two_columns = placed(
+        ("left 1", 700, 72), ("left 2", 688, 72), ("left 3", 640, 72),  # a gap in the left column at 664 ...
+        ("right 1", 700, 320), ("right 2", 664, 320), ("right 3", 630, 320),  # ... where the right column has a line
+    )
+    assert in_reading_order(two_columns) == two_columns
+    superscript = placed(("E = mc", 700, 72), ("2", 704, 110), ("and so on.", 688, 72))
+    assert in_reading_order(superscript) == superscript
+    unpositioned = [PrintedLine(text="a"), PrintedLine(text="b")]
+    assert in_reading_order(unpositioned) == unpositioned and in_reading_order([]) == []
+
+
+def test_a_page_printed_by_a_browser_reads_in_the_order_it_shows() -> None:
+    """Chromium's own PDF of `fixtures/harbour-guide.html` (headless, no header and footer): its code blocks and the
+    note are positioned boxes, painted after the page's flow, so their text comes last in the PDF."""
+    fixtures = Path(__file__).with_name("fixtures")
+    data = (fixtures / "harbour-guide.pdf").read_bytes()
+    drawn = PdfReader(fixtures / "harbour-guide.pdf").pages[0].extract_text()
+    assert drawn.index("berth book --length") > drawn.index("A receipt is sent")  # as drawn: the code after the end
+
+    text = extract(data, MediaType.PDF).sections[0].text
+    assert text.split("\n\n")[2:] == [
+        "To book a berth, send the boat's length and the nights you need to the harbour office:",
+        "berth book --length 12.5 --nights 3 --from 2026-07-01",
+        "The office answers within a day with the berth's number and the fee.",
+        "Fuel is sold at the south pier only, between eight and noon.",
+        "Mooring fees are paid at the office beside the crane. Cards and cash are both taken there.",
+        "berth pay --berth 14 --card",
+        "A receipt is sent by email once the fee is paid.",
+    ]
 
 
 def test_a_gap_wider_than_the_leading_ends_a_paragraph_and_the_leading_does_not() -> None:
