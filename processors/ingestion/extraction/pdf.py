@@ -54,7 +54,7 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed([in_reading_order(_printed_lines(page)) for page in reader.pages])]
     sections: list[Section] = []
     carried: str | None = None
-    for number, text in enumerate(rejoined_words(without_page_furniture(printed)), start=1):
+    for number, text in enumerate(rejoined_words(paragraphs_across_pages(without_page_furniture(printed), headings)), start=1):
         on_page = headings.get(number, [])
         heading = on_page[0] if on_page else carried
         if on_page:
@@ -125,6 +125,32 @@ def _on_page(text_matrix: list[float], current_matrix: list[float]) -> tuple[flo
     a, b, c, d, e, f = text_matrix
     ca, cb, cc, cd, ce, cf = current_matrix
     return (a * ca + b * cc, a * cb + b * cd, c * ca + d * cc, c * cb + d * cd, e * ca + f * cc + ce, e * cb + f * cd + cf)
+
+
+def paragraphs_across_pages(pages: list[str], titles: dict[int, list[str]]) -> list[str]:
+    """The pages with each paragraph a page break cut moved whole to the page it starts on, so that a chunk (which keeps
+    to its page) and a quote hold its sentence. A page break cuts a paragraph when the page ends with no sentence's end
+    (".", "!", "?", ":", ";") and the next one opens with a lower-case letter, neither line printing a bookmark's title.
+    `titles`: page number -> the titles its bookmarks point at."""
+    pages = list(pages)
+    into: int | None = None  # the page whose last paragraph the next page may go on with
+    for index, text in enumerate(pages):
+        if into is not None and text and _goes_on(pages[into], text, titles.get(into + 1, []) + titles.get(index + 1, [])):
+            head, _, rest = text.partition("\n\n")
+            pages[into] += "\n" + head
+            pages[index] = rest
+            if rest:
+                into = index
+            continue  # a page the paragraph filled: it may go on over the next one
+        into = index if text else None
+    return pages
+
+
+def _goes_on(page: str, next_page: str, titles: list[str]) -> bool:
+    last_line, first_line = page.rstrip().rsplit("\n", 1)[-1], next_page.lstrip().split("\n", 1)[0]
+    if not last_line or last_line[-1] in ".!?:;" or not first_line[:1].islower():
+        return False
+    return not any(_prints_title(line, title) for line in (last_line, first_line) for title in titles)
 
 
 def titles_apart(text: str, titles: list[str]) -> str:

@@ -12,6 +12,7 @@ from inference.citations import best_quote
 from processors.ingestion.extraction.dispatch import extract
 from processors.ingestion.extraction.document import MediaType
 from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed
+from processors.ingestion.extraction.pdf import paragraphs_across_pages
 
 
 def lines(*printed: tuple[str, float, float]) -> list[PrintedLine]:
@@ -165,3 +166,43 @@ def test_a_pdfs_paragraphs_come_apart_and_a_quote_stays_inside_one() -> None:
     assert all(paragraph.count("\n") >= 1 for paragraph in paragraphs)  # wrapped lines stay in their paragraph
     # Before, the label (no full stop) ran into the sentence after it: the quote was both.
     assert best_quote(text, "Late boats wait at the outer buoy") == "Boats that arrive later wait at the outer buoy."
+
+
+def test_a_paragraph_a_page_break_cut_goes_whole_to_the_page_it_starts_on() -> None:
+    pages = ["Intro.\n\nThis is not the fastest hashing algorithm", "available, but it is safe.\n\nNext paragraph.", "Last."]
+    assert paragraphs_across_pages(pages, {}) == [
+        "Intro.\n\nThis is not the fastest hashing algorithm\navailable, but it is safe.", "Next paragraph.", "Last."
+    ]
+    # A paragraph that fills a page goes on over the next one; a page with no text (an image) is not bridged.
+    filled = ["It begins here and", "goes on over a whole page and", "ends here.\n\nThe next one.", "", "lower case again"]
+    assert paragraphs_across_pages(filled, {}) == [
+        "It begins here and\ngoes on over a whole page and\nends here.", "", "The next one.", "", "lower case again"
+    ]
+
+
+def test_a_sentences_end_a_capital_or_a_bookmarked_title_at_the_break_is_no_cut_paragraph() -> None:
+    pages = ["It ends here.", "and this is lower case", "Capitalised start", "1.2 a numbered title", "body text"]
+    assert paragraphs_across_pages(pages, {}) == pages[:3] + ["1.2 a numbered title\nbody text", ""]
+    assert paragraphs_across_pages(pages, {5: ["body text"]}) == pages  # the next page opens with its bookmark's title
+    assert paragraphs_across_pages(["a title", "next"], {1: ["a title"]}) == ["a title", "next"]
+
+
+def test_a_pdf_keeps_a_sentence_the_page_break_cut_on_the_page_it_starts_on() -> None:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    for _ in range(3):
+        pdf.multi_cell(0, 6, "Every berth has water and power, and a ladder. " * 3, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
+    begins, ends = "The harbour gate closes at ten in the evening from October", "to March, and at midnight in the summer."
+    pdf.set_y(265)
+    pdf.multi_cell(0, 6, begins, new_x="LMARGIN", new_y="NEXT")  # the page's last line ...
+    pdf.add_page()
+    pdf.multi_cell(0, 6, ends, new_x="LMARGIN", new_y="NEXT")  # ... and the next one's first
+    pdf.ln(3)
+    pdf.multi_cell(0, 6, "Fuel is sold at the south pier, and so is ice. " * 2, new_x="LMARGIN", new_y="NEXT")
+    document = extract(bytes(pdf.output()), MediaType.PDF)
+
+    first, second = document.sections
+    assert first.text.split("\n\n")[-1] == f"{begins}\n{ends}"  # whole, on the page it starts on
+    assert (first.page, second.page) == (1, 2) and second.text.startswith("Fuel is sold")
