@@ -150,7 +150,19 @@ def _goes_on(page: str, next_page: str, titles: list[str]) -> bool:
     last_line, first_line = page.rstrip().rsplit("\n", 1)[-1], next_page.lstrip().split("\n", 1)[0]
     if not last_line or last_line[-1] in ".!?:;" or not first_line[:1].islower():
         return False
+    if len(last_line.strip()) < _FULL_LINE * _line_width(page):  # a paragraph's short last line, a title, code
+        return False
     return not any(_prints_title(line, title) for line in (last_line, first_line) for title in titles)
+
+
+# A page ends inside a paragraph on a full line: at least this share of the page's usual long line, in characters.
+_FULL_LINE = 0.7
+
+
+def _line_width(page: str) -> float:
+    """The page's usual long line, in characters: the 80th percentile of its lines' lengths."""
+    lengths = sorted(len(line.strip()) for line in page.split("\n") if line.strip())
+    return lengths[int(0.8 * (len(lengths) - 1))] if lengths else 0.0
 
 
 def titles_apart(text: str, titles: list[str]) -> str:

@@ -180,11 +180,14 @@ def test_a_paragraph_a_page_break_cut_goes_whole_to_the_page_it_starts_on() -> N
     ]
 
 
-def test_a_sentences_end_a_capital_or_a_bookmarked_title_at_the_break_is_no_cut_paragraph() -> None:
+def test_a_sentences_end_a_capital_a_bookmarked_title_or_a_short_line_at_the_break_is_no_cut_paragraph() -> None:
     pages = ["It ends here.", "and this is lower case", "Capitalised start", "1.2 a numbered title", "body text"]
     assert paragraphs_across_pages(pages, {}) == pages[:3] + ["1.2 a numbered title\nbody text", ""]
     assert paragraphs_across_pages(pages, {5: ["body text"]}) == pages  # the next page opens with its bookmark's title
     assert paragraphs_across_pages(["a title", "next"], {1: ["a title"]}) == ["a title", "next"]
+    # A page that ends on a short line ends with its paragraph (a docstring's summary, a line of code, a label).
+    short_end = ["A line of running text as long as the page's other lines are\nand its short end", "lower case start"]
+    assert paragraphs_across_pages(short_end, {}) == short_end
 
 
 def test_a_pdf_keeps_a_sentence_the_page_break_cut_on_the_page_it_starts_on() -> None:
@@ -194,9 +197,11 @@ def test_a_pdf_keeps_a_sentence_the_page_break_cut_on_the_page_it_starts_on() ->
     for _ in range(3):
         pdf.multi_cell(0, 6, "Every berth has water and power, and a ladder. " * 3, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
-    begins, ends = "The harbour gate closes at ten in the evening from October", "to March, and at midnight in the summer."
+    words = "The harbour gate closes at ten in the evening from October to March, and at midnight in the summer".split()
+    cut = max(count for count in range(len(words)) if pdf.get_string_width(" ".join(words[:count])) < 0.95 * pdf.epw)
+    begins, ends = " ".join(words[:cut]), " ".join(words[cut:]) + ", when the season's boats come in."
     pdf.set_y(265)
-    pdf.multi_cell(0, 6, begins, new_x="LMARGIN", new_y="NEXT")  # the page's last line ...
+    pdf.multi_cell(0, 6, begins, new_x="LMARGIN", new_y="NEXT")  # the page's last line, a full one ...
     pdf.add_page()
     pdf.multi_cell(0, 6, ends, new_x="LMARGIN", new_y="NEXT")  # ... and the next one's first
     pdf.ln(3)
