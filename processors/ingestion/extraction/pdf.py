@@ -162,7 +162,7 @@ _FULL_LINE = 0.7
 def _line_width(page: str) -> float:
     """The page's usual long line, in characters: the 80th percentile of its lines' lengths."""
     lengths = sorted(len(line.strip()) for line in page.split("\n") if line.strip())
-    return lengths[int(0.8 * (len(lengths) - 1))] if lengths else 0.0
+    return lengths[round(0.8 * (len(lengths) - 1))] if lengths else 0.0
 
 
 def titles_apart(text: str, titles: list[str]) -> str:
