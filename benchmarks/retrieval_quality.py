@@ -358,17 +358,21 @@ def collection_documents(collection: Collection, topics: dict[str, str] | None =
 def quotes_within_paragraphs(fmt: Format, documents: dict[str, list[Block]]) -> dict:
     """Whether a citation's quote stays inside one paragraph: of the sentences a quote is chosen from (each document
     rendered in `fmt`, extracted by the product, its sections cut as a passage is), how many lie inside one block of
-    the source, compared as words; one that does not runs a paragraph, list item or code block into the next."""
+    the source, compared as words; one that does not runs a paragraph, list item or code block into the next. And of
+    the source's own sentences (its paragraphs' and list items'), how many no section holds whole: a page break cut
+    them (a chunk keeps to its section), or the reader lost them."""
     from inference.citations import quote_candidates
     from processors.ingestion.extraction.dispatch import extract
     from processors.ingestion.extraction.document import MediaType
 
     media_type = {"pdf": MediaType.PDF, "html": MediaType.HTML, "markdown": MediaType.MARKDOWN, "text": MediaType.TEXT}[fmt]
-    within = across = 0
+    within = across = source_sentences = not_whole = 0
     for topic, blocks in documents.items():
         _, data = render(topic, blocks, fmt)
         printed = [_as_printed(block.text, fmt) for block in blocks]
-        for section in extract(data, media_type).sections:
+        extracted = extract(data, media_type).sections
+        sections = [normalized_words(section.text) for section in extracted]
+        for section in extracted:
             for sentence in quote_candidates(section.text):
                 words = normalized_words(sentence)
                 if len(words.split()) < 3:  # a number, a lone symbol: inside anything
@@ -377,8 +381,16 @@ def quotes_within_paragraphs(fmt: Format, documents: dict[str, list[Block]]) -> 
                     within += 1
                 else:
                     across += 1
+        for block in blocks:
+            if block.kind == "paragraph":
+                for sentence in quote_candidates(block.text):
+                    words = _as_printed(sentence, fmt)
+                    if len(words.split()) >= 3:
+                        source_sentences += 1
+                        not_whole += not any(words in section for section in sections)
     return {"sentences": within + across, "within_one_paragraph": within, "across_paragraphs": across,
-            "share_across": round(across / max(within + across, 1), 4)}
+            "share_across": round(across / max(within + across, 1), 4),
+            "source_sentences": source_sentences, "source_sentences_in_no_section_whole": not_whole}
 
 
 def _as_printed(text: str, fmt: Format) -> str:
