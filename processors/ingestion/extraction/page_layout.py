@@ -36,6 +36,8 @@ MIN_LEADING = 0.9  # times the font size: lines are set at least about their siz
 _RECURS = 0.05  # the leading is a gap that this share of a size's gaps (and at least two) are within 5% of
 _OTHER_SIZE = 1.15  # a heading is set 30% or more larger; a size within this ratio is the same text face
 _INDENT = 6.0  # times the font size: how far right of the text below it a block drawn out of order may start
+_MAX_RUNS = 400  # a page drawn in more pieces than this (a chart's labels, a hostile file) is read as drawn: each
+# piece is placed by a scan of the page's lines
 _SAME_BASELINE = 1.0  # points: two pieces of one visual line that the extractor put on two lines (a table's cells)
 
 
@@ -56,20 +58,24 @@ class PrintedLine:
 def in_reading_order(lines: Sequence[PrintedLine]) -> list[PrintedLine]:
     """The page's lines with each run drawn out of order moved back to where it stands (see the module's docstring)."""
     runs = _runs(lines)
-    if len(runs) > 1:  # the runs drawn after the first, cut where the page's other lines stand between two of theirs
-        runs = runs[:1] + [piece for index, run in enumerate(runs[1:], 1) for piece in _pieces(run, _baselines(runs, index))]
-    ordered = list(runs[0]) if runs else []
-    for index, run in enumerate(runs[1:], 1):
-        band = _band(run)
-        others = _baselines(runs, index)
-        if band is None or bisect_right(others, band[0]) < bisect_left(others, band[1]):  # another line in the band
-            ordered += run
+    if not 1 < len(runs) <= _MAX_RUNS:
+        return list(lines)
+    every_baseline = sorted(position[0] for position in map(_position, lines) if position)
+    # The runs drawn after the first, cut where the page's other lines stand between two of theirs.
+    pieces = runs[:1] + [piece for run in runs[1:] for piece in _pieces(run, every_baseline)]
+    if len(pieces) > _MAX_RUNS:
+        return list(lines)
+    ordered = list(pieces[0])
+    for piece in pieces[1:]:
+        band = _band(piece)
+        if band is None or _between(every_baseline, *band) > _between(_sorted_baselines(piece), *band):  # another line
+            ordered += piece
             continue
-        below = next((index for index, line in enumerate(ordered) if (at := _position(line)) and at[0] < band[0]), None)
-        if below is None or not _same_column(run, ordered[below]):
-            ordered += run
+        below = next((at for at, line in enumerate(ordered) if (position := _position(line)) and position[0] < band[0]), None)
+        if below is None or not _same_column(piece, ordered[below]):
+            ordered += piece
         else:
-            ordered[below:below] = run
+            ordered[below:below] = piece
     return ordered
 
 
@@ -95,23 +101,29 @@ def _runs(lines: Sequence[PrintedLine]) -> list[list[PrintedLine]]:
     return runs
 
 
-def _baselines(runs: Sequence[Sequence[PrintedLine]], but: int) -> list[float]:
-    """The baselines of every run's positioned lines but one run's, in ascending order."""
-    return sorted(position[0] for index, run in enumerate(runs) if index != but for position in map(_position, run) if position)
-
-
-def _pieces(run: Sequence[PrintedLine], others: list[float]) -> list[list[PrintedLine]]:
+def _pieces(run: Sequence[PrintedLine], every_baseline: list[float]) -> list[list[PrintedLine]]:
     """The run cut between two consecutive lines of it wherever another line of the page stands between them
     (a browser draws all of a page's code blocks one after the other: each goes back to its own place)."""
+    own = _sorted_baselines(run)
     pieces: list[list[PrintedLine]] = [[]]
     last: _Position | None = None
     for line in run:
         position = _position(line)
-        if position is not None and last is not None and bisect_right(others, position[0]) < bisect_left(others, last[0]):
-            pieces.append([])
+        if position is not None and last is not None:
+            if _between(every_baseline, position[0], last[0]) > _between(own, position[0], last[0]):
+                pieces.append([])
         pieces[-1].append(line)
         last = position or last
     return pieces
+
+
+def _sorted_baselines(lines: Sequence[PrintedLine]) -> list[float]:
+    return sorted(position[0] for position in map(_position, lines) if position)
+
+
+def _between(baselines: list[float], low: float, high: float) -> int:
+    """How many of the (ascending) baselines lie strictly between low and high."""
+    return max(0, bisect_left(baselines, high) - bisect_right(baselines, low))
 
 
 def _band(run: Sequence[PrintedLine]) -> tuple[float, float] | None:

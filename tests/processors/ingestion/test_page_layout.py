@@ -51,6 +51,10 @@ def test_the_second_column_and_a_superscript_keep_their_place() -> None:
     assert in_reading_order(two_columns) == two_columns
     superscript = placed(("E = mc", 700, 72), ("2", 704, 110), ("and so on.", 688, 72))
     assert in_reading_order(superscript) == superscript
+    # Drawn in more pieces than a page of text has (a chart's labels, a hostile file): read as drawn.
+    scattered = placed(*((f"label {number}", 20.0 * number, 72) for number in range(500)),
+                       *((f"other {number}", 20.0 * number + 10, 72) for number in range(500)))
+    assert in_reading_order(scattered) == scattered
     unpositioned = [PrintedLine(text="a"), PrintedLine(text="b")]
     assert in_reading_order(unpositioned) == unpositioned and in_reading_order([]) == []
 
