@@ -29,13 +29,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MIN_LEADING", "MORE_THAN_LEADING", "PrintedLine", "in_reading_order", "paragraphed"]
+__all__ = ["MIN_LEADING", "MORE_THAN_LEADING", "PrintedLine", "in_reading_order", "paragraphed", "printed_headings"]
 
 MORE_THAN_LEADING = 1.15  # TeX's paragraph skip adds ~23% to the leading; line-to-line jitter is ~1%
 MIN_LEADING = 0.9  # times the font size: lines are set at least about their size apart (1.2 is usual)
 _RECURS = 0.05  # the leading is a gap that this share of a size's gaps (and at least two) are within 5% of
 _OTHER_SIZE = 1.15  # a heading is set 30% or more larger; a size within this ratio is the same text face
 _INDENT = 6.0  # times the font size: how far right of the text below it a block drawn out of order may start
+_MIN_HEADING, _MAX_HEADING = 2, 150  # characters: a heading names a section; a larger line longer than that is a banner
 _MAX_RUNS = 400  # a page drawn in more pieces than this (a chart's labels, a hostile file) is read as drawn: each
 # piece is placed by a scan of the page's lines
 _SAME_BASELINE = 1.0  # points: two pieces of one visual line that the extractor put on two lines (a table's cells)
@@ -133,6 +134,41 @@ def _band(run: Sequence[PrintedLine]) -> tuple[float, float] | None:
         return None
     margin = max(size for _, size in positions) / 2
     return min(baseline for baseline, _ in positions) - margin, max(baseline for baseline, _ in positions) + margin
+
+
+def printed_headings(pages: Sequence[Sequence[PrintedLine]]) -> dict[int, list[str]]:
+    """Page number -> the headings printed on it, in order, for a PDF without bookmarks (a browser's print, most
+    exports): the lines set larger than the document's body text (its most common size, by characters) and short
+    enough to be a title; a heading wrapped over two lines of its size is one."""
+    characters: defaultdict[float, int] = defaultdict(int)
+    for lines in pages:
+        for line in lines:
+            if position := _position(line):
+                characters[_size_key(position[1])] += len(line.text.strip())
+    if not characters:
+        return {}
+    body = max(characters, key=lambda size: (characters[size], -size))
+    headings: dict[int, list[str]] = {}
+    for number, lines in enumerate(pages, start=1):
+        found: list[str] = []
+        above: _Position | None = None
+        for line in lines:
+            position = _position(line)
+            if position is None:
+                continue
+            text = " ".join(line.text.split())
+            if position[1] > _OTHER_SIZE * body and _MIN_HEADING <= len(text) <= _MAX_HEADING and any(map(str.isalpha, text)):
+                wrapped = above is not None and found and above[1] == position[1] and 0 < above[0] - position[0] <= 2 * position[1]
+                if wrapped and len(found[-1]) + len(text) < _MAX_HEADING:
+                    found[-1] += " " + text
+                else:
+                    found.append(text)
+                above = position
+            else:
+                above = None
+        if found:
+            headings[number] = found
+    return headings
 
 
 def paragraphed(pages: Sequence[Sequence[PrintedLine]]) -> list[str]:

@@ -1,7 +1,7 @@
 """PDF: each page's text in reading order and in paragraphs (from where its lines stand), without its running heads
-and feet, words broken at line ends joined again, under the outline's bookmarks as headings; a line printing a
-bookmark's title ("3.3 Invoking asn1Decoding") is a paragraph of its own, so neither a chunk nor a citation's quote
-runs it into the sentence after it.
+and feet, words broken at line ends joined again, under the outline's bookmarks as headings (or, without an outline,
+the lines printed larger than the body text); a line printing a bookmark's title ("3.3 Invoking asn1Decoding") is a
+paragraph of its own, so neither a chunk nor a citation's quote runs it into the sentence after it.
 
 A password or images alone are refused.
 """
@@ -22,7 +22,7 @@ from processors.ingestion.extraction.document import (
 )
 from processors.ingestion.extraction.hyphenation import rejoined_words
 from processors.ingestion.extraction.page_furniture import without_page_furniture
-from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed
+from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed, printed_headings
 from processors.ingestion.extraction.sections import clean_text, clean_title, first_line
 
 __all__ = ["extract_pdf"]
@@ -49,9 +49,13 @@ def extract_pdf(data: bytes) -> ExtractedDocument:
     page_count = len(reader.pages)
     if page_count == 0:
         raise failed("the PDF has no pages")
-    headings = _pdf_outline_headings(reader)
+    lines = [in_reading_order(_printed_lines(page)) for page in reader.pages]
+    headings = _pdf_outline_headings(reader) or {
+        number: [title for text in titles if (title := clean_title(unicodedata.normalize("NFKC", text)))]
+        for number, titles in printed_headings(lines).items()
+    }
     # NFKC: PDF fonts often emit presentation forms (the "ﬁ" ligature) that search would miss.
-    printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed([in_reading_order(_printed_lines(page)) for page in reader.pages])]
+    printed = [clean_text(unicodedata.normalize("NFKC", text)) for text in paragraphed(lines)]
     sections: list[Section] = []
     carried: str | None = None
     for number, text in enumerate(rejoined_words(paragraphs_across_pages(without_page_furniture(printed), headings)), start=1):

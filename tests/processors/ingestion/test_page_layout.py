@@ -11,7 +11,7 @@ from pypdf import PdfReader
 from inference.citations import best_quote
 from processors.ingestion.extraction.dispatch import extract
 from processors.ingestion.extraction.document import MediaType
-from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed
+from processors.ingestion.extraction.page_layout import PrintedLine, in_reading_order, paragraphed, printed_headings
 from processors.ingestion.extraction.pdf import paragraphs_across_pages
 
 
@@ -215,3 +215,28 @@ def test_a_pdf_keeps_a_sentence_the_page_break_cut_on_the_page_it_starts_on() ->
     first, second = document.sections
     assert first.text.split("\n\n")[-1] == f"{begins}\n{ends}"  # whole, on the page it starts on
     assert (first.page, second.page) == (1, 2) and second.text.startswith("Fuel is sold")
+
+
+def test_without_bookmarks_the_lines_printed_larger_than_the_body_are_the_headings() -> None:
+    body = [(f"Body text of the section, line {number}.", 600.0 - 14 * number, 10.0) for number in range(6)]
+    first_page = lines(
+        ("Storing Keys with Associated Values", 760.0, 18.0), ("in Hash Maps", 738.0, 18.0),  # one heading, wrapped
+        *body, ("Creating a New Hash Map", 500.0, 14.0), ("7", 40.0, 14.0),  # a page number is no heading
+    )
+    second_page = lines(*body)
+    assert printed_headings([first_page, second_page]) == {
+        1: ["Storing Keys with Associated Values in Hash Maps", "Creating a New Hash Map"]
+    }
+    assert printed_headings([second_page]) == {} and printed_headings([[PrintedLine(text="x")]]) == {}
+
+
+def test_a_pdf_without_an_outline_takes_its_headings_from_the_larger_lines() -> None:
+    pdf = FPDF()
+    for title in ("Mooring", "Fuel"):
+        pdf.add_page()
+        pdf.set_font("Helvetica", "B", size=16)
+        pdf.multi_cell(0, 9, title, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, f"{title} is handled at the harbour office, which opens at eight. " * 3, new_x="LMARGIN", new_y="NEXT")
+    document = extract(bytes(pdf.output()), MediaType.PDF)
+    assert [(section.page, section.heading) for section in document.sections] == [(1, "Mooring"), (2, "Fuel")]
