@@ -9,6 +9,7 @@ A password or images alone are refused.
 from __future__ import annotations
 
 import io
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -81,8 +82,11 @@ def _printed_lines(page) -> list[PrintedLine]:
     pieces: list[tuple[str, float, float, float]] = []
 
     def printed(text: str, cm: list[float], tm: list[float], font: object, size: float) -> None:
-        a, b, c, d, e, f = _on_page(tm, cm)
-        pieces.append((text, e, f, size * (b * b + d * d) ** 0.5))
+        try:
+            a, b, c, d, e, f = _on_page(tm, cm)
+            pieces.append((text, float(e), float(f), float(size) * (b * b + d * d) ** 0.5))
+        except (TypeError, ValueError, ArithmeticError):  # a damaged matrix: the text without a position
+            pieces.append((text, math.nan, math.nan, math.nan))
 
     text = page.extract_text(visitor_text=printed) or ""
     if "".join(piece[0] for piece in pieces) != text:  # not how this pypdf builds its text: lines without positions

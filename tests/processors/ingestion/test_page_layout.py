@@ -240,3 +240,18 @@ def test_a_pdf_without_an_outline_takes_its_headings_from_the_larger_lines() -> 
         pdf.multi_cell(0, 6, f"{title} is handled at the harbour office, which opens at eight. " * 3, new_x="LMARGIN", new_y="NEXT")
     document = extract(bytes(pdf.output()), MediaType.PDF)
     assert [(section.page, section.heading) for section in document.sections] == [(1, "Mooring"), (2, "Fuel")]
+
+
+def test_a_damaged_matrix_leaves_its_text_unpositioned_and_the_page_readable() -> None:
+    """pypdf hands the visitor what the file holds; a damaged file's matrix or size may be no number at all."""
+    from processors.ingestion.extraction.pdf import _printed_lines
+
+    class DamagedPage:  # stands in for pypdf's page: the values a broken content stream gives the visitor
+        def extract_text(self, visitor_text) -> str:
+            visitor_text("Hello", [1, 0, 0, 1, 0, 0], [1, 0, 0, 1, "x", 700], None, 10)
+            visitor_text("\nworld", [1, 0, 0, 1, 0, 0], [1, 0, 0, 1, 72, 686], None, None)
+            return "Hello\nworld"
+
+    printed = _printed_lines(DamagedPage())
+    assert texts(printed) == ["Hello", "world"]
+    assert paragraphed([in_reading_order(printed)]) == ["Hello\nworld"]
