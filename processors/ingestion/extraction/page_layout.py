@@ -1,4 +1,4 @@
-"""A PDF page's lines in reading order, and where its paragraphs end, from where the lines stand on the page.
+"""A PDF page's lines in reading order, where its paragraphs end and its headings, from where the lines stand on the page.
 
 A PDF holds positioned text, not paragraphs, and its text comes in the order it was drawn, not read.
 
@@ -19,6 +19,8 @@ a size is read from the whole document: the smallest gap between two consecutive
 paragraph's own lines are set at it; paragraphs of one line each, as in a glossary, leave only the wider gaps between
 them, and the narrowest of those is not the leading: a document with no line set at its leading is left as it was).
 A gap under `MIN_LEADING` times the size is no line spacing (a subscript set as a line of its own).
+
+Headings, for a PDF without bookmarks: the lines set larger than the body text (`printed_headings`).
 """
 
 from __future__ import annotations
