@@ -1138,7 +1138,9 @@ def table(result: dict) -> str:
         + f" ({result['ingested']['pdf_pages_of_the_same_text']} pages as PDF)",
         f"questions: {result['questions']} ({result['passages']} passages, {len(result['unreachable_passages'])} in no chunk)",
         *([f"sentences a quote is chosen from: {result['quotes']['sentences']}, {result['quotes']['across_paragraphs']} run "
-           f"across the source's paragraphs ({result['quotes']['share_across']:.1%})"] if result.get("quotes") else []),
+           f"across the source's paragraphs ({result['quotes']['share_across']:.1%}); the source's sentences in no section "
+           f"whole: {result['quotes']['source_sentences_in_no_section_whole']} of {result['quotes']['source_sentences']}"]
+          if result.get("quotes") else []),
         "",
         f"{'mode':<8} {'nDCG@10':>8} {'recall@10':>10} {'MRR@10':>8}",
     ]
