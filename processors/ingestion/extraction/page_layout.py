@@ -74,12 +74,18 @@ def in_reading_order(lines: Sequence[PrintedLine]) -> list[PrintedLine]:
         if band is None or _between(every_baseline, *band) > _between(_sorted_baselines(piece), *band):  # another line
             ordered += piece
             continue
-        below = next((at for at, line in enumerate(ordered) if (position := _position(line)) and position[0] < band[0]), None)
+        below = _nearest_below(ordered, band[0])
         if below is None or not _same_column(piece, ordered[below]):
             ordered += piece
         else:
             ordered[below:below] = piece
     return ordered
+
+
+def _nearest_below(lines: Sequence[PrintedLine], height: float) -> int | None:
+    """Where the highest line under `height` stands in `lines` (the first such, if several share its baseline)."""
+    below = [(position[0], -at) for at, line in enumerate(lines) if (position := _position(line)) and position[0] < height]
+    return -max(below)[1] if below else None
 
 
 def _same_column(run: Sequence[PrintedLine], below: PrintedLine) -> bool:

@@ -43,6 +43,20 @@ def test_blocks_a_browser_draws_after_the_text_go_back_to_the_gaps_they_stand_in
     ]
 
 
+def test_a_heading_drawn_last_goes_before_the_line_right_under_it_not_a_button_drawn_first() -> None:
+    # As Chromium prints Node's API pages: the copy buttons (at the right edge, beside the code) come first, the
+    # headings (positioned, for their anchors) last.
+    page = placed(
+        ("C O P Y", 732, 517), ("C O P Y", 461, 517),
+        ("path.posix.basename('/tmp/myfile.html');", 746, 46), ("// Returns: 'myfile.html'", 732, 46),
+        ("information, see this MSDN page.", 671, 28),
+        ("path <string>", 620, 48), ("Returns: <string>", 584, 46),
+        ("path.win32.basename('C:\\foo.HTML');", 475, 46), ("// Returns: 'foo.HTML'", 461, 46),
+        ("path.basename(path[, suffix])", 642, 30),
+    )
+    assert texts(in_reading_order(page))[4:7] == ["information, see this MSDN page.", "path.basename(path[, suffix])", "path <string>"]
+
+
 def test_the_second_column_and_a_superscript_keep_their_place() -> None:
     two_columns = placed(
         ("left 1", 700, 72), ("left 2", 688, 72), ("left 3", 640, 72),  # a gap in the left column at 664 ...
