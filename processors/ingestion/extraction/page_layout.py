@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["MIN_LEADING", "MORE_THAN_LEADING", "PrintedLine", "in_reading_order", "paragraphed", "printed_headings"]
@@ -63,7 +63,7 @@ def in_reading_order(lines: Sequence[PrintedLine]) -> list[PrintedLine]:
     runs = _runs(lines)
     if not 1 < len(runs) <= _MAX_RUNS:
         return list(lines)
-    every_baseline = sorted(position[0] for position in map(_position, lines) if position)
+    every_baseline = _sorted_baselines(lines)
     # The runs drawn after the first, cut where the page's other lines stand between two of theirs.
     pieces = runs[:1] + [piece for run in runs[1:] for piece in _pieces(run, every_baseline)]
     if len(pieces) > _MAX_RUNS:
@@ -99,31 +99,28 @@ def _same_column(run: Sequence[PrintedLine], below: PrintedLine) -> bool:
 
 def _runs(lines: Sequence[PrintedLine]) -> list[list[PrintedLine]]:
     """The lines cut wherever the next positioned line stands higher than the last: each run reads down the page."""
-    runs: list[list[PrintedLine]] = []
-    last: _Position | None = None
-    for line in lines:
-        position = _position(line)
-        if not runs or (position is not None and last is not None and position[0] > last[0] + _SAME_BASELINE):
-            runs.append([])
-        runs[-1].append(line)
-        last = position or last
-    return runs
+    return _cut(lines, lambda above, below: below > above + _SAME_BASELINE)
 
 
 def _pieces(run: Sequence[PrintedLine], every_baseline: list[float]) -> list[list[PrintedLine]]:
     """The run cut between two consecutive lines of it wherever another line of the page stands between them
     (a browser draws all of a page's code blocks one after the other: each goes back to its own place)."""
     own = _sorted_baselines(run)
-    pieces: list[list[PrintedLine]] = [[]]
+    return _cut(run, lambda above, below: _between(every_baseline, below, above) > _between(own, below, above))
+
+
+def _cut(lines: Sequence[PrintedLine], between: Callable[[float, float], bool]) -> list[list[PrintedLine]]:
+    """The lines in consecutive groups, a new one wherever `between(last baseline, next baseline)` of two positioned
+    lines in a row holds (unpositioned lines stay in the group they come in)."""
+    groups: list[list[PrintedLine]] = []
     last: _Position | None = None
-    for line in run:
+    for line in lines:
         position = _position(line)
-        if position is not None and last is not None:
-            if _between(every_baseline, position[0], last[0]) > _between(own, position[0], last[0]):
-                pieces.append([])
-        pieces[-1].append(line)
+        if not groups or (position is not None and last is not None and between(last[0], position[0])):
+            groups.append([])
+        groups[-1].append(line)
         last = position or last
-    return pieces
+    return groups
 
 
 def _sorted_baselines(lines: Sequence[PrintedLine]) -> list[float]:
