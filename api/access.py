@@ -13,9 +13,8 @@ from api.edge import refuse_when_over
 from api.oidc import principal_from_bearer
 from api.scoped_ids import Ownership, conversation_scope, matching_scope, minted_at, ownership, run_scope
 from api.session_cookies import session_principal
-from kernel.ids import written_since
 from kernel.log import LogRecord
-from events.runs import RunStarted
+from events.runs import RunFinished, RunStarted
 from events.topics import RUN_EVENTS
 from kernel.envelope import Actor, Envelope, utc_now
 from kernel import log_context
@@ -191,7 +190,7 @@ async def _started_run_envelope(context: ApiContext, principal: Principal, run_i
         case Ownership.CALLERS:
             first = await read_patiently(context, RUN_EVENTS, key=run_id, limit=1)
         case Ownership.LEGACY:
-            first = await context.log.read(RUN_EVENTS, key=run_id, limit=1, since=written_since(run_id))
+            first = await context.log.read(RUN_EVENTS, key=run_id, limit=1)
     started = context.codec.decode(first[0].value) if first else None
     visible = (
         started is not None
@@ -223,7 +222,7 @@ async def read_patiently(context: ApiContext, topic: str, *, key: str, limit: in
     minted = minted_at(key)
     fresh = minted is None or utc_now() - minted < _IN_FLIGHT
     for attempt in range(_LOOKUP_ATTEMPTS if fresh else 1):
-        records = await context.log.read(topic, key=key, limit=limit, since=written_since(key))
+        records = await context.log.read(topic, key=key, limit=limit)
         if records:
             return records
         await asyncio.sleep(0.02 * attempt)
@@ -250,3 +249,12 @@ def idempotency_key_of(request: Request) -> str | None:
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
         raise InvalidRequest(detail="Idempotency-Key must be 1-255 printable ASCII characters")
     return key
+
+
+async def run_records(context: ApiContext, run_id: str) -> list[LogRecord]:
+    """The run's records on the log now, through its `RunFinished` if it has one: a finished run's lookup ends with
+    its last record, not at the end of its partition (on Kafka, a scan of days of other runs' deltas for an old run)."""
+    def finishes(record: LogRecord) -> bool:
+        return context.codec.envelope_type(record.value) == RunFinished.__name__
+
+    return await context.log.read(RUN_EVENTS, key=run_id, through=finishes)

@@ -17,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from api.access import (
-    actor_of, authenticate, context_of, expired_run, find_run, scope_of, started_run_actor, started_run_at,
+    actor_of, authenticate, context_of, expired_run, find_run, run_records, scope_of, started_run_actor, started_run_at,
 )
-from kernel.ids import written_since
 from api.context import ApiContext
 from api.presenters import iso, run_finished_json, run_json
 from kernel.sse import SSE_MEDIA_TYPE, encode_comment, encode_event, parse_last_event_id
@@ -80,7 +79,7 @@ async def _from_events(context: ApiContext, run_id: str) -> tuple[dict, dict | N
     deltas = characters = tool_calls = 0
     route = prompt = backgrounded = None
     calls: dict[str, dict] = {}
-    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
+    for record in await run_records(context, run_id):
         try:
             event = context.codec.decode(record.value).payload
         except UndecodableMessage:
@@ -170,7 +169,7 @@ async def decide_tool_approval(request: Request) -> JSONResponse:
 async def _awaiting_approval(context: ApiContext, run_id: str, call_id: str) -> bool | None:
     """Whether the call waits for its owner's answer now; None when the run never proposed it."""
     asked = known = False
-    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
+    for record in await run_records(context, run_id):
         try:
             event = context.codec.decode(record.value).payload
         except UndecodableMessage:
@@ -217,7 +216,7 @@ async def refuse_expired_run(context: ApiContext, started: RunStarted) -> None:
     retention = context.limits.run_events_retention
     if retention is None:
         return
-    [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1, since=written_since(started.run_id))
+    [first] = await context.log.read(RUN_EVENTS, key=started.run_id, limit=1)
     if not stream_expired(first.timestamp, now=utc_now(), retention=retention):
         return
     raise _stream_gone(

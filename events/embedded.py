@@ -486,13 +486,18 @@ class EmbeddedLog:
     async def read(
         self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
         since: datetime | None = None,  # unused: the records are indexed by key
+        through: Callable[[LogRecord], bool] | None = None,
     ) -> list[LogRecord]:
         rows = self._connection().execute(
             "SELECT log_offset, key, value, timestamp_us FROM records "
             "WHERE topic = ? AND key = ? AND log_offset > ? AND log_offset < ? ORDER BY log_offset LIMIT ?",
             (topic, key, after, before if before is not None else 2**63 - 1, -1 if limit is None else limit),
         )
-        return [_record(topic, row) for row in rows]
+        records = [_record(topic, row) for row in rows]
+        if through is not None:
+            last = next((index for index, record in enumerate(records) if through(record)), len(records) - 1)
+            del records[last + 1:]
+        return records
 
     async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
         position = after

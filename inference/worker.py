@@ -40,7 +40,6 @@ from kernel.sealing import Erased
 from kernel.codec import AvroCodec, UndecodableMessage
 from events.conversation import RunCancellationRequested
 from kernel.envelope import Envelope, new_id, utc_now
-from kernel.ids import written_since
 from kernel.errors import Unavailable
 from kernel.log import ConsumerCommit, EventLog, LogRecord, OutgoingRecord
 from events.runs import AssistantDelta, GenerationStarted, InferenceRequested, RunHeartbeat, UsageRecorded
@@ -345,8 +344,8 @@ class InferenceWorker:
 
     async def _claimed_before(self, run_id: str, step: int) -> bool:
         """Whether the run's events already hold a claim of this step (by a reader of this topic before this one)."""
-        # From the run id's minting time: on Kafka a scan of what was written since, not of the partition's retention.
-        for record in await self._log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
+        # From the run id's minting time (the log's rule for ids): on Kafka a scan of what was written since, not of the partition's retention.
+        for record in await self._log.read(RUN_EVENTS, key=run_id):
             try:
                 event = self._codec.decode(record.value).payload
                 if isinstance(event, GenerationStarted) and event.step == step:
@@ -552,7 +551,7 @@ class InferenceWorker:
     async def _calls_made(self, run_id: str) -> tuple[ToolCallSummary, ...]:
         """The tool calls of the run's earlier steps, for its assistant turn to list."""
         events = []
-        for record in await self._log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
+        for record in await self._log.read(RUN_EVENTS, key=run_id):
             try:
                 events.append(self._codec.decode(record.value).payload)
             except UndecodableMessage:
@@ -561,7 +560,7 @@ class InferenceWorker:
 
     async def _usage_before(self, run_id: str) -> Usage:
         """What the run's earlier model steps used: each step's record holds the run's total so far."""
-        for record in reversed(await self._log.read(USAGE, key=run_id, since=written_since(run_id))):
+        for record in reversed(await self._log.read(USAGE, key=run_id)):
             try:
                 event = self._codec.decode(record.value).payload
             except UndecodableMessage:

@@ -1,6 +1,6 @@
 """When an id was made: turnlog's ids are `<prefix>_<ULID>` (tagged ones end `_<tag>`), and a ULID begins with its
 minting time in milliseconds. No record keyed by an id can be older than the id, which lets a log without an index
-by key start a scan for one where it was made (`EventLog.read(since=...)`) instead of at the start of its partition.
+by key start a scan for one where it was made (the Kafka log's `read`) instead of at the start of its partition.
 """
 
 import re

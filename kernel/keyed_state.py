@@ -6,7 +6,6 @@ from typing import Generic, TypeVar
 
 from kernel.codec import AvroCodec
 from kernel.envelope import Envelope
-from kernel.ids import written_since
 from kernel.log import EventLog
 from kernel.sealing import Erased
 
@@ -55,8 +54,8 @@ class KeyedStates(Generic[State]):
             self._states.move_to_end(key)
             return self._states[key]
         state = self._initial
-        # A key that is an id has no record older than the id: the scan (a partition's, on Kafka) starts there.
-        for record in await self._log.read(self._topic, key=key, before=before, since=written_since(key)):
+        # A key that is an id has no record older than the id: the log's scan (a partition's, on Kafka) starts there.
+        for record in await self._log.read(self._topic, key=key, before=before):
             envelope = self._codec.decode(record.value)
             if not isinstance(envelope.payload, Erased):  # crypto-shredded: folds as if it never was
                 state = self._evolve(state, envelope)

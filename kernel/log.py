@@ -104,13 +104,18 @@ class EventLog(Protocol):
 
     async def read(
         self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
-        since: datetime | None = None,
+        since: datetime | None = None, through: Callable[[LogRecord], bool] | None = None,
     ) -> list[LogRecord]:
         """The records of `key` in `topic` with `after < offset < before`, in order (the first `limit`).
 
-        `since`: the caller knows the key has no record written before it (an id's minting time, less a margin
-        for clocks); a log without an index by key starts its scan there (Kafka: its time index), not at the
-        partition's start. Records written before it may be left out.
+        `through`: the records end with the first for which it holds (a run's last event), so a scan ends there,
+        not at the partition's end; it may be called on another thread, so it must be pure.
+
+        A log without an index by key (Kafka) scans the key's partition, and starts where no record of the key can
+        be older: for a key that is an id turnlog made, its minting time less a margin for clocks
+        (`kernel.ids.written_since`), found in the log's time index; with `since`, the caller's later bound. Records
+        written before either may be left out. So a lookup by id costs a scan of what was written since the id was
+        made, not of the partition's whole retention, whoever calls it.
         """
         ...
 

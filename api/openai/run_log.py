@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from api.access import read_patiently
+from api.access import read_patiently, run_records
 from api.context import ApiContext
 from events.runs import RunFinished
 from events.topics import RUN_EVENTS
 from kernel.codec import UndecodableMessage
 from kernel.envelope import Envelope
-from kernel.ids import written_since
 
 
 async def follow_run(context: ApiContext, run_id: str) -> AsyncIterator[object]:
@@ -36,9 +35,9 @@ async def follow_run(context: ApiContext, run_id: str) -> AsyncIterator[object]:
 
 
 async def read_run(context: ApiContext, run_id: str) -> list[Envelope]:
-    """The run's events on the log now, in their envelopes."""
+    """The run's events on the log now (through its `RunFinished`), in their envelopes."""
     envelopes = []
-    for record in await context.log.read(RUN_EVENTS, key=run_id, since=written_since(run_id)):
+    for record in await run_records(context, run_id):
         try:
             envelopes.append(context.codec.decode(record.value))
         except UndecodableMessage:

@@ -136,7 +136,8 @@ class _Consumers:
             window *= 8
 
     async def scan(
-        self, topic: str, partition: int, *, start: int, stop: int, key: str | None, limit: int | None
+        self, topic: str, partition: int, *, start: int, stop: int, key: str | None, limit: int | None,
+        through: Callable[[Message], bool] | None = None,
     ) -> list[Message]:
         if self._reader_slots is None:
             raise RuntimeError("the log is not started")
@@ -155,6 +156,7 @@ class _Consumers:
                     None if key is None else key.encode(),
                     limit,
                     self._timeout_s,
+                    through,
                 )
             finally:
                 await self.close_client(reader)
@@ -261,8 +263,10 @@ def _scan_partition(
     key: bytes | None,
     limit: int | None,
     timeout_s: float,
+    through: Callable[[Message], bool] | None = None,
 ) -> list[Message]:
-    """Records of one partition with `start <= offset < stop` (of `key`, if given; the first `limit`)."""
+    """Records of one partition with `start <= offset < stop` (of `key`, if given; the first `limit`; up to the first
+    that `through` holds for)."""
     consumer.assign([KafkaTopicPartition(topic, partition, start)])
     found: list[Message] = []
     deadline = time.monotonic() + timeout_s
@@ -288,7 +292,7 @@ def _scan_partition(
                     return found
                 if key is None or message.key() == key:
                     found.append(message)
-                    if limit is not None and len(found) >= limit:
+                    if (limit is not None and len(found) >= limit) or (through is not None and through(message)):
                         return found
             # Transaction markers are never delivered but move the position past them.
             [position] = consumer.position([KafkaTopicPartition(topic, partition)])

@@ -35,6 +35,7 @@ from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.followers import PartitionFollowers
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
+from kernel.ids import written_since
 from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
 from kernel.metrics import LOG_APPEND_SECONDS
 
@@ -228,32 +229,36 @@ class KafkaLog:
 
     async def read(
         self, topic: str, *, key: str, after: int = -1, before: int | None = None, limit: int | None = None,
-        since: datetime | None = None,
+        since: datetime | None = None, through: Callable[[LogRecord], bool] | None = None,
     ) -> list[LogRecord]:
         """The key's records in `after < offset < before`, by scanning its partition from `after + 1`.
 
         Kafka keeps no index by key, so this reads every record of the partition in that range (and
-        of every other key sharing the partition) up to `before` or the partition's end at call time.
-        With `since` the scan starts at the partition's first record written then or later, found in
-        the broker's time index: a run's or a file's events, looked up by an id that says when it was
-        made, cost a scan of what was written since, not of the partition's whole retention.
+        of every other key sharing the partition) up to `before`, the key's record `through` holds for, or
+        the partition's end at call time.
+        The scan starts at the partition's first record written since the later of `since` and, for a
+        key that is an id turnlog made, the id's minting time less the clock skew, found in the
+        broker's time index: a run's, a conversation's or a file's records cost a scan of what was
+        written since the id was made, not of the partition's whole retention.
         """
         await self._admin.ensure_topics([topic])
         partition = partition_for(key, self._admin.partition_count(topic))
+        since = max((bound for bound in (since, written_since(key)) if bound is not None), default=None)
         if since is None:
             log_start, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
             start = max(after + 1, log_start)
         else:
-            ranges, written_since = await asyncio.gather(
+            ranges, first_since = await asyncio.gather(
                 self._admin.offset_ranges(topic, [partition]), self._admin.offset_at(topic, partition, since)
             )
             log_start, stable_end = ranges[partition]
             # -1: nothing was written since (Tansu answers 0 instead, which only costs the whole scan).
-            start = max(after + 1, log_start, written_since if written_since >= 0 else stable_end)
+            start = max(after + 1, log_start, first_since if first_since >= 0 else stable_end)
         stop = stable_end if before is None else min(before, stable_end)
         if start >= stop or limit == 0:
             return []
-        messages = await self._consumers.scan(topic, partition, start=start, stop=stop, key=key, limit=limit)
+        ends = None if through is None else lambda message: through(self._record(message))
+        messages = await self._consumers.scan(topic, partition, start=start, stop=stop, key=key, limit=limit, through=ends)
         return [self._record(message) for message in messages]
 
     async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:

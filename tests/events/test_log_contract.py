@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from ulid import ULID
 
 import kafka_broker as kafka_broker_harness
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -19,6 +20,7 @@ from events.embedded import DataDirectoryBusy, EmbeddedLog
 from events.kafka.errors import LogClosed, LogUnavailable
 from events.kafka.log import KafkaLog
 from events.kafka.writer import _TransactionalWriter
+from kernel.ids import CLOCK_SKEW, written_since
 from kernel.log import ConsumerCommit, EventLog, OutgoingRecord
 from events.topology import TopicSpec, TopicSpecs, murmur2, partition_for, turnlog_topics
 
@@ -86,6 +88,19 @@ async def test_read_by_key_keeps_per_key_order_and_bounds(log: EventLog) -> None
     assert [r.value for r in middle] == [b"a1", b"a2"]
     assert await log.read("t", key="nobody") == []
     assert [r.value for r in await log.read("t", key="a", limit=2)] == [b"a0", b"a1"]
+
+
+async def test_a_read_through_a_record_ends_with_it(log: EventLog) -> None:
+    """A finished run's events end with its last: a lookup stops there, not at the partition's end (days later on Kafka)."""
+    await log.append([record("t", "run", b"started"), record("t", "other", b"x"), record("t", "run", b"delta")])
+    await log.append([record("t", "run", b"finished"), record("t", "other", b"y")])
+    await log.append([record("t", "run", b"an approval too late to matter"), record("t", "other", b"z")])
+    def finished(r):
+        return r.value == b"finished"
+    assert [r.value for r in await log.read("t", key="run", through=finished)] == [b"started", b"delta", b"finished"]
+    # Nothing it holds for: every record, as without it; with a limit, whichever ends first.
+    assert [r.value for r in await log.read("t", key="other", through=finished)] == [b"x", b"y", b"z"]
+    assert [r.value for r in await log.read("t", key="run", through=finished, limit=2)] == [b"started", b"delta"]
 
 
 async def test_consume_resumes_after_commit_and_sees_only_its_topics(log: EventLog) -> None:
@@ -656,5 +671,32 @@ async def test_kafka_starts_a_read_since_a_time_at_its_time_index(kafka_broker) 
             assert asyncio.get_running_loop().time() < deadline, "the read never started at the time index"
             await asyncio.sleep(0.05)
         assert [r.value for r in await log.read("t", key="k")] == [b"old", b"new"]
+    finally:
+        await log.close()
+
+
+async def test_kafka_reads_a_key_that_is_an_id_from_where_the_id_was_made(kafka_broker) -> None:
+    """No caller passes a bound, and none can forget one: a settlement's usage, a tool step's request, a conversation's
+    summary, each looked up by an id, cost a scan of what was written since the id was made."""
+    log = kafka_log(kafka_broker.bootstrap_servers)
+    await log.start()
+    try:
+        start = datetime.now(UTC)
+        # Made (by its ULID) so that its minting time less the clock skew falls between the two records: the first,
+        # older than the id, cannot be one of its own, and the scan need not reach it.
+        key = f"run_{ULID.from_datetime(start + CLOCK_SKEW + timedelta(milliseconds=100))}"
+        assert written_since(key) is not None
+        await log.append([record("t", key, b"older than the id")])
+        while datetime.now(UTC) < start + timedelta(milliseconds=200):  # past the bound, and well apart from the
+            await asyncio.sleep(0.02)  # first record's commit marker (Tansu answers a time near one with offset 0)
+        await log.append([record("t", key, b"new")])
+        deadline = asyncio.get_running_loop().time() + 30
+        while (found := [r.value for r in await log.read("t", key=key)]) != [b"new"]:
+            assert found == [b"older than the id", b"new"], found
+            assert asyncio.get_running_loop().time() < deadline, "the read never started where the id was made"
+            await asyncio.sleep(0.05)
+        # A key that is no id is read from the partition's start.
+        await log.append([record("t", "org-acme", b"a name, not an id")])
+        assert [r.value for r in await log.read("t", key="org-acme")] == [b"a name, not an id"]
     finally:
         await log.close()
