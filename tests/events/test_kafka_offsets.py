@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from events.kafka.consumers import _Consumers
 from events.kafka.log import KafkaLog
 from kernel.log import OutgoingRecord
 from events.topics import RUN_EVENTS
@@ -54,3 +55,14 @@ async def test_a_fresh_reader_sees_committed_records_while_a_transaction_is_open
                 await asyncio.gather(task, return_exceptions=True)
     finally:
         await writer.close()
+
+
+async def test_a_scan_reader_never_waits_out_the_fetch_queue_backoff() -> None:
+    """A scan reader keeps little prefetched (a scan ends somewhere), and librdkafka puts the next fetch off by
+    `fetch.queue.backoff.ms` whenever its queue holds more: at the 1 s default a scan crawled one fetch a second."""
+    consumers = _Consumers(config={}, client_id="contract", physical=str, timeout_s=1, readers=1)
+    reader = consumers._open_reader()
+    try:
+        assert int(reader._config["fetch.queue.backoff.ms"]) <= int(reader._config["fetch.wait.max.ms"])
+    finally:
+        await consumers.close()
