@@ -344,7 +344,8 @@ class InferenceWorker:
 
     async def _claimed_before(self, run_id: str, step: int) -> bool:
         """Whether the run's events already hold a claim of this step (by a reader of this topic before this one)."""
-        # From the run id's minting time (the log's rule for ids): on Kafka a scan of what was written since, not of the partition's retention.
+        # From the run id's minting time (the log's rule for ids): on Kafka a scan of what was written since, not of
+        # the partition's retention.
         for record in await self._log.read(RUN_EVENTS, key=run_id):
             try:
                 event = self._codec.decode(record.value).payload
