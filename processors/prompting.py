@@ -51,7 +51,7 @@ from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
-from processors.summaries import summary_text
+from processors.summaries import SummaryPolicy, summary_text
 from processors.retrieval import DocumentRetriever, scope_of
 from kernel.runtime import Delivery, Processor, encode
 from projections.search.index import SearchScope
@@ -303,10 +303,12 @@ class PromptBuilder:
         safety: SafetyStages | None = None,
         violations: ViolationReporter | None = None,  # where flagged inputs are reported (default: nowhere)
         cached_conversations: int = DEFAULT_CAPACITY,  # transcripts kept in memory (besides their byte budget)
+        summary_policy: SummaryPolicy | None = None,  # the summarizer's: which conversations can have a summary
     ) -> None:
         self._log = log
         self._codec = codec
         self._policy = policy
+        self._summary_policy = summary_policy or SummaryPolicy()
         self._tokenizer = tokenizer or WordTokenizer()
         self._retriever = retriever
         self._pools = pools or default_pools()
@@ -344,7 +346,9 @@ class PromptBuilder:
 
     async def _prompt(self, transcript: Transcript, envelope: Envelope[RunRequested]) -> list[OutgoingRecord]:
         """The run's prompt on its pool's topic, with its manifest and what the search and the safety stages did."""
-        summary = await self._latest_summary(envelope.key)
+        # A conversation too short to have a summary skips the read: on Kafka a lookup of the broker on the first
+        # token's path, for every turn of most conversations.
+        summary = await self._latest_summary(envelope.key) if self._summary_policy.may_have_summary(len(transcript.turns)) else None
         screening = PromptScreening()
         checked: list[OutgoingRecord] = []
         # The search reads the question as the user wrote it (the index is the org's own); the model, as screened.

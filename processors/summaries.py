@@ -25,6 +25,18 @@ _INNER_CAPITAL = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-z]+")
 
 
 @dataclass(frozen=True, kw_only=True)
+class SummaryPolicy:
+    trigger_tokens: int = 1_500  # unsummarized history beyond this is rolled into the summary
+    keep_recent_turns: int = 6  # the newest turns stay verbatim in prompts
+    max_tokens: int = 400  # the summary's own budget
+
+    def may_have_summary(self, turns: int) -> bool:
+        """Whether a conversation of `turns` turns (every branch's) can have a summary under this policy: one folds
+        only turns before its branch's newest `keep_recent_turns`, so a conversation of no more turns has none."""
+        return turns > self.keep_recent_turns
+
+
+@dataclass(frozen=True, kw_only=True)
 class FoldedTurn:
     turn_seq: int
     role: str

@@ -8,7 +8,6 @@ allowed, and replaying the history rebuilds them.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kernel.codec import AvroCodec
 from events.conversation import AssistantTurnFinished, ConversationSummarized
@@ -21,16 +20,9 @@ from processors.prompting import (
     TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_weight,
 )
 from kernel.runtime import Delivery, Processor, encode
-from processors.summaries import FoldedTurn, roll_summary
+from processors.summaries import FoldedTurn, SummaryPolicy, roll_summary
 
 SUMMARIZER_GROUP = "summarizer"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SummaryPolicy:
-    trigger_tokens: int = 1_500  # unsummarized history beyond this is rolled into the summary
-    keep_recent_turns: int = 6  # the newest turns stay verbatim in prompts
-    max_tokens: int = 400  # the summary's own budget
 
 
 def next_summary(

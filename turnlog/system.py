@@ -30,6 +30,7 @@ from processors.relevance import RelevanceGate
 from processors.retrieval import DocumentRetriever
 from processors.pool_health import follow_pool_outcomes
 from processors.summarizer import Summarizer
+from processors.summaries import SummaryPolicy
 from kernel.runtime import run_processor
 from processors.watchdog import RunWatchdog
 from projections.api_keys import ApiKeyView
@@ -280,6 +281,7 @@ async def running_roles(
             # The prompt builder and the summarizer share the prompt's budget and tokenizer: one role.
             pools = load_pools(settings)
             tokenizer = await asyncio.to_thread(build_prompt_tokenizer, pools.pools[0])
+            summary_policy = SummaryPolicy()
             assert search is not None
             builder = PromptBuilder(
                 log=log,
@@ -295,13 +297,16 @@ async def running_roles(
                 safety=safety,
                 violations=violations,
                 cached_conversations=settings.conversations_to_cache,
+                summary_policy=summary_policy,
             )
             spawn(run(builder.processor()), "prompt-builder")
             breakers = BreakerStates(builder.health, tuple(pool.name for pool in pools.pools))
             register_collector(breakers)
             stack.callback(unregister_collector, breakers)
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
-            summarizer = Summarizer(log=log, codec=codec, tokenizer=tokenizer, cached_conversations=settings.conversations_to_cache)
+            summarizer = Summarizer(
+                log=log, codec=codec, tokenizer=tokenizer, policy=summary_policy, cached_conversations=settings.conversations_to_cache,
+            )
             spawn(run(summarizer.processor()), "summarizer")
         if "projector" in settings.roles:
             assert read_models is not None, "the projector role writes read models: open them"
