@@ -3,23 +3,25 @@
 A manual prints its title, the chapter's name and the page number on every page ("Chapter 3: Utilities 7",
 "Shared MIME-info Database", "10"). Read as text, they land in every page's chunk: the same words indexed on every
 page, quotes that start with a chapter's name, a page number glued to a sentence. A line is furniture when it is one
-of a page's first or last lines and the same line stands at that edge of at least `MIN_PAGES` pages: the same
-words (a title, a notice), or the same words around a number that counts the pages, growing by one from page to page
-whatever it starts at ("7", "Page 7 of 36", "Chapter 3: Utilities 7"; "© 2026 Acme" is the same words). A line of
-content does not open or close three pages word for word, and a numbered one ("Question 4") counts the pages only
-where there is exactly one per page.
+of a page's first or last lines and the same line stands at that edge of at least `MIN_PAGES` pages, and of at least
+half the pages from the first of them to the last: the same words (a title, a notice), or the same words around a
+number that counts the pages, growing by one from page to page whatever it starts at ("7", "Page 7 of 36", "Chapter
+3: Utilities 7"; "© 2026 Acme" is the same words). A line of content can open three pages word for word (a
+programming book's listings: "Filename: src/main.rs", "struct Rectangle {"), but not page after page along a chapter
+as a head does; and a numbered one ("Question 4") counts the pages only where there is exactly one per page.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
 
-__all__ = ["EDGE_LINES", "MIN_PAGES", "without_page_furniture"]
+__all__ = ["EDGE_LINES", "MIN_PAGES", "MIN_SHARE", "without_page_furniture"]
 
 EDGE_LINES = 2  # a head or a foot is at most this many lines (a title over a chapter's name; a page number under a notice)
 MIN_PAGES = 3
+MIN_SHARE = 0.5  # of the pages a mark spans, those it stands on: a book's heads alternate between left and right pages
 
 _NUMBER = re.compile(r"\d+")
 # A line as another page may repeat it: its words, and None or the offset from the page's position of a number in it.
@@ -37,11 +39,18 @@ def without_page_furniture(pages: Sequence[str]) -> list[str]:
 
 
 def _running(edges: list[list[str]]) -> set[_Mark]:
-    """The marks of the lines that run along this edge: each on at least `MIN_PAGES` pages."""
-    seen: Counter[_Mark] = Counter()
+    """The marks of the lines that run along this edge: each on at least `MIN_PAGES` pages. The same words must also
+    stand on `MIN_SHARE` of the pages from their first to their last: a head runs along its chapter, on every page or
+    every other one, and the first line of a code listing that opens a few of its pages ("struct Rectangle {") does
+    not. A number that counts the pages needs no more: a chapter's first pages print it alone, far apart."""
+    pages: defaultdict[_Mark, list[int]] = defaultdict(list)
     for index, edge in enumerate(edges):
-        seen.update({mark for line in edge for mark in _marks(line, index)})
-    return {mark for mark, pages in seen.items() if pages >= MIN_PAGES}
+        for mark in {mark for line in edge for mark in _marks(line, index)}:
+            pages[mark].append(index)
+    return {
+        mark for mark, on in pages.items()
+        if len(on) >= MIN_PAGES and (mark[1] is not None or len(on) >= MIN_SHARE * (on[-1] - on[0] + 1))
+    }
 
 
 def _trimmed(page: list[str], index: int, running_heads: set[_Mark], running_feet: set[_Mark]) -> list[str]:

@@ -71,3 +71,17 @@ def test_a_pdf_manual_printed_with_running_heads_and_feet_is_read_without_them()
     ]
     assert [section.page for section in document.sections] == [1, 2, 3, 4]
     assert document.title == "Acme Router Manual"  # no title in the metadata: the first line, as printed
+
+
+def test_a_listing_that_opens_a_few_pages_of_a_chapter_stays_and_lone_page_numbers_still_go() -> None:
+    # A programming book printed without heads: the same listing's first lines open pages 2, 5 and 9 of ten. A head
+    # runs along its chapter, on every page or every other one; a page number counts the pages wherever it stands.
+    listing = "Filename: src/main.rs\nfn main() {"
+    pages = [f"Prose of page {n}, with more prose.\nAnd its second line." for n in range(1, 11)]
+    for index in (1, 4, 8):
+        pages[index] = f"{listing}\n    println!(\"page {index + 1}\");\n}}\nThen prose."
+    for index in (0, 3, 7):  # chapter openings print their number alone on top, and nothing else repeats there
+        pages[index] = f"{index + 5}\n{pages[index]}"
+    kept = without_page_furniture(pages)
+    assert [page.startswith(listing) for page in kept] == [index in (1, 4, 8) for index in range(10)]
+    assert [page.split("\n")[0] for page in kept if page.split("\n")[0].isdigit()] == []
