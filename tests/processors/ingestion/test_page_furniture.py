@@ -85,3 +85,43 @@ def test_a_listing_that_opens_a_few_pages_of_a_chapter_stays_and_lone_page_numbe
     kept = without_page_furniture(pages)
     assert [page.startswith(listing) for page in kept] == [index in (1, 4, 8) for index in range(10)]
     assert [page.split("\n")[0] for page in kept if page.split("\n")[0].isdigit()] == []
+
+
+def test_where_the_pages_show_their_paragraphs_a_listing_that_opens_page_after_page_stays() -> None:
+    # A PDF read from its lines' positions: paragraphs stand apart, and so do heads and feet. Three pages in a row open
+    # with the same listing; only the head set apart above it, and the page number below, are furniture.
+    listing = "#[derive(Debug)]\nstruct Rectangle {\n    width: u32,\n}"
+    prose = ["It has a width.", "Its width is a u32.", "Debug prints it.", "Nothing else is in it."]
+    pages = [f"Rust by Example\n\n{listing}\n\n{prose[n - 1]}\n\n{n}" for n in range(1, 5)]
+    assert without_page_furniture(pages) == [f"{listing}\n\n{prose[n - 1]}" for n in range(1, 5)]
+    # The same pages as plain text, with no paragraphs shown: nothing tells the listing's first line from a head.
+    plain = [page.replace("\n\n", "\n") for page in pages]
+    assert without_page_furniture(plain)[0] == "struct Rectangle {\n    width: u32,\n}\nIt has a width."
+
+
+def test_a_pdf_whose_pages_open_with_the_same_listing_keeps_it_and_loses_its_heads() -> None:
+    class Guide(FPDF):
+        def header(self) -> None:
+            self.set_font("Helvetica", size=9)
+            self.cell(0, 8, "Acme Rust Guide", new_x="LMARGIN", new_y="NEXT")
+            self.ln(6)
+
+        def footer(self) -> None:
+            self.set_y(-15)
+            self.set_font("Helvetica", size=9)
+            self.cell(0, 8, str(self.page_no()), align="C")
+
+    listing = ["#[derive(Debug)]", "struct Rectangle {", "    width: u32,", "}"]
+    prose = ["It has a width.", "Its width is a u32.", "Debug prints it.", "Nothing else is in it."]
+    pdf = Guide()
+    for sentence in prose:
+        pdf.add_page()
+        pdf.set_font("Courier", size=10)
+        for line in listing:
+            pdf.cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(6)
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 6, sentence)
+    document = extract(bytes(pdf.output()), MediaType.PDF)
+    texts = [" ".join(section.text.split()) for section in document.sections]
+    assert texts == [" ".join(["#[derive(Debug)] struct Rectangle { width: u32, }", sentence]) for sentence in prose]
