@@ -88,25 +88,32 @@ async def measure(bootstrap: str, history_levels: list[int], reads: int) -> list
     results = []
     try:
         old_run = new_id("run")
-        await log.append([OutgoingRecord(topic=RUN_EVENTS, key=old_run, value=value) for value in (RECORD, RECORD, LAST)])
+        await log.append([
+            OutgoingRecord(topic=RUN_EVENTS, key=old_run, value=value)
+            for value in (RECORD, RECORD, LAST)
+        ])
         written = 0
         for level in history_levels:
             while written < level:
                 count = min(BATCH, level - written)
-                await log.append([OutgoingRecord(topic=RUN_EVENTS, key=new_id("run"), value=RECORD) for _ in range(count)])
+                others = [OutgoingRecord(topic=RUN_EVENTS, key=new_id("run"), value=RECORD) for _ in range(count)]
+                await log.append(others)
                 written += count
             # Past the clock margin, so the history lies before the fresh run's bound (and apart from the last commit
             # marker: Tansu answers a time near one with offset 0).
             await asyncio.sleep(ids.CLOCK_SKEW.total_seconds() + 0.1)
             fresh_run = new_id("run")
             name = f"settlement-probe-{level}"  # no id: the scan of a caller without a bound
-            await log.append([OutgoingRecord(topic=RUN_EVENTS, key=key, value=RECORD) for key in (fresh_run, fresh_run, name, name)])
+            probes = (fresh_run, fresh_run, name, name)
+            await log.append([OutgoingRecord(topic=RUN_EVENTS, key=key, value=RECORD) for key in probes])
             results.append({
                 "history_records": written,
                 "fresh_run_by_id": await timed_reads(log, fresh_run, reads),
                 "same_records_key_no_id": await timed_reads(log, name, reads),
                 "run_made_before_the_history": await timed_reads(log, old_run, reads),
-                "run_made_before_the_history_through_its_last": await timed_reads(log, old_run, reads, through=finished),
+                "run_made_before_the_history_through_its_last": await timed_reads(
+                    log, old_run, reads, through=finished
+                ),
             })
             print(json.dumps(results[-1]), flush=True)
     finally:

@@ -348,7 +348,9 @@ class PromptBuilder:
         """The run's prompt on its pool's topic, with its manifest and what the search and the safety stages did."""
         # A conversation too short to have a summary skips the read: on Kafka a lookup of the broker on the first
         # token's path, for every turn of most conversations.
-        summary = await self._latest_summary(envelope.key) if self._summary_policy.may_have_summary(len(transcript.turns)) else None
+        summary = None
+        if self._summary_policy.may_have_summary(len(transcript.turns)):
+            summary = await self._latest_summary(envelope.key)
         screening = PromptScreening()
         checked: list[OutgoingRecord] = []
         # The search reads the question as the user wrote it (the index is the org's own); the model, as screened.

@@ -305,7 +305,8 @@ async def running_roles(
             stack.callback(unregister_collector, breakers)
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
             summarizer = Summarizer(
-                log=log, codec=codec, tokenizer=tokenizer, policy=summary_policy, cached_conversations=settings.conversations_to_cache,
+                log=log, codec=codec, tokenizer=tokenizer, policy=summary_policy,
+                cached_conversations=settings.conversations_to_cache,
             )
             spawn(run(summarizer.processor()), "summarizer")
         if "projector" in settings.roles:

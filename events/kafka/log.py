@@ -258,7 +258,9 @@ class KafkaLog:
         if start >= stop or limit == 0:
             return []
         ends = None if through is None else lambda message: through(self._record(message))
-        messages = await self._consumers.scan(topic, partition, start=start, stop=stop, key=key, limit=limit, through=ends)
+        messages = await self._consumers.scan(
+            topic, partition, start=start, stop=stop, key=key, limit=limit, through=ends
+        )
         return [self._record(message) for message in messages]
 
     async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:

@@ -35,7 +35,8 @@ def without_page_furniture(pages: Sequence[str]) -> list[str]:
     """Each page's text without its running heads and feet; pages and their other lines as they were."""
     lines = [page.split("\n") for page in pages]
     # A PDF read from its lines' positions shows its paragraphs (blank lines between them) on nearly every page.
-    paragraphs_shown = 2 * sum(_shows_paragraphs(page) for page in lines) > sum(any(line.strip() for line in page) for page in lines)
+    with_text = [page for page in lines if any(line.strip() for line in page)]
+    paragraphs_shown = 2 * sum(_shows_paragraphs(page) for page in with_text) > len(with_text)
     heads = [_edge(page, top=True, apart=paragraphs_shown) for page in lines]
     feet = [_edge(page, top=False, apart=paragraphs_shown) for page in lines]
     running_heads = _running([[page[i] for i in edge] for page, edge in zip(lines, heads)])
