@@ -38,19 +38,12 @@ from inference.worker import InferenceWorker  # noqa: E402
 from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope  # noqa: E402
 from kernel.log import EventLog, OutgoingRecord  # noqa: E402
-from lifecycle import test_support  # noqa: E402  (the tests' harnesses, loaded by path)
+from lifecycle import tansu_broker  # noqa: E402  (the tests' broker harness)
 from turnlog.adapters import build_log  # noqa: E402
 from turnlog.settings import Settings  # noqa: E402
 
 ACTOR = Actor(user_id="bench", org_id="org_bench", workspace_id="ws_bench")
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
-
-
-def tansu_broker(stack: ExitStack, data_dir: Path):
-    broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
-    broker.start()
-    stack.callback(broker.stop)
-    return broker
 
 
 async def finished(log: EventLog, conversation_id: str, *, timeout_s: float = 30.0) -> None:

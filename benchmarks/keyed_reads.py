@@ -52,13 +52,11 @@ from events.topology import turnlog_topics  # noqa: E402
 from kernel import ids  # noqa: E402
 from kernel.envelope import new_id  # noqa: E402
 from kernel.log import OutgoingRecord  # noqa: E402
-from lifecycle import test_support  # noqa: E402  (the tests' harnesses, loaded by path)
+from lifecycle import tansu_broker  # noqa: E402  (the tests' broker harness)
 
-RECORD = b"u" * 200  # about a usage record's size
-BATCH = 500
-
-
-LAST = b"finished"
+RECORD = b"u" * 200  # about a delta's size
+LAST = b"finished"  # an old run's last record, as its RunFinished ends a finished run's lookup
+BATCH = 500  # records of other runs to a transaction
 
 
 def finished(record) -> bool:
@@ -131,9 +129,7 @@ def main() -> None:
     ids.CLOCK_SKEW = timedelta(seconds=arguments.clock_skew_s)
     levels = sorted(int(level) for level in arguments.history.split(","))
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="turnlog-keyed-reads-") as directory:
-        broker = test_support("kafka_broker").TansuBroker(log_path=Path(directory) / "tansu.log")
-        broker.start()
-        stack.callback(broker.stop)
+        broker = tansu_broker(stack, Path(directory))
         results = asyncio.run(measure(broker.bootstrap_servers, levels, arguments.reads))
     report = {
         "benchmark": "keyed_reads", "date": date.today().isoformat(), "log": "kafka (Tansu)", "reads": arguments.reads,

@@ -73,6 +73,14 @@ def test_support(name: str):
     return module
 
 
+def tansu_broker(stack: ExitStack, data_dir: Path):
+    """A local Tansu broker (the tests' harness), logging under `data_dir`, stopped when `stack` closes."""
+    broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
+    broker.start()
+    stack.callback(broker.stop)
+    return broker
+
+
 def turnlog_process(*arguments: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "turnlog.cli", *arguments, "--log-level", "warning"])
 
@@ -84,9 +92,7 @@ def start_fleet(
 ) -> list[subprocess.Popen]:
     """Tansu + ClickHouse over HTTP + an API-only instance + workers; returns the turnlog processes, and puts the
     broker's and ClickHouse's process ids in `beside` (their CPU is counted apart)."""
-    broker = test_support("kafka_broker").TansuBroker(log_path=data_dir / "tansu.log")
-    broker.start()
-    stack.callback(broker.stop)
+    broker = tansu_broker(stack, data_dir)
     clickhouse = test_support("clickhouse_http").ClickHouseHttpServer(data_dir=data_dir / "clickhouse")
     clickhouse.start()
     stack.callback(clickhouse.stop)
