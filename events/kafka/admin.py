@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,9 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from events.topology import TopicSpecs
 
 logger = logging.getLogger(__name__)
-_EMPTY_RECHECKS = 4  # asks again for a doubtful "empty" answer: 5 + 10 + 15 + 20 ms at most
+# Tansu answers "empty" for as long as a transaction is open on the partition: ask again, for up to this long.
+_DOUBTFUL_FOR_S = 2.0
+_RECHECK_EVERY_S = (0.005, 0.05)  # the first wait, growing by itself to at most the second
 
 
 class _Admin:
@@ -112,27 +115,34 @@ class _Admin:
     async def offset_ranges(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
         """Per partition: (log start offset, last stable offset). Only records below the latter are readable.
 
-        Tansu 0.6 now and then answers a read_committed lookup of a partition that holds committed records,
-        while a transaction is open on it, with a last stable offset of 0: a scan up to it then finds nothing
-        (a run's claim "missing" right after its first delta, a resource 404 for a moment). A last stable
-        offset never moves back, so the highest this process has seen stands, and one that looks empty is
-        asked again while the partition's high watermark says it is not.
+        Tansu 0.6 answers a read_committed lookup of a partition with a last stable offset of 0 for as long as
+        a transaction is open on it, whatever it holds: a scan up to that finds nothing (a run's claim "missing"
+        right after its first delta), and a fence up to the highest offset seen before lets a read miss what was
+        committed since (a file listed right after its upload, while the ingester's transaction was open). So an
+        answer of "empty" for a partition whose high watermark says otherwise is asked again until the
+        transaction ends (as a read_committed consumer waits for it too), for up to `_DOUBTFUL_FOR_S`; only then
+        does the highest offset this process has seen stand in for it (a last stable offset never moves back).
         """
         partitions = list(partitions)
         starts, ends = await asyncio.gather(  # both requests in flight at once
             self._list(topic, partitions, OffsetSpec.earliest(), IsolationLevel.READ_COMMITTED),
             self._list(topic, partitions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED),
         )
-        doubtful = [p for p in partitions if ends[p] <= starts[p] and self._stable.get((topic, p), -1) <= starts[p]]
+        doubtful = [p for p in partitions if ends[p] <= starts[p]]
         if doubtful:  # an empty partition is common; one whose high watermark says otherwise is not
             written = await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
             doubtful = [p for p in doubtful if written[p] > starts[p]]
-        for attempt in range(_EMPTY_RECHECKS):
-            if not doubtful:
-                break
-            await asyncio.sleep(0.005 * (attempt + 1))
+        deadline, wait_s = time.monotonic() + _DOUBTFUL_FOR_S, _RECHECK_EVERY_S[0]
+        while doubtful and time.monotonic() < deadline:
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, _RECHECK_EVERY_S[1])
             ends |= await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
             doubtful = [p for p in doubtful if ends[p] <= starts[p]]
+        if doubtful:
+            logger.warning(
+                "the broker kept answering %s partitions %s with no stable offset for %g s; using the last seen",
+                topic, doubtful, _DOUBTFUL_FOR_S,
+            )
         ranges = {}
         for partition in partitions:
             stable = max(ends[partition], self._stable.get((topic, partition), -1))

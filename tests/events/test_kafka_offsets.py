@@ -1,15 +1,17 @@
 """The Kafka log's offset lookups on a real broker: what a fresh process reads while transactions are open."""
 
 import asyncio
+import threading
 import uuid
 
 import pytest
+from confluent_kafka import Producer
 
 from events.kafka.consumers import _Consumers
 from events.kafka.log import KafkaLog
 from kernel.log import OutgoingRecord
-from events.topics import RUN_EVENTS
-from events.topology import turnlog_topics
+from events.topics import DOCUMENTS, RUN_EVENTS
+from events.topology import partition_for, turnlog_topics
 from tests.events.test_log_contract import KAFKA_TEST_CONSUMERS
 
 pytestmark = pytest.mark.slow
@@ -54,6 +56,44 @@ async def test_a_fresh_reader_sees_committed_records_while_a_transaction_is_open
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
     finally:
+        await writer.close()
+
+
+async def test_a_warm_reader_sees_what_was_committed_since_its_last_look_while_a_transaction_is_open(kafka_broker):
+    """Tansu answers a last stable offset of 0 while any transaction is open on the partition. A reader that had
+    looked before stood on the offset it saw then, so a file uploaded since was missing from a listing made while
+    the ingester's transaction was open on its partition (the CI flake at stop 39)."""
+    writer = KafkaLog(
+        kafka_broker.bootstrap_servers, topics=turnlog_topics(), client_id="writer",
+        topic_prefix=f"test-{uuid.uuid4().hex[:12]}.", consumer_config=KAFKA_TEST_CONSUMERS, timeout_s=10,
+    )
+    reader = KafkaLog(
+        kafka_broker.bootstrap_servers, topics=turnlog_topics(), client_id="reader",
+        topic_prefix=writer.physical_topic(""), consumer_config=KAFKA_TEST_CONSUMERS, timeout_s=10,
+    )
+    await writer.start()
+    await reader.start()
+    ingester = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": uuid.uuid4().hex})
+    try:
+        [first] = await writer.append([OutgoingRecord(topic=DOCUMENTS, key="file_a", value=b"uploaded")])
+        assert await reader.end_offset(DOCUMENTS, key="file_a") == first.offset  # the reader has looked once
+        [uploaded] = await writer.append([OutgoingRecord(topic=DOCUMENTS, key="file_a", value=b"uploaded again")])
+
+        partition = partition_for("file_a", reader._admin.partition_count(DOCUMENTS))
+        await asyncio.to_thread(ingester.init_transactions, 10)
+        ingester.begin_transaction()
+        ingester.produce(writer.physical_topic(DOCUMENTS), b"chunks", key=b"file_b", partition=partition)
+        await asyncio.to_thread(ingester.flush, 10)
+        ends = threading.Timer(0.3, ingester.commit_transaction)  # the ingester's transaction lasts a while
+        ends.start()
+        try:
+            assert await reader.end_offset(DOCUMENTS, key="file_a") >= uploaded.offset
+            assert uploaded.offset in [record.offset for record in await reader.read(DOCUMENTS, key="file_a")]
+        finally:
+            ends.join()
+    finally:
+        ingester.close()
+        await reader.close()
         await writer.close()
 
 
