@@ -143,7 +143,7 @@ async def test_expired_not_yet_valid_and_too_long_lived_tokens_are_refused(provi
         assert await refusal(verifier, rsa_key.sign(provider.claims(exp=None))) == "bearer token lacks the 'exp' claim"
         # --max-token-ttl-s holds for the provider's tokens as for turnlog's own.
         with pytest.raises(Unauthenticated) as caught:
-            await verifier.principal(rsa_key.sign(provider.claims(exp=now + 7200)), max_ttl_s=3600)
+            await verifier.principal(rsa_key.sign(provider.claims(iat=now, exp=now + 7200)), max_ttl_s=3600)
         assert "valid for 7200 s (from its iat to its exp), longer than the 3600 s" in caught.value.detail
         assert caught.value.extra["maxTokenTtlS"] == 3600
 
