@@ -512,6 +512,9 @@ class EmbeddedLog:
             if not records:
                 await self._wait(topic, key)
 
+    async def partition_of(self, topic: str, *, key: str) -> int:
+        return 0  # one partition per topic
+
     async def end_offset(self, topic: str, *, key: str | None = None) -> int:
         # Read from the file, not only from the commit notices: a reader can see a commit before its notice reaches
         # the loop (the writer thread may be descheduled in between), and the read-your-writes fence must count

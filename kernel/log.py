@@ -123,6 +123,10 @@ class EventLog(Protocol):
         """Records of `topic` (of one `key`, if given) after `after`, then new ones as they arrive, forever."""
         ...
 
+    async def partition_of(self, topic: str, *, key: str) -> int:
+        """The partition that holds `key`'s records (their `LogRecord.partition`)."""
+        ...
+
     async def end_offset(self, topic: str, *, key: str | None = None) -> int:
         """The offset of the last record in the partition holding `key` (-1 when empty)."""
         ...

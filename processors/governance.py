@@ -1,6 +1,7 @@
 """The governance processor: one writer per org key turns `governance-requests` into facts on `governance`.
 
-For each request it folds the org's history (loaded from `governance` on a miss, then kept in memory), asks the
+For each request it folds the org's history (loaded on a miss, then kept in memory: from its snapshot and what
+`governance` took since, where the process has the read-model store, else from the org's whole history), asks the
 pure decider, and appends the facts with the request as their cause, together with its consumer progress. The
 waiting API instance (or `turnlog credits`) picks the answer caused by its request. Where the runtime delivers
 at least once (faust on Kafka), a request delivered again after its facts were written is recognised by their
@@ -13,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from commands.governance.decider import OrgState, decide, evolve
+from commands.governance.snapshots import REMEMBERED_REQUESTS, OrgSnapshots, load_org
 from commands.governance.tiers_file import GovernanceConfig
 from events.topics import GOVERNANCE, GOVERNANCE_REQUESTS, key_of
-from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.codec import AvroCodec
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from kernel.runtime import Delivery, Processor, encode
@@ -25,8 +27,6 @@ from processors.metrics import CREDITS_CHARGED
 logger = logging.getLogger(__name__)
 
 GOVERNANCE_GROUP = "governance"
-# Requests a runtime may deliver again are those after its last commit: at most a batch of them.
-_REMEMBERED_REQUESTS = 1_000
 
 
 @dataclass(kw_only=True)
@@ -36,17 +36,21 @@ class _Org:
 
     def remember(self, request_id: str) -> None:
         self.answered[request_id] = None
-        while len(self.answered) > _REMEMBERED_REQUESTS:
+        while len(self.answered) > REMEMBERED_REQUESTS:
             self.answered.popitem(last=False)
 
 
 class GovernanceDecider:
     """Decides each governance request against its org's state, in the order the log gives."""
 
-    def __init__(self, *, log: EventLog, codec: AvroCodec, config: GovernanceConfig, capacity: int = 10_000) -> None:
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, config: GovernanceConfig, snapshots: OrgSnapshots | None = None,
+        capacity: int = 10_000,
+    ) -> None:
         self._log = log
         self._codec = codec
         self._config = config
+        self._snapshots = snapshots
         self._capacity = capacity
         self._orgs: OrderedDict[str, _Org] = OrderedDict()
 
@@ -75,18 +79,12 @@ class GovernanceDecider:
         return outputs
 
     async def _org(self, org_id: str) -> _Org:
-        """The org's state and recent answers; on a miss, folded from its history (the decider is its only writer)."""
+        """The org's state and recent answers; on a miss, loaded from its snapshot and history (the decider is its only
+        writer, so nothing changes it meanwhile)."""
         org = self._orgs.get(org_id)
         if org is None:
-            org = _Org()
-            for record in await self._log.read(GOVERNANCE, key=org_id):
-                try:
-                    fact = self._codec.decode(record.value)
-                except UndecodableMessage:
-                    continue
-                org.state = evolve(org.state, fact)
-                if fact.causation_id is not None:
-                    org.remember(fact.causation_id)
+            loaded = await load_org(log=self._log, codec=self._codec, org_id=org_id, snapshots=self._snapshots)
+            org = _Org(state=loaded.state, answered=OrderedDict.fromkeys(loaded.answered))
             self._orgs[org_id] = org
             while len(self._orgs) > self._capacity:
                 self._orgs.popitem(last=False)

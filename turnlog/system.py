@@ -38,6 +38,7 @@ from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
 from projections.ledger_erasure import LedgerEraser, WithoutErased
+from projections.governance_snapshots import GovernanceSnapshots, GovernanceSnapshotWriter
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
 from projections.safety_decisions import SafetyLedger
@@ -324,6 +325,9 @@ async def running_roles(
             # Routes, manifests and timings of every run, and (with a tiers file) what each run was charged.
             spawn(run(RunLedger(ledgers).processor()), "run-ledger")
             spawn(run(ChargeLedger(ledgers).processor()), "charge-ledger")
+            if settings.tiers_file is not None:  # without one, governance writes nothing
+                writer = GovernanceSnapshotWriter(store=read_models.store, log=log)
+                spawn(run(writer.processor()), "governance-snapshots")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
@@ -348,8 +352,12 @@ async def running_roles(
             from processors.governance import GovernanceDecider
             from processors.settlement import SettlementRouter
 
-            # Without a tiers file nothing is asked of governance: the role has nothing to do.
-            governance = GovernanceDecider(log=log, codec=codec, config=_governance_config(settings))
+            # Without a tiers file nothing is asked of governance: the role has nothing to do. With the read-model
+            # store an org loads from its snapshot, else from its whole history (commands/governance/snapshots.py).
+            snapshots = GovernanceSnapshots(read_models.store) if read_models is not None else None
+            governance = GovernanceDecider(
+                log=log, codec=codec, config=_governance_config(settings), snapshots=snapshots
+            )
             spawn(run(governance.processor()), "governance")
             spawn(run(SettlementRouter(log=log, codec=codec).processor()), "settlement")
         if "ingester" in settings.roles:
@@ -420,6 +428,7 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         await SafetyLedger(store).create_tables()
         await RunLedger(store).create_tables()  # after the usage ledger: its view joins usage_ledger
         await ChargeLedger(store).create_tables()
+        await GovernanceSnapshots(store).create_tables()
         yield read_models
     finally:
         await store.close()
@@ -459,7 +468,9 @@ async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | 
             oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
             try:
                 await api_keys.start()
-                governance = await _opened_governance(settings, log=log, codec=codec)
+                governance = await _opened_governance(
+                    settings, log=log, codec=codec, snapshots=GovernanceSnapshots(read_models.store)
+                )
                 fence = roles.projector.fence if roles.projector else ReadYourWritesFence(log=log, group=READ_MODELS_GROUP)
                 yield ApiContext(
                     bus=bus,
@@ -490,12 +501,14 @@ async def _running_system(settings: Settings, *, on_role_stopped: RoleStopped | 
                 await bus.close()
 
 
-async def _opened_governance(settings: Settings, *, log: EventLog, codec: AvroCodec) -> Governance | None:
+async def _opened_governance(
+    settings: Settings, *, log: EventLog, codec: AvroCodec, snapshots: GovernanceSnapshots
+) -> Governance | None:
     """The API's side of governance when a tiers file is given: the bus to the decider, and the edge limiter."""
     if settings.tiers_file is None:
         return None
     config = _governance_config(settings)
-    bus = GovernanceBus(log=log, codec=codec)
+    bus = GovernanceBus(log=log, codec=codec, snapshots=snapshots)
     await bus.start()
     return Governance(bus=bus, config=config, edge=EdgeLimiter(requests_per_minute=config.edge.requests_per_minute))
 

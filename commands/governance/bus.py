@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from opentelemetry.trace import SpanKind
 
+from commands.governance.snapshots import OrgSnapshots
 from commands.governance.view import GovernanceView
 from events.governance import (
     AdmissionDecided,
@@ -67,11 +68,14 @@ class _Waiting:
 class GovernanceBus:
     """Sends governance requests and resolves each with the decider's answer, read from `governance`."""
 
-    def __init__(self, *, log: EventLog, codec: AvroCodec, answer_timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S) -> None:
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, snapshots: OrgSnapshots | None = None,
+        answer_timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S,
+    ) -> None:
         self._log = log
         self._codec = codec
         self._answer_timeout_s = answer_timeout_s
-        self.view = GovernanceView(log=log, codec=codec)
+        self.view = GovernanceView(log=log, codec=codec, snapshots=snapshots)
         self._waiting: dict[str, _Waiting] = {}
         self._waiting_orgs: Counter[str] = Counter()
         self._listener: asyncio.Task | None = None

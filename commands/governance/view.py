@@ -1,7 +1,8 @@
 """Each org's governance state as a reader sees it: `governance` folded per org with the decider's own `evolve`.
 
 The API answers `GET /v1/usage` and the rate-limit fields of answers that are not admissions from it. An org is
-loaded from the log on first use (its records of `governance`), then kept current by the governance bus, which
+loaded on first use (its snapshot and what `governance` took since, or its whole history where the process has no
+read-model store: commands/governance/snapshots.py), then kept current by the governance bus, which
 hands over every record it follows (`observe`). Records that arrive while an org is loading are held and folded
 after the load, so none falls between the read and the follow. It never decides anything: the decider does.
 """
@@ -11,8 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from commands.governance.decider import OrgState, evolve
-from events.topics import GOVERNANCE
-from kernel.codec import AvroCodec, UndecodableMessage
+from commands.governance.snapshots import OrgSnapshots, load_org
+from kernel.codec import AvroCodec
 from kernel.envelope import Envelope
 from kernel.log import EventLog, LogRecord
 
@@ -26,9 +27,12 @@ class _Folded:
 class GovernanceView:
     """`OrgState` per org, loaded on a miss and then updated from the records the bus follows."""
 
-    def __init__(self, *, log: EventLog, codec: AvroCodec, capacity: int = 10_000) -> None:
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, snapshots: OrgSnapshots | None = None, capacity: int = 10_000
+    ) -> None:
         self._log = log
         self._codec = codec
+        self._snapshots = snapshots
         self._capacity = capacity
         self._orgs: OrderedDict[str, _Folded] = OrderedDict()
         self._loading: dict[str, list[tuple[LogRecord, Envelope]]] = {}
@@ -79,12 +83,10 @@ class GovernanceView:
     async def _load(self, org_id: str) -> OrgState:
         self._loading[org_id] = []
         try:
-            records = await self._log.read(GOVERNANCE, key=org_id)
+            loaded = await load_org(log=self._log, codec=self._codec, org_id=org_id, snapshots=self._snapshots)
         finally:
             held = self._loading.pop(org_id)
-        state, offset = OrgState(), -1
-        for record in records:
-            state, offset = self._fold(state, record), record.offset
+        state, offset = loaded.state, loaded.offset
         for record, envelope in held:
             if record.offset > offset:
                 state, offset = evolve(state, envelope), record.offset
@@ -92,9 +94,3 @@ class GovernanceView:
         while len(self._orgs) > self._capacity:
             self._orgs.popitem(last=False)
         return state
-
-    def _fold(self, state: OrgState, record: LogRecord) -> OrgState:
-        try:
-            return evolve(state, self._codec.decode(record.value))
-        except UndecodableMessage:
-            return state  # the decider dead-letters nothing on `governance`; a foreign record changes nothing

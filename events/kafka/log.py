@@ -307,6 +307,10 @@ class KafkaLog:
         finally:
             await self._consumers.close_client(client)
 
+    async def partition_of(self, topic: str, *, key: str) -> int:
+        await self._admin.ensure_topics([topic])
+        return partition_for(key, self._admin.partition_count(topic))
+
     async def end_offset(self, topic: str, *, key: str | None = None) -> int:
         """The offset of the last committed record in the key's partition (-1 when it has none).
 

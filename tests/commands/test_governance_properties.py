@@ -2,16 +2,18 @@
 
 Whatever the order: a wallet never goes below zero by more than one run's reservation, no limit on runs in
 progress is exceeded, each admitted run is charged at most once and the charges equal the usage ledger, and
-a decider restarted from the history (read back through the codec, as a replay reads it) decides the same.
+a decider restarted from the history (read back through the codec, as a replay reads it), or from a snapshot of its
+state as the store keeps it, decides the same.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from commands.governance.decider import OrgState, decide, fold
+from commands.governance.snapshots import OrgSnapshot, snapshot_from_json, snapshot_json
 from commands.governance.quota import cost_of
 from commands.governance.tiers_file import AbusePolicy, AdmissionPolicy, GovernanceConfig, Limits, Price, Tier
 from events.catalog import EVENT_TYPES
@@ -254,6 +256,20 @@ def test_a_decider_restarted_from_the_replayed_history_decides_the_same(program:
     rebuilt = fold(OrgState(), (CODEC.decode_payload(CODEC.encode_payload(event)) for event in history))
     assert rebuilt == (live.states[cut - 1] if cut else OrgState())
     assert play(requests[cut:], config, state=rebuilt).decisions == live.decisions[cut:]
+
+
+@PROPERTY_SETTINGS
+@given(program=PROGRAM, start_balance=BALANCES, cut=st.integers(min_value=1, max_value=60))
+def test_a_decider_restarted_from_a_stored_snapshot_decides_the_same(program: list, start_balance: int, cut: int) -> None:
+    config = config_with(start_balance)
+    requests = requests_of(program, start_balance=start_balance)
+    assume(requests)
+    live = play(requests, config)
+    cut = min(cut, len(requests))
+    state = live.states[cut - 1]
+    restored = snapshot_from_json(snapshot_json(OrgSnapshot(state=state, answered=("evt_1",), through=cut))).state
+    assert restored == state
+    assert play(requests[cut:], config, state=restored).decisions == live.decisions[cut:]
 
 
 @PROPERTY_SETTINGS

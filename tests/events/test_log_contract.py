@@ -214,6 +214,12 @@ async def test_cancelled_follower_leaves_no_waiter(log: EventLog) -> None:
     await log.append([record("runs", "idle", b"late")])  # must not fail on a stale waiter
 
 
+async def test_a_keys_records_lie_in_the_partition_named_for_it(log: EventLog) -> None:
+    keys = [f"org_{index}" for index in range(8)]
+    written = await log.append([record("t", key, b"x") for key in keys])
+    assert [await log.partition_of("t", key=key) for key in keys] == [landed.partition for landed in written]
+
+
 async def test_end_offset_tracks_appends(log: EventLog) -> None:
     assert await log.end_offset("t") == -1
     written = await log.append([record("t", "k", b"1")])

@@ -1,0 +1,167 @@
+"""An org's governance state saved beside the log, so that loading an org does not fold its whole history.
+
+`governance` is kept forever and Kafka has no index by key: folding an org from its history scans the org's
+partition from its start, and an org id is no id turnlog made, so nothing bounds that scan. It happened for every
+org new to the decider (a new org's first admission, every org after a restart), with the decider's other requests
+waiting behind it. A snapshot is an org's state and its newest answered requests as folded through one of its facts;
+the snapshot store also says through which offset it folded the org's whole partition (the watermark), so an org with
+no snapshot had no fact up to there. Loading an org costs the store's answer and a scan of what its partition took
+after the watermark: the snapshot writer's lag (projections/governance_snapshots.py writes them).
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from commands.governance.decider import OrgState, Reservation, Score, Suspension, evolve
+from events.topics import GOVERNANCE
+from kernel.codec import AvroCodec, UndecodableMessage
+from kernel.log import EventLog
+
+# Requests a runtime may deliver again are those after its last commit: at most a batch of them.
+REMEMBERED_REQUESTS = 1_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrgSnapshot:
+    """An org as folded through its fact at offset `through`."""
+
+    state: OrgState
+    answered: tuple[str, ...] = ()  # the event ids of its newest answered requests, oldest first
+    through: int = -1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavedOrg:
+    """What the store holds for an org: its snapshot, if it had facts, and its partition's watermark (-1: none)."""
+
+    snapshot: OrgSnapshot | None
+    folded_through: int
+
+
+class OrgSnapshots(Protocol):
+    """Where snapshots are read (the read-model store)."""
+
+    async def saved(self, org_id: str, *, partition: int) -> SavedOrg:
+        """The org's snapshot and the watermark of its partition (of topic `governance`)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedOrg:
+    """An org loaded for deciding or reading: its state, newest answered requests, and last offset folded."""
+
+    state: OrgState
+    answered: tuple[str, ...]
+    offset: int  # every fact of the org up to here is in `state` (-1: none)
+
+
+async def load_org(*, log: EventLog, codec: AvroCodec, org_id: str, snapshots: OrgSnapshots | None) -> LoadedOrg:
+    """The org's snapshot and the facts after its partition's watermark; without snapshots, its whole history."""
+    state, answered, offset = OrgState(), (), -1
+    if snapshots is not None:
+        saved = await snapshots.saved(org_id, partition=await log.partition_of(GOVERNANCE, key=org_id))
+        if saved.snapshot is not None:
+            state, answered = saved.snapshot.state, saved.snapshot.answered
+        offset = max(saved.folded_through, -1 if saved.snapshot is None else saved.snapshot.through)
+    tail = await log.read(GOVERNANCE, key=org_id, after=offset)
+    causes: list[str] = list(answered)
+    for record in tail:
+        try:
+            fact = codec.decode(record.value)
+        except UndecodableMessage:
+            continue  # the decider writes nothing undecodable; a foreign record changes nothing
+        state, offset = evolve(state, fact), record.offset
+        if fact.causation_id is not None:
+            causes.append(fact.causation_id)
+    return LoadedOrg(state=state, answered=newest(causes), offset=offset)
+
+
+def newest(request_ids: Iterable[str]) -> tuple[str, ...]:
+    """The newest `REMEMBERED_REQUESTS` distinct ids, oldest first (a request's several facts share one)."""
+    return tuple(dict.fromkeys(request_ids))[-REMEMBERED_REQUESTS:]
+
+
+# -- as stored: JSON, datetimes in ISO 8601 with their offset ---------------------------------------------------
+
+
+def snapshot_json(snapshot: OrgSnapshot) -> str:
+    state = snapshot.state
+    return json.dumps({
+        "through": snapshot.through,
+        "answered": list(snapshot.answered),
+        "state": {
+            "org_id": state.org_id,
+            "clock": _time(state.clock),
+            "balance": state.balance,
+            "user_balances": dict(state.user_balances),
+            "monthly_token_budget": state.monthly_token_budget,
+            "month": state.month,
+            "month_tokens": state.month_tokens,
+            "refill_units": state.refill_units,
+            "refill_by": state.refill_by,
+            "refilled_period": state.refilled_period,
+            "reservations": {
+                run_id: {
+                    "run_id": r.run_id, "user_id": r.user_id, "units": r.units, "estimated_tokens": r.estimated_tokens,
+                    "wallet_user_id": r.wallet_user_id, "admitted_at": _time(r.admitted_at),
+                }
+                for run_id, r in state.reservations.items()
+            },
+            "windows": {key: _time(at) for key, at in state.windows.items()},
+            "scores": {
+                user: {"value": s.value, "at": _time(s.at), "forgotten_at": _time(s.forgotten_at)}
+                for user, s in state.scores.items()
+            },
+            "suspensions": {
+                user: {"until": _time(s.until), "reason": s.reason, "by": s.by} for user, s in state.suspensions.items()
+            },
+        },
+    }, separators=(",", ":"))
+
+
+def snapshot_from_json(text: str) -> OrgSnapshot:
+    document = json.loads(text)
+    state = document["state"]
+    return OrgSnapshot(
+        through=document["through"],
+        answered=tuple(document["answered"]),
+        state=OrgState(
+            org_id=state["org_id"],
+            clock=_parsed(state["clock"]),
+            balance=state["balance"],
+            user_balances=state["user_balances"],
+            monthly_token_budget=state["monthly_token_budget"],
+            month=state["month"],
+            month_tokens=state["month_tokens"],
+            refill_units=state["refill_units"],
+            refill_by=state["refill_by"],
+            refilled_period=state["refilled_period"],
+            reservations={
+                run_id: Reservation(
+                    run_id=r["run_id"], user_id=r["user_id"], units=r["units"], estimated_tokens=r["estimated_tokens"],
+                    wallet_user_id=r["wallet_user_id"], admitted_at=_parsed(r["admitted_at"]),
+                )
+                for run_id, r in state["reservations"].items()
+            },
+            windows={key: _parsed(at) for key, at in state["windows"].items()},
+            scores={
+                user: Score(value=s["value"], at=_parsed(s["at"]), forgotten_at=_parsed(s["forgotten_at"]))
+                for user, s in state["scores"].items()
+            },
+            suspensions={
+                user: Suspension(until=_parsed(s["until"]), reason=s["reason"], by=s["by"])
+                for user, s in state["suspensions"].items()
+            },
+        ),
+    )
+
+
+def _time(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _parsed(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -1,0 +1,169 @@
+"""Governance snapshots: each org's state after each batch of its facts, and a watermark per partition, in ClickHouse.
+
+The governance decider and the API's view load an org from here and fold only what `governance` took after its
+partition's watermark (commands/governance/snapshots.py says why). Rows are upserted by key (`ReplacingMergeTree`,
+versioned by offset, read with `FINAL`): an org's row under its id, a partition's watermark under `#<partition>`.
+The rows of a batch and its watermarks go in one insert (one part), so a reader never sees a watermark without the
+rows it covers, and they are written before the group commits past the batch.
+
+A watermark says the rows hold every fact of its partition up to it, which holds only if this writer has seen the
+partition from its start. So before writing to a partition it checks that the table and its group agree: no
+watermark and nothing committed (a first run), or a watermark at or past the group's position. A table dropped or
+restored from an old copy under a group that has moved on fails that check: the partition is left unwritten (readers
+then fold from the log, as without snapshots) and the error says how to rebuild it.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from commands.governance.decider import OrgState, evolve
+from commands.governance.snapshots import OrgSnapshot, SavedOrg, newest, snapshot_from_json, snapshot_json
+from events.topics import GOVERNANCE
+from kernel.log import EventLog
+from kernel.runtime import Delivery, Processor
+from projections.store import SqlStore
+
+logger = logging.getLogger(__name__)
+
+GOVERNANCE_SNAPSHOTS_GROUP = "governance-snapshots"
+TABLE = "governance_snapshots"
+
+_SNAPSHOTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    key String,
+    through Int64,
+    snapshot String,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY key
+"""
+
+
+def watermark_key(partition: int) -> str:
+    return f"#{partition}"  # no org id starts with '#'
+
+
+@dataclass(kw_only=True)
+class _Org:
+    state: OrgState = field(default_factory=OrgState)
+    answered: tuple[str, ...] = ()
+    through: int = -1
+
+
+class GovernanceSnapshots:
+    """The table, read for loaders (`OrgSnapshots`)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    async def create_tables(self) -> None:
+        await self._store.execute(_SNAPSHOTS_DDL)
+
+    async def saved(self, org_id: str, *, partition: int) -> SavedOrg:
+        rows = await self._store.query(
+            f"SELECT key, through, snapshot FROM {TABLE} FINAL WHERE key IN ({{org:String}}, {{mark:String}})",
+            {"org": org_id, "mark": watermark_key(partition)},
+        )
+        by_key = {row["key"]: row for row in rows}
+        mark = by_key.get(watermark_key(partition))
+        if mark is None:  # nothing said about the partition: no row can be trusted to be whole
+            return SavedOrg(snapshot=None, folded_through=-1)
+        org = by_key.get(org_id)
+        return SavedOrg(
+            snapshot=None if org is None else snapshot_from_json(org["snapshot"]), folded_through=mark["through"]
+        )
+
+
+class GovernanceSnapshotWriter:
+    """Writes the table from `governance`: each org's row after each batch of its facts, and the watermarks."""
+
+    def __init__(self, *, store: SqlStore, log: EventLog, capacity: int = 10_000) -> None:
+        self._store = store
+        self._log = log
+        self._capacity = capacity
+        self._orgs: dict[str, _Org] = {}  # a cache of the rows this writer last wrote or read
+        self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
+
+    def processor(self) -> Processor:
+        # A loader folds what the writer has not reached yet from the log: lingering costs it a longer scan, no error.
+        return Processor(
+            group=GOVERNANCE_SNAPSHOTS_GROUP, topics=(GOVERNANCE,), react=self.react, max_batch=5_000, linger_s=0.5,
+            on_reset=self._reset, background=True,
+        )
+
+    async def react(self, deliveries: Sequence[Delivery]) -> list:
+        partitions = {delivery.record.partition for delivery in deliveries}
+        writable = {partition for partition in partitions if await self._is_complete(partition)}
+        wanted = [d for d in deliveries if d.record.partition in writable]
+        await self._load([d.record.key for d in wanted if d.record.key not in self._orgs])
+        touched: dict[str, _Org] = {}
+        marks: dict[int, int] = {}
+        for delivery in wanted:
+            record = delivery.record
+            marks[record.partition] = max(marks.get(record.partition, -1), record.offset)
+            org = self._orgs[record.key]
+            if record.offset <= org.through:
+                continue  # delivered again after a restart: already folded
+            org.state = evolve(org.state, delivery.envelope)
+            org.through = record.offset
+            if delivery.envelope.causation_id is not None:
+                org.answered = newest((*org.answered, delivery.envelope.causation_id))
+            touched[record.key] = org
+        rows = [
+            {"key": org_id, "through": org.through, "version": org.through,
+             "snapshot": snapshot_json(OrgSnapshot(state=org.state, answered=org.answered, through=org.through))}
+            for org_id, org in touched.items()
+        ]
+        rows += [
+            {"key": watermark_key(partition), "through": offset, "version": offset, "snapshot": ""}
+            for partition, offset in marks.items()
+        ]
+        await self._store.insert(TABLE, rows)
+        self._forget_beyond_capacity()
+        return []
+
+    async def _is_complete(self, partition: int) -> bool:
+        known = self._complete.get(partition)
+        if known is None:
+            rows = await self._store.query(
+                f"SELECT through FROM {TABLE} FINAL WHERE key = {{mark:String}}", {"mark": watermark_key(partition)}
+            )
+            mark = rows[0]["through"] if rows else None
+            done = (await self._log.committed_offsets(group=GOVERNANCE_SNAPSHOTS_GROUP, topic=GOVERNANCE)).get(partition, -1)
+            known = (mark is None and done < 0) or (mark is not None and mark >= done)
+            if not known:
+                logger.error(
+                    "governance snapshots: table %s lacks partition %d of governance up to offset %d, where group %s "
+                    "stands (dropped, or restored from an older copy?); it is not written, so orgs there load from "
+                    "the log. To rebuild: stop the processors, drop the table, delete the group, start again.",
+                    TABLE, partition, done, GOVERNANCE_SNAPSHOTS_GROUP,
+                )
+            self._complete[partition] = known
+        return known
+
+    async def _load(self, org_ids: list[str]) -> None:
+        """The orgs' last written snapshots (a new org has none)."""
+        org_ids = list(dict.fromkeys(org_ids))
+        if not org_ids:
+            return
+        rows = await self._store.query(
+            f"SELECT key, snapshot FROM {TABLE} FINAL WHERE key IN {{orgs:Array(String)}}", {"orgs": org_ids}
+        )
+        saved = {row["key"]: snapshot_from_json(row["snapshot"]) for row in rows}
+        for org_id in org_ids:
+            snapshot = saved.get(org_id)
+            self._orgs[org_id] = (
+                _Org() if snapshot is None
+                else _Org(state=snapshot.state, answered=snapshot.answered, through=snapshot.through)
+            )
+
+    def _forget_beyond_capacity(self) -> None:
+        # Only as a cache: every org's row is in the table, read again on its next fact.
+        while len(self._orgs) > self._capacity:
+            del self._orgs[next(iter(self._orgs))]
+
+    def _reset(self) -> None:
+        self._orgs.clear()
+        self._complete.clear()
