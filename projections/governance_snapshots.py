@@ -4,7 +4,10 @@ The governance decider and the API's view load an org from here and fold only wh
 partition's watermark (commands/governance/snapshots.py says why). Rows are upserted by key (`ReplacingMergeTree`,
 versioned by offset, read with `FINAL`): an org's row under its id, a partition's watermark under `#<partition>`.
 The rows of a batch and its watermarks go in one insert (one part), so a reader never sees a watermark without the
-rows it covers, and they are written before the group commits past the batch.
+rows it covers, and they are written before the group commits past the batch. The request each fact answered goes to
+`governance_answers` first (one small row per fact, never rewritten: an org's newest thousand ids inside its snapshot
+would be rewritten with every batch of a busy org), kept as long as `governance-requests` keeps a request that could
+be delivered again.
 
 A watermark says the rows hold every fact of its partition up to it, which holds only if this writer has seen the
 partition from its start. So before writing to a partition it checks that the table and its group agree: no
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from commands.governance.decider import OrgState, evolve
-from commands.governance.snapshots import OrgSnapshot, SavedOrg, newest, snapshot_from_json, snapshot_json
+from commands.governance.snapshots import REMEMBERED_REQUESTS, OrgSnapshot, SavedOrg, snapshot_from_json, snapshot_json
 from events.topics import GOVERNANCE
 from kernel.log import EventLog
 from kernel.runtime import Delivery, Processor
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 GOVERNANCE_SNAPSHOTS_GROUP = "governance-snapshots"
 TABLE = "governance_snapshots"
+ANSWERS = "governance_answers"
 
 _SNAPSHOTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -38,6 +42,19 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY key
+SETTINGS index_granularity = 256
+"""
+# A request older than `governance-requests` keeps one (7 days) is never delivered again; a day's margin.
+_ANSWERS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {ANSWERS} (
+    org_id String,
+    offset Int64,
+    request_id String,
+    answered_at DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (org_id, offset)
+TTL toDateTime(answered_at) + INTERVAL 8 DAY
 """
 
 
@@ -48,7 +65,6 @@ def watermark_key(partition: int) -> str:
 @dataclass(kw_only=True)
 class _Org:
     state: OrgState = field(default_factory=OrgState)
-    answered: tuple[str, ...] = ()
     through: int = -1
 
 
@@ -60,8 +76,9 @@ class GovernanceSnapshots:
 
     async def create_tables(self) -> None:
         await self._store.execute(_SNAPSHOTS_DDL)
+        await self._store.execute(_ANSWERS_DDL)
 
-    async def saved(self, org_id: str, *, partition: int) -> SavedOrg:
+    async def saved(self, org_id: str, *, partition: int, answered: bool) -> SavedOrg:
         rows = await self._store.query(
             f"SELECT key, through, snapshot FROM {TABLE} FINAL WHERE key IN ({{org:String}}, {{mark:String}})",
             {"org": org_id, "mark": watermark_key(partition)},
@@ -69,10 +86,20 @@ class GovernanceSnapshots:
         by_key = {row["key"]: row for row in rows}
         mark = by_key.get(watermark_key(partition))
         if mark is None:  # nothing said about the partition: no row can be trusted to be whole
-            return SavedOrg(snapshot=None, folded_through=-1)
+            return SavedOrg(snapshot=None)
         org = by_key.get(org_id)
+        answers = (
+            await self._store.query(
+                f"SELECT request_id, max(offset) AS last FROM {ANSWERS} WHERE org_id = {{org:String}}"
+                f" GROUP BY request_id ORDER BY last DESC LIMIT {REMEMBERED_REQUESTS}",
+                {"org": org_id},
+            )
+            if answered and org is not None else []  # an org without a snapshot answered nothing up to the watermark
+        )
         return SavedOrg(
-            snapshot=None if org is None else snapshot_from_json(org["snapshot"]), folded_through=mark["through"]
+            snapshot=None if org is None else snapshot_from_json(org["snapshot"]),
+            answered=tuple(row["request_id"] for row in reversed(answers)),
+            folded_through=mark["through"],
         )
 
 
@@ -100,26 +127,31 @@ class GovernanceSnapshotWriter:
         await self._load([d.record.key for d in wanted if d.record.key not in self._orgs])
         touched: dict[str, _Org] = {}
         marks: dict[int, int] = {}
+        answers = []
         for delivery in wanted:
-            record = delivery.record
+            record, fact = delivery.record, delivery.envelope
             marks[record.partition] = max(marks.get(record.partition, -1), record.offset)
             org = self._orgs[record.key]
             if record.offset <= org.through:
                 continue  # delivered again after a restart: already folded
-            org.state = evolve(org.state, delivery.envelope)
+            org.state = evolve(org.state, fact)
             org.through = record.offset
-            if delivery.envelope.causation_id is not None:
-                org.answered = newest((*org.answered, delivery.envelope.causation_id))
+            if fact.causation_id is not None:
+                answers.append(
+                    {"org_id": record.key, "offset": record.offset, "request_id": fact.causation_id,
+                     "answered_at": fact.occurred_at}
+                )
             touched[record.key] = org
         rows = [
             {"key": org_id, "through": org.through, "version": org.through,
-             "snapshot": snapshot_json(OrgSnapshot(state=org.state, answered=org.answered, through=org.through))}
+             "snapshot": snapshot_json(OrgSnapshot(state=org.state, through=org.through))}
             for org_id, org in touched.items()
         ]
         rows += [
             {"key": watermark_key(partition), "through": offset, "version": offset, "snapshot": ""}
             for partition, offset in marks.items()
         ]
+        await self._store.insert(ANSWERS, answers)  # first: a watermark covers the answers below it
         await self._store.insert(TABLE, rows)
         self._forget_beyond_capacity()
         return []
@@ -154,10 +186,7 @@ class GovernanceSnapshotWriter:
         saved = {row["key"]: snapshot_from_json(row["snapshot"]) for row in rows}
         for org_id in org_ids:
             snapshot = saved.get(org_id)
-            self._orgs[org_id] = (
-                _Org() if snapshot is None
-                else _Org(state=snapshot.state, answered=snapshot.answered, through=snapshot.through)
-            )
+            self._orgs[org_id] = _Org() if snapshot is None else _Org(state=snapshot.state, through=snapshot.through)
 
     def _forget_beyond_capacity(self) -> None:
         # Only as a cache: every org's row is in the table, read again on its next fact.

@@ -3,10 +3,11 @@
 `governance` is kept forever and Kafka has no index by key: folding an org from its history scans the org's
 partition from its start, and an org id is no id turnlog made, so nothing bounds that scan. It happened for every
 org new to the decider (a new org's first admission, every org after a restart), with the decider's other requests
-waiting behind it. A snapshot is an org's state and its newest answered requests as folded through one of its facts;
-the snapshot store also says through which offset it folded the org's whole partition (the watermark), so an org with
-no snapshot had no fact up to there. Loading an org costs the store's answer and a scan of what its partition took
-after the watermark: the snapshot writer's lag (projections/governance_snapshots.py writes them).
+waiting behind it. A snapshot is an org's state as folded through one of its facts; the store also says through
+which offset it folded the org's whole partition (the watermark), so an org with no snapshot had no fact up to there,
+and keeps the request each fact answered, by which the decider recognises a request delivered again. Loading an org
+costs the store's answer and a scan of what its partition took after the watermark: the snapshot writer's lag
+(projections/governance_snapshots.py writes them).
 """
 
 import json
@@ -29,23 +30,25 @@ class OrgSnapshot:
     """An org as folded through its fact at offset `through`."""
 
     state: OrgState
-    answered: tuple[str, ...] = ()  # the event ids of its newest answered requests, oldest first
     through: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
 class SavedOrg:
-    """What the store holds for an org: its snapshot, if it had facts, and its partition's watermark (-1: none)."""
+    """What the store holds for an org: its snapshot (if it had facts), its newest answered requests (oldest first),
+    and its partition's watermark (-1: none, and then nothing else counts)."""
 
     snapshot: OrgSnapshot | None
-    folded_through: int
+    answered: tuple[str, ...] = ()
+    folded_through: int = -1
 
 
 class OrgSnapshots(Protocol):
     """Where snapshots are read (the read-model store)."""
 
-    async def saved(self, org_id: str, *, partition: int) -> SavedOrg:
-        """The org's snapshot and the watermark of its partition (of topic `governance`)."""
+    async def saved(self, org_id: str, *, partition: int, answered: bool) -> SavedOrg:
+        """The org's snapshot and the watermark of its partition (of topic `governance`); its answered requests too
+        where `answered` asks (the decider needs them, a reader does not)."""
         ...
 
 
@@ -58,16 +61,21 @@ class LoadedOrg:
     offset: int  # every fact of the org up to here is in `state` (-1: none)
 
 
-async def load_org(*, log: EventLog, codec: AvroCodec, org_id: str, snapshots: OrgSnapshots | None) -> LoadedOrg:
-    """The org's snapshot and the facts after its partition's watermark; without snapshots, its whole history."""
-    state, answered, offset = OrgState(), (), -1
+async def load_org(
+    *, log: EventLog, codec: AvroCodec, org_id: str, snapshots: OrgSnapshots | None, answered: bool = True
+) -> LoadedOrg:
+    """The org's snapshot and the facts after its partition's watermark; without snapshots, its whole history.
+    Without `answered`, what it answered may be left out (a reader that decides nothing)."""
+    state, answers, offset = OrgState(), (), -1
     if snapshots is not None:
-        saved = await snapshots.saved(org_id, partition=await log.partition_of(GOVERNANCE, key=org_id))
+        partition = await log.partition_of(GOVERNANCE, key=org_id)
+        saved = await snapshots.saved(org_id, partition=partition, answered=answered)
         if saved.snapshot is not None:
-            state, answered = saved.snapshot.state, saved.snapshot.answered
+            state = saved.snapshot.state
+        answers = saved.answered
         offset = max(saved.folded_through, -1 if saved.snapshot is None else saved.snapshot.through)
     tail = await log.read(GOVERNANCE, key=org_id, after=offset)
-    causes: list[str] = list(answered)
+    causes: list[str] = list(answers)
     for record in tail:
         try:
             fact = codec.decode(record.value)
@@ -91,7 +99,6 @@ def snapshot_json(snapshot: OrgSnapshot) -> str:
     state = snapshot.state
     return json.dumps({
         "through": snapshot.through,
-        "answered": list(snapshot.answered),
         "state": {
             "org_id": state.org_id,
             "clock": _time(state.clock),
@@ -127,7 +134,6 @@ def snapshot_from_json(text: str) -> OrgSnapshot:
     state = document["state"]
     return OrgSnapshot(
         through=document["through"],
-        answered=tuple(document["answered"]),
         state=OrgState(
             org_id=state["org_id"],
             clock=_parsed(state["clock"]),

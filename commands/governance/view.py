@@ -83,7 +83,9 @@ class GovernanceView:
     async def _load(self, org_id: str) -> OrgState:
         self._loading[org_id] = []
         try:
-            loaded = await load_org(log=self._log, codec=self._codec, org_id=org_id, snapshots=self._snapshots)
+            loaded = await load_org(
+                log=self._log, codec=self._codec, org_id=org_id, snapshots=self._snapshots, answered=False
+            )
         finally:
             held = self._loading.pop(org_id)
         state, offset = loaded.state, loaded.offset

@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 
 from commands.catalog import COMMAND_TYPES
 from commands.governance.snapshots import load_org
+from commands.governance.tiers_file import GovernanceConfig, Tier
 from events.catalog import EVENT_TYPES
 from events.embedded import EmbeddedLog
 from events.governance import AdmissionDecided, CreditsGranted, CreditsGrantRequested, UserSuspended
-from events.topics import GOVERNANCE
+from events.topics import GOVERNANCE, GOVERNANCE_REQUESTS
 from kernel.codec import AvroCodec
 from kernel.envelope import Actor, Envelope
-from kernel.log import OutgoingRecord
+from kernel.log import LogRecord, OutgoingRecord
 from kernel.runtime import Delivery, run_processor
+from processors.governance import GovernanceDecider
 from projections.governance_snapshots import TABLE, GovernanceSnapshots, GovernanceSnapshotWriter
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -53,7 +55,7 @@ async def writing(log: EmbeddedLog, store):
 async def folded_through(store, offset: int) -> None:
     snapshots = GovernanceSnapshots(store)
     async with asyncio.timeout(DEADLINE_S):
-        while (await snapshots.saved("anyone", partition=0)).folded_through < offset:
+        while (await snapshots.saved("anyone", partition=0, answered=True)).folded_through < offset:
             await asyncio.sleep(0.02)
 
 
@@ -80,7 +82,7 @@ async def test_an_org_loads_from_its_snapshot_and_the_facts_after_the_watermark_
         await grant(embedded_log, "org_bolt", 100)
     async with writing(embedded_log, store):
         await folded_through(store, await embedded_log.end_offset(GOVERNANCE))
-    mark = (await snapshots.saved("org_acme", partition=0)).folded_through
+    mark = (await snapshots.saved("org_acme", partition=0, answered=True)).folded_through
     await grant(embedded_log, "org_acme", 1000)  # after the writer stopped: only on the log
 
     for org_id in ("org_acme", "org_bolt", "org_new"):
@@ -108,7 +110,7 @@ async def test_facts_delivered_again_are_folded_once(store, embedded_log) -> Non
         for record in await embedded_log.read(GOVERNANCE, key="org_acme")
     ]
     await writer.react(deliveries)
-    saved = await snapshots.saved("org_acme", partition=0)
+    saved = await snapshots.saved("org_acme", partition=0, answered=True)
     assert saved.snapshot is not None and saved.snapshot.state.balance == 10
 
 
@@ -126,7 +128,7 @@ async def test_a_table_that_lost_its_rows_is_not_written_and_orgs_load_from_the_
             async with asyncio.timeout(DEADLINE_S):
                 while "lacks partition 0" not in caplog.text:
                     await asyncio.sleep(0.02)
-    saved = await snapshots.saved("org_acme", partition=0)
+    saved = await snapshots.saved("org_acme", partition=0, answered=True)
     assert saved.snapshot is None and saved.folded_through == -1  # nothing claims to be whole
     loaded = await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=snapshots)
     assert loaded.state.balance == 15  # from the whole history
@@ -149,3 +151,26 @@ async def test_an_admission_is_folded_like_any_fact(store, embedded_log) -> None
     loaded = await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=snapshots)
     assert loaded.state == (await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=None)).state
     assert "run_1" in loaded.state.reservations
+
+
+async def test_a_request_delivered_again_after_the_snapshot_is_recognised_and_not_applied_twice(store, embedded_log) -> None:
+    """What the runtime may deliver again after a restart: a grant whose credits the snapshot already holds."""
+    snapshots = GovernanceSnapshots(store)
+    await snapshots.create_tables()
+    config = GovernanceConfig(tiers={"free": Tier(name="free", start_balance=100)})
+    request = Envelope.wrap(
+        CreditsGrantRequested(org_id="org_acme", units=25, reason="top-up", by="op"), key="org_acme", actor=OPERATOR
+    )
+    delivery = Delivery(
+        record=LogRecord(topic=GOVERNANCE_REQUESTS, partition=0, offset=7, key="org_acme", value=b"", timestamp=AT),
+        envelope=request,
+    )
+    first = GovernanceDecider(log=embedded_log, codec=CODEC, config=config, snapshots=snapshots)
+    written = await embedded_log.append(list(await first.react([delivery])))
+    async with writing(embedded_log, store):
+        await folded_through(store, written[-1].offset)
+
+    restarted = GovernanceDecider(log=embedded_log, codec=CODEC, config=config, snapshots=snapshots)
+    assert await restarted.react([delivery]) == []  # recognised by its answer in the store
+    loaded = await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=snapshots)
+    assert loaded.state.balance == 125 and request.event_id in loaded.answered
