@@ -44,6 +44,9 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY key
 SETTINGS index_granularity = 256
 """
+# A request answers with a fact or a few (a refill, lapsed runs, a suspension): its org's newest thousand requests
+# lie among its newest facts.
+_FACTS_READ_FOR_ANSWERS = 4 * REMEMBERED_REQUESTS
 # A request older than `governance-requests` keeps one (7 days) is never delivered again; a day's margin.
 _ANSWERS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {ANSWERS} (
@@ -90,7 +93,9 @@ class GovernanceSnapshots:
         org = by_key.get(org_id)
         answers = (
             await self._store.query(
-                f"SELECT request_id, max(offset) AS last FROM {ANSWERS} WHERE org_id = {{org:String}}"
+                # The newest facts first (the table's order, read backwards), so a week of a busy org is not grouped.
+                f"SELECT request_id, max(offset) AS last FROM (SELECT request_id, offset FROM {ANSWERS}"
+                f" WHERE org_id = {{org:String}} ORDER BY offset DESC LIMIT {_FACTS_READ_FOR_ANSWERS})"
                 f" GROUP BY request_id ORDER BY last DESC LIMIT {REMEMBERED_REQUESTS}",
                 {"org": org_id},
             )
