@@ -62,7 +62,7 @@ TTL toDateTime(answered_at) + INTERVAL 8 DAY
 
 
 def watermark_key(partition: int) -> str:
-    return f"#{partition}"  # no org id starts with '#'
+    return f"#{partition}"  # org ids are [A-Za-z0-9_-] (api/bodies.py), so never this
 
 
 @dataclass(kw_only=True)

@@ -2,7 +2,7 @@
 log orders the requests (one governance writer per org), not in either instance's memory.
 
 Instance A runs every role (the governance role with it); instance B is API-only. Both are given the tiers file.
-`turnlog credits` on the same log is answered by A's governance role.
+`turnlog credits` on the same log is answered by A's governance role, and A's projector keeps the org's snapshot.
 """
 
 import asyncio
@@ -16,9 +16,12 @@ import pytest
 
 import e2e_server
 import kafka_broker as kafka_harness
+from commands.governance.snapshots import load_org
 from events.governance import AdmissionDecided, CreditsGranted
 from events.topics import GOVERNANCE
 from events.topology import turnlog_topics
+from projections.clickhouse import ClickHouseStore
+from projections.governance_snapshots import GovernanceSnapshots
 from turnlog.adapters import build_codec
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(300)]  # two servers on a broker of their own start first
@@ -109,3 +112,31 @@ async def test_turnlog_credits_on_kafka_is_answered_by_the_fleets_governance(fle
     assert (granted["fact"], granted["units"], granted["by"], granted["balance"]) == ("CreditsGranted", 25, "op_kim", 1_000_025)
     facts = await governance_facts(log_url, ORG)
     assert [fact.reason for fact in facts if isinstance(fact, CreditsGranted)][-1] == "invoice 9"
+
+
+async def test_the_fleet_keeps_the_orgs_snapshot_and_it_loads_as_the_history_does(fleet, clickhouse_server) -> None:
+    everything, _, log_url = fleet
+    user = everything.new_user(org_id=ORG)
+    async with user.client() as client:  # one more fact for the org, whichever tests ran before
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        await client.post(f"/v1/conversations/{conversation_id}/turns", json={"input": e2e_server.text_input("hi")})
+    from events.kafka.log import KafkaLog
+
+    log = KafkaLog(log_url.removeprefix("kafka://").split("?")[0], topics=turnlog_topics())
+    store = ClickHouseStore(clickhouse_server.url("governance_fleet"))
+    await log.start()
+    try:
+        codec, snapshots = build_codec(), GovernanceSnapshots(store)
+        partition = await log.partition_of(GOVERNANCE, key=ORG)
+        end = await log.end_offset(GOVERNANCE, key=ORG)
+        async with asyncio.timeout(60):
+            while (saved := await snapshots.saved(ORG, partition=partition, answered=True)).folded_through < end:
+                await asyncio.sleep(0.1)
+        assert saved.snapshot is not None
+        from_snapshot = await load_org(log=log, codec=codec, org_id=ORG, snapshots=snapshots)
+        from_history = await load_org(log=log, codec=codec, org_id=ORG, snapshots=None)
+        assert (from_snapshot.state, from_snapshot.answered) == (from_history.state, from_history.answered)
+        assert from_snapshot.state.balance > 0 and from_snapshot.answered
+    finally:
+        await log.close()
+        await store.close()
