@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope  # noqa: E402
 from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
 from kernel.runtime import Delivery, run_processor  # noqa: E402
-from lifecycle import tansu_broker  # noqa: E402  (the tests' broker harness)
+from lifecycle import percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
 from processors.governance import GovernanceDecider  # noqa: E402
 from projections.chdb import ChdbStore  # noqa: E402
 from projections.governance_snapshots import GovernanceSnapshots, GovernanceSnapshotWriter  # noqa: E402
@@ -86,23 +85,24 @@ async def first_admissions(log: KafkaLog, snapshots: GovernanceSnapshots | None,
         answered = await decider.react([admission(org_id, index)])
         seconds.append(time.perf_counter() - started)
         assert answered, org_id
-    seconds.sort()
+    return timings(seconds)
+
+
+def timings(seconds: list[float]) -> dict:
     return {
-        "p50_ms": round(statistics.median(seconds) * 1000, 2),
-        "p90_ms": round(seconds[len(seconds) * 9 // 10] * 1000, 2),
-        "min_ms": round(seconds[0] * 1000, 2),
-        "max_ms": round(seconds[-1] * 1000, 2),
+        f"{name}_ms": round(value * 1000, 2)
+        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
     }
 
 
 async def store_reads(snapshots: GovernanceSnapshots, org_ids: list[str]) -> dict:
-    """The snapshot's part alone: the org's row and its partition's watermark, read from the store."""
+    """The store's part alone: the org's row, its partition's watermark and its answered requests."""
     seconds = []
     for org_id in org_ids:
         started = time.perf_counter()
         await snapshots.saved(org_id, partition=0, answered=True)
         seconds.append(time.perf_counter() - started)
-    return {"p50_ms": round(statistics.median(seconds) * 1000, 2), "max_ms": round(max(seconds) * 1000, 2)}
+    return timings(seconds)
 
 
 async def caught_up(snapshots: GovernanceSnapshots, log: KafkaLog) -> None:
