@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # Tansu answers "empty" for as long as a transaction is open on the partition: ask again, for up to this long.
 _DOUBTFUL_FOR_S = 2.0
 _RECHECK_EVERY_S = (0.005, 0.05)  # the first wait, growing by itself to at most the second
+_GLANCE_S = 0.05  # for a follow of a partition this process has never seen
 
 
 class _Admin:
@@ -112,7 +113,9 @@ class _Admin:
                 logger.warning("topic %s has %d partitions, its spec says %d; keeping %d", topic, count, spec.partitions, count)
             self._partitions[topic] = count
 
-    async def offset_ranges(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    async def offset_ranges(
+        self, topic: str, partitions: Iterable[int], *, settled: bool = True
+    ) -> dict[int, tuple[int, int]]:
         """Per partition: (log start offset, last stable offset). Only records below the latter are readable.
 
         Tansu 0.6 answers a read_committed lookup of a partition with a last stable offset of 0 for as long as
@@ -122,23 +125,29 @@ class _Admin:
         answer of "empty" for a partition whose high watermark says otherwise is asked again until the
         transaction ends (as a read_committed consumer waits for it too), for up to `_DOUBTFUL_FOR_S`; only then
         does the highest offset this process has seen stand in for it (a last stable offset never moves back).
+        Without `settled` (a follow, which reads on from wherever it starts), the highest offset seen stands in
+        at once, and a partition never seen is asked again for `_GLANCE_S` at most: a busy partition of several
+        writers may have a transaction open nearly always.
         """
         partitions = list(partitions)
         starts, ends = await asyncio.gather(  # both requests in flight at once
             self._list(topic, partitions, OffsetSpec.earliest(), IsolationLevel.READ_COMMITTED),
             self._list(topic, partitions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED),
         )
-        doubtful = [p for p in partitions if ends[p] <= starts[p]]
+        doubtful = [
+            p for p in partitions
+            if ends[p] <= starts[p] and (settled or self._stable.get((topic, p), -1) <= starts[p])
+        ]
         if doubtful:  # an empty partition is common; one whose high watermark says otherwise is not
             written = await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
             doubtful = [p for p in doubtful if written[p] > starts[p]]
-        deadline, wait_s = time.monotonic() + _DOUBTFUL_FOR_S, _RECHECK_EVERY_S[0]
+        deadline, wait_s = time.monotonic() + (_DOUBTFUL_FOR_S if settled else _GLANCE_S), _RECHECK_EVERY_S[0]
         while doubtful and time.monotonic() < deadline:
             await asyncio.sleep(wait_s)
             wait_s = min(wait_s * 2, _RECHECK_EVERY_S[1])
             ends |= await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
             doubtful = [p for p in doubtful if ends[p] <= starts[p]]
-        if doubtful:
+        if doubtful and settled:
             logger.warning(
                 "the broker kept answering %s partitions %s with no stable offset for %g s; using the last seen",
                 topic, doubtful, _DOUBTFUL_FOR_S,

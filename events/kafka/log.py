@@ -274,8 +274,9 @@ class KafkaLog:
         await self._admin.ensure_topics([topic])
         count = self._admin.partition_count(topic)
         partitions = [partition_for(key, count)] if key is not None else range(count)
-        # Explicit offsets: librdkafka's own lookup of "the beginning" can cost a 500 ms retry.
-        ranges = await self._admin.offset_ranges(topic, partitions)
+        # Explicit offsets: librdkafka's own lookup of "the beginning" can cost a 500 ms retry. A follow reads on from
+        # wherever it starts, so an end that lags (Tansu's during a transaction) costs it a little more reading at most.
+        ranges = await self._admin.offset_ranges(topic, partitions, settled=False)
         if key is not None:
             # A key's records come from its partition's reader, shared with every other keyed follow of it here,
             # unless the follow starts before what that reader keeps (then it reads on its own, below).
