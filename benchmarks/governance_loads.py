@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -47,7 +45,7 @@ from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope  # noqa: E402
 from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
 from kernel.runtime import Delivery, run_processor  # noqa: E402
-from lifecycle import percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
+from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
 from processors.governance import GovernanceDecider  # noqa: E402
 from projections.chdb import ChdbStore  # noqa: E402
 from projections.governance_snapshots import GovernanceSnapshots, GovernanceSnapshotWriter  # noqa: E402
@@ -174,13 +172,9 @@ def main() -> None:
     report = {
         "benchmark": "governance_loads", "date": date.today().isoformat(), "log": "kafka (Tansu), one partition",
         "store": "chDB in-process", "orgs": arguments.orgs, "reads": arguments.reads,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_average_1m": round(os.getloadavg()[0], 2),
         "levels": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if arguments.out is not None:
-        arguments.out.write_text(text)
+    emitted(report, arguments.out)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -52,7 +50,7 @@ from events.topology import turnlog_topics  # noqa: E402
 from kernel import ids  # noqa: E402
 from kernel.envelope import new_id  # noqa: E402
 from kernel.log import OutgoingRecord  # noqa: E402
-from lifecycle import tansu_broker  # noqa: E402  (the tests' broker harness)
+from lifecycle import emitted, tansu_broker  # noqa: E402  (the tests' broker harness)
 
 RECORD = b"u" * 200  # about a delta's size
 LAST = b"finished"  # an old run's last record, as its RunFinished ends a finished run's lookup
@@ -134,13 +132,9 @@ def main() -> None:
     report = {
         "benchmark": "keyed_reads", "date": date.today().isoformat(), "log": "kafka (Tansu)", "reads": arguments.reads,
         "clock_skew_s": arguments.clock_skew_s,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_average_1m": round(os.getloadavg()[0], 2),
         "levels": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if arguments.out is not None:
-        arguments.out.write_text(text)
+    emitted(report, arguments.out)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,15 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+def emitted(report: dict, out: Path | None) -> None:
+    """The report with the machine it ran on, printed, and written to `out` if given."""
+    report = {**report, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_average_1m": round(os.getloadavg()[0], 2)}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU of the processes, all their threads."""
     ticks = 0
