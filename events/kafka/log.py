@@ -241,8 +241,7 @@ class KafkaLog:
         broker's time index: a run's, a conversation's or a file's records cost a scan of what was
         written since the id was made, not of the partition's whole retention.
         """
-        await self._admin.ensure_topics([topic])
-        partition = partition_for(key, self._admin.partition_count(topic))
+        partition = await self.partition_of(topic, key=key)
         since = max((bound for bound in (since, written_since(key)) if bound is not None), default=None)
         if since is None:
             log_start, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
@@ -326,8 +325,7 @@ class KafkaLog:
 
     async def readable(self, topic: str, *, key: str, offset: int) -> bool:
         """Below the last stable offset, a committed record is readable: one offsets lookup, no scan."""
-        await self._admin.ensure_topics([topic])
-        partition = partition_for(key, self._admin.partition_count(topic))
+        partition = await self.partition_of(topic, key=key)
         _, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
         return offset < stable_end
 
