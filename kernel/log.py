@@ -108,6 +108,9 @@ class EventLog(Protocol):
     ) -> list[LogRecord]:
         """The records of `key` in `topic` with `after < offset < before`, in order (the first `limit`).
 
+        `before` is an offset readers were given (a fold as of the record in hand): everything below it is readable,
+        so the log need not look its readable end up.
+
         `through`: the records end with the first for which it holds (a run's last event), so a scan ends there,
         not at the partition's end; it may be called on another thread, so it must be pure.
 

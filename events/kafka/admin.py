@@ -19,8 +19,10 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from events.topology import TopicSpecs
 
 logger = logging.getLogger(__name__)
-# Tansu answers "empty" for as long as a transaction is open on the partition: ask again, for up to this long.
-_DOUBTFUL_FOR_S = 2.0
+# Tansu answers "empty" for as long as a transaction is open on the partition: ask again, for up to this long. Not
+# longer: on a loaded machine a busy partition can have one open for seconds (a CI fleet's deciders then answered
+# nothing in time with 2 s here), and a caller with a bound it knows to be readable does not ask (`KafkaLog.read`).
+_DOUBTFUL_FOR_S = 0.2
 _RECHECK_EVERY_S = (0.005, 0.05)  # the first wait, growing by itself to at most the second
 _GLANCE_S = 0.05  # for a follow of a partition this process has never seen
 
@@ -124,7 +126,8 @@ class _Admin:
         committed since (a file listed right after its upload, while the ingester's transaction was open). So an
         answer of "empty" for a partition whose high watermark says otherwise is asked again until the
         transaction ends (as a read_committed consumer waits for it too), for up to `_DOUBTFUL_FOR_S`; only then
-        does the highest offset this process has seen stand in for it (a last stable offset never moves back).
+        does the highest offset this process has seen stand in for it (a last stable offset never moves back, but
+        this one may lag: the price of not waiting longer).
         Without `settled` (a follow, which reads on from wherever it starts), the highest offset seen stands in
         at once, and a partition never seen is asked again for `_GLANCE_S` at most: a busy partition of several
         writers may have a transaction open nearly always.
@@ -148,7 +151,7 @@ class _Admin:
             ends |= await self._list(topic, doubtful, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
             doubtful = [p for p in doubtful if ends[p] <= starts[p]]
         if doubtful and settled:
-            logger.warning(
+            logger.debug(
                 "the broker kept answering %s partitions %s with no stable offset for %g s; using the last seen",
                 topic, doubtful, _DOUBTFUL_FOR_S,
             )

@@ -243,17 +243,22 @@ class KafkaLog:
         """
         partition = await self.partition_of(topic, key=key)
         since = max((bound for bound in (since, written_since(key)) if bound is not None), default=None)
+        # Below a record a read_committed consumer was given, every transaction is decided: with such a `before`
+        # (a fold as of the record in hand) the scan needs no stable offset, which Tansu answers late (admin.py).
+        settled = before is None
         if since is None:
-            log_start, stable_end = (await self._admin.offset_ranges(topic, [partition]))[partition]
+            log_start, stable_end = (await self._admin.offset_ranges(topic, [partition], settled=settled))[partition]
             start = max(after + 1, log_start)
         else:
             ranges, first_since = await asyncio.gather(
-                self._admin.offset_ranges(topic, [partition]), self._admin.offset_at(topic, partition, since)
+                self._admin.offset_ranges(topic, [partition], settled=settled),
+                self._admin.offset_at(topic, partition, since),
             )
             log_start, stable_end = ranges[partition]
             # -1: nothing was written since (Tansu answers 0 instead, which only costs the whole scan).
-            start = max(after + 1, log_start, first_since if first_since >= 0 else stable_end)
-        stop = stable_end if before is None else min(before, stable_end)
+            nothing_since = stable_end if before is None else min(stable_end, before)
+            start = max(after + 1, log_start, first_since if first_since >= 0 else nothing_since)
+        stop = stable_end if before is None else before
         if start >= stop or limit == 0:
             return []
         ends = None if through is None else lambda message: through(self._record(message))

@@ -84,7 +84,7 @@ async def test_a_warm_reader_sees_what_was_committed_since_its_last_look_while_a
         ingester.begin_transaction()
         ingester.produce(writer.physical_topic(DOCUMENTS), b"chunks", key=b"file_b", partition=partition)
         await asyncio.to_thread(ingester.flush, 10)
-        ends = threading.Timer(0.3, ingester.commit_transaction)  # the ingester's transaction lasts a while
+        ends = threading.Timer(0.1, ingester.commit_transaction)  # the ingester's transaction lasts a while
         ends.start()
         try:
             assert await reader.end_offset(DOCUMENTS, key="file_a") >= uploaded.offset
