@@ -18,7 +18,6 @@ then fold from the log, as without snapshots) and the error says how to rebuild 
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from commands.governance.decider import OrgState, evolve
 from commands.governance.snapshots import REMEMBERED_REQUESTS, OrgSnapshot, SavedOrg, snapshot_from_json, snapshot_json
@@ -65,12 +64,6 @@ def watermark_key(partition: int) -> str:
     return f"#{partition}"  # org ids are [A-Za-z0-9_-] (api/bodies.py), so never this
 
 
-@dataclass(kw_only=True)
-class _Org:
-    state: OrgState = field(default_factory=OrgState)
-    through: int = -1
-
-
 class GovernanceSnapshots:
     """The table, read for loaders (`OrgSnapshots`)."""
 
@@ -81,12 +74,15 @@ class GovernanceSnapshots:
         await self._store.execute(_SNAPSHOTS_DDL)
         await self._store.execute(_ANSWERS_DDL)
 
-    async def saved(self, org_id: str, *, partition: int, answered: bool) -> SavedOrg:
+    async def rows(self, keys: list[str]) -> dict[str, dict[str, object]]:
+        """The rows of `keys` (org ids, watermark keys) that the table holds, by key: `through` and `snapshot`."""
         rows = await self._store.query(
-            f"SELECT key, through, snapshot FROM {TABLE} FINAL WHERE key IN ({{org:String}}, {{mark:String}})",
-            {"org": org_id, "mark": watermark_key(partition)},
+            f"SELECT key, through, snapshot FROM {TABLE} FINAL WHERE key IN {{keys:Array(String)}}", {"keys": keys}
         )
-        by_key = {row["key"]: row for row in rows}
+        return {row["key"]: row for row in rows}
+
+    async def saved(self, org_id: str, *, partition: int, answered: bool) -> SavedOrg:
+        by_key = await self.rows([org_id, watermark_key(partition)])
         mark = by_key.get(watermark_key(partition))
         if mark is None:  # nothing said about the partition: no row can be trusted to be whole
             return SavedOrg(snapshot=None)
@@ -113,9 +109,10 @@ class GovernanceSnapshotWriter:
 
     def __init__(self, *, store: SqlStore, log: EventLog, capacity: int = 10_000) -> None:
         self._store = store
+        self._table = GovernanceSnapshots(store)
         self._log = log
         self._capacity = capacity
-        self._orgs: dict[str, _Org] = {}  # a cache of the rows this writer last wrote or read
+        self._orgs: dict[str, OrgSnapshot] = {}  # a cache of the rows this writer last wrote or read
         self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
 
     def processor(self) -> Processor:
@@ -130,7 +127,7 @@ class GovernanceSnapshotWriter:
         writable = {partition for partition in partitions if await self._is_complete(partition)}
         wanted = [d for d in deliveries if d.record.partition in writable]
         await self._load([d.record.key for d in wanted if d.record.key not in self._orgs])
-        touched: dict[str, _Org] = {}
+        touched: dict[str, OrgSnapshot] = {}
         marks: dict[int, int] = {}
         answers = []
         for delivery in wanted:
@@ -139,8 +136,7 @@ class GovernanceSnapshotWriter:
             org = self._orgs[record.key]
             if record.offset <= org.through:
                 continue  # delivered again after a restart: already folded
-            org.state = evolve(org.state, fact)
-            org.through = record.offset
+            org = self._orgs[record.key] = OrgSnapshot(state=evolve(org.state, fact), through=record.offset)
             if fact.causation_id is not None:
                 answers.append(
                     {"org_id": record.key, "offset": record.offset, "request_id": fact.causation_id,
@@ -148,8 +144,7 @@ class GovernanceSnapshotWriter:
                 )
             touched[record.key] = org
         rows = [
-            {"key": org_id, "through": org.through, "version": org.through,
-             "snapshot": snapshot_json(OrgSnapshot(state=org.state, through=org.through))}
+            {"key": org_id, "through": org.through, "version": org.through, "snapshot": snapshot_json(org)}
             for org_id, org in touched.items()
         ]
         rows += [
@@ -164,10 +159,8 @@ class GovernanceSnapshotWriter:
     async def _is_complete(self, partition: int) -> bool:
         known = self._complete.get(partition)
         if known is None:
-            rows = await self._store.query(
-                f"SELECT through FROM {TABLE} FINAL WHERE key = {{mark:String}}", {"mark": watermark_key(partition)}
-            )
-            mark = rows[0]["through"] if rows else None
+            row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))
+            mark = None if row is None else row["through"]
             done = (await self._log.committed_offsets(group=GOVERNANCE_SNAPSHOTS_GROUP, topic=GOVERNANCE)).get(partition, -1)
             known = (mark is None and done < 0) or (mark is not None and mark >= done)
             if not known:
@@ -185,13 +178,10 @@ class GovernanceSnapshotWriter:
         org_ids = list(dict.fromkeys(org_ids))
         if not org_ids:
             return
-        rows = await self._store.query(
-            f"SELECT key, snapshot FROM {TABLE} FINAL WHERE key IN {{orgs:Array(String)}}", {"orgs": org_ids}
-        )
-        saved = {row["key"]: snapshot_from_json(row["snapshot"]) for row in rows}
+        saved = await self._table.rows(org_ids)
         for org_id in org_ids:
-            snapshot = saved.get(org_id)
-            self._orgs[org_id] = _Org() if snapshot is None else _Org(state=snapshot.state, through=snapshot.through)
+            row = saved.get(org_id)
+            self._orgs[org_id] = OrgSnapshot(state=OrgState()) if row is None else snapshot_from_json(row["snapshot"])
 
     def _forget_beyond_capacity(self) -> None:
         # Only as a cache: every org's row is in the table, read again on its next fact.

@@ -12,7 +12,7 @@ costs the store's answer and a scan of what its partition took after the waterma
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -96,37 +96,7 @@ def newest(request_ids: Iterable[str]) -> tuple[str, ...]:
 
 
 def snapshot_json(snapshot: OrgSnapshot) -> str:
-    state = snapshot.state
-    return json.dumps({
-        "through": snapshot.through,
-        "state": {
-            "org_id": state.org_id,
-            "clock": _time(state.clock),
-            "balance": state.balance,
-            "user_balances": dict(state.user_balances),
-            "monthly_token_budget": state.monthly_token_budget,
-            "month": state.month,
-            "month_tokens": state.month_tokens,
-            "refill_units": state.refill_units,
-            "refill_by": state.refill_by,
-            "refilled_period": state.refilled_period,
-            "reservations": {
-                run_id: {
-                    "run_id": r.run_id, "user_id": r.user_id, "units": r.units, "estimated_tokens": r.estimated_tokens,
-                    "wallet_user_id": r.wallet_user_id, "admitted_at": _time(r.admitted_at),
-                }
-                for run_id, r in state.reservations.items()
-            },
-            "windows": {key: _time(at) for key, at in state.windows.items()},
-            "scores": {
-                user: {"value": s.value, "at": _time(s.at), "forgotten_at": _time(s.forgotten_at)}
-                for user, s in state.scores.items()
-            },
-            "suspensions": {
-                user: {"until": _time(s.until), "reason": s.reason, "by": s.by} for user, s in state.suspensions.items()
-            },
-        },
-    }, separators=(",", ":"))
+    return json.dumps(asdict(snapshot), default=datetime.isoformat, separators=(",", ":"))
 
 
 def snapshot_from_json(text: str) -> OrgSnapshot:
@@ -163,10 +133,6 @@ def snapshot_from_json(text: str) -> OrgSnapshot:
             },
         ),
     )
-
-
-def _time(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
 
 
 def _parsed(text: str | None) -> datetime | None:
