@@ -4,6 +4,7 @@ exactly as from its whole history, a new org without reading the history, and a 
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from commands.catalog import COMMAND_TYPES
@@ -42,21 +43,34 @@ async def grant(log: EmbeddedLog, org_id: str, units: int) -> int:
     return written[-1].offset
 
 
+class Writing:
+    """The snapshot writer, running; `through(offset)` returns once its group has committed past `offset`."""
+
+    def __init__(self) -> None:
+        self.committed = -1
+        self._moved = asyncio.Event()
+
+    def on_committed(self, records) -> None:
+        self.committed = max(self.committed, *(record.offset for record in records))
+        self._moved.set()
+
+    async def through(self, offset: int) -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            while self.committed < offset:
+                self._moved.clear()
+                await self._moved.wait()
+
+
 @asynccontextmanager
 async def writing(log: EmbeddedLog, store):
-    task = asyncio.create_task(run_processor(GovernanceSnapshotWriter(store=store, log=log).processor(), log=log, codec=CODEC))
+    watched = Writing()
+    processor = replace(GovernanceSnapshotWriter(store=store, log=log).processor(), on_committed=watched.on_committed)
+    task = asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
     try:
-        yield
+        yield watched
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def folded_through(store, offset: int) -> None:
-    snapshots = GovernanceSnapshots(store)
-    async with asyncio.timeout(DEADLINE_S):
-        while (await snapshots.saved("anyone", partition=0, answered=True)).folded_through < offset:
-            await asyncio.sleep(0.02)
 
 
 class ReadsRecorded:
@@ -80,8 +94,8 @@ async def test_an_org_loads_from_its_snapshot_and_the_facts_after_the_watermark_
     for index in range(3):
         await grant(embedded_log, "org_acme", 10 + index)
         await grant(embedded_log, "org_bolt", 100)
-    async with writing(embedded_log, store):
-        await folded_through(store, await embedded_log.end_offset(GOVERNANCE))
+    async with writing(embedded_log, store) as writer:
+        await writer.through(await embedded_log.end_offset(GOVERNANCE))
     mark = (await snapshots.saved("org_acme", partition=0, answered=True)).folded_through
     await grant(embedded_log, "org_acme", 1000)  # after the writer stopped: only on the log
 
@@ -101,8 +115,8 @@ async def test_facts_delivered_again_are_folded_once(store, embedded_log) -> Non
     snapshots = GovernanceSnapshots(store)
     await snapshots.create_tables()
     end = await grant(embedded_log, "org_acme", 10)
-    async with writing(embedded_log, store):
-        await folded_through(store, end)
+    async with writing(embedded_log, store) as writer:
+        await writer.through(end)
     # A writer restarted before its group committed: the same facts again, from the start.
     writer = GovernanceSnapshotWriter(store=store, log=embedded_log)
     deliveries = [
@@ -118,16 +132,15 @@ async def test_a_table_that_lost_its_rows_is_not_written_and_orgs_load_from_the_
     snapshots = GovernanceSnapshots(store)
     await snapshots.create_tables()
     end = await grant(embedded_log, "org_acme", 10)
-    async with writing(embedded_log, store):
-        await folded_through(store, end)
+    async with writing(embedded_log, store) as writer:
+        await writer.through(end)
     await store.execute(f"DROP TABLE {TABLE}")  # an operator's rebuild, the group left where it was
     await snapshots.create_tables()
     end = await grant(embedded_log, "org_acme", 5)
     with caplog.at_level(logging.ERROR, logger="projections.governance_snapshots"):
-        async with writing(embedded_log, store):
-            async with asyncio.timeout(DEADLINE_S):
-                while "lacks partition 0" not in caplog.text:
-                    await asyncio.sleep(0.02)
+        async with writing(embedded_log, store) as writer:
+            await writer.through(end)  # past the new grant, having written nothing
+    assert "lacks partition 0" in caplog.text
     saved = await snapshots.saved("org_acme", partition=0, answered=True)
     assert saved.snapshot is None and saved.folded_through == -1  # nothing claims to be whole
     loaded = await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=snapshots)
@@ -146,8 +159,8 @@ async def test_an_admission_is_folded_like_any_fact(store, embedded_log) -> None
     [written] = await embedded_log.append([
         OutgoingRecord(topic=GOVERNANCE, key="org_acme", value=CODEC.encode(Envelope.wrap(admitted, key="org_acme", actor=actor)))
     ])
-    async with writing(embedded_log, store):
-        await folded_through(store, written.offset)
+    async with writing(embedded_log, store) as writer:
+        await writer.through(written.offset)
     loaded = await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=snapshots)
     assert loaded.state == (await load_org(log=embedded_log, codec=CODEC, org_id="org_acme", snapshots=None)).state
     assert "run_1" in loaded.state.reservations
@@ -167,8 +180,8 @@ async def test_a_request_delivered_again_after_the_snapshot_is_recognised_and_no
     )
     first = GovernanceDecider(log=embedded_log, codec=CODEC, config=config, snapshots=snapshots)
     written = await embedded_log.append(list(await first.react([delivery])))
-    async with writing(embedded_log, store):
-        await folded_through(store, written[-1].offset)
+    async with writing(embedded_log, store) as writer:
+        await writer.through(written[-1].offset)
 
     restarted = GovernanceDecider(log=embedded_log, codec=CODEC, config=config, snapshots=snapshots)
     assert await restarted.react([delivery]) == []  # recognised by its answer in the store
