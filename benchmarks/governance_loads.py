@@ -48,7 +48,7 @@ from kernel.runtime import Delivery, run_processor  # noqa: E402
 from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
 from processors.governance import GovernanceDecider  # noqa: E402
 from projections.chdb import ChdbStore  # noqa: E402
-from projections.governance_snapshots import GovernanceSnapshots, GovernanceSnapshotWriter  # noqa: E402
+from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer  # noqa: E402
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 CONFIG = GovernanceConfig(
@@ -119,7 +119,7 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], orgs: int
     snapshots = GovernanceSnapshots(store)
     await snapshots.create_tables()
     writer = asyncio.create_task(
-        run_processor(GovernanceSnapshotWriter(store=store, log=log).processor(), log=log, codec=CODEC)
+        run_processor(governance_snapshot_writer(store=store, log=log).processor(), log=log, codec=CODEC)
     )
     results = []
     try:

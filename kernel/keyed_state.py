@@ -8,6 +8,7 @@ from kernel.codec import AvroCodec
 from kernel.envelope import Envelope
 from kernel.log import EventLog
 from kernel.sealing import Erased
+from kernel.snapshots import SnapshotSource, starting_point
 
 State = TypeVar("State")
 # The keys a cache keeps unless told otherwise (`turnlog serve --cached-conversations`).
@@ -19,7 +20,8 @@ class KeyedStates(Generic[State]):
 
     At most `capacity` keys, and with `weigh`, at most `budget` of their weight together (the characters of the
     transcripts a prompt builder keeps: a key count alone lets a few thousand long conversations fill the memory).
-    The most recently used key is always kept.
+    The most recently used key is always kept. With `snapshots`, a miss starts from the key's saved snapshot and
+    folds only the records after it (kernel/snapshots.py).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class KeyedStates(Generic[State]):
         capacity: int = DEFAULT_CAPACITY,
         weigh: Callable[[State], int] | None = None,
         budget: int | None = None,
+        snapshots: SnapshotSource[State] | None = None,
     ) -> None:
         if (weigh is None) != (budget is None):
             raise ValueError("KeyedStates: give `weigh` and `budget` together")
@@ -44,18 +47,23 @@ class KeyedStates(Generic[State]):
         self._capacity = capacity
         self._weigh = weigh
         self._budget = budget
+        self._snapshots = snapshots
         self._states: OrderedDict[str, State] = OrderedDict()
         self._weights: dict[str, int] = {}
         self._weight = 0
 
     async def get(self, key: str, *, before: int | None = None) -> State:
-        """The state of `key`; on a miss, folded from the log's records of `key` with offset < `before`."""
+        """The state of `key`; on a miss, folded from the log's records of `key` with offset < `before` (from its
+        snapshot on, with `snapshots`)."""
         if key in self._states:
             self._states.move_to_end(key)
             return self._states[key]
-        state = self._initial
+        start = await starting_point(
+            log=self._log, topic=self._topic, key=key, initial=self._initial, snapshots=self._snapshots, before=before
+        )
+        state = start.state
         # A key that is an id has no record older than the id: the log's scan (a partition's, on Kafka) starts there.
-        for record in await self._log.read(self._topic, key=key, before=before):
+        for record in await self._log.read(self._topic, key=key, after=start.through, before=before):
             envelope = self._codec.decode(record.value)
             if not isinstance(envelope.payload, Erased):  # crypto-shredded: folds as if it never was
                 state = self._evolve(state, envelope)

@@ -38,7 +38,7 @@ from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
 from projections.ledger_erasure import LedgerEraser, WithoutErased
-from projections.governance_snapshots import GovernanceSnapshots, GovernanceSnapshotWriter
+from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
 from projections.safety_decisions import SafetyLedger
@@ -326,7 +326,7 @@ async def running_roles(
             spawn(run(RunLedger(ledgers).processor()), "run-ledger")
             spawn(run(ChargeLedger(ledgers).processor()), "charge-ledger")
             if settings.tiers_file is not None:  # without one, governance writes nothing
-                writer = GovernanceSnapshotWriter(store=read_models.store, log=log)
+                writer = governance_snapshot_writer(store=read_models.store, log=log)
                 spawn(run(writer.processor()), "governance-snapshots")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):

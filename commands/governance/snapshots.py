@@ -20,27 +20,22 @@ from commands.governance.decider import OrgState, Reservation, Score, Suspension
 from events.topics import GOVERNANCE
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.log import EventLog
+from kernel.snapshots import Saved, Snapshot
 
 # Requests a runtime may deliver again are those after its last commit: at most a batch of them.
 REMEMBERED_REQUESTS = 1_000
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrgSnapshot:
-    """An org as folded through its fact at offset `through`."""
-
-    state: OrgState
-    through: int = -1
+# An org as folded through its fact at offset `through`.
+OrgSnapshot = Snapshot[OrgState]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SavedOrg:
-    """What the store holds for an org: its snapshot (if it had facts), its newest answered requests (oldest first),
-    and its partition's watermark (-1: none, and then nothing else counts)."""
+class SavedOrg(Saved[OrgState]):
+    """What the store holds for an org: its snapshot and its partition's watermark (kernel/snapshots.py), and its
+    newest answered requests (oldest first)."""
 
-    snapshot: OrgSnapshot | None
     answered: tuple[str, ...] = ()
-    folded_through: int = -1
 
 
 class OrgSnapshots(Protocol):
@@ -66,14 +61,12 @@ async def load_org(
 ) -> LoadedOrg:
     """The org's snapshot and the facts after its partition's watermark; without snapshots, its whole history.
     Without `answered`, what it answered may be left out (a reader that decides nothing)."""
-    state, answers, offset = OrgState(), (), -1
+    saved = SavedOrg(snapshot=None)
     if snapshots is not None:
         partition = await log.partition_of(GOVERNANCE, key=org_id)
         saved = await snapshots.saved(org_id, partition=partition, answered=answered)
-        if saved.snapshot is not None:
-            state = saved.snapshot.state
-        answers = saved.answered
-        offset = max(saved.folded_through, -1 if saved.snapshot is None else saved.snapshot.through)
+    start = saved.resume(OrgState())
+    state, offset, answers = start.state, start.through, saved.answered
     tail = await log.read(GOVERNANCE, key=org_id, after=offset)
     causes: list[str] = list(answers)
     for record in tail:

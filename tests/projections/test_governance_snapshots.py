@@ -19,7 +19,7 @@ from kernel.envelope import Actor, Envelope
 from kernel.log import LogRecord, OutgoingRecord
 from kernel.runtime import Delivery, run_processor
 from processors.governance import GovernanceDecider
-from projections.governance_snapshots import TABLE, GovernanceSnapshots, GovernanceSnapshotWriter
+from projections.governance_snapshots import TABLE, GovernanceSnapshots, governance_snapshot_writer
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 AT = datetime(2026, 12, 7, 9, tzinfo=UTC)
@@ -64,7 +64,7 @@ class Writing:
 @asynccontextmanager
 async def writing(log: EmbeddedLog, store):
     watched = Writing()
-    processor = replace(GovernanceSnapshotWriter(store=store, log=log).processor(), on_committed=watched.on_committed)
+    processor = replace(governance_snapshot_writer(store=store, log=log).processor(), on_committed=watched.on_committed)
     task = asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
     try:
         yield watched
@@ -118,7 +118,7 @@ async def test_facts_delivered_again_are_folded_once(store, embedded_log) -> Non
     async with writing(embedded_log, store) as writer:
         await writer.through(end)
     # A writer restarted before its group committed: the same facts again, from the start.
-    writer = GovernanceSnapshotWriter(store=store, log=embedded_log)
+    writer = governance_snapshot_writer(store=store, log=embedded_log)
     deliveries = [
         Delivery(record=record, envelope=CODEC.decode(record.value))
         for record in await embedded_log.read(GOVERNANCE, key="org_acme")

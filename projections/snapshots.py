@@ -1,0 +1,182 @@
+"""Snapshots of a keyed state in the read-model store: each key's state after each batch of its records, and a
+watermark per partition (kernel/snapshots.py says what loaders make of them).
+
+Rows are upserted by key (`ReplacingMergeTree`, versioned by offset, read with `FINAL`): a key's row under the key, a
+partition's watermark under `#<partition>`. The rows of a batch and its watermarks go in one insert (one part), so a
+reader never sees a watermark without the rows it covers, and they are written before the group commits past the
+batch. A table of states that belong to someone (`owned`) has `org_id` and `user_id` columns, by which an erasure
+deletes them (projections/ledger_erasure.py).
+
+A watermark says the rows hold every record of its partition up to it, which holds only if the writer has seen the
+partition from its start. So before writing to a partition it checks that the table and its group agree: no
+watermark and nothing committed (a first run), or a watermark at or past the group's position. A table dropped or
+restored from an old copy under a group that has moved on fails that check: the partition is left unwritten (its
+keys then load from the log, as without snapshots) and the error says how to rebuild it.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from kernel.envelope import Envelope
+from kernel.log import EventLog
+from kernel.runtime import Delivery, Processor
+from kernel.snapshots import Saved, Snapshot
+from projections.store import SqlStore
+
+logger = logging.getLogger(__name__)
+
+State = TypeVar("State")
+
+
+def watermark_key(partition: int) -> str:
+    return f"#{partition}"  # keys are ids and org ids ([A-Za-z0-9_-], api/bodies.py), so never this
+
+
+class SnapshotTable(Generic[State]):
+    """One topic's snapshots: the table, read for loaders (`SnapshotSource`)."""
+
+    def __init__(
+        self, store: SqlStore, *, name: str, encode: Callable[[Snapshot[State]], str],
+        decode: Callable[[str], Snapshot[State]], owned: bool = False,
+    ) -> None:
+        self.name = name
+        self.owned = owned
+        self.encode = encode
+        self._decode = decode
+        self._store = store
+
+    async def create_table(self) -> None:
+        owners = "org_id String, user_id String," if self.owned else ""
+        await self._store.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.name} (key String, through Int64, snapshot String, {owners} version UInt64)"
+            " ENGINE = ReplacingMergeTree(version) ORDER BY key SETTINGS index_granularity = 256"
+        )
+
+    async def rows(self, keys: list[str]) -> dict[str, dict[str, object]]:
+        """The rows of `keys` (keys, watermark keys) that the table holds, by key: `through` and `snapshot`."""
+        rows = await self._store.query(
+            f"SELECT key, through, snapshot FROM {self.name} FINAL WHERE key IN {{keys:Array(String)}}", {"keys": keys}
+        )
+        return {row["key"]: row for row in rows}
+
+    async def saved(self, key: str, *, partition: int) -> Saved[State]:
+        by_key = await self.rows([key, watermark_key(partition)])
+        mark = by_key.get(watermark_key(partition))
+        if mark is None:  # nothing said about the partition: no row can be trusted to be whole
+            return Saved(snapshot=None)
+        row = by_key.get(key)
+        return Saved(snapshot=None if row is None else self.decode(row), folded_through=mark["through"])
+
+    def decode(self, row: dict[str, object]) -> Snapshot[State]:
+        return self._decode(str(row["snapshot"]))
+
+
+class SnapshotWriter(Generic[State]):
+    """Writes a `SnapshotTable` from its topic: each key's row after each batch of its records, and the watermarks.
+
+    `owner` names a state's `(org_id, user_id)` for an owned table; `also` writes what goes with the batch's folded
+    records before their rows (a row in another table that the watermark then covers too).
+    """
+
+    def __init__(
+        self, *, table: SnapshotTable[State], store: SqlStore, log: EventLog, topic: str, group: str, initial: State,
+        evolve: Callable[[State, Envelope], State], owner: Callable[[State], tuple[str, str]] | None = None,
+        also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None, capacity: int = 10_000,
+    ) -> None:
+        if table.owned != (owner is not None):
+            raise ValueError("SnapshotWriter: an owned table needs `owner`, and only one does")
+        self._table = table
+        self._store = store  # the writes go here (through `WithoutErased` for an owned table)
+        self._log = log
+        self._topic = topic
+        self._group = group
+        self._initial = initial
+        self._evolve = evolve
+        self._owner = owner
+        self._also = also
+        self._capacity = capacity
+        self._keys: dict[str, Snapshot[State]] = {}  # a cache of the rows this writer last wrote or read
+        self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
+
+    def processor(self) -> Processor:
+        # A loader folds what the writer has not reached yet from the log: lingering costs it a longer scan, no error.
+        return Processor(
+            group=self._group, topics=(self._topic,), react=self.react, max_batch=5_000, linger_s=0.5,
+            on_reset=self._reset, background=True,
+        )
+
+    async def react(self, deliveries: Sequence[Delivery]) -> list:
+        partitions = {delivery.record.partition for delivery in deliveries}
+        writable = {partition for partition in partitions if await self._is_complete(partition)}
+        wanted = [d for d in deliveries if d.record.partition in writable]
+        await self._load([d.record.key for d in wanted if d.record.key not in self._keys])
+        touched: dict[str, Snapshot[State]] = {}
+        marks: dict[int, int] = {}
+        folded = []
+        for delivery in wanted:
+            record = delivery.record
+            marks[record.partition] = max(marks.get(record.partition, -1), record.offset)
+            snapshot = self._keys[record.key]
+            if record.offset <= snapshot.through:
+                continue  # delivered again after a restart: already folded
+            snapshot = Snapshot(state=self._evolve(snapshot.state, delivery.envelope), through=record.offset)
+            self._keys[record.key] = touched[record.key] = snapshot
+            folded.append(delivery)
+        if self._also is not None:
+            await self._also(folded)  # first: a watermark covers what goes with the records below it
+        rows = [self._row(key, snapshot) for key, snapshot in touched.items()]
+        rows += [self._mark(partition, offset) for partition, offset in marks.items()]
+        await self._store.insert(self._table.name, rows)
+        self._forget_beyond_capacity()
+        return []
+
+    def _row(self, key: str, snapshot: Snapshot[State]) -> dict[str, object]:
+        row: dict[str, object] = {
+            "key": key, "through": snapshot.through, "version": snapshot.through, "snapshot": self._table.encode(snapshot)
+        }
+        if self._owner is not None:
+            row["org_id"], row["user_id"] = self._owner(snapshot.state)
+        return row
+
+    def _mark(self, partition: int, offset: int) -> dict[str, object]:
+        row: dict[str, object] = {"key": watermark_key(partition), "through": offset, "version": offset, "snapshot": ""}
+        if self._owner is not None:
+            row["org_id"] = row["user_id"] = ""  # nobody's: an erasure leaves it
+        return row
+
+    async def _is_complete(self, partition: int) -> bool:
+        known = self._complete.get(partition)
+        if known is None:
+            row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))
+            mark = None if row is None else row["through"]
+            done = (await self._log.committed_offsets(group=self._group, topic=self._topic)).get(partition, -1)
+            known = (mark is None and done < 0) or (mark is not None and mark >= done)
+            if not known:
+                logger.error(
+                    "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or "
+                    "restored from an older copy?); it is not written, so its keys load from the log. To rebuild: "
+                    "stop the processors, drop the table, delete the group, start again.",
+                    self._table.name, partition, self._topic, done, self._group,
+                )
+            self._complete[partition] = known
+        return known
+
+    async def _load(self, keys: list[str]) -> None:
+        """The keys' last written snapshots (a new key has none)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return
+        saved = await self._table.rows(keys)
+        for key in keys:
+            row = saved.get(key)
+            self._keys[key] = Snapshot(state=self._initial) if row is None else self._table.decode(row)
+
+    def _forget_beyond_capacity(self) -> None:
+        # Only as a cache: every key's row is in the table, read again on its next record.
+        while len(self._keys) > self._capacity:
+            del self._keys[next(iter(self._keys))]
+
+    def _reset(self) -> None:
+        self._keys.clear()
+        self._complete.clear()
