@@ -5,6 +5,7 @@ from the conversation's history and returns the events to append (possibly none)
 the caller sees. Nothing here does I/O or reads a clock: time comes from the command's envelope.
 """
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -67,7 +68,9 @@ class ConversationState:
     org_id: str = ""
     workspace_id: str = ""
     owner_id: str = ""
-    title: str | None = None
+    # A digest of the title, not the title: all a rename needs to tell "the same title", and no words in the state,
+    # which is saved beside the log (commands/snapshots.py) where sealing does not reach.
+    title_digest: str | None = None
     created_at: datetime | None = None
     latest_turn_seq: int = 0
     latest_user_turn_seq: int | None = None
@@ -141,11 +144,11 @@ def _apply(state: ConversationState, envelope: Envelope) -> ConversationState:
                 org_id=envelope.actor.org_id,
                 workspace_id=event.workspace_id,
                 owner_id=event.owner_id,
-                title=event.title,
+                title_digest=title_digest(event.title),
                 created_at=event.created_at,
             )
         case ConversationRenamed():
-            return replace(state, title=event.title)
+            return replace(state, title_digest=title_digest(event.title))
         case TurnSubmitted():
             return replace(state, latest_turn_seq=event.turn_seq, latest_user_turn_seq=event.turn_seq)
         case RunRequested():
@@ -227,13 +230,17 @@ def _create(command: CreateConversation, actor: Actor, now: datetime, state: Con
 def _rename(command: RenameConversation, actor: Actor, now: datetime, state: ConversationState) -> Decision:
     if not _owned(state, actor):
         return _not_found(command.conversation_id)
-    if command.title == state.title:
+    if title_digest(command.title) == state.title_digest:
         return Decision(outcome=Accepted())  # nothing changes: nothing to append
     assert state.created_at is not None  # set with the conversation
     renamed = ConversationRenamed(
         conversation_id=command.conversation_id, title=command.title, created_at=state.created_at, renamed_at=now
     )
     return Decision(events=(renamed,), outcome=Accepted())
+
+
+def title_digest(title: str | None) -> str | None:
+    return None if title is None else hashlib.sha256(title.encode()).hexdigest()
 
 
 def _owned(state: ConversationState, actor: Actor) -> bool:

@@ -13,6 +13,7 @@ from events.topics import COMMAND_OUTCOMES, COMMANDS, CONVERSATION_EVENTS, RUN_E
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
 from kernel.runtime import Delivery, Processor, encode
 from kernel.sealing import Erased
+from kernel.snapshots import SnapshotSource
 
 DECIDER_GROUP = "decider"
 # The conversations' states a decider keeps, in estimated bytes together (besides `capacity` conversations): a
@@ -42,12 +43,16 @@ class CommandHandler:
     instance, even where a log makes a transaction visible one partition at a time (Kafka).
     """
 
-    def __init__(self, *, log: EventLog, codec: AvroCodec, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self, *, log: EventLog, codec: AvroCodec, capacity: int = DEFAULT_CAPACITY,
+        snapshots: SnapshotSource[ConversationState] | None = None,
+    ) -> None:
         self._codec = codec
-        # The decider is the only writer of conversation-events, so a miss can load the whole key.
+        # The decider is the only writer of conversation-events, so a miss can load the whole key: from its snapshot
+        # on, where there are snapshots (commands/snapshots.py).
         self._states = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve,
-            capacity=capacity, weigh=state_weight, budget=STATE_CACHE_BYTES,
+            capacity=capacity, weigh=state_weight, budget=STATE_CACHE_BYTES, snapshots=snapshots,
         )
         self._pending: list[_PendingReply] = []
 

@@ -8,7 +8,9 @@ answer and a scan of what the partition took after the watermark: the snapshot w
 (projections/snapshots.py writes them).
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from kernel.log import EventLog
@@ -63,3 +65,14 @@ async def starting_point(
         return Snapshot(state=initial)
     saved = await snapshots.saved(key, partition=await log.partition_of(topic, key=key))
     return saved.resume(initial, before=before)
+
+
+# -- as stored: JSON (each state's module decodes its own), datetimes in ISO 8601 with their offset -------------
+
+
+def snapshot_json(snapshot: Snapshot) -> str:
+    return json.dumps(asdict(snapshot), default=datetime.isoformat, separators=(",", ":"))
+
+
+def parsed_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -10,7 +10,8 @@ newest thousand ids inside its snapshot would be rewritten with every batch of a
 from collections.abc import Sequence
 
 from commands.governance.decider import OrgState, evolve
-from commands.governance.snapshots import REMEMBERED_REQUESTS, SavedOrg, snapshot_from_json, snapshot_json
+from commands.governance.snapshots import REMEMBERED_REQUESTS, SavedOrg, snapshot_from_json
+from kernel.snapshots import snapshot_json
 from events.topics import GOVERNANCE
 from kernel.log import EventLog
 from kernel.runtime import Delivery

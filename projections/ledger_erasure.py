@@ -5,7 +5,7 @@ folded from events that are not sealed (usage, charges, scores): destroying the 
 readable, so the ledgers drop them instead. Every ledger table has `org_id` and `user_id` columns.
 
 - `LedgerEraser` reads `SubjectErased` on `documents` and deletes the subject's rows (an org's: all of the org's)
-  from every ledger table.
+  from every ledger table, and from the decider's conversation snapshots (projections/conversation_snapshots.py).
 - `WithoutErased` is the store the ledgers write through: it drops the rows of an erased subject, so a ledger
   still behind the erasure, or a refold of the log (`turnlog replay`), does not write them back.
 """
@@ -17,6 +17,7 @@ from events.topics import DOCUMENTS
 from kernel.key_store import KeyStore
 from kernel.runtime import Delivery, Processor
 from kernel.sealing import Subject
+from projections.conversation_snapshots import TABLE as CONVERSATION_SNAPSHOTS
 from projections.store import SqlStore
 
 LEDGER_ERASURE_GROUP = "ledger-erasure"
@@ -27,10 +28,14 @@ LEDGER_TABLES = (
 )
 
 
+# Other tables whose rows name their owner so (`WithoutErased` writes them too).
+OWNED_TABLES = (CONVERSATION_SNAPSHOTS,)
+
+
 async def erase_from_ledgers(store: SqlStore, *, org_id: str, user_id: str | None) -> None:
-    """Delete the rows of `user_id` in `org_id` (of the whole org: None) from every ledger table."""
+    """Delete the rows of `user_id` in `org_id` (of the whole org: None) from every ledger and owned table."""
     owned = "org_id = {org_id:String}" + ("" if user_id is None else " AND user_id = {user_id:String}")
-    for table in LEDGER_TABLES:
+    for table in LEDGER_TABLES + OWNED_TABLES:
         await store.execute(f"DELETE FROM {table} WHERE {owned}", {"org_id": org_id, "user_id": user_id or ""})
 
 

@@ -119,6 +119,13 @@ class Settings:
         return CACHED_CONVERSATIONS_KAFKA if url_scheme(self.log) == "kafka" else CACHED_CONVERSATIONS_EMBEDDED
 
     @property
+    def snapshots_conversations(self) -> bool:
+        """Whether the decider loads a conversation it has not cached from its snapshot (commands/snapshots.py): on a
+        log without an index by key (Kafka), where its history is a scan of its partition. The embedded log reads a
+        key's records through an index, and the store's answer would cost more than it saves."""
+        return url_scheme(self.log) == "kafka"
+
+    @property
     def log(self) -> str:
         return self.log_url or f"sqlite://{(self.data_dir / 'log.db').resolve()}"
 

@@ -38,6 +38,7 @@ from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
 from projections.ledger_erasure import LedgerEraser, WithoutErased
+from projections.conversation_snapshots import conversation_snapshot_writer, conversation_snapshots
 from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
@@ -60,7 +61,7 @@ from processors.tools.orchestrator import ToolLoop
 from processors.tools.runner import ToolRunner
 from processors.safety.checks import SafetyChecks
 from processors.safety.stages import SafetyStages
-from turnlog.settings import Settings
+from turnlog.settings import Settings, url_scheme
 from turnlog.telemetry import default_service_name, traced_process
 from turnlog.readiness import process_readiness
 from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unregister_collector
@@ -277,7 +278,14 @@ async def running_roles(
             tasks.append(task)
 
         if "decider" in settings.roles:
-            spawn(run(CommandHandler(log=log, codec=codec, capacity=settings.conversations_to_cache).processor()), "decider")
+            conversations = (
+                conversation_snapshots(read_models.store)
+                if settings.snapshots_conversations and read_models is not None else None
+            )
+            decider = CommandHandler(
+                log=log, codec=codec, capacity=settings.conversations_to_cache, snapshots=conversations
+            )
+            spawn(run(decider.processor()), "decider")
         if "prompt-builder" in settings.roles:
             # The prompt builder and the summarizer share the prompt's budget and tokenizer: one role.
             pools = load_pools(settings)
@@ -328,6 +336,9 @@ async def running_roles(
             if settings.tiers_file is not None:  # without one, governance writes nothing
                 writer = governance_snapshot_writer(store=read_models.store, log=log)
                 spawn(run(writer.processor()), "governance-snapshots")
+            if settings.snapshots_conversations:
+                writer = conversation_snapshot_writer(store=read_models.store, writes=ledgers, log=log)
+                spawn(run(writer.processor()), "conversation-snapshots")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
@@ -429,6 +440,7 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         await RunLedger(store).create_tables()  # after the usage ledger: its view joins usage_ledger
         await ChargeLedger(store).create_tables()
         await GovernanceSnapshots(store).create_tables()
+        await conversation_snapshots(store).create_table()  # whichever log: the eraser deletes from it
         yield read_models
     finally:
         await store.close()
@@ -527,6 +539,18 @@ def _governance_config(settings: Settings) -> GovernanceConfig:
     return config
 
 
+def _opens_read_models(settings: Settings) -> bool:
+    """Whether a worker process opens the read-model store: the projector writes it, and the deciders read their
+    snapshots there where the store is a server (an embedded store is one process's). Other workers never open it
+    (nor need its extra)."""
+    if "projector" in settings.roles:
+        return True
+    reads_snapshots = ("governance" in settings.roles and settings.tiers_file is not None) or (
+        "decider" in settings.roles and settings.snapshots_conversations
+    )
+    return reads_snapshots and url_scheme(settings.store) != "chdb"
+
+
 class RoleStoppedError(RuntimeError):
     """A role of a worker process stopped by itself: the process stops too, and exits non-zero."""
 
@@ -539,8 +563,9 @@ async def run_workers(settings: Settings) -> None:
         service_name = default_service_name(settings.roles, serves_api=False)
         stack.enter_context(traced_process(service_name=service_name, roles=settings.roles))
         log = await stack.enter_async_context(opened_log(settings))
-        # Only the projector writes read models: other workers never open the store (nor need its extra).
-        read_models = await stack.enter_async_context(opened_read_models(settings)) if "projector" in settings.roles else None
+        read_models = (
+            await stack.enter_async_context(opened_read_models(settings)) if _opens_read_models(settings) else None
+        )
         roles = await stack.enter_async_context(running_roles(settings, log=log, codec=codec, read_models=read_models))
         if settings.metrics_port is not None:
             readiness = process_readiness(

@@ -12,15 +12,14 @@ costs the store's answer and a scan of what its partition took after the waterma
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Protocol
 
 from commands.governance.decider import OrgState, Reservation, Score, Suspension, evolve
 from events.topics import GOVERNANCE
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.log import EventLog
-from kernel.snapshots import Saved, Snapshot
+from kernel.snapshots import Saved, Snapshot, parsed_time
 
 # Requests a runtime may deliver again are those after its last commit: at most a batch of them.
 REMEMBERED_REQUESTS = 1_000
@@ -85,11 +84,7 @@ def newest(request_ids: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(request_ids))[-REMEMBERED_REQUESTS:]
 
 
-# -- as stored: JSON, datetimes in ISO 8601 with their offset ---------------------------------------------------
-
-
-def snapshot_json(snapshot: OrgSnapshot) -> str:
-    return json.dumps(asdict(snapshot), default=datetime.isoformat, separators=(",", ":"))
+# -- as stored: JSON (kernel/snapshots.py) ---------------------------------------------------------------------
 
 
 def snapshot_from_json(text: str) -> OrgSnapshot:
@@ -99,7 +94,7 @@ def snapshot_from_json(text: str) -> OrgSnapshot:
         through=document["through"],
         state=OrgState(
             org_id=state["org_id"],
-            clock=_parsed(state["clock"]),
+            clock=parsed_time(state["clock"]),
             balance=state["balance"],
             user_balances=state["user_balances"],
             monthly_token_budget=state["monthly_token_budget"],
@@ -111,22 +106,19 @@ def snapshot_from_json(text: str) -> OrgSnapshot:
             reservations={
                 run_id: Reservation(
                     run_id=r["run_id"], user_id=r["user_id"], units=r["units"], estimated_tokens=r["estimated_tokens"],
-                    wallet_user_id=r["wallet_user_id"], admitted_at=_parsed(r["admitted_at"]),
+                    wallet_user_id=r["wallet_user_id"], admitted_at=parsed_time(r["admitted_at"]),
                 )
                 for run_id, r in state["reservations"].items()
             },
-            windows={key: _parsed(at) for key, at in state["windows"].items()},
+            windows={key: parsed_time(at) for key, at in state["windows"].items()},
             scores={
-                user: Score(value=s["value"], at=_parsed(s["at"]), forgotten_at=_parsed(s["forgotten_at"]))
+                user: Score(value=s["value"], at=parsed_time(s["at"]), forgotten_at=parsed_time(s["forgotten_at"]))
                 for user, s in state["scores"].items()
             },
             suspensions={
-                user: Suspension(until=_parsed(s["until"]), reason=s["reason"], by=s["by"])
+                user: Suspension(until=parsed_time(s["until"]), reason=s["reason"], by=s["by"])
                 for user, s in state["suspensions"].items()
             },
         ),
     )
 
-
-def _parsed(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)

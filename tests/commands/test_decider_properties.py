@@ -8,6 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commands.catalog import CancelRun, Command, CreateConversation, FinishRun, RegenerateTurn, SubmitTurn
+from commands.snapshots import ConversationSnapshot, snapshot_from_json
+from kernel.snapshots import snapshot_json
 from commands.decider import IDEMPOTENCY_WINDOW, Accepted, ConversationState, Decision, Rejected, decide, evolve
 from events.conversation import AssistantTurnFinished, RunCancellationRequested, RunRequested, TurnSubmitted
 from kernel.envelope import Envelope
@@ -340,6 +342,9 @@ def test_random_command_sequences_keep_the_conversation_invariants(steps: list[S
         check_decision(step, command, actor, now, decision, seen)
         observe(step, command, now, decision, seen)
         state = append(state, envelope, decision)
+
+        # A decider restarted from the state's stored snapshot decides every next command as this one does.
+        assert snapshot_from_json(snapshot_json(ConversationSnapshot(state=state, through=index))).state == state
 
         # The decider's own state agrees with what the log says.
         assert state.active_run_id == seen.active_run

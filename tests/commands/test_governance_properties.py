@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from commands.governance.decider import OrgState, decide, fold
-from commands.governance.snapshots import OrgSnapshot, snapshot_from_json, snapshot_json
+from commands.governance.snapshots import OrgSnapshot, snapshot_from_json
+from kernel.snapshots import snapshot_json
 from commands.governance.quota import cost_of
 from commands.governance.tiers_file import AbusePolicy, AdmissionPolicy, GovernanceConfig, Limits, Price, Tier
 from events.catalog import EVENT_TYPES

@@ -5,7 +5,8 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 from commands.governance.decider import OrgState, Reservation, Score, Suspension
-from commands.governance.snapshots import REMEMBERED_REQUESTS, OrgSnapshot, newest, snapshot_from_json, snapshot_json
+from commands.governance.snapshots import REMEMBERED_REQUESTS, OrgSnapshot, newest, snapshot_from_json
+from kernel.snapshots import snapshot_json
 
 AT = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
 

@@ -16,6 +16,7 @@ from kernel.envelope import Actor, Envelope
 from kernel.runtime import encode
 from kernel.sealing import Subject
 from projections.ledger_erasure import LEDGER_TABLES, LedgerEraser, WithoutErased
+from projections.conversation_snapshots import conversation_snapshots
 from projections.ledger_replay import every_ledger, refold, refold_ledgers
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -60,6 +61,13 @@ async def rows_by_user(store) -> dict[str, dict[str, int]]:
     return found
 
 
+async def create_erased_tables(store) -> None:
+    """The tables the eraser deletes from: the ledgers, and the decider's conversation snapshots."""
+    for ledger in every_ledger(store):
+        await ledger.create_tables()
+    await conversation_snapshots(store).create_table()
+
+
 async def test_the_eraser_knows_every_ledger_table(store) -> None:
     for ledger in every_ledger(store):
         await ledger.create_tables()
@@ -75,8 +83,7 @@ async def test_the_eraser_knows_every_ledger_table(store) -> None:
 async def test_an_erased_users_ledger_rows_go_and_no_refold_brings_them_back(embedded_log, store, tmp_path: Path) -> None:
     keys = KeyFileStore(root=tmp_path / "keys")
     ledgers = WithoutErased(store, keys)
-    for ledger in every_ledger(store):
-        await ledger.create_tables()
+    await create_erased_tables(store)
     await append_run(embedded_log, "run_ana_1", ANA)
     await append_run(embedded_log, "run_bo_1", BO)
     await refold_ledgers(log=embedded_log, codec=CODEC, store=ledgers)
@@ -101,8 +108,7 @@ async def test_an_erased_users_ledger_rows_go_and_no_refold_brings_them_back(emb
 
 async def test_an_org_erasure_takes_every_user_of_the_org(embedded_log, store, tmp_path: Path) -> None:
     keys = KeyFileStore(root=tmp_path / "keys")
-    for ledger in every_ledger(store):
-        await ledger.create_tables()
+    await create_erased_tables(store)
     other = Actor(user_id="cy", org_id="globex", workspace_id="lab")
     for run_id, actor in (("run_ana", ANA), ("run_bo", BO), ("run_cy", other)):
         await append_run(embedded_log, run_id, actor)
