@@ -1,10 +1,8 @@
 """Governance snapshots on both stores: an org loads from its snapshot and the facts after its partition's watermark
 exactly as from its whole history, a new org without reading the history, and a table that lost rows is not trusted."""
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from commands.catalog import COMMAND_TYPES
@@ -17,14 +15,15 @@ from events.topics import GOVERNANCE, GOVERNANCE_REQUESTS
 from kernel.codec import AvroCodec
 from kernel.envelope import Actor, Envelope
 from kernel.log import LogRecord, OutgoingRecord
-from kernel.runtime import Delivery, run_processor
+from kernel.runtime import Delivery
 from processors.governance import GovernanceDecider
+from tests.projections.snapshot_writing import ReadsRecorded
+from tests.projections.snapshot_writing import writing as snapshot_writing
 from projections.governance_snapshots import TABLE, GovernanceSnapshots, governance_snapshot_writer
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 AT = datetime(2026, 12, 7, 9, tzinfo=UTC)
 OPERATOR = Actor(user_id="op", org_id="", workspace_id="")
-DEADLINE_S = 30.0
 
 
 async def grant(log: EmbeddedLog, org_id: str, units: int) -> int:
@@ -43,49 +42,10 @@ async def grant(log: EmbeddedLog, org_id: str, units: int) -> int:
     return written[-1].offset
 
 
-class Writing:
-    """The snapshot writer, running; `through(offset)` returns once its group has committed past `offset`."""
-
-    def __init__(self) -> None:
-        self.committed = -1
-        self._moved = asyncio.Event()
-
-    def on_committed(self, records) -> None:
-        self.committed = max(self.committed, *(record.offset for record in records))
-        self._moved.set()
-
-    async def through(self, offset: int) -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            while self.committed < offset:
-                self._moved.clear()
-                await self._moved.wait()
-
-
 @asynccontextmanager
 async def writing(log: EmbeddedLog, store):
-    watched = Writing()
-    processor = replace(governance_snapshot_writer(store=store, log=log).processor(), on_committed=watched.on_committed)
-    task = asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
-    try:
+    async with snapshot_writing(governance_snapshot_writer(store=store, log=log).processor(), log=log, codec=CODEC) as watched:
         yield watched
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-class ReadsRecorded:
-    """The log, noting where each read of `governance` starts."""
-
-    def __init__(self, log: EmbeddedLog) -> None:
-        self._log = log
-        self.afters: list[int] = []
-
-    async def partition_of(self, topic: str, *, key: str) -> int:
-        return await self._log.partition_of(topic, key=key)
-
-    async def read(self, topic: str, *, key: str, after: int = -1, **bounds):
-        self.afters.append(after)
-        return await self._log.read(topic, key=key, after=after, **bounds)
 
 
 async def test_an_org_loads_from_its_snapshot_and_the_facts_after_the_watermark_as_from_its_history(store, embedded_log) -> None:

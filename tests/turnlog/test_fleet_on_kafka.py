@@ -1,14 +1,24 @@
 """A fleet on Kafka: two stateless API instances over one log and one ClickHouse.
 
 Instance A runs every role; instance B is API-only (`serve --role api`). A turn posted to one streams
-from the other, reads are read-your-writes on either, and `Last-Event-ID` resumes anywhere.
+from the other, reads are read-your-writes on either, and `Last-Event-ID` resumes anywhere. A's projector keeps
+the decider's conversation snapshots.
 """
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 import e2e_server
+from commands.decider import ConversationState, evolve
+from events.key_files import KeyFileStore
+from events.topics import CONVERSATION_EVENTS
+from events.topology import turnlog_topics
+from kernel.keyed_state import KeyedStates
+from projections.clickhouse import ClickHouseStore
+from projections.conversation_snapshots import conversation_snapshots
+from turnlog.adapters import build_codec
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +78,40 @@ async def test_a_turn_posted_to_the_api_only_instance_is_answered(fleet) -> None
         turns = await e2e_server.list_turns(on_b, conversation_id)
     assert run["status"] == "completed"
     assert [turn["state"] for turn in turns] == ["completed", "completed"]
+
+
+async def test_a_conversations_snapshot_loads_as_its_history_does(fleet, kafka_broker, clickhouse_server) -> None:
+    """What the decider loads for a conversation it has not cached (evicted, or after a restart)."""
+    everything, _ = fleet
+    user = everything.new_user()
+    async with user.client() as client:
+        conversation_id = await e2e_server.create_conversation(client, user.workspace)
+        for text in ("first", "second"):
+            accepted = await e2e_server.submit_turn(client, conversation_id, text)
+            await e2e_server.wait_for_run(client, accepted["runId"], timeout_s=30)
+    from events.kafka.log import KafkaLog
+
+    log = KafkaLog(kafka_broker.bootstrap_servers, topics=turnlog_topics())
+    store = ClickHouseStore(clickhouse_server.url("fleet"))
+    await log.start()
+    try:
+        codec, table = build_codec(KeyFileStore(root=everything.data_dir / "keys")), conversation_snapshots(store)
+        partition = await log.partition_of(CONVERSATION_EVENTS, key=conversation_id)
+        end = await log.end_offset(CONVERSATION_EVENTS, key=conversation_id)
+        async with asyncio.timeout(60):
+            while (saved := await table.saved(conversation_id, partition=partition)).folded_through < end:
+                await asyncio.sleep(0.1)
+        assert saved.snapshot is not None and saved.snapshot.state.latest_turn_seq == 4
+
+        def states(snapshots) -> KeyedStates[ConversationState]:
+            return KeyedStates(
+                log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=ConversationState(), evolve=evolve,
+                snapshots=snapshots,
+            )
+
+        from_snapshot = await states(table).get(conversation_id)
+        assert from_snapshot == await states(None).get(conversation_id)
+        assert from_snapshot.owner_id == user.user_id and from_snapshot.active_run_id is None
+    finally:
+        await log.close()
+        await store.close()
