@@ -126,6 +126,18 @@ class Settings:
         return url_scheme(self.log) == "kafka"
 
     @property
+    def worker_opens_store(self) -> bool:
+        """Whether a worker process (`turnlog worker`) opens the read-model store: the projector writes it, and the
+        deciders read their snapshots there where the store is a server (an embedded store is one process's). Other
+        workers never open it (nor need its extra)."""
+        if "projector" in self.roles:
+            return True
+        reads_snapshots = ("governance" in self.roles and self.tiers_file is not None) or (
+            "decider" in self.roles and self.snapshots_conversations
+        )
+        return reads_snapshots and url_scheme(self.store) != "chdb"
+
+    @property
     def log(self) -> str:
         return self.log_url or f"sqlite://{(self.data_dir / 'log.db').resolve()}"
 

@@ -61,7 +61,7 @@ from processors.tools.orchestrator import ToolLoop
 from processors.tools.runner import ToolRunner
 from processors.safety.checks import SafetyChecks
 from processors.safety.stages import SafetyStages
-from turnlog.settings import Settings, url_scheme
+from turnlog.settings import Settings
 from turnlog.telemetry import default_service_name, traced_process
 from turnlog.readiness import process_readiness
 from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unregister_collector
@@ -539,18 +539,6 @@ def _governance_config(settings: Settings) -> GovernanceConfig:
     return config
 
 
-def _opens_read_models(settings: Settings) -> bool:
-    """Whether a worker process opens the read-model store: the projector writes it, and the deciders read their
-    snapshots there where the store is a server (an embedded store is one process's). Other workers never open it
-    (nor need its extra)."""
-    if "projector" in settings.roles:
-        return True
-    reads_snapshots = ("governance" in settings.roles and settings.tiers_file is not None) or (
-        "decider" in settings.roles and settings.snapshots_conversations
-    )
-    return reads_snapshots and url_scheme(settings.store) != "chdb"
-
-
 class RoleStoppedError(RuntimeError):
     """A role of a worker process stopped by itself: the process stops too, and exits non-zero."""
 
@@ -564,7 +552,7 @@ async def run_workers(settings: Settings) -> None:
         stack.enter_context(traced_process(service_name=service_name, roles=settings.roles))
         log = await stack.enter_async_context(opened_log(settings))
         read_models = (
-            await stack.enter_async_context(opened_read_models(settings)) if _opens_read_models(settings) else None
+            await stack.enter_async_context(opened_read_models(settings)) if settings.worker_opens_store else None
         )
         roles = await stack.enter_async_context(running_roles(settings, log=log, codec=codec, read_models=read_models))
         if settings.metrics_port is not None:

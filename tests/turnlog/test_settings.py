@@ -25,6 +25,18 @@ def test_unknown_roles_and_schemes_are_refused_with_the_choices() -> None:
         build_store(Settings(store_url="abacus://desk"))
 
 
+def test_a_worker_opens_the_store_to_write_read_models_or_to_read_its_snapshots_from_a_server(tmp_path) -> None:
+    server, kafka = "clickhouse://u:p@ch:8123/turnlog", "kafka://broker:9092"
+    assert Settings(roles=("projector",)).worker_opens_store
+    assert Settings(roles=("decider",), log_url=kafka, store_url=server).worker_opens_store
+    assert not Settings(roles=("decider",), log_url=kafka).worker_opens_store  # chDB: the serving process's
+    assert not Settings(roles=("decider",), store_url=server).worker_opens_store  # the embedded log: no snapshots
+    tiers = tmp_path / "tiers.toml"
+    assert Settings(roles=("governance",), store_url=server, tiers_file=tiers).worker_opens_store
+    assert not Settings(roles=("governance",), store_url=server).worker_opens_store  # without tiers it does nothing
+    assert not Settings(roles=("inference", "prompt-builder"), log_url=kafka, store_url=server).worker_opens_store
+
+
 def test_processors_run_on_faust_on_kafka_and_natively_on_the_embedded_log(tmp_path) -> None:
     assert not Settings(data_dir=tmp_path).runs_on_faust
     assert Settings(log_url="kafka://broker:9092").runs_on_faust

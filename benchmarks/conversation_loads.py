@@ -1,0 +1,187 @@
+"""What the decider's command for a conversation it has not cached costs on Kafka, with and without snapshots.
+
+The decider keeps the states of the conversations it decided lately. Any other (evicted, or every conversation after
+the decider restarts) was folded on its next command from `conversation-events`, which on Kafka scans the
+conversation's partition from the conversation id's minting time: everything every other conversation in the
+partition wrote since. With snapshots (projections/conversation_snapshots.py) the decider reads the conversation's
+row and its partition's watermark from the store, and scans only what the partition took after the watermark.
+
+On a local Tansu broker (the tests' harness), `conversation-events` has one partition. `--reads` old conversations
+(created, then three turns each) are written first; then, at each level, other conversations' events until the
+partition holds `--history` records after them (a turn each: ~4 records, ~200-400 bytes). chDB in-process holds the
+snapshots, which the writer brings up to the partition's end before the timings. At each level a fresh decider (a
+miss) decides one command, `--reads` times each way:
+
+- the next turn of an old conversation, and a new conversation's creation (what the store's read adds to a first turn);
+- from the history (the decider without snapshots, as before) and from the snapshot.
+
+    .venv/bin/python benchmarks/conversation_loads.py [--history 0,20000,100000] [--reads 20]
+
+Run it from the tree to measure: the script imports the decider of the tree it sits in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's decider, not whichever tree the environment was installed from
+
+from commands.catalog import COMMAND_TYPES, CreateConversation, FinishRun, SubmitTurn  # noqa: E402
+from commands.decider import ConversationState, decide, evolve  # noqa: E402
+from commands.handler import CommandHandler  # noqa: E402
+from events.catalog import EVENT_TYPES  # noqa: E402
+from events.kafka.log import KafkaLog  # noqa: E402
+from events.topics import COMMANDS, CONVERSATION_EVENTS, key_of, topic_of  # noqa: E402
+from events.topology import turnlog_topics  # noqa: E402
+from events.values import ContentPart, Usage  # noqa: E402
+from kernel.codec import AvroCodec  # noqa: E402
+from kernel.envelope import Actor, Envelope, new_id  # noqa: E402
+from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
+from kernel.runtime import Delivery, run_processor  # noqa: E402
+from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
+from projections.chdb import ChdbStore  # noqa: E402
+from projections.conversation_snapshots import TABLE, conversation_snapshot_writer, conversation_snapshots  # noqa: E402
+
+CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
+USER = Actor(user_id="user_a", org_id="org_a", workspace_id="ws")
+WORKER = Actor(user_id="svc_worker", org_id="", workspace_id="")
+BATCH = 500  # records to a transaction
+CONSUMERS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 50}
+
+
+def submit(conversation_id: str, text: str) -> SubmitTurn:
+    return SubmitTurn(
+        conversation_id=conversation_id, run_id=new_id("run"), content=(ContentPart(type="text", text=text),),
+        request_fingerprint=text,
+    )
+
+
+def conversation(turns: int) -> list[OutgoingRecord]:
+    """A conversation's events as the decider writes them: created, then `turns` finished turns."""
+    conversation_id = new_id("conv")
+    commands: list[tuple[object, Actor]] = [(CreateConversation(conversation_id=conversation_id, workspace_id="ws"), USER)]
+    for index in range(turns):
+        turn = submit(conversation_id, f"question {index} about the tides and the moon")
+        done = FinishRun(
+            conversation_id=conversation_id, run_id=turn.run_id, status="completed",
+            text="an answer of a few sentences, as a model would give it " * 3, usage=Usage(prompt_tokens=40, output_tokens=60),
+        )
+        commands += [(turn, USER), (done, WORKER)]
+    state, records = ConversationState(), []
+    for command, actor in commands:
+        envelope = Envelope.wrap(command, key=conversation_id, actor=actor)
+        for event in decide(envelope, state).events:
+            scope = state.owner if state.exists else USER
+            written = Envelope.wrap(event, key=key_of(event), actor=scope, cause=envelope)
+            if topic_of(event) == CONVERSATION_EVENTS:
+                state = evolve(state, written)
+                records.append(OutgoingRecord(topic=CONVERSATION_EVENTS, key=key_of(event), value=CODEC.encode(written)))
+    return records
+
+
+def command(payload: object) -> Delivery:
+    envelope = Envelope.wrap(payload, key=payload.conversation_id, actor=USER)
+    record = LogRecord(topic=COMMANDS, partition=0, offset=0, key=envelope.key, value=b"", timestamp=datetime.now(UTC))
+    return Delivery(record=record, envelope=envelope)
+
+
+async def decided(log: KafkaLog, snapshots, payloads: list[object]) -> dict:
+    seconds = []
+    for payload in payloads:
+        decider = CommandHandler(log=log, codec=CODEC, snapshots=snapshots)  # a fresh one: a miss
+        started = time.perf_counter()
+        outputs = await decider.react([command(payload)])
+        seconds.append(time.perf_counter() - started)
+        assert outputs, payload  # accepted: events to append
+    return {
+        f"{name}_ms": round(value * 1000, 2)
+        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
+    }
+
+
+async def caught_up(table, log: KafkaLog) -> None:
+    end = await log.end_offset(CONVERSATION_EVENTS)
+    async with asyncio.timeout(600):
+        while (await table.saved("conv_anyone", partition=0)).folded_through < end:
+            await asyncio.sleep(0.1)
+
+
+async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: int) -> list[dict]:
+    log = KafkaLog(
+        bootstrap, topics=turnlog_topics(partitions=1), client_id="conversation-loads", consumer_config=CONSUMERS,
+        timeout_s=120,
+    )
+    store = ChdbStore(str(store_path))
+    await log.start()
+    table = conversation_snapshots(store)
+    await table.create_table()
+    writer = asyncio.create_task(
+        run_processor(conversation_snapshot_writer(store=store, writes=store, log=log).processor(), log=log, codec=CODEC)
+    )
+    results = []
+    try:
+        old = [conversation(turns=3) for _ in range(reads)]
+        old_ids = [records[0].key for records in old]
+        await log.append([record for records in old for record in records])
+        written, pending = 0, []
+        for level in levels:
+            while written < level:
+                while len(pending) < BATCH:
+                    pending += conversation(turns=1)
+                await log.append(pending[:BATCH])
+                written += len(pending[:BATCH])
+                pending = pending[BATCH:]
+            caught = time.perf_counter()
+            await caught_up(table, log)
+            rows = await store.query(f"SELECT count() AS rows, countDistinct(_part) AS parts FROM {TABLE}")
+            creations = [CreateConversation(conversation_id=new_id("conv"), workspace_id="ws") for _ in range(2 * reads)]
+            results.append({
+                "records_after_the_old_conversations": written,
+                "snapshots_caught_up_s": round(time.perf_counter() - caught, 2),
+                "snapshot_table": rows[0],
+                "old_conversation_next_turn": {
+                    "whole_history": await decided(log, None, [submit(c, "and then?") for c in old_ids]),
+                    "snapshot": await decided(log, table, [submit(c, "and then?") for c in old_ids]),
+                },
+                "new_conversation_created": {
+                    "whole_history": await decided(log, None, creations[:reads]),
+                    "snapshot": await decided(log, table, creations[reads:]),
+                },
+            })
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await log.close()
+        await store.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--history", default="0,20000,100000", help="records after the old conversations, per level")
+    parser.add_argument("--reads", type=int, default=20)
+    parser.add_argument("--out", type=Path)
+    arguments = parser.parse_args()
+    levels = sorted(int(level) for level in arguments.history.split(","))
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="turnlog-conversation-loads-") as directory:
+        broker = tansu_broker(stack, Path(directory))
+        results = asyncio.run(measure(broker.bootstrap_servers, Path(directory) / "chdb", levels, arguments.reads))
+    report = {
+        "benchmark": "conversation_loads", "date": date.today().isoformat(), "log": "kafka (Tansu), one partition",
+        "store": "chDB in-process", "reads": arguments.reads, "levels": results,
+    }
+    emitted(report, arguments.out)
+
+
+if __name__ == "__main__":
+    main()
