@@ -22,7 +22,8 @@ from kernel.envelope import Envelope
 from kernel.envelope import Actor
 from events.values import ContentPart, SummaryFact, Usage
 from inference.tokenizers import HuggingFaceTokenizer, WordTokenizer
-from processors.prompting import PromptPolicy, Transcript, build_prompt, evolve_transcript, tenant_salt
+from processors.prompting import PromptPolicy, build_prompt, tenant_salt
+from processors.transcripts import Transcript, evolve_transcript
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 ACTOR = Actor(user_id="ana", org_id="acme", workspace_id="research")

@@ -51,8 +51,9 @@ class Saved(Generic[State]):
 class SnapshotSource(Protocol[State]):
     """Where snapshots are read (the read-model store)."""
 
-    async def saved(self, key: str, *, partition: int) -> Saved[State]:
-        """The key's snapshot and the watermark of `partition`, the key's."""
+    async def saved(self, key: str, *, partition: int, before: int | None = None) -> Saved[State]:
+        """The key's snapshot and the watermark of `partition`, the key's. A store that keeps the key's state as of
+        each of its records may answer as of `before` (a fold as of a record in hand); others answer their latest."""
         ...
 
 
@@ -63,7 +64,7 @@ async def starting_point(
     """Where a fold of `key` may start (`Saved.resume`): from `initial` without snapshots."""
     if snapshots is None:
         return Snapshot(state=initial)
-    saved = await snapshots.saved(key, partition=await log.partition_of(topic, key=key))
+    saved = await snapshots.saved(key, partition=await log.partition_of(topic, key=key), before=before)
     return saved.resume(initial, before=before)
 
 

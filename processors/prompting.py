@@ -31,11 +31,10 @@ import time
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 
 from kernel import tracing
 from kernel.codec import AvroCodec
-from events.conversation import AssistantTurnFinished, ConversationSummarized, RunRequested, TurnSubmitted
+from events.conversation import ConversationSummarized, RunRequested
 from kernel.envelope import Envelope
 from kernel.log import EventLog, OutgoingRecord
 from commands.catalog import FinishRun
@@ -44,9 +43,12 @@ from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolRet
 from events.safety import SafetyDecision
 from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
 from kernel.envelope import Actor
-from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage, text_of
+from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage
 from processors.grounding import DEFAULT_MAX_SOURCES, DEFAULT_SOURCE_TOKENS, choose_passages, grounding_message
 from processors.small_talk import is_small_talk
+from processors.transcripts import (
+    TRANSCRIPT_CACHE_CHARACTERS, Transcript, TranscriptTurn, branch_of, evolve_transcript, transcript_weight,
+)
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
@@ -67,19 +69,6 @@ SYSTEM_PROMPT = "You are turnlog, a helpful assistant. Answer clearly and concis
 
 
 @dataclass(frozen=True, kw_only=True)
-class TranscriptTurn:
-    role: str
-    text: str
-    parent_turn_seq: int | None
-    attachments: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class Transcript:
-    turns: Mapping[int, TranscriptTurn] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, kw_only=True)
 class PromptPolicy:
     pool: str = "interactive"
     max_output_tokens: int = 512
@@ -94,32 +83,6 @@ class PromptPolicy:
     def budget_tokens(self) -> int:
         """What the prompt may take: the context window less the room kept for the answer."""
         return self.context_tokens - self.max_output_tokens
-
-
-# The transcripts a prompt builder or summarizer keeps, in characters of their turns' text together (about as
-# many bytes, for text that is mostly ASCII, plus their objects): a cache miss folds one from the log again.
-TRANSCRIPT_CACHE_CHARACTERS = 16_000_000
-
-
-def transcript_weight(transcript: Transcript) -> int:
-    """What a transcript costs to keep: its turns' characters, and a little for each turn's objects."""
-    return sum(len(turn.text) + 200 for turn in transcript.turns.values())
-
-
-def evolve_transcript(transcript: Transcript, envelope: Envelope) -> Transcript:
-    event = envelope.payload
-    match event:
-        case TurnSubmitted():
-            turn = TranscriptTurn(
-                role="user", text=text_of(event.content), parent_turn_seq=event.parent_turn_seq, attachments=event.attachments
-            )
-        case AssistantTurnFinished():
-            # A failed answer stays in the chain of parents but says nothing to the model.
-            text = "" if event.state == "failed" else text_of(event.content)
-            turn = TranscriptTurn(role="assistant", text=text, parent_turn_seq=event.parent_turn_seq)
-        case _:
-            return transcript
-    return replace(transcript, turns={**transcript.turns, event.turn_seq: turn})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,17 +100,6 @@ class PromptScreening:
     fenced_chunk_ids: tuple[str, ...] = ()
     dropped_chunk_ids: tuple[str, ...] = ()
     redacted_turn_seqs: tuple[int, ...] = ()
-
-
-def branch_of(transcript: Transcript, turn_seq: int | None) -> list[tuple[int, TranscriptTurn]]:
-    """The turns from the first one to `turn_seq` along its chain of parents, oldest first."""
-    branch: list[tuple[int, TranscriptTurn]] = []
-    seq = turn_seq
-    while seq is not None and seq in transcript.turns:
-        branch.append((seq, transcript.turns[seq]))
-        seq = transcript.turns[seq].parent_turn_seq
-    branch.reverse()
-    return branch
 
 
 def tenant_salt(org_id: str) -> str:

@@ -16,7 +16,7 @@ from kernel.log import EventLog, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, SUMMARIES
 from inference.tokenizers import PromptTokenizer
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
-from processors.prompting import (
+from processors.transcripts import (
     TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_weight,
 )
 from kernel.runtime import Delivery, Processor, encode

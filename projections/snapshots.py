@@ -60,7 +60,8 @@ class SnapshotTable(Generic[State]):
         )
         return {row["key"]: row for row in rows}
 
-    async def saved(self, key: str, *, partition: int) -> Saved[State]:
+    async def saved(self, key: str, *, partition: int, before: int | None = None) -> Saved[State]:
+        # One row per key, its latest: `Saved.resume` leaves it out for a fold as of a record it has passed.
         by_key = await self.rows([key, watermark_key(partition)])
         mark = by_key.get(watermark_key(partition))
         if mark is None:  # nothing said about the partition: no row can be trusted to be whole

@@ -7,7 +7,8 @@ from kernel.envelope import Envelope
 from kernel.envelope import Actor
 from events.values import ContentPart, ToolSpec, Usage
 from inference.tokenizers import WordTokenizer
-from processors.prompting import PromptPolicy, Transcript, evolve_transcript
+from processors.prompting import PromptPolicy
+from processors.transcripts import Transcript, evolve_transcript
 from processors.prompting import build_prompt as assemble
 
 ACTOR = Actor(user_id="u", org_id="o", workspace_id="w")
