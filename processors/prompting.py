@@ -47,12 +47,14 @@ from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage
 from processors.grounding import DEFAULT_MAX_SOURCES, DEFAULT_SOURCE_TOKENS, choose_passages, grounding_message
 from processors.small_talk import is_small_talk
 from processors.transcripts import (
-    TRANSCRIPT_CACHE_CHARACTERS, Transcript, TranscriptTurn, branch_of, evolve_transcript, transcript_weight,
+    TRANSCRIPT_CACHE_CHARACTERS, Transcript, TranscriptTurn, branch_of, evolve_transcript, transcript_before,
+    transcript_weight,
 )
 from inference.pools import PoolsConfig, default_pools
 from inference.routing import NoPoolAvailable, PoolHealth, RouteDecision, RouteRequest, route
 from inference.tokenizers import PromptTokenizer, WordTokenizer
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
+from kernel.snapshots import SnapshotSource
 from processors.summaries import SummaryPolicy, summary_text
 from processors.retrieval import DocumentRetriever, scope_of
 from kernel.runtime import Delivery, Processor, encode
@@ -256,6 +258,7 @@ class PromptBuilder:
         violations: ViolationReporter | None = None,  # where flagged inputs are reported (default: nowhere)
         cached_conversations: int = DEFAULT_CAPACITY,  # transcripts kept in memory (besides their byte budget)
         summary_policy: SummaryPolicy | None = None,  # the summarizer's: which conversations can have a summary
+        transcripts: SnapshotSource[Transcript] | None = None,  # where a miss loads from (on Kafka, the store)
     ) -> None:
         self._log = log
         self._codec = codec
@@ -273,6 +276,7 @@ class PromptBuilder:
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
             capacity=cached_conversations, weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
+            snapshots=transcripts,
         )
 
     def processor(self) -> Processor:
@@ -289,7 +293,7 @@ class PromptBuilder:
         for delivery in deliveries:
             envelope = delivery.envelope
             # Loaded as of just before this event, then advanced by it: each event folds in once.
-            transcript = await self._transcripts.get(envelope.key, before=delivery.record.offset)
+            transcript = await transcript_before(self._transcripts, delivery)
             if isinstance(envelope.payload, RunRequested):
                 with tracing.reacting_to(envelope):  # the search, the checks and the route are spans of this run's trace
                     outputs.extend(await self._prompt(transcript, envelope))

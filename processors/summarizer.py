@@ -16,8 +16,9 @@ from kernel.log import EventLog, OutgoingRecord
 from events.topics import CONVERSATION_EVENTS, SUMMARIES
 from inference.tokenizers import PromptTokenizer
 from kernel.keyed_state import DEFAULT_CAPACITY, KeyedStates
+from kernel.snapshots import SnapshotSource
 from processors.transcripts import (
-    TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_weight,
+    TRANSCRIPT_CACHE_CHARACTERS, Transcript, branch_of, evolve_transcript, transcript_before, transcript_weight,
 )
 from kernel.runtime import Delivery, Processor, encode
 from processors.summaries import FoldedTurn, SummaryPolicy, roll_summary
@@ -62,7 +63,7 @@ class Summarizer:
 
     def __init__(
         self, *, log: EventLog, codec: AvroCodec, tokenizer: PromptTokenizer, policy: SummaryPolicy | None = None,
-        cached_conversations: int = DEFAULT_CAPACITY,
+        cached_conversations: int = DEFAULT_CAPACITY, transcripts: SnapshotSource[Transcript] | None = None,
     ) -> None:
         self._codec = codec
         self._tokenizer = tokenizer
@@ -70,6 +71,7 @@ class Summarizer:
         self._transcripts = KeyedStates(
             log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
             capacity=cached_conversations, weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
+            snapshots=transcripts,  # where a miss loads from (on Kafka, the store)
         )
         # The summarizer is the only writer of summaries: its cache follows its own appends.
         self._summaries: KeyedStates[ConversationSummarized | None] = KeyedStates(
@@ -92,7 +94,7 @@ class Summarizer:
         outputs: list[OutgoingRecord] = []
         for delivery in deliveries:
             envelope = delivery.envelope
-            await self._transcripts.get(envelope.key, before=delivery.record.offset)
+            await transcript_before(self._transcripts, delivery)
             transcript = self._transcripts.apply(envelope.key, envelope)
             event = envelope.payload
             if not isinstance(event, AssistantTurnFinished) or event.state == "failed":

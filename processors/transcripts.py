@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from events.conversation import AssistantTurnFinished, TurnSubmitted
+from events.conversation import AssistantTurnFinished, ConversationCreated, TurnSubmitted
 from events.values import text_of
 from kernel.envelope import Envelope
+from kernel.keyed_state import KeyedStates
+from kernel.runtime import Delivery
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,3 +65,15 @@ def branch_of(transcript: Transcript, turn_seq: int | None) -> list[tuple[int, T
         seq = transcript.turns[seq].parent_turn_seq
     branch.reverse()
     return branch
+
+
+async def transcript_before(transcripts: KeyedStates[Transcript], delivery: Delivery) -> Transcript:
+    """The conversation's transcript as of just before the delivered event, from the cache or loaded.
+
+    Before a conversation's first event there is nothing to load: a new conversation costs no read of the log (on
+    Kafka a scan of the minutes before its id was minted) nor of the store.
+    """
+    key = delivery.envelope.key
+    if isinstance(delivery.envelope.payload, ConversationCreated) and key not in transcripts:
+        transcripts.put(key, Transcript())
+    return await transcripts.get(key, before=delivery.record.offset)

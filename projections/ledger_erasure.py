@@ -5,7 +5,8 @@ folded from events that are not sealed (usage, charges, scores): destroying the 
 readable, so the ledgers drop them instead. Every ledger table has `org_id` and `user_id` columns.
 
 - `LedgerEraser` reads `SubjectErased` on `documents` and deletes the subject's rows (an org's: all of the org's)
-  from every ledger table, and from the decider's conversation snapshots (projections/conversation_snapshots.py).
+  from every ledger table, and from the conversation snapshots and transcript turns kept beside the log on Kafka
+  (projections/conversation_snapshots.py, projections/transcript_turns.py).
 - `WithoutErased` is the store the ledgers write through: it drops the rows of an erased subject, so a ledger
   still behind the erasure, or a refold of the log (`turnlog replay`), does not write them back.
 """
@@ -19,6 +20,7 @@ from kernel.runtime import Delivery, Processor
 from kernel.sealing import Subject
 from projections.conversation_snapshots import TABLE as CONVERSATION_SNAPSHOTS
 from projections.store import SqlStore
+from projections.transcript_turns import TABLE as TRANSCRIPT_TURNS
 
 LEDGER_ERASURE_GROUP = "ledger-erasure"
 
@@ -29,7 +31,7 @@ LEDGER_TABLES = (
 
 
 # Other tables whose rows name their owner so (`WithoutErased` writes them too).
-OWNED_TABLES = (CONVERSATION_SNAPSHOTS,)
+OWNED_TABLES = (CONVERSATION_SNAPSHOTS, TRANSCRIPT_TURNS)
 
 
 async def erase_from_ledgers(store: SqlStore, *, org_id: str, user_id: str | None) -> None:

@@ -33,6 +33,23 @@ def watermark_key(partition: int) -> str:
     return f"#{partition}"  # keys are ids and org ids ([A-Za-z0-9_-], api/bodies.py), so never this
 
 
+async def holds_from_start(
+    mark: int | None, *, log: EventLog, group: str, topic: str, partition: int, table: str
+) -> bool:
+    """Whether a table whose watermark for `partition` is `mark` (None: none) holds the partition from its start, as
+    the group that writes it has seen it: so only may the group write the partition there (the module's docstring)."""
+    done = (await log.committed_offsets(group=group, topic=topic)).get(partition, -1)
+    if (mark is None and done < 0) or (mark is not None and mark >= done):
+        return True
+    logger.error(
+        "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or restored "
+        "from an older copy?); it is not written, so its keys load from the log. To rebuild: stop the processors, "
+        "drop the table, delete the group, start again.",
+        table, partition, topic, done, group,
+    )
+    return False
+
+
 class SnapshotTable(Generic[State]):
     """One topic's snapshots: the table, read for loaders (`SnapshotSource`)."""
 
@@ -150,17 +167,10 @@ class SnapshotWriter(Generic[State]):
         known = self._complete.get(partition)
         if known is None:
             row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))
-            mark = None if row is None else row["through"]
-            done = (await self._log.committed_offsets(group=self._group, topic=self._topic)).get(partition, -1)
-            known = (mark is None and done < 0) or (mark is not None and mark >= done)
-            if not known:
-                logger.error(
-                    "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or "
-                    "restored from an older copy?); it is not written, so its keys load from the log. To rebuild: "
-                    "stop the processors, drop the table, delete the group, start again.",
-                    self._table.name, partition, self._topic, done, self._group,
-                )
-            self._complete[partition] = known
+            known = self._complete[partition] = await holds_from_start(
+                None if row is None else int(row["through"]), log=self._log, group=self._group, topic=self._topic,
+                partition=partition, table=self._table.name,
+            )
         return known
 
     async def _load(self, keys: list[str]) -> None:

@@ -120,9 +120,10 @@ class Settings:
 
     @property
     def snapshots_conversations(self) -> bool:
-        """Whether the decider loads a conversation it has not cached from its snapshot (commands/snapshots.py): on a
-        log without an index by key (Kafka), where its history is a scan of its partition. The embedded log reads a
-        key's records through an index, and the store's answer would cost more than it saves."""
+        """Whether the decider, the prompt builder and the summarizer load a conversation they have not cached from
+        the store (commands/snapshots.py, processors/transcript_turns.py): on a log without an index by key (Kafka),
+        where its history is a scan of its partition. The embedded log reads a key's records through an index, and
+        the store's answer would cost more than it saves."""
         return url_scheme(self.log) == "kafka"
 
     @property
@@ -133,7 +134,7 @@ class Settings:
         if "projector" in self.roles:
             return True
         reads_snapshots = ("governance" in self.roles and self.tiers_file is not None) or (
-            "decider" in self.roles and self.snapshots_conversations
+            bool({"decider", "prompt-builder"} & set(self.roles)) and self.snapshots_conversations
         )
         return reads_snapshots and url_scheme(self.store) != "chdb"
 

@@ -38,6 +38,8 @@ from projections.fence import ReadYourWritesFence
 from projections.projector import READ_MODELS_GROUP, ReadModelProjector
 from projections.read_models import ReadModels
 from projections.ledger_erasure import LedgerEraser, WithoutErased
+from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter
+from projections.transcript_turns import TranscriptTurnRows
 from projections.conversation_snapshots import conversation_snapshot_writer, conversation_snapshots
 from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer
 from projections.run_charges import ChargeLedger
@@ -291,6 +293,11 @@ async def running_roles(
             pools = load_pools(settings)
             tokenizer = await asyncio.to_thread(build_prompt_tokenizer, pools.pools[0])
             summary_policy = SummaryPolicy()
+            # On Kafka a transcript the builder and the summarizer have not cached loads from the store's turns.
+            transcripts = (
+                TranscriptTurns(read_models.store)
+                if settings.snapshots_conversations and read_models is not None else None
+            )
             assert search is not None
             builder = PromptBuilder(
                 log=log,
@@ -307,6 +314,7 @@ async def running_roles(
                 violations=violations,
                 cached_conversations=settings.conversations_to_cache,
                 summary_policy=summary_policy,
+                transcripts=transcripts,
             )
             spawn(run(builder.processor()), "prompt-builder")
             breakers = BreakerStates(builder.health, tuple(pool.name for pool in pools.pools))
@@ -315,7 +323,7 @@ async def running_roles(
             spawn(follow_pool_outcomes(log=log, codec=codec, health=builder.health, clock=time.monotonic), "pool-health")
             summarizer = Summarizer(
                 log=log, codec=codec, tokenizer=tokenizer, policy=summary_policy,
-                cached_conversations=settings.conversations_to_cache,
+                cached_conversations=settings.conversations_to_cache, transcripts=transcripts,
             )
             spawn(run(summarizer.processor()), "summarizer")
         if "projector" in settings.roles:
@@ -336,9 +344,11 @@ async def running_roles(
             if settings.tiers_file is not None:  # without one, governance writes nothing
                 writer = governance_snapshot_writer(store=read_models.store, log=log)
                 spawn(run(writer.processor()), "governance-snapshots")
-            if settings.snapshots_conversations:
+            if settings.snapshots_conversations:  # what the decider, the prompt builder and the summarizer load from
                 writer = conversation_snapshot_writer(store=read_models.store, writes=ledgers, log=log)
                 spawn(run(writer.processor()), "conversation-snapshots")
+                turns = TranscriptTurnWriter(store=read_models.store, writes=ledgers, log=log)
+                spawn(run(turns.processor()), "transcript-turns")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()
@@ -440,7 +450,8 @@ async def opened_read_models(settings: Settings) -> AsyncIterator[ReadModels]:
         await RunLedger(store).create_tables()  # after the usage ledger: its view joins usage_ledger
         await ChargeLedger(store).create_tables()
         await GovernanceSnapshots(store).create_tables()
-        await conversation_snapshots(store).create_table()  # whichever log: the eraser deletes from it
+        await conversation_snapshots(store).create_table()  # whichever log: the eraser deletes from them
+        await TranscriptTurnRows(store).create_table()
         yield read_models
     finally:
         await store.close()

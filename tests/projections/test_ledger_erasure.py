@@ -17,6 +17,7 @@ from kernel.runtime import encode
 from kernel.sealing import Subject
 from projections.ledger_erasure import LEDGER_TABLES, LedgerEraser, WithoutErased
 from projections.conversation_snapshots import conversation_snapshots
+from projections.transcript_turns import TranscriptTurnRows
 from projections.ledger_replay import every_ledger, refold, refold_ledgers
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -62,10 +63,11 @@ async def rows_by_user(store) -> dict[str, dict[str, int]]:
 
 
 async def create_erased_tables(store) -> None:
-    """The tables the eraser deletes from: the ledgers, and the decider's conversation snapshots."""
+    """The tables the eraser deletes from: the ledgers, and the conversations' snapshots and transcript turns."""
     for ledger in every_ledger(store):
         await ledger.create_tables()
     await conversation_snapshots(store).create_table()
+    await TranscriptTurnRows(store).create_table()
 
 
 async def test_the_eraser_knows_every_ledger_table(store) -> None:

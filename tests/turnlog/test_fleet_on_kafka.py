@@ -17,7 +17,10 @@ from events.topics import CONVERSATION_EVENTS
 from events.topology import turnlog_topics
 from kernel.keyed_state import KeyedStates
 from projections.clickhouse import ClickHouseStore
+from processors.transcript_turns import TranscriptTurns
+from processors.transcripts import Transcript, evolve_transcript
 from projections.conversation_snapshots import conversation_snapshots
+from projections.transcript_turns import TranscriptTurnRows
 from turnlog.adapters import build_codec
 
 pytestmark = pytest.mark.slow
@@ -80,8 +83,11 @@ async def test_a_turn_posted_to_the_api_only_instance_is_answered(fleet) -> None
     assert [turn["state"] for turn in turns] == ["completed", "completed"]
 
 
-async def test_a_conversations_snapshot_loads_as_its_history_does(fleet, kafka_broker, clickhouse_server) -> None:
-    """What the decider loads for a conversation it has not cached (evicted, or after a restart)."""
+async def test_a_conversations_snapshot_and_transcript_load_as_its_history_does(
+    fleet, kafka_broker, clickhouse_server
+) -> None:
+    """What the decider, and the prompt builder as of each of its events, load for a conversation they have not
+    cached (evicted, or after a restart)."""
     everything, _ = fleet
     user = everything.new_user()
     async with user.client() as client:
@@ -112,6 +118,23 @@ async def test_a_conversations_snapshot_loads_as_its_history_does(fleet, kafka_b
         from_snapshot = await states(table).get(conversation_id)
         assert from_snapshot == await states(None).get(conversation_id)
         assert from_snapshot.owner_id == user.user_id and from_snapshot.active_run_id is None
+
+        turns = TranscriptTurnRows(store)
+        async with asyncio.timeout(60):
+            while (await turns.watermark(partition) or -1) < end:
+                await asyncio.sleep(0.1)
+
+        def transcripts(source) -> KeyedStates[Transcript]:
+            return KeyedStates(
+                log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
+                snapshots=source,
+            )
+
+        records = await log.read(CONVERSATION_EVENTS, key=conversation_id)
+        for before in (*(record.offset for record in records), None):
+            loaded = await transcripts(TranscriptTurns(store)).get(conversation_id, before=before)
+            assert loaded == await transcripts(None).get(conversation_id, before=before)
+        assert [turn.role for turn in loaded.turns.values()] == ["user", "assistant"] * 2
     finally:
         await log.close()
         await store.close()

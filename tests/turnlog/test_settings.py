@@ -34,7 +34,8 @@ def test_a_worker_opens_the_store_to_write_read_models_or_to_read_its_snapshots_
     tiers = tmp_path / "tiers.toml"
     assert Settings(roles=("governance",), store_url=server, tiers_file=tiers).worker_opens_store
     assert not Settings(roles=("governance",), store_url=server).worker_opens_store  # without tiers it does nothing
-    assert not Settings(roles=("inference", "prompt-builder"), log_url=kafka, store_url=server).worker_opens_store
+    assert Settings(roles=("prompt-builder",), log_url=kafka, store_url=server).worker_opens_store
+    assert not Settings(roles=("inference", "ingester"), log_url=kafka, store_url=server).worker_opens_store
 
 
 def test_processors_run_on_faust_on_kafka_and_natively_on_the_embedded_log(tmp_path) -> None:
