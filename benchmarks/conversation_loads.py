@@ -1,19 +1,24 @@
-"""What the decider's command for a conversation it has not cached costs on Kafka, with and without snapshots.
+"""What a conversation the decider or the prompt builder has not cached costs them on Kafka, with and without the store.
 
 The decider keeps the states of the conversations it decided lately. Any other (evicted, or every conversation after
 the decider restarts) was folded on its next command from `conversation-events`, which on Kafka scans the
 conversation's partition from the conversation id's minting time: everything every other conversation in the
 partition wrote since. With snapshots (projections/conversation_snapshots.py) the decider reads the conversation's
-row and its partition's watermark from the store, and scans only what the partition took after the watermark.
+row and its partition's watermark from the store, and scans only what the partition took after the watermark. The
+prompt builder (and the summarizer) fold the conversation's transcript the same way, as of the record in hand; on
+Kafka they read its turns from the store (processors/transcript_turns.py) and scan after the watermark.
 
 On a local Tansu broker (the tests' harness), `conversation-events` has one partition. `--reads` old conversations
 (created, then three turns each) are written first; then, at each level, other conversations' events until the
 partition holds `--history` records after them (a turn each: ~4 records, ~200-400 bytes). chDB in-process holds the
-snapshots, which the writer brings up to the partition's end before the timings. At each level a fresh decider (a
-miss) decides one command, `--reads` times each way:
+snapshots and the transcript turns, which the writers bring up to the partition's end before the timings. At each
+level, `--reads` times each way:
 
-- the next turn of an old conversation, and a new conversation's creation (what the store's read adds to a first turn);
-- from the history (the decider without snapshots, as before) and from the snapshot.
+- a fresh decider (a miss) decides the next turn of an old conversation, and a new conversation's creation (what the
+  store's read adds to a first turn);
+- a fresh transcript cache (a miss) loads an old conversation's transcript as of the partition's end (the prompt
+  builder's load for a new run);
+- from the history (without the store, as before) and from the store.
 
     .venv/bin/python benchmarks/conversation_loads.py [--history 0,20000,100000] [--reads 20]
 
@@ -49,7 +54,11 @@ from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
 from kernel.runtime import Delivery, run_processor  # noqa: E402
 from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
 from projections.chdb import ChdbStore  # noqa: E402
+from kernel.keyed_state import KeyedStates  # noqa: E402
+from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter  # noqa: E402
+from processors.transcripts import Transcript, evolve_transcript  # noqa: E402
 from projections.conversation_snapshots import TABLE, conversation_snapshot_writer, conversation_snapshots  # noqa: E402
+from projections.transcript_turns import TranscriptTurnRows  # noqa: E402
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
 USER = Actor(user_id="user_a", org_id="org_a", workspace_id="ws")
@@ -94,6 +103,13 @@ def command(payload: object) -> Delivery:
     return Delivery(record=record, envelope=envelope)
 
 
+def timings(seconds: list[float]) -> dict:
+    return {
+        f"{name}_ms": round(value * 1000, 2)
+        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
+    }
+
+
 async def decided(log: KafkaLog, snapshots, payloads: list[object]) -> dict:
     seconds = []
     for payload in payloads:
@@ -102,16 +118,30 @@ async def decided(log: KafkaLog, snapshots, payloads: list[object]) -> dict:
         outputs = await decider.react([command(payload)])
         seconds.append(time.perf_counter() - started)
         assert outputs, payload  # accepted: events to append
-    return {
-        f"{name}_ms": round(value * 1000, 2)
-        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
-    }
+    return timings(seconds)
 
 
-async def caught_up(table, log: KafkaLog) -> None:
+async def transcripts_loaded(log: KafkaLog, source, conversation_ids: list[str]) -> dict:
+    seconds = []
+    before = await log.end_offset(CONVERSATION_EVENTS) + 1  # as of a new run at the partition's end
+    for conversation_id in conversation_ids:
+        cache = KeyedStates(
+            log=log, codec=CODEC, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript,
+            snapshots=source,
+        )
+        started = time.perf_counter()
+        transcript = await cache.get(conversation_id, before=before)
+        seconds.append(time.perf_counter() - started)
+        assert len(transcript.turns) == 6, conversation_id
+    return timings(seconds)
+
+
+async def caught_up(table, turns: TranscriptTurnRows, log: KafkaLog) -> None:
     end = await log.end_offset(CONVERSATION_EVENTS)
     async with asyncio.timeout(600):
         while (await table.saved("conv_anyone", partition=0)).folded_through < end:
+            await asyncio.sleep(0.1)
+        while (await turns.watermark(0) or -1) < end:
             await asyncio.sleep(0.1)
 
 
@@ -122,11 +152,16 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
     )
     store = ChdbStore(str(store_path))
     await log.start()
-    table = conversation_snapshots(store)
+    table, turns = conversation_snapshots(store), TranscriptTurnRows(store)
     await table.create_table()
-    writer = asyncio.create_task(
-        run_processor(conversation_snapshot_writer(store=store, writes=store, log=log).processor(), log=log, codec=CODEC)
-    )
+    await turns.create_table()
+    writers = [
+        asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
+        for processor in (
+            conversation_snapshot_writer(store=store, writes=store, log=log).processor(),
+            TranscriptTurnWriter(store=store, writes=store, log=log).processor(),
+        )
+    ]
     results = []
     try:
         old = [conversation(turns=3) for _ in range(reads)]
@@ -141,7 +176,7 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
                 written += len(pending[:BATCH])
                 pending = pending[BATCH:]
             caught = time.perf_counter()
-            await caught_up(table, log)
+            await caught_up(table, turns, log)
             rows = await store.query(f"SELECT count() AS rows, countDistinct(_part) AS parts FROM {TABLE}")
             creations = [CreateConversation(conversation_id=new_id("conv"), workspace_id="ws") for _ in range(2 * reads)]
             results.append({
@@ -156,11 +191,16 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
                     "whole_history": await decided(log, None, creations[:reads]),
                     "snapshot": await decided(log, table, creations[reads:]),
                 },
+                "old_conversation_transcript": {
+                    "whole_history": await transcripts_loaded(log, None, old_ids),
+                    "store": await transcripts_loaded(log, TranscriptTurns(store), old_ids),
+                },
             })
             print(json.dumps(results[-1]), flush=True)
     finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        for writer in writers:
+            writer.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
         await log.close()
         await store.close()
     return results
