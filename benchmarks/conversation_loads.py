@@ -57,7 +57,9 @@ from projections.chdb import ChdbStore  # noqa: E402
 from kernel.keyed_state import KeyedStates  # noqa: E402
 from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter  # noqa: E402
 from processors.transcripts import Transcript, evolve_transcript  # noqa: E402
-from projections.conversation_snapshots import TABLE, conversation_snapshot_writer, conversation_snapshots  # noqa: E402
+from projections.conversation_snapshots import (  # noqa: E402
+    CONVERSATION_SNAPSHOTS_GROUP, TABLE, conversation_snapshot_writer, conversation_snapshots,
+)
 from projections.transcript_turns import TranscriptTurnRows  # noqa: E402
 
 CODEC = AvroCodec(payload_types=(*EVENT_TYPES, *COMMAND_TYPES))
@@ -155,13 +157,11 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
     table, turns = conversation_snapshots(store), TranscriptTurnRows(store)
     await table.create_table()
     await turns.create_table()
-    writers = [
-        asyncio.create_task(run_processor(processor, log=log, codec=CODEC))
-        for processor in (
-            conversation_snapshot_writer(store=store, writes=store, log=log).processor(),
-            TranscriptTurnWriter(store=store, writes=store, log=log).processor(),
-        )
-    ]
+    turn_writer = TranscriptTurnWriter(store=store, writes=store, log=log, group=CONVERSATION_SNAPSHOTS_GROUP)
+    writer = asyncio.create_task(run_processor(
+        conversation_snapshot_writer(store=store, writes=store, log=log, also=turn_writer.write).processor(),
+        log=log, codec=CODEC,
+    ))
     results = []
     try:
         old = [conversation(turns=3) for _ in range(reads)]
@@ -198,9 +198,8 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
             })
             print(json.dumps(results[-1]), flush=True)
     finally:
-        for writer in writers:
-            writer.cancel()
-        await asyncio.gather(*writers, return_exceptions=True)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
         await log.close()
         await store.close()
     return results

@@ -11,14 +11,12 @@ from collections.abc import Sequence
 
 from events.topics import CONVERSATION_EVENTS
 from kernel.log import EventLog
-from kernel.runtime import Delivery, Processor
+from kernel.runtime import Delivery
 from kernel.snapshots import Saved, Snapshot
 from processors.transcripts import Transcript, TranscriptTurn, evolve_transcript
 from projections.snapshots import holds_from_start, watermark_key
 from projections.store import SqlStore
 from projections.transcript_turns import TABLE, TranscriptTurnRows
-
-TRANSCRIPT_TURNS_GROUP = "transcript-turns"
 
 
 class TranscriptTurns:
@@ -47,23 +45,19 @@ class TranscriptTurns:
 class TranscriptTurnWriter:
     """Writes the table from `conversation-events`: each turn once, with its event's offset, and the watermarks.
 
-    `writes` is the store without erased subjects' rows (`WithoutErased`): a writer behind an erasure writes none.
+    It rides with the conversation snapshots' writer (its `also`), so one consumer reads and opens each event for both
+    tables; `group` is that writer's, whose position the table's watermarks are checked against. `writes` is the
+    store without erased subjects' rows (`WithoutErased`): a writer behind an erasure writes none.
     """
 
-    def __init__(self, *, store: SqlStore, writes: SqlStore, log: EventLog) -> None:
+    def __init__(self, *, store: SqlStore, writes: SqlStore, log: EventLog, group: str) -> None:
         self._rows = TranscriptTurnRows(store)
         self._writes = writes
         self._log = log
+        self._group = group
         self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
 
-    def processor(self) -> Processor:
-        # A loader folds what the writer has not reached yet from the log: lingering costs it a longer scan, no error.
-        return Processor(
-            group=TRANSCRIPT_TURNS_GROUP, topics=(CONVERSATION_EVENTS,), react=self.react, max_batch=5_000,
-            linger_s=0.5, on_reset=self._complete.clear, background=True,
-        )
-
-    async def react(self, deliveries: Sequence[Delivery]) -> list:
+    async def write(self, deliveries: Sequence[Delivery]) -> None:
         rows: list[dict[str, object]] = []
         marks: dict[int, int] = {}
         for delivery in deliveries:
@@ -83,13 +77,12 @@ class TranscriptTurnWriter:
             for partition, offset in marks.items()
         ]
         await self._writes.insert(TABLE, rows)  # one insert: no watermark is seen without the rows below it
-        return []
 
     async def _is_complete(self, partition: int) -> bool:
         known = self._complete.get(partition)
         if known is None:
             known = self._complete[partition] = await holds_from_start(
-                await self._rows.watermark(partition), log=self._log, group=TRANSCRIPT_TURNS_GROUP,
-                topic=CONVERSATION_EVENTS, partition=partition, table=TABLE,
+                await self._rows.watermark(partition), log=self._log, group=self._group, topic=CONVERSATION_EVENTS,
+                partition=partition, table=TABLE,
             )
         return known

@@ -7,10 +7,13 @@ whose row is gone loads as one with no events up to the watermark, which is how 
 events open no more.
 """
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from commands.decider import ConversationState, evolve
 from commands.snapshots import owner_of, snapshot_from_json
 from events.topics import CONVERSATION_EVENTS
 from kernel.log import EventLog
+from kernel.runtime import Delivery
 from kernel.snapshots import snapshot_json
 from projections.snapshots import SnapshotTable, SnapshotWriter
 from projections.store import SqlStore
@@ -24,9 +27,13 @@ def conversation_snapshots(store: SqlStore) -> SnapshotTable[ConversationState]:
     return SnapshotTable(store, name=TABLE, encode=snapshot_json, decode=snapshot_from_json, owned=True)
 
 
-def conversation_snapshot_writer(*, store: SqlStore, writes: SqlStore, log: EventLog) -> SnapshotWriter[ConversationState]:
-    """Writes the table from `conversation-events`; `writes` is `store` without erased subjects' rows."""
+def conversation_snapshot_writer(
+    *, store: SqlStore, writes: SqlStore, log: EventLog,
+    also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
+) -> SnapshotWriter[ConversationState]:
+    """Writes the table from `conversation-events`; `writes` is `store` without erased subjects' rows. `also` writes
+    another table from the same events first (the transcript turns: one consumer opens each event for both)."""
     return SnapshotWriter(
         table=conversation_snapshots(store), store=writes, log=log, topic=CONVERSATION_EVENTS,
-        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, owner=owner_of,
+        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, owner=owner_of, also=also,
     )

@@ -40,7 +40,9 @@ from projections.read_models import ReadModels
 from projections.ledger_erasure import LedgerEraser, WithoutErased
 from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter
 from projections.transcript_turns import TranscriptTurnRows
-from projections.conversation_snapshots import conversation_snapshot_writer, conversation_snapshots
+from projections.conversation_snapshots import (
+    CONVERSATION_SNAPSHOTS_GROUP, conversation_snapshot_writer, conversation_snapshots,
+)
 from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer
 from projections.run_charges import ChargeLedger
 from projections.run_ledger import RunLedger
@@ -345,10 +347,11 @@ async def running_roles(
                 writer = governance_snapshot_writer(store=read_models.store, log=log)
                 spawn(run(writer.processor()), "governance-snapshots")
             if settings.snapshots_conversations:  # what the decider, the prompt builder and the summarizer load from
-                writer = conversation_snapshot_writer(store=read_models.store, writes=ledgers, log=log)
+                turns = TranscriptTurnWriter(
+                    store=read_models.store, writes=ledgers, log=log, group=CONVERSATION_SNAPSHOTS_GROUP
+                )
+                writer = conversation_snapshot_writer(store=read_models.store, writes=ledgers, log=log, also=turns.write)
                 spawn(run(writer.processor()), "conversation-snapshots")
-                turns = TranscriptTurnWriter(store=read_models.store, writes=ledgers, log=log)
-                spawn(run(turns.processor()), "transcript-turns")
         if "inference" in settings.roles:
             for pool, engine in _pool_engines(settings):
                 await engine.start()

@@ -14,6 +14,9 @@ from kernel.runtime import Delivery, encode
 from kernel.sealing import Subject
 from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter
 from processors.transcripts import Transcript, evolve_transcript, transcript_before
+from projections.conversation_snapshots import (
+    CONVERSATION_SNAPSHOTS_GROUP, conversation_snapshot_writer, conversation_snapshots,
+)
 from projections.ledger_erasure import LedgerEraser, WithoutErased
 from projections.ledger_replay import refold
 from projections.transcript_turns import TABLE, TranscriptTurnRows
@@ -31,13 +34,17 @@ def transcripts(log, codec, source=None) -> KeyedStates[Transcript]:
 
 
 def writer_of(store, log, keys):
-    return TranscriptTurnWriter(store=store, writes=WithoutErased(store, keys), log=log).processor()
+    """The conversation snapshots' writer, which writes the transcript turns too, as the projector role runs it."""
+    writes = WithoutErased(store, keys)
+    turns = TranscriptTurnWriter(store=store, writes=writes, log=log, group=CONVERSATION_SNAPSHOTS_GROUP)
+    return conversation_snapshot_writer(store=store, writes=writes, log=log, also=turns.write).processor()
 
 
 async def test_a_transcript_loads_as_of_any_record_as_from_its_history(store, embedded_log, tmp_path: Path) -> None:
     keys = KeyFileStore(root=tmp_path / "keys")
     codec = build_codec(keys)
     await TranscriptTurnRows(store).create_table()
+    await conversation_snapshots(store).create_table()
     talk = Conversations(embedded_log, codec)
     chat, other = await talk.start(ANA, title="tides"), await talk.start(BO, title="maps")
     await talk.turn(chat, ANA, "first question")
