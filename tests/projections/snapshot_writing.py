@@ -30,8 +30,10 @@ class Writing:
 
 @asynccontextmanager
 async def writing(processor: Processor, *, log, codec: AvroCodec):
+    """The writer, running until the block ends; its batches linger a little only (the tests wait for its commits)."""
     watched = Writing()
-    task = asyncio.create_task(run_processor(replace(processor, on_committed=watched.on_committed), log=log, codec=codec))
+    running = replace(processor, on_committed=watched.on_committed, linger_s=0.05)
+    task = asyncio.create_task(run_processor(running, log=log, codec=codec))
     try:
         yield watched
     finally:
