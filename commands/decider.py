@@ -109,6 +109,10 @@ class Decision:
 
 def evolve(state: ConversationState, envelope: Envelope) -> ConversationState:
     """Fold one conversation event into the state."""
+    if not state.exists and not isinstance(envelope.payload, ConversationCreated):
+        # A conversation's events follow its creation. Without it (its owner was erased, so the creation, sealed,
+        # no longer opens) the rest fold to nothing too, as its snapshot, deleted with the erasure, loads.
+        return state
     state = _apply(state, envelope)
     outcome = _outcome_of(envelope.payload, state)
     if envelope.causation_id is None or outcome is None:

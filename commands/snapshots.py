@@ -8,7 +8,7 @@ minutes of records, on the POST's path and with the decider's other commands wai
 store's answer and a scan of what the partition took after its watermark.
 
 The state holds ids, turn numbers, times, idempotency keys and a digest of the title, no words; its row names the
-conversation's owner, so an erasure deletes it (docs/encryption.md).
+conversation's owner (the scope of its events), so an erasure deletes it (docs/encryption.md).
 """
 
 import json
@@ -17,11 +17,6 @@ from commands.decider import Accepted, ConversationState, DecidedCommand, Idempo
 from kernel.snapshots import Snapshot, parsed_time
 
 ConversationSnapshot = Snapshot[ConversationState]
-
-
-def owner_of(state: ConversationState) -> tuple[str, str]:
-    """Whose the conversation is (`org_id`, `user_id`): an erasure of either deletes its snapshot."""
-    return state.org_id, state.owner_id
 
 
 # -- as stored: JSON (kernel/snapshots.py) ---------------------------------------------------------------------

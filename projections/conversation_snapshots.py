@@ -10,7 +10,7 @@ events open no more.
 from collections.abc import Awaitable, Callable, Sequence
 
 from commands.decider import ConversationState, evolve
-from commands.snapshots import owner_of, snapshot_from_json
+from commands.snapshots import snapshot_from_json
 from events.topics import CONVERSATION_EVENTS
 from kernel.log import EventLog
 from kernel.runtime import Delivery
@@ -35,5 +35,5 @@ def conversation_snapshot_writer(
     another table from the same events first (the transcript turns: one consumer opens each event for both)."""
     return SnapshotWriter(
         table=conversation_snapshots(store), store=writes, log=log, topic=CONVERSATION_EVENTS,
-        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, owner=owner_of, also=also,
+        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, also=also,
     )

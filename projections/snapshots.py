@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from kernel.envelope import Envelope
+from kernel.envelope import Actor, Envelope
 from kernel.log import EventLog
 from kernel.runtime import Delivery, Processor
 from kernel.snapshots import Saved, Snapshot
@@ -99,17 +99,17 @@ class SnapshotTable(Generic[State]):
 class SnapshotWriter(Generic[State]):
     """Writes a `SnapshotTable` from its topic: each key's row after each batch of its records, and the watermarks.
 
-    `owner` names a state's `(org_id, user_id)` for an owned table; `also` writes what goes with the batch's folded
-    records before their rows (a row in another table that the watermark then covers too).
+    An owned table's row names the owner its last record was scoped to (`org_id`, `user_id` of its actor: the
+    decider scopes a conversation's events to its owner, whoever sent the command), which holds even where the record
+    that named the owner no longer opens. `also` writes what goes with the batch's folded records before their rows
+    (a row in another table that the watermark then covers too).
     """
 
     def __init__(
         self, *, table: SnapshotTable[State], store: SqlStore, log: EventLog, topic: str, group: str, initial: State,
-        evolve: Callable[[State, Envelope], State], owner: Callable[[State], tuple[str, str]] | None = None,
-        also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None, capacity: int = 10_000,
+        evolve: Callable[[State, Envelope], State], also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
+        capacity: int = 10_000,
     ) -> None:
-        if table.owned != (owner is not None):
-            raise ValueError("SnapshotWriter: an owned table needs `owner`, and only one does")
         self._table = table
         self._store = store  # the writes go here (through `WithoutErased` for an owned table)
         self._log = log
@@ -117,7 +117,6 @@ class SnapshotWriter(Generic[State]):
         self._group = group
         self._initial = initial
         self._evolve = evolve
-        self._owner = owner
         self._also = also
         self._capacity = capacity
         self._keys: dict[str, Snapshot[State]] = {}  # a cache of the rows this writer last wrote or read
@@ -135,6 +134,7 @@ class SnapshotWriter(Generic[State]):
         wanted = [d for d in deliveries if d.record.partition in writable]
         await self._load([d.record.key for d in wanted if d.record.key not in self._keys])
         touched: dict[str, Snapshot[State]] = {}
+        owners: dict[str, Actor] = {}
         marks: dict[int, int] = {}
         folded = []
         for delivery in wanted:
@@ -145,26 +145,27 @@ class SnapshotWriter(Generic[State]):
                 continue  # delivered again after a restart: already folded
             snapshot = Snapshot(state=self._evolve(snapshot.state, delivery.envelope), through=record.offset)
             self._keys[record.key] = touched[record.key] = snapshot
+            owners[record.key] = delivery.envelope.actor
             folded.append(delivery)
         if self._also is not None:
             await self._also(folded)  # first: a watermark covers what goes with the records below it
-        rows = [self._row(key, snapshot) for key, snapshot in touched.items()]
+        rows = [self._row(key, snapshot, owners[key]) for key, snapshot in touched.items()]
         rows += [self._mark(partition, offset) for partition, offset in marks.items()]
         await self._store.insert(self._table.name, rows)
         self._forget_beyond_capacity()
         return []
 
-    def _row(self, key: str, snapshot: Snapshot[State]) -> dict[str, object]:
+    def _row(self, key: str, snapshot: Snapshot[State], owner: Actor) -> dict[str, object]:
         row: dict[str, object] = {
             "key": key, "through": snapshot.through, "version": snapshot.through, "snapshot": self._table.encode(snapshot)
         }
-        if self._owner is not None:
-            row["org_id"], row["user_id"] = self._owner(snapshot.state)
+        if self._table.owned:
+            row["org_id"], row["user_id"] = owner.org_id, owner.user_id
         return row
 
     def _mark(self, partition: int, offset: int) -> dict[str, object]:
         row: dict[str, object] = {"key": watermark_key(partition), "through": offset, "version": offset, "snapshot": ""}
-        if self._owner is not None:
+        if self._table.owned:
             row["org_id"] = row["user_id"] = ""  # nobody's: an erasure leaves it
         return row
 

@@ -1,5 +1,6 @@
 """Conversation snapshots on both stores: a conversation the decider has not cached loads from its snapshot and the
-events after its partition's watermark exactly as from its whole history, and an erasure takes the snapshot with it."""
+events after its partition's watermark exactly as from its whole history; an erasure takes the owner's snapshots and
+transcript turns with it, and a writer behind it writes none."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,12 @@ from kernel.keyed_state import KeyedStates
 from kernel.log import LogRecord
 from kernel.runtime import Delivery, encode
 from kernel.sealing import Subject
-from projections.conversation_snapshots import conversation_snapshot_writer, conversation_snapshots
+from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter
+from processors.transcripts import Transcript, evolve_transcript
+from projections.conversation_snapshots import (
+    CONVERSATION_SNAPSHOTS_GROUP, TABLE, conversation_snapshot_writer, conversation_snapshots,
+)
+from projections.transcript_turns import TranscriptTurnRows
 from projections.ledger_erasure import LedgerEraser, WithoutErased
 from projections.ledger_replay import refold
 from tests.projections.test_ledger_erasure import create_erased_tables
@@ -74,8 +80,18 @@ def states(log, codec, snapshots=None) -> KeyedStates[ConversationState]:
     )
 
 
+def transcripts(log, codec, source=None) -> KeyedStates[Transcript]:
+    """What a prompt builder that has cached nothing holds, as it loads a transcript."""
+    return KeyedStates(
+        log=log, codec=codec, topic=CONVERSATION_EVENTS, initial=Transcript(), evolve=evolve_transcript, snapshots=source
+    )
+
+
 def writer_of(store, log, keys):
-    return conversation_snapshot_writer(store=store, writes=WithoutErased(store, keys), log=log).processor()
+    """The conversation snapshots' writer, which writes the transcript turns too, as the projector role runs it."""
+    writes = WithoutErased(store, keys)
+    turns = TranscriptTurnWriter(store=store, writes=writes, log=log, group=CONVERSATION_SNAPSHOTS_GROUP)
+    return conversation_snapshot_writer(store=store, writes=writes, log=log, also=turns.write).processor()
 
 
 async def test_a_conversation_loads_from_its_snapshot_and_what_followed_as_from_its_history(
@@ -84,7 +100,7 @@ async def test_a_conversation_loads_from_its_snapshot_and_what_followed_as_from_
     keys = KeyFileStore(root=tmp_path / "keys")
     codec = build_codec(keys)
     table = conversation_snapshots(store)
-    await table.create_table()
+    await create_erased_tables(store)  # the writer writes the transcript turns too
     talk = Conversations(embedded_log, codec)
     long_one = await talk.start(ANA, title="tides")
     other = await talk.start(BO, title="maps")
@@ -111,35 +127,58 @@ async def test_a_conversation_loads_from_its_snapshot_and_what_followed_as_from_
     assert running.active_run_id is not None and running.latest_turn_seq == 10 and len(running.runs) == 5
 
 
-async def test_an_erasure_deletes_the_owners_snapshots_and_the_writer_does_not_bring_them_back(
-    store, embedded_log, tmp_path: Path
-) -> None:
+async def erase(log, codec, keys: KeyFileStore, store, actor: Actor) -> None:
+    """The erasure as the API makes it (keys destroyed, then `SubjectErased` on `documents`), and the eraser's work."""
+    keys.destroy(Subject(org_id=actor.org_id, user_id=actor.user_id))
+    erased = SubjectErased(org_id=actor.org_id, user_id=actor.user_id, keys_destroyed=1, requested_by="root", erased_at=AT)
+    await log.append([encode(codec, Envelope.wrap(erased, key=erased.subject_key, actor=ADMIN), topic=DOCUMENTS)])
+    await refold(log=log, codec=codec, processor=LedgerEraser(store).processor())
+
+
+async def kept_for(store, conversation_id: str) -> tuple[bool, list[str]]:
+    """Whether the conversation has a snapshot, and its turns' texts in the transcript table."""
+    snapshot = (await conversation_snapshots(store).saved(conversation_id, partition=0)).snapshot
+    found = await TranscriptTurnRows(store).as_of(conversation_id, partition=0, before=None)
+    return snapshot is not None, [row["text"] for row in found[1]] if found else []
+
+
+async def two_owners_conversations(log, codec, store) -> tuple[str, str, int]:
+    await create_erased_tables(store)
+    talk = Conversations(log, codec)
+    anas, bos = await talk.start(ANA, title="private"), await talk.start(BO, title="mine")
+    await talk.turn(anas, ANA, "my secret question")
+    return anas, bos, await talk.turn(bos, BO, "hi")
+
+
+async def test_an_erasure_deletes_the_owners_snapshots_and_transcript_turns(store, embedded_log, tmp_path: Path) -> None:
     keys = KeyFileStore(root=tmp_path / "keys")
     codec = build_codec(keys)
-    table = conversation_snapshots(store)
-    await create_erased_tables(store)
-    talk = Conversations(embedded_log, codec)
-    anas, bos = await talk.start(ANA, title="private"), await talk.start(BO, title="mine")
-    await talk.turn(anas, ANA, "hello")
-    end = await talk.turn(bos, BO, "hi")
+    anas, bos, end = await two_owners_conversations(embedded_log, codec, store)
     async with writing(writer_of(store, embedded_log, keys), log=embedded_log, codec=codec) as writer:
         await writer.through(end)
-    assert (await table.saved(anas, partition=0)).snapshot is not None
+    assert await kept_for(store, anas) == (True, ["my secret question", "re: my secret question"])
 
-    # The erasure as the API makes it: keys destroyed, then SubjectErased on `documents` for the eraser.
-    keys.destroy(Subject(org_id=ANA.org_id, user_id=ANA.user_id))
-    erased = SubjectErased(org_id=ANA.org_id, user_id=ANA.user_id, keys_destroyed=1, requested_by="root", erased_at=AT)
-    await embedded_log.append([encode(codec, Envelope.wrap(erased, key=erased.subject_key, actor=ADMIN), topic=DOCUMENTS)])
-    await refold(log=embedded_log, codec=codec, processor=LedgerEraser(store).processor())
-    assert (await table.saved(anas, partition=0)).snapshot is None
-    assert (await table.saved(bos, partition=0)).snapshot is not None
-
-    # A writer that folds Ana's conversation again (restarted behind the erasure) writes no row of hers.
-    await store.execute(f"DELETE FROM {table.name} WHERE key LIKE '#%'")  # its watermark gone: a first run again
-    restarted = conversation_snapshot_writer(store=store, writes=WithoutErased(store, keys), log=embedded_log)
-    await refold(log=embedded_log, codec=codec, processor=restarted.processor())
-    assert (await table.saved(anas, partition=0)).snapshot is None
+    await erase(embedded_log, codec, keys, store, ANA)
+    assert await kept_for(store, anas) == (False, [])
+    assert await kept_for(store, bos) == (True, ["hi", "re: hi"])
     # And her conversation loads as its history folds: its sealed events open no more.
-    loaded = await states(embedded_log, codec, snapshots=table).get(anas)
+    loaded = await states(embedded_log, codec, snapshots=conversation_snapshots(store)).get(anas)
     assert loaded == await states(embedded_log, codec).get(anas)
     assert not loaded.exists
+    transcript = await transcripts(embedded_log, codec, TranscriptTurns(store)).get(anas)
+    assert transcript == await transcripts(embedded_log, codec).get(anas) == Transcript()
+
+
+async def test_a_writer_behind_an_erasure_writes_none_of_the_erased_owners_rows(store, embedded_log, tmp_path: Path) -> None:
+    """Its events that are not sealed (run requests) still fold, but the row names her and is left out."""
+    keys = KeyFileStore(root=tmp_path / "keys")
+    codec = build_codec(keys)
+    anas, bos, _ = await two_owners_conversations(embedded_log, codec, store)
+    await erase(embedded_log, codec, keys, store, ANA)
+    end = await embedded_log.end_offset(CONVERSATION_EVENTS)
+    async with writing(writer_of(store, embedded_log, keys), log=embedded_log, codec=codec) as writer:
+        await writer.through(end)
+    assert await kept_for(store, anas) == (False, [])
+    assert await kept_for(store, bos) == (True, ["hi", "re: hi"])
+    rows = await store.query(f"SELECT key, org_id, user_id FROM {TABLE} FINAL WHERE key NOT LIKE '#%' ORDER BY key")
+    assert [(row["org_id"], row["user_id"]) for row in rows] == [(BO.org_id, BO.user_id)]
