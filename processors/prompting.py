@@ -41,10 +41,11 @@ from commands.catalog import FinishRun
 from commands.governance.violations import FLAGGED_INPUT, IgnoredViolations, ViolationReporter
 from events.runs import InferenceRequested, PromptAssembled, ToolCalled, ToolReturned
 from events.safety import SafetyDecision
-from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS, SUMMARIES
+from events.topics import COMMANDS, CONVERSATION_EVENTS, RUN_EVENTS
 from kernel.envelope import Actor
 from events.values import ChatMessage, Source, SummaryFact, ToolSpec, Usage
 from processors.grounding import DEFAULT_MAX_SOURCES, DEFAULT_SOURCE_TOKENS, choose_passages, grounding_message
+from processors.newest_summaries import NewestSummaries
 from processors.small_talk import is_small_talk
 from processors.transcripts import (
     TRANSCRIPT_CACHE_CHARACTERS, Transcript, TranscriptTurn, branch_of, evolve_transcript, transcript_before,
@@ -278,6 +279,7 @@ class PromptBuilder:
             capacity=cached_conversations, weigh=transcript_weight, budget=TRANSCRIPT_CACHE_CHARACTERS,
             snapshots=transcripts,
         )
+        self._summaries = NewestSummaries(log=log, codec=codec, capacity=cached_conversations)
 
     def processor(self) -> Processor:
         # Not durable: what it writes is derived from a durable `RunRequested`, and its position commits with it, so a
@@ -306,7 +308,7 @@ class PromptBuilder:
         # token's path, for every turn of most conversations.
         summary = None
         if self._summary_policy.may_have_summary(len(transcript.turns)):
-            summary = await self._latest_summary(envelope.key)
+            summary = await self._summaries.of(envelope.key)
         screening = PromptScreening()
         checked: list[OutgoingRecord] = []
         # The search reads the question as the user wrote it (the index is the org's own); the model, as screened.
@@ -487,12 +489,6 @@ class PromptBuilder:
             return None, [self._run_event(returned, envelope)]
         # Nothing passed the relevance gate: the answer says the documents do not cover the question.
         return Grounding(sources=sources, also_in=chosen.also_in), [self._run_event(returned, envelope)]
-
-    async def _latest_summary(self, conversation_id: str) -> ConversationSummarized | None:
-        """The newest rolling summary, read at prompt time (it may lag the history: that is allowed)."""
-        records = await self._log.read(SUMMARIES, key=conversation_id)
-        summary = self._codec.decode(records[-1].value).payload if records else None
-        return summary if isinstance(summary, ConversationSummarized) else None  # Erased: its user's key is gone
 
     def _run_event(self, event: ToolCalled | ToolReturned | PromptAssembled | SafetyDecision, cause: Envelope) -> OutgoingRecord:
         return encode(self._codec, Envelope.wrap(event, key=event.run_id, actor=cause.actor, cause=cause), topic=RUN_EVENTS)
