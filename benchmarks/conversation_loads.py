@@ -18,6 +18,9 @@ level, `--reads` times each way:
   store's read adds to a first turn);
 - a fresh transcript cache (a miss) loads an old conversation's transcript as of the partition's end (the prompt
   builder's load for a new run);
+- the prompt builder reads an old, active conversation's newest summary (`conversation-summaries` takes one summary
+  per other conversation, and the old ones' were just renewed): as it did at every prompt, from the conversation's
+  start, and after the newest it saw at the previous prompt;
 - from the history (without the store, as before) and from the store.
 
     .venv/bin/python benchmarks/conversation_loads.py [--history 0,20000,100000] [--reads 20]
@@ -45,9 +48,10 @@ from commands.decider import ConversationState, decide, evolve  # noqa: E402
 from commands.handler import CommandHandler  # noqa: E402
 from events.catalog import EVENT_TYPES  # noqa: E402
 from events.kafka.log import KafkaLog  # noqa: E402
-from events.topics import COMMANDS, CONVERSATION_EVENTS, key_of, topic_of  # noqa: E402
+from events.conversation import ConversationSummarized  # noqa: E402
+from events.topics import COMMANDS, CONVERSATION_EVENTS, SUMMARIES, key_of, topic_of  # noqa: E402
 from events.topology import turnlog_topics  # noqa: E402
-from events.values import ContentPart, Usage  # noqa: E402
+from events.values import ContentPart, SummaryFact, Usage  # noqa: E402
 from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope, new_id  # noqa: E402
 from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
@@ -55,6 +59,7 @@ from kernel.runtime import Delivery, run_processor  # noqa: E402
 from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
 from projections.chdb import ChdbStore  # noqa: E402
 from kernel.keyed_state import KeyedStates  # noqa: E402
+from processors.newest_summaries import NewestSummaries  # noqa: E402
 from processors.transcript_turns import TranscriptTurns, TranscriptTurnWriter  # noqa: E402
 from processors.transcripts import Transcript, evolve_transcript  # noqa: E402
 from projections.conversation_snapshots import (  # noqa: E402
@@ -99,6 +104,17 @@ def conversation(turns: int) -> list[OutgoingRecord]:
     return records
 
 
+def summarized(conversation_id: str, version: int) -> OutgoingRecord:
+    """A rolling summary of the conversation, as the summarizer writes one every few turns."""
+    summary = ConversationSummarized(
+        conversation_id=conversation_id, version=version, through_turn_seq=2 * version,
+        facts=(SummaryFact(turn_seq=1, text="the user lives by the sea and asks about tides"),),
+        summarized_at=datetime.now(UTC),
+    )
+    envelope = Envelope.wrap(summary, key=conversation_id, actor=USER)
+    return OutgoingRecord(topic=SUMMARIES, key=conversation_id, value=CODEC.encode(envelope))
+
+
 def command(payload: object) -> Delivery:
     envelope = Envelope.wrap(payload, key=payload.conversation_id, actor=USER)
     record = LogRecord(topic=COMMANDS, partition=0, offset=0, key=envelope.key, value=b"", timestamp=datetime.now(UTC))
@@ -138,6 +154,21 @@ async def transcripts_loaded(log: KafkaLog, source, conversation_ids: list[str])
     return timings(seconds)
 
 
+async def newest_summaries(log: KafkaLog, conversation_ids: list[str], *, seen_before: bool) -> dict:
+    """The prompt builder's read of a conversation's newest summary: with nothing seen (every read before, and a miss
+    now), or after the newest it saw at the conversation's previous prompt."""
+    seconds = []
+    for conversation_id in conversation_ids:
+        newest = NewestSummaries(log=log, codec=CODEC)
+        if seen_before:
+            await newest.of(conversation_id)
+        started = time.perf_counter()
+        summary = await newest.of(conversation_id)
+        seconds.append(time.perf_counter() - started)
+        assert summary is not None and summary.version == 2, conversation_id
+    return timings(seconds)
+
+
 async def caught_up(table, turns: TranscriptTurnRows, log: KafkaLog) -> None:
     end = await log.end_offset(CONVERSATION_EVENTS)
     async with asyncio.timeout(600):
@@ -167,14 +198,20 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
         old = [conversation(turns=3) for _ in range(reads)]
         old_ids = [records[0].key for records in old]
         await log.append([record for records in old for record in records])
+        await log.append([summarized(conversation_id, 1) for conversation_id in old_ids])
         written, pending = 0, []
         for level in levels:
             while written < level:
                 while len(pending) < BATCH:
-                    pending += conversation(turns=1)
-                await log.append(pending[:BATCH])
-                written += len(pending[:BATCH])
+                    filler = conversation(turns=1)
+                    pending += filler
+                    pending.append(summarized(filler[0].key, 1))  # one summary per conversation: a generous rate
+                batch = pending[:BATCH]
+                await log.append(batch)
+                written += sum(1 for record in batch if record.topic == CONVERSATION_EVENTS)
                 pending = pending[BATCH:]
+            # The old conversations are active: each has just had its summary renewed.
+            await log.append([summarized(conversation_id, 2) for conversation_id in old_ids])
             caught = time.perf_counter()
             await caught_up(table, turns, log)
             rows = await store.query(f"SELECT count() AS rows, countDistinct(_part) AS parts FROM {TABLE}")
@@ -194,6 +231,10 @@ async def measure(bootstrap: str, store_path: Path, levels: list[int], reads: in
                 "old_conversation_transcript": {
                     "whole_history": await transcripts_loaded(log, None, old_ids),
                     "store": await transcripts_loaded(log, TranscriptTurns(store), old_ids),
+                },
+                "old_conversation_newest_summary": {
+                    "whole_history": await newest_summaries(log, old_ids, seen_before=False),
+                    "after_the_newest_seen": await newest_summaries(log, old_ids, seen_before=True),
                 },
             })
             print(json.dumps(results[-1]), flush=True)
