@@ -127,16 +127,19 @@ class Settings:
         return url_scheme(self.log) == "kafka"
 
     @property
-    def worker_opens_store(self) -> bool:
-        """Whether a worker process (`turnlog worker`) opens the read-model store: the projector writes it, and the
-        deciders read their snapshots there where the store is a server (an embedded store is one process's). Other
-        workers never open it (nor need its extra)."""
-        if "projector" in self.roles:
-            return True
-        reads_snapshots = ("governance" in self.roles and self.tiers_file is not None) or (
+    def loads_from_store(self) -> bool:
+        """Whether a role of this process loads state kept beside the log from the read-model store: the governance
+        decider (with a tiers file), and on Kafka the decider, the prompt builder and the summarizer."""
+        return ("governance" in self.roles and self.tiers_file is not None) or (
             bool({"decider", "prompt-builder"} & set(self.roles)) and self.snapshots_conversations
         )
-        return reads_snapshots and url_scheme(self.store) != "chdb"
+
+    @property
+    def worker_opens_store(self) -> bool:
+        """Whether a worker process (`turnlog worker`) opens the read-model store: the projector writes it, and the
+        loaders read there where the store is a server (an embedded store is one process's). Other workers never
+        open it (nor need its extra)."""
+        return "projector" in self.roles or (self.loads_from_store and url_scheme(self.store) != "chdb")
 
     @property
     def log(self) -> str:

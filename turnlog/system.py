@@ -65,7 +65,7 @@ from processors.tools.orchestrator import ToolLoop
 from processors.tools.runner import ToolRunner
 from processors.safety.checks import SafetyChecks
 from processors.safety.stages import SafetyStages
-from turnlog.settings import Settings
+from turnlog.settings import Settings, url_scheme
 from turnlog.telemetry import default_service_name, traced_process
 from turnlog.readiness import process_readiness
 from kernel.metrics import ROLE_UP, register_collector, sample_consumer_lag, unregister_collector
@@ -281,10 +281,16 @@ async def running_roles(
             task.add_done_callback(lambda task: _report_stop(task, None if stopping else on_role_stopped))
             tasks.append(task)
 
+        # The loaders' reads of the state kept beside the log ride the POST's and the first token's paths: a client
+        # of their own, so they never queue behind the projector's inserts (chDB is one process's engine: shared).
+        loads = None
+        if read_models is not None and settings.loads_from_store:
+            loads = read_models.store if url_scheme(settings.store) == "chdb" else build_store(settings)
+            if loads is not read_models.store:
+                stack.push_async_callback(loads.close)
         if "decider" in settings.roles:
             conversations = (
-                conversation_snapshots(read_models.store)
-                if settings.snapshots_conversations and read_models is not None else None
+                conversation_snapshots(loads) if settings.snapshots_conversations and loads is not None else None
             )
             decider = CommandHandler(
                 log=log, codec=codec, capacity=settings.conversations_to_cache, snapshots=conversations
@@ -297,8 +303,7 @@ async def running_roles(
             summary_policy = SummaryPolicy()
             # On Kafka a transcript the builder and the summarizer have not cached loads from the store's turns.
             transcripts = (
-                TranscriptTurns(read_models.store)
-                if settings.snapshots_conversations and read_models is not None else None
+                TranscriptTurns(loads) if settings.snapshots_conversations and loads is not None else None
             )
             assert search is not None
             builder = PromptBuilder(
@@ -378,7 +383,7 @@ async def running_roles(
 
             # Without a tiers file nothing is asked of governance: the role has nothing to do. With the read-model
             # store an org loads from its snapshot, else from its whole history (commands/governance/snapshots.py).
-            snapshots = GovernanceSnapshots(read_models.store) if read_models is not None else None
+            snapshots = GovernanceSnapshots(loads) if loads is not None else None
             governance = GovernanceDecider(
                 log=log, codec=codec, config=_governance_config(settings), snapshots=snapshots
             )
