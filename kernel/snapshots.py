@@ -5,27 +5,18 @@ can lie (an id's minting time, or the partition's start for a key turnlog did no
 state as folded through one of its records; the store also says through which offset a partition was folded for
 every key in it (its watermark), so a key with no snapshot had no record up to there. A load then costs the store's
 answer and a scan of what the partition took after the watermark: the snapshot writer's lag
-(projections/snapshots.py writes them). The log alone is the truth: a store that fails or is slow to answer costs
-the load that scan of the history, never the load itself.
+(projections/snapshots.py writes them). The log alone is the truth: a source that cannot answer says it saved
+nothing (`StoreGuard`), and the load folds the history from the log, as without snapshots.
 """
 
-import asyncio
 import json
-import logging
-from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from kernel.log import EventLog
 
-logger = logging.getLogger(__name__)
-
 State = TypeVar("State")
-Answer = TypeVar("Answer")
-
-# How long a load waits for the store's answer (a few ms when well) before it folds from the log instead.
-STORE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,20 +65,8 @@ async def starting_point(
     """Where a fold of `key` may start (`Saved.resume`): from `initial` without snapshots."""
     if snapshots is None:
         return Snapshot(state=initial)
-    partition = await log.partition_of(topic, key=key)
-    saved = await answered_in_time(snapshots.saved(key, partition=partition, before=before), what=f"{topic}/{key}")
-    return Snapshot(state=initial) if saved is None else saved.resume(initial, before=before)
-
-
-async def answered_in_time(read: Awaitable[Answer], *, what: str) -> Answer | None:
-    """The store's answer, or None where it failed or took longer than `STORE_WAIT_S`: then the caller folds from
-    the log, as without snapshots (a snapshot saves a scan; the decider must not stop with the store)."""
-    try:
-        async with asyncio.timeout(STORE_WAIT_S):
-            return await read
-    except Exception as error:  # the store's errors are its adapter's; a snapshot is only ever a shortcut
-        logger.warning("snapshot of %s not read (%s: %s); folding it from the log", what, type(error).__name__, error)
-        return None
+    saved = await snapshots.saved(key, partition=await log.partition_of(topic, key=key), before=before)
+    return saved.resume(initial, before=before)
 
 
 # -- as stored: JSON (each state's module decodes its own), datetimes in ISO 8601 with their offset -------------

@@ -14,7 +14,7 @@ from kernel.log import EventLog
 from kernel.runtime import Delivery
 from kernel.snapshots import Saved, Snapshot
 from processors.transcripts import Transcript, TranscriptTurn, evolve_transcript
-from projections.snapshots import holds_from_start, watermark_key
+from projections.snapshots import StoreGuard, holds_from_start, watermark_key
 from projections.store import SqlStore
 from projections.transcript_turns import TABLE, TranscriptTurnRows
 
@@ -24,8 +24,12 @@ class TranscriptTurns:
 
     def __init__(self, store: SqlStore) -> None:
         self._rows = TranscriptTurnRows(store)
+        self._guard = StoreGuard()
 
     async def saved(self, key: str, *, partition: int, before: int | None = None) -> Saved[Transcript]:
+        return await self._guard.ask(lambda: self._saved(key, partition, before), nothing=Saved(snapshot=None), what=TABLE)
+
+    async def _saved(self, key: str, partition: int, before: int | None) -> Saved[Transcript]:
         found = await self._rows.as_of(key, partition=partition, before=before)
         if found is None:
             return Saved(snapshot=None)

@@ -15,7 +15,7 @@ from kernel.snapshots import snapshot_json
 from events.topics import GOVERNANCE
 from kernel.log import EventLog
 from kernel.runtime import Delivery
-from projections.snapshots import SnapshotTable, SnapshotWriter
+from projections.snapshots import SnapshotTable, SnapshotWriter, StoreGuard
 from projections.store import SqlStore
 
 GOVERNANCE_SNAPSHOTS_GROUP = "governance-snapshots"
@@ -45,13 +45,19 @@ class GovernanceSnapshots:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self.table = SnapshotTable[OrgState](store, name=TABLE, encode=snapshot_json, decode=snapshot_from_json)
+        self._guard = StoreGuard()
 
     async def create_tables(self) -> None:
         await self.table.create_table()
         await self._store.execute(_ANSWERS_DDL)
 
     async def saved(self, org_id: str, *, partition: int, answered: bool) -> SavedOrg:
-        saved = await self.table.saved(org_id, partition=partition)
+        return await self._guard.ask(
+            lambda: self._saved(org_id, partition, answered), nothing=SavedOrg(snapshot=None), what=ANSWERS
+        )
+
+    async def _saved(self, org_id: str, partition: int, answered: bool) -> SavedOrg:
+        saved = await self.table.read_saved(org_id, partition)
         answers = (
             await self._store.query(
                 # The newest facts first (the table's order, read backwards), so a week of a busy org is not grouped.

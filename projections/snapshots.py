@@ -14,7 +14,9 @@ restored from an old copy under a group that has moved on fails that check: the 
 keys then load from the log, as without snapshots) and the error says how to rebuild it.
 """
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -27,12 +29,48 @@ from projections.store import SqlStore
 logger = logging.getLogger(__name__)
 
 State = TypeVar("State")
+Answer = TypeVar("Answer")
+
+# A loader waits this long for the store's answer (a few ms when well) before it folds from the log instead, and
+# after such a failure it does not ask again for a while: in an outage every load would wait out the timeout.
+STORE_WAIT_S = 2.0
+STORE_REST_S = 30.0
 
 # A batch waits this long for more records after its first. A loader folds what the writer has not reached from the
 # log, so lingering costs it a scan of a few more seconds of the partition, no error; it saves ClickHouse inserts
 # (fewer, larger parts, as ClickHouse asks) and the writer's CPU: 0.5 s -> 2 s took the Kafka fleet's processor
 # worker from 39-40% to 38% of a core at 19 turns/s (one run, docs/benchmarks.md).
 LINGER_S = 2.0
+
+
+class StoreGuard:
+    """A loader's reads of the store, which must never stop a load: the log alone is the truth.
+
+    A read that fails or takes longer than `wait_s` answers `nothing` (nothing saved: the load folds from the log);
+    after it, reads answer `nothing` without asking the store for `rest_s`.
+    """
+
+    def __init__(
+        self, *, wait_s: float = STORE_WAIT_S, rest_s: float = STORE_REST_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._wait_s = wait_s
+        self._rest_s = rest_s
+        self._clock = clock
+        self._resting_until = float("-inf")
+
+    async def ask(self, read: Callable[[], Awaitable[Answer]], *, nothing: Answer, what: str) -> Answer:
+        if self._clock() < self._resting_until:
+            return nothing
+        try:
+            async with asyncio.timeout(self._wait_s):
+                return await read()
+        except Exception as error:  # whatever the store's adapter raises: a snapshot is only ever a shortcut
+            self._resting_until = self._clock() + self._rest_s
+            logger.warning(
+                "snapshots: the store did not answer for %s (%s: %s); loads fold from the log for %.0f s",
+                what, type(error).__name__, error, self._rest_s,
+            )
+            return nothing
 
 
 def watermark_key(partition: int) -> str:
@@ -68,6 +106,7 @@ class SnapshotTable(Generic[State]):
         self.encode = encode
         self._decode = decode
         self._store = store
+        self._guard = StoreGuard()
 
     async def create_table(self) -> None:
         owners = "org_id String, user_id String," if self.owned else ""
@@ -85,6 +124,10 @@ class SnapshotTable(Generic[State]):
 
     async def saved(self, key: str, *, partition: int, before: int | None = None) -> Saved[State]:
         # One row per key, its latest: `Saved.resume` leaves it out for a fold as of a record it has passed.
+        return await self._guard.ask(lambda: self.read_saved(key, partition), nothing=Saved(snapshot=None), what=self.name)
+
+    async def read_saved(self, key: str, partition: int) -> Saved[State]:
+        """`saved`, unguarded: the store's errors are the caller's."""
         by_key = await self.rows([key, watermark_key(partition)])
         mark = by_key.get(watermark_key(partition))
         if mark is None:  # nothing said about the partition: no row can be trusted to be whole

@@ -19,7 +19,7 @@ from commands.governance.decider import OrgState, Reservation, Score, Suspension
 from events.topics import GOVERNANCE
 from kernel.codec import AvroCodec, UndecodableMessage
 from kernel.log import EventLog
-from kernel.snapshots import Saved, Snapshot, answered_in_time, parsed_time
+from kernel.snapshots import Saved, Snapshot, parsed_time
 
 # Requests a runtime may deliver again are those after its last commit: at most a batch of them.
 REMEMBERED_REQUESTS = 1_000
@@ -60,12 +60,10 @@ async def load_org(
 ) -> LoadedOrg:
     """The org's snapshot and the facts after its partition's watermark; without snapshots, its whole history.
     Without `answered`, what it answered may be left out (a reader that decides nothing)."""
-    saved: SavedOrg | None = None
+    saved = SavedOrg(snapshot=None)
     if snapshots is not None:
         partition = await log.partition_of(GOVERNANCE, key=org_id)
-        read = snapshots.saved(org_id, partition=partition, answered=answered)
-        saved = await answered_in_time(read, what=f"{GOVERNANCE}/{org_id}")
-    saved = saved or SavedOrg(snapshot=None)
+        saved = await snapshots.saved(org_id, partition=partition, answered=answered)
     start = saved.resume(OrgState())
     state, offset, answers = start.state, start.through, saved.answered
     tail = await log.read(GOVERNANCE, key=org_id, after=offset)
