@@ -12,6 +12,9 @@ partition from its start. So before writing to a partition it checks that the ta
 watermark and nothing committed (a first run), or a watermark at or past the group's position. A table dropped or
 restored from an old copy under a group that has moved on fails that check: the partition is left unwritten (its
 keys then load from the log, as without snapshots) and the error says how to rebuild it.
+
+Loaders read through a `StoreGuard`: the log alone is the truth, so a store that fails or is slow costs a load the
+log's scan, never the load.
 """
 
 import asyncio
