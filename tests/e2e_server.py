@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TERMINAL_STREAM_EVENTS = frozenset({"assistant.completed", "run.cancelled", "run.failed"})
 TERMINAL_RUN_STATUSES = frozenset({"completed", "cancelled", "failed"})
 STARTUP_DEADLINE_S = 30.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = 90.0) -> None:
+    """Until `check()` holds, asking again every 0.1 s, or fail naming `what`: for state another process writes
+    (a ClickHouse table, a projection), which no event of this one announces."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
+        await asyncio.sleep(0.1)
 
 
 def free_port() -> int:

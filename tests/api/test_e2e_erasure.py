@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 import e2e_server
-from e2e_server import assert_problem, create_conversation, list_turns, read_stream, text_input, text_of_turn, turn_by_seq, unique
+from e2e_server import assert_problem, create_conversation, eventually, list_turns, read_stream, text_input, text_of_turn, turn_by_seq, unique
 from events.blobs import blob_key
 from events.documents import FileUploaded
 from events.key_files import KeyFileStore
@@ -53,13 +53,6 @@ def server(tmp_path: Path) -> Iterator[e2e_server.TurnlogServer]:
         yield server
     finally:
         server.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
-        await asyncio.sleep(0.1)
 
 
 async def answered(client: httpx.AsyncClient, method: str, url: str, **options) -> httpx.Response:

@@ -45,7 +45,7 @@ async def test_a_slow_answer_is_not_waited_for_and_the_store_then_rests_unasked(
 
     async def slow() -> str:
         asked.append("slow")
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never answers
         return "saved"
 
     async def quick() -> str:

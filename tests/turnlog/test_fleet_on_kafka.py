@@ -28,7 +28,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fleet(kafka_broker, clickhouse_server, tmp_path_factory) -> Iterator[tuple[e2e_server.TurnlogServer, ...]]:
-    import asyncio
 
     asyncio.run(clickhouse_server.create_database("fleet"))
     data_dir = tmp_path_factory.mktemp("fleet") / "data"  # shared only for the token-signing secret
@@ -104,9 +103,11 @@ async def test_a_conversations_snapshot_and_transcript_load_as_its_history_does(
         codec, table = build_codec(KeyFileStore(root=everything.data_dir / "keys")), conversation_snapshots(store)
         partition = await log.partition_of(CONVERSATION_EVENTS, key=conversation_id)
         end = await log.end_offset(CONVERSATION_EVENTS, key=conversation_id)
-        async with asyncio.timeout(60):
-            while (saved := await table.saved(conversation_id, partition=partition)).folded_through < end:
-                await asyncio.sleep(0.1)
+        async def snapshot_caught_up() -> bool:
+            return (await table.saved(conversation_id, partition=partition)).folded_through >= end
+
+        await e2e_server.eventually(snapshot_caught_up, "the conversation snapshots reach the partition's end")
+        saved = await table.saved(conversation_id, partition=partition)
         assert saved.snapshot is not None and saved.snapshot.state.latest_turn_seq == 4
 
         def states(snapshots) -> KeyedStates[ConversationState]:
@@ -120,9 +121,11 @@ async def test_a_conversations_snapshot_and_transcript_load_as_its_history_does(
         assert from_snapshot.owner_id == user.user_id and from_snapshot.active_run_id is None
 
         turns = TranscriptTurnRows(store)
-        async with asyncio.timeout(60):
-            while (await turns.watermark(partition) or -1) < end:
-                await asyncio.sleep(0.1)
+
+        async def turns_caught_up() -> bool:
+            return (await turns.watermark(partition) or -1) >= end
+
+        await e2e_server.eventually(turns_caught_up, "the transcript turns reach the partition's end")
 
         def transcripts(source) -> KeyedStates[Transcript]:
             return KeyedStates(

@@ -129,10 +129,11 @@ async def test_the_fleet_keeps_the_orgs_snapshot_and_it_loads_as_the_history_doe
         codec, snapshots = build_codec(), GovernanceSnapshots(store)
         partition = await log.partition_of(GOVERNANCE, key=ORG)
         end = await log.end_offset(GOVERNANCE, key=ORG)
-        async with asyncio.timeout(60):
-            while (saved := await snapshots.saved(ORG, partition=partition, answered=True)).folded_through < end:
-                await asyncio.sleep(0.1)
-        assert saved.snapshot is not None
+        async def caught_up() -> bool:
+            return (await snapshots.saved(ORG, partition=partition, answered=True)).folded_through >= end
+
+        await e2e_server.eventually(caught_up, "the org's snapshot reaches its partition's end")
+        assert (await snapshots.saved(ORG, partition=partition, answered=True)).snapshot is not None
         from_snapshot = await load_org(log=log, codec=codec, org_id=ORG, snapshots=snapshots)
         from_history = await load_org(log=log, codec=codec, org_id=ORG, snapshots=None)
         assert (from_snapshot.state, from_snapshot.answered) == (from_history.state, from_history.answered)

@@ -1,12 +1,12 @@
 """A server with a tiers file keeps each org's governance snapshot, and a decider started afresh loads from it."""
 
-import asyncio
 from pathlib import Path
 
 from commands.governance.snapshots import load_org
 from events.governance import AdmissionRequested, CreditsGrantRequested
 from events.topics import GOVERNANCE
 from kernel.envelope import Actor
+from e2e_server import eventually
 from projections.governance_snapshots import GovernanceSnapshots
 from turnlog.settings import Settings
 from turnlog.system import running_system
@@ -26,11 +26,11 @@ async def test_a_running_server_writes_snapshots_that_load_as_the_history_does(t
         await bus.ask(AdmissionRequested(org_id=ANA.org_id, user_id=ANA.user_id, run_id="run_snap"), actor=ANA)
         end = await context.log.end_offset(GOVERNANCE, key=ANA.org_id)
         snapshots = GovernanceSnapshots(context.read_models.store)
-        async with asyncio.timeout(30):
-            while (saved := await snapshots.saved(ANA.org_id, partition=0, answered=True)).folded_through < end:
-                await asyncio.sleep(0.05)
+        async def caught_up() -> bool:
+            return (await snapshots.saved(ANA.org_id, partition=0, answered=True)).folded_through >= end
 
-        assert saved.snapshot is not None
+        await eventually(caught_up, "the org's snapshot reaches its partition's end")
+        assert (await snapshots.saved(ANA.org_id, partition=0, answered=True)).snapshot is not None
         restarted = await load_org(log=context.log, codec=context.codec, org_id=ANA.org_id, snapshots=snapshots)
         history = await load_org(log=context.log, codec=context.codec, org_id=ANA.org_id, snapshots=None)
         assert (restarted.state, restarted.answered) == (history.state, history.answered)
