@@ -56,7 +56,7 @@ from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope, new_id  # noqa: E402
 from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
 from kernel.runtime import Delivery, run_processor  # noqa: E402
-from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
+from lifecycle import emitted, tansu_broker, timings  # noqa: E402  (the tests' broker harness)
 from projections.chdb import ChdbStore  # noqa: E402
 from kernel.keyed_state import KeyedStates  # noqa: E402
 from processors.newest_summaries import NewestSummaries  # noqa: E402
@@ -119,13 +119,6 @@ def command(payload: object) -> Delivery:
     envelope = Envelope.wrap(payload, key=payload.conversation_id, actor=USER)
     record = LogRecord(topic=COMMANDS, partition=0, offset=0, key=envelope.key, value=b"", timestamp=datetime.now(UTC))
     return Delivery(record=record, envelope=envelope)
-
-
-def timings(seconds: list[float]) -> dict:
-    return {
-        f"{name}_ms": round(value * 1000, 2)
-        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
-    }
 
 
 async def decided(log: KafkaLog, snapshots, payloads: list[object]) -> dict:

@@ -45,7 +45,7 @@ from kernel.codec import AvroCodec  # noqa: E402
 from kernel.envelope import Actor, Envelope  # noqa: E402
 from kernel.log import LogRecord, OutgoingRecord  # noqa: E402
 from kernel.runtime import Delivery, run_processor  # noqa: E402
-from lifecycle import emitted, percentile, tansu_broker  # noqa: E402  (the tests' broker harness)
+from lifecycle import emitted, tansu_broker, timings  # noqa: E402  (the tests' broker harness)
 from processors.governance import GovernanceDecider  # noqa: E402
 from projections.chdb import ChdbStore  # noqa: E402
 from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer  # noqa: E402
@@ -84,13 +84,6 @@ async def first_admissions(log: KafkaLog, snapshots: GovernanceSnapshots | None,
         seconds.append(time.perf_counter() - started)
         assert answered, org_id
     return timings(seconds)
-
-
-def timings(seconds: list[float]) -> dict:
-    return {
-        f"{name}_ms": round(value * 1000, 2)
-        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
-    }
 
 
 async def store_reads(snapshots: GovernanceSnapshots, org_ids: list[str]) -> dict:

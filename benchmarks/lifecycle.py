@@ -55,6 +55,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+def timings(seconds: list[float]) -> dict:
+    """p50, p90 and the slowest of some timings in seconds, in milliseconds."""
+    return {
+        f"{name}_ms": round(value * 1000, 2)
+        for name, value in (("p50", percentile(seconds, 0.5)), ("p90", percentile(seconds, 0.9)), ("max", max(seconds)))
+    }
+
+
 def emitted(report: dict, out: Path | None) -> None:
     """The report with the machine it ran on, printed, and written to `out` if given."""
     report = {**report, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_average_1m": round(os.getloadavg()[0], 2)}
