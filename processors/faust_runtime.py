@@ -17,6 +17,7 @@ from pathlib import Path
 
 import faust
 from faust.streams import _tracks_buffer_agen
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.futures import notify
 
@@ -131,6 +132,16 @@ def _transport_for(fetch_wait_max_ms: int) -> type[faust_aiokafka.Transport]:
     return type("Transport", (faust_aiokafka.Transport,), {"Consumer": _Consumer})
 
 
+class _NoTables(TableManager):
+    """faust's table manager sleeps a second before recovery starts, for tables declared late; turnlog declares
+    none, and that second was spent at every worker start (a restarted worker's partitions waited for it)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class _TurnlogApp(faust.App):
     transport_class: type[faust_aiokafka.Transport] = faust_aiokafka.Transport
 
@@ -154,6 +165,8 @@ def processor_app(processor: Processor, *, log: KafkaLog, data_dir: Path) -> fau
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        broker_client_id=log.client_id,  # `turnlog-<instance id>`: how a restart finds its predecessor's members
+        TableManager=_NoTables,
         # Partitions are spread by faust's round-robin assignor; no tables, so no leader topic needed.
         topic_disable_leader=True,
         topic_allow_declare=False,  # turnlog's log provisions its topics with their specs
@@ -178,6 +191,7 @@ async def run_processor_on_faust(
 ) -> None:
     """Run `processor` as a faust agent until cancelled; faust's own files go under `data_dir`."""
     await log.ensure_topics(processor.topics)
+    await log.end_predecessors(processor.group)
     app = processor_app(processor, log=log, data_dir=data_dir)
     topic = app.topic(*(log.physical_topic(name) for name in processor.topics), key_serializer="raw", value_serializer="raw")
 

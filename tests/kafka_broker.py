@@ -85,6 +85,21 @@ class TansuBroker:
                     raise RuntimeError(f"tansu did not answer on {self.bootstrap_servers} within {timeout_s}s") from None
                 time.sleep(0.1)
 
+    async def member_ids(self, group: str) -> list[str]:
+        """The ids of `group`'s members as the broker lists them (DescribeGroups), live or not yet expired.
+
+        Through aiokafka: librdkafka's description of a Tansu group lists no members (it asks a newer version)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            [response] = await admin.describe_consumer_groups([group])
+            [described] = response.groups
+            return [member[0] for member in described[5]]
+        finally:
+            await admin.close()
+
     def stop(self) -> None:
         if self._process is None:
             return

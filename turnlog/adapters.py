@@ -78,10 +78,12 @@ def build_log(settings: Settings) -> EventLog:
             # Query parameters are librdkafka consumer settings, e.g. ?fetch.wait.max.ms=10
             consumer_config = dict(parse_qsl(url.query, strict_parsing=bool(url.query)))
             topics = turnlog_topics(run_events_retention=settings.run_events_retention)
-            # A stable transactional id lets a restarted process fence its crashed predecessor and end the
-            # transaction it left open: Kafka would wait transaction.timeout.ms, Tansu waits for ever (docs/kafka.md).
-            transactional_id = f"turnlog-{settings.instance_id}" if settings.instance_id else None
-            return KafkaLog(url.netloc, topics=topics, consumer_config=consumer_config, transactional_id=transactional_id)
+            # A stable name lets a restarted process fence its crashed predecessor and end the transaction it left
+            # open (Kafka would wait transaction.timeout.ms, Tansu waits for ever), and end the group memberships it
+            # left before joining (else the join is split with a dead member until its session runs out): docs/kafka.md.
+            return KafkaLog(
+                url.netloc, topics=topics, consumer_config=consumer_config, instance_id=settings.instance_id or None
+            )
     raise ValueError(f"unsupported log URL {settings.log!r}; use sqlite:///path or kafka://host:9092")
 
 

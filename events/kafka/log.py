@@ -33,6 +33,7 @@ from events.kafka.admin import _Admin
 from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_batch, _poll_member_batch
 from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.followers import PartitionFollowers
+from events.kafka.predecessors import end_predecessors
 from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
 from kernel.ids import written_since
@@ -58,17 +59,23 @@ class KafkaLog:
         topics: TopicSpecs,
         client_id: str = "turnlog",
         topic_prefix: str = "",
-        transactional_id: str | None = None,
+        instance_id: str | None = None,
         producer_config: dict[str, Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
         timeout_s: float = 15.0,
         readers: int = 4,
     ) -> None:
-        """`transactional_id` defaults to one unique to this instance. A stable one (say, a pod's name)
-        lets a restarted process fence its crashed predecessor and abort its open transaction at once,
-        instead of its partitions' readers waiting `transaction.timeout.ms` for it to expire.
+        """`instance_id` is this process's stable name (say, a pod's), unique per live process. It names the
+        transactional producer and the clients `turnlog-<instance_id>`, so a process restarted under it fences its
+        crashed predecessor's open transaction at once, instead of its partitions' readers waiting
+        `transaction.timeout.ms`, and ends the predecessor's group memberships before it joins (`predecessors.py`).
+        Without one, each process gets a producer of its own and waits out a dead predecessor's sessions.
         `topic_prefix` is prepended to every topic and consumer group name on the broker (tests and shared clusters).
         """
+        if instance_id is not None:
+            client_id = f"turnlog-{instance_id}"
+        self._stable_client_id = client_id if instance_id is not None else None
+        self._predecessors_ended: set[str] = set()  # the groups this process has cleared before its first join
         self._bootstrap = bootstrap_servers
         self._specs = topics
         self._prefix = topic_prefix
@@ -78,7 +85,7 @@ class KafkaLog:
             **common,
             "enable.idempotence": True,
             "acks": "all",
-            "transactional.id": transactional_id or f"{client_id}-{uuid.uuid4().hex}",
+            "transactional.id": client_id if instance_id is not None else f"{client_id}-{uuid.uuid4().hex}",
             "partitioner": "murmur2_random",
             "transaction.timeout.ms": 10_000,
             "message.max.bytes": MAX_RECORD_BYTES + 100_000,
@@ -207,6 +214,7 @@ class KafkaLog:
         few seconds) and each starts after the group's committed offset. Closing the stream leaves the group.
         """
         await self._admin.ensure_topics(topics)
+        await self.end_predecessors(group)
         client = self._consumers.join(group, fetch_wait_ms=self.fetch_wait_ms(background=background))
         # After a rebalance a partition restarts from the committed offset; what this stream already
         # handed out is not handed out again (a failed commit raises, and the caller starts a new stream).
@@ -392,6 +400,27 @@ class KafkaLog:
         latency there; Tansu holds every fetch for its whole wait and reads storage for each, docs/kafka.md)."""
         wait = self.consumer_timing_ms("fetch.wait.max.ms")
         return max(wait, BACKGROUND_FETCH_WAIT_MS) if background else wait
+
+    async def end_predecessors(self, group: str) -> None:
+        """Before this process's first member of `group` joins: end the memberships a crashed predecessor under
+        the same instance id left there, so the join is not split with a dead member (`predecessors.py`).
+
+        Only with an instance id and without static membership (whose broker does this itself); once per group
+        and process. Best effort: if it fails the join goes on and waits out the dead member's session, as before.
+        """
+        if self._stable_client_id is None or self._group_instance_id is not None or group in self._predecessors_ended:
+            return
+        self._predecessors_ended.add(group)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await end_predecessors(self._bootstrap, group=self._physical(group), client_id=self._stable_client_id)
+        except Exception as error:  # noqa: BLE001 - a join that waits out a session beats one that never happens
+            logger.warning("could not end a crashed predecessor's members of group %s: %r", group, error)
+
+    @property
+    def client_id(self) -> str:
+        """The client id this process's Kafka clients carry (`turnlog-<instance id>` when it has one)."""
+        return str(self._consumer_config["client.id"])
 
     @property
     def group_instance_id(self) -> str | None:
