@@ -281,6 +281,10 @@ class PromptBuilder:
         )
         self._summaries = NewestSummaries(log=log, codec=codec, capacity=cached_conversations)
 
+    async def follow_summaries(self) -> None:
+        """Keep the conversations' newest summaries current from the log, until cancelled: a prompt then reads none."""
+        await self._summaries.follow()
+
     def processor(self) -> Processor:
         # Not durable: what it writes is derived from a durable `RunRequested`, and its position commits with it, so a
         # machine crash that takes the prompt back takes the position too and the prompt is built again. (A later

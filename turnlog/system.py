@@ -324,6 +324,7 @@ async def running_roles(
                 transcripts=transcripts,
             )
             spawn(run(builder.processor()), "prompt-builder")
+            spawn(builder.follow_summaries(), "newest-summaries")
             breakers = BreakerStates(builder.health, tuple(pool.name for pool in pools.pools))
             register_collector(breakers)
             stack.callback(unregister_collector, breakers)

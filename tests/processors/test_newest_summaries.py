@@ -1,8 +1,10 @@
-"""The newest summary of a conversation, as the prompt builder reads it: the newest on the log, read after the one
-it last saw, not again from the conversation's start."""
+"""The newest summary of a conversation, as the prompt builder reads it: read from the log once, then kept current by
+a follower of the summaries topic (without one: read after the one last seen, not again from the conversation's start)."""
 
+import asyncio
 from datetime import UTC, datetime
 
+from e2e_server import eventually
 from events.catalog import EVENT_TYPES
 from events.conversation import ConversationSummarized
 from events.topics import SUMMARIES
@@ -52,3 +54,29 @@ async def test_a_conversation_forgotten_beyond_the_capacity_is_read_from_its_sta
     await newest.of("conv_b")
     assert (await newest.of("conv_a")).version == 1
     assert recorded.afters[-1] == -1
+
+
+async def test_a_followed_conversation_s_newer_summaries_come_from_the_follower_not_from_reads(embedded_log) -> None:
+    recorded = ReadsRecorded(embedded_log)
+    newest = NewestSummaries(log=recorded, codec=CODEC)
+    following = asyncio.create_task(newest.follow())
+    try:
+        async def started() -> bool:
+            return newest.following
+
+        await eventually(started, "the follower started")
+        await publish(embedded_log, summary("conv_a", 1))
+        assert (await newest.of("conv_a")).version == 1  # first asked: read from the log
+        await publish(embedded_log, summary("conv_a", 2), summary("conv_b", 1), summary("conv_a", 3))
+
+        async def newest_is_3() -> bool:
+            return (await newest.of("conv_a")).version == 3
+
+        await eventually(newest_is_3, "conv_a's third summary followed")
+        assert recorded.afters == [-1]  # the one read: every later call answered from what the follower kept
+        assert (await newest.of("conv_b")).version == 1  # never asked before: not followed, read once
+        assert recorded.afters == [-1, -1]
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+    assert not newest.following

@@ -113,6 +113,7 @@ async def test_a_300_turn_conversation_keeps_its_prompts_bounded_and_remembers_t
     tasks = [
         asyncio.create_task(run_processor(CommandHandler(log=log, codec=CODEC).processor(), log=log, codec=CODEC)),
         asyncio.create_task(run_processor(builder.processor(), log=log, codec=CODEC)),
+        asyncio.create_task(builder.follow_summaries()),  # as `turnlog serve` runs it: the summaries read once, then followed
         asyncio.create_task(run_processor(
             Summarizer(log=log, codec=CODEC, tokenizer=WORDS, policy=summaries).processor(), log=log, codec=CODEC,
         )),

@@ -54,3 +54,6 @@ class ReadsRecorded:
     async def read(self, topic: str, *, key: str, after: int = -1, **bounds):
         self.afters.append(after)
         return await self._log.read(topic, key=key, after=after, **bounds)
+
+    def __getattr__(self, name: str):  # the rest of the log, unrecorded
+        return getattr(self._log, name)
