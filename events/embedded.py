@@ -499,7 +499,9 @@ class EmbeddedLog:
             del records[last + 1:]
         return records
 
-    async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
+    async def follow(
+        self, topic: str, *, key: str | None = None, after: int = -1, background: bool = False  # noqa: ARG002 - every follow is woken by appends here
+    ) -> AsyncIterator[LogRecord]:
         position = after
         while True:
             if key is None:

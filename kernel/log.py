@@ -122,8 +122,13 @@ class EventLog(Protocol):
         """
         ...
 
-    def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
-        """Records of `topic` (of one `key`, if given) after `after`, then new ones as they arrive, forever."""
+    def follow(
+        self, topic: str, *, key: str | None = None, after: int = -1, background: bool = False
+    ) -> AsyncIterator[LogRecord]:
+        """Records of `topic` (of one `key`, if given) after `after`, then new ones as they arrive, forever.
+
+        With `background`, a hint as for `consume`: nothing waits for these records within a request.
+        """
         ...
 
     async def partition_of(self, topic: str, *, key: str) -> int:

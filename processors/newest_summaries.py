@@ -39,7 +39,8 @@ class NewestSummaries:
         self._known.clear()  # read before this start: what came between the read and it would be missed
         self._following = True
         try:
-            async for record in self._log.follow(SUMMARIES, after=after):
+            # In the background: a summary may reach a prompt a little late (the summarizer's own pace is turns).
+            async for record in self._log.follow(SUMMARIES, after=after, background=True):
                 if record.key in self._known:
                     self._hold(record.key, self._newest(record), record.offset)
         finally:

@@ -30,7 +30,8 @@ def record_outcome(health: PoolHealth, usage: UsageRecorded, now: float) -> None
 
 async def follow_pool_outcomes(*, log: EventLog, codec: AvroCodec, health: PoolHealth, clock: Callable[[], float]) -> None:
     """Feed `health` from the outcomes recorded from now on, until cancelled."""
-    async for record in log.follow(USAGE, after=await log.end_offset(USAGE)):
+    # In the background: a pool's health moves with many runs' outcomes, none of them waited for by a request.
+    async for record in log.follow(USAGE, after=await log.end_offset(USAGE), background=True):
         try:
             usage = codec.decode(record.value).payload
         except UndecodableMessage:

@@ -79,10 +79,12 @@ class _Consumers:
             self._members.pop(group, None)
         await self.close_client(client)
 
-    def open_follower(self, topic: str) -> "_ConsumerThread":
+    def open_follower(self, topic: str, *, fetch_wait_ms: int | None = None) -> "_ConsumerThread":
         """A group-less consumer for `follow` to assign partitions to; `close_client` closes it."""
         # Starting past the end is out of range: wait there (latest) rather than replay from the beginning.
         config = {**self._consumer_config, "group.id": f"{self._client_id}.followers", "auto.offset.reset": "latest"}
+        if fetch_wait_ms is not None:
+            config["fetch.wait.max.ms"] = fetch_wait_ms
         return self._open_client(config, name=f"follow-{topic}")
 
     async def close_client(self, client: "_ConsumerThread") -> None:

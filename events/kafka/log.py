@@ -275,7 +275,9 @@ class KafkaLog:
         )
         return [self._record(message) for message in messages]
 
-    async def follow(self, topic: str, *, key: str | None = None, after: int = -1) -> AsyncIterator[LogRecord]:
+    async def follow(
+        self, topic: str, *, key: str | None = None, after: int = -1, background: bool = False
+    ) -> AsyncIterator[LogRecord]:
         """Records of `key` (its partition, from `after + 1`), or of every partition when `key` is None.
 
         Without a key, `after` is read as "the end I saw": each partition starts after `after` or at
@@ -308,7 +310,7 @@ class KafkaLog:
         else:
             starts = {partition: max(min(after + 1, end), log_start) for partition, (log_start, end) in ranges.items()}
         wanted = None if key is None else key.encode()
-        client = self._consumers.open_follower(topic)
+        client = self._consumers.open_follower(topic, fetch_wait_ms=self.fetch_wait_ms(background=background))
         try:
             assignment = [KafkaTopicPartition(self._physical(topic), partition, start) for partition, start in starts.items()]
             await client.call(Consumer.assign, assignment)

@@ -130,6 +130,17 @@ async def test_a_background_consumer_gets_every_record_too(log: EventLog) -> Non
     await stream.aclose()
 
 
+async def test_a_background_follow_gets_every_record_too(log: EventLog) -> None:
+    """The same hint on `follow`: records before and after the follow starts, none lost or reordered."""
+    await log.append([record("t", "k", b"1"), record("t", "other", b"2")])
+    stream = log.follow("t", after=-1, background=True)
+    values = [(await anext(stream)).value for _ in range(2)]
+    await log.append([record("t", "k", b"3")])
+    values.append((await asyncio.wait_for(anext(stream), timeout=30)).value)
+    await stream.aclose()
+    assert sorted(values[:2]) == [b"1", b"2"] and values[2] == b"3"
+
+
 async def test_consumer_wakes_on_append_without_polling(log: EventLog) -> None:
     stream = log.consume(group="g", topics=["t"])
     waiting = asyncio.create_task(anext(stream))
@@ -490,7 +501,7 @@ async def test_kafka_keyed_follows_of_a_partition_share_one_reader_and_each_gets
     keys = [key for key in (f"run{n}" for n in range(200)) if partition_for(key, 3) == 0][:6]
     opened = []
     open_follower = kafka._consumers.open_follower
-    kafka._consumers.open_follower = lambda topic: opened.append(topic) or open_follower(topic)
+    kafka._consumers.open_follower = lambda topic, **settings: opened.append(topic) or open_follower(topic, **settings)
     await kafka.append([record("t", key, b"old %d" % n) for n in range(3) for key in keys])
 
     async def followed(key: str, after: int) -> list[tuple[int, bytes]]:
