@@ -405,7 +405,7 @@ class KafkaLog:
 
     async def end_predecessors(self, group: str) -> None:
         """Before this process's first member of `group` joins: end the memberships a crashed predecessor under
-        the same instance id left there, so the join is not split with a dead member (`predecessors.py`).
+        the same instance id left there, so the join does not wait out a dead member's session (`predecessors.py`).
 
         Only with an instance id and without static membership (whose broker does this itself); once per group
         and process. Best effort: if it fails the join goes on and waits out the dead member's session, as before.

@@ -1,9 +1,9 @@
 """A restarted process's first step in each consumer group: end the memberships its crashed predecessor left.
 
-A member that dies without a LeaveGroup (SIGKILL, OOM, a lost node) stays in its group until its session runs out.
-A successor that joins before then is given only its share of the partitions; the dead member's share waits for the
-session to end and for another rebalance. Measured on Tansu: a worker restarted at once had commands for half its
-conversations answered 503 after the bus's 10 s, and its groups whole again only ~11 s after the kill.
+A member that dies without a LeaveGroup (SIGKILL, OOM, a lost node) stays in its group until its session runs out,
+and a rebalance waits for every member the group knows: a successor that joins before then waits for the dead
+member's session too. Measured on the Tansu test fleet: a worker SIGKILLed and started again at once answered a
+command sent meanwhile only ~14 s after the kill in 8 of 10 restarts (503 after the bus's 10 s, then a retry).
 
 Static membership (KIP-345, `?group.instance.id=`) is Kafka's answer, but Tansu holds a static member's join 3 s
 longer. This is the same for dynamic members, on any broker: a process with a stable instance id names its clients
