@@ -56,7 +56,7 @@ async def test_a_conversation_forgotten_beyond_the_capacity_is_read_from_its_sta
     assert recorded.afters[-1] == -1
 
 
-async def test_a_followed_conversation_s_newer_summaries_come_from_the_follower_not_from_reads(embedded_log) -> None:
+async def test_newer_summaries_of_a_held_conversation_come_from_the_follower_not_from_reads(embedded_log) -> None:
     recorded = ReadsRecorded(embedded_log)
     newest = NewestSummaries(log=recorded, codec=CODEC)
     following = asyncio.create_task(newest.follow())
