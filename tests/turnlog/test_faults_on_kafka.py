@@ -152,7 +152,7 @@ async def test_a_killed_processor_worker_restarts_with_its_decider_state_rebuilt
         processors.kill()
         processors.start()
 
-        # Until the new worker has joined its groups (and the dead one's session ran out) the API
+        # Until the new worker has joined its groups (it ends the dead one's memberships first) the API
         # answers 503 "retry with the same Idempotency-Key": a client does just that.
         replayed = await submit_retrying(client, conversation_id, "before the crash", idempotency_key="key-1")
         assert (replayed["runId"], replayed["turnSeq"]) == (first["runId"], first["turnSeq"])
