@@ -32,11 +32,13 @@ class NewestSummaries:
         self._known: OrderedDict[str, tuple[ConversationSummarized | None, int]] = OrderedDict()
         self._loading: set[str] = set()  # read from the log now: what the follower sees of them meanwhile is kept
         self._following = False
+        self._starts = 0  # how many times `follow` started: a read begun before a start is not kept
 
     async def follow(self) -> None:
         """Keep the held conversations' summaries current with those written from now on, until cancelled."""
         after = await self._log.end_offset(SUMMARIES)
         self._known.clear()  # read before this start: what came between the read and it would be missed
+        self._starts += 1
         self._following = True
         try:
             # In the background: a summary may reach a prompt a little late (the summarizer's own pace is turns).
@@ -60,12 +62,15 @@ class NewestSummaries:
         summary, through = held or (None, -1)
         self._loading.add(conversation_id)
         self._hold(conversation_id, summary, through)  # the follower updates it while the read runs
+        starts = self._starts
         try:
             records = await self._log.read(SUMMARIES, key=conversation_id, after=through)
         finally:
             self._loading.discard(conversation_id)
         if records:
             summary, through = self._newest(records[-1]), records[-1].offset
+        if starts != self._starts:
+            return summary  # the follower started during the read: what came between is read at the next call
         followed = self._known.get(conversation_id)
         if followed is not None and followed[1] > through:
             summary, through = followed
