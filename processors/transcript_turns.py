@@ -54,11 +54,13 @@ class TranscriptTurnWriter:
     store without erased subjects' rows (`WithoutErased`): a writer behind an erasure writes none.
     """
 
-    def __init__(self, *, store: SqlStore, writes: SqlStore, log: EventLog, group: str) -> None:
+    def __init__(self, *, store: SqlStore, writes: SqlStore, log: EventLog, group: str, filling: bool = False) -> None:
+        """`filling`: as `SnapshotWriter`'s (the table is being filled again from the log's start)."""
         self._rows = TranscriptTurnRows(store)
         self._writes = writes
         self._log = log
         self._group = group
+        self._filling = filling
         self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
 
     async def write(self, deliveries: Sequence[Delivery]) -> None:
@@ -83,6 +85,8 @@ class TranscriptTurnWriter:
         await self._writes.insert(TABLE, rows)  # one insert: no watermark is seen without the rows below it
 
     async def _is_complete(self, partition: int) -> bool:
+        if self._filling:
+            return True
         known = self._complete.get(partition)
         if known is None:
             known = self._complete[partition] = await holds_from_start(

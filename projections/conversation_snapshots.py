@@ -29,11 +29,11 @@ def conversation_snapshots(store: SqlStore) -> SnapshotTable[ConversationState]:
 
 def conversation_snapshot_writer(
     *, store: SqlStore, writes: SqlStore, log: EventLog,
-    also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
+    also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None, filling: bool = False,
 ) -> SnapshotWriter[ConversationState]:
     """Writes the table from `conversation-events`; `writes` is `store` without erased subjects' rows. `also` writes
     another table from the same events first (the transcript turns: one consumer opens each event for both)."""
     return SnapshotWriter(
         table=conversation_snapshots(store), store=writes, log=log, topic=CONVERSATION_EVENTS,
-        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, also=also,
+        group=CONVERSATION_SNAPSHOTS_GROUP, initial=ConversationState(), evolve=evolve, also=also, filling=filling,
     )

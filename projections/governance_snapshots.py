@@ -75,7 +75,7 @@ class GovernanceSnapshots:
         )
 
 
-def governance_snapshot_writer(*, store: SqlStore, log: EventLog) -> SnapshotWriter[OrgState]:
+def governance_snapshot_writer(*, store: SqlStore, log: EventLog, filling: bool = False) -> SnapshotWriter[OrgState]:
     """Writes the tables from `governance`: each org's row after each batch of its facts, the answers first."""
 
     async def answers(folded: Sequence[Delivery]) -> None:
@@ -87,5 +87,5 @@ def governance_snapshot_writer(*, store: SqlStore, log: EventLog) -> SnapshotWri
 
     return SnapshotWriter(
         table=GovernanceSnapshots(store).table, store=store, log=log, topic=GOVERNANCE,
-        group=GOVERNANCE_SNAPSHOTS_GROUP, initial=OrgState(), evolve=evolve, also=answers,
+        group=GOVERNANCE_SNAPSHOTS_GROUP, initial=OrgState(), evolve=evolve, also=answers, filling=filling,
     )

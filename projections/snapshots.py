@@ -90,8 +90,8 @@ async def holds_from_start(
         return True
     logger.error(
         "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or restored "
-        "from an older copy?); it is not written, so its keys load from the log. To rebuild: stop the processors, "
-        "drop the table, delete the group, start again.",
+        "from an older copy?); it is not written, so its keys load from the log. To rebuild it: stop the processors, "
+        "run `turnlog replay`, start them again.",
         table, partition, topic, done, group,
     )
     return False
@@ -154,9 +154,12 @@ class SnapshotWriter(Generic[State]):
     def __init__(
         self, *, table: SnapshotTable[State], store: SqlStore, log: EventLog, topic: str, group: str, initial: State,
         evolve: Callable[[State, Envelope], State], also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
-        capacity: int = 10_000,
+        capacity: int = 10_000, filling: bool = False,
     ) -> None:
+        """`filling`: the table was emptied to be filled again from the log's start (`snapshot_replay.py`), so every
+        partition it is given is whole, whatever the group's position says."""
         self._table = table
+        self._filling = filling
         self._store = store  # the writes go here (through `WithoutErased` for an owned table)
         self._log = log
         self._topic = topic
@@ -216,6 +219,8 @@ class SnapshotWriter(Generic[State]):
         return row
 
     async def _is_complete(self, partition: int) -> bool:
+        if self._filling:
+            return True
         known = self._complete.get(partition)
         if known is None:
             row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))

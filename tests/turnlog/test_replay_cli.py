@@ -34,6 +34,7 @@ async def test_replay_rebuilds_read_models_that_answer_like_before(tmp_path: Pat
     rebuilt = replay(server.data_dir)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "1 conversations, 4 turns, 2 runs" in rebuilt.stdout
+    assert "rebuilt snapshot tables: governance-snapshots from 0 events" in rebuilt.stdout  # conversations': Kafka's
 
     server.start()
     try:
