@@ -11,17 +11,16 @@ writer fed every record its topic holds, and its group committed at the end it r
 from kernel.codec import AvroCodec
 from kernel.log import EventLog
 from processors.transcript_turns import TranscriptTurnWriter
-from projections import conversation_snapshots as conversation_tables, governance_snapshots, transcript_turns
 from projections.conversation_snapshots import (
-    CONVERSATION_SNAPSHOTS_GROUP, conversation_snapshot_writer, conversation_snapshots,
+    CONVERSATION_SNAPSHOTS_GROUP, TABLE as CONVERSATION_SNAPSHOTS, conversation_snapshot_writer, conversation_snapshots,
 )
-from projections.governance_snapshots import GovernanceSnapshots, governance_snapshot_writer
+from projections.governance_snapshots import ANSWERS, TABLE as GOVERNANCE, GovernanceSnapshots, governance_snapshot_writer
 from projections.ledger_replay import refold
 from projections.store import SqlStore
-from projections.transcript_turns import TranscriptTurnRows
+from projections.transcript_turns import TABLE as TRANSCRIPT_TURNS, TranscriptTurnRows
 
-GOVERNANCE_TABLES = (governance_snapshots.TABLE, governance_snapshots.ANSWERS)
-TABLES = (conversation_tables.TABLE, transcript_turns.TABLE, *GOVERNANCE_TABLES)
+GOVERNANCE_TABLES = (GOVERNANCE, ANSWERS)
+TABLES = (CONVERSATION_SNAPSHOTS, TRANSCRIPT_TURNS, *GOVERNANCE_TABLES)
 
 
 async def rebuild_snapshots(
