@@ -14,7 +14,7 @@ from kernel.log import EventLog
 from kernel.runtime import Delivery
 from kernel.snapshots import Saved, Snapshot
 from processors.transcripts import Transcript, TranscriptTurn, evolve_transcript
-from projections.snapshots import StoreGuard, holds_from_start, watermark_key
+from projections.snapshots import StoreGuard, WholePartitions, watermark_key
 from projections.store import SqlStore
 from projections.transcript_turns import TABLE, TranscriptTurnRows
 
@@ -55,20 +55,19 @@ class TranscriptTurnWriter:
     """
 
     def __init__(self, *, store: SqlStore, writes: SqlStore, log: EventLog, group: str, filling: bool = False) -> None:
-        """`filling`: as `SnapshotWriter`'s (the table is being filled again from the log's start)."""
+        """`filling`: as `WholePartitions`' (the table is being filled again from the log's start)."""
         self._rows = TranscriptTurnRows(store)
         self._writes = writes
-        self._log = log
-        self._group = group
-        self._filling = filling
-        self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
+        self._whole = WholePartitions(
+            log=log, group=group, topic=CONVERSATION_EVENTS, table=TABLE, watermark=self._rows.watermark, filling=filling
+        )
 
     async def write(self, deliveries: Sequence[Delivery]) -> None:
         rows: list[dict[str, object]] = []
         marks: dict[int, int] = {}
         for delivery in deliveries:
             record, envelope = delivery.record, delivery.envelope
-            if not await self._is_complete(record.partition):
+            if not await self._whole.holds(record.partition):
                 continue
             marks[record.partition] = max(marks.get(record.partition, -1), record.offset)
             for turn_seq, turn in evolve_transcript(Transcript(), envelope).turns.items():
@@ -84,13 +83,3 @@ class TranscriptTurnWriter:
         ]
         await self._writes.insert(TABLE, rows)  # one insert: no watermark is seen without the rows below it
 
-    async def _is_complete(self, partition: int) -> bool:
-        if self._filling:
-            return True
-        known = self._complete.get(partition)
-        if known is None:
-            known = self._complete[partition] = await holds_from_start(
-                await self._rows.watermark(partition), log=self._log, group=self._group, topic=CONVERSATION_EVENTS,
-                partition=partition, table=TABLE,
-            )
-        return known

@@ -80,21 +80,50 @@ def watermark_key(partition: int) -> str:
     return f"#{partition}"  # keys are ids and org ids ([A-Za-z0-9_-], api/bodies.py), so never this
 
 
-async def holds_from_start(
-    mark: int | None, *, log: EventLog, group: str, topic: str, partition: int, table: str
-) -> bool:
-    """Whether a table whose watermark for `partition` is `mark` (None: none) holds the partition from its start, as
-    the group that writes it has seen it: so only may the group write the partition there (the module's docstring)."""
-    done = (await log.committed_offsets(group=group, topic=topic)).get(partition, -1)
-    if (mark is None and done < 0) or (mark is not None and mark >= done):
-        return True
-    logger.error(
-        "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or restored "
-        "from an older copy?); it is not written, so its keys load from the log. To rebuild it: stop the processors, "
-        "run `turnlog replay`, start them again.",
-        table, partition, topic, done, group,
-    )
-    return False
+class WholePartitions:
+    """Which partitions of `topic` a table holds from their start, as the group that writes it has seen them: only
+    there may the group write (the module's docstring). Each partition is asked once, then known until `forget`.
+
+    `watermark(partition)` is the table's watermark (None: none). `filling`: the table was emptied to be filled again
+    from the log's start (`processors/snapshot_replay.py`), so every partition is whole, whatever the group's
+    position says.
+    """
+
+    def __init__(
+        self, *, log: EventLog, group: str, topic: str, table: str, watermark: Callable[[int], Awaitable[int | None]],
+        filling: bool = False,
+    ) -> None:
+        self._log = log
+        self._group = group
+        self._topic = topic
+        self._table = table
+        self._watermark = watermark
+        self._filling = filling
+        self._known: dict[int, bool] = {}
+
+    async def holds(self, partition: int) -> bool:
+        if self._filling:
+            return True
+        known = self._known.get(partition)
+        if known is None:
+            known = self._known[partition] = await self._ask(partition)
+        return known
+
+    def forget(self) -> None:
+        self._known.clear()
+
+    async def _ask(self, partition: int) -> bool:
+        mark = await self._watermark(partition)
+        done = (await self._log.committed_offsets(group=self._group, topic=self._topic)).get(partition, -1)
+        if (mark is None and done < 0) or (mark is not None and mark >= done):
+            return True
+        logger.error(
+            "snapshots: table %s lacks partition %d of %s up to offset %d, where group %s stands (dropped, or restored "
+            "from an older copy?); it is not written, so its keys load from the log. To rebuild it: stop the "
+            "processors, run `turnlog replay`, start them again.",
+            self._table, partition, self._topic, done, self._group,
+        )
+        return False
 
 
 class SnapshotTable(Generic[State]):
@@ -156,12 +185,9 @@ class SnapshotWriter(Generic[State]):
         evolve: Callable[[State, Envelope], State], also: Callable[[Sequence[Delivery]], Awaitable[None]] | None = None,
         capacity: int = 10_000, filling: bool = False,
     ) -> None:
-        """`filling`: the table was emptied to be filled again from the log's start (`snapshot_replay.py`), so every
-        partition it is given is whole, whatever the group's position says."""
+        """`filling`: as `WholePartitions`' (the table is being filled again from the log's start)."""
         self._table = table
-        self._filling = filling
         self._store = store  # the writes go here (through `WithoutErased` for an owned table)
-        self._log = log
         self._topic = topic
         self._group = group
         self._initial = initial
@@ -169,7 +195,9 @@ class SnapshotWriter(Generic[State]):
         self._also = also
         self._capacity = capacity
         self._keys: dict[str, Snapshot[State]] = {}  # a cache of the rows this writer last wrote or read
-        self._complete: dict[int, bool] = {}  # per partition: whether the table holds it from its start
+        self._whole = WholePartitions(
+            log=log, group=group, topic=topic, table=table.name, watermark=self._watermark, filling=filling
+        )
 
     def processor(self) -> Processor:
         return Processor(
@@ -179,7 +207,7 @@ class SnapshotWriter(Generic[State]):
 
     async def react(self, deliveries: Sequence[Delivery]) -> list:
         partitions = {delivery.record.partition for delivery in deliveries}
-        writable = {partition for partition in partitions if await self._is_complete(partition)}
+        writable = {partition for partition in partitions if await self._whole.holds(partition)}
         wanted = [d for d in deliveries if d.record.partition in writable]
         await self._load([d.record.key for d in wanted if d.record.key not in self._keys])
         touched: dict[str, Snapshot[State]] = {}
@@ -218,17 +246,9 @@ class SnapshotWriter(Generic[State]):
             row["org_id"] = row["user_id"] = ""  # nobody's: an erasure leaves it
         return row
 
-    async def _is_complete(self, partition: int) -> bool:
-        if self._filling:
-            return True
-        known = self._complete.get(partition)
-        if known is None:
-            row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))
-            known = self._complete[partition] = await holds_from_start(
-                None if row is None else int(row["through"]), log=self._log, group=self._group, topic=self._topic,
-                partition=partition, table=self._table.name,
-            )
-        return known
+    async def _watermark(self, partition: int) -> int | None:
+        row = (await self._table.rows([watermark_key(partition)])).get(watermark_key(partition))
+        return None if row is None else int(row["through"])
 
     async def _load(self, keys: list[str]) -> None:
         """The keys' last written snapshots (a new key has none)."""
@@ -247,4 +267,4 @@ class SnapshotWriter(Generic[State]):
 
     def _reset(self) -> None:
         self._keys.clear()
-        self._complete.clear()
+        self._whole.forget()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from events.key_files import KeyFileStore
 from processors.snapshot_replay import rebuild_snapshots
-from projections.conversation_snapshots import conversation_snapshots
+from projections.conversation_snapshots import TABLE as CONVERSATION_SNAPSHOTS, conversation_snapshots
 from projections.ledger_erasure import WithoutErased
-from projections.transcript_turns import TranscriptTurnRows
+from projections.transcript_turns import TABLE as TRANSCRIPT_TURNS, TranscriptTurnRows
 from tests.projections.snapshot_writing import writing
 from tests.projections.test_conversation_snapshots import ANA, BO, Conversations, states, writer_of
 from tests.projections.test_ledger_erasure import create_erased_tables
@@ -31,7 +31,7 @@ async def test_lost_snapshot_tables_are_rebuilt_from_the_log_and_the_live_writer
         await live.through(end)
     table = conversation_snapshots(store)
     # Lost: both tables empty again, while the writer's group stands at `end`.
-    for name in ("conversation_snapshots", "transcript_turns"):
+    for name in (CONVERSATION_SNAPSHOTS, TRANSCRIPT_TURNS):
         await store.execute(f"DROP TABLE {name}")
     await table.create_table()
     await TranscriptTurnRows(store).create_table()
