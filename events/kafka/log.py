@@ -4,7 +4,9 @@ Writes: one idempotent, transactional producer (acks=all) per process, driven by
 Every append queued while the previous transaction was committing joins the next one (group commit),
 so concurrent appends share a transaction; an append that carries a `ConsumerCommit` puts the group's
 offsets in the same transaction (`send_offsets_to_transaction`), which is what makes a processor's
-reaction and its progress land together or not at all. Records are partitioned with Kafka's murmur2
+reaction and its progress land together or not at all. An append of one record with no commit and no
+follow-ups (a token delta, a heartbeat, a command) has nothing to be atomic with: a second, idempotent
+producer outside any transaction writes those, as durably, in one request and with no marker. Records are partitioned with Kafka's murmur2
 (`events.topology.partition_for`), the Java client's partitioner, so any reader finds a key's partition.
 
 Reads: `consume` is a consumer-group member (read_committed; offsets move only by `append`/`commit`);
@@ -34,7 +36,7 @@ from events.kafka.consumers import _checked, _Consumers, _kafka_offsets, _poll_b
 from events.kafka.errors import LogUnavailable, _is_unavailable
 from events.kafka.followers import PartitionFollowers
 from events.kafka.predecessors import end_predecessors
-from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _TransactionalWriter, _validate
+from events.kafka.writer import MAX_RECORD_BYTES, _PendingAppend, _PlainWriter, _TransactionalWriter, _validate
 from events.topology import TopicSpecs, partition_for
 from kernel.ids import written_since
 from kernel.log import ConsumerCommit, FollowUps, LogRecord, OutgoingRecord
@@ -110,6 +112,7 @@ class KafkaLog:
         self._group_instance_id: str | None = self._consumer_config.pop("group.instance.id", None) or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _TransactionalWriter | None = None
+        self._plain: _PlainWriter | None = None
         self._admin = _Admin(specs=topics, physical=self._physical, translate=self._translate, timeout_s=timeout_s)
         self._followers = PartitionFollowers(
             open_client=lambda: self._consumers.open_follower("shared"),
@@ -142,16 +145,22 @@ class KafkaLog:
         writer = _TransactionalWriter(
             config=self._producer_config, loop=self._loop, physical=self._physical, timeout_s=self._timeout_s
         )
+        plain = _PlainWriter(
+            config={k: v for k, v in self._producer_config.items() if not k.startswith("transaction")},
+            loop=self._loop, physical=self._physical, timeout_s=self._timeout_s,
+        )
         try:
             await asyncio.to_thread(writer.start)
+            await asyncio.to_thread(plain.start)
         except KafkaException as error:
             raise LogUnavailable(bootstrap_servers=self._bootstrap, reason=error.args[0].str()) from error
-        self._writer = writer
+        self._writer, self._plain = writer, plain
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.to_thread(self._writer.stop)
-            self._writer = None
+        for writer in (self._writer, self._plain):
+            if writer is not None:
+                await asyncio.to_thread(writer.stop)
+        self._writer = self._plain = None
         await self._followers.close()
         await self._consumers.close()
         self._admin.close()
@@ -169,11 +178,12 @@ class KafkaLog:
         """One transaction for the records and the commit (shared with appends queued meanwhile).
 
         Kafka appends are always acks=all, so `durable=False` buys nothing here. An append of no
-        records commits the offsets directly: there is nothing for them to be atomic with. `then`'s
+        records commits the offsets directly, and one of a single record with no commit and no `then`
+        is produced outside a transaction: there is nothing for them to be atomic with. `then`'s
         records are produced in the same transaction once the records' offsets are known, to topics
         the log already has (its own are provisioned at start).
         """
-        if self._writer is None or self._loop is None:
+        if self._writer is None or self._plain is None or self._loop is None:
             raise RuntimeError("the log is not started")
         _validate(records)
         if not records and then is None:
@@ -185,10 +195,12 @@ class KafkaLog:
         done = self._loop.create_future()
         metadata = self._consumers.group_metadata(commit.group) if commit is not None and commit.offsets else None
         follow_ups = functools.partial(contextvars.copy_context().run, then) if then is not None else None
-        self._writer.submit(
-            _PendingAppend(records=records, commit=commit, group_metadata=metadata, done=done, then=follow_ups)
-        )
-        written = await done
+        item = _PendingAppend(records=records, commit=commit, group_metadata=metadata, done=done, then=follow_ups)
+        (self._writer if item.needs_transaction else self._plain).submit(item)
+        try:
+            written = await done
+        except KafkaException as error:  # the cluster unreachable is `Unavailable`: retried, never a poison message
+            raise self._translate(error) from error
         _APPENDS[durable].observe(time.perf_counter() - started)
         return written
 

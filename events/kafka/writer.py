@@ -1,7 +1,10 @@
-"""The Kafka log's transactional writer: one producer on one thread, one transaction at a time.
+"""The Kafka log's writers: producers on threads of their own, each pass taking every append queued meanwhile.
 
-Appends queue for the thread, and each transaction takes every append queued meanwhile (the group
-commit that `events.kafka.log` describes); a failed shared transaction is retried append by append.
+`_TransactionalWriter` runs one transaction at a time (the group commit that `events.kafka.log` describes); a failed
+shared transaction is retried append by append. `_PlainWriter` produces appends that need no transaction (one record,
+no consumer commit, no follow-ups: nothing to be atomic with) on an idempotent producer outside any: as durable
+(acks=all), one produce request instead of a transaction's round trips, and no transaction marker for readers to wait
+on or step over.
 """
 
 import asyncio
@@ -24,7 +27,7 @@ logger = logging.getLogger(__name__)
 # Records (key + value) above this are refused before a transaction starts, so a too-large record
 # fails its own append and never aborts a transaction that others share.
 MAX_RECORD_BYTES = 1_000_000
-_MAX_TRANSACTION_RECORDS = 10_000
+_MAX_PASS_RECORDS = 10_000
 
 
 @dataclass(kw_only=True)
@@ -35,9 +38,16 @@ class _PendingAppend:
     done: asyncio.Future
     then: Callable[[Sequence[LogRecord]], Sequence[OutgoingRecord]] | None = None  # run in the caller's context
 
+    @property
+    def needs_transaction(self) -> bool:
+        """Whether it has anything to be atomic with: several records, offsets to commit, or follow-ups."""
+        return len(self.records) != 1 or self.commit is not None or self.then is not None
 
-class _TransactionalWriter:
-    """Owns the producer: runs one transaction at a time, each holding every append queued meanwhile."""
+
+class _ProducerThread:
+    """Owns a producer on a thread of its own; each pass writes every append queued meanwhile (`_write`)."""
+
+    _name = "kafka-log-writer"
 
     def __init__(
         self,
@@ -56,9 +66,9 @@ class _TransactionalWriter:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Blocking: create the producer and register its transactional id (fencing any predecessor)."""
+        """Blocking: create the producer (a transactional one registers its id, fencing any predecessor)."""
         self._producer = self._new_producer()
-        self._thread = threading.Thread(target=self._write_forever, name="kafka-log-writer", daemon=True)
+        self._thread = threading.Thread(target=self._write_forever, name=self._name, daemon=True)
         self._thread.start()
 
     def submit(self, item: _PendingAppend) -> None:
@@ -75,9 +85,10 @@ class _TransactionalWriter:
             self._producer = None
 
     def _new_producer(self) -> Producer:
-        producer = Producer(self._config)
-        producer.init_transactions(self._timeout_s)
-        return producer
+        return Producer(self._config)
+
+    def _write(self, batch: list[_PendingAppend]) -> None:
+        raise NotImplementedError
 
     def _write_forever(self) -> None:
         while True:
@@ -90,7 +101,7 @@ class _TransactionalWriter:
             if first is None:
                 return
             batch, records, stop = [first], len(first.records), False
-            while records < _MAX_TRANSACTION_RECORDS:  # group commit: take what was queued meanwhile
+            while records < _MAX_PASS_RECORDS:  # group commit: take what was queued meanwhile
                 try:
                     item = self._pending.get_nowait()
                 except queue.Empty:
@@ -103,6 +114,25 @@ class _TransactionalWriter:
             self._write(batch)
             if stop:
                 return
+
+    def _produce(self, producer: Producer, record: OutgoingRecord, on_delivery: Callable) -> None:
+        while True:
+            try:
+                producer.produce(
+                    self._physical(record.topic), key=record.key.encode(), value=record.value, on_delivery=on_delivery
+                )
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+
+
+class _TransactionalWriter(_ProducerThread):
+    """Runs one transaction at a time, each holding every append queued meanwhile."""
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(self._config)
+        producer.init_transactions(self._timeout_s)
+        return producer
 
     def _write(self, batch: list[_PendingAppend]) -> None:
         try:
@@ -160,16 +190,6 @@ class _TransactionalWriter:
                 if not isinstance(report, Message):
                     raise KafkaException(report or KafkaError(KafkaError._FAIL, "no delivery report"))
 
-    def _produce(self, producer: Producer, record: OutgoingRecord, on_delivery: Callable) -> None:
-        while True:
-            try:
-                producer.produce(
-                    self._physical(record.topic), key=record.key.encode(), value=record.value, on_delivery=on_delivery
-                )
-                return
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.05)
-
     def _commit(self, producer: Producer) -> None:
         for attempt in range(3):
             try:
@@ -190,6 +210,53 @@ class _TransactionalWriter:
         except KafkaException as abort_error:
             logger.error("could not abort a transaction (%s); starting a new producer", abort_error.args[0].str())
             self._producer = None
+
+
+class _PlainWriter(_ProducerThread):
+    """Produces appends that need no transaction on an idempotent producer: a pass's records, then one flush.
+
+    An append whose record was not delivered fails; one that timed out may still land later (a produce outside a
+    transaction cannot be taken back), which its readers tolerate as they tolerate a redelivery.
+    """
+
+    _name = "kafka-log-plain-writer"
+
+    def _new_producer(self) -> Producer:
+        # One record per batch: Tansu 0.6.0 moves a partition's high watermark by one for a batch outside a
+        # transaction, whatever its length (a transaction's marker sets it right), so the end offsets that reads
+        # and fences stop at fell behind what was written (docs/kafka.md). Concurrent appends still share a request.
+        return Producer({**self._config, "batch.num.messages": 1})
+
+    def _write(self, batch: list[_PendingAppend]) -> None:
+        try:
+            if self._producer is None:
+                self._producer = self._new_producer()
+            producer = self._producer
+        except KafkaException as error:
+            for item in batch:
+                self._loop.call_soon_threadsafe(_fail, item.done, error)
+            return
+        reports: list[list[Message | KafkaError | None]] = [[None] * len(item.records) for item in batch]
+        refused: dict[int, KafkaException] = {}
+        for position, (item, item_reports) in enumerate(zip(batch, reports)):
+            try:
+                for index, record in enumerate(item.records):
+                    self._produce(producer, record, functools.partial(_keep_report, item_reports, index))
+            except KafkaException as error:  # refused at once (a producer in a fatal state, say)
+                refused[position] = error
+        producer.flush(self._timeout_s)
+        for position, (item, item_reports) in enumerate(zip(batch, reports)):
+            failed = next((report for report in item_reports if not isinstance(report, Message)), False)
+            if position not in refused and failed is False:
+                self._loop.call_soon_threadsafe(_settle, item.done, _all_written(item.records, item_reports))
+                continue
+            error = refused.get(position) or KafkaException(
+                failed or KafkaError(KafkaError._MSG_TIMED_OUT, "the record was not delivered in time")
+            )
+            if error.args[0].fatal():  # the idempotent producer's sequence is broken (the broker lost its state, say)
+                logger.error("the idempotent producer failed fatally (%s); starting a new one", error.args[0].str())
+                self._producer = None
+            self._loop.call_soon_threadsafe(_fail, item.done, error)
 
 
 def _keep_report(reports: list, index: int, error: KafkaError | None, message: Message) -> None:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from events.embedded import DataDirectoryBusy, EmbeddedLog
 from events.kafka.errors import LogClosed, LogUnavailable
 from events.kafka.log import KafkaLog
-from events.kafka.writer import _TransactionalWriter
+from events.kafka.writer import _PlainWriter, _TransactionalWriter
 from kernel.ids import CLOCK_SKEW, written_since
 from kernel.log import ConsumerCommit, EventLog, OutgoingRecord
 from events.topology import TopicSpec, TopicSpecs, murmur2, partition_for, turnlog_topics
@@ -392,18 +392,50 @@ async def test_kafka_partitions_keys_as_computed_and_keeps_each_keys_order(kafka
         assert [(r.offset, r.value) for r in await kafka.read("t", key=key)] == [(r.offset, r.value) for r in mine]
 
 
-async def test_kafka_concurrent_appends_share_transactions(kafka: KafkaLog, monkeypatch) -> None:
-    transactions = []
-    transact = _TransactionalWriter._transact
+def counted(monkeypatch, writer: type, method: str) -> list[int]:
+    """The sizes of the batches `writer.method` is given from now on."""
+    sizes: list[int] = []
+    original = getattr(writer, method)
 
     def counting(self, batch):
-        transactions.append(len(batch))
-        return transact(self, batch)
+        sizes.append(len(batch))
+        return original(self, batch)
 
-    monkeypatch.setattr(_TransactionalWriter, "_transact", counting)
-    await asyncio.gather(*(kafka.append([record("t", f"k{i}", b"x")]) for i in range(200)))
+    monkeypatch.setattr(writer, method, counting)
+    return sizes
+
+
+async def test_kafka_concurrent_appends_share_transactions(kafka: KafkaLog, monkeypatch) -> None:
+    transactions = counted(monkeypatch, _TransactionalWriter, "_transact")
+    await asyncio.gather(*(kafka.append([record("t", f"k{i}", b"x"), record("u", f"k{i}", b"y")]) for i in range(200)))
     assert sum(transactions) == 200
     assert len(transactions) < 200
+
+
+async def test_kafka_single_records_without_a_commit_are_produced_outside_transactions(
+    kafka: KafkaLog, monkeypatch
+) -> None:
+    """Nothing to be atomic with: no transaction (one produce request, no marker), and concurrent ones share a flush.
+    Appended in turn with transactions on the same key, they keep the order they were appended in."""
+    transactions = counted(monkeypatch, _TransactionalWriter, "_transact")
+    passes = counted(monkeypatch, _PlainWriter, "_write")
+    written = await asyncio.gather(*(kafka.append([record("t", f"k{i}", b"x")]) for i in range(200)))
+    assert transactions == [] and sum(passes) == 200 and len(passes) < 200
+    assert [(r.key, r.partition) for [r] in written] == [(f"k{i}", partition_for(f"k{i}", 3)) for i in range(200)]
+    for turn in range(3):
+        await kafka.append([record("t", "k", b"plain %d" % turn)])
+        await kafka.append([record("t", "k", b"transacted %d" % turn), record("u", "k", b"with it")])
+    assert transactions == [1, 1, 1]
+    assert [r.value for r in await kafka.read("t", key="k", after=written[0][0].offset)] == [
+        b"plain 0", b"transacted 0", b"plain 1", b"transacted 1", b"plain 2", b"transacted 2",
+    ]
+    stream = kafka.consume(group="plain-readers", topics=["t"])  # read_committed, as every processor reads
+    try:
+        seen: set[str] = set()
+        while len(seen) < 200:
+            seen |= {r.key for r in await asyncio.wait_for(anext(stream), 60) if r.value == b"x"}
+    finally:
+        await stream.aclose()
 
 
 async def test_kafka_open_transaction_is_invisible_and_commits_nothing(kafka: KafkaLog) -> None:
@@ -610,6 +642,26 @@ async def test_kafka_unreachable_broker_fails_start_with_the_address() -> None:
     adapter = KafkaLog(address, topics=KAFKA_TEST_TOPICS, timeout_s=1)
     with pytest.raises(LogUnavailable, match=address.replace(".", r"\.")):
         await adapter.start()
+
+
+@pytest.mark.alone  # a broker of its own, stopped under the log
+async def test_kafka_appends_to_a_broker_gone_away_fail_as_unavailable_on_both_writers(tmp_path: Path) -> None:
+    """`Unavailable`, not librdkafka's error: a processor retries its batch instead of counting a good message as
+    poison, and the API answers 503 with Retry-After."""
+    broker = kafka_broker_harness.TansuBroker(log_path=tmp_path / "tansu.log")
+    broker.start()
+    adapter = KafkaLog(broker.bootstrap_servers, topics=KAFKA_TEST_TOPICS, timeout_s=2)
+    try:
+        await adapter.start()
+        await adapter.append([record("t", "k", b"before")])
+        broker.stop()
+        with pytest.raises(LogUnavailable):
+            await adapter.append([record("t", "k", b"plain")])
+        with pytest.raises(LogUnavailable):
+            await adapter.append([record("t", "k", b"transacted"), record("u", "k", b"with it")])
+    finally:
+        broker.stop()
+        await adapter.close()
 
 
 async def test_kafka_closing_the_log_ends_its_streams(kafka_broker) -> None:
