@@ -6,8 +6,9 @@ so concurrent appends share a transaction; an append that carries a `ConsumerCom
 offsets in the same transaction (`send_offsets_to_transaction`), which is what makes a processor's
 reaction and its progress land together or not at all. An append of one record with no commit and no
 follow-ups (a token delta, a heartbeat, a command) has nothing to be atomic with: a second, idempotent
-producer outside any transaction writes those, as durably, in one request and with no marker. Records are partitioned with Kafka's murmur2
-(`events.topology.partition_for`), the Java client's partitioner, so any reader finds a key's partition.
+producer outside any transaction writes those, as durably, in one request and with no marker. Records
+are partitioned with Kafka's murmur2 (`events.topology.partition_for`), the Java client's partitioner,
+so any reader finds a key's partition.
 
 Reads: `consume` is a consumer-group member (read_committed; offsets move only by `append`/`commit`);
 `read`, `follow` and `end_offset` use group-less consumers assigned to the partitions they need.
