@@ -12,6 +12,7 @@ import functools
 import logging
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ class _PendingAppend:
         return len(self.records) != 1 or self.commit is not None or self.then is not None
 
 
-class _ProducerThread:
+class _ProducerThread(ABC):
     """Owns a producer on a thread of its own; each pass writes every append queued meanwhile (`_write`)."""
 
     _name = "kafka-log-writer"
@@ -87,8 +88,9 @@ class _ProducerThread:
     def _new_producer(self) -> Producer:
         return Producer(self._config)
 
+    @abstractmethod
     def _write(self, batch: list[_PendingAppend]) -> None:
-        raise NotImplementedError
+        """Write `batch` and settle each append's future (its records where they landed, or the error)."""
 
     def _write_forever(self) -> None:
         while True:
