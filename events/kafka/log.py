@@ -147,8 +147,7 @@ class KafkaLog:
             config=self._producer_config, loop=self._loop, physical=self._physical, timeout_s=self._timeout_s
         )
         plain = _PlainWriter(
-            config={k: v for k, v in self._producer_config.items() if not k.startswith("transaction")},
-            loop=self._loop, physical=self._physical, timeout_s=self._timeout_s,
+            config=self._producer_config, loop=self._loop, physical=self._physical, timeout_s=self._timeout_s
         )
         try:
             await asyncio.to_thread(writer.start)

@@ -85,8 +85,9 @@ class _ProducerThread(ABC):
             self._producer.flush(self._timeout_s)
             self._producer = None
 
+    @abstractmethod
     def _new_producer(self) -> Producer:
-        return Producer(self._config)
+        """A producer from `_config`, ready to write."""
 
     @abstractmethod
     def _write(self, batch: list[_PendingAppend]) -> None:
@@ -227,7 +228,9 @@ class _PlainWriter(_ProducerThread):
         # One record per batch: Tansu 0.6.0 moves a partition's high watermark by one for a batch outside a
         # transaction, whatever its length (a transaction's marker sets it right), so the end offsets that reads
         # and fences stop at fell behind what was written (docs/kafka.md). Concurrent appends still share a request.
-        return Producer({**self._config, "batch.num.messages": 1})
+        # The log's producer settings, less the transactional ones (this producer makes no transactions).
+        config = {key: value for key, value in self._config.items() if not key.startswith("transaction")}
+        return Producer({**config, "batch.num.messages": 1})
 
     def _write(self, batch: list[_PendingAppend]) -> None:
         try:
