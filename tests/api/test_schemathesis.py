@@ -73,15 +73,19 @@ include-operation-id = ["revokeApiKey", "getApiKey"]
 checks.use_after_free.enabled = false
 """
 
-# CPython 3.11 can fail `ast.parse` when two threads parse at once ("AST constructor recursion depth mismatch");
-# hypothesis parses lambdas' sources to describe strategies, and schemathesis's workers are threads.
+# CPython 3.11 can fail a compile to an AST when two threads make one at once ("AST constructor recursion depth
+# mismatch"); schemathesis's workers are threads, and in them hypothesis parses lambdas' sources to describe
+# strategies and anyio's lazy importer compiles its own source (the first worker to reach the ASGI transport imports
+# it). `ast.parse` calls `compile`, so serializing every AST compile covers both.
 RUNNER = """
-import ast, sys, threading
-_lock, _parse = threading.Lock(), ast.parse
-def _serialized_parse(*args, **kwargs):
+import ast, builtins, sys, threading
+_lock, _compile = threading.Lock(), builtins.compile
+def _serialized_compile(source, filename, mode, flags=0, *args, **kwargs):
+    if not flags & ast.PyCF_ONLY_AST:
+        return _compile(source, filename, mode, flags, *args, **kwargs)
     with _lock:
-        return _parse(*args, **kwargs)
-ast.parse = _serialized_parse
+        return _compile(source, filename, mode, flags, *args, **kwargs)
+builtins.compile = _serialized_compile
 from schemathesis.cli import schemathesis
 sys.argv[0] = "schemathesis"
 sys.exit(schemathesis())
